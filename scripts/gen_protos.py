@@ -69,7 +69,9 @@ def main() -> int:
         generate(fresh)
         want, have = tree(fresh / PACKAGE), tree(out / PACKAGE)
         stale = sorted(set(want) ^ set(have))
-        stale += sorted(n for n in set(want) & set(have) if not filecmp.cmp(want[n], have[n], False))
+        stale += sorted(
+            n for n in set(want) & set(have) if not filecmp.cmp(want[n], have[n], False)
+        )
     if stale:
         print("generated code is stale; run `make proto`:", *stale, sep="\n  ", file=sys.stderr)
         return 1

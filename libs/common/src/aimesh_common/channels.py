@@ -32,7 +32,11 @@ _SERVICE_CONFIG = json.dumps(
 
 def target_for(addr: str) -> str:
     """``host:port`` becomes ``dns:///host:port``; explicit schemes are kept."""
-    return addr if "://" in addr or addr.startswith(("unix:", "dns:", "ipv4:", "ipv6:")) else f"dns:///{addr}"
+    return (
+        addr
+        if "://" in addr or addr.startswith(("unix:", "dns:", "ipv4:", "ipv6:"))
+        else f"dns:///{addr}"
+    )
 
 
 def create_channel(addr: str, *, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.aio.Channel:
@@ -50,13 +54,17 @@ def create_channel(addr: str, *, max_message_bytes: int = 16 * 1024 * 1024) -> g
     )
 
 
-async def check_health(channel: grpc.aio.Channel, service: str = "", timeout: float = 2.0) -> bool:
+async def check_health(
+    channel: grpc.aio.Channel, service: str = "", deadline_seconds: float = 2.0
+) -> bool:
     """True when the peer answers grpc.health.v1 with SERVING."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        reply = await stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=deadline_seconds
+        )
     except grpc.aio.AioRpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

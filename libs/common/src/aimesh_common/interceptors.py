@@ -35,9 +35,7 @@ def _code_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
 
 
-async def _abort_for(
-    error: BaseException, context: ServicerContext[Any, Any], method: str
-) -> None:
+async def _abort_for(error: BaseException, context: ServicerContext[Any, Any], method: str) -> None:
     if isinstance(error, AimeshError):
         await context.abort(error.code, error.message)
     log.error("unhandled error in %s", method, exc_info=error)
@@ -49,9 +47,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -65,13 +63,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             GRPC_HANDLED.labels(service, name, _code_of(context).name).inc()
 
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
                 start = time.perf_counter()
                 try:
                     return await inner_uu(request, context)
-                except Exception as error:  # noqa: BLE001 - mapped to a status below
+                except Exception as error:
                     if isinstance(error, grpc.aio.AbortError):
                         raise
                     await _abort_for(error, context, method)
@@ -85,7 +83,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             )
 
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+            inner_us: Any = handler.unary_stream
 
             async def unary_stream(
                 request: Any, context: ServicerContext[Any, Any]
@@ -94,7 +92,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in inner_us(request, context):
                         yield item
-                except Exception as error:  # noqa: BLE001 - mapped to a status below
+                except Exception as error:
                     if isinstance(error, grpc.aio.AbortError):
                         raise
                     await _abort_for(error, context, method)

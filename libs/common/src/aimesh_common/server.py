@@ -87,4 +87,6 @@ def build_grpc_server(
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
-    return GrpcServer(server=server, port=bound, health=health_servicer, service_names=service_names)
+    return GrpcServer(
+        server=server, port=bound, health=health_servicer, service_names=service_names
+    )

@@ -39,12 +39,13 @@ class GrpcServiceSettings(ServiceSettings):
 
 def service_addr(env_name: str, default: str) -> str:
     """A backend address field read from ``<env_name>`` or ``AIMESH_<env_name>``."""
-    return Field(  # type: ignore[no-any-return]
+    field: str = Field(
         default,
         min_length=1,
         validation_alias=AliasChoices(env_name, f"AIMESH_{env_name}"),
         description=f"host:port of the backend (env {env_name}).",
     )
+    return field
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -1,0 +1,345 @@
+"""Run the whole aimesh mesh as local processes: what `make run` and the test suite use.
+
+Each service starts with its own console script, exactly as its image does, configured
+only through environment variables. Children run in their own process groups and get
+SIGTERM when this process dies (Linux ``PR_SET_PDEATHSIG``), so no orphans are left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+BIN = Path(sys.executable).parent
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask the kernel to SIGTERM this child when the launcher dies, however it dies."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Ports:
+    """Where each service listens."""
+
+    gateway: int = 8000
+    embedding: int = 50051
+    retrieval: int = 50052
+    llm_router: int = 50053
+    embedding_metrics: int = 9091
+    retrieval_metrics: int = 9092
+    llm_router_metrics: int = 9093
+
+    @classmethod
+    def free(cls) -> Ports:
+        """All ports picked free: for tests, which may run beside a `make run`."""
+        return cls(*(free_port() for _ in range(7)))
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _pump: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self, log_dir: Path | None) -> None:
+        stdout: int | IO[bytes]
+        if log_dir is not None:
+            self.log_path = log_dir / f"{self.name}.log"
+            stdout = self.log_path.open("ab")
+        else:
+            stdout = subprocess.PIPE
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        if log_dir is not None:
+            assert not isinstance(stdout, int)
+            stdout.close()
+        else:
+            self._pump = threading.Thread(target=self._prefix_output, daemon=True)
+            self._pump.start()
+
+    def _prefix_output(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        width = 11
+        for raw in iter(self.process.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            print(f"{self.name:>{width}} | {line}", flush=True)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_or_kill(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        if self._pump is not None:
+            self._pump.join(timeout=2)
+
+
+class MeshStartError(RuntimeError):
+    """A service exited or the gateway did not become ready in time."""
+
+
+class Mesh:
+    """The four services as local processes, on embedded defaults."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        ports: Ports | None = None,
+        admin_api_key: str | None = None,
+        jwt_secret: str | None = None,
+        extra_env: Mapping[str, str | None] | None = None,
+        log_dir: Path | None = None,
+        log_format: str = "text",
+    ) -> None:
+        self.data_dir = data_dir
+        self.ports = ports or Ports()
+        self.admin_api_key = admin_api_key or "am_dev_" + secrets.token_urlsafe(24)
+        self.jwt_secret = jwt_secret or secrets.token_urlsafe(48)
+        self.log_dir = log_dir
+        base: dict[str, str] = {
+            **os.environ,
+            "AIMESH_DATA_DIR": str(data_dir),
+            "AIMESH_LOG_FORMAT": log_format,
+            "EMBEDDING_SERVICE_ADDR": f"127.0.0.1:{self.ports.embedding}",
+            "RETRIEVAL_SERVICE_ADDR": f"127.0.0.1:{self.ports.retrieval}",
+            "LLM_ROUTER_SERVICE_ADDR": f"127.0.0.1:{self.ports.llm_router}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+        for name, value in (extra_env or {}).items():  # None removes an inherited variable
+            if value is None:
+                base.pop(name, None)
+            else:
+                base[name] = value
+
+        def env(port: int, metrics_port: int | None, host: str, **more: str) -> dict[str, str]:
+            values = {**base, "AIMESH_PORT": str(port), "AIMESH_HOST": host, **more}
+            if metrics_port is not None:
+                values["AIMESH_METRICS_PORT"] = str(metrics_port)
+            return values
+
+        p = self.ports
+        self.services = [
+            ServiceProcess(
+                "embedding",
+                [str(BIN / "aimesh-embedding")],
+                env(p.embedding, p.embedding_metrics, "127.0.0.1"),
+            ),
+            ServiceProcess(
+                "retrieval",
+                [str(BIN / "aimesh-retrieval")],
+                env(p.retrieval, p.retrieval_metrics, "127.0.0.1"),
+            ),
+            ServiceProcess(
+                "llm-router",
+                [str(BIN / "aimesh-llm-router")],
+                env(p.llm_router, p.llm_router_metrics, "127.0.0.1"),
+            ),
+            ServiceProcess(
+                "gateway",
+                [str(BIN / "aimesh-gateway")],
+                env(
+                    p.gateway,
+                    None,
+                    "127.0.0.1",
+                    AIMESH_ADMIN_API_KEY=self.admin_api_key,
+                    AIMESH_JWT_SECRET=self.jwt_secret,
+                ),
+            ),
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def service(self, name: str) -> ServiceProcess:
+        return next(s for s in self.services if s.name == name)
+
+    def check_ports(self) -> None:
+        p = self.ports
+        busy = [
+            port
+            for port in (p.gateway, p.embedding, p.retrieval, p.llm_router)
+            if port_in_use(port)
+        ]
+        if busy:
+            raise MeshStartError(
+                f"port(s) {', '.join(map(str, busy))} already in use: is another aimesh running?"
+            )
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.check_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for service in self.services:
+            service.start(self.log_dir)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                for service in self.services:
+                    code = service.exited()
+                    if code is not None:
+                        raise MeshStartError(
+                            f"{service.name} exited with status {code}\n{service.log_tail()}"
+                        )
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+        raise MeshStartError(f"the gateway was not ready within {timeout:.0f} s")
+
+    def stop(self, grace: float = 15.0) -> None:
+        # Gateway first so no new work reaches the backends, then the rest together.
+        gateway, *backends = reversed(self.services)
+        gateway.terminate()
+        gateway.wait_or_kill(grace)
+        for service in backends:
+            service.terminate()
+        for service in backends:
+            service.wait_or_kill(grace)
+
+    def __enter__(self) -> Mesh:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _stable_secret(path: Path, prefix: str = "") -> str:
+    """A secret kept in the data dir so the dev key stays the same between runs."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = prefix + secrets.token_urlsafe(24)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Start the whole aimesh mesh locally.")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("AIMESH_DATA_DIR", ".aimesh"))
+    )
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIMESH_PORT", "8000")))
+    args = parser.parse_args()
+    data_dir: Path = args.data_dir.resolve()
+    admin_key = os.environ.get("AIMESH_ADMIN_API_KEY") or _stable_secret(
+        data_dir / "dev-admin-api-key", "am_dev_"
+    )
+    jwt_secret = os.environ.get("AIMESH_JWT_SECRET") or _stable_secret(data_dir / "dev-jwt-secret")
+    mesh = Mesh(
+        data_dir, ports=Ports(gateway=args.port), admin_api_key=admin_key, jwt_secret=jwt_secret
+    )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    provider = "openai" if os.environ.get("OPENAI_API_KEY") else "local (extractive, no key)"
+    print(f"starting aimesh (data in {data_dir}, LLM provider: {provider}) ...", flush=True)
+    try:
+        mesh.start()
+    except MeshStartError as error:
+        print(f"aimesh did not start: {error}", file=sys.stderr)
+        mesh.stop()
+        return 1
+    print(
+        "\n"
+        f"  aimesh is ready: {mesh.url}   (API docs: {mesh.url}/docs)\n"
+        f"  dev API key:     {admin_key}\n\n"
+        f'  curl -s {mesh.url}/v1/ask -H "Authorization: Bearer {admin_key}" \\\n'
+        '       -H "Content-Type: application/json" \\\n'
+        '       -d \'{"question": "What is aimesh?", "collection": "docs"}\'\n\n'
+        "  Ctrl-C stops every service.\n",
+        flush=True,
+    )
+    while not stop.is_set():
+        for service in mesh.services:
+            code = service.exited()
+            if code is not None:
+                print(f"{service.name} exited with status {code}; stopping", file=sys.stderr)
+                stop.set()
+        stop.wait(1.0)
+    print("stopping aimesh ...", flush=True)
+    mesh.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

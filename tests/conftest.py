@@ -1,0 +1,90 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from scripts.devmesh import Mesh, Ports
+
+if TYPE_CHECKING:
+    from aimesh_embedding.model import TorchEncoder
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def embedding_encoder() -> TorchEncoder:
+    """The real embedding model, loaded once per session (tests/embedding reuse it)."""
+    from aimesh_embedding.config import Settings
+    from aimesh_embedding.model import load_encoder
+
+    return load_encoder(Settings(port=0, host="127.0.0.1", metrics_port=None))
+
+
+@pytest.fixture(scope="session")
+async def embedding_addr(embedding_encoder: TorchEncoder) -> AsyncIterator[str]:
+    """A real embedding gRPC server (real model) in this process, on a free port."""
+    from aimesh_embedding.config import Settings
+    from aimesh_embedding.server import create_server
+
+    settings = Settings(port=0, host="127.0.0.1", metrics_port=None)
+    server = create_server(settings, embedding_encoder)
+    await server.start()
+    yield f"127.0.0.1:{server.port}"
+    await server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The four real services as separate processes on free ports, embedded defaults.
+
+    Logs are in the ``logs`` folder next to the data; the OpenAI key of the environment
+    is removed so the router serves the keyless ``local`` provider.
+    """
+    root = tmp_path_factory.mktemp("mesh")
+    running = Mesh(
+        root / "data",
+        ports=Ports.free(),
+        log_dir=root / "logs",
+        log_format="json",
+        extra_env={"OPENAI_API_KEY": None, "AIMESH_OPENAI_API_KEY": None},
+    )
+    with running:
+        yield running
+
+
+def make_jwt(
+    secret: str,
+    *,
+    tenant: str | None,
+    roles: list[str] | None = None,
+    audience: str = "aimesh",
+    expires_in: int = 300,
+    subject: str = "tester",
+) -> str:
+    """An HS256 token as an identity provider would issue it."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": subject,
+        "aud": audience,
+        "iat": now,
+        "exp": now + expires_in,
+    }
+    if tenant is not None:
+        claims["tenant_id"] = tenant
+    if roles is not None:
+        claims["roles"] = roles
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,116 @@
+"""`make run`'s launcher as a new user meets it: prints URL and key, serves, stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scripts.devmesh import Ports, free_port, port_in_use
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _processes_using(data_dir: Path) -> list[int]:
+    """Pids whose environment points at this data dir: the launcher's children."""
+    marker = f"AIMESH_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    raise AssertionError("launcher output did not show " + pattern + ":\n" + "".join(seen[-40:]))
+
+
+def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None:
+    defaults = Ports()
+    busy = [
+        p for p in (defaults.embedding, defaults.retrieval, defaults.llm_router) if port_in_use(p)
+    ]
+    if busy:
+        pytest.skip(f"default backend ports {busy} in use (a `make run` is going?)")
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "AIMESH_ADMIN_API_KEY"}
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "devmesh.py"),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        output = _read_until(process, r"Ctrl-C stops", timeout=240)
+        assert f"http://127.0.0.1:{port}" in output
+        key_match = re.search(r"dev API key:\s+(\S+)", output)
+        assert key_match, output
+        key = key_match.group(1)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            client.post(
+                "/v1/collections/docs/documents",
+                json={"documents": [{"id": "about", "text": "aimesh is an open AI backend."}]},
+                headers=headers,
+            ).raise_for_status()
+            answer = client.post(
+                "/v1/ask",
+                json={"question": "What is aimesh?", "collection": "docs"},
+                headers=headers,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["citations"][0]["document_id"] == "about"
+        assert len(_processes_using(data_dir)) >= 4
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0
+    deadline = time.monotonic() + 10
+    while _processes_using(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_using(data_dir) == []
+    # The dev key is kept in the data dir, so a second run prints the same one.
+    assert (data_dir / "dev-admin-api-key").read_text().strip() == key
