@@ -76,6 +76,10 @@ def build_grpc_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Clients re-resolve DNS only when a connection ends: recycling connections
+            # every few minutes lets callers find replicas added by a scale-up.
+            ("grpc.max_connection_age_ms", 300_000),
+            ("grpc.max_connection_age_grace_ms", 60_000),
         ],
     )
     register(server)
