@@ -1,0 +1,21 @@
+"""The routers of the app: probes at the root, the API under /v1.
+
+Each router carries its full path prefix itself (rather than getting it at inclusion), so the
+matched route's path is the full template, which the metrics and access log label by.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from aimesh_gateway.api.routes import ask, chat, documents, health, models, search, summarize
+
+routers: tuple[APIRouter, ...] = (
+    health.router,
+    documents.router,
+    search.router,
+    ask.router,
+    summarize.router,
+    chat.router,
+    models.router,
+)

@@ -1,0 +1,207 @@
+"""OpenAI-compatible chat completions over the router's streaming Generate.
+
+Without ``stream`` the deltas are collected into one ``chat.completion``. With ``stream: true``
+the reply is sent as OpenAI-style server-sent events (``chat.completion.chunk`` objects, then
+``data: [DONE]``). The first message of the gRPC stream is awaited before the response starts,
+so errors the router reports up front (unknown model, bad request, backend down) still become
+proper problem+json responses; an error after streaming began is sent as an OpenAI-style
+``{"error": ...}`` event, which OpenAI clients raise as an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http
+from aimesh_gateway.schemas.chat import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    ChatUsage,
+)
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+
+log = logging.getLogger("aimesh.gateway.chat")
+
+router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _generate_request(body: ChatCompletionRequest, tenant_id: str) -> llm_pb2.GenerateRequest:
+    request = llm_pb2.GenerateRequest(
+        model=body.model,
+        messages=[
+            llm_pb2.ChatMessage(role=message.proto_role(), content=message.text())
+            for message in body.messages
+        ],
+        max_tokens=body.token_limit(),
+        tenant_id=tenant_id,
+    )
+    if body.temperature is not None:
+        request.temperature = body.temperature
+    return request
+
+
+def _chat_usage(usage: llm_pb2.Usage | None) -> ChatUsage:
+    if usage is None:
+        return ChatUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+    return ChatUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+@router.post(
+    "/chat/completions",
+    responses={
+        **COMMON_ERRORS,
+        **NOT_FOUND,
+        200: {
+            "description": "A chat.completion, or with `stream: true` a text/event-stream of "
+            "chat.completion.chunk objects ending with `data: [DONE]`.",
+            "content": {"text/event-stream": {}},
+        },
+    },
+    response_model=ChatCompletion,
+    summary="Chat completion (OpenAI-compatible)",
+)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> ChatCompletion | StreamingResponse:
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    stream = backends.llm_router.Generate(
+        _generate_request(body, principal.tenant_id),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    if body.stream:
+        messages = stream.__aiter__()
+        try:
+            first = await anext(messages, None)
+        except BaseException:
+            stream.cancel()
+            raise
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _ChunkWriter(completion_id, created, body.model)
+        return StreamingResponse(
+            chunks.events(stream, messages, first, include_usage),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+
+    parts: list[str] = []
+    model = body.model
+    finish_reason = "stop"
+    usage: llm_pb2.Usage | None = None
+    async for message in stream:
+        parts.append(message.delta)
+        model = message.model or model
+        finish_reason = message.finish_reason or finish_reason
+        if message.HasField("usage"):
+            usage = message.usage
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[
+            ChatChoice(message=ChatMessageOut(content="".join(parts)), finish_reason=finish_reason)
+        ],
+        usage=_chat_usage(usage),
+    )
+
+
+class _ChunkWriter:
+    """Formats the SSE events of one streamed completion."""
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.completion_id = completion_id
+        self.created = created
+        self.model = model
+
+    def _event(self, payload: dict[str, Any]) -> str:
+        return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+        return self._event(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                ],
+            }
+        )
+
+    def usage_chunk(self, usage: llm_pb2.Usage | None) -> str:
+        return self._event(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": _chat_usage(usage).model_dump(),
+            }
+        )
+
+    def error(self, status: int, message: str) -> str:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return self._event({"error": {"message": message, "type": kind, "code": status}})
+
+    async def events(
+        self,
+        stream: grpc.aio.UnaryStreamCall[llm_pb2.GenerateRequest, llm_pb2.GenerateResponse],
+        messages: AsyncIterator[llm_pb2.GenerateResponse],
+        first: llm_pb2.GenerateResponse | None,
+        include_usage: bool,
+    ) -> AsyncIterator[str]:
+        finish_reason = "stop"
+        usage: llm_pb2.Usage | None = None
+        message = first
+        try:
+            if message is not None and message.model:
+                self.model = message.model
+            yield self.chunk({"role": "assistant", "content": ""})
+            while message is not None:
+                if message.delta:
+                    yield self.chunk({"content": message.delta})
+                finish_reason = message.finish_reason or finish_reason
+                if message.HasField("usage"):
+                    usage = message.usage
+                message = await anext(messages, None)
+            yield self.chunk({}, finish_reason)
+            if include_usage:
+                yield self.usage_chunk(usage)
+            yield "data: [DONE]\n\n"
+        except grpc.aio.AioRpcError as error:
+            status, detail = grpc_status_to_http(error.code(), error.details())
+            log.warning(
+                "generation stream failed",
+                extra={"grpc_code": error.code().name, "grpc_details": error.details()},
+            )
+            yield self.error(status, detail)
+        except Exception:
+            log.exception("generation stream failed")
+            yield self.error(500, GENERIC_INTERNAL)
+        finally:
+            stream.cancel()

@@ -1,0 +1,108 @@
+"""Store, list and delete the documents of a collection (retrieval service)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptionsDep,
+    CollectionPath,
+    EditorPrincipal,
+    UserPrincipal,
+)
+from aimesh_gateway.core.structs import from_struct, to_struct
+from aimesh_gateway.schemas.documents import (
+    DeleteDocumentResponse,
+    DocumentInfo,
+    DocumentList,
+    UpsertDocumentsRequest,
+    UpsertDocumentsResponse,
+    UpsertResult,
+)
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+
+router = APIRouter(prefix=f"{API_PREFIX}/collections/{{collection}}/documents", tags=["documents"])
+
+
+@router.post("", responses=COMMON_ERRORS, summary="Store documents (role editor)")
+async def upsert_documents(
+    collection: CollectionPath,
+    body: Annotated[
+        UpsertDocumentsRequest,
+        Body(description='{"documents": [...]} or, for convenience, a bare list of documents.'),
+    ],
+    principal: EditorPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> UpsertDocumentsResponse:
+    """Chunk, embed and store documents. A document whose id exists is replaced; the collection
+    is created on first use."""
+    reply = await backends.retrieval.UpsertDocuments(
+        retrieval_pb2.UpsertDocumentsRequest(
+            tenant_id=principal.tenant_id,
+            collection=collection,
+            documents=[
+                retrieval_pb2.Document(id=doc.id, text=doc.text, metadata=to_struct(doc.metadata))
+                for doc in body.documents
+            ],
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return UpsertDocumentsResponse(
+        results=[
+            UpsertResult(id=item.id, chunks=item.chunks, replaced=item.replaced)
+            for item in reply.results
+        ]
+    )
+
+
+@router.get("", responses={**COMMON_ERRORS, **NOT_FOUND}, summary="List documents")
+async def list_documents(
+    collection: CollectionPath,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most documents to return.")] = 100,
+) -> DocumentList:
+    reply = await backends.retrieval.ListDocuments(
+        retrieval_pb2.ListDocumentsRequest(
+            tenant_id=principal.tenant_id, collection=collection, limit=limit
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return DocumentList(
+        documents=[
+            DocumentInfo(id=doc.id, chunks=doc.chunks, metadata=from_struct(doc.metadata))
+            for doc in reply.documents
+        ]
+    )
+
+
+@router.delete(
+    "/{document_id:path}",
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="Delete a document (role editor)",
+)
+async def delete_document(
+    collection: CollectionPath,
+    document_id: Annotated[str, Path(min_length=1, max_length=256)],
+    principal: EditorPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> DeleteDocumentResponse:
+    """Remove a document and all of its chunks."""
+    reply = await backends.retrieval.DeleteDocument(
+        retrieval_pb2.DeleteDocumentRequest(
+            tenant_id=principal.tenant_id, collection=collection, document_id=document_id
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return DeleteDocumentResponse(deleted_chunks=reply.deleted_chunks)

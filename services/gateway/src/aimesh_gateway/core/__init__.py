@@ -1,0 +1,1 @@
+"""Configuration, security, errors and the plumbing the routes rely on."""

@@ -1,0 +1,52 @@
+"""The gRPC backends: one channel per service, created once per app and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from aimesh.llm.v1 import llm_pb2_grpc
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.channels import check_health, create_channel
+from aimesh_gateway.core.config import Settings
+
+if TYPE_CHECKING:
+    from aimesh.llm.v1.llm_pb2_grpc import LLMRouterServiceAsyncStub
+    from aimesh.retrieval.v1.retrieval_pb2_grpc import RetrievalServiceAsyncStub
+
+
+@dataclass
+class Backends:
+    """Stubs of the services the gateway calls, plus every channel for health checks."""
+
+    llm_router: LLMRouterServiceAsyncStub
+    retrieval: RetrievalServiceAsyncStub
+    channels: dict[str, grpc.aio.Channel]
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Backends:
+        """Create the channels (lazily connecting: nothing is dialled until the first call)."""
+        channels = {
+            "llm-router": create_channel(settings.llm_router_service_addr),
+            "retrieval": create_channel(settings.retrieval_service_addr),
+            "embedding": create_channel(settings.embedding_service_addr),
+        }
+        return cls(
+            llm_router=llm_pb2_grpc.LLMRouterServiceStub(channels["llm-router"]),
+            retrieval=retrieval_pb2_grpc.RetrievalServiceStub(channels["retrieval"]),
+            channels=channels,
+        )
+
+    async def health(self, deadline_seconds: float) -> dict[str, bool]:
+        """Whether each backend answers grpc.health.v1 with SERVING, checked concurrently."""
+        names = list(self.channels)
+        results = await asyncio.gather(
+            *(check_health(self.channels[n], deadline_seconds=deadline_seconds) for n in names)
+        )
+        return dict(zip(names, results, strict=True))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))

@@ -1,0 +1,181 @@
+"""Every error the gateway answers is an RFC 9457 problem (``application/problem+json``).
+
+One set of exception handlers covers HTTP errors (including the router's 404/405 and the
+auth 401/403), request validation (422 naming the offending fields; malformed JSON is 400),
+gRPC status codes of the backends, and anything unexpected (500 with a generic message; the
+details go to the log, never to the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("aimesh.gateway.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+GENERIC_INTERNAL = "internal error; the server logged the details"
+
+# Backend status -> (HTTP status, detail shown to the caller or None to pass the backend's
+# own message on). Codes whose messages describe the caller's request pass them on; codes
+# whose messages may describe the inside of the mesh (addresses, stack state) do not.
+_GRPC_STATUS: dict[grpc.StatusCode, tuple[int, str | None]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, None),
+    grpc.StatusCode.OUT_OF_RANGE: (400, None),
+    grpc.StatusCode.NOT_FOUND: (404, None),
+    grpc.StatusCode.ALREADY_EXISTS: (409, None),
+    grpc.StatusCode.FAILED_PRECONDITION: (409, None),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, None),
+    grpc.StatusCode.PERMISSION_DENIED: (403, None),
+    grpc.StatusCode.UNAUTHENTICATED: (401, None),
+    grpc.StatusCode.UNAVAILABLE: (503, "a backend service is unavailable; retry later"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "a backend service did not answer in time"),
+}
+_GRPC_OTHER = (502, "a backend service failed; the gateway logged the details")
+# Statuses after which a retry is worth it; they carry Retry-After.
+_RETRY_AFTER_SECONDS = {429: "1", 503: "1"}
+
+
+def request_id_of(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def problem_body(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    instance: str | None = None,
+    request_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON members of a problem document (``type`` is always ``about:blank``)."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or _phrase(status),
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if request_id:
+        body["request_id"] = request_id
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """A problem+json response about ``request``."""
+    return JSONResponse(
+        problem_body(
+            status,
+            detail,
+            instance=request.url.path,
+            request_id=request_id_of(request),
+            extra=extra,
+        ),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def grpc_status_to_http(code: grpc.StatusCode, details: str | None) -> tuple[int, str]:
+    """The HTTP status and the caller-safe detail for a backend's gRPC status."""
+    status, fixed = _GRPC_STATUS.get(code, _GRPC_OTHER)
+    return status, fixed or details or _phrase(status)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+
+
+async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    malformed = [error for error in errors if error.get("type") == "json_invalid"]
+    if malformed:
+        reason = malformed[0].get("ctx", {}).get("error", "JSON decode error")
+        position = malformed[0].get("loc", ("body", 0))[-1]
+        return problem_response(
+            request, 400, f"malformed JSON body: {reason} (at character {position})"
+        )
+    # Never echo the offending input: it may be large or contain secrets.
+    fields = [
+        {
+            "field": _field(error.get("loc", ())),
+            "message": str(error.get("msg", "invalid value")),
+            "type": str(error.get("type", "value_error")),
+        }
+        for error in errors
+    ]
+    summary = "; ".join(f"{item['field']}: {item['message']}" for item in fields[:5])
+    return problem_response(
+        request, 422, f"request validation failed: {summary}", extra={"errors": fields}
+    )
+
+
+async def grpc_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    code = exc.code()
+    status, detail = grpc_status_to_http(code, exc.details())
+    # 502 is a backend bug; 429/503/504 are load or outages (retryable); 4xx are the caller's.
+    level = logging.ERROR if status == 502 else logging.WARNING if status >= 429 else logging.INFO
+    log.log(
+        level,
+        "backend call failed",
+        extra={
+            "grpc_code": code.name,
+            "grpc_details": exc.details(),
+            "http_status": status,
+            "request_id": request_id_of(request),
+        },
+    )
+    retry_after = _RETRY_AFTER_SECONDS.get(status)
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return problem_response(request, status, detail, headers=headers)
+
+
+async def unexpected_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Backstop for errors raised outside the request middleware (see ``middleware``)."""
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id_of(request)})
+    headers = {"X-Request-ID": rid} if (rid := request_id_of(request)) else None
+    return problem_response(request, 500, GENERIC_INTERNAL, headers=headers)
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    app.add_exception_handler(grpc.aio.AioRpcError, grpc_exception_handler)
+    app.add_exception_handler(Exception, unexpected_exception_handler)

@@ -1,0 +1,39 @@
+"""Question answering over a collection, with citations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from aimesh_gateway.schemas.common import (
+    CollectionName,
+    MetadataFilter,
+    ModelAlias,
+    StrictModel,
+    Usage,
+)
+
+
+class AskRequest(StrictModel):
+    question: str = Field(min_length=1, max_length=8192, examples=["What is aimesh?"])
+    collection: CollectionName
+    top_k: int = Field(5, ge=1, le=50, description="Chunks to retrieve as sources.")
+    model: ModelAlias = "default"
+    filter: MetadataFilter = None
+
+
+class Citation(BaseModel):
+    source: int = Field(ge=1, description='The number the answer uses ("[1]").', examples=[1])
+    document_id: str = Field(examples=["about"])
+    chunk_id: str = Field(examples=["about#0"])
+    text: str = Field(examples=["aimesh is an open AI backend."])
+    score: float = Field(examples=[0.83])
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AskResponse(BaseModel):
+    answer: str = Field(examples=["aimesh is an open AI backend [1]."])
+    citations: list[Citation] = Field(description="Cited sources, in source-number order.")
+    model: str = Field(description="Alias that served the request.", examples=["default"])
+    usage: Usage

@@ -1,0 +1,63 @@
+"""Types shared by several request and response models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aimesh.llm.v1 import llm_pb2
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+CollectionName = Annotated[
+    str,
+    Field(
+        pattern=COLLECTION_PATTERN,
+        description="1-64 characters of [A-Za-z0-9_-], starting with a letter or digit.",
+        examples=["docs"],
+    ),
+]
+ModelAlias = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        description='Model alias configured on the server (see GET /v1/models), e.g. "default".',
+        examples=["default"],
+    ),
+]
+MetadataFilter = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="Metadata filter: {field: value} or operators $eq $ne $in $gt $gte $lt $lte "
+        "$and $or.",
+        examples=[{"lang": "en"}, {"$and": [{"year": {"$gte": 2020}}, {"tag": {"$in": ["a"]}}]}],
+    ),
+]
+
+
+class StrictModel(BaseModel):
+    """Request models of the native API reject unknown fields, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(BaseModel):
+    """Token counts of a model call."""
+
+    prompt_tokens: int = Field(ge=0, examples=[412])
+    completion_tokens: int = Field(ge=0, examples=[38])
+    total_tokens: int = Field(ge=0, examples=[450])
+    estimated: bool = Field(
+        False, description="True when the counts are estimates (the provider reported none)."
+    )
+
+    @classmethod
+    def from_proto(cls, usage: llm_pb2.Usage) -> Usage:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            estimated=usage.estimated,
+        )

@@ -1,0 +1,24 @@
+"""Summarization."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from aimesh_gateway.schemas.common import ModelAlias, StrictModel, Usage
+
+
+class SummarizeRequest(StrictModel):
+    text: str = Field(min_length=1, description="Text to summarize.")
+    style: Literal["brief", "bullets", "detailed"] = "brief"
+    max_words: int | None = Field(
+        None, ge=1, le=10_000, description="Approximate upper bound; unset uses the style's."
+    )
+    model: ModelAlias = "default"
+
+
+class SummarizeResponse(BaseModel):
+    summary: str
+    model: str = Field(description="Alias that served the request.", examples=["default"])
+    usage: Usage

@@ -1,0 +1,117 @@
+"""Gateway fixtures: in-memory backends over real gRPC, and the app in front of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from aimesh_common.server import GrpcServer
+from aimesh_gateway.main import create_app
+from tests.gateway.fakes import (
+    FailingRouter,
+    FakeRetrieval,
+    FakeRouter,
+    serve_health_only,
+    serve_retrieval,
+    serve_router,
+)
+from tests.gateway.helpers import settings_for
+
+
+@dataclass
+class FakeMesh:
+    retrieval: FakeRetrieval
+    router: FakeRouter
+    failing: FailingRouter
+    retrieval_server: GrpcServer
+    router_server: GrpcServer
+    failing_server: GrpcServer
+    embedding_server: GrpcServer
+
+    @property
+    def retrieval_addr(self) -> str:
+        return f"127.0.0.1:{self.retrieval_server.port}"
+
+    @property
+    def router_addr(self) -> str:
+        return f"127.0.0.1:{self.router_server.port}"
+
+    @property
+    def failing_addr(self) -> str:
+        return f"127.0.0.1:{self.failing_server.port}"
+
+    @property
+    def embedding_addr(self) -> str:
+        return f"127.0.0.1:{self.embedding_server.port}"
+
+
+@pytest.fixture(scope="session")
+async def fake_mesh() -> AsyncIterator[FakeMesh]:
+    retrieval = FakeRetrieval()
+    retrieval_server = serve_retrieval(retrieval)
+    await retrieval_server.start()
+    router = FakeRouter(f"127.0.0.1:{retrieval_server.port}")
+    router_server = serve_router(router)
+    failing = FailingRouter()
+    failing_server = serve_router(failing)
+    embedding_server = serve_health_only("aimesh.embedding.v1.EmbeddingService")
+    for server in (router_server, failing_server, embedding_server):
+        await server.start()
+    yield FakeMesh(
+        retrieval,
+        router,
+        failing,
+        retrieval_server,
+        router_server,
+        failing_server,
+        embedding_server,
+    )
+    for server in (router_server, failing_server, embedding_server, retrieval_server):
+        await server.stop(0)
+    await router.channel.close()
+
+
+@pytest.fixture(scope="session")
+async def app(fake_mesh: FakeMesh) -> AsyncIterator[FastAPI]:
+    """The gateway in front of the in-memory backends (lifespan running)."""
+    gateway = create_app(
+        settings_for(
+            router_addr=fake_mesh.router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    async with gateway.router.lifespan_context(gateway):
+        yield gateway
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def failing_app(fake_mesh: FakeMesh) -> AsyncIterator[FastAPI]:
+    """The gateway whose router fails every call with ``fake_mesh.failing.error``."""
+    gateway = create_app(
+        settings_for(
+            router_addr=fake_mesh.failing_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    async with gateway.router.lifespan_context(gateway):
+        yield gateway
+
+
+@pytest.fixture
+async def failing_client(failing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http

@@ -1,0 +1,338 @@
+"""Small in-memory implementations of the backend contracts, served over real gRPC.
+
+They behave like the real services in what the gateway relies on (per-tenant storage,
+NOT_FOUND for unknown collections and models, streamed generation ending with
+finish_reason and usage, answers citing retrieved chunks) and record what they were called
+with, so tests can check the tenant and request id the gateway passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
+from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_common.channels import create_channel
+from aimesh_common.errors import InvalidArgument, NotFound
+from aimesh_common.server import GrpcServer, build_grpc_server
+
+CHUNK_WORDS = 8
+ALIASES = {"default": ("Echo model for tests", 4096), "fast": ("Shorter replies", 2048)}
+
+
+@dataclass
+class Call:
+    """One recorded RPC: method, tenant and the request id from the metadata."""
+
+    method: str
+    tenant_id: str
+    request_id: str | None
+    request: Any
+
+
+def _request_id(context: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)
+    return None
+
+
+@dataclass
+class StoredDocument:
+    text: str
+    metadata: dict[str, Any]
+    chunks: list[str]
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+
+    def record(self, method: str, tenant_id: str, context: Any, request: Any) -> None:
+        self.calls.append(Call(method, tenant_id, _request_id(context), request))
+
+    def last(self, method: str) -> Call:
+        return next(call for call in reversed(self.calls) if call.method == method)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _matches(metadata: dict[str, Any], flt: dict[str, Any]) -> bool:
+    """Equality filters only ({"field": value}); enough to see the filter passed through."""
+    return all(metadata.get(key) == value for key, value in flt.items())
+
+
+class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
+    """Per-tenant, per-collection documents; word chunks; score = share of query words found."""
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str], dict[str, StoredDocument]] = {}
+        self.recorder = Recorder()
+
+    def _collection(self, tenant_id: str, name: str) -> dict[str, StoredDocument]:
+        collection = self.store.get((tenant_id, name))
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return collection
+
+    async def UpsertDocuments(
+        self, request: retrieval_pb2.UpsertDocumentsRequest, context: Any
+    ) -> retrieval_pb2.UpsertDocumentsResponse:
+        self.recorder.record("UpsertDocuments", request.tenant_id, context, request)
+        for index, doc in enumerate(request.documents):
+            if not doc.text.strip():
+                raise InvalidArgument(f"documents[{index}].text is empty")
+        collection = self.store.setdefault((request.tenant_id, request.collection), {})
+        results = []
+        for doc in request.documents:
+            words = _words(doc.text)
+            chunks = [
+                " ".join(words[i : i + CHUNK_WORDS]) for i in range(0, len(words), CHUNK_WORDS)
+            ]
+            replaced = doc.id in collection
+            collection[doc.id] = StoredDocument(
+                doc.text, json_format.MessageToDict(doc.metadata), chunks
+            )
+            results.append(
+                retrieval_pb2.UpsertResult(id=doc.id, chunks=len(chunks), replaced=replaced)
+            )
+        return retrieval_pb2.UpsertDocumentsResponse(results=results)
+
+    async def DeleteDocument(
+        self, request: retrieval_pb2.DeleteDocumentRequest, context: Any
+    ) -> retrieval_pb2.DeleteDocumentResponse:
+        self.recorder.record("DeleteDocument", request.tenant_id, context, request)
+        collection = self._collection(request.tenant_id, request.collection)
+        doc = collection.pop(request.document_id, None)
+        if doc is None:
+            raise NotFound(f"document {request.document_id!r} does not exist")
+        return retrieval_pb2.DeleteDocumentResponse(deleted_chunks=len(doc.chunks))
+
+    async def ListDocuments(
+        self, request: retrieval_pb2.ListDocumentsRequest, context: Any
+    ) -> retrieval_pb2.ListDocumentsResponse:
+        self.recorder.record("ListDocuments", request.tenant_id, context, request)
+        collection = self._collection(request.tenant_id, request.collection)
+        limit = request.limit or 100
+        documents = []
+        for doc_id, doc in list(collection.items())[:limit]:
+            metadata = struct_pb2.Struct()
+            metadata.update(doc.metadata)
+            documents.append(
+                retrieval_pb2.DocumentInfo(id=doc_id, chunks=len(doc.chunks), metadata=metadata)
+            )
+        return retrieval_pb2.ListDocumentsResponse(documents=documents)
+
+    async def Search(
+        self, request: retrieval_pb2.SearchRequest, context: Any
+    ) -> retrieval_pb2.SearchResponse:
+        self.recorder.record("Search", request.tenant_id, context, request)
+        collection = self._collection(request.tenant_id, request.collection)
+        query = {word.lower().strip("?.,!") for word in _words(request.query)}
+        flt = json_format.MessageToDict(request.filter) if request.HasField("filter") else {}
+        scored: list[retrieval_pb2.ScoredChunk] = []
+        for doc_id, doc in collection.items():
+            if not _matches(doc.metadata, flt):
+                continue
+            for index, chunk in enumerate(doc.chunks):
+                found = {word.lower().strip("?.,!") for word in _words(chunk)} & query
+                metadata = struct_pb2.Struct()
+                metadata.update(doc.metadata)
+                scored.append(
+                    retrieval_pb2.ScoredChunk(
+                        document_id=doc_id,
+                        chunk_id=f"{doc_id}#{index}",
+                        chunk_index=index,
+                        text=chunk,
+                        score=len(found) / max(len(query), 1),
+                        metadata=metadata,
+                    )
+                )
+        scored.sort(key=lambda chunk: chunk.score, reverse=True)
+        return retrieval_pb2.SearchResponse(chunks=scored[: request.top_k or 5])
+
+
+def _usage(prompt: str, completion: str) -> llm_pb2.Usage:
+    prompt_tokens, completion_tokens = len(_words(prompt)), len(_words(completion))
+    return llm_pb2.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        estimated=True,
+    )
+
+
+def _alias(model: str) -> str:
+    alias = model or "default"
+    if alias not in ALIASES:
+        raise NotFound(f"unknown model alias {alias!r}")
+    return alias
+
+
+class FakeRouter(llm_pb2_grpc.LLMRouterServiceServicer):
+    """Echoes the last user message word by word; answers by quoting retrieved chunks."""
+
+    def __init__(self, retrieval_addr: str) -> None:
+        self.recorder = Recorder()
+        self.channel = create_channel(retrieval_addr)
+        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
+
+    async def Generate(
+        self, request: llm_pb2.GenerateRequest, context: Any
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        self.recorder.record("Generate", request.tenant_id, context, request)
+        alias = _alias(request.model)
+        if not request.messages:
+            raise InvalidArgument("messages is empty")
+        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        words = ["echo:", *_words(last_user)]
+        finish_reason = "stop"
+        if request.max_tokens and len(words) > request.max_tokens:
+            words, finish_reason = words[: request.max_tokens], "length"
+        for index, word in enumerate(words):
+            yield llm_pb2.GenerateResponse(delta=word if index == 0 else f" {word}", model=alias)
+        prompt = " ".join(m.content for m in request.messages)
+        yield llm_pb2.GenerateResponse(
+            model=alias, finish_reason=finish_reason, usage=_usage(prompt, " ".join(words))
+        )
+
+    async def Summarize(
+        self, request: llm_pb2.SummarizeRequest, context: Any
+    ) -> llm_pb2.SummarizeResponse:
+        self.recorder.record("Summarize", request.tenant_id, context, request)
+        alias = _alias(request.model)
+        if not request.text.strip():
+            raise InvalidArgument("text is empty")
+        words = _words(request.text)[: request.max_words or 12]
+        summary = " ".join(words)
+        if request.style == "bullets":
+            summary = "- " + summary
+        return llm_pb2.SummarizeResponse(
+            summary=summary, model=alias, usage=_usage(request.text, summary)
+        )
+
+    async def Answer(self, request: llm_pb2.AnswerRequest, context: Any) -> llm_pb2.AnswerResponse:
+        self.recorder.record("Answer", request.tenant_id, context, request)
+        alias = _alias(request.model)
+        search = retrieval_pb2.SearchRequest(
+            tenant_id=request.tenant_id,
+            collection=request.collection,
+            query=request.question,
+            top_k=request.top_k or 5,
+        )
+        if request.HasField("filter"):
+            search.filter.CopyFrom(request.filter)
+        try:
+            found = await self.retrieval.Search(search, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(error.details() or "not found") from None
+            raise
+        cited = [chunk for chunk in found.chunks if chunk.score > 0]
+        if not cited:
+            answer = "I don't know."
+        else:
+            answer = " ".join(f"{chunk.text} [{n}]" for n, chunk in enumerate(cited, start=1))
+        return llm_pb2.AnswerResponse(
+            answer=answer,
+            citations=[
+                llm_pb2.Citation(
+                    source=n,
+                    document_id=chunk.document_id,
+                    chunk_id=chunk.chunk_id,
+                    text=chunk.text,
+                    score=chunk.score,
+                    metadata=chunk.metadata,
+                )
+                for n, chunk in enumerate(cited, start=1)
+            ],
+            model=alias,
+            usage=_usage(request.question, answer),
+        )
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: Any
+    ) -> llm_pb2.ListModelsResponse:
+        self.recorder.record("ListModels", "", context, request)
+        return llm_pb2.ListModelsResponse(
+            models=[
+                llm_pb2.ModelInfo(id=alias, description=description, context_window=window)
+                for alias, (description, window) in ALIASES.items()
+            ]
+        )
+
+
+class FailingRouter(llm_pb2_grpc.LLMRouterServiceServicer):
+    """Every call fails with ``self.error`` (set by the test); the interceptor maps it.
+
+    ``error`` may also be a callable ``(context) -> awaitable`` for codes that have no
+    domain error class (PERMISSION_DENIED, UNAUTHENTICATED): it aborts the call itself.
+    """
+
+    def __init__(self) -> None:
+        self.error: BaseException | Callable[[Any], Any] = NotFound("nothing here")
+        self.stream_before_error: list[str] = []
+
+    async def _fail(self, context: Any) -> None:
+        if isinstance(self.error, BaseException):
+            raise self.error
+        await self.error(context)
+
+    async def Generate(
+        self, request: llm_pb2.GenerateRequest, context: Any
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        for delta in self.stream_before_error:
+            yield llm_pb2.GenerateResponse(delta=delta, model="default")
+        await self._fail(context)
+
+    async def Summarize(
+        self, request: llm_pb2.SummarizeRequest, context: Any
+    ) -> llm_pb2.SummarizeResponse:
+        await self._fail(context)
+        raise AssertionError("unreachable")
+
+    async def Answer(self, request: llm_pb2.AnswerRequest, context: Any) -> llm_pb2.AnswerResponse:
+        await self._fail(context)
+        raise AssertionError("unreachable")
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: Any
+    ) -> llm_pb2.ListModelsResponse:
+        await self._fail(context)
+        raise AssertionError("unreachable")
+
+
+def serve_retrieval(servicer: retrieval_pb2_grpc.RetrievalServiceServicer) -> GrpcServer:
+    return build_grpc_server(
+        host="127.0.0.1",
+        port=0,
+        register=lambda server: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
+            servicer, server
+        ),
+        service_names=["aimesh.retrieval.v1.RetrievalService"],
+    )
+
+
+def serve_router(servicer: llm_pb2_grpc.LLMRouterServiceServicer) -> GrpcServer:
+    return build_grpc_server(
+        host="127.0.0.1",
+        port=0,
+        register=lambda server: llm_pb2_grpc.add_LLMRouterServiceServicer_to_server(
+            servicer, server
+        ),
+        service_names=["aimesh.llm.v1.LLMRouterService"],
+    )
+
+
+def serve_health_only(service_name: str) -> GrpcServer:
+    """A server that only answers grpc.health.v1 (the gateway never calls embedding itself)."""
+    return build_grpc_server(
+        host="127.0.0.1", port=0, register=lambda server: None, service_names=[service_name]
+    )

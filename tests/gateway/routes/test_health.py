@@ -1,0 +1,92 @@
+"""GET /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from grpc_health.v1 import health_pb2
+
+from aimesh_common.server import build_grpc_server
+from aimesh_gateway.main import create_app
+from tests.conftest import free_port
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import assert_problem, running, settings_for
+
+
+async def test_healthz_is_always_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_readyz_follows_the_backends_health(
+    client: httpx.AsyncClient, fake_mesh: FakeMesh
+) -> None:
+    health = fake_mesh.embedding_server.health
+    await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        response = await client.get("/readyz")
+        problem = assert_problem(response, 503)
+        assert problem["backends"] == {"llm-router": True, "retrieval": True, "embedding": False}
+        assert "embedding" in problem["detail"]
+        assert (await client.get("/healthz")).status_code == 200
+    finally:
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ready",
+        "backends": {"llm-router": True, "retrieval": True, "embedding": True},
+    }
+
+
+async def test_readyz_is_503_while_a_backend_is_unreachable(fake_mesh: FakeMesh) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    settings = settings_for(
+        router_addr=fake_mesh.router_addr,
+        retrieval_addr=closed,
+        embedding_addr=fake_mesh.embedding_addr,
+        readiness_timeout_seconds=1.0,
+    )
+    async with running(create_app(settings)) as client:
+        problem = assert_problem(await client.get("/readyz"), 503)
+        assert problem["backends"]["retrieval"] is False
+        assert problem["backends"]["llm-router"] is True
+
+
+async def test_metrics_is_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'aimesh_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+    assert "process_cpu_seconds_total" in response.text
+
+
+async def test_readyz_turns_200_when_a_late_backend_comes_up(fake_mesh: FakeMesh) -> None:
+    port = free_port()
+    settings = settings_for(
+        router_addr=fake_mesh.router_addr,
+        retrieval_addr=f"127.0.0.1:{port}",
+        embedding_addr=fake_mesh.embedding_addr,
+        readiness_timeout_seconds=1.0,
+    )
+    async with running(create_app(settings)) as client:
+        assert_problem(await client.get("/readyz"), 503)
+        late = build_grpc_server(
+            host="127.0.0.1",
+            port=port,
+            register=lambda server: None,
+            service_names=["aimesh.retrieval.v1.RetrievalService"],
+        )
+        await late.start()
+        try:
+            deadline = time.monotonic() + 20
+            status = 503
+            while status != 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                status = (await client.get("/readyz")).status_code
+            assert status == 200
+        finally:
+            await late.stop(0)

@@ -1,0 +1,89 @@
+"""POST /v1/collections/{collection}/search."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import assert_problem, editor, user
+
+COLLECTION = "search-tests"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _documents(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        response = await client.post(
+            f"/v1/collections/{COLLECTION}/documents",
+            json=[
+                {
+                    "id": "paris",
+                    "text": "Paris is the capital of France",
+                    "metadata": {"lang": "en"},
+                },
+                {"id": "berlin", "text": "Berlin ist die Hauptstadt", "metadata": {"lang": "de"}},
+                {"id": "rome", "text": "Rome is the capital of Italy", "metadata": {"lang": "en"}},
+            ],
+            headers=editor(),
+        )
+        assert response.status_code == 200, response.text
+
+
+async def test_results_are_ranked_chunks(client: httpx.AsyncClient, fake_mesh: FakeMesh) -> None:
+    response = await client.post(
+        f"/v1/collections/{COLLECTION}/search",
+        json={"query": "capital of France", "top_k": 2},
+        headers=user(),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 2
+    assert results[0] == {
+        "document_id": "paris",
+        "chunk_id": "paris#0",
+        "chunk_index": 0,
+        "text": "Paris is the capital of France",
+        "score": 1.0,
+        "metadata": {"lang": "en"},
+    }
+    assert results[1]["document_id"] == "rome"
+    assert results[1]["score"] == pytest.approx(2 / 3, abs=1e-6)
+    sent = fake_mesh.retrieval.recorder.last("Search")
+    assert (sent.tenant_id, sent.request.top_k, sent.request.HasField("filter")) == (
+        "acme",
+        2,
+        False,
+    )
+
+
+async def test_top_k_defaults_to_5(client: httpx.AsyncClient, fake_mesh: FakeMesh) -> None:
+    await client.post(f"/v1/collections/{COLLECTION}/search", json={"query": "q"}, headers=user())
+    assert fake_mesh.retrieval.recorder.last("Search").request.top_k == 5
+
+
+async def test_filter_is_passed_through(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/collections/{COLLECTION}/search",
+        json={"query": "capital", "filter": {"lang": "de"}},
+        headers=user(),
+    )
+    assert [r["document_id"] for r in response.json()["results"]] == ["berlin"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"query": ""},
+        {"query": "q", "top_k": 0},
+        {"query": "q", "top_k": 10_000},
+        {"query": "q", "filter": "lang=en"},
+        {"query": "q", "topk": 3},
+    ],
+)
+async def test_invalid_search_is_422(client: httpx.AsyncClient, body: object) -> None:
+    response = await client.post(f"/v1/collections/{COLLECTION}/search", json=body, headers=user())
+    assert_problem(response, 422)

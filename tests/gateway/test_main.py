@@ -1,0 +1,101 @@
+"""App assembly: lifespan, OpenAPI, CORS, and the console entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import grpc
+import httpx
+import pytest
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.main import create_app
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import ADMIN, running, settings_for
+
+
+async def test_lifespan_opens_and_closes_the_channels(fake_mesh: FakeMesh) -> None:
+    app = create_app(
+        settings_for(
+            router_addr=fake_mesh.router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    async with running(app) as client:
+        backends = app.state.backends
+        assert set(backends.channels) == {"llm-router", "retrieval", "embedding"}
+        assert (await client.get("/v1/models", headers=ADMIN)).status_code == 200
+    with pytest.raises(grpc.aio.UsageError, match="Channel is closed"):
+        await backends.llm_router.ListModels(llm_pb2.ListModelsRequest())
+
+
+async def test_openapi_declares_bearer_security_and_problems(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    search = schema["paths"]["/v1/collections/{collection}/search"]["post"]
+    assert search["security"] == [{"bearer": []}]
+    assert "application/problem+json" in search["responses"]["422"]["content"]
+    assert "Problem" in schema["components"]["schemas"]
+    assert "FieldError" in schema["components"]["schemas"]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+    request_schema = schema["components"]["schemas"]["SearchRequest"]
+    assert request_schema["properties"]["top_k"]["maximum"] == 100
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+
+
+async def test_cors_allows_configured_origins_without_credentials(fake_mesh: FakeMesh) -> None:
+    settings = settings_for(
+        router_addr=fake_mesh.router_addr,
+        retrieval_addr=fake_mesh.retrieval_addr,
+        embedding_addr=fake_mesh.embedding_addr,
+        cors_origins=["https://app.example"],
+    )
+    async with running(create_app(settings)) as client:
+        preflight = await client.options(
+            "/v1/ask",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert "access-control-allow-credentials" not in preflight.headers
+        other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_no_cors_headers_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_console_script_refuses_bad_settings_with_a_clear_message() -> None:
+    env = {
+        **os.environ,
+        "AIMESH_JWT_SECRET": "too-short-secret",
+        "AIMESH_PORT": "not-a-port",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from aimesh_gateway.main import main; main()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "AIMESH_JWT_SECRET" in result.stderr
+    assert "AIMESH_PORT" in result.stderr
+    assert "too-short-secret" not in result.stderr
+    assert "Traceback" not in result.stderr
