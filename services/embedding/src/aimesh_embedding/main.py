@@ -1,0 +1,52 @@
+"""Entry point of ``aimesh-embedding``: settings, logging, metrics, model, then serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aimesh_common.logging import configure_logging
+from aimesh_common.metrics import start_metrics_server
+from aimesh_common.settings import load_settings
+from aimesh_embedding.config import Settings
+from aimesh_embedding.model import Encoder, ModelLoadError, load_encoder
+from aimesh_embedding.server import create_server
+
+log = logging.getLogger("aimesh.embedding")
+
+
+async def _serve(settings: Settings, encoder: Encoder) -> None:
+    # Built inside the running loop: grpc.aio objects belong to the loop that creates them.
+    server = create_server(settings, encoder)
+    await server.serve(settings.grace_seconds)
+
+
+def main() -> None:
+    """Run the service until SIGTERM/SIGINT. Exits 2 on invalid settings, 1 if it cannot start."""
+    settings = load_settings(Settings)
+    configure_logging("embedding", settings.log_level, settings.log_format)
+    try:
+        metrics_port = start_metrics_server(settings.metrics_port)
+        started = time.perf_counter()
+        encoder = load_encoder(settings)
+        log.info(
+            "model loaded",
+            extra={
+                "model": encoder.name,
+                "model_dir": settings.embedding_model,
+                "dimension": encoder.dimension,
+                "max_input_tokens": encoder.max_input_tokens,
+                "backend": encoder.backend,
+                "load_seconds": round(time.perf_counter() - started, 2),
+                "metrics_port": metrics_port,
+            },
+        )
+        asyncio.run(_serve(settings, encoder))
+    except (ModelLoadError, OSError) as error:
+        log.error("cannot start: %s", error)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Settings: defaults, the packaged model directory and readable validation errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aimesh_common.settings import format_validation_error
+from aimesh_embedding.config import PACKAGED_MODEL_NAME, Settings, packaged_model_dir
+
+
+def test_defaults_serve_the_packaged_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AIMESH_EMBEDDING_MODEL", "AIMESH_EMBEDDING_MODEL_NAME", "AIMESH_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.port == 50051
+    assert settings.metrics_port == 9091
+    assert settings.max_inputs_per_request == 256
+    assert settings.max_input_chars == 32768
+    assert settings.embedding_model == os.path.abspath(packaged_model_dir())
+    assert os.path.isfile(os.path.join(settings.embedding_model, "modules.json"))
+    assert settings.embedding_model_name == PACKAGED_MODEL_NAME == "all-MiniLM-L6-v2"
+
+
+def test_environment_selects_another_model_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "my-encoder"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    monkeypatch.setenv("AIMESH_EMBEDDING_MODEL", f"{model_dir}/")
+    monkeypatch.delenv("AIMESH_EMBEDDING_MODEL_NAME", raising=False)
+    settings = Settings()
+    assert settings.embedding_model == str(model_dir)
+    assert settings.embedding_model_name == "my-encoder"
+
+    monkeypatch.setenv("AIMESH_EMBEDDING_MODEL_NAME", "team-encoder-v2")
+    assert Settings().embedding_model_name == "team-encoder-v2"
+
+
+def test_a_link_to_the_packaged_model_keeps_its_name(tmp_path: Path) -> None:
+    link = tmp_path / "linked"
+    link.symlink_to(packaged_model_dir(), target_is_directory=True)
+    assert Settings(embedding_model=str(link)).embedding_model_name == PACKAGED_MODEL_NAME
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing", "does not exist"),
+        ("not-a-model", "is not a sentence-transformers model directory"),
+    ],
+)
+def test_bad_model_directory_is_a_readable_setting_error(
+    tmp_path: Path, setup: str, expected: str
+) -> None:
+    path = tmp_path / setup
+    if setup == "not-a-model":
+        path.mkdir()
+        (path / "notes.txt").write_text("no model here")
+    with pytest.raises(ValidationError) as caught:
+        Settings(embedding_model=str(path))
+    message = format_validation_error(caught.value)
+    assert "AIMESH_EMBEDDING_MODEL:" in message
+    assert str(path) in message
+    assert expected in message
+    # The derived name must not add a second, confusing error.
+    assert "AIMESH_EMBEDDING_MODEL_NAME" not in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_inputs_per_request", 0), ("max_input_chars", 0), ("port", 70000)],
+)
+def test_limits_are_validated(monkeypatch: pytest.MonkeyPatch, field: str, value: int) -> None:
+    monkeypatch.setenv(f"AIMESH_{field.upper()}", str(value))
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert f"AIMESH_{field.upper()}" in format_validation_error(caught.value)
