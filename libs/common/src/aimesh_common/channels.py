@@ -10,24 +10,10 @@ import json
 
 import grpc
 
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                # Retry transient failures (a replica restarting) for every method.
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
+# No retry policy here: a service answering UNAVAILABLE may already have retried its own
+# upstream, and retries at every hop multiply. gRPC still retries transparently calls that
+# never reached a server (a replica going away), which is what round_robin needs.
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def target_for(addr: str) -> str:
@@ -45,7 +31,6 @@ def create_channel(addr: str, *, max_message_bytes: int = 16 * 1024 * 1024) -> g
         target_for(addr),
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),

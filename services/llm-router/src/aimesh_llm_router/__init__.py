@@ -1,0 +1,1 @@
+"""aimesh LLM router: prompt templates and model providers behind model aliases, over gRPC."""

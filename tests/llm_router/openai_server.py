@@ -1,0 +1,134 @@
+"""A real HTTP server speaking the OpenAI chat completions protocol, for tests.
+
+It stands in for a hosted LLM (the only test double the house rules allow). It listens
+on a free port, records every request (JSON body and headers), and answers with
+scripted replies: a completion (JSON, or SSE ``data: {...}`` chunks ending in
+``data: [DONE]`` when the request asks to stream), an HTTP error, or a slow answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``status`` other than 200 answers an error with ``error``."""
+
+    content: str = "ok"
+    finish_reason: str = "stop"
+    usage: dict[str, int] | None = None
+    status: int = 200
+    error: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Recorded:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body["messages"])
+
+
+class FakeOpenAI:
+    """Scripted OpenAI-compatible server; use ``async with`` or start()/stop()."""
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.requests: list[Recorded] = []
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self._app = app
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def enqueue(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.requests.clear()
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn has no startup event
+            await asyncio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(Recorded(body=body, headers=dict(request.headers)))
+        reply = self.replies.popleft() if self.replies else Reply()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            error = reply.error or {"message": f"scripted error {reply.status}", "type": "error"}
+            return JSONResponse({"error": error}, status_code=reply.status, headers=reply.headers)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                self._chunks(body, reply, include_usage), media_type="text/event-stream"
+            )
+        message = {"role": "assistant", "content": reply.content}
+        payload: dict[str, Any] = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+        }
+        if reply.usage is not None:
+            payload["usage"] = reply.usage
+        return JSONResponse(payload)
+
+    async def _chunks(
+        self, body: dict[str, Any], reply: Reply, include_usage: bool
+    ) -> AsyncIterator[str]:
+        def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+        words = reply.content.split(" ")
+        for index, word in enumerate(words):
+            piece = word if index == len(words) - 1 else word + " "
+            yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+            await asyncio.sleep(0)
+        yield event([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+        if include_usage and reply.usage is not None:
+            yield event([], usage=reply.usage)
+        yield "data: [DONE]\n\n"

@@ -1,0 +1,242 @@
+"""The local extractive provider against the real embedding server (real model)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from aimesh.embedding.v1 import embedding_pb2_grpc
+from aimesh_common.errors import InvalidArgument, Unavailable
+from aimesh_llm_router.citations import Source
+from aimesh_llm_router.config import Settings
+from aimesh_llm_router.providers import LocalProvider, ProviderContext
+from aimesh_llm_router.providers.base import AnswerTask, GenerateTask, Message, SummarizeTask
+from aimesh_llm_router.providers.local import (
+    I_DONT_KNOW,
+    MAX_SENTENCES,
+    NOTHING_RELEVANT,
+    NOTHING_TO_QUOTE,
+)
+from aimesh_llm_router.sentences import split_sentences
+from aimesh_llm_router.templates import load_prompt_library
+from tests.conftest import free_port
+
+# A text about honeybees with two off-topic sentences the summary must leave out.
+BEES = [
+    "Honeybees live in large colonies with a single queen.",
+    "The stock market closed slightly higher on Tuesday after a volatile session.",
+    "Worker bees collect nectar and pollen from flowers to feed the colony.",
+    "Inside the hive, bees turn nectar into honey and store it in wax combs.",
+    "My neighbour repainted his garage door a bright shade of green.",
+    "Beekeepers harvest surplus honey from the hives in late summer.",
+]
+
+
+def local_provider(addr: str) -> tuple[LocalProvider, grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(addr)
+    settings = Settings(port=0, metrics_port=None, llm_provider="local")
+    context = ProviderContext(
+        settings=settings,
+        prompts=load_prompt_library(),
+        embedding=embedding_pb2_grpc.EmbeddingServiceStub(channel),
+    )
+    return LocalProvider.from_context(context), channel
+
+
+@pytest.fixture(scope="module")
+async def provider(embedding_addr: str) -> AsyncIterator[LocalProvider]:
+    local, channel = local_provider(embedding_addr)
+    yield local
+    await channel.close()
+
+
+def test_sentence_splitting() -> None:
+    text = (
+        "Dr. Smith went to Washington. He met Mr. Jones, e.g. at noon! Really? "
+        "The U.S. economy grew 3.5% in 2020.\nWrapped lines\ncontinue here.\n\n"
+        "- first item\n- second item. Still second.\n1. numbered"
+    )
+    assert split_sentences(text) == [
+        "Dr. Smith went to Washington.",
+        "He met Mr. Jones, e.g. at noon!",
+        "Really?",
+        "The U.S. economy grew 3.5% in 2020.",
+        "Wrapped lines continue here.",
+        "first item",
+        "second item.",
+        "Still second.",
+        "numbered",
+    ]
+
+
+async def test_summary_picks_central_sentences_in_document_order(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.summarize(
+        SummarizeTask(text=" ".join(BEES), style="brief", max_words=0, max_tokens=100)
+    )
+    chosen = split_sentences(result.text)
+    assert len(chosen) == 3
+    assert all(sentence in BEES for sentence in chosen)
+    assert BEES[1] not in chosen
+    assert BEES[4] not in chosen
+    assert chosen == sorted(chosen, key=BEES.index)
+    assert result.usage.estimated is True
+    assert result.usage.completion_tokens > 0
+
+
+async def test_bullets_and_word_budget(provider: LocalProvider) -> None:
+    result = await provider.summarize(
+        SummarizeTask(text="\n".join(BEES), style="bullets", max_words=25, max_tokens=100)
+    )
+    lines = result.text.splitlines()
+    assert lines
+    assert all(line.startswith("- ") for line in lines)
+    assert all(line[2:] in BEES for line in lines)
+    assert sum(len(line[2:].split()) for line in lines) <= 25
+    assert BEES[1] not in result.text
+
+
+async def test_detailed_keeps_more_sentences(provider: LocalProvider) -> None:
+    brief = await provider.summarize(
+        SummarizeTask(text=" ".join(BEES), style="brief", max_words=0, max_tokens=100)
+    )
+    detailed = await provider.summarize(
+        SummarizeTask(text=" ".join(BEES), style="detailed", max_words=0, max_tokens=100)
+    )
+    assert len(split_sentences(detailed.text)) > len(split_sentences(brief.text))
+
+
+async def test_a_budget_smaller_than_any_sentence_truncates_the_most_central(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.summarize(
+        SummarizeTask(text=" ".join(BEES), style="brief", max_words=4, max_tokens=100)
+    )
+    assert result.text.endswith("\u2026")
+    assert len(result.text.split()) == 4
+
+
+SOURCES = [
+    Source(1, "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair."),
+    Source(2, "Mount Everest is the highest mountain on Earth. It lies in the Himalayas."),
+    Source(3, "Python is a programming language created by Guido van Rossum."),
+]
+
+
+async def test_answer_cites_the_source_that_answers(provider: LocalProvider) -> None:
+    result = await provider.answer(
+        AnswerTask(
+            question="Which is the highest mountain on Earth?", sources=SOURCES, max_tokens=50
+        )
+    )
+    assert "Mount Everest is the highest mountain on Earth [2]." in result.text
+    assert set(re.findall(r"\[(\d+)\]", result.text)) == {"2"}
+    assert result.usage.estimated is True
+
+
+async def test_answer_finds_the_fact_not_just_the_topic(provider: LocalProvider) -> None:
+    # Dense similarity alone ranks the sentences naming the tower above the one with the
+    # date; the shared rare word "completed" must bring that one in.
+    eiffel = Source(
+        1,
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. "
+        "It was designed by the engineering company of Gustave Eiffel. "
+        "The tower was completed in 1889 as the entrance to the World's Fair. "
+        "It is 330 metres tall and was the tallest man-made structure for 41 years.",
+    )
+    result = await provider.answer(
+        AnswerTask(
+            question="When was the Eiffel Tower completed?",
+            sources=[eiffel, *SOURCES[1:]],
+            max_tokens=50,
+        )
+    )
+    assert "The tower was completed in 1889 as the entrance to the World's Fair [1]." in result.text
+    assert "[2]" not in result.text
+    assert "[3]" not in result.text
+
+
+async def test_answer_says_i_dont_know_for_an_unrelated_question(provider: LocalProvider) -> None:
+    result = await provider.answer(
+        AnswerTask(question="How do I bake sourdough bread?", sources=SOURCES, max_tokens=50)
+    )
+    assert result.text == I_DONT_KNOW
+    assert "[" not in result.text
+
+
+async def test_generate_quotes_earlier_messages_word_by_word(provider: LocalProvider) -> None:
+    task = GenerateTask(
+        messages=[
+            Message("user", "Notes: The meeting is on Friday at 10am. Lunch will be pizza."),
+            Message("assistant", "Noted."),
+            Message("user", "When is the meeting?"),
+        ],
+        max_tokens=100,
+        temperature=None,
+    )
+    deltas = [delta async for delta in provider.generate(task)]
+    text = "".join(delta.text for delta in deltas)
+    assert "The meeting is on Friday at 10am." in text
+    assert "pizza" not in text
+    assert len(deltas) > 3
+    assert all(len(delta.text.split()) <= 1 for delta in deltas)
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].usage is not None
+    assert deltas[-1].usage.completion_tokens > 0
+
+
+async def test_generate_quotes_context_given_before_the_question(
+    provider: LocalProvider,
+) -> None:
+    task = GenerateTask(
+        messages=[Message("user", "The sky over the sea was grey. What colour was it?")],
+        max_tokens=100,
+        temperature=None,
+    )
+    text = "".join([delta.text async for delta in provider.generate(task)])
+    assert text == "The sky over the sea was grey."
+
+
+async def test_generate_without_anything_to_quote_says_so(provider: LocalProvider) -> None:
+    single = GenerateTask(
+        messages=[Message("user", "Write a poem.")], max_tokens=100, temperature=None
+    )
+    text = "".join([delta.text async for delta in provider.generate(single)])
+    assert text == NOTHING_TO_QUOTE
+    unrelated = GenerateTask(
+        messages=[Message("user", "The cat sleeps on the sofa."), Message("user", "What is 2+2?")],
+        max_tokens=100,
+        temperature=None,
+    )
+    text = "".join([delta.text async for delta in provider.generate(unrelated)])
+    assert text == NOTHING_RELEVANT
+
+
+async def test_generate_stops_at_max_tokens(provider: LocalProvider) -> None:
+    task = GenerateTask(messages=[Message("user", "Write a poem.")], max_tokens=5, temperature=None)
+    deltas = [delta async for delta in provider.generate(task)]
+    assert deltas[-1].finish_reason == "length"
+    assert deltas[-1].usage is not None
+    assert deltas[-1].usage.completion_tokens <= 5
+    assert "".join(d.text for d in deltas).strip() == " ".join(NOTHING_TO_QUOTE.split()[:5])
+
+
+async def test_too_many_sentences_is_invalid(provider: LocalProvider) -> None:
+    text = " ".join(f"Sentence number {i}." for i in range(MAX_SENTENCES + 1))
+    with pytest.raises(InvalidArgument, match="at most 2000"):
+        await provider.summarize(SummarizeTask(text=text, style="brief", max_words=0, max_tokens=9))
+
+
+async def test_embedding_service_down_is_unavailable() -> None:
+    local, channel = local_provider(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(Unavailable, match="embedding service unavailable"):
+            await local.summarize(
+                SummarizeTask(text=" ".join(BEES), style="brief", max_words=0, max_tokens=9)
+            )
+    finally:
+        await channel.close()
