@@ -1,0 +1,67 @@
+"""Entry point of the ``aimesh-retrieval`` console script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+from pymilvus.exceptions import MilvusException
+
+from aimesh_common.logging import configure_logging
+from aimesh_common.metrics import start_metrics_server
+from aimesh_common.settings import load_settings
+from aimesh_retrieval.config import Settings
+from aimesh_retrieval.embedder import EmbeddingClient
+from aimesh_retrieval.server import create_server
+from aimesh_retrieval.store import MilvusStore
+
+log = logging.getLogger("aimesh.retrieval")
+
+
+def _milvus_location(settings: Settings) -> str:
+    """Where Milvus is, for logs: host and port of a server (never credentials)."""
+    if not settings.milvus_is_server:
+        return settings.resolved_milvus_uri
+    parts = urlsplit(settings.milvus_uri)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 19530}"
+
+
+async def run(settings: Settings) -> None:
+    """Connect to Milvus, serve until SIGTERM/SIGINT, then close the dependencies."""
+    try:
+        # Blocking, but before anything else runs: Milvus Lite starts its process here.
+        store = MilvusStore.open(settings)
+    except MilvusException as error:
+        log.error(
+            "cannot connect to Milvus",
+            extra={"milvus": _milvus_location(settings), "error": error.message},
+        )
+        raise SystemExit(1) from None
+    embedder = EmbeddingClient(
+        settings.embedding_service_addr,
+        batch_size=settings.embed_batch_size,
+        concurrency=settings.embed_concurrency,
+        timeout=settings.embed_timeout_seconds,
+    )
+    server = create_server(settings, store, embedder)
+    server.on_stop.extend([embedder.close, store.close])
+    log.info(
+        "retrieval service configured",
+        extra={
+            "milvus": _milvus_location(settings),
+            "embedding_service": settings.embedding_service_addr,
+        },
+    )
+    await server.serve(settings.grace_seconds)
+
+
+def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging("retrieval", settings.log_level, settings.log_format)
+    start_metrics_server(settings.metrics_port)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

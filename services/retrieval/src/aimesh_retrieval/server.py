@@ -1,0 +1,41 @@
+"""The gRPC server factory: ``main`` and the tests build the service through it."""
+
+from __future__ import annotations
+
+import grpc
+
+from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_common.server import GrpcServer, build_grpc_server
+from aimesh_retrieval.chunking import Chunker
+from aimesh_retrieval.config import Settings
+from aimesh_retrieval.embedder import EmbeddingClient
+from aimesh_retrieval.servicer import RetrievalServicer
+from aimesh_retrieval.store import MilvusStore
+
+SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+
+def create_server(settings: Settings, store: MilvusStore, embedder: EmbeddingClient) -> GrpcServer:
+    """A bound, not yet started, server for the retrieval service.
+
+    The caller owns ``store`` and ``embedder`` and closes them after the server stopped
+    (``main`` does so through ``GrpcServer.on_stop``).
+    """
+    servicer = RetrievalServicer(
+        store,
+        embedder,
+        Chunker(settings.chunk_size, settings.chunk_overlap),
+        max_documents_per_request=settings.max_documents_per_request,
+        max_document_chars=settings.max_document_chars,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server)
+
+    return build_grpc_server(
+        host=settings.host,
+        port=settings.port,
+        register=register,
+        service_names=[SERVICE_NAME],
+        max_message_bytes=settings.max_message_bytes,
+    )

@@ -1,0 +1,111 @@
+"""The aimesh-retrieval process: settings from the environment, serving, metrics, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aimesh.retrieval.v1 import retrieval_pb2 as pb
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.channels import check_health
+from tests.conftest import free_port
+
+
+def _environment(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")}
+    env.pop("EMBEDDING_SERVICE_ADDR", None)
+    env.update(values)
+    return env
+
+
+async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aimesh_retrieval.main",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_invalid_settings_exit_2() -> None:
+    process = await _start(_environment(AIMESH_CHUNK_SIZE="lots"))
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert "AIMESH_CHUNK_SIZE" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_unreachable_milvus_server_exits_1() -> None:
+    process = await _start(
+        _environment(
+            AIMESH_MILVUS_URI=f"http://127.0.0.1:{free_port()}",
+            AIMESH_MILVUS_TOKEN="do-not-log-me",
+            AIMESH_MILVUS_TIMEOUT_SECONDS="3",
+            AIMESH_METRICS_PORT="0",
+            AIMESH_PORT="0",
+        )
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 1
+    text = stderr.decode()
+    assert "cannot connect to Milvus" in text
+    assert "do-not-log-me" not in text
+
+
+async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None:
+    port, metrics_port = free_port(), free_port()
+    process = await _start(
+        _environment(
+            AIMESH_PORT=str(port),
+            AIMESH_HOST="127.0.0.1",
+            AIMESH_METRICS_PORT=str(metrics_port),
+            AIMESH_DATA_DIR=str(tmp_path),
+            EMBEDDING_SERVICE_ADDR=embedding_addr,
+            AIMESH_GRACE_SECONDS="2",
+        )
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        for _ in range(240):
+            if await check_health(channel, deadline_seconds=0.5):
+                break
+            assert process.returncode is None, "the service exited early"
+            await asyncio.sleep(0.25)
+        else:
+            pytest.fail("the service did not report SERVING in time")
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        await stub.UpsertDocuments(
+            pb.UpsertDocumentsRequest(
+                tenant_id="t",
+                collection="docs",
+                documents=[pb.Document(id="d", text="Bees make honey from nectar.")],
+            )
+        )
+        reply = await stub.Search(pb.SearchRequest(tenant_id="t", collection="docs", query="honey"))
+        assert [chunk.document_id for chunk in reply.chunks] == ["d"]
+        assert (tmp_path / "milvus.db").exists()
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+
+        metrics = await asyncio.to_thread(scrape)
+        assert 'aimesh_retrieval_documents_upserted_total{outcome="created"} 1.0' in metrics
+        assert "aimesh_retrieval_search_seconds_count" in metrics
+    finally:
+        await channel.close()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert '"msg": "stopped"' in stderr.decode()
