@@ -17,7 +17,7 @@ def test_defaults_serve_the_packaged_model(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.port == 50051
-    assert settings.metrics_port == 9091
+    assert settings.metrics_port == 9101
     assert settings.max_inputs_per_request == 256
     assert settings.max_input_chars == 32768
     assert settings.embedding_model == os.path.abspath(packaged_model_dir())
@@ -80,3 +80,36 @@ def test_limits_are_validated(monkeypatch: pytest.MonkeyPatch, field: str, value
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert f"AIMESH_{field.upper()}" in format_validation_error(caught.value)
+
+
+def test_batching_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.embedding_backend == "torch"
+    assert settings.embedding_max_batch_tokens == 4096
+    assert settings.embedding_max_queue_inputs == 4096
+    monkeypatch.setenv("AIMESH_EMBEDDING_MAX_BATCH_TOKENS", "2048")
+    monkeypatch.setenv("AIMESH_EMBEDDING_MAX_WAIT_MS", "0")
+    monkeypatch.setenv("AIMESH_EMBEDDING_MAX_QUEUE_INPUTS", "512")
+    changed = Settings()
+    assert changed.embedding_max_batch_tokens == 2048
+    assert changed.embedding_max_wait_ms == 0
+    assert changed.embedding_max_queue_inputs == 512
+
+
+def test_queue_must_hold_one_full_call() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(max_inputs_per_request=300, embedding_max_queue_inputs=200)
+    message = format_validation_error(caught.value)
+    assert "AIMESH_EMBEDDING_MAX_QUEUE_INPUTS (200) must be at least" in message
+
+
+def test_onnx_backend_needs_no_torch_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIMESH_EMBEDDING_BACKEND", "onnx")
+    monkeypatch.setenv("AIMESH_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.embedding_model == ""
+    assert settings.onnx_dir() == str(tmp_path / "models" / "all-MiniLM-L6-v2-onnx")
+    monkeypatch.setenv("AIMESH_EMBEDDING_BACKEND", "tensorflow")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "AIMESH_EMBEDDING_BACKEND" in format_validation_error(caught.value)

@@ -189,19 +189,21 @@ async def test_sigterm_lets_the_in_flight_call_finish() -> None:
         ):
             await _wait_serving(channel, process)
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-            request = big_request()
-            embed = asyncio.create_task(call_embed(stub, request))
+            # Several callers in flight, sharing batches, when the signal comes.
+            requests = [big_request(12), big_request(8), big_request(1)]
+            embeds = [asyncio.create_task(call_embed(stub, request)) for request in requests]
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             deadline = time.monotonic() + 30
-            while await _in_progress(client, metrics_url) < 1:
-                assert time.monotonic() < deadline, "the Embed call never started"
+            while await _in_progress(client, metrics_url) < len(requests):
+                assert time.monotonic() < deadline, "the Embed calls never started"
                 await asyncio.sleep(0.05)
-            assert not embed.done()
+            assert not any(embed.done() for embed in embeds)
 
             process.send_signal(signal.SIGTERM)
-            response = await embed
-            assert len(response.embeddings) == len(request.inputs)
-            assert response.dimension == 384
+            responses = await asyncio.gather(*embeds)
+            for request, response in zip(requests, responses, strict=True):
+                assert len(response.embeddings) == len(request.inputs)
+                assert response.dimension == 384
             assert await asyncio.wait_for(process.wait(), timeout=60) == 0
     finally:
         if process.returncode is None:

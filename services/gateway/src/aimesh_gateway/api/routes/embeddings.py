@@ -1,0 +1,104 @@
+"""OpenAI-compatible embeddings over the embedding service.
+
+The model name must be the one the embedding service reports (also listed by GET /v1/models);
+it is read with the service's Info call and cached for a minute. Vectors are returned as float
+arrays, or, with ``encoding_format=base64`` (what the official SDK asks for by default), as
+base64 of their little-endian float32 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+
+from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptions,
+    CallOptionsDep,
+    UserPrincipal,
+)
+from aimesh_gateway.core.backends import Backends
+from aimesh_gateway.schemas.embeddings import (
+    EmbeddingItem,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+)
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
+
+if TYPE_CHECKING:
+    from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
+
+router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+
+INFO_TTL_SECONDS = 60.0
+
+
+def embedding_stub(backends: Backends) -> EmbeddingServiceAsyncStub:
+    return embedding_pb2_grpc.EmbeddingServiceStub(backends.channels["embedding"])
+
+
+async def embedding_info(
+    request: Request, backends: Backends, call: CallOptions
+) -> embedding_pb2.InfoResponse:
+    """The embedding service's Info, cached on the app for ``INFO_TTL_SECONDS``."""
+    cached: tuple[float, embedding_pb2.InfoResponse] | None = getattr(
+        request.app.state, "embedding_info", None
+    )
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < INFO_TTL_SECONDS:
+        return cached[1]
+    info = await embedding_stub(backends).Info(
+        embedding_pb2.InfoRequest(), timeout=call.timeout, metadata=call.metadata
+    )
+    request.app.state.embedding_info = (now, info)
+    return info
+
+
+@router.post(
+    "/embeddings",
+    responses={**COMMON_ERRORS, 404: problem_doc("Unknown embedding model.")},
+    summary="Create embeddings",
+)
+async def create_embeddings(
+    request: Request,
+    body: EmbeddingRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> EmbeddingList:
+    """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``)."""
+    info = await embedding_info(request, backends, call)
+    if body.model != info.model:
+        raise HTTPException(
+            404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
+        )
+    reply = await embedding_stub(backends).Embed(
+        embedding_pb2.EmbedRequest(
+            inputs=body.texts(), truncate=body.truncate, dimensions=body.dimensions or 0
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    data: list[EmbeddingItem] = []
+    for index, item in enumerate(reply.embeddings):
+        vector: list[float] | str
+        if body.encoding_format == "base64":
+            raw = np.asarray(item.values, dtype="<f4").tobytes()
+            vector = base64.b64encode(raw).decode("ascii")
+        else:
+            vector = list(item.values)
+        data.append(EmbeddingItem(index=index, embedding=vector))
+    return EmbeddingList(
+        data=data,
+        model=reply.model,
+        usage=EmbeddingUsage(
+            prompt_tokens=reply.usage.prompt_tokens, total_tokens=reply.usage.total_tokens
+        ),
+    )

@@ -1,0 +1,67 @@
+"""The OpenAI embeddings shape (``POST /v1/embeddings``).
+
+Requests ignore unknown fields (OpenAI clients may send ``user`` and others). Token-array
+inputs (lists of integers) are not accepted: the served model has its own tokenizer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"model": "all-MiniLM-L6-v2", "input": ["first text", "second text"]}]
+        },
+    )
+
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The embedding model's name as listed by GET /v1/models.",
+        examples=["all-MiniLM-L6-v2"],
+    )
+    input: str | list[str] = Field(
+        description="One text, or a list of texts (one vector each, in order).",
+        min_length=1,
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float",
+        description="float: arrays of numbers; base64: base64 of little-endian float32 bytes.",
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="Shorten each vector to this many dimensions (re-normalized)."
+    )
+    truncate: bool = Field(
+        False,
+        description=(
+            "aimesh extension: cut inputs longer than the model's maximum instead of answering 400."
+        ),
+    )
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int = Field(ge=0, description="Position of the input this vector belongs to.")
+    embedding: list[float] | str = Field(
+        description="The L2-normalized vector, or its base64 float32 bytes."
+    )
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int = Field(ge=0, description="Model tokens of all inputs (after truncation).")
+    total_tokens: int = Field(ge=0)
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
