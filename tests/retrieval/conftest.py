@@ -1,29 +1,44 @@
-"""Retrieval servers for the tests: real gRPC, real Milvus Lite, the real embedding server.
+"""Retrieval servers for the tests: real gRPC, real Milvus, the real embedding server.
 
-One Milvus Lite file and one retrieval server serve the whole session; tests keep apart
+The store fixture is parametrized over two real backends: Milvus Lite (a file) and a real
+standalone Milvus 2.3.5 server (``milvus-server`` from PyPI ``milvus==2.3.5``, HNSW
+index, no BM25), started once per session on free ports and always stopped. Tests on the
+server are marked ``slow``; they skip when ``milvus-server`` is not installed.
+
+One store and one retrieval server per backend serve the whole session; tests keep apart
 by using fresh collection names. A second server shares the same store but points at an
 embedding address where nothing listens, to show what happens when embedding is down.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
+from pymilvus import MilvusClient
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.embedder import EmbeddingClient
+from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
 from tests.conftest import free_port
 
-# Small chunks so that a paragraph-sized test document spans several of them.
-CHUNK_SIZE = 200
-CHUNK_OVERLAP = 40
+# Small chunks (in tokens) so that a paragraph-sized test document spans several of them.
+CHUNK_SIZE = 48
+CHUNK_OVERLAP = 10
 
 
 @dataclass
@@ -34,21 +49,131 @@ class Retrieval:
     store: MilvusStore
     settings: Settings
     channel: grpc.aio.Channel
+    address: str
 
 
 def new_collection() -> str:
     return f"c-{uuid.uuid4().hex[:12]}"
 
 
+@dataclass
+class MilvusServer:
+    """A running ``milvus-server`` process (its own process group) and its URI."""
+
+    uri: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def stop_milvus_server(process: subprocess.Popen[bytes]) -> None:
+    """milvus-server ignores SIGTERM for a while: TERM the group, then KILL it."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def run_milvus_server(data: Path, timeout: float = 120) -> Iterator[MilvusServer]:
+    """Start ``milvus-server`` with every port free-chosen, wait until it answers, stop it.
+
+    All internal ports are set, not only the proxy's: the defaults would collide with any
+    other Milvus on the machine (another test session, a developer's server).
+    """
+    # The venv's bin directory is not on PATH when the venv's python is run directly.
+    beside = Path(sys.executable).parent / "milvus-server"
+    command = str(beside) if beside.exists() else shutil.which("milvus-server")
+    if command is None:
+        pytest.skip("milvus-server is not installed (pip install milvus==2.3.5)")
+    port = free_port()
+    etcd_port = free_port()
+    args = [command, "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(etcd_port)]
+    for option in (
+        "proxy-internal",
+        "root-coord",
+        "query-coord",
+        "query-node",
+        "index-coord",
+        "index-node",
+        "data-coord",
+        "data-node",
+    ):
+        args += [f"--{option}-port", str(free_port())]
+    # The embedded etcd's peer port (2380) and the REST port are not options; Milvus
+    # reads them from its environment. (The management port is picked free by the
+    # launcher itself, counting up from 9091.)
+    peer = f"http://localhost:{free_port()}"
+    etcd_config = data / "embed-etcd.yaml"
+    etcd_config.write_text(
+        f"listen-peer-urls: {peer}\n"
+        f"initial-advertise-peer-urls: {peer}\n"
+        f"initial-cluster: default={peer}\n"
+        f"listen-client-urls: http://localhost:{etcd_port}\n"
+        f"advertise-client-urls: http://localhost:{etcd_port}\n"
+        f"data-dir: {data / 'etcd.data'}\n"
+    )
+    env = os.environ | {
+        "ETCD_CONFIG_PATH": str(etcd_config),
+        "PROXY_HTTP_PORT": str(free_port()),
+    }
+    log = data / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                client = MilvusClient(uri=uri, timeout=3)
+                client.list_collections()
+                client.close()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"milvus-server did not become ready within {timeout:.0f} s")
+                time.sleep(1)
+        yield MilvusServer(uri, process, log)
+    finally:
+        stop_milvus_server(process)
+
+
 @pytest.fixture(scope="session")
-async def retrieval_store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MilvusStore]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("retrieval"))
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """One real Milvus 2.3.5 standalone server for the session."""
+    with run_milvus_server(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server
+
+
+BACKENDS = ["lite", pytest.param("server", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def retrieval_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[MilvusStore]:
+    """A store on Milvus Lite, then (slow) on the real Milvus server."""
+    if request.param == "server":
+        server: MilvusServer = request.getfixturevalue("milvus_server")
+        settings = Settings(milvus_uri=server.uri, milvus_timeout_seconds=20)
+    else:
+        settings = Settings(data_dir=tmp_path_factory.mktemp("retrieval"))
     store = MilvusStore.open(settings)
     yield store
     await store.close()
 
 
-async def serve(store: MilvusStore, embedding_addr: str) -> AsyncIterator[Retrieval]:
+async def serve(
+    store: MilvusStore, embedding_addr: str, jobs: JobStore | None = None
+) -> AsyncIterator[Retrieval]:
     """Run a retrieval server on ``store`` until the caller's generator is closed."""
     settings = Settings(
         host="127.0.0.1",
@@ -67,21 +192,27 @@ async def serve(store: MilvusStore, embedding_addr: str) -> AsyncIterator[Retrie
         concurrency=settings.embed_concurrency,
         timeout=settings.embed_timeout_seconds,
     )
-    server = create_server(settings, store, embedder)
+    server = create_server(settings, store, embedder, jobs)
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(address)
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    yield Retrieval(stub=stub, store=store, settings=settings, channel=channel)
+    yield Retrieval(stub=stub, store=store, settings=settings, channel=channel, address=address)
     await channel.close()
     await server.stop(0)
     await embedder.close()
 
 
 @pytest.fixture(scope="session")
-async def retrieval(retrieval_store: MilvusStore, embedding_addr: str) -> AsyncIterator[Retrieval]:
-    """The retrieval server backed by the real embedding server."""
-    async for running in serve(retrieval_store, embedding_addr):
+async def retrieval(
+    retrieval_store: MilvusStore, embedding_addr: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Retrieval]:
+    """The retrieval server backed by the real embedding server, with a SQLite job store."""
+    jobs_dir = tmp_path_factory.mktemp("jobs")
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{jobs_dir / 'jobs.db'}")
+    async for running in serve(retrieval_store, embedding_addr, jobs):
         yield running
+    await jobs.close()
 
 
 @pytest.fixture(scope="session")

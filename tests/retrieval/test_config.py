@@ -12,13 +12,18 @@ from aimesh_retrieval.config import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EMBEDDING_SERVICE_ADDR", "AIMESH_EMBEDDING_SERVICE_ADDR", "AIMESH_MILVUS_URI"):
+    for name in (
+        "EMBEDDING_SERVICE_ADDR",
+        "AIMESH_EMBEDDING_SERVICE_ADDR",
+        "AIMESH_MILVUS_URI",
+        "AIMESH_DATA_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.port == 50052
-    assert settings.metrics_port == 9092
+    assert settings.metrics_port == 9102
     assert settings.embedding_service_addr == "localhost:50051"
-    assert (settings.chunk_size, settings.chunk_overlap) == (800, 120)
+    assert (settings.chunk_size, settings.chunk_overlap) == (200, 32)
     assert settings.max_documents_per_request == 100
     assert settings.max_document_chars == 1_000_000
     assert settings.embed_batch_size == 64

@@ -109,3 +109,20 @@ async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert '"msg": "stopped"' in stderr.decode()
+
+
+async def test_unreachable_job_database_exits_1(tmp_path: Path) -> None:
+    process = await _start(
+        _environment(
+            AIMESH_DATA_DIR=str(tmp_path / "not-yet-created"),
+            AIMESH_JOBS_DATABASE_URL=f"postgresql+asyncpg://u:s3cret@127.0.0.1:{free_port()}/x",
+            AIMESH_METRICS_PORT="0",
+            AIMESH_PORT="0",
+        )
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 1
+    text = stderr.decode()
+    assert "cannot open the ingestion job store" in text
+    assert "s3cret" not in text
+    assert "Traceback" not in text

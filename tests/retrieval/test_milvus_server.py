@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -22,58 +19,22 @@ from pymilvus import MilvusClient
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.store import CollectionRef, MilvusStore
-from tests.conftest import free_port
-from tests.retrieval.conftest import Retrieval, new_collection, serve
+from tests.retrieval.conftest import (
+    MilvusServer,
+    Retrieval,
+    new_collection,
+    run_milvus_server,
+    serve,
+)
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class MilvusServer:
-    uri: str
-    process: subprocess.Popen[bytes]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """milvus-server ignores SIGTERM for a while: TERM the group, then KILL it."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
-    command = shutil.which("milvus-server")
-    if command is None:
-        pytest.skip("milvus-server is not installed (pip install milvus==2.3.5)")
-    data = tmp_path_factory.mktemp("milvus-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [command, "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(free_port())],
-        stdout=(data / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (data / "server.log").read_text()[-2000:]
-            try:
-                MilvusClient(uri=uri, timeout=3).list_collections()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail("milvus-server did not become ready within 120 s")
-                time.sleep(2)
-        yield MilvusServer(uri, process)
-    finally:
-        _stop(process)
+def doomed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """A second server of its own, for the test that kills it."""
+    with run_milvus_server(tmp_path_factory.mktemp("milvus-doomed")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +93,19 @@ async def test_round_trip_on_a_milvus_server(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.fixture(scope="module")
+async def on_doomed(doomed_server: MilvusServer, embedding_addr: str) -> AsyncIterator[Retrieval]:
+    store = MilvusStore.open(Settings(milvus_uri=doomed_server.uri, milvus_timeout_seconds=10))
+    async for running in serve(store, embedding_addr):
+        yield running
+    await store.close()
+
+
 async def test_milvus_down_is_unavailable(
-    on_server: Retrieval, milvus_server: MilvusServer
+    on_doomed: Retrieval, doomed_server: MilvusServer
 ) -> None:
+    on_server = on_doomed
+    milvus_server = doomed_server
     collection = new_collection()
     await on_server.stub.UpsertDocuments(
         pb.UpsertDocumentsRequest(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,10 @@ from aimesh_retrieval.store import ChunkRow, CollectionRef, MilvusStore, physica
 DIM = 4
 
 
-@pytest.fixture(scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MilvusStore]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("milvus"))
-    milvus = MilvusStore.open(settings)
-    yield milvus
-    await milvus.close()
+@pytest.fixture
+def store(retrieval_store: MilvusStore) -> MilvusStore:
+    """The session store: Milvus Lite, and (slow) the real Milvus server."""
+    return retrieval_store
 
 
 def new_ref(tenant: str = "tenant-a") -> CollectionRef:
@@ -169,9 +167,10 @@ TRICKY_VALUES = [
 ]
 
 
-@pytest.fixture(scope="module")
-async def filtered(store: MilvusStore) -> CollectionRef:
+@pytest.fixture(scope="session")
+async def filtered(retrieval_store: MilvusStore) -> CollectionRef:
     """One document per metadata variant, all with the same vector."""
+    store = retrieval_store
     ref = new_ref()
     await store.create(ref, DIM)
     documents: list[ChunkRow] = []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from aimesh_common.settings import GrpcServiceSettings, service_addr
+from aimesh_retrieval.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 
 
 class Settings(GrpcServiceSettings):
@@ -19,7 +20,7 @@ class Settings(GrpcServiceSettings):
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(
-        9092, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
+        9102, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
     )
     data_dir: Path = Field(
         Path(".aimesh"), description="Local state; holds the Milvus Lite file by default."
@@ -39,6 +40,12 @@ class Settings(GrpcServiceSettings):
     milvus_workers: int = Field(
         4, ge=1, le=64, description="Threads that run the synchronous Milvus client."
     )
+    hnsw_search_ef: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="HNSW search breadth (ef; at least top_k): higher is slower and more exact.",
+    )
     embedding_service_addr: str = service_addr("EMBEDDING_SERVICE_ADDR", "localhost:50051")
     embed_batch_size: int = Field(
         64, ge=1, le=2048, description="Chunks per Embed call to the embedding service."
@@ -49,10 +56,40 @@ class Settings(GrpcServiceSettings):
     embed_timeout_seconds: float = Field(
         60.0, gt=0, le=600, description="Deadline of one Embed call."
     )
-    # A chunk is stored in a VARCHAR(65535); 16,000 characters stay below it even when
-    # every character takes four bytes in UTF-8.
-    chunk_size: int = Field(800, ge=50, le=16_000, description="Longest chunk, in characters.")
-    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_TOKENS,
+        ge=1,
+        le=MAX_CHUNK_TOKENS,
+        description=(
+            "Default longest chunk of new collections, in tokens of the embedding model "
+            "(all-MiniLM-L6-v2 sees 256 including two special tokens)."
+        ),
+    )
+    chunk_overlap: int = Field(
+        DEFAULT_OVERLAP_TOKENS, ge=0, description="Default tokens shared by neighbouring chunks."
+    )
+    hybrid_fusion: Literal["rrf", "weighted"] = Field(
+        "weighted",
+        description="Default fusion of hybrid search (weighted 0.9 dense beat RRF and both "
+        "single modes on tests/data/retrieval-eval; equal weights fell below dense).",
+    )
+    hybrid_dense_weight: float = Field(
+        0.9, ge=0, le=1, description="Default dense weight of weighted fusion (BM25: 1 - it)."
+    )
+    jobs_database_url: str = Field(
+        "",
+        description=(
+            "SQLAlchemy async URL of the ingestion job store, e.g. "
+            "postgresql+asyncpg://user@host/db. Empty: SQLite file <data_dir>/jobs.db."
+        ),
+    )
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How long a claimed job stays with its runner without progress before "
+        "another runner (or the restarted service) takes it over.",
+    )
     max_documents_per_request: int = Field(100, ge=1, le=10_000)
     max_document_chars: int = Field(1_000_000, ge=1)
 
@@ -61,6 +98,10 @@ class Settings(GrpcServiceSettings):
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         return self
+
+    @property
+    def resolved_jobs_database_url(self) -> str:
+        return self.jobs_database_url or f"sqlite+aiosqlite:///{self.data_dir / 'jobs.db'}"
 
     @property
     def milvus_is_server(self) -> bool:

@@ -7,12 +7,14 @@ import logging
 from urllib.parse import urlsplit
 
 from pymilvus.exceptions import MilvusException
+from sqlalchemy.exc import SQLAlchemyError
 
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.embedder import EmbeddingClient
+from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
 
@@ -44,8 +46,18 @@ async def run(settings: Settings) -> None:
         concurrency=settings.embed_concurrency,
         timeout=settings.embed_timeout_seconds,
     )
-    server = create_server(settings, store, embedder)
-    server.on_stop.extend([embedder.close, store.close])
+    if not settings.jobs_database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        jobs = await JobStore.open(settings.resolved_jobs_database_url)
+    except (SQLAlchemyError, OSError) as error:
+        # The URL may hold a password: name only the kind of failure.
+        log.error("cannot open the ingestion job store", extra={"error": type(error).__name__})
+        await embedder.close()
+        await store.close()
+        raise SystemExit(1) from None
+    server = create_server(settings, store, embedder, jobs)
+    server.on_stop.extend([embedder.close, store.close, jobs.close])
     log.info(
         "retrieval service configured",
         extra={

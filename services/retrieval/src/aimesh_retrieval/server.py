@@ -9,17 +9,24 @@ from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_retrieval.chunking import Chunker
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.embedder import EmbeddingClient
+from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.servicer import RetrievalServicer
 from aimesh_retrieval.store import MilvusStore
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 
 
-def create_server(settings: Settings, store: MilvusStore, embedder: EmbeddingClient) -> GrpcServer:
+def create_server(
+    settings: Settings,
+    store: MilvusStore,
+    embedder: EmbeddingClient,
+    jobs: JobStore | None = None,
+) -> GrpcServer:
     """A bound, not yet started, server for the retrieval service.
 
-    The caller owns ``store`` and ``embedder`` and closes them after the server stopped
-    (``main`` does so through ``GrpcServer.on_stop``).
+    The caller owns ``store``, ``embedder`` and ``jobs`` and closes them after the server
+    stopped (``main`` does so through ``GrpcServer.on_stop``). With ``jobs``, the job
+    runner starts at once (so this must run inside the event loop) and stops first.
     """
     servicer = RetrievalServicer(
         store,
@@ -27,15 +34,26 @@ def create_server(settings: Settings, store: MilvusStore, embedder: EmbeddingCli
         Chunker(settings.chunk_size, settings.chunk_overlap),
         max_documents_per_request=settings.max_documents_per_request,
         max_document_chars=settings.max_document_chars,
+        fusion=settings.hybrid_fusion,
+        dense_weight=settings.hybrid_dense_weight,
+        jobs=jobs,
+        job_lease=settings.job_lease_seconds,
     )
 
     def register(server: grpc.aio.Server) -> None:
         retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server)
 
-    return build_grpc_server(
+    server = build_grpc_server(
         host=settings.host,
         port=settings.port,
         register=register,
         service_names=[SERVICE_NAME],
         max_message_bytes=settings.max_message_bytes,
     )
+    runner = servicer.runner
+    if runner is not None:
+        # Called from a running event loop (main's ``run`` and the tests): jobs left
+        # unfinished by a previous process resume right away.
+        runner.start()
+        server.on_stop.insert(0, runner.stop)
+    return server

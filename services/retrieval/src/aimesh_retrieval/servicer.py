@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,29 @@ import grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from aimesh_retrieval import metrics, validation
-from aimesh_retrieval.chunking import Chunker
+from aimesh_retrieval.chunking import Chunker, ChunkingConfig
 from aimesh_retrieval.embedder import EmbeddingClient, ModelInfo
 from aimesh_retrieval.filters import translate_filter
-from aimesh_retrieval.store import ChunkRow, CollectionRef, MilvusStore
+from aimesh_retrieval.jobs import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    JobDocument,
+    JobRunner,
+    JobStore,
+)
+from aimesh_retrieval.store import (
+    ChunkRow,
+    CollectionMeta,
+    CollectionRef,
+    FusionKind,
+    IndexConfig,
+    MilvusStore,
+    SearchMode,
+    SearchOptions,
+)
 
 log = logging.getLogger("aimesh.retrieval")
 
@@ -30,6 +49,16 @@ MAX_TOP_K = 100
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 MAX_QUERY_CHARS = 8192
+_MODES: dict[int, SearchMode] = {
+    retrieval_pb2.SEARCH_MODE_UNSPECIFIED: "dense",
+    retrieval_pb2.SEARCH_MODE_DENSE: "dense",
+    retrieval_pb2.SEARCH_MODE_BM25: "bm25",
+    retrieval_pb2.SEARCH_MODE_HYBRID: "hybrid",
+}
+_FUSIONS: dict[int, FusionKind] = {
+    retrieval_pb2.FUSION_RRF: "rrf",
+    retrieval_pb2.FUSION_WEIGHTED: "weighted",
+}
 
 
 @dataclass(frozen=True)
@@ -58,10 +87,22 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         *,
         max_documents_per_request: int,
         max_document_chars: int,
+        fusion: FusionKind = "weighted",
+        dense_weight: float = 0.9,
+        jobs: JobStore | None = None,
+        job_lease: float = 30.0,
     ) -> None:
+        self._jobs = jobs
+        self.runner: JobRunner | None = (
+            JobRunner(jobs, self._store_job_batch, lease=job_lease) if jobs is not None else None
+        )
         self._store = store
         self._embedder = embedder
-        self._chunker = chunker
+        # The chunking of new collections created implicitly by an upsert.
+        self._default_chunking = chunker.config
+        self._chunkers: dict[ChunkingConfig, Chunker] = {chunker.config: chunker}
+        self._fusion: FusionKind = fusion
+        self._dense_weight = dense_weight
         self._max_documents = max_documents_per_request
         self._max_chars = max_document_chars
         self._locks: dict[str, asyncio.Lock] = {}
@@ -80,7 +121,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     # UpsertDocuments
 
-    def _prepare(self, documents: Sequence[retrieval_pb2.Document]) -> list[_Prepared]:
+    def _chunker_for(self, meta: CollectionMeta | None) -> Chunker:
+        config = meta.chunking if meta and meta.chunking else self._default_chunking
+        if config not in self._chunkers:
+            self._chunkers[config] = Chunker.from_config(config)
+        return self._chunkers[config]
+
+    def _prepare(
+        self, documents: Sequence[retrieval_pb2.Document], chunker: Chunker, offset: int = 0
+    ) -> list[_Prepared]:
         """Validate and chunk the documents (CPU work, run off the event loop)."""
         if not documents:
             raise InvalidArgument("documents must not be empty")
@@ -92,7 +141,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         seen: set[str] = set()
         prepared: list[_Prepared] = []
         for i, document in enumerate(documents):
-            field = f"documents[{i}]"
+            field = f"documents[{offset + i}]"
             doc_id = validation.document_id(document.id, f"{field}.id")
             if doc_id in seen:
                 raise InvalidArgument(f"{field}.id repeats the id of an earlier document")
@@ -105,13 +154,18 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     f"at most {self._max_chars} are allowed"
                 )
             meta = validation.metadata(document.metadata, f"{field}.metadata")
-            chunks = self._chunker.split(document.text)
+            chunks = chunker.split(document.text)
             fingerprint = json.dumps(
                 {
                     "text": document.text,
                     "metadata": meta,
                     # Re-chunk when the chunking settings change.
-                    "chunking": [self._chunker.chunk_size, self._chunker.chunk_overlap],
+                    "chunking": [
+                        chunker.config.chunk_size,
+                        chunker.config.chunk_overlap,
+                        chunker.config.markdown,
+                        chunker.config.unit,
+                    ],
                 },
                 sort_keys=True,
                 ensure_ascii=False,
@@ -123,7 +177,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.UpsertDocumentsRequest, context: Context
     ) -> retrieval_pb2.UpsertDocumentsResponse:
         ref = validation.collection_ref(request.tenant_id, request.collection)
-        documents = await asyncio.to_thread(self._prepare, request.documents)
+        chunker = self._chunker_for(await self._store.meta(ref))
+        documents = await asyncio.to_thread(self._prepare, request.documents, chunker)
+        results = await self._upsert(ref, chunker, documents)
+        return retrieval_pb2.UpsertDocumentsResponse(results=results)
+
+    async def _upsert(
+        self, ref: CollectionRef, chunker: Chunker, documents: list[_Prepared]
+    ) -> list[retrieval_pb2.UpsertResult]:
+        """Store prepared documents: skip unchanged ones, replace changed ones."""
         async with self._lock(ref):
             stored_dim = await self._store.dimension(ref)
             info = await self._model_for(ref, stored_dim)
@@ -169,7 +231,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     for index, chunk in enumerate(doc.chunks)
                 ]
                 if stored_dim is None:
-                    await self._store.create(ref, info.dimension)
+                    await self._store.create(ref, info.dimension, chunking=chunker.config)
                 await self._store.write(ref, rows)
                 metrics.CHUNKS_UPSERTED.inc(len(rows))
         for result in results:
@@ -185,7 +247,78 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 "changed": len(changed),
             },
         )
-        return retrieval_pb2.UpsertDocumentsResponse(results=results)
+        return results
+
+    # Ingestion jobs
+
+    async def SubmitIngestJob(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[retrieval_pb2.SubmitIngestJobRequest],
+        context: Context,
+    ) -> retrieval_pb2.IngestJob:
+        if self._jobs is None or self.runner is None:
+            raise FailedPrecondition("ingestion jobs are not enabled on this server")
+        ref: CollectionRef | None = None
+        chunker: Chunker | None = None
+        async with self._jobs.submission() as submission:
+            async for part in request_iterator:
+                if ref is None:
+                    ref = validation.collection_ref(part.tenant_id, part.collection)
+                    chunker = self._chunker_for(await self._store.meta(ref))
+                    submission.target(ref.tenant_id, ref.name)
+                elif (part.tenant_id or ref.tenant_id, part.collection or ref.name) != (
+                    ref.tenant_id,
+                    ref.name,
+                ):
+                    raise InvalidArgument("every message of a job must name the same collection")
+                assert chunker is not None
+                for start in range(0, len(part.documents), self._max_documents):
+                    docs = part.documents[start : start + self._max_documents]
+                    prepared = await asyncio.to_thread(
+                        self._prepare, docs, chunker, submission.documents
+                    )
+                    for offset, doc in enumerate(prepared):
+                        if submission.seen(doc.id):
+                            raise InvalidArgument(
+                                f"documents[{submission.documents + offset}].id repeats the id "
+                                "of an earlier document"
+                            )
+                    await submission.add(
+                        [
+                            JobDocument(doc.id, original.text, doc.metadata, len(doc.chunks))
+                            for doc, original in zip(prepared, docs, strict=True)
+                        ]
+                    )
+            if ref is None or submission.documents == 0:
+                raise InvalidArgument("a job needs at least one document")
+        assert submission.job is not None
+        self.runner.wake()
+        return _job_message(submission.job)
+
+    async def GetIngestJob(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.GetIngestJobRequest, context: Context
+    ) -> retrieval_pb2.IngestJob:
+        if self._jobs is None:
+            raise FailedPrecondition("ingestion jobs are not enabled on this server")
+        tenant = validation.collection_ref(request.tenant_id, "x").tenant_id
+        if not request.job_id:
+            raise InvalidArgument("job_id must not be empty")
+        return _job_message(await self._jobs.get(tenant, request.job_id))
+
+    async def _store_job_batch(
+        self, tenant_id: str, collection: str, documents: Sequence[JobDocument]
+    ) -> int:
+        ref = CollectionRef(tenant_id, collection)
+        chunker = self._chunker_for(await self._store.meta(ref))
+        messages = [
+            retrieval_pb2.Document(
+                id=doc.id, text=doc.text, metadata=validation.dict_to_struct(doc.metadata)
+            )
+            for doc in documents
+        ]
+        prepared = await asyncio.to_thread(self._prepare, messages, chunker)
+        results = await self._upsert(ref, chunker, prepared)
+        return sum(result.chunks for result in results)
 
     # DeleteDocument
 
@@ -239,6 +372,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if top_k > MAX_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
+        options = self._search_options(request)
         expr = ""
         if request.HasField("filter"):
             expr = translate_filter(validation.struct_to_dict(request.filter))
@@ -246,9 +380,13 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         await self._model_for(ref, stored_dim)
 
         started = time.perf_counter()
-        [vector] = await self._embedder.embed([request.query])
+        vector: list[float] = []
+        if options.mode != "bm25" or options.mmr:
+            [vector] = await self._embedder.embed([request.query])
         embedded = time.perf_counter()
-        hits = await self._store.search(ref, vector, top_k, expr)
+        hits = await self._store.search(
+            ref, vector, top_k, expr, query=request.query, options=options
+        )
         metrics.SEARCH_SECONDS.labels("embed").observe(embedded - started)
         metrics.SEARCH_SECONDS.labels("milvus").observe(time.perf_counter() - embedded)
         return retrieval_pb2.SearchResponse(
@@ -264,3 +402,148 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 for hit in hits
             ]
         )
+
+    def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:
+        mode = _MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument(f"mode {request.mode} is not a known search mode")
+        fusion = self._fusion
+        if request.fusion:
+            if request.fusion not in _FUSIONS:
+                raise InvalidArgument(f"fusion {request.fusion} is not a known fusion")
+            fusion = _FUSIONS[request.fusion]
+        weight = self._dense_weight
+        if request.HasField("dense_weight"):
+            weight = request.dense_weight
+            if not 0.0 <= weight <= 1.0:
+                raise InvalidArgument(f"dense_weight must be between 0 and 1 (got {weight:g})")
+        mmr_lambda = 0.5
+        if request.HasField("mmr_lambda"):
+            mmr_lambda = request.mmr_lambda
+            if not 0.0 <= mmr_lambda <= 1.0:
+                raise InvalidArgument(f"mmr_lambda must be between 0 and 1 (got {mmr_lambda:g})")
+        return SearchOptions(
+            mode=mode, fusion=fusion, dense_weight=weight, mmr=request.mmr, mmr_lambda=mmr_lambda
+        )
+
+    # Collections
+
+    async def CreateCollection(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.CreateCollectionRequest, context: Context
+    ) -> retrieval_pb2.CollectionInfo:
+        ref = validation.collection_ref(request.tenant_id, request.collection)
+        chunking = self._default_chunking
+        if request.HasField("chunking"):
+            given = request.chunking
+            chunking = ChunkingConfig(
+                chunk_size=given.chunk_size or chunking.chunk_size,
+                chunk_overlap=(
+                    given.chunk_overlap
+                    if given.HasField("chunk_overlap")
+                    else chunking.chunk_overlap
+                ),
+                markdown=given.markdown,
+            )
+            if given.chunk_size and not given.HasField("chunk_overlap"):
+                # Keep the default overlap's proportion for a smaller custom size.
+                chunking = ChunkingConfig(
+                    chunking.chunk_size,
+                    min(chunking.chunk_overlap, chunking.chunk_size // 4),
+                    chunking.markdown,
+                )
+            reason = chunking.validate()
+            if reason:
+                raise InvalidArgument(f"chunking.{reason}")
+        index = self._index_settings(request)
+        async with self._lock(ref):
+            info = await self._model_for(ref, None)
+            meta = await self._store.create(
+                ref, info.dimension, chunking=chunking, index=index, exist_ok=False
+            )
+        log.info("created collection", extra={"collection": ref.name})
+        return _collection_info(meta, self._default_chunking)
+
+    def _index_settings(self, request: retrieval_pb2.CreateCollectionRequest) -> IndexConfig:
+        default = self._store.default_index()
+        if not request.HasField("index"):
+            return default
+        given = request.index
+        kind = given.index_type.upper() or default.index_type
+        if kind not in ("FLAT", "HNSW"):
+            raise InvalidArgument(
+                "index.index_type must be FLAT or HNSW "
+                f"(got '{validation.shown(given.index_type)}')"
+            )
+        if kind == "HNSW" and not self._store.is_server:
+            raise InvalidArgument("index.index_type HNSW needs a Milvus server; Lite has FLAT only")
+        m = given.hnsw_m or default.hnsw_m
+        ef = given.hnsw_ef_construction or default.hnsw_ef_construction
+        if not 4 <= m <= 64:
+            raise InvalidArgument(f"index.hnsw_m must be between 4 and 64 (got {m})")
+        if not 8 <= ef <= 512:
+            raise InvalidArgument(
+                f"index.hnsw_ef_construction must be between 8 and 512 (got {ef})"
+            )
+        return IndexConfig("HNSW" if kind == "HNSW" else "FLAT", m, ef)
+
+    async def ListCollections(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.ListCollectionsRequest, context: Context
+    ) -> retrieval_pb2.ListCollectionsResponse:
+        tenant = validation.collection_ref(request.tenant_id, "x").tenant_id
+        metas = await self._store.list_collections(tenant)
+        return retrieval_pb2.ListCollectionsResponse(
+            collections=[_collection_info(meta, self._default_chunking) for meta in metas]
+        )
+
+    async def DeleteCollection(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.DeleteCollectionRequest, context: Context
+    ) -> retrieval_pb2.DeleteCollectionResponse:
+        ref = validation.collection_ref(request.tenant_id, request.collection)
+        async with self._lock(ref):
+            await self._store.drop(ref)
+        log.info("deleted collection", extra={"collection": ref.name})
+        return retrieval_pb2.DeleteCollectionResponse()
+
+
+_JOB_STATES = {
+    QUEUED: retrieval_pb2.JOB_STATE_QUEUED,
+    RUNNING: retrieval_pb2.JOB_STATE_RUNNING,
+    SUCCEEDED: retrieval_pb2.JOB_STATE_SUCCEEDED,
+    FAILED: retrieval_pb2.JOB_STATE_FAILED,
+}
+
+
+def _job_message(job: Job) -> retrieval_pb2.IngestJob:
+    return retrieval_pb2.IngestJob(
+        id=job.id,
+        collection=job.collection,
+        state=_JOB_STATES.get(job.state, retrieval_pb2.JOB_STATE_UNSPECIFIED),
+        documents_total=job.documents_total,
+        documents_done=job.documents_done,
+        chunks_total=job.chunks_total,
+        chunks_embedded=job.chunks_embedded,
+        errors=job.errors,
+        created_at=job.created_at.isoformat().replace("+00:00", "Z"),
+        updated_at=job.updated_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval_pb2.CollectionInfo:
+    chunking = meta.chunking or default
+    return retrieval_pb2.CollectionInfo(
+        name=meta.name,
+        chunking=retrieval_pb2.ChunkingSettings(
+            chunk_size=chunking.chunk_size,
+            chunk_overlap=chunking.chunk_overlap,
+            markdown=chunking.markdown,
+        ),
+        index=retrieval_pb2.IndexSettings(
+            index_type=meta.index.index_type,
+            hnsw_m=meta.index.hnsw_m if meta.index.index_type == "HNSW" else 0,
+            hnsw_ef_construction=(
+                meta.index.hnsw_ef_construction if meta.index.index_type == "HNSW" else 0
+            ),
+        ),
+        full_text=meta.full_text,
+        dimension=meta.dimension,
+    )

@@ -6,6 +6,14 @@ tenant filter and no filter mistake can leak another tenant's rows.
 
 The synchronous ``MilvusClient`` runs in a small dedicated thread pool: the async client
 is incomplete on Milvus Lite (``create_collection`` answers UNIMPLEMENTED there).
+
+Each collection's settings (owner, caller-facing name, chunking, index, full text) are
+kept as JSON in a property of the Milvus collection (``aimesh.settings``; Milvus Lite
+drops schema descriptions), so they live and die with the data
+and every replica reads the same. Full-text (BM25) search needs Milvus Lite or a Milvus
+server >= 2.5: there the text field gets an analyzer and a BM25 function fills a sparse
+vector field. Hybrid search passes the filter in EACH ``AnnSearchRequest``: a top-level
+``filter`` of ``hybrid_search`` is silently ignored by pymilvus + Milvus Lite.
 """
 
 from __future__ import annotations
@@ -13,18 +21,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
 
 import grpc
-from pymilvus import DataType, MilvusClient
+from pymilvus import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    RRFRanker,
+    WeightedRanker,
+)
 from pymilvus.client.types import Status
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
-from aimesh_common.errors import NotFound, Unavailable
+from aimesh_common.errors import AimeshError, FailedPrecondition, NotFound, Unavailable
+from aimesh_retrieval.chunking import ChunkingConfig
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.filters import quote
 
@@ -49,15 +69,34 @@ _UNAVAILABLE_CODES: tuple[object, ...] = (
 )
 
 
+class AlreadyExists(AimeshError):
+    """The tenant already has a collection of that name."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+FusionKind = Literal["rrf", "weighted"]
+RRF_K = 60
+# Written into collection descriptions; collections without it predate the settings.
+SETTINGS_VERSION = 1
+SETTINGS_PROPERTY = "aimesh.settings"
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+
+
+def tenant_prefix(tenant_id: str) -> str:
+    """The common start of the physical names of all of a tenant's collections."""
+    return f"a_{hashlib.sha256(tenant_id.encode()).hexdigest()[:16]}_"
+
+
 def physical_name(tenant_id: str, collection: str) -> str:
     """The Milvus collection of ``collection`` owned by ``tenant_id``.
 
     ``a_<sha256(tenant)[:16]>_<sha256(collection)[:16]>``: a valid Milvus name for any
     input, deterministic across replicas, and collision-free in practice (64 bits each).
     """
-    tenant = hashlib.sha256(tenant_id.encode()).hexdigest()[:16]
     name = hashlib.sha256(collection.encode()).hexdigest()[:16]
-    return f"a_{tenant}_{name}"
+    return f"{tenant_prefix(tenant_id)}{name}"
 
 
 def chunk_id(document_id: str, index: int) -> str:
@@ -79,6 +118,50 @@ class CollectionRef:
     def not_found(self) -> NotFound:
         # Names only what the caller sent: nothing about other tenants or physical names.
         return NotFound(f"collection '{self.name}' not found")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The dense vector index: FLAT (exact) or HNSW with its build parameters."""
+
+    index_type: Literal["FLAT", "HNSW"] = "FLAT"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+
+
+@dataclass(frozen=True)
+class CollectionMeta:
+    """What is known of an existing collection."""
+
+    name: str
+    dimension: int
+    chunking: ChunkingConfig | None
+    index: IndexConfig
+    full_text: bool
+
+    def describe(self, tenant_id: str) -> str:
+        return json.dumps(
+            {
+                "aimesh": SETTINGS_VERSION,
+                "tenant": tenant_id,
+                "name": self.name,
+                "chunking": asdict(self.chunking) if self.chunking else None,
+                "index": asdict(self.index),
+                "full_text": self.full_text,
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How one search runs. ``dense_weight`` applies to weighted fusion only."""
+
+    mode: SearchMode = "dense"
+    fusion: FusionKind = "rrf"
+    dense_weight: float = 0.5
+    mmr: bool = False
+    mmr_lambda: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,16 +215,28 @@ class MilvusStore:
     """Chunk storage and vector search on Milvus Lite (a local file) or a Milvus server."""
 
     def __init__(
-        self, client: MilvusClient, *, server: bool, workers: int = 4, timeout: float = 30.0
+        self,
+        client: MilvusClient,
+        *,
+        server: bool,
+        workers: int = 4,
+        timeout: float = 30.0,
+        search_ef: int = 64,
     ) -> None:
         self._client = client
+        self._search_ef = search_ef
         self._server = server
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milvus")
-        # Physical name -> vector dimension of collections known to exist and be loaded
-        # in this process. Collections are never dropped by the service, so a positive
-        # entry stays true.
-        self._ready: dict[str, int] = {}
+        # Physical name -> metadata of collections known to exist and be loaded in this
+        # process. A collection dropped by another replica shows up as a Milvus error on
+        # the next use, which evicts the entry (see ``_gone``).
+        self._ready: dict[str, CollectionMeta] = {}
+        self._full_text: bool | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self._server
 
     @classmethod
     def open(cls, settings: Settings) -> MilvusStore:
@@ -173,19 +268,37 @@ class MilvusStore:
 
     # Collections
 
-    async def dimension(self, ref: CollectionRef) -> int | None:
-        """The vector dimension of an existing collection (loading it), or None."""
+    async def full_text_supported(self) -> bool:
+        """Whether the backend has BM25 full-text search: Milvus Lite, or a server >= 2.5."""
+        if self._full_text is None:
+            if not self._server:
+                self._full_text = True
+            else:
+                version = await self._run(self._client.get_server_version)
+                found = _VERSION.match(str(version))
+                self._full_text = found is not None and (
+                    (int(found.group(1)), int(found.group(2))) >= (2, 5)
+                )
+        return self._full_text
+
+    async def meta(self, ref: CollectionRef) -> CollectionMeta | None:
+        """An existing collection's metadata (loading the collection), or None."""
         name = ref.physical
         if name in self._ready:
             return self._ready[name]
         if not await self._run(self._client.has_collection, name):
             return None
         description = await self._run(self._client.describe_collection, name)
-        dim = _vector_dimension(description)
+        meta = _meta_from(ref.name, description)
         # Collections are released after a restart; searching needs them loaded.
         await self._run(self._client.load_collection, name)
-        self._ready[name] = dim
-        return dim
+        self._ready[name] = meta
+        return meta
+
+    async def dimension(self, ref: CollectionRef) -> int | None:
+        """The vector dimension of an existing collection (loading it), or None."""
+        meta = await self.meta(ref)
+        return meta.dimension if meta else None
 
     async def require(self, ref: CollectionRef) -> int:
         """The dimension of an existing collection; NOT_FOUND when it does not exist."""
@@ -194,43 +307,118 @@ class MilvusStore:
             raise ref.not_found()
         return dim
 
-    async def create(self, ref: CollectionRef, dim: int) -> None:
-        """Create (if missing) and load the collection with ``dim``-dimensional vectors."""
+    async def require_meta(self, ref: CollectionRef) -> CollectionMeta:
+        meta = await self.meta(ref)
+        if meta is None:
+            raise ref.not_found()
+        return meta
+
+    def default_index(self) -> IndexConfig:
+        return IndexConfig("HNSW") if self._server else IndexConfig("FLAT")
+
+    async def create(
+        self,
+        ref: CollectionRef,
+        dim: int,
+        *,
+        chunking: ChunkingConfig | None = None,
+        index: IndexConfig | None = None,
+        exist_ok: bool = True,
+    ) -> CollectionMeta:
+        """Create (if missing) and load the collection with ``dim``-dimensional vectors.
+
+        With ``exist_ok=False`` an existing collection is ALREADY_EXISTS.
+        """
         name = ref.physical
-        if await self.dimension(ref) is not None:
-            return
+        existing = await self.meta(ref)
+        if existing is not None:
+            if not exist_ok:
+                raise AlreadyExists(f"collection '{ref.name}' already exists")
+            return existing
+        index = index or self.default_index()
+        if index.index_type == "HNSW" and not self._server:
+            raise FailedPrecondition("Milvus Lite supports only the FLAT index; use a server")
+        full_text = await self.full_text_supported()
+        meta = CollectionMeta(ref.name, dim, chunking, index, full_text)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_CHUNK_ID_BYTES)
         schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_DOCUMENT_ID_BYTES)
         schema.add_field("chunk_index", DataType.INT64)
         schema.add_field("chunk_count", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        text_options: dict[str, Any] = {"enable_analyzer": True} if full_text else {}
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **text_options)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
-        index = self._client.prepare_index_params()
-        if self._server:
-            index.add_index(
+        params = self._client.prepare_index_params()
+        if index.index_type == "HNSW":
+            params.add_index(
                 field_name="embedding",
                 index_type="HNSW",
                 metric_type="COSINE",
-                params={"M": 16, "efConstruction": 200},
+                params={"M": index.hnsw_m, "efConstruction": index.hnsw_ef_construction},
             )
         else:
-            index.add_index(field_name="embedding", index_type="FLAT", metric_type="COSINE")
+            params.add_index(field_name="embedding", index_type="FLAT", metric_type="COSINE")
+        if full_text:
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+            params.add_index(
+                field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
+            )
         await self._run(
             self._client.create_collection,
             name,
             schema=schema,
-            index_params=index,
+            index_params=params,
             # Reads must see the preceding writes: the content-hash check and the
             # stale-chunk cleanup depend on it.
             consistency_level="Strong",
+            properties={SETTINGS_PROPERTY: meta.describe(ref.tenant_id)},
         )
         # Load right away: the first search on a growing segment is slow otherwise.
         await self._run(self._client.load_collection, name)
-        self._ready[name] = dim
+        self._ready[name] = meta
         log.info("created collection", extra={"collection": name, "dimension": dim})
+        return meta
+
+    async def list_collections(self, tenant_id: str) -> list[CollectionMeta]:
+        """The tenant's collections, sorted by name."""
+        prefix = tenant_prefix(tenant_id)
+        names = [n for n in await self._run(self._client.list_collections) if n.startswith(prefix)]
+        found: list[CollectionMeta] = []
+        for name in names:
+            description = await self._run(self._client.describe_collection, name)
+            settings = _settings_of(description)
+            if settings is None or settings.get("tenant") != tenant_id:
+                continue
+            found.append(_meta_from(str(settings.get("name", "")), description))
+        return sorted(found, key=lambda meta: meta.name)
+
+    async def drop(self, ref: CollectionRef) -> None:
+        """Drop the collection and all its rows; NOT_FOUND when it does not exist."""
+        name = ref.physical
+        self._ready.pop(name, None)
+        if not await self._run(self._client.has_collection, name):
+            raise ref.not_found()
+        await self._run(self._client.drop_collection, name)
+        log.info("dropped collection", extra={"collection": name})
+
+    def _gone(self, ref: CollectionRef, error: MilvusException) -> bool:
+        """True (and the cache entry evicted) when ``error`` says the collection is gone."""
+        if "collection not found" in str(error.message).lower() or "can't find collection" in (
+            str(error.message).lower()
+        ):
+            self._ready.pop(ref.physical, None)
+            return True
+        return False
 
     # Documents
 
@@ -311,23 +499,99 @@ class MilvusStore:
         return sorted((_stored(row) for row in rows), key=lambda doc: doc.document_id)
 
     async def search(
-        self, ref: CollectionRef, vector: Sequence[float], top_k: int, expr: str
+        self,
+        ref: CollectionRef,
+        vector: Sequence[float],
+        top_k: int,
+        expr: str,
+        *,
+        query: str = "",
+        options: SearchOptions | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` chunks most similar to ``vector`` that match ``expr``, best first."""
-        params: dict[str, Any] = {"metric_type": "COSINE"}
-        if self._server:
-            params["params"] = {"ef": max(64, top_k)}
-        results = await self._run(
-            self._client.search,
-            ref.physical,
-            data=[list(vector)],
-            filter=expr,
-            limit=top_k,
-            output_fields=["document_id", "chunk_index", "text", "metadata"],
-            search_params=params,
-            anns_field="embedding",
-        )
+        """The ``top_k`` chunks best matching the query that match ``expr``, best first.
+
+        ``vector`` is the query's embedding, ``query`` its text (for BM25). Scores are
+        cosine similarities (dense), BM25 scores (bm25), or fused scores (hybrid).
+        """
+        options = options or SearchOptions()
+        meta = await self.require_meta(ref)
+        if options.mode != "dense" and not meta.full_text:
+            reason = (
+                "this Milvus server has no BM25 full-text search (it needs Milvus >= 2.5)"
+                if not await self.full_text_supported()
+                else f"collection '{ref.name}' was created without full-text search"
+            )
+            raise FailedPrecondition(f"{options.mode} search is unavailable: {reason}")
+        # MMR picks among more candidates than it returns, comparing their vectors.
+        limit = min(max(top_k * 4, 20), 200) if options.mmr else top_k
+        fields = ["document_id", "chunk_index", "text", "metadata"]
+        if options.mmr:
+            fields.append("embedding")
+        dense_params: dict[str, Any] = {"metric_type": "COSINE"}
+        if meta.index.index_type == "HNSW":
+            dense_params["params"] = {"ef": max(self._search_ef, limit)}
+        try:
+            if options.mode == "dense":
+                results = await self._run(
+                    self._client.search,
+                    ref.physical,
+                    data=[list(vector)],
+                    filter=expr,
+                    limit=limit,
+                    output_fields=fields,
+                    search_params=dense_params,
+                    anns_field="embedding",
+                )
+            elif options.mode == "bm25":
+                results = await self._run(
+                    self._client.search,
+                    ref.physical,
+                    data=[query],
+                    filter=expr,
+                    limit=limit,
+                    output_fields=fields,
+                    search_params={"metric_type": "BM25"},
+                    anns_field="sparse",
+                )
+            else:
+                # Candidates per ranking: fusion needs more than the final top_k of each.
+                candidates = min(max(limit * 3, 30), 300)
+                requests = [
+                    # The filter goes into EACH request: hybrid_search ignores a top-level one.
+                    AnnSearchRequest(
+                        data=[list(vector)],
+                        anns_field="embedding",
+                        param=dense_params,
+                        limit=candidates,
+                        expr=expr or None,
+                    ),
+                    AnnSearchRequest(
+                        data=[query],
+                        anns_field="sparse",
+                        param={"metric_type": "BM25"},
+                        limit=candidates,
+                        expr=expr or None,
+                    ),
+                ]
+                ranker = (
+                    WeightedRanker(options.dense_weight, 1.0 - options.dense_weight)
+                    if options.fusion == "weighted"
+                    else RRFRanker(RRF_K)
+                )
+                results = await self._run(
+                    self._client.hybrid_search,
+                    ref.physical,
+                    requests,
+                    ranker,
+                    limit=limit,
+                    output_fields=fields,
+                )
+        except MilvusException as error:
+            if self._gone(ref, error):
+                raise ref.not_found() from None
+            raise
         hits: list[Hit] = []
+        vectors: list[list[float]] = []
         for result in results[0] if results else []:
             entity = result["entity"]
             hits.append(
@@ -336,11 +600,20 @@ class MilvusStore:
                     chunk_id=str(result["id"]),
                     chunk_index=int(entity["chunk_index"]),
                     text=entity["text"],
-                    score=float(result["distance"]),
+                    # Milvus Lite reports BM25 scores negated (as distances); show them
+                    # as the positive, higher-is-better scores a server returns.
+                    score=abs(float(result["distance"]))
+                    if options.mode == "bm25"
+                    else float(result["distance"]),
                     metadata=entity.get("metadata") or {},
                 )
             )
-        return hits
+            if options.mmr:
+                vectors.append([float(x) for x in entity["embedding"]])
+        if options.mmr:
+            order = mmr_select(vector, vectors, top_k, options.mmr_lambda)
+            hits = [hits[i] for i in order]
+        return hits[:top_k]
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -354,6 +627,64 @@ def _stored(row: Mapping[str, Any]) -> StoredDocument:
         chunks=int(row["chunk_count"]),
         content_hash=row["content_hash"],
         metadata=row.get("metadata") or {},
+    )
+
+
+def mmr_select(
+    query: Sequence[float], candidates: Sequence[Sequence[float]], k: int, lam: float
+) -> list[int]:
+    """Maximal marginal relevance: indices of ``k`` candidates, most useful first.
+
+    Each step takes the candidate maximizing ``lam * sim(query, c) - (1 - lam) *
+    max(sim(c, chosen))`` with cosine similarity, trading relevance for novelty.
+    """
+
+    def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+        return dot / norm if norm else 0.0
+
+    relevance = [cosine(query, c) for c in candidates]
+    chosen: list[int] = []
+    redundancy = [-math.inf] * len(candidates)
+    while len(chosen) < min(k, len(candidates)):
+        best, best_score = -1, -math.inf
+        for i in range(len(candidates)):
+            if i in chosen:
+                continue
+            penalty = redundancy[i] if chosen else 0.0
+            score = lam * relevance[i] - (1.0 - lam) * penalty
+            if score > best_score:
+                best, best_score = i, score
+        chosen.append(best)
+        for i in range(len(candidates)):
+            redundancy[i] = max(redundancy[i], cosine(candidates[i], candidates[best]))
+    return chosen
+
+
+def _settings_of(description: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        settings = json.loads((description.get("properties") or {}).get(SETTINGS_PROPERTY, ""))
+    except ValueError:
+        return None
+    if not isinstance(settings, dict) or settings.get("aimesh") != SETTINGS_VERSION:
+        return None
+    return settings
+
+
+def _meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
+    """Metadata from ``describe_collection``; older collections get the legacy defaults."""
+    dim = _vector_dimension(description)
+    fields = {f.get("name") for f in description.get("fields", [])}
+    settings = _settings_of(description) or {}
+    chunking = settings.get("chunking")
+    index = settings.get("index")
+    return CollectionMeta(
+        name=name,
+        dimension=dim,
+        chunking=ChunkingConfig(**chunking) if isinstance(chunking, dict) else None,
+        index=IndexConfig(**index) if isinstance(index, dict) else IndexConfig(),
+        full_text="sparse" in fields,
     )
 
 

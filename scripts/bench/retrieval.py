@@ -1,0 +1,422 @@
+"""Retrieval benchmark (``make bench-retrieval``); writes its section of docs/benchmarks.md.
+
+In one run, with every server in its own process (a real ``milvus-server`` 2.3.5, the
+embedding service, the retrieval service) and this script as the load client:
+
+1. Ingest throughput: UpsertDocuments of real sentences (scripts/bench/texts.py) through
+   the retrieval service into the Milvus server, in chunks/s end to end, beside the
+   embedding service's own throughput on the same chunk texts with the same batch size and
+   concurrency as the retrieval service uses (the baseline; target ratio >= 0.80).
+2. At 100,000 chunks on the Milvus server (HNSW, M=16, efConstruction=200, the service's
+   schema): recall@10 of HNSW search as the service runs it (ef = max(64, k)) against exact
+   search (numpy brute force over all vectors); target >= 0.95. The vectors are synthetic
+   (clustered, unit length, 384 dimensions): embedding 100k real chunks takes ~15 minutes
+   on 2 cores.
+3. Search latency p50/p99 of Search through the retrieval service beside a direct pymilvus
+   search of the same collection with the same parameters, and beside the embedding call
+   the service makes for the query; overhead = service - direct - embedding (target: p50
+   overhead <= 3 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_retrieval.config import Settings
+from aimesh_retrieval.store import CollectionRef, IndexConfig, MilvusStore
+from scripts.bench.texts import bench_texts
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- retrieval:start -->", "<!-- retrieval:end -->"
+DIM = 384
+TENANT = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def _serving(addr: str) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@contextlib.contextmanager
+def service(command: str, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / command)],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")},
+            "AIMESH_HOST": "127.0.0.1",
+            "AIMESH_PORT": str(port),
+            "AIMESH_METRICS_PORT": "0",
+            "AIMESH_LOG_LEVEL": "WARNING",
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    addr = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _serving(addr):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{command} did not start")
+            time.sleep(0.2)
+        yield addr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def milvus_server(data: Path) -> Iterator[str]:
+    """milvus-server on free ports (see tests/retrieval/conftest.py for why every port)."""
+    port, etcd = free_port(), free_port()
+    args = [str(BIN / "milvus-server"), "--data", str(data), "--proxy-port", str(port)]
+    args += ["--etcd-port", str(etcd)]
+    for option in (
+        "proxy-internal",
+        "root-coord",
+        "query-coord",
+        "query-node",
+        "index-coord",
+        "index-node",
+        "data-coord",
+        "data-node",
+    ):
+        args += [f"--{option}-port", str(free_port())]
+    peer = f"http://localhost:{free_port()}"
+    config = data / "embed-etcd.yaml"
+    data.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+        f"initial-cluster: default={peer}\nlisten-client-urls: http://localhost:{etcd}\n"
+        f"advertise-client-urls: http://localhost:{etcd}\ndata-dir: {data / 'etcd.data'}\n"
+    )
+    env = os.environ | {"ETCD_CONFIG_PATH": str(config), "PROXY_HTTP_PORT": str(free_port())}
+    with (data / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                MilvusClient(uri=uri, timeout=3).list_collections()
+                break
+            except (MilvusException, OSError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("milvus-server did not start") from None
+                time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+async def embedding_throughput(addr: str, texts: list[str], batch: int, concurrency: int) -> float:
+    """Chunks/s of the embedding service alone, batched as the retrieval service does."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        await stub.Embed(embedding_pb2.EmbedRequest(inputs=texts[:batch], truncate=True))
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(part: list[str]) -> None:
+            async with slots:
+                await stub.Embed(embedding_pb2.EmbedRequest(inputs=part, truncate=True))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(texts[i : i + batch]) for i in range(0, len(texts), batch)))
+        return len(texts) / (time.perf_counter() - started)
+
+
+async def ingest_throughput(addr: str, texts: list[str], per_request: int) -> tuple[float, int]:
+    """Chunks/s end to end through UpsertDocuments into a fresh collection."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        collection = f"ingest-{int(time.time())}"
+        await stub.UpsertDocuments(
+            retrieval_pb2.UpsertDocumentsRequest(
+                tenant_id=TENANT,
+                collection=collection,
+                documents=[retrieval_pb2.Document(id="warm", text="warm up")],
+            )
+        )
+        chunks = 0
+        started = time.perf_counter()
+        for start in range(0, len(texts), per_request):
+            reply = await stub.UpsertDocuments(
+                retrieval_pb2.UpsertDocumentsRequest(
+                    tenant_id=TENANT,
+                    collection=collection,
+                    documents=[
+                        retrieval_pb2.Document(id=f"t{start + i}", text=text)
+                        for i, text in enumerate(texts[start : start + per_request])
+                    ],
+                )
+            )
+            chunks += sum(result.chunks for result in reply.results)
+        return chunks / (time.perf_counter() - started), chunks
+
+
+def synthetic(count: int, seed: int = 7) -> np.ndarray:
+    """Unit vectors around 2,000 random centres (closer to real embeddings than uniform)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
+    points = centres[rng.integers(0, len(centres), count)]
+    points += rng.normal(scale=0.6, size=(count, DIM)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points
+
+
+async def build_large(uri: str, count: int) -> tuple[CollectionRef, np.ndarray, float]:
+    store = MilvusStore.open(Settings(milvus_uri=uri, milvus_timeout_seconds=600))
+    ref = CollectionRef(TENANT, f"large-{count}")
+    await store.create(ref, DIM, index=IndexConfig("HNSW", 16, 200))
+    await store.close()
+    vectors = synthetic(count)
+    client = MilvusClient(uri=uri, timeout=600)
+    started = time.perf_counter()
+    for start in range(0, count, 5000):
+        client.insert(
+            ref.physical,
+            [
+                {
+                    "id": f"v{i}#0",
+                    "document_id": f"v{i}",
+                    "chunk_index": 0,
+                    "chunk_count": 1,
+                    "text": f"synthetic chunk {i}",
+                    "content_hash": "x",
+                    "metadata": {},
+                    "embedding": vectors[i].tolist(),
+                }
+                for i in range(start, min(count, start + 5000))
+            ],
+        )
+    client.flush(ref.physical)
+    # Wait for the index to cover every row, then reload so search uses it.
+    deadline = time.monotonic() + 1800
+    while True:
+        info = client.describe_index(ref.physical, "embedding")
+        if int(info.get("indexed_rows", 0)) >= count or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    client.release_collection(ref.physical)
+    client.load_collection(ref.physical)
+    seconds = time.perf_counter() - started
+    client.close()
+    return ref, vectors, seconds
+
+
+def hnsw_recall(
+    uri: str, ref: CollectionRef, vectors: np.ndarray, queries: np.ndarray, ef: int = 64
+) -> float:
+    client = MilvusClient(uri=uri, timeout=60)
+    found = 0
+    for query in queries:
+        exact = np.argsort(-(vectors @ query))[:10]
+        result = client.search(
+            ref.physical,
+            data=[query.tolist()],
+            limit=10,
+            anns_field="embedding",
+            search_params={"metric_type": "COSINE", "params": {"ef": ef}},
+            output_fields=["document_id"],
+        )
+        got = {hit["entity"]["document_id"] for hit in result[0]}
+        found += len(got & {f"v{i}" for i in exact})
+    client.close()
+    return found / (10 * len(queries))
+
+
+async def latencies(
+    retrieval_addr: str, embedding_addr: str, uri: str, ref: CollectionRef, texts: list[str]
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"service": [], "direct": [], "embed": []}
+    async with (
+        grpc.aio.insecure_channel(retrieval_addr) as r_channel,
+        grpc.aio.insecure_channel(embedding_addr) as e_channel,
+    ):
+        search = retrieval_pb2_grpc.RetrievalServiceStub(r_channel)
+        embed = embedding_pb2_grpc.EmbeddingServiceStub(e_channel)
+        client = MilvusClient(uri=uri, timeout=60)
+        for i, text in enumerate(texts):
+            started = time.perf_counter()
+            reply = await embed.Embed(embedding_pb2.EmbedRequest(inputs=[text], truncate=True))
+            embedded = time.perf_counter()
+            vector = list(reply.embeddings[0].values)
+            client.search(
+                ref.physical,
+                data=[vector],
+                limit=10,
+                anns_field="embedding",
+                search_params={"metric_type": "COSINE", "params": {"ef": 64}},
+                output_fields=["document_id", "chunk_index", "text", "metadata"],
+            )
+            direct = time.perf_counter()
+            await search.Search(
+                retrieval_pb2.SearchRequest(
+                    tenant_id=TENANT, collection=ref.name, query=text, top_k=10
+                )
+            )
+            served = time.perf_counter()
+            if i >= 20:  # warm-up
+                out["embed"].append((embedded - started) * 1000)
+                out["direct"].append((direct - embedded) * 1000)
+                out["service"].append((served - direct) * 1000)
+        client.close()
+    return out
+
+
+def render(figures: dict[str, float], lat: dict[str, list[float]], count: int) -> str:
+    p50 = {k: statistics.median(v) for k, v in lat.items()}
+    p99 = {k: percentile(v, 99) for k, v in lat.items()}
+    overhead50 = p50["service"] - p50["direct"] - p50["embed"]
+    overhead99 = p99["service"] - p99["direct"] - p99["embed"]
+    ratio = figures["ingest"] / figures["embed_throughput"]
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    return "\n".join(
+        [
+            f"Measured {day} on a shared, busy 2-core machine (other work ran at the same "
+            "time); real milvus-server 2.3.5 (standalone, no Docker), embedding and "
+            "retrieval services as their own processes, load client in its own process.",
+            "",
+            "| measure | value | baseline (same run) | ratio / target |",
+            "|---|---:|---:|---|",
+            f"| ingest, chunks/s end to end ({int(figures['chunks'])} chunks) | "
+            f"{figures['ingest']:.1f} | embedding service alone: "
+            f"{figures['embed_throughput']:.1f} | {ratio:.2f}x (target >= 0.80) |",
+            f"| recall@10 HNSW (ef 64) vs exact, {count:,} chunks | "
+            f"{figures['recall']:.3f} | exact = 1.000 | target >= 0.95 |",
+            f"| Search p50 / p99 ms, through the service | {p50['service']:.2f} / "
+            f"{p99['service']:.2f} | direct pymilvus {p50['direct']:.2f} / "
+            f"{p99['direct']:.2f}; query embedding {p50['embed']:.2f} / {p99['embed']:.2f} | "
+            f"overhead p50 {overhead50:+.2f} ms, p99 {overhead99:+.2f} ms (target p50 <= 3) |",
+            "",
+            "- recall@10 at larger search ef (AIMESH_HNSW_SEARCH_EF, default 64): "
+            + ", ".join(
+                f"ef {ef}: {figures[f'recall_ef{ef}']:.3f}"
+                for ef in (128, 256, 512)
+                if f"recall_ef{ef}" in figures
+            )
+            + ".",
+            f"- building the {count:,}-chunk collection (insert + HNSW index + load): "
+            f"{figures['build_seconds']:.0f} s; vectors synthetic (clustered unit vectors), "
+            "queries for recall drawn from the same distribution.",
+            "- overhead = service - direct pymilvus - embedding call, per request; the service "
+            "also converts results to protobuf Structs.",
+        ]
+    )
+
+
+def write_doc(section: str) -> None:
+    block = f"{START}\n{section}\n{END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Retrieval\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=100_000, help="Size of the large index")
+    parser.add_argument("--ingest-texts", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true", help="Print only")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    texts = bench_texts(args.ingest_texts)
+    data = Path(tempfile.mkdtemp(prefix="aimesh-bench-retrieval-"))
+    figures: dict[str, float] = {}
+    try:
+        with milvus_server(data / "milvus") as uri, service("aimesh-embedding", {}) as e_addr:
+            retrieval_env = {
+                "AIMESH_MILVUS_URI": uri,
+                "EMBEDDING_SERVICE_ADDR": e_addr,
+                "AIMESH_DATA_DIR": str(data / "retrieval"),
+            }
+            with service("aimesh-retrieval", retrieval_env) as r_addr:
+                settings = Settings()
+                figures["embed_throughput"] = asyncio.run(
+                    embedding_throughput(
+                        e_addr, texts, settings.embed_batch_size, settings.embed_concurrency
+                    )
+                )
+                figures["ingest"], chunks = asyncio.run(ingest_throughput(r_addr, texts, 100))
+                figures["chunks"] = chunks
+                print(
+                    f"ingest {figures['ingest']:.1f}/s vs embed {figures['embed_throughput']:.1f}/s"
+                )
+                ref, vectors, figures["build_seconds"] = asyncio.run(build_large(uri, args.chunks))
+                print(f"built {args.chunks} in {figures['build_seconds']:.0f}s")
+                queries = synthetic(200, seed=99)
+                figures["recall"] = hnsw_recall(uri, ref, vectors, queries)
+                for ef in (128, 256, 512):
+                    figures[f"recall_ef{ef}"] = hnsw_recall(uri, ref, vectors, queries, ef)
+                print({k: round(v, 3) for k, v in figures.items() if k.startswith("recall")})
+                lat = asyncio.run(
+                    latencies(r_addr, e_addr, uri, ref, bench_texts(args.queries, seed=5))
+                )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    section = render(figures, lat, args.chunks)
+    print(section)
+    if not args.no_write:
+        write_doc(section)
+
+
+if __name__ == "__main__":
+    main()

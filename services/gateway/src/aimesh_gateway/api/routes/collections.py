@@ -1,0 +1,120 @@
+"""Create, list and delete collections (retrieval service)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptionsDep,
+    CollectionPath,
+    EditorPrincipal,
+    UserPrincipal,
+)
+from aimesh_gateway.schemas.collections import (
+    ChunkingSettings,
+    CollectionInfo,
+    CollectionList,
+    CreateCollectionRequest,
+)
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
+
+router = APIRouter(prefix=f"{API_PREFIX}/collections", tags=["collections"])
+
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: problem_doc("A collection of that name exists already.")
+}
+
+
+def _info(message: retrieval_pb2.CollectionInfo) -> CollectionInfo:
+    hnsw = message.index.index_type == "HNSW"
+    return CollectionInfo(
+        name=message.name,
+        chunking=ChunkingSettings(
+            chunk_size=message.chunking.chunk_size,
+            chunk_overlap=message.chunking.chunk_overlap,
+            markdown=message.chunking.markdown,
+        ),
+        index_type=message.index.index_type,
+        hnsw_m=message.index.hnsw_m if hnsw else None,
+        hnsw_ef_construction=message.index.hnsw_ef_construction if hnsw else None,
+        full_text=message.full_text,
+        dimension=message.dimension,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={**COMMON_ERRORS, **CONFLICT},
+    summary="Create a collection (role editor)",
+)
+async def create_collection(
+    body: CreateCollectionRequest,
+    principal: EditorPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> CollectionInfo:
+    """Create an empty collection with its chunking and index settings. Upserting into a
+    collection that does not exist creates it with the defaults."""
+    request = retrieval_pb2.CreateCollectionRequest(
+        tenant_id=principal.tenant_id, collection=body.name
+    )
+    if body.chunking is not None:
+        request.chunking.CopyFrom(
+            retrieval_pb2.ChunkingSettings(
+                chunk_size=body.chunking.chunk_size,
+                chunk_overlap=body.chunking.chunk_overlap,
+                markdown=body.chunking.markdown,
+            )
+        )
+    if body.index is not None:
+        request.index.CopyFrom(
+            retrieval_pb2.IndexSettings(
+                index_type=body.index.index_type or "",
+                hnsw_m=body.index.hnsw_m or 0,
+                hnsw_ef_construction=body.index.hnsw_ef_construction or 0,
+            )
+        )
+    reply = await backends.retrieval.CreateCollection(
+        request, timeout=call.timeout, metadata=call.metadata
+    )
+    return _info(reply)
+
+
+@router.get("", responses=COMMON_ERRORS, summary="List collections")
+async def list_collections(
+    principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+) -> CollectionList:
+    """The caller's tenant's collections with their settings, sorted by name."""
+    reply = await backends.retrieval.ListCollections(
+        retrieval_pb2.ListCollectionsRequest(tenant_id=principal.tenant_id),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return CollectionList(collections=[_info(item) for item in reply.collections])
+
+
+@router.delete(
+    "/{collection}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="Delete a collection and all its documents (role editor)",
+)
+async def delete_collection(
+    collection: CollectionPath,
+    principal: EditorPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> Response:
+    """Drop the collection and every document in it."""
+    await backends.retrieval.DeleteCollection(
+        retrieval_pb2.DeleteCollectionRequest(tenant_id=principal.tenant_id, collection=collection),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

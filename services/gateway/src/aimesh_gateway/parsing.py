@@ -1,0 +1,209 @@
+"""Text out of uploaded files: .txt .md .html .pdf .docx .csv .json.
+
+Every failure is a :class:`FileRejected` with the HTTP status to answer and a reason
+that names the file, so one bad file fails the whole upload before anything is stored.
+Parsers read from a file object (FastAPI spools uploads to disk beyond 1 MiB), and the
+extracted text of one file is bounded by ``max_chars``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".json")
+
+
+class FileRejected(Exception):
+    """A file that cannot be ingested: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, filename: str, reason: str) -> None:
+        super().__init__(f"file '{filename}': {reason}")
+        self.status = status
+        self.filename = filename
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """One document extracted from a file."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise FileRejected(
+            422, name, f"is not valid UTF-8 text (byte {error.start} cannot be decoded)"
+        ) from None
+
+
+def _html(data: bytes, name: str) -> tuple[str, str | None]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(data, name), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else None
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    return "\n".join(line for line in lines if line), title or None
+
+
+def _pdf(stream: IO[bytes], name: str) -> tuple[str, str | None]:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(stream)
+        if reader.is_encrypted:
+            raise FileRejected(422, name, "is an encrypted PDF")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = reader.metadata.title if reader.metadata else None
+    except FileRejected:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as error:
+        raise FileRejected(422, name, f"is not a readable PDF ({type(error).__name__})") from None
+    return "\n\n".join(page.strip() for page in pages if page.strip()), title
+
+
+def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
+    import docx
+
+    try:
+        document = docx.Document(stream)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        raise FileRejected(
+            422, name, f"is not a readable .docx document ({type(error).__name__})"
+        ) from None
+    paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
+    for table in document.tables:
+        for row in table.rows:
+            paragraphs.append(" | ".join(cell.text.strip() for cell in row.cells))
+    title = document.core_properties.title or None
+    return "\n\n".join(paragraphs), title
+
+
+def _csv(data: bytes, name: str) -> str:
+    text = _decode(data, name)
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise FileRejected(422, name, f"is not valid CSV ({error})") from None
+    if not rows:
+        return ""
+    header, body = rows[0], rows[1:]
+    if not body:
+        return ", ".join(header)
+    lines = []
+    for row in body:
+        pairs = [f"{key}: {value}" for key, value in zip(header, row, strict=False) if value]
+        lines.append("; ".join(pairs))
+    return "\n".join(line for line in lines if line)
+
+
+def _json(data: bytes, name: str, stem: str) -> list[ParsedDocument]:
+    try:
+        value = json.loads(_decode(data, name))
+    except json.JSONDecodeError as error:
+        raise FileRejected(
+            422, name, f"is not valid JSON (line {error.lineno}, column {error.colno})"
+        ) from None
+    # A list of {"id"?, "text", "metadata"?} objects is a batch of text documents.
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) and isinstance(v.get("text"), str) for v in value)
+    ):
+        documents = []
+        for index, item in enumerate(value):
+            meta = item.get("metadata") or {}
+            if not isinstance(meta, dict):
+                raise FileRejected(422, name, f"item {index}: metadata must be an object")
+            doc_id = str(item.get("id") or f"{stem}#{index}")
+            documents.append(ParsedDocument(doc_id, item["text"], meta))
+        return documents
+    return [ParsedDocument(stem, json.dumps(value, ensure_ascii=False, indent=1), {})]
+
+
+def clean_name(filename: str) -> str:
+    """The upload's name as a document id: a relative path (the CLI sends one, so files of
+    the same name in different folders stay apart) without empty, ``.`` or ``..`` parts."""
+    parts = [p for p in filename.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    name = "/".join(parts)[-200:].lstrip("/")
+    return name or "upload"
+
+
+def parse_file(
+    stream: IO[bytes], filename: str, size: int, *, max_bytes: int, max_chars: int
+) -> list[ParsedDocument]:
+    """The documents in one uploaded file (several only for a JSON list of documents)."""
+    name = clean_name(filename)
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise FileRejected(
+            415,
+            name,
+            f"has the unsupported type '{suffix or '(none)'}'; supported: {', '.join(SUPPORTED)}",
+        )
+    if size > max_bytes:
+        raise FileRejected(413, name, f"is {size} bytes; at most {max_bytes} are allowed")
+    if size == 0:
+        raise FileRejected(422, name, "is empty")
+    meta: dict[str, Any] = {"source": name, "type": suffix.lstrip(".")}
+    title: str | None = None
+    if suffix == ".pdf":
+        text, title = _pdf(stream, name)
+    elif suffix == ".docx":
+        text, title = _docx(stream, name)
+    else:
+        data = stream.read(max_bytes + 1)
+        if suffix in (".html", ".htm"):
+            text, title = _html(data, name)
+        elif suffix == ".csv":
+            text = _csv(data, name)
+        elif suffix == ".json":
+            documents = _json(data, name, name)
+            for document in documents:
+                if not document.text.strip():
+                    raise FileRejected(422, name, f"document '{document.id}' has no text")
+                if len(document.text) > max_chars:
+                    raise FileRejected(413, name, f"has more than {max_chars} characters of text")
+            return [ParsedDocument(d.id, d.text, {**d.metadata, **meta}) for d in documents]
+        else:
+            text = _decode(data, name)
+    if not text.strip():
+        raise FileRejected(422, name, "contains no text")
+    meta["title"] = title or PurePosixPath(name).stem
+    parts = split_text(text, max_chars)
+    if len(parts) == 1:
+        return [ParsedDocument(name, text, meta)]
+    # A long file becomes several documents, "<name>#part<N>", each within the limit.
+    return [
+        ParsedDocument(f"{name}#part{index + 1}", part, {**meta, "part": index + 1})
+        for index, part in enumerate(parts)
+    ]
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars``, cut at paragraph, line or word ends."""
+    parts: list[str] = []
+    start = 0
+    while len(text) - start > max_chars:
+        window = text[start : start + max_chars]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        end = start + (cut + 1 if cut > max_chars // 2 else max_chars)
+        if text[start:end].strip():
+            parts.append(text[start:end])
+        start = end
+    if text[start:].strip():
+        parts.append(text[start:])
+    return parts

@@ -1,0 +1,57 @@
+"""Collections: create (with chunking and index settings), list, delete."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from aimesh_gateway.schemas.common import CollectionName, StrictModel
+
+
+class ChunkingSettings(StrictModel):
+    chunk_size: int = Field(
+        200,
+        ge=1,
+        le=254,
+        description="Longest chunk in tokens of the embedding model (all-MiniLM-L6-v2 sees 256 "
+        "including two special tokens).",
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks.")
+    markdown: bool = Field(
+        False, description="Prefer markdown headings, code fences and rules as chunk boundaries."
+    )
+
+
+class IndexSettings(StrictModel):
+    index_type: Literal["FLAT", "HNSW"] | None = Field(
+        None,
+        description="Vector index; default FLAT on Milvus Lite (which has only FLAT), HNSW on a "
+        "Milvus server.",
+    )
+    hnsw_m: int | None = Field(None, ge=4, le=64, description="HNSW graph degree M (default 16).")
+    hnsw_ef_construction: int | None = Field(
+        None, ge=8, le=512, description="HNSW efConstruction (default 200)."
+    )
+
+
+class CreateCollectionRequest(StrictModel):
+    name: CollectionName
+    chunking: ChunkingSettings | None = Field(None, description="Defaults when absent.")
+    index: IndexSettings | None = Field(None, description="Backend defaults when absent.")
+
+
+class CollectionInfo(BaseModel):
+    name: str = Field(examples=["docs"])
+    chunking: ChunkingSettings
+    index_type: str = Field(examples=["FLAT"])
+    hnsw_m: int | None = Field(None, examples=[None])
+    hnsw_ef_construction: int | None = Field(None, examples=[None])
+    full_text: bool = Field(
+        description="True when BM25 and hybrid search are available for this collection."
+    )
+    dimension: int = Field(description="Vector dimension.", examples=[384])
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo] = Field(description="Sorted by name.")

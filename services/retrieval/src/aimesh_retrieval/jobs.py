@@ -1,0 +1,415 @@
+"""Background ingestion jobs, kept in SQL (SQLite by default, PostgreSQL when configured).
+
+A job is recorded with all its documents in ONE transaction, so a failed or invalid
+submission leaves nothing behind. A runner in each service process claims jobs with a
+lease (``owner`` + ``lease_until``), stores their documents in bounded batches through the
+same idempotent upsert path as ``UpsertDocuments``, and marks each batch done in the same
+transaction that advances the progress counters. After a crash the lease runs out, a
+runner (of the restarted process or another replica) claims the job again and continues
+with the first batch not marked done; re-storing a batch whose rows were written but not
+yet marked is harmless because upserts skip unchanged content and replace chunk rows by
+their deterministic ids (no duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aimesh_common.errors import AimeshError, NotFound, Unavailable
+
+log = logging.getLogger("aimesh.retrieval.jobs")
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+# Documents stored per step: bounded by count and by chunks, so memory stays bounded.
+BATCH_DOCUMENTS = 32
+BATCH_CHUNKS = 256
+MAX_ATTEMPTS = 5
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class JobRow(_Base):
+    __tablename__ = "retrieval_ingest_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128), index=True)
+    collection: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    documents_total: Mapped[int] = mapped_column(Integer)
+    documents_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer)
+    chunks_embedded: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[str] = mapped_column(Text, default="[]")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobDocumentRow(_Base):
+    __tablename__ = "retrieval_ingest_job_documents"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(256))
+    text: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    chunks: Mapped[int] = mapped_column(Integer)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@dataclass(frozen=True)
+class JobDocument:
+    """A document of a job, as submitted (validated) with its chunk count."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    tenant_id: str
+    collection: str
+    state: str
+    documents_total: int
+    documents_done: int
+    chunks_total: int
+    chunks_embedded: int
+    errors: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        collection=row.collection,
+        state=row.state,
+        documents_total=row.documents_total,
+        documents_done=row.documents_done,
+        chunks_total=row.chunks_total,
+        chunks_embedded=row.chunks_embedded,
+        errors=list(json.loads(row.errors)),
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; they were stored as UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore:
+    """Job rows in SQL; every method is one short transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str) -> JobStore:
+        engine = create_async_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(_Base.metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def submission(self) -> AsyncIterator[_Submission]:
+        """A transaction in which ``add`` records documents; committed on a clean exit only,
+        so an invalid submission leaves no job and no document behind."""
+        async with self._sessions() as session, session.begin():
+            job = _Submission(session)
+            yield job
+            await job.finish()
+
+    async def get(self, tenant_id: str, job_id: str) -> Job:
+        async with self._sessions() as session:
+            row = await session.get(JobRow, job_id)
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound(f"job '{job_id[:64]}' not found")
+        return _job(row)
+
+    async def claim(self, owner: str, lease: float) -> Job | None:
+        """Take the oldest queued job, or a running one whose lease ran out."""
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            candidates = await session.scalars(
+                select(JobRow)
+                .where(
+                    or_(
+                        JobRow.state == QUEUED,
+                        and_(JobRow.state == RUNNING, JobRow.lease_until < now),
+                    )
+                )
+                .order_by(JobRow.created_at)
+                .limit(5)
+            )
+            for row in candidates:
+                claimed = await session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == row.id, JobRow.updated_at == row.updated_at)
+                    .values(
+                        state=RUNNING,
+                        owner=owner,
+                        lease_until=now + timedelta(seconds=lease),
+                        updated_at=now,
+                    )
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    refreshed = await session.get(JobRow, row.id)
+                    assert refreshed is not None
+                    return _job(refreshed)
+        return None
+
+    async def next_batch(self, job_id: str) -> list[tuple[int, JobDocument]]:
+        """The next documents not yet done, bounded by BATCH_DOCUMENTS and BATCH_CHUNKS."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(JobDocumentRow)
+                .where(JobDocumentRow.job_id == job_id, JobDocumentRow.done.is_(False))
+                .order_by(JobDocumentRow.seq)
+                .limit(BATCH_DOCUMENTS)
+            )
+            batch: list[tuple[int, JobDocument]] = []
+            chunks = 0
+            for row in rows:
+                if batch and chunks + row.chunks > BATCH_CHUNKS:
+                    break
+                chunks += row.chunks
+                batch.append(
+                    (
+                        row.seq,
+                        JobDocument(
+                            row.document_id, row.text, json.loads(row.metadata_json), row.chunks
+                        ),
+                    )
+                )
+        return batch
+
+    async def mark_done(
+        self, job_id: str, owner: str, seqs: Sequence[int], chunks: int, lease: float
+    ) -> None:
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(JobDocumentRow)
+                .where(JobDocumentRow.job_id == job_id, JobDocumentRow.seq.in_(list(seqs)))
+                .values(done=True)
+            )
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            assert row is not None
+            row.documents_done += len(seqs)
+            row.chunks_embedded += chunks
+            row.lease_until = now + timedelta(seconds=lease)
+            row.updated_at = now
+
+    async def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+        async with self._sessions() as session, session.begin():
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            assert row is not None
+            row.state = state
+            if error:
+                row.errors = json.dumps([*json.loads(row.errors), error])
+            row.owner = None
+            row.lease_until = None
+            row.updated_at = _now()
+
+    async def failed_attempt(self, job_id: str, error: str) -> int:
+        """Count a failed attempt; returns the attempts so far."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            assert row is not None
+            row.attempts += 1
+            row.errors = json.dumps([*json.loads(row.errors), error][-20:])
+            row.updated_at = _now()
+            return row.attempts
+
+
+class _Submission:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self.id = uuid.uuid4().hex
+        self._tenant = ""
+        self._collection = ""
+        self.job: Job | None = None
+        self._documents = 0
+        self._chunks = 0
+        self._ids: set[str] = set()
+
+    async def add(self, documents: Sequence[JobDocument]) -> None:
+        for document in documents:
+            self._session.add(
+                JobDocumentRow(
+                    job_id=self.id,
+                    seq=self._documents,
+                    document_id=document.id,
+                    text=document.text,
+                    metadata_json=json.dumps(document.metadata, ensure_ascii=False),
+                    chunks=document.chunks,
+                    done=False,
+                )
+            )
+            self._documents += 1
+            self._chunks += document.chunks
+        await self._session.flush()
+
+    def target(self, tenant_id: str, collection: str) -> None:
+        self._tenant = tenant_id
+        self._collection = collection
+
+    def seen(self, document_id: str) -> bool:
+        if document_id in self._ids:
+            return True
+        self._ids.add(document_id)
+        return False
+
+    @property
+    def documents(self) -> int:
+        return self._documents
+
+    async def finish(self) -> None:
+        now = _now()
+        self._session.add(
+            JobRow(
+                id=self.id,
+                tenant_id=self._tenant,
+                collection=self._collection,
+                state=QUEUED,
+                documents_total=self._documents,
+                documents_done=0,
+                chunks_total=self._chunks,
+                chunks_embedded=0,
+                errors="[]",
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        self.job = Job(
+            self.id,
+            self._tenant,
+            self._collection,
+            QUEUED,
+            self._documents,
+            0,
+            self._chunks,
+            0,
+            [],
+            now,
+            now,
+        )
+
+
+StoreBatch = Callable[[str, str, Sequence[JobDocument]], Awaitable[int]]
+"""Stores documents of (tenant, collection); returns the chunks written."""
+
+
+class JobRunner:
+    """Claims and runs jobs in the background of one service process."""
+
+    def __init__(
+        self, jobs: JobStore, store_batch: StoreBatch, *, lease: float = 30.0, poll: float = 2.0
+    ) -> None:
+        self._jobs = jobs
+        self._store_batch = store_batch
+        self._lease = lease
+        self._poll = poll
+        self._owner = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="ingest-jobs")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                job = await self._jobs.claim(self._owner, self._lease)
+            except Exception:
+                log.exception("cannot claim ingestion jobs")
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                continue
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        log.info("running ingestion job", extra={"job": job.id, "collection": job.collection})
+        try:
+            while batch := await self._jobs.next_batch(job.id):
+                documents = [document for _, document in batch]
+                chunks = await self._store_batch(job.tenant_id, job.collection, documents)
+                await self._jobs.mark_done(
+                    job.id, self._owner, [seq for seq, _ in batch], chunks, self._lease
+                )
+        except Unavailable as error:
+            attempts = await self._jobs.failed_attempt(job.id, error.message)
+            if attempts >= MAX_ATTEMPTS:
+                await self._jobs.finish(job.id, FAILED)
+            else:
+                # Leave it RUNNING with its lease: it is retried once the lease ran out.
+                log.warning("ingestion job will be retried", extra={"job": job.id})
+                await asyncio.sleep(min(self._lease, 2.0 * attempts))
+            return
+        except AimeshError as error:
+            await self._jobs.finish(job.id, FAILED, error.message)
+            return
+        except Exception as error:
+            log.exception("ingestion job failed", extra={"job": job.id})
+            await self._jobs.finish(job.id, FAILED, f"internal error: {type(error).__name__}")
+            return
+        await self._jobs.finish(job.id, SUCCEEDED)
+        log.info("ingestion job done", extra={"job": job.id})

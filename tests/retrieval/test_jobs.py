@@ -1,0 +1,283 @@
+"""Background ingestion jobs: the SQL job store (SQLite and PostgreSQL) and the service.
+
+The last test runs the retrieval service as a real process, kills it with SIGKILL in the
+middle of a job, starts it again on the same data and checks that the job completes with
+every document stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from aimesh.retrieval.v1 import retrieval_pb2 as pb
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.channels import check_health
+from aimesh_common.errors import NotFound
+from aimesh_retrieval.config import Settings
+from aimesh_retrieval.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, JobDocument, JobStore
+from aimesh_retrieval.store import CollectionRef, MilvusStore
+from tests.conftest import free_port
+from tests.retrieval.conftest import Retrieval, new_collection
+
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def job_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        engine = create_async_engine(POSTGRES_URL)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("select 1"))
+        except Exception as error:  # pragma: no cover - depends on the machine
+            pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {error}")
+        finally:
+            await engine.dispose()
+        url = POSTGRES_URL
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('jobs') / 'jobs.db'}"
+    store = await JobStore.open(url)
+    yield store
+    await store.close()
+
+
+def docs(count: int, prefix: str = "d") -> list[JobDocument]:
+    return [JobDocument(f"{prefix}{i}", f"text {i}", {"i": i}, chunks=3) for i in range(count)]
+
+
+async def test_submission_is_all_or_nothing(job_store: JobStore) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    failed: list[str] = []
+
+    async def submit_then_fail() -> None:
+        async with job_store.submission() as submission:
+            failed.append(submission.id)
+            submission.target(tenant, "c")
+            await submission.add(docs(3))
+            raise RuntimeError("invalid document")
+
+    with pytest.raises(RuntimeError):
+        await submit_then_fail()
+    with pytest.raises(NotFound):
+        await job_store.get(tenant, failed[0])
+
+    async with job_store.submission() as submission:
+        submission.target(tenant, "c")
+        await submission.add(docs(40))
+    job = await job_store.get(tenant, submission.id)
+    assert (job.state, job.documents_total, job.chunks_total) == (QUEUED, 40, 120)
+    with pytest.raises(NotFound, match="not found"):
+        await job_store.get("other-tenant", submission.id)
+
+
+async def test_claim_batches_progress_and_lease(job_store: JobStore) -> None:
+    # Drain older queued jobs of this store (other tests) first.
+    while (await job_store.claim("drain", 3600)) is not None:
+        pass
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    async with job_store.submission() as submission:
+        submission.target(tenant, "c")
+        await submission.add(docs(100))
+    job = await job_store.claim("runner-1", 60)
+    assert job is not None
+    assert (job.id, job.state) == (submission.id, RUNNING)
+    # Claimed with a live lease: nobody else gets it.
+    assert await job_store.claim("runner-2", 60) is None
+
+    batch = await job_store.next_batch(job.id)
+    # 32 documents at most, and at most 256 chunks (3 each): 32 documents.
+    assert [seq for seq, _ in batch] == list(range(32))
+    await job_store.mark_done(job.id, "runner-1", [seq for seq, _ in batch], 96, 0.0)
+    progressed = await job_store.get(tenant, job.id)
+    assert (progressed.documents_done, progressed.chunks_embedded) == (32, 96)
+    # The lease was renewed with 0 s: it ran out, so another runner takes over and
+    # continues with the first document not done.
+    taken = await job_store.claim("runner-2", 60)
+    assert taken is not None
+    assert taken.id == job.id
+    assert (await job_store.next_batch(job.id))[0][0] == 32
+
+    await job_store.finish(job.id, FAILED, "embedding service unavailable")
+    final = await job_store.get(tenant, job.id)
+    assert (final.state, final.errors) == (FAILED, ["embedding service unavailable"])
+
+
+def submit_requests(
+    tenant: str, collection: str, documents: list[tuple[str, str, dict[str, Any]]], per: int
+) -> list[pb.SubmitIngestJobRequest]:
+    parts = []
+    for start in range(0, len(documents), per):
+        part = pb.SubmitIngestJobRequest(tenant_id=tenant if start == 0 else "")
+        part.collection = collection if start == 0 else ""
+        for doc_id, body, meta in documents[start : start + per]:
+            document = part.documents.add(id=doc_id, text=body)
+            document.metadata.update(meta)
+        parts.append(part)
+    return parts
+
+
+async def wait_for_job(
+    stub: retrieval_pb2_grpc.RetrievalServiceAsyncStub, tenant: str, job_id: str
+) -> pb.IngestJob:
+    deadline = time.monotonic() + 120
+    while True:
+        job = await stub.GetIngestJob(pb.GetIngestJobRequest(tenant_id=tenant, job_id=job_id))
+        if job.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED):
+            return job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.2)
+
+
+async def test_job_through_the_service(retrieval: Retrieval) -> None:
+    collection = new_collection()
+    documents: list[tuple[str, str, dict[str, Any]]] = [
+        (f"doc-{i}", " ".join(f"Sentence {j} of document {i} about tides." for j in range(12)), {})
+        for i in range(10)
+    ]
+    job = await retrieval.stub.SubmitIngestJob(
+        iter(submit_requests("tenant-a", collection, documents, per=3))
+    )
+    assert job.state == pb.JOB_STATE_QUEUED
+    assert (job.documents_total, job.collection) == (10, collection)
+    assert job.chunks_total >= 20
+    done = await wait_for_job(retrieval.stub, "tenant-a", job.id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
+    assert (done.documents_done, done.chunks_embedded) == (10, job.chunks_total)
+    ref = CollectionRef("tenant-a", collection)
+    assert sum([await retrieval.store.count_chunks(ref, d[0]) for d in documents]) == (
+        job.chunks_total
+    )
+    other = await _error(
+        retrieval.stub.GetIngestJob(pb.GetIngestJobRequest(tenant_id="tenant-b", job_id=job.id))
+    )
+    assert other.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_invalid_job_creates_nothing(retrieval: Retrieval) -> None:
+    collection = new_collection()
+    documents: list[tuple[str, str, dict[str, Any]]] = [("ok", "Fine.", {}), ("bad", " ", {})]
+    error = await _error(
+        retrieval.stub.SubmitIngestJob(iter(submit_requests("tenant-a", collection, documents, 1)))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "documents[1].text must not be empty"
+    duplicate: list[tuple[str, str, dict[str, Any]]] = [("same", "1.", {}), ("same", "2.", {})]
+    error = await _error(
+        retrieval.stub.SubmitIngestJob(iter(submit_requests("tenant-a", collection, duplicate, 2)))
+    )
+    assert error.details() == "documents[1].id repeats the id of an earlier document"
+    split = await _error(
+        retrieval.stub.SubmitIngestJob(iter(submit_requests("tenant-a", collection, duplicate, 1)))
+    )
+    assert split.details() == "documents[1].id repeats the id of an earlier document"
+    assert await retrieval.store.dimension(CollectionRef("tenant-a", collection)) is None
+
+
+@pytest.mark.slow
+async def test_job_resumes_after_the_process_is_killed(embedding_addr: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")}
+    env.pop("EMBEDDING_SERVICE_ADDR", None)
+    env.update(
+        AIMESH_PORT=str(port),
+        AIMESH_METRICS_PORT="0",
+        AIMESH_DATA_DIR=str(tmp_path),
+        EMBEDDING_SERVICE_ADDR=embedding_addr,
+        AIMESH_JOB_LEASE_SECONDS="2",
+        AIMESH_EMBED_BATCH_SIZE="8",
+        AIMESH_CHUNK_SIZE="40",
+        AIMESH_CHUNK_OVERLAP="5",
+    )
+
+    async def start() -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aimesh_retrieval.main",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            deadline = time.monotonic() + 60
+            while not await check_health(channel, "aimesh.retrieval.v1.RetrievalService"):
+                assert process.returncode is None
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        return process
+
+    collection = new_collection()
+    documents: list[tuple[str, str, dict[str, Any]]] = [
+        (f"doc-{i}", " ".join(f"Line {j} of report {i} on harbour tides." for j in range(20)), {})
+        for i in range(60)
+    ]
+    process = await start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            job = await stub.SubmitIngestJob(
+                iter(submit_requests("tenant-a", collection, documents, 20))
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                seen = await stub.GetIngestJob(
+                    pb.GetIngestJobRequest(tenant_id="tenant-a", job_id=job.id)
+                )
+                if seen.documents_done > 0:
+                    break
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        assert seen.documents_done < seen.documents_total, "job finished before the kill"
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+        process = await start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            done = await wait_for_job(stub, "tenant-a", job.id)
+            assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
+            assert done.documents_done == done.documents_total == 60
+            listed = await stub.ListDocuments(
+                pb.ListDocumentsRequest(tenant_id="tenant-a", collection=collection, limit=1000)
+            )
+            assert len(listed.documents) == 60
+            total = sum(d.chunks for d in listed.documents)
+            assert total == job.chunks_total
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 30)
+    # No duplicates: every chunk row is one of the listed documents' chunks.
+    store = MilvusStore.open(Settings(data_dir=tmp_path))
+    try:
+        ref = CollectionRef("tenant-a", collection)
+        await store.require(ref)  # loads the collection, released after the restart
+        counts = [await store.count_chunks(ref, doc_id) for doc_id, _, _ in documents]
+        assert sum(counts) == job.chunks_total
+    finally:
+        await store.close()
+
+
+async def _error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+def test_states_are_distinct() -> None:
+    assert len({QUEUED, RUNNING, SUCCEEDED, FAILED}) == 4
