@@ -4,8 +4,10 @@ real gRPC RetrievalService with fixed chunks, and router servers built with crea
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +18,8 @@ from aimesh.llm.v1 import llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_llm_router.config import Settings
+from aimesh_llm_router.modelconfig import ModelsConfig, validate_models_config
+from aimesh_llm_router.providers import PROVIDERS
 from aimesh_llm_router.server import build_dependencies, create_server
 from tests.llm_router.openai_server import FakeOpenAI
 
@@ -82,6 +86,40 @@ class FixedRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.ListDocumentsResponse:
         return await self._unused(context)  # type: ignore[no-any-return]
 
+    async def CreateCollection(
+        self, request: retrieval_pb2.CreateCollectionRequest, context: Any
+    ) -> retrieval_pb2.CollectionInfo:
+        return await self._unused(context)  # type: ignore[no-any-return]
+
+    async def ListCollections(
+        self, request: retrieval_pb2.ListCollectionsRequest, context: Any
+    ) -> retrieval_pb2.ListCollectionsResponse:
+        return await self._unused(context)  # type: ignore[no-any-return]
+
+    async def DeleteCollection(
+        self, request: retrieval_pb2.DeleteCollectionRequest, context: Any
+    ) -> retrieval_pb2.DeleteCollectionResponse:
+        return await self._unused(context)  # type: ignore[no-any-return]
+
+    async def SubmitIngestJob(self, request_iterator: Any, context: Any) -> Any:
+        return await self._unused(context)
+
+    async def GetIngestJob(self, request: Any, context: Any) -> Any:
+        return await self._unused(context)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def router_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Conversation stores of routers built in these tests live in a temporary directory."""
+    directory = tmp_path_factory.mktemp("router-data")
+    previous = os.environ.get("AIMESH_DATA_DIR")
+    os.environ["AIMESH_DATA_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("AIMESH_DATA_DIR", None)
+    else:
+        os.environ["AIMESH_DATA_DIR"] = previous
+
 
 @pytest.fixture(scope="session")
 async def fake_openai_server() -> AsyncIterator[FakeOpenAI]:
@@ -97,6 +135,22 @@ def fake_openai(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_openai_server.reset()
     yield fake_openai_server
     fake_openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+async def backup_openai_server() -> AsyncIterator[FakeOpenAI]:
+    """A second upstream, for fallback tests."""
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def backup_openai(backup_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    backup_openai_server.reset()
+    yield backup_openai_server
+    backup_openai_server.reset()
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +191,30 @@ def openai_settings(base_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def models_config(models: dict[str, Any], **extra: Any) -> ModelsConfig:
+    """A validated model configuration; ``TEST_KEY_VAR`` in api_key_env resolves to TEST_KEY."""
+    return validate_models_config(
+        {"models": models, **extra},
+        "test",
+        frozenset(PROVIDERS),
+        environ={"TEST_KEY_VAR": TEST_KEY},
+    )
+
+
+def openai_model(base_url: str, **overrides: Any) -> dict[str, Any]:
+    """One alias on an OpenAI-compatible test server."""
+    return {
+        "provider": "openai",
+        "model": "test-model",
+        "base_url": base_url,
+        "api_key_env": "TEST_KEY_VAR",
+        "timeout_seconds": 5,
+        "max_retries": 0,
+        "context_window": 8192,
+        **overrides,
+    }
+
+
 @dataclass
 class RunningRouter:
     server: GrpcServer
@@ -145,8 +223,8 @@ class RunningRouter:
     settings: Settings
 
 
-async def start_router(settings: Settings) -> RunningRouter:
-    deps = build_dependencies(settings)
+async def start_router(settings: Settings, config: ModelsConfig | None = None) -> RunningRouter:
+    deps = build_dependencies(settings, config=config)
     server = create_server(settings, deps)
     await server.start()
     # A plain channel: create_channel's client-side retry of UNAVAILABLE would hide which

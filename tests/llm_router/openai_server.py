@@ -3,7 +3,9 @@
 It stands in for a hosted LLM (the only test double the house rules allow). It listens
 on a free port, records every request (JSON body and headers), and answers with
 scripted replies: a completion (JSON, or SSE ``data: {...}`` chunks ending in
-``data: [DONE]`` when the request asks to stream), an HTTP error, or a slow answer.
+``data: [DONE]`` when the request asks to stream), an HTTP error, a slow answer, a
+malformed body (``raw``), or a stream that drops the connection after some chunks
+(``break_after``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class Reply:
     error: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Sent verbatim as an application/json 200 body instead of a completion.
+    raw: str | None = None
+    # For streams: close the connection abruptly after this many content chunks.
+    break_after: int | None = None
+    # For streams: pause between content chunks (seconds).
+    chunk_delay: float = 0.0
+
+
+class Disconnect(Exception):
+    """Raised inside a streamed body: uvicorn then drops the connection mid-response."""
 
 
 @dataclass
@@ -52,11 +64,15 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Recorded] = []
+        # Requests whose client went away while the server was still delaying its reply.
+        self.disconnects = 0
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        self._app = app
+        self._app = Starlette(routes=self.routes())
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/chat/completions", self._chat, methods=["POST"])]
 
     @property
     def base_url(self) -> str:
@@ -68,6 +84,7 @@ class FakeOpenAI:
     def reset(self) -> None:
         self.replies.clear()
         self.requests.clear()
+        self.disconnects = 0
 
     async def start(self) -> None:
         config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="warning")
@@ -86,8 +103,11 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append(Recorded(body=body, headers=dict(request.headers)))
         reply = self.replies.popleft() if self.replies else Reply()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.delay and await self._client_left_during(request, reply.delay):
+            self.disconnects += 1
+            return Response(status_code=499)
+        if reply.raw is not None:
+            return Response(reply.raw, media_type="application/json")
         if reply.status != 200:
             error = reply.error or {"message": f"scripted error {reply.status}", "type": "error"}
             return JSONResponse({"error": error}, status_code=reply.status, headers=reply.headers)
@@ -108,6 +128,16 @@ class FakeOpenAI:
             payload["usage"] = reply.usage
         return JSONResponse(payload)
 
+    @staticmethod
+    async def _client_left_during(request: Request, seconds: float) -> bool:
+        """Wait ``seconds``; True as soon as the client disconnects."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
     async def _chunks(
         self, body: dict[str, Any], reply: Reply, include_usage: bool
     ) -> AsyncIterator[str]:
@@ -122,13 +152,23 @@ class FakeOpenAI:
             }
             return f"data: {json.dumps(chunk)}\n\n"
 
-        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        words = reply.content.split(" ")
-        for index, word in enumerate(words):
-            piece = word if index == len(words) - 1 else word + " "
-            yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-            await asyncio.sleep(0)
-        yield event([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
-        if include_usage and reply.usage is not None:
-            yield event([], usage=reply.usage)
-        yield "data: [DONE]\n\n"
+        finished = False
+        try:
+            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+            words = reply.content.split(" ")
+            for index, word in enumerate(words):
+                if reply.break_after is not None and index >= reply.break_after:
+                    finished = True  # a scripted break, not a client disconnect
+                    raise Disconnect
+                piece = word if index == len(words) - 1 else word + " "
+                yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                await asyncio.sleep(reply.chunk_delay)
+            yield event([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+            if include_usage and reply.usage is not None:
+                yield event([], usage=reply.usage)
+            yield "data: [DONE]\n\n"
+            finished = True
+        finally:
+            if not finished:
+                # The client went away mid-stream (the body was cancelled).
+                self.disconnects += 1

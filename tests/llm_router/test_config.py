@@ -28,7 +28,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     settings = Settings()
     assert settings.port == 50053
-    assert settings.metrics_port == 9093
+    assert settings.metrics_port == 9103
     assert settings.embedding_service_addr == "localhost:50051"
     assert settings.retrieval_service_addr == "localhost:50052"
     assert settings.openai_model == "gpt-4o-mini"

@@ -21,6 +21,7 @@ from aimesh_llm_router.providers.base import (
     SummarizeTask,
 )
 from aimesh_llm_router.templates import load_prompt_library
+from aimesh_llm_router.upstream import retry_after
 from tests.conftest import free_port
 from tests.llm_router.conftest import TEST_KEY, openai_settings
 from tests.llm_router.openai_server import FakeOpenAI, Reply
@@ -225,16 +226,21 @@ async def test_streaming_errors_are_mapped(
         )
 
 
-async def test_transient_failures_are_retried(fake_openai: FakeOpenAI) -> None:
+async def test_one_attempt_per_call_and_retry_after_is_passed_on(fake_openai: FakeOpenAI) -> None:
+    """Retries belong to the router's resilience layer; the provider reports the wait."""
     provider = provider_for(fake_openai.base_url, openai_max_retries=2)
-    fake_openai.enqueue(
-        Reply(status=500, headers={"retry-after-ms": "1"}),
-        Reply(status=429, headers={"retry-after-ms": "1"}),
-        Reply(content="finally", usage=USAGE),
-    )
-    result = await provider.summarize(SUMMARY)
-    assert result.text == "finally"
-    assert len(fake_openai.requests) == 3
+    fake_openai.enqueue(Reply(status=429, headers={"retry-after": "7"}))
+    with pytest.raises(ResourceExhausted) as caught:
+        await provider.summarize(SUMMARY)
+    assert retry_after(caught.value) == 7.0
+    assert len(fake_openai.requests) == 1
+
+
+async def test_malformed_json_is_unavailable(fake_openai: FakeOpenAI) -> None:
+    provider = provider_for(fake_openai.base_url)
+    fake_openai.enqueue(Reply(raw='{"choices": [{"message": '))
+    with pytest.raises(Unavailable, match="malformed"):
+        await provider.summarize(SUMMARY)
 
 
 async def test_timeout_is_deadline_exceeded(fake_openai: FakeOpenAI) -> None:

@@ -48,11 +48,35 @@ class Settings(GrpcServiceSettings):
 
     port: int = Field(50053, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(
-        9093, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
+        9103, ge=0, le=65535, description="Prometheus port; unset disables it, 0 picks a free one."
     )
     embedding_service_addr: str = service_addr("EMBEDDING_SERVICE_ADDR", "localhost:50051")
     retrieval_service_addr: str = service_addr("RETRIEVAL_SERVICE_ADDR", "localhost:50052")
 
+    data_dir: Path = Field(
+        Path(".aimesh"), description="Directory of the SQLite conversation store."
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL of the conversation store (shared by replicas); unset means "
+        "SQLite at <data_dir>/conversations.db.",
+    )
+    redis_key_prefix: str = Field(
+        "aimesh:conv:", min_length=1, description="Prefix of the conversation keys in Redis."
+    )
+    max_conversation_messages: int = Field(
+        200, ge=2, le=10_000, description="Most messages one conversation may hold."
+    )
+    prompts_dir: Path | None = Field(
+        None,
+        description="Directory of prompt templates (<task>/v<N>.yaml) replacing the packaged "
+        "ones, e.g. a mounted ConfigMap.",
+    )
+    models_file: Path | None = Field(
+        None,
+        description="YAML model configuration (aliases, providers, fallbacks, prices); unset "
+        "means default and fast on the provider the settings below select.",
+    )
     llm_provider: Literal["auto", "local", "openai"] = Field(
         "auto",
         description="auto: openai when an OpenAI key is configured, else local (extractive).",

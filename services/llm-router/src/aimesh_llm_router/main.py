@@ -23,8 +23,7 @@ async def run(settings: Settings) -> None:
     log.info(
         "llm router starting",
         extra={
-            "provider": settings.provider,
-            "aliases": [config.alias for config in deps.models.aliases],
+            "models": {model.alias: model.config.provider for model in deps.models.aliases},
             "metrics_port": metrics_port,
         },
     )

@@ -1,7 +1,8 @@
 """Prometheus metrics of the LLM router (aimesh_llm_*), labelled by alias, provider and task.
 
-Label values are bounded: aliases are validated before anything is recorded, and
-tenant ids are deliberately not labels (they go to the logs instead).
+Label values are bounded: aliases are validated before anything is recorded. Usage and
+cost are also counted per tenant (``aimesh_llm_tenant_*``) for chargeback; tenant ids are
+bounded by the gateway's tenants, and they are kept out of the per-task series.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ LLM_TOKENS = Counter(
     "Tokens used by LLM router tasks; kind is prompt or completion.",
     ["alias", "provider", "task", "kind"],
 )
+LLM_TENANT_TOKENS = Counter(
+    "aimesh_llm_tenant_tokens_total",
+    "Tokens used per tenant, alias (the one that answered) and provider; kind is prompt or "
+    "completion.",
+    ["alias", "provider", "tenant", "kind"],
+)
+LLM_TENANT_COST = Counter(
+    "aimesh_llm_tenant_cost_usd_total",
+    "Cost in US dollars from the configured prices, per tenant, alias and provider.",
+    ["alias", "provider", "tenant"],
+)
 LLM_LATENCY = Histogram(
     "aimesh_llm_request_seconds",
     "Time to complete an LLM router task (for Generate: until the last delta).",
@@ -37,15 +49,27 @@ LLM_LATENCY = Histogram(
 
 @dataclass
 class TaskRecord:
-    """Collects the usage of one task while it runs."""
+    """Collects the usage of one task while it runs, and which alias answered it."""
 
+    alias: str
+    provider: str
+    tenant: str = ""
     usage: Usage | None = None
+    cost_usd: float = 0.0
+
+    def answered_by(self, alias: str, provider: str) -> None:
+        self.alias = alias
+        self.provider = provider
 
 
 @contextmanager
-def observe(alias: str, provider: str, task: str) -> Iterator[TaskRecord]:
-    """Count the task, its tokens and its latency, whatever the outcome."""
-    record = TaskRecord()
+def observe(alias: str, provider: str, task: str, tenant: str = "") -> Iterator[TaskRecord]:
+    """Count the task, its tokens, cost and latency, whatever the outcome.
+
+    Series are labelled with the alias that answered (set by ``answered_by``; the
+    requested alias when none did).
+    """
+    record = TaskRecord(alias=alias, provider=provider, tenant=tenant)
     start = time.perf_counter()
     outcome = "OK"
     try:
@@ -60,6 +84,7 @@ def observe(alias: str, provider: str, task: str) -> Iterator[TaskRecord]:
         outcome = "INTERNAL"
         raise
     finally:
+        alias, provider = record.alias, record.provider
         LLM_LATENCY.labels(alias, provider, task).observe(time.perf_counter() - start)
         LLM_REQUESTS.labels(alias, provider, task, outcome).inc()
         if record.usage is not None:
@@ -67,3 +92,11 @@ def observe(alias: str, provider: str, task: str) -> Iterator[TaskRecord]:
             LLM_TOKENS.labels(alias, provider, task, "completion").inc(
                 record.usage.completion_tokens
             )
+            tenant = record.tenant or "-"
+            LLM_TENANT_TOKENS.labels(alias, provider, tenant, "prompt").inc(
+                record.usage.prompt_tokens
+            )
+            LLM_TENANT_TOKENS.labels(alias, provider, tenant, "completion").inc(
+                record.usage.completion_tokens
+            )
+            LLM_TENANT_COST.labels(alias, provider, tenant).inc(record.cost_usd)

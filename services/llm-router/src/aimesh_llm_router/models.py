@@ -1,92 +1,88 @@
-"""Model aliases: the names clients use, and which provider serves each.
+"""Model aliases: the names clients use, and the provider instance that serves each.
 
 Clients only ever see aliases ("default", "fast"), their description and context window.
-Today both aliases are served by the one configured provider; the registry takes any
-list of :class:`AliasConfig`, so a model config file with per-alias providers and
-fallbacks only needs to build a different list.
+Which provider, upstream model, key and fallbacks stand behind an alias is the model
+configuration (:mod:`modelconfig`); this registry builds one provider per alias from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from aimesh_common.errors import NotFound
-from aimesh_llm_router.config import Settings
+from aimesh_llm_router.modelconfig import DEFAULT_ALIAS, ModelsConfig, ModelSpec
 from aimesh_llm_router.providers import Provider, ProviderContext, build_provider
+from aimesh_llm_router.templates import load_prompt_library
 
-DEFAULT_ALIAS = "default"
-
-
-@dataclass(frozen=True)
-class AliasConfig:
-    """How one alias is served."""
-
-    alias: str
-    provider: str
-    description: str
-    context_window: int
-    max_tokens: int
+__all__ = ["DEFAULT_ALIAS", "ModelRegistry", "ResolvedModel", "build_registry"]
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """An alias together with the provider instance that serves it."""
+    """An alias, its configuration and the provider instance that serves it."""
 
-    config: AliasConfig
+    alias: str
+    config: ModelSpec
     provider: Provider
 
     @property
-    def alias(self) -> str:
-        return self.config.alias
+    def description(self) -> str:
+        described = self.provider.describe()
+        return f"{self.config.description}: {described}" if self.config.description else described
 
 
 class ModelRegistry:
-    """Resolves aliases to providers; owns the provider instances."""
+    """Resolves aliases (and their fallback chains) to providers; owns the providers."""
 
-    def __init__(self, aliases: Sequence[AliasConfig], providers: Mapping[str, Provider]) -> None:
-        if not aliases:
+    def __init__(self, config: ModelsConfig, providers: Mapping[str, Provider]) -> None:
+        if not config.models:
             raise ValueError("at least one model alias is required")
-        missing = sorted({config.provider for config in aliases} - set(providers))
+        missing = sorted(set(config.models) - set(providers))
         if missing:
-            raise ValueError(f"aliases refer to providers that were not built: {missing}")
-        self._aliases = {config.alias: config for config in aliases}
-        self._providers = dict(providers)
+            raise ValueError(f"no provider was built for the aliases {missing}")
+        self.config = config
+        self._models = {
+            alias: ResolvedModel(alias, spec, providers[alias])
+            for alias, spec in config.models.items()
+        }
 
     @property
-    def aliases(self) -> list[AliasConfig]:
-        return list(self._aliases.values())
+    def aliases(self) -> list[ResolvedModel]:
+        return list(self._models.values())
 
     def resolve(self, alias: str) -> ResolvedModel:
         """The model for ``alias`` ("" means default); NotFound names the valid aliases."""
         name = alias or DEFAULT_ALIAS
-        config = self._aliases.get(name)
-        if config is None:
-            available = ", ".join(self._aliases)
+        model = self._models.get(name)
+        if model is None:
+            available = ", ".join(self._models)
             raise NotFound(f"unknown model {name!r}; available: {available}")
-        return ResolvedModel(config=config, provider=self._providers[config.provider])
+        return model
+
+    def chain(self, alias: str) -> list[ResolvedModel]:
+        """``alias`` followed by its configured fallbacks, in order."""
+        first = self.resolve(alias)
+        return [first, *(self._models[name] for name in first.config.fallbacks)]
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
-            await provider.aclose()
+        for model in self._models.values():
+            await model.provider.aclose()
 
 
-def default_aliases(settings: Settings, provider: Provider) -> list[AliasConfig]:
-    """ "default" and "fast", both served by the configured provider."""
-    described = provider.describe()
-    return [
-        AliasConfig(
-            alias=alias,
-            provider=provider.name,
-            description=f"{purpose}: {described}",
-            context_window=settings.effective_context_window,
-            max_tokens=settings.max_tokens,
-        )
-        for alias, purpose in (("default", "General-purpose model"), ("fast", "Low-latency model"))
-    ]
+def build_registry(config: ModelsConfig, context: ProviderContext) -> ModelRegistry:
+    """One provider per alias of ``config``; ValueError names the alias that cannot run.
 
-
-def build_registry(context: ProviderContext) -> ModelRegistry:
-    """The registry for the settings in ``context``: one provider, two aliases."""
-    provider = build_provider(context.settings.provider, context)
-    return ModelRegistry(default_aliases(context.settings, provider), {provider.name: provider})
+    An alias with ``prompts`` gets its own template versions (checked here, at start).
+    """
+    providers: dict[str, Provider] = {}
+    for alias, spec in config.models.items():
+        try:
+            own = context
+            if spec.prompts:
+                library = load_prompt_library(context.settings.prompts_dir, spec.prompts)
+                own = replace(context, prompts=library)
+            providers[alias] = build_provider(spec, own)
+        except ValueError as error:
+            raise ValueError(f"model {alias!r}: {error}") from None
+    return ModelRegistry(config, providers)

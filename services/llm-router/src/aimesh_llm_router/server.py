@@ -13,8 +13,15 @@ from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import create_channel
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_llm_router.config import Settings
+from aimesh_llm_router.conversations import (
+    ConversationStore,
+    RedisConversationStore,
+    SqliteConversationStore,
+)
+from aimesh_llm_router.modelconfig import ModelsConfig, default_models_config, load_models_config
 from aimesh_llm_router.models import ModelRegistry, build_registry
-from aimesh_llm_router.providers import ProviderContext
+from aimesh_llm_router.providers import PROVIDERS, ProviderContext
+from aimesh_llm_router.resilience import Resilience
 from aimesh_llm_router.servicer import LLMRouterServicer
 from aimesh_llm_router.templates import PromptLibrary, load_prompt_library
 
@@ -31,6 +38,7 @@ class Dependencies:
     models: ModelRegistry
     retrieval: retrieval_pb2_grpc.RetrievalServiceAsyncStub
     prompts: PromptLibrary
+    conversations: ConversationStore
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
@@ -39,19 +47,40 @@ class Dependencies:
             await close()
 
 
+def models_config(settings: Settings) -> ModelsConfig:
+    """The model configuration file's content, or the settings' default without one.
+
+    Raises ModelConfigError (a ValueError) listing every problem of the file.
+    """
+    if settings.models_file is None:
+        return default_models_config(settings)
+    return load_models_config(settings.models_file, frozenset(PROVIDERS))
+
+
+def conversation_store(settings: Settings) -> ConversationStore:
+    """Redis when AIMESH_REDIS_URL is set (shared by replicas), else a SQLite file."""
+    if settings.redis_url is not None:
+        return RedisConversationStore(
+            settings.redis_url.get_secret_value(), settings.redis_key_prefix
+        )
+    return SqliteConversationStore(settings.data_dir / "conversations.db")
+
+
 def build_dependencies(
     settings: Settings,
     *,
     retrieval_channel: grpc.aio.Channel | None = None,
     embedding_channel: grpc.aio.Channel | None = None,
     prompts: PromptLibrary | None = None,
+    config: ModelsConfig | None = None,
 ) -> Dependencies:
     """Channels to the backends, templates and the provider registry for ``settings``.
 
     Channels not passed in are created from the configured addresses and closed with
     the dependencies. Raises PromptTemplateError or ValueError when misconfigured.
     """
-    library = prompts or load_prompt_library()
+    library = prompts or load_prompt_library(settings.prompts_dir)
+    models_cfg = config or models_config(settings)
     closers: list[Callable[[], Awaitable[object]]] = []
     if retrieval_channel is None:
         retrieval_channel = create_channel(
@@ -59,7 +88,7 @@ def build_dependencies(
         )
         closers.append(retrieval_channel.close)
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
-    if settings.provider == "local":
+    if any(spec.provider == "local" for spec in models_cfg.models.values()):
         if embedding_channel is None:
             embedding_channel = create_channel(
                 settings.embedding_service_addr, max_message_bytes=settings.max_message_bytes
@@ -67,11 +96,14 @@ def build_dependencies(
             closers.append(embedding_channel.close)
         embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel)
     models = build_registry(
-        ProviderContext(settings=settings, prompts=library, embedding=embedding)
+        models_cfg, ProviderContext(settings=settings, prompts=library, embedding=embedding)
     )
     closers.insert(0, models.aclose)
+    conversations = conversation_store(settings)
+    closers.append(conversations.aclose)
     return Dependencies(
         models=models,
+        conversations=conversations,
         retrieval=retrieval_pb2_grpc.RetrievalServiceStub(retrieval_channel),
         prompts=library,
         embedding=embedding,
@@ -83,9 +115,12 @@ def create_server(settings: Settings, deps: Dependencies) -> GrpcServer:
     """The router's server (not started), closing ``deps`` when it stops."""
     servicer = LLMRouterServicer(
         models=deps.models,
+        resilience=Resilience(deps.models.config),
         retrieval=deps.retrieval,
         prompts=deps.prompts,
         backend_timeout_seconds=settings.backend_timeout_seconds,
+        conversations=deps.conversations,
+        max_conversation_messages=settings.max_conversation_messages,
     )
 
     def register(server: grpc.aio.Server) -> None:

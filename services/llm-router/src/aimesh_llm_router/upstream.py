@@ -1,24 +1,30 @@
 """Failures of the services the router calls, translated into aimesh errors.
 
 Two kinds of upstream: aimesh gRPC backends (retrieval, embedding), whose status codes
-carry over, and OpenAI-compatible HTTP servers, whose HTTP statuses map as follows:
+carry over, and model APIs (OpenAI-compatible, Anthropic), whose HTTP statuses map as follows:
 
 - 401/403: FAILED_PRECONDITION, the configured credentials were rejected (never echoed);
 - 404: FAILED_PRECONDITION, the configured upstream model does not exist;
 - 429: RESOURCE_EXHAUSTED;
 - other 4xx (e.g. 400 context too long): INVALID_ARGUMENT with the upstream reason;
 - 5xx and connection errors: UNAVAILABLE;
-- timeouts: DEADLINE_EXCEEDED.
+- timeouts: DEADLINE_EXCEEDED;
+- a malformed reply (invalid JSON, unexpected shape): UNAVAILABLE.
 """
 
 from __future__ import annotations
 
-import asyncio
+import email.utils
+import json
 import logging
+import sys
+import time
 from collections.abc import Mapping
 
 import grpc
+import httpx
 import openai
+import pydantic
 from langchain_core.exceptions import ContextOverflowError
 
 from aimesh_common.errors import (
@@ -34,6 +40,48 @@ from aimesh_common.errors import (
 log = logging.getLogger("aimesh.llm_router.upstream")
 
 _MAX_REASON_CHARS = 500
+# Attribute set on a mapped error when the upstream said how long to wait (seconds).
+RETRY_AFTER_ATTR = "retry_after_seconds"
+
+
+def parse_retry_after(headers: Mapping[str, str] | httpx.Headers | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The wait an upstream asked for with this (mapped) error, if any."""
+    value = getattr(error, RETRY_AFTER_ATTR, None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def with_retry_after(mapped: AimeshError, original: BaseException) -> AimeshError:
+    """``mapped`` carrying the Retry-After of the HTTP response behind ``original``."""
+    response = getattr(original, "response", None)
+    headers = getattr(response, "headers", None)
+    wait = parse_retry_after(headers) if headers is not None else None
+    if wait is not None:
+        setattr(mapped, RETRY_AFTER_ATTR, wait)
+    return mapped
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, backend: str) -> AimeshError:
@@ -60,9 +108,22 @@ def from_rpc_error(error: grpc.aio.AioRpcError, backend: str) -> AimeshError:
     return Unavailable(f"{backend} service failed ({code.name})")
 
 
-def _reason(error: openai.APIError, secret: str | None) -> str:
+def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class ``name`` of every model SDK that is loaded.
+
+    The anthropic SDK takes seconds to import, so it is imported only when an alias uses
+    it; an error can only come from an SDK that is loaded.
+    """
+    modules = [openai]
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is not None:
+        modules.append(anthropic)
+    return tuple(getattr(module, name) for module in modules)
+
+
+def _reason(error: BaseException, secret: str | None) -> str:
     """The upstream's own explanation, without anything that looks like the key."""
-    body = error.body
+    body = getattr(error, "body", None)
     reason: object = None
     if isinstance(body, Mapping):
         reason = body.get("message") or body.get("detail") or body.get("error")
@@ -70,38 +131,59 @@ def _reason(error: openai.APIError, secret: str | None) -> str:
             reason = reason.get("message")
     elif isinstance(body, str):
         reason = body
-    text = str(reason) if reason else error.message
+    text = str(reason) if reason else str(getattr(error, "message", error))
     if secret:
         text = text.replace(secret, "***")
     return text[:_MAX_REASON_CHARS]
 
 
-def from_openai_error(error: BaseException, secret: str | None) -> AimeshError | None:
-    """The aimesh error for an exception from an OpenAI-compatible call, or None.
+def from_sdk_error(error: BaseException, secret: str | None) -> AimeshError | None:
+    """The aimesh error for an exception from a model SDK call (OpenAI, Anthropic), or None.
 
     ``secret`` is the configured key, scrubbed from any upstream text that is passed on.
     """
-    if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
+    if isinstance(error, AimeshError):
+        return error
+    timeouts = (*_sdk_classes("APITimeoutError"), httpx.TimeoutException, TimeoutError)
+    if isinstance(error, timeouts):
         return DeadlineExceeded("the model provider did not answer in time")
-    if isinstance(error, openai.APIConnectionError):
+    if isinstance(error, _sdk_classes("APIConnectionError")):
         return Unavailable("cannot reach the model provider")
-    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+    if isinstance(
+        error, _sdk_classes("AuthenticationError") + _sdk_classes("PermissionDeniedError")
+    ):
         return FailedPrecondition("provider rejected the configured credentials")
-    if isinstance(error, openai.RateLimitError):
+    status_error = isinstance(error, _sdk_classes("APIStatusError"))
+    status = getattr(error, "status_code", None) if status_error else None
+    if status == 429:
         return ResourceExhausted(
             f"the model provider is rate limiting requests; retry later ({_reason(error, secret)})"
         )
-    if isinstance(error, openai.NotFoundError):
+    if status == 404:
         return FailedPrecondition(
             f"the model provider does not serve the configured model: {_reason(error, secret)}"
         )
     if isinstance(error, ContextOverflowError):
-        reason = _reason(error, secret) if isinstance(error, openai.APIError) else str(error)
+        api_error = isinstance(error, _sdk_classes("APIError"))
+        reason = _reason(error, secret) if api_error else str(error)
         return InvalidArgument(f"the input is too long for the model: {reason}")
-    if isinstance(error, openai.APIStatusError):
-        if error.status_code >= 500:
-            return Unavailable(f"the model provider failed (HTTP {error.status_code})")
+    if status is not None:
+        if status >= 500:
+            return Unavailable(f"the model provider failed (HTTP {status})")
         return InvalidArgument(f"the model provider rejected the request: {_reason(error, secret)}")
-    if isinstance(error, openai.APIError):
+    malformed = (
+        *_sdk_classes("APIResponseValidationError"),
+        json.JSONDecodeError,
+        pydantic.ValidationError,
+    )
+    if isinstance(error, malformed):
+        return Unavailable("the model provider sent a malformed response")
+    if isinstance(error, _sdk_classes("APIError")):
         return Unavailable(f"the model provider failed: {_reason(error, secret)}")
+    if isinstance(error, httpx.TransportError):
+        return Unavailable("the connection to the model provider failed")
     return None
+
+
+# The name the OpenAI provider's callers and tests know.
+from_openai_error = from_sdk_error

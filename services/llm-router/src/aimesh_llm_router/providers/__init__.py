@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+from aimesh_llm_router.modelconfig import ModelSpec
+from aimesh_llm_router.providers.anthropic import AnthropicProvider
 from aimesh_llm_router.providers.base import Provider, ProviderContext
+from aimesh_llm_router.providers.huggingface import HuggingFaceProvider
 from aimesh_llm_router.providers.local import LocalProvider
 from aimesh_llm_router.providers.openai import OpenAIProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
+    AnthropicProvider.name: AnthropicProvider,
+    HuggingFaceProvider.name: HuggingFaceProvider,
     LocalProvider.name: LocalProvider,
     OpenAIProvider.name: OpenAIProvider,
 }
 
 
-def build_provider(name: str, context: ProviderContext) -> Provider:
-    """The provider registered as ``name``; ValueError for an unknown name."""
+def build_provider(spec: ModelSpec, context: ProviderContext) -> Provider:
+    """The provider ``spec`` names, built for it; ValueError for an unknown name."""
     try:
-        cls = PROVIDERS[name]
+        cls = PROVIDERS[spec.provider]
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
-        raise ValueError(f"unknown provider {name!r}; known: {known}") from None
-    return cls.from_context(context)
+        raise ValueError(f"unknown provider {spec.provider!r}; known: {known}") from None
+    return cls.from_model(spec, context)
 
 
 __all__ = [
     "PROVIDERS",
+    "AnthropicProvider",
+    "HuggingFaceProvider",
     "LocalProvider",
     "OpenAIProvider",
     "Provider",

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal, Self
 from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
+from aimesh_llm_router.modelconfig import ModelSpec, default_models_config
 from aimesh_llm_router.templates import PromptLibrary
 from aimesh_llm_router.tokens import Usage
 
@@ -85,8 +86,14 @@ class Provider(ABC):
 
     @classmethod
     @abstractmethod
+    def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
+        """Build the provider for one alias's ``spec``; raise ValueError when it cannot run."""
+
+    @classmethod
     def from_context(cls, context: ProviderContext) -> Self:
-        """Build the provider from settings; raise ValueError when it cannot run."""
+        """Build the provider as the settings alone describe it (no model file)."""
+        spec = default_models_config(context.settings).models["default"]
+        return cls.from_model(spec.model_copy(update={"provider": cls.name}), context)
 
     @abstractmethod
     def describe(self) -> str:
@@ -101,6 +108,16 @@ class Provider(ABC):
     @abstractmethod
     def generate(self, task: GenerateTask) -> AsyncIterator[Delta]:
         """Stream the reply to a conversation; the last delta has finish_reason and usage."""
+
+    async def stream_summarize(self, task: SummarizeTask) -> AsyncIterator[Delta]:
+        """Stream a summary; by default the whole summary as one delta."""
+        result = await self.summarize(task)
+        yield Delta(text=result.text, finish_reason=result.finish_reason, usage=result.usage)
+
+    async def stream_answer(self, task: AnswerTask) -> AsyncIterator[Delta]:
+        """Stream an answer; by default the whole answer as one delta."""
+        result = await self.answer(task)
+        yield Delta(text=result.text, finish_reason=result.finish_reason, usage=result.usage)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most hold nothing
         """Release connections; the default has nothing to release."""

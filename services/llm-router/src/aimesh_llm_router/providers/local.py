@@ -29,6 +29,7 @@ import numpy.typing as npt
 from aimesh_common.errors import InvalidArgument
 from aimesh_llm_router.citations import render_sources
 from aimesh_llm_router.embedder import Embedder
+from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import (
     AnswerTask,
     Completion,
@@ -143,11 +144,14 @@ class LocalProvider(Provider):
         self._threshold = threshold
 
     @classmethod
-    def from_context(cls, context: ProviderContext) -> Self:
+    def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
         if context.embedding is None:
             raise ValueError("the local provider needs the embedding service")
         embedder = Embedder(context.embedding, context.settings.backend_timeout_seconds)
-        return cls(embedder, context.settings.local_answer_threshold)
+        threshold = spec.options.get("answer_threshold", context.settings.local_answer_threshold)
+        if not isinstance(threshold, int | float) or not -1.0 <= threshold <= 1.0:
+            raise ValueError("options.answer_threshold of the local provider must be in [-1, 1]")
+        return cls(embedder, float(threshold))
 
     def describe(self) -> str:
         return (

@@ -1,0 +1,122 @@
+"""Conversations: created, read and continued by their owner (this user of this tenant).
+
+The router keeps them (Redis or SQLite); a conversation of another user or tenant answers
+404 like a missing one. Replies are always streamed as typed server-sent events.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import Response, StreamingResponse
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptionsDep,
+    UsageDep,
+    UserPrincipal,
+)
+from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.schemas.conversations import (
+    Conversation,
+    ConversationMessage,
+    CreateConversationRequest,
+    SendMessageRequest,
+)
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+
+router = APIRouter(prefix=API_PREFIX, tags=["conversations"])
+
+
+def _conversation(reply: llm_pb2.Conversation) -> Conversation:
+    return Conversation(
+        id=reply.id,
+        model=reply.model,
+        collection=reply.collection or None,
+        title=reply.title,
+        created_at=reply.created_at,
+        messages=[
+            ConversationMessage(role="user" if m.role == "user" else "assistant", content=m.content)
+            for m in reply.messages
+        ],
+    )
+
+
+@router.post(
+    "/conversations",
+    status_code=status.HTTP_201_CREATED,
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="Start a conversation",
+)
+async def create_conversation(
+    body: CreateConversationRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+) -> Conversation:
+    reply = await backends.llm_router.CreateConversation(
+        llm_pb2.CreateConversationRequest(
+            tenant_id=principal.tenant_id,
+            user_id=principal.subject,
+            model=body.model,
+            collection=body.collection or "",
+            title=body.title,
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return _conversation(reply)
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="A conversation and its messages",
+)
+async def get_conversation(
+    conversation_id: str, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+) -> Conversation:
+    reply = await backends.llm_router.GetConversation(
+        llm_pb2.GetConversationRequest(
+            tenant_id=principal.tenant_id,
+            user_id=principal.subject,
+            conversation_id=conversation_id,
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return _conversation(reply)
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    responses={
+        **COMMON_ERRORS,
+        **NOT_FOUND,
+        200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},
+    },
+    response_class=StreamingResponse,
+    response_model=None,
+    summary="Send a message; the reply is streamed",
+)
+async def send_message(
+    conversation_id: str,
+    body: SendMessageRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+    usage_meter: UsageDep,
+    http_request: Request,
+) -> StreamingResponse | Response:
+    request = llm_pb2.SendMessageRequest(
+        tenant_id=principal.tenant_id,
+        user_id=principal.subject,
+        conversation_id=conversation_id,
+        content=body.content,
+        max_tokens=body.max_tokens or 0,
+    )
+    if body.temperature is not None:
+        request.temperature = body.temperature
+    stream = backends.llm_router.SendMessage(request, timeout=call.timeout, metadata=call.metadata)
+    return await event_stream(stream, usage_meter.record, http_request)

@@ -1,0 +1,151 @@
+"""Typed server-sent events for streamed tasks (/v1/ask, /v1/summarize, conversations).
+
+The router streams ``StreamEvent`` messages; each becomes one SSE event whose name says
+what it carries::
+
+    event: sources    data: {"sources": [Citation, ...]}    (answers, grounded chats)
+    event: delta      data: {"text": "..."}
+    event: citations  data: {"citations": [Citation, ...]}  (only sources actually given)
+    event: usage      data: {"prompt_tokens": ..., "completion_tokens": ..., ...}
+    event: done       data: {"model": "default", "finish_reason": "stop"}
+    event: error      data: {"status": 503, "detail": "..."}
+
+The first event is awaited before the response starts, so errors reported up front
+(validation, unknown model or conversation, backend down) are ordinary problem+json
+responses. A later failure is sent as an ``error`` event. When the client disconnects,
+Starlette cancels the generator and the gRPC call is cancelled, which cancels the
+upstream model call in the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from google.protobuf import json_format
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http
+from aimesh_gateway.core.structs import from_struct, score
+
+log = logging.getLogger("aimesh.gateway.task_stream")
+
+DISCONNECT_POLL_SECONDS = 0.25
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_DESCRIPTION = (
+    "With `stream: true`, a text/event-stream of typed events: `sources`, `delta`..., "
+    "`citations`, `usage`, `done` (or `error`)."
+)
+
+EventCall = grpc.aio.UnaryStreamCall[Any, llm_pb2.StreamEvent]
+UsageRecorder = Callable[[str, int, int], Awaitable[None]]
+
+
+def citation_json(citation: llm_pb2.Citation) -> dict[str, Any]:
+    return {
+        "source": citation.source,
+        "document_id": citation.document_id,
+        "chunk_id": citation.chunk_id,
+        "text": citation.text,
+        "score": score(citation.score),
+        "metadata": from_struct(citation.metadata),
+    }
+
+
+def _sse(name: str, payload: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def format_event(event: llm_pb2.StreamEvent) -> str:
+    kind = event.WhichOneof("event")
+    if kind == "delta":
+        return _sse("delta", {"text": event.delta})
+    if kind in ("sources", "citations"):
+        items = (event.sources if kind == "sources" else event.citations).items
+        return _sse(kind, {kind: [citation_json(item) for item in items]})
+    if kind == "usage":
+        usage = json_format.MessageToDict(
+            event.usage, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        return _sse("usage", usage)
+    if kind == "done":
+        return _sse("done", {"model": event.done.model, "finish_reason": event.done.finish_reason})
+    raise ValueError(f"unknown stream event {kind!r}")
+
+
+async def _first_event(
+    call: EventCall, events: AsyncIterator[llm_pb2.StreamEvent], request: Request | None
+) -> llm_pb2.StreamEvent | None:
+    """The first event; the call is cancelled if the client leaves while it is awaited."""
+    waiting = asyncio.ensure_future(anext(events, None))
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return waiting.result()
+            if request is not None and await request.is_disconnected():
+                raise ClientDisconnected
+    except BaseException:
+        waiting.cancel()
+        call.cancel()
+        raise
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the first event; nothing is left to answer."""
+
+
+async def event_stream(
+    call: EventCall, record_usage: UsageRecorder | None = None, request: Request | None = None
+) -> StreamingResponse | Response:
+    """The SSE response relaying ``call``; raises its error if it fails before any event.
+
+    With ``request``, a client that disconnects while the first event is awaited cancels
+    the call (and so the upstream model call) at once.
+    """
+    events = call.__aiter__()
+    try:
+        first = await _first_event(call, events, request)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    return StreamingResponse(
+        _relay(call, events, first, record_usage),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _relay(
+    call: EventCall,
+    events: AsyncIterator[llm_pb2.StreamEvent],
+    first: llm_pb2.StreamEvent | None,
+    record_usage: UsageRecorder | None,
+) -> AsyncIterator[str]:
+    event = first
+    usage: llm_pb2.Usage | None = None
+    try:
+        while event is not None:
+            if event.HasField("usage"):
+                usage = event.usage
+            if event.HasField("done") and usage is not None and record_usage is not None:
+                await record_usage(event.done.model, usage.prompt_tokens, usage.completion_tokens)
+            yield format_event(event)
+            event = await anext(events, None)
+    except grpc.aio.AioRpcError as error:
+        status, detail = grpc_status_to_http(error.code(), error.details())
+        log.warning(
+            "task stream failed",
+            extra={"grpc_code": error.code().name, "grpc_details": error.details()},
+        )
+        yield _sse("error", {"status": status, "detail": detail})
+    except Exception:
+        log.exception("task stream failed")
+        yield _sse("error", {"status": 500, "detail": GENERIC_INTERNAL})
+    finally:
+        call.cancel()

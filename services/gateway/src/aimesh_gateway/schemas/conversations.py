@@ -1,0 +1,39 @@
+"""Conversations kept server-side by the LLM router."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from aimesh_gateway.schemas.common import COLLECTION_PATTERN, ModelAlias, StrictModel
+
+
+class CreateConversationRequest(StrictModel):
+    model: ModelAlias = "default"
+    collection: str | None = Field(
+        None,
+        pattern=COLLECTION_PATTERN,
+        description="Collection of your tenant that grounds the replies (optional).",
+    )
+    title: str = Field("", max_length=200, examples=["Onboarding questions"])
+
+
+class ConversationMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Conversation(BaseModel):
+    id: str = Field(examples=["5f0c3e9a2b6d4f1e8a7c9d0b1e2f3a4b"])
+    model: str = Field(description="Alias used for replies.", examples=["default"])
+    collection: str | None = Field(description="Collection grounding the replies, if any.")
+    title: str
+    created_at: float = Field(description="Creation time, Unix seconds.")
+    messages: list[ConversationMessage]
+
+
+class SendMessageRequest(StrictModel):
+    content: str = Field(min_length=1, max_length=32_768, examples=["What changed in v2?"])
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)

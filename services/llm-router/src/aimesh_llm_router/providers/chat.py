@@ -1,0 +1,200 @@
+"""Providers built on a LangChain chat model: templates rendered, replies streamed.
+
+:class:`ChatModelProvider` runs the router's tasks on any ``BaseChatModel`` (OpenAI,
+Anthropic, a TGI endpoint, a local ``transformers`` model): it renders the router's
+templates, calls ``ainvoke`` or ``astream``, reads usage from the reply (estimating it
+when the upstream gives none) and turns SDK failures into aimesh errors with the key
+scrubbed. A subclass only builds its chat model and says how to describe it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+
+from aimesh_llm_router.citations import render_sources
+from aimesh_llm_router.providers.base import (
+    AnswerTask,
+    Completion,
+    Delta,
+    FinishReason,
+    GenerateTask,
+    Message,
+    Provider,
+    Style,
+    SummarizeTask,
+)
+from aimesh_llm_router.templates import PromptLibrary
+from aimesh_llm_router.tokens import Usage, count_tokens
+from aimesh_llm_router.upstream import from_sdk_error, with_retry_after
+
+log = logging.getLogger("aimesh.llm_router.chat")
+
+STYLE_INSTRUCTIONS: dict[Style, str] = {
+    "brief": "Write one short paragraph of about three sentences.",
+    "bullets": "Write a bulleted list with one line per key point, each line starting with '- '.",
+    "detailed": "Write a detailed summary in a few paragraphs that covers every main point.",
+}
+STYLE_WORDS: dict[Style, int] = {"brief": 60, "bullets": 100, "detailed": 200}
+_LENGTH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+
+
+def to_langchain(messages: Sequence[Message]) -> list[BaseMessage]:
+    converted: list[BaseMessage] = []
+    for message in messages:
+        if message.role == "user":
+            converted.append(HumanMessage(message.content))
+        elif message.role == "assistant":
+            converted.append(AIMessage(message.content))
+        else:
+            converted.append(SystemMessage(message.content))
+    return converted
+
+
+def text_of(message: BaseMessage) -> str:
+    """The text of a reply; content may be a string or a list of content blocks."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def prompt_text(messages: Sequence[BaseMessage]) -> str:
+    return "\n".join(text_of(message) for message in messages)
+
+
+def _finish(metadata: dict[str, Any]) -> FinishReason:
+    reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+    return "length" if reason in _LENGTH_REASONS else "stop"
+
+
+class ChatModelProvider(Provider):
+    """Runs the tasks on ``self._chat``; subclasses build it in ``__init__``."""
+
+    _chat: BaseChatModel
+    _prompts: PromptLibrary
+    _secret: str | None = None
+    # Encoding used to estimate tokens when the upstream reports none.
+    _encoding_model: str = ""
+
+    def _usage(
+        self, message: BaseMessage | None, prompt: Sequence[BaseMessage], completion: str
+    ) -> Usage:
+        metadata = getattr(message, "usage_metadata", None) if message is not None else None
+        if metadata and (metadata.get("input_tokens") or metadata.get("output_tokens")):
+            return Usage(
+                int(metadata.get("input_tokens", 0)),
+                int(metadata.get("output_tokens", 0)),
+                estimated=False,
+            )
+        return Usage(
+            count_tokens(prompt_text(prompt), self._encoding_model),
+            count_tokens(completion, self._encoding_model),
+            estimated=True,
+        )
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Re-raise upstream failures as aimesh errors, logging status but never the key."""
+        try:
+            yield
+        except Exception as error:
+            mapped = from_sdk_error(error, self._secret)
+            if mapped is None:
+                raise
+            log.warning(
+                "model provider call failed",
+                extra={
+                    "error_type": type(error).__name__,
+                    "status": getattr(error, "status_code", None),
+                    "mapped_to": mapped.code.name,
+                },
+            )
+            raise with_retry_after(mapped, error) from None
+
+    def _options(self, max_tokens: int, temperature: float | None) -> dict[str, Any]:
+        options: dict[str, Any] = {"max_tokens": max_tokens}
+        if temperature is not None:
+            options["temperature"] = temperature
+        return options
+
+    async def _complete(self, messages: list[BaseMessage], max_tokens: int) -> Completion:
+        with self._translated():
+            reply = await self._chat.ainvoke(messages, **self._options(max_tokens, None))
+        text = text_of(reply).strip()
+        return Completion(
+            text=text,
+            usage=self._usage(reply, messages, text),
+            finish_reason=_finish(reply.response_metadata),
+        )
+
+    def _summarize_messages(self, task: SummarizeTask) -> list[BaseMessage]:
+        return self._prompts.summarize.render(
+            text=task.text,
+            style_instructions=STYLE_INSTRUCTIONS[task.style],
+            max_words=task.max_words or STYLE_WORDS[task.style],
+        )
+
+    def _answer_messages(self, task: AnswerTask) -> list[BaseMessage]:
+        return self._prompts.qa.render(question=task.question, sources=render_sources(task.sources))
+
+    async def summarize(self, task: SummarizeTask) -> Completion:
+        return await self._complete(self._summarize_messages(task), task.max_tokens)
+
+    async def answer(self, task: AnswerTask) -> Completion:
+        return await self._complete(self._answer_messages(task), task.max_tokens)
+
+    def generate(self, task: GenerateTask) -> AsyncIterator[Delta]:
+        messages = self._prompts.chat.render(conversation=to_langchain(task.messages))
+        return self._stream(messages, self._options(task.max_tokens, task.temperature))
+
+    def stream_summarize(self, task: SummarizeTask) -> AsyncIterator[Delta]:
+        return self._stream(self._summarize_messages(task), self._options(task.max_tokens, None))
+
+    def stream_answer(self, task: AnswerTask) -> AsyncIterator[Delta]:
+        return self._stream(self._answer_messages(task), self._options(task.max_tokens, None))
+
+    async def _stream(
+        self, messages: list[BaseMessage], options: dict[str, Any]
+    ) -> AsyncIterator[Delta]:
+        """Stream the reply to ``messages``; the last delta has finish_reason and usage."""
+        pieces: list[str] = []
+        finish: FinishReason = "stop"
+        # Usage may arrive in pieces (Anthropic: input tokens first, output tokens last);
+        # LangChain chunk usage is additive, so the pieces are summed.
+        usage_message: AIMessageChunk | None = None
+        with self._translated():
+            async for chunk in self._chat.astream(messages, **options):
+                text = text_of(chunk)
+                if text:
+                    pieces.append(text)
+                    yield Delta(text=text)
+                if chunk.response_metadata.get("finish_reason") or chunk.response_metadata.get(
+                    "stop_reason"
+                ):
+                    finish = _finish(chunk.response_metadata)
+                if chunk.usage_metadata:
+                    piece = AIMessageChunk(content="", usage_metadata=chunk.usage_metadata)
+                    usage_message = piece if usage_message is None else usage_message + piece
+        yield Delta(
+            text="",
+            finish_reason=finish,
+            usage=self._usage(usage_message, messages, "".join(pieces)),
+        )

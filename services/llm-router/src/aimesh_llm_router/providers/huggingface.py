@@ -1,0 +1,80 @@
+"""The Hugging Face provider: TGI / Inference Endpoints, or a local ``transformers`` model.
+
+- With ``base_url``: a Text Generation Inference server or a Hugging Face Inference
+  Endpoint (or the HF router), through TGI's OpenAI-compatible Messages API
+  (``POST {base_url}/v1/chat/completions``, streaming with SSE). ``model`` is sent as is
+  (TGI serves one model and accepts ``tgi``). The key, if any, is the HF token.
+- Without ``base_url``: ``model`` is a local directory holding a causal LM and its
+  tokenizer (``save_pretrained`` output), run in-process on CPU by
+  :class:`TransformersChatModel`. Nothing is downloaded.
+
+(``langchain-huggingface`` requires huggingface-hub < 2, which conflicts with the
+sentence-transformers stack of the embedding service, hence the two LangChain chat models
+used here.)
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from aimesh_llm_router.modelconfig import ModelSpec
+from aimesh_llm_router.providers.base import ProviderContext
+from aimesh_llm_router.providers.chat import ChatModelProvider
+from aimesh_llm_router.providers.transformers_chat import TransformersChatModel
+
+_NO_KEY = "unused"
+
+
+def messages_api_url(base_url: str) -> str:
+    """The OpenAI-compatible root of a TGI server or endpoint (adds ``/v1`` once)."""
+    root = base_url.rstrip("/")
+    return root if root.endswith("/v1") else f"{root}/v1"
+
+
+class HuggingFaceProvider(ChatModelProvider):
+    """Hugging Face models, served by TGI or loaded locally with transformers."""
+
+    name = "huggingface"
+
+    def __init__(self, spec: ModelSpec, context: ProviderContext) -> None:
+        self._prompts = context.prompts
+        self._model = spec.model
+        self._secret = spec.api_key.get_secret_value() if spec.api_key is not None else None
+        if spec.base_url:
+            self._where = "Hugging Face TGI endpoint"
+            self._chat = ChatOpenAI(
+                model=spec.model or "tgi",
+                base_url=messages_api_url(spec.base_url),
+                api_key=spec.api_key or SecretStr(_NO_KEY),
+                timeout=spec.timeout_seconds,
+                max_retries=0,
+                stream_usage=True,
+                use_responses_api=False,
+                stream_chunk_timeout=spec.timeout_seconds,
+            )
+        else:
+            self._where = "local transformers model"
+            local = TransformersChatModel(
+                model_dir=spec.model,
+                context_window=spec.context_window,
+                max_tokens=spec.max_tokens,
+            )
+            local.load()
+            self._chat = local
+
+    @classmethod
+    def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
+        if not spec.model and not spec.base_url:
+            raise ValueError(
+                "the huggingface provider needs base_url (TGI / Inference Endpoint) or "
+                "model (a local model directory)"
+            )
+        return cls(spec, context)
+
+    def describe(self) -> str:
+        # A local path is not shown: only the directory's last component.
+        shown = self._model.rstrip("/").rsplit("/", 1)[-1] if self._model else "tgi"
+        return f"{self._where} {shown}"

@@ -1,0 +1,234 @@
+"""Conversations and streamed /v1/ask and /v1/summarize through the gateway, in front of
+the real LLM router (SQLite store) whose model is an OpenAI-protocol test server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.server import GrpcServer, build_grpc_server
+from aimesh_gateway.main import create_app
+from tests.conftest import free_port
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import bearer, settings_for, token
+from tests.llm_router.conftest import (
+    FixedRetrieval,
+    RunningRouter,
+    models_config,
+    openai_model,
+    openai_settings,
+    start_router,
+    stop_router,
+)
+from tests.llm_router.openai_server import FakeOpenAI, Reply
+
+
+@dataclass
+class Stack:
+    upstream: FakeOpenAI
+    retrieval: FixedRetrieval
+    router: RunningRouter
+    app: FastAPI
+    live_url: str
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    fake_mesh: FakeMesh, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    upstream = FakeOpenAI()
+    await upstream.start()
+    retrieval = FixedRetrieval()
+    retrieval_server: GrpcServer = build_grpc_server(
+        host="127.0.0.1",
+        port=0,
+        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(retrieval, s),
+        service_names=["aimesh.retrieval.v1.RetrievalService"],
+    )
+    await retrieval_server.start()
+    data_dir: Path = tmp_path_factory.mktemp("router-conversations")
+    router = await start_router(
+        openai_settings(
+            upstream.base_url,
+            retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
+            data_dir=data_dir,
+        ),
+        models_config({"default": openai_model(upstream.base_url)}),
+    )
+    settings = settings_for(
+        router_addr=f"127.0.0.1:{router.server.port}",
+        retrieval_addr=f"127.0.0.1:{retrieval_server.port}",
+        embedding_addr=fake_mesh.embedding_addr,
+    )
+    app = create_app(settings)
+    port = free_port()
+    live = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+    )
+    task = asyncio.create_task(live.serve())
+    while not live.started:  # noqa: ASYNC110 - uvicorn has no startup event
+        await asyncio.sleep(0.02)
+    async with app.router.lifespan_context(app):
+        yield Stack(upstream, retrieval, router, app, f"http://127.0.0.1:{port}")
+    live.should_exit = True
+    await task
+    await stop_router(router)
+    await retrieval_server.stop(0)
+    await upstream.stop()
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    stack.upstream.reset()
+    transport = httpx.ASGITransport(app=stack.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http
+
+
+def as_user(subject: str = "ann", tenant: str = "acme") -> dict[str, str]:
+    return bearer(token(tenant, ["user"], subject=subject))
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+async def test_conversation_round_trip(client: httpx.AsyncClient, stack: Stack) -> None:
+    created = await client.post("/v1/conversations", json={"title": "Pets"}, headers=as_user())
+    assert created.status_code == 201, created.text
+    conversation = created.json()
+    assert conversation["model"] == "default"
+    assert conversation["messages"] == []
+    stack.upstream.enqueue(
+        Reply(
+            content="Hello Ann",
+            usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+        )
+    )
+    reply = await client.post(
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"content": "Hi, I am Ann"},
+        headers=as_user(),
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(reply.text)
+    assert [name for name, _ in events] == ["delta", "delta", "usage", "done"]
+    assert "".join(data["text"] for name, data in events if name == "delta") == "Hello Ann"
+    assert events[2][1]["prompt_tokens"] == 9
+    assert events[-1][1] == {"model": "default", "finish_reason": "stop"}
+    stored = await client.get(f"/v1/conversations/{conversation['id']}", headers=as_user())
+    assert [(m["role"], m["content"]) for m in stored.json()["messages"]] == [
+        ("user", "Hi, I am Ann"),
+        ("assistant", "Hello Ann"),
+    ]
+
+
+@pytest.mark.parametrize(("subject", "tenant"), [("bob", "acme"), ("ann", "globex")])
+async def test_other_users_and_tenants_get_404(
+    client: httpx.AsyncClient, stack: Stack, subject: str, tenant: str
+) -> None:
+    conversation = (await client.post("/v1/conversations", json={}, headers=as_user())).json()
+    seen = await client.get(
+        f"/v1/conversations/{conversation['id']}", headers=as_user(subject, tenant)
+    )
+    assert seen.status_code == 404
+    assert seen.headers["content-type"].startswith("application/problem+json")
+    sent = await client.post(
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"content": "let me in"},
+        headers=as_user(subject, tenant),
+    )
+    assert sent.status_code == 404
+    assert not stack.upstream.requests
+
+
+async def test_bad_requests_are_problems(client: httpx.AsyncClient) -> None:
+    unknown_model = await client.post(
+        "/v1/conversations", json={"model": "nosuch"}, headers=as_user()
+    )
+    assert unknown_model.status_code == 404
+    extra = await client.post("/v1/conversations", json={"system": "obey"}, headers=as_user())
+    assert extra.status_code == 422
+    anonymous = await client.post("/v1/conversations", json={})
+    assert anonymous.status_code == 401
+
+
+async def test_streamed_ask_sends_typed_events(client: httpx.AsyncClient, stack: Stack) -> None:
+    stack.retrieval.put("acme", "kb", [("d1", "Paris is in France."), ("d2", "Rome.")])
+    stack.upstream.enqueue(Reply(content="Paris [1] [5]"))
+    response = await client.post(
+        "/v1/ask",
+        json={"question": "Where is Paris?", "collection": "kb", "stream": True},
+        headers=as_user(),
+    )
+    assert response.status_code == 200, response.text
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "sources"
+    assert names[-3:] == ["citations", "usage", "done"]
+    assert [s["document_id"] for s in events[0][1]["sources"]] == ["d1", "d2"]
+    assert [c["source"] for c in events[-3][1]["citations"]] == [1]
+
+
+async def test_streamed_summarize_and_errors(client: httpx.AsyncClient, stack: Stack) -> None:
+    stack.upstream.enqueue(Reply(content="short one"))
+    response = await client.post(
+        "/v1/summarize", json={"text": "Cats sleep.", "stream": True}, headers=as_user()
+    )
+    names = [name for name, _ in parse_sse(response.text)]
+    assert names == ["delta", "delta", "usage", "done"]
+    stack.upstream.enqueue(Reply(status=400, error={"message": "context too long"}))
+    failed = await client.post(
+        "/v1/summarize", json={"text": "Cats sleep.", "stream": True}, headers=as_user()
+    )
+    assert failed.status_code == 400
+    assert "context too long" in failed.json()["detail"]
+    stack.upstream.enqueue(Reply(content="one two three four", break_after=2))
+    broken = await client.post(
+        "/v1/summarize", json={"text": "Cats sleep.", "stream": True}, headers=as_user()
+    )
+    events = parse_sse(broken.text)
+    assert [name for name, _ in events] == ["delta", "delta", "error"]
+    assert events[-1][1]["status"] == 503
+
+
+@pytest.mark.slow
+async def test_a_client_disconnect_cancels_the_upstream_call(stack: Stack) -> None:
+    stack.upstream.reset()
+    async with httpx.AsyncClient(base_url=stack.live_url, timeout=10) as http:
+        conversation = (await http.post("/v1/conversations", json={}, headers=as_user())).json()
+        stack.upstream.enqueue(Reply(content="a b c d e f g h", chunk_delay=1.0))
+        async with http.stream(
+            "POST",
+            f"/v1/conversations/{conversation['id']}/messages",
+            json={"content": "Tell me slowly"},
+            headers=as_user(),
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("event: delta"):
+                    break
+        for _ in range(300):
+            if stack.upstream.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        assert stack.upstream.disconnects == 1, "the upstream call was not cancelled"
+        stored = await http.get(f"/v1/conversations/{conversation['id']}", headers=as_user())
+        assert stored.json()["messages"] == []

@@ -1,0 +1,249 @@
+"""Conversations over real gRPC: stored in SQLite and in real Redis, owned by one user of
+one tenant, trimmed to the context, optionally grounded in a collection."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as redis_asyncio
+
+from aimesh.llm.v1 import llm_pb2
+from tests.conftest import free_port
+from tests.llm_router.conftest import (
+    FixedRetrieval,
+    RunningRouter,
+    models_config,
+    openai_model,
+    openai_settings,
+    start_router,
+    stop_router,
+)
+from tests.llm_router.openai_server import FakeOpenAI, Reply
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def router(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    fake_openai: FakeOpenAI,
+    retrieval_server: tuple[FixedRetrieval, str],
+) -> AsyncIterator[RunningRouter]:
+    """A router whose conversations live in SQLite, or in Redis under a unique prefix."""
+    prefix = f"aimesh-test:{uuid.uuid4().hex}:"
+    store: dict[str, object] = (
+        {"redis_url": REDIS_URL, "redis_key_prefix": prefix}
+        if request.param == "redis"
+        else {"data_dir": tmp_path}
+    )
+    settings = openai_settings(
+        fake_openai.base_url, retrieval_service_addr=retrieval_server[1], **store
+    )
+    config = models_config(
+        {
+            "default": openai_model(fake_openai.base_url, max_tokens=100, context_window=600),
+            "big": openai_model(fake_openai.base_url, model="big", context_window=100_000),
+        }
+    )
+    running = await start_router(settings, config)
+    yield running
+    await stop_router(running)
+    if request.param == "redis":
+        client = redis_asyncio.Redis.from_url(REDIS_URL)
+        keys = [key async for key in client.scan_iter(f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def create(router: RunningRouter, tenant: str, user: str, **fields: str) -> str:
+    conversation = await router.stub.CreateConversation(
+        llm_pb2.CreateConversationRequest(tenant_id=tenant, user_id=user, **fields)
+    )
+    return conversation.id
+
+
+async def send(
+    router: RunningRouter, tenant: str, user: str, conversation_id: str, content: str
+) -> list[llm_pb2.StreamEvent]:
+    call = router.stub.SendMessage(
+        llm_pb2.SendMessageRequest(
+            tenant_id=tenant, user_id=user, conversation_id=conversation_id, content=content
+        )
+    )
+    return [event async for event in call]
+
+
+def kinds(events: list[llm_pb2.StreamEvent]) -> list[str]:
+    return [str(event.WhichOneof("event")) for event in events]
+
+
+async def test_a_conversation_remembers_its_turns(
+    router: RunningRouter, fake_openai: FakeOpenAI
+) -> None:
+    conversation_id = await create(router, "acme", "ann", title="Pets")
+    fake_openai.enqueue(Reply(content="Hello Ann"), Reply(content="You said hi"))
+    first = await send(router, "acme", "ann", conversation_id, "Hi, I am Ann")
+    assert kinds(first) == ["delta", "delta", "usage", "done"]
+    assert first[-1].done.model == "default"
+    await send(router, "acme", "ann", conversation_id, "What did I say?")
+    sent = fake_openai.requests[1].messages
+    assert sent[0]["role"] == "system"
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "Hi, I am Ann"),
+        ("assistant", "Hello Ann"),
+        ("user", "What did I say?"),
+    ]
+    stored = await router.stub.GetConversation(
+        llm_pb2.GetConversationRequest(
+            tenant_id="acme", user_id="ann", conversation_id=conversation_id
+        )
+    )
+    assert stored.title == "Pets"
+    assert stored.model == "default"
+    assert [(m.role, m.content) for m in stored.messages] == [
+        ("user", "Hi, I am Ann"),
+        ("assistant", "Hello Ann"),
+        ("user", "What did I say?"),
+        ("assistant", "You said hi"),
+    ]
+
+
+@pytest.mark.parametrize(("tenant", "user"), [("acme", "bob"), ("globex", "ann")])
+async def test_other_users_and_tenants_get_not_found(
+    router: RunningRouter, fake_openai: FakeOpenAI, tenant: str, user: str
+) -> None:
+    conversation_id = await create(router, "acme", "ann")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await router.stub.GetConversation(
+            llm_pb2.GetConversationRequest(
+                tenant_id=tenant, user_id=user, conversation_id=conversation_id
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await send(router, tenant, user, conversation_id, "let me in")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not fake_openai.requests
+    owner_view = await router.stub.GetConversation(
+        llm_pb2.GetConversationRequest(
+            tenant_id="acme", user_id="ann", conversation_id=conversation_id
+        )
+    )
+    assert not owner_view.messages
+
+
+async def test_validation(router: RunningRouter) -> None:
+    cases = [
+        llm_pb2.CreateConversationRequest(user_id="ann"),
+        llm_pb2.CreateConversationRequest(tenant_id="acme"),
+        llm_pb2.CreateConversationRequest(tenant_id="acme", user_id="ann", model="nosuch"),
+    ]
+    codes = []
+    for request in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await router.stub.CreateConversation(request)
+        codes.append(caught.value.code())
+    assert codes == [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+    ]
+    conversation_id = await create(router, "acme", "ann")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await send(router, "acme", "ann", conversation_id, "   ")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_history_is_trimmed_to_the_context_oldest_first(
+    router: RunningRouter, fake_openai: FakeOpenAI
+) -> None:
+    conversation_id = await create(router, "acme", "ann")
+    long_turn = "word " * 120
+    for index in range(4):
+        fake_openai.enqueue(Reply(content=f"reply {index}"))
+        await send(router, "acme", "ann", conversation_id, f"{index} {long_turn}")
+    last = fake_openai.requests[-1].messages
+    contents = [m["content"] for m in last[1:]]
+    # The context (600 tokens, 100 for the reply) holds the newest turns only.
+    assert contents[-1].startswith("3 ")
+    assert not any(c.startswith("0 ") for c in contents)
+    assert last[1]["role"] == "user"
+    big_id = await create(router, "acme", "ann", model="big")
+    fake_openai.enqueue(Reply(content="ok"))
+    await send(router, "acme", "ann", big_id, "short")
+    assert fake_openai.requests[-1].body["model"] == "big"
+
+
+async def test_a_grounded_conversation_sends_sources_and_checks_citations(
+    router: RunningRouter, fake_openai: FakeOpenAI, retrieval: FixedRetrieval
+) -> None:
+    retrieval.put("acme", "kb", [("doc-a", "Paris is the capital of France."), ("doc-b", "Rome.")])
+    conversation_id = await create(router, "acme", "ann", collection="kb")
+    fake_openai.enqueue(Reply(content="Paris [1], not [7]."))
+    events = await send(router, "acme", "ann", conversation_id, "Capital of France?")
+    assert kinds(events)[0] == "sources"
+    assert [item.document_id for item in events[0].sources.items] == ["doc-a", "doc-b"]
+    citations = next(e for e in events if e.WhichOneof("event") == "citations")
+    assert [(c.source, c.document_id) for c in citations.citations.items] == [(1, "doc-a")]
+    assert kinds(events)[-2:] == ["usage", "done"]
+    prompt = fake_openai.requests[0].messages[-1]["content"]
+    assert "[1] Paris is the capital of France." in prompt
+    assert prompt.endswith("Capital of France?")
+    assert retrieval.searches[0].tenant_id == "acme"
+    stored = await router.stub.GetConversation(
+        llm_pb2.GetConversationRequest(
+            tenant_id="acme", user_id="ann", conversation_id=conversation_id
+        )
+    )
+    assert stored.messages[0].content == "Capital of France?"
+
+
+async def test_a_cancelled_reply_is_not_stored_and_cancels_the_upstream(
+    router: RunningRouter, fake_openai: FakeOpenAI
+) -> None:
+    conversation_id = await create(router, "acme", "ann")
+    fake_openai.enqueue(Reply(content="slow", delay=5))
+    call = router.stub.SendMessage(
+        llm_pb2.SendMessageRequest(
+            tenant_id="acme", user_id="ann", conversation_id=conversation_id, content="Hi"
+        )
+    )
+    while not fake_openai.requests:  # noqa: ASYNC110 - wait for the upstream request
+        await asyncio.sleep(0.01)
+    call.cancel()
+    for _ in range(200):
+        if fake_openai.disconnects:
+            break
+        await asyncio.sleep(0.01)
+    assert fake_openai.disconnects == 1
+    stored = await router.stub.GetConversation(
+        llm_pb2.GetConversationRequest(
+            tenant_id="acme", user_id="ann", conversation_id=conversation_id
+        )
+    )
+    assert not stored.messages
+
+
+async def test_an_unreachable_redis_is_unavailable_not_a_crash(
+    fake_openai: FakeOpenAI, retrieval_server: tuple[FixedRetrieval, str]
+) -> None:
+    settings = openai_settings(
+        fake_openai.base_url,
+        retrieval_service_addr=retrieval_server[1],
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    running = await start_router(settings)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await create(running, "acme", "ann")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "conversation store unavailable" in (caught.value.details() or "")
+    finally:
+        await stop_router(running)
