@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh_common.server import GrpcServer
+from aimesh_gateway.db.engine import create_engine, default_url, migrate
 from aimesh_gateway.main import create_app
+from tests.conftest import free_port
 from tests.gateway.fakes import (
     FailingRouter,
     FakeRetrieval,
@@ -115,3 +122,66 @@ async def failing_client(failing_app: FastAPI) -> AsyncIterator[httpx.AsyncClien
     transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
+
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped after the session."""
+    name = f"aimesh_gw_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Each database backend the gateway supports: SQLite (default) and PostgreSQL."""
+    if request.param == "sqlite":
+        return default_url(tmp_path_factory.mktemp("gateway-db"))
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on each backend."""
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def live_gateway(fake_mesh: FakeMesh) -> AsyncIterator[str]:
+    """The gateway served by uvicorn on a free port (for clients that need real TCP)."""
+    port = free_port()
+    gateway = create_app(
+        settings_for(
+            router_addr=fake_mesh.router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(gateway, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 30)

@@ -8,7 +8,9 @@ with, so tests can check the tenant and request id the gateway passed on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +35,16 @@ class Call:
     tenant_id: str
     request_id: str | None
     request: Any
+    traceparent: str | None = None
 
 
 def _request_id(context: Any) -> str | None:
+    return _metadata_value(context, "x-request-id")
+
+
+def _metadata_value(context: Any, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
+        if key == name:
             return str(value)
     return None
 
@@ -54,7 +61,8 @@ class Recorder:
     calls: list[Call] = field(default_factory=list)
 
     def record(self, method: str, tenant_id: str, context: Any, request: Any) -> None:
-        self.calls.append(Call(method, tenant_id, _request_id(context), request))
+        traceparent = _metadata_value(context, "traceparent")
+        self.calls.append(Call(method, tenant_id, _request_id(context), request, traceparent))
 
     def last(self, method: str) -> Call:
         return next(call for call in reversed(self.calls) if call.method == method)
@@ -69,11 +77,24 @@ def _matches(metadata: dict[str, Any], flt: dict[str, Any]) -> bool:
     return all(metadata.get(key) == value for key, value in flt.items())
 
 
+def _collection_info(name: str) -> retrieval_pb2.CollectionInfo:
+    """A collection as the real service describes one created with its defaults."""
+    return retrieval_pb2.CollectionInfo(
+        name=name,
+        chunking=retrieval_pb2.ChunkingSettings(chunk_size=200, chunk_overlap=32),
+        index=retrieval_pb2.IndexSettings(index_type="FLAT"),
+        full_text=True,
+        dimension=384,
+    )
+
+
 class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
     """Per-tenant, per-collection documents; word chunks; score = share of query words found."""
 
     def __init__(self) -> None:
         self.store: dict[tuple[str, str], dict[str, StoredDocument]] = {}
+        self.collection_infos: dict[tuple[str, str], retrieval_pb2.CollectionInfo] = {}
+        self.jobs: dict[tuple[str, str], retrieval_pb2.IngestJob] = {}
         self.recorder = Recorder()
 
     def _collection(self, tenant_id: str, name: str) -> dict[str, StoredDocument]:
@@ -130,6 +151,76 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
             )
         return retrieval_pb2.ListDocumentsResponse(documents=documents)
 
+    async def CreateCollection(
+        self, request: retrieval_pb2.CreateCollectionRequest, context: Any
+    ) -> retrieval_pb2.CollectionInfo:
+        self.recorder.record("CreateCollection", request.tenant_id, context, request)
+        self.store.setdefault((request.tenant_id, request.collection), {})
+        info = _collection_info(request.collection)
+        if request.HasField("chunking") and request.chunking.chunk_size:
+            info.chunking.CopyFrom(request.chunking)
+        if request.HasField("index") and request.index.index_type:
+            info.index.CopyFrom(request.index)
+        self.collection_infos[(request.tenant_id, request.collection)] = info
+        return info
+
+    async def ListCollections(
+        self, request: retrieval_pb2.ListCollectionsRequest, context: Any
+    ) -> retrieval_pb2.ListCollectionsResponse:
+        self.recorder.record("ListCollections", request.tenant_id, context, request)
+        names = sorted(name for tenant, name in self.store if tenant == request.tenant_id)
+        return retrieval_pb2.ListCollectionsResponse(
+            collections=[
+                self.collection_infos.get((request.tenant_id, name)) or _collection_info(name)
+                for name in names
+            ]
+        )
+
+    async def DeleteCollection(
+        self, request: retrieval_pb2.DeleteCollectionRequest, context: Any
+    ) -> retrieval_pb2.DeleteCollectionResponse:
+        self.recorder.record("DeleteCollection", request.tenant_id, context, request)
+        if self.store.pop((request.tenant_id, request.collection), None) is None:
+            raise NotFound(f"collection {request.collection!r} does not exist")
+        return retrieval_pb2.DeleteCollectionResponse()
+
+    async def SubmitIngestJob(self, request_iterator: Any, context: Any) -> retrieval_pb2.IngestJob:
+        """Ingests the streamed documents at once and reports a finished job."""
+        tenant_id = collection = ""
+        documents: list[retrieval_pb2.Document] = []
+        async for part in request_iterator:
+            tenant_id = part.tenant_id or tenant_id
+            collection = part.collection or collection
+            documents.extend(part.documents)
+        upsert = retrieval_pb2.UpsertDocumentsRequest(
+            tenant_id=tenant_id, collection=collection, documents=documents
+        )
+        reply = await self.UpsertDocuments(upsert, context)
+        chunks = sum(result.chunks for result in reply.results)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        job = retrieval_pb2.IngestJob(
+            id=uuid.uuid4().hex,
+            collection=collection,
+            state=retrieval_pb2.JOB_STATE_SUCCEEDED,
+            documents_total=len(documents),
+            documents_done=len(documents),
+            chunks_total=chunks,
+            chunks_embedded=chunks,
+            created_at=now,
+            updated_at=now,
+        )
+        self.jobs[(tenant_id, job.id)] = job
+        return job
+
+    async def GetIngestJob(
+        self, request: retrieval_pb2.GetIngestJobRequest, context: Any
+    ) -> retrieval_pb2.IngestJob:
+        self.recorder.record("GetIngestJob", request.tenant_id, context, request)
+        job = self.jobs.get((request.tenant_id, request.job_id))
+        if job is None:
+            raise NotFound(f"job {request.job_id!r} does not exist")
+        return job
+
     async def Search(
         self, request: retrieval_pb2.SearchRequest, context: Any
     ) -> retrieval_pb2.SearchResponse:
@@ -176,7 +267,85 @@ def _alias(model: str) -> str:
     return alias
 
 
-class FakeRouter(llm_pb2_grpc.LLMRouterServiceServicer):
+class _StreamingAndConversations:
+    """The router's streamed tasks (built on the fake's own Summarize and Answer) and
+    in-memory conversations; the real ones are tested against the real router in
+    tests/llm_router and routes/test_conversations.py."""
+
+    Summarize: Callable[[Any, Any], Awaitable[Any]]
+    Answer: Callable[[Any, Any], Awaitable[Any]]
+
+    @property
+    def conversations(self) -> dict[str, llm_pb2.Conversation]:
+        stored: dict[str, llm_pb2.Conversation] = vars(self).setdefault("_conversations", {})
+        return stored
+
+    @property
+    def owners(self) -> dict[str, tuple[str, str]]:
+        stored: dict[str, tuple[str, str]] = vars(self).setdefault("_owners", {})
+        return stored
+
+    async def StreamSummarize(
+        self, request: llm_pb2.SummarizeRequest, context: Any
+    ) -> AsyncIterator[llm_pb2.StreamEvent]:
+        reply = await self.Summarize(request, context)
+        yield llm_pb2.StreamEvent(delta=reply.summary)
+        yield llm_pb2.StreamEvent(usage=reply.usage)
+        yield llm_pb2.StreamEvent(done=llm_pb2.StreamDone(model=reply.model, finish_reason="stop"))
+
+    async def StreamAnswer(
+        self, request: llm_pb2.AnswerRequest, context: Any
+    ) -> AsyncIterator[llm_pb2.StreamEvent]:
+        reply = await self.Answer(request, context)
+        yield llm_pb2.StreamEvent(sources=llm_pb2.SourceList(items=reply.citations))
+        yield llm_pb2.StreamEvent(delta=reply.answer)
+        yield llm_pb2.StreamEvent(citations=llm_pb2.SourceList(items=reply.citations))
+        yield llm_pb2.StreamEvent(usage=reply.usage)
+        yield llm_pb2.StreamEvent(done=llm_pb2.StreamDone(model=reply.model, finish_reason="stop"))
+
+    def _owned(self, tenant_id: str, user_id: str, conversation_id: str) -> llm_pb2.Conversation:
+        if self.owners.get(conversation_id) != (tenant_id, user_id):
+            raise NotFound(f"conversation {conversation_id!r} does not exist")
+        return self.conversations[conversation_id]
+
+    async def CreateConversation(
+        self, request: llm_pb2.CreateConversationRequest, context: Any
+    ) -> llm_pb2.Conversation:
+        conversation = llm_pb2.Conversation(
+            id=uuid.uuid4().hex,
+            model=_alias(request.model),
+            collection=request.collection,
+            title=request.title,
+            created_at=time.time(),
+        )
+        self.conversations[conversation.id] = conversation
+        self.owners[conversation.id] = (request.tenant_id, request.user_id)
+        return conversation
+
+    async def GetConversation(
+        self, request: llm_pb2.GetConversationRequest, context: Any
+    ) -> llm_pb2.Conversation:
+        return self._owned(request.tenant_id, request.user_id, request.conversation_id)
+
+    async def SendMessage(
+        self, request: llm_pb2.SendMessageRequest, context: Any
+    ) -> AsyncIterator[llm_pb2.StreamEvent]:
+        conversation = self._owned(request.tenant_id, request.user_id, request.conversation_id)
+        reply = f"echo: {request.content}"
+        conversation.messages.extend(
+            [
+                llm_pb2.ChatMessage(role="user", content=request.content),
+                llm_pb2.ChatMessage(role="assistant", content=reply),
+            ]
+        )
+        yield llm_pb2.StreamEvent(delta=reply)
+        yield llm_pb2.StreamEvent(usage=_usage(request.content, reply))
+        yield llm_pb2.StreamEvent(
+            done=llm_pb2.StreamDone(model=conversation.model, finish_reason="stop")
+        )
+
+
+class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServicer):
     """Echoes the last user message word by word; answers by quoting retrieved chunks."""
 
     def __init__(self, retrieval_addr: str) -> None:
@@ -269,7 +438,7 @@ class FakeRouter(llm_pb2_grpc.LLMRouterServiceServicer):
         )
 
 
-class FailingRouter(llm_pb2_grpc.LLMRouterServiceServicer):
+class FailingRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServicer):
     """Every call fails with ``self.error`` (set by the test); the interceptor maps it.
 
     ``error`` may also be a callable ``(context) -> awaitable`` for codes that have no

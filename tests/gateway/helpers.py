@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +24,18 @@ JWT_SECRET = "test-jwt-secret-long-enough-for-hs256-hs384-and-hs512-0123456789"
 TENANT = "acme"
 
 
+_DATA_DIR: Path | None = None
+
+
+def test_data_dir() -> Path:
+    """One temporary data directory (SQLite database) for this test process."""
+    global _DATA_DIR
+    if _DATA_DIR is None:
+        _DATA_DIR = Path(tempfile.mkdtemp(prefix="aimesh-gateway-test-"))
+        atexit.register(shutil.rmtree, _DATA_DIR, True)
+    return _DATA_DIR
+
+
 def settings_for(
     *, router_addr: str, retrieval_addr: str, embedding_addr: str, **overrides: Any
 ) -> Settings:
@@ -30,6 +46,7 @@ def settings_for(
         "retrieval_service_addr": retrieval_addr,
         "embedding_service_addr": embedding_addr,
         "request_timeout_seconds": 10.0,
+        "data_dir": test_data_dir(),
         **overrides,
     }
     return Settings(**values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -191,3 +192,22 @@ async def test_unexpected_exception_is_a_generic_500(
     assert logged
     assert getattr(logged[0], "request_id", None) == "boom-1"
     assert "hunter2" in str(logged[0].exc_info[1])  # type: ignore[index]
+
+
+async def test_backend_errors_are_counted_by_service_and_code(
+    failing_client: httpx.AsyncClient, failing_app: FastAPI, fake_mesh: FakeMesh
+) -> None:
+    registry = failing_app.state.metrics.registry
+    labels = {"service": "aimesh.llm.v1.LLMRouterService", "code": "UNAVAILABLE"}
+    before = registry.get_sample_value("aimesh_upstream_errors_total", labels) or 0.0
+    fake_mesh.failing.error = Unavailable("down")
+    response = await failing_client.post("/v1/summarize", json={"text": "t"}, headers=user())
+    assert_problem(response, 503)
+    for _ in range(100):  # the status is recorded by a task that follows the call
+        after = registry.get_sample_value("aimesh_upstream_errors_total", labels)
+        if after == before + 1:
+            break
+        await asyncio.sleep(0.01)
+    assert after == before + 1
+    text = (await failing_client.get("/metrics")).text
+    assert 'aimesh_upstream_errors_total{code="UNAVAILABLE"' in text

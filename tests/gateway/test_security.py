@@ -107,7 +107,7 @@ def _forged(alg: str) -> str:
         (jwt.encode({k: v for k, v in valid_claims().items() if k != "sub"}, JWT_SECRET), "sub"),
         (jwt.encode({k: v for k, v in valid_claims().items() if k != "aud"}, JWT_SECRET), "aud"),
         (jwt.encode(valid_claims(roles={"admin": True}), JWT_SECRET), "roles"),
-        (jwt.encode(valid_claims(nbf=int(time.time()) + 600), JWT_SECRET), "invalid token"),
+        (jwt.encode(valid_claims(nbf=int(time.time()) + 600), JWT_SECRET), "not yet valid"),
         ("not.a.jwt", "invalid token"),
     ],
 )

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
 
 from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_gateway.api.main import routers
 from aimesh_gateway.core.backends import Backends
+from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import install_exception_handlers
-from aimesh_gateway.core.metrics import HttpMetrics
+from aimesh_gateway.core.keys import KeyStore
+from aimesh_gateway.core.limits import tenant_limit_loader
+from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrorInterceptor
 from aimesh_gateway.core.middleware import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
     RequestContextMiddleware,
     RequestIdLogFilter,
+    TimeoutMiddleware,
 )
+from aimesh_gateway.core.oidc import OidcVerifier
+from aimesh_gateway.core.ratelimit import RateLimiter, TenantLimitSource
+from aimesh_gateway.core.security import Authenticator
+from aimesh_gateway.core.tracing import TracingMiddleware, create_tracer_provider
+from aimesh_gateway.core.usage import UsageMeter
+from aimesh_gateway.core.users import UserStore
+from aimesh_gateway.db.engine import create_engine, migrate, session_factory
 from aimesh_gateway.schemas.problem import Problem
 
 log = logging.getLogger("aimesh.gateway")
@@ -39,11 +52,51 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backends = Backends.connect(settings)
-        try:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings.resolved_database_url())
+            stack.push_async_callback(engine.dispose)
+            if settings.migrate_on_start:
+                await migrate(engine)
+            sessions = session_factory(engine)
+            app.state.db_sessions = sessions
+            app.state.key_store = KeyStore(sessions, settings.api_key_cache_seconds)
+            app.state.user_store = UserStore(sessions, settings)
+            app.state.tenant_limits = TenantLimitSource(tenant_limit_loader(sessions))
+            oidc = None
+            if settings.oidc_issuer is not None:
+                oidc = OidcVerifier(
+                    settings.oidc_issuer,
+                    settings.oidc_audience or settings.jwt_audience,
+                    list(settings.oidc_algorithms),
+                    settings.oidc_jwks_cache_seconds,
+                    settings.oidc_leeway_seconds,
+                )
+                stack.push_async_callback(oidc.close)
+            app.state.authenticator = Authenticator(settings, app.state.key_store, oidc)
+            redis = None
+            if settings.redis_url is not None:
+                redis = Redis.from_url(
+                    settings.redis_url.get_secret_value(),
+                    socket_connect_timeout=0.5,
+                    socket_timeout=0.5,
+                )
+                stack.push_async_callback(redis.aclose)
+            app.state.redis = redis
+            app.state.limiter = RateLimiter(
+                settings, app.state.metrics, redis, app.state.tenant_limits
+            )
+            app.state.cache = ResponseCache(
+                redis, settings.redis_key_prefix, settings.cache_ttl_seconds, app.state.metrics
+            )
+            app.state.usage = UsageMeter(sessions, app.state.limiter, app.state.metrics)
+            stack.push_async_callback(app.state.usage.drain)
+            app.state.backends = Backends.connect(
+                settings, [UpstreamErrorInterceptor(app.state.metrics.upstream_errors)]
+            )
+            stack.push_async_callback(app.state.backends.close)
+            if app.state.tracer_provider is not None:
+                stack.callback(app.state.tracer_provider.shutdown)
             yield
-        finally:
-            await app.state.backends.close()
 
     app = FastAPI(
         title="aimesh gateway",
@@ -59,16 +112,22 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Added innermost first: the request context wraps everything, the body limit is inside.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TimeoutMiddleware, seconds=settings.http_timeout_seconds)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=False,  # bearer tokens, never cookies: no credentialed CORS
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.state.tracer_provider = None
+    if settings.otlp_endpoint is not None:
+        # Outermost, so the span covers everything, including the request context.
+        app.state.tracer_provider = create_tracer_provider(settings.otlp_endpoint)
+        app.add_middleware(TracingMiddleware, provider=app.state.tracer_provider)
     _register_problem_schema(app)
     return app
 
@@ -90,21 +149,39 @@ def _register_problem_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def main() -> None:
-    settings = load_settings(Settings)
+def _configure_logging(settings: Settings) -> None:
     configure_logging("gateway", settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdLogFilter())
-    log.info("starting", extra={"host": settings.host, "port": settings.port})
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the JSON logging configured above
-        access_log=False,  # the request middleware writes the access log
-        timeout_graceful_shutdown=int(settings.grace_seconds),
-        server_header=False,
-    )
+
+
+def app_from_env() -> FastAPI:
+    """The app factory each uvicorn worker process calls (settings from the environment)."""
+    settings = load_settings(Settings)
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def main() -> None:
+    settings = load_settings(Settings)
+    _configure_logging(settings)
+    workers = settings.resolved_workers()
+    log.info("starting", extra={"host": settings.host, "port": settings.port, "workers": workers})
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # keep the JSON logging configured above
+        "access_log": False,  # the request middleware writes the access log
+        "timeout_graceful_shutdown": int(settings.grace_seconds),
+        "server_header": False,
+    }
+    if workers > 1:
+        # A worker imports the whole app before it answers the supervisor's ping; on a busy
+        # node that takes longer than uvicorn's 5 s default, and it would be killed in a loop.
+        options["timeout_worker_healthcheck"] = 60
+        uvicorn.run("aimesh_gateway.main:app_from_env", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

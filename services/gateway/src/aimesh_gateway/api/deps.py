@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from aimesh_gateway.core.backends import Backends
+from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import request_id_of
-from aimesh_gateway.core.security import AuthenticationError, Principal, Role, authenticate
+from aimesh_gateway.core.keys import KeyStore
+from aimesh_gateway.core.ratelimit import RateLimiter
+from aimesh_gateway.core.security import AuthenticationError, Authenticator, Principal, Role
+from aimesh_gateway.core.tracing import trace_metadata
+from aimesh_gateway.core.usage import UsageMeter
+from aimesh_gateway.core.users import UserStore
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN
 
 API_PREFIX = "/v1"
@@ -28,8 +36,20 @@ def get_backends(request: Request) -> Backends:
     return backends
 
 
+def get_key_store(request: Request) -> KeyStore:
+    store: KeyStore = request.app.state.key_store
+    return store
+
+
+def get_user_store(request: Request) -> UserStore:
+    store: UserStore = request.app.state.user_store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
+KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
+UserStoreDep = Annotated[UserStore, Depends(get_user_store)]
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,9 @@ class CallOptions:
 
 def get_call_options(request: Request, settings: SettingsDep) -> CallOptions:
     request_id = request_id_of(request)
-    metadata = (("x-request-id", request_id),) if request_id else ()
+    metadata: tuple[tuple[str, str], ...] = (("x-request-id", request_id),) if request_id else ()
+    if request.app.state.tracer_provider is not None:
+        metadata += trace_metadata()
     return CallOptions(timeout=settings.request_timeout_seconds, metadata=metadata)
 
 
@@ -51,13 +73,19 @@ CallOptionsDep = Annotated[CallOptions, Depends(get_call_options)]
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="An API key or an HS256 JWT (`aud` aimesh, tenant in `tenant_id`).",
+    description="An API key (`am_...`), a JWT from POST /v1/auth/token, an HS256 JWT signed "
+    "with the shared secret, or an RS256/ES256 JWT from the configured OIDC issuer.",
 )
 
 
-def get_principal(
+def get_authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+async def get_principal(
     request: Request,
-    settings: SettingsDep,
+    authenticator: Annotated[Authenticator, Depends(get_authenticator)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     """The authenticated caller; 401 with ``WWW-Authenticate: Bearer`` otherwise."""
@@ -68,7 +96,7 @@ def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        principal = authenticate(credentials.credentials, settings)
+        principal = await authenticator.authenticate(credentials.credentials)
     except AuthenticationError as error:
         raise HTTPException(
             401, error.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -81,19 +109,95 @@ def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_role(role: Role) -> Callable[[Principal], Principal]:
+def require_role(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
     """A dependency that passes principals holding ``role`` (or a higher one); 403 otherwise."""
 
-    def dependency(principal: CurrentPrincipal) -> Principal:
+    async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
         if not principal.has_role(role):
             raise HTTPException(403, f"this operation needs the role {role.name.lower()}")
+        limiter: RateLimiter = request.app.state.limiter
+        await limiter.admit(request, principal)
         return principal
 
+    # Read by the route audit (tests/gateway/test_authorization.py): every non-public route
+    # must depend on one of these.
+    dependency.required_role = role  # type: ignore[attr-defined]
     return dependency
 
 
 UserPrincipal = Annotated[Principal, Depends(require_role(Role.USER))]
 EditorPrincipal = Annotated[Principal, Depends(require_role(Role.EDITOR))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+
+@dataclass(frozen=True)
+class UsageContext:
+    """Records the tokens of this request's call for its principal (TPM budgets, metrics,
+    usage records)."""
+
+    meter: UsageMeter
+    principal: Principal
+    route: str
+
+    async def record(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        await self.meter.record(self.principal, self.route, model, prompt_tokens, completion_tokens)
+
+
+def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:
+    route = getattr(request.scope.get("route"), "path_format", request.url.path)
+    return UsageContext(request.app.state.usage, principal, str(route))
+
+
+UsageDep = Annotated[UsageContext, Depends(get_usage)]
+
+
+@dataclass
+class CacheContext:
+    """The response cache as one route sees it (tenant and route fixed)."""
+
+    cache: ResponseCache
+    tenant_id: str
+    route: str
+    bypass: bool
+
+    async def lookup(
+        self, model: str, payload: Any, collection: str | None = None
+    ) -> tuple[str | None, Response | None]:
+        """``(key, cached response)``; the key is None when caching is off."""
+        if not self.cache.enabled:
+            return None, None
+        generation = 0
+        if collection is not None:
+            try:
+                generation = await self.cache.generation(self.tenant_id, collection)
+            except RedisError:
+                return None, None
+        key = self.cache.key(self.tenant_id, self.route, model, payload, generation)
+        if self.bypass:
+            self.cache.metrics.cache.labels(self.route, "bypass").inc()
+            return key, None
+        body = await self.cache.get(key, self.route)
+        if body is None:
+            return key, None
+        return key, Response(body, media_type="application/json", headers={"X-Cache": "hit"})
+
+    async def store(self, key: str | None, model: BaseModel) -> None:
+        if key is not None:
+            await self.cache.set(key, model.model_dump_json().encode())
+
+
+def get_cache(request: Request, principal: CurrentPrincipal) -> CacheContext:
+    route = getattr(request.scope.get("route"), "path_format", request.url.path)
+    directives = request.headers.get("cache-control", "").lower()
+    return CacheContext(
+        request.app.state.cache,
+        principal.tenant_id,
+        str(route),
+        bypass="no-cache" in directives or "no-store" in directives,
+    )
+
+
+CacheDep = Annotated[CacheContext, Depends(get_cache)]
 
 
 CollectionPath = Annotated[

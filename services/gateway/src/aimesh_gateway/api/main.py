@@ -8,14 +8,34 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aimesh_gateway.api.routes import ask, chat, documents, health, models, search, summarize
+from aimesh_gateway.api.routes import (
+    admin,
+    ask,
+    auth,
+    chat,
+    collections,
+    conversations,
+    documents,
+    embeddings,
+    health,
+    jobs,
+    models,
+    search,
+    summarize,
+)
 
 routers: tuple[APIRouter, ...] = (
     health.router,
+    auth.router,
+    admin.router,
+    collections.router,
+    jobs.router,
     documents.router,
     search.router,
     ask.router,
     summarize.router,
     chat.router,
+    conversations.router,
     models.router,
+    embeddings.router,
 )

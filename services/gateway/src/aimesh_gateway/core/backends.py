@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,12 +28,19 @@ class Backends:
     channels: dict[str, grpc.aio.Channel]
 
     @classmethod
-    def connect(cls, settings: Settings) -> Backends:
+    def connect(
+        cls,
+        settings: Settings,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+    ) -> Backends:
         """Create the channels (lazily connecting: nothing is dialled until the first call)."""
         channels = {
-            "llm-router": create_channel(settings.llm_router_service_addr),
-            "retrieval": create_channel(settings.retrieval_service_addr),
-            "embedding": create_channel(settings.embedding_service_addr),
+            name: create_channel(addr, interceptors=interceptors)
+            for name, addr in (
+                ("llm-router", settings.llm_router_service_addr),
+                ("retrieval", settings.retrieval_service_addr),
+                ("embedding", settings.embedding_service_addr),
+            )
         }
         return cls(
             llm_router=llm_pb2_grpc.LLMRouterServiceStub(channels["llm-router"]),

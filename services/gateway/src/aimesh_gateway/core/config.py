@@ -7,8 +7,9 @@ mounted file (``AIMESH_ADMIN_API_KEY_FILE``, ``AIMESH_JWT_SECRET_FILE``) and are
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -17,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from aimesh_common.settings import ServiceSettings, service_addr
 
 MIN_JWT_SECRET_BYTES = 32
+OidcAlgorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 MIN_ADMIN_KEY_CHARS = 16
 
 
@@ -77,11 +79,110 @@ class Settings(ServiceSettings):
     jwt_tenant_claim: str = Field("tenant_id", min_length=1, description="Claim naming the tenant.")
     jwt_roles_claim: str = Field("roles", min_length=1, description="Claim listing the roles.")
 
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="uvicorn worker processes; 0 picks one per core (max 4) when "
+        "AIMESH_REDIS_URL is set, else 1.",
+    )
+    data_dir: Path = Field(
+        Path(".aimesh"), description="Directory of local data (the default SQLite database)."
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pw@host/db. Unset: "
+        "SQLite at <data_dir>/gateway.db.",
+    )
+    migrate_on_start: bool = Field(
+        True, description="Apply the database migrations when the gateway starts."
+    )
+
+    api_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a verified API key is trusted without a database read; a key "
+        "revoked elsewhere stops working within this time.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        description="OIDC issuer URL; its discovery document and JWKS verify RS256/ES256 JWTs. "
+        "Unset disables OIDC.",
+    )
+    oidc_audience: str | None = Field(
+        None, description="Required `aud` of OIDC tokens (default: jwt_audience)."
+    )
+    oidc_algorithms: list[OidcAlgorithm] = Field(
+        default_factory=lambda: list[OidcAlgorithm](["RS256", "ES256"]),
+        description="Asymmetric algorithms accepted from the OIDC issuer.",
+    )
+    oidc_jwks_cache_seconds: float = Field(
+        300.0, gt=0, description="How long fetched signing keys are trusted before a refetch."
+    )
+    oidc_leeway_seconds: int = Field(
+        30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat."
+    )
+    access_token_ttl_seconds: int = Field(
+        900, ge=60, le=86400, description="Lifetime of access tokens from /v1/auth/token."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        7 * 86400, ge=300, description="Lifetime of refresh tokens from /v1/auth/token."
+    )
+    token_issuer: str = Field(
+        "aimesh-gateway", min_length=1, description="`iss` of the tokens the gateway issues."
+    )
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL for rate limits and the response cache shared by replicas. "
+        "Unset: in-process limiter and cache (one process only).",
+    )
+    rate_limit_rpm: int = Field(
+        0, ge=0, description="Default requests per minute per API key or user (0: unlimited)."
+    )
+    rate_limit_tpm: int = Field(
+        0, ge=0, description="Default tokens per minute per API key or user (0: unlimited)."
+    )
+    tenant_rate_limit_rpm: int = Field(
+        0, ge=0, description="Default requests per minute per tenant (0: unlimited)."
+    )
+    tenant_rate_limit_tpm: int = Field(
+        0, ge=0, description="Default tokens per minute per tenant (0: unlimited)."
+    )
+    rate_limit_redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="When Redis is unreachable: open admits requests, closed answers 503.",
+    )
+    redis_key_prefix: str = Field(
+        "aimesh:", description="Prefix of every Redis key the gateway writes."
+    )
+
+    cache_ttl_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Lifetime of cached deterministic answers (search, embeddings, "
+        "temperature-0 chat); 0 disables the cache.",
+    )
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); traces "
+        "are off when unset.",
+    )
+
     max_body_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )
     request_timeout_seconds: float = Field(
         60.0, gt=0, le=3600, description="Deadline of each gRPC call to a backend."
+    )
+    http_timeout_seconds: float = Field(
+        90.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for a response to start (504 beyond); streams that have "
+        "started are not cut.",
     )
     readiness_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="How long /readyz waits for each backend's health check."
@@ -91,6 +192,22 @@ class Settings(ServiceSettings):
         description="Origins allowed by CORS (JSON list). Empty disables CORS. Credentials "
         "(cookies) are never allowed: clients send a bearer token.",
     )
+
+    def resolved_workers(self) -> int:
+        """Worker processes: as configured, else one per core (at most 4) when Redis makes
+        limits and cache shared, else 1 (in-process limits hold only within one process)."""
+        if self.workers > 0:
+            return self.workers
+        if self.redis_url is None:
+            return 1
+        return max(1, min(4, os.cpu_count() or 1))
+
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        from aimesh_gateway.db.engine import default_url
+
+        return default_url(self.data_dir)
 
     @field_validator("admin_api_key")
     @classmethod

@@ -83,12 +83,17 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem+json response about ``request``."""
+    """A problem+json response about ``request``. On the OpenAI-compatible routes the body also
+    carries OpenAI's ``error`` object (an RFC 9457 extension member), so OpenAI SDKs read the
+    message and type while every other client still gets a plain problem."""
+    path = request.url.path
+    if path in OPENAI_PATHS:
+        extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
     return JSONResponse(
         problem_body(
             status,
             detail,
-            instance=request.url.path,
+            instance=path,
             request_id=request_id_of(request),
             extra=extra,
         ),
@@ -96,6 +101,26 @@ def problem_response(
         headers=headers,
         media_type=PROBLEM_MEDIA_TYPE,
     )
+
+
+OPENAI_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
+)
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    """OpenAI's error object for ``status``."""
+    kind = _OPENAI_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+    code = "rate_limit_exceeded" if status == 429 else None
+    return {"message": message, "type": kind, "param": None, "code": code}
 
 
 def grpc_status_to_http(code: grpc.StatusCode, details: str | None) -> tuple[int, str]:

@@ -7,6 +7,10 @@ raw path, so label cardinality stays bounded whatever callers send.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import grpc
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -49,6 +53,35 @@ class HttpMetrics:
             registry=self.registry,
         )
 
+        self.rate_limited = Counter(
+            "aimesh_rate_limited_total",
+            "Requests refused with 429 by the rate limiter.",
+            registry=self.registry,
+        )
+        self.limiter_errors = Counter(
+            "aimesh_rate_limit_store_errors_total",
+            "Rate-limit checks that could not reach the shared store (policy applied).",
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "aimesh_cache_requests_total",
+            "Response cache lookups, by route and result (hit, miss, bypass, error).",
+            ["route", "result"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "aimesh_upstream_errors_total",
+            "gRPC calls to a backend that ended in an error, by backend service and status code.",
+            ["service", "code"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "aimesh_tokens_total",
+            "Tokens spent, by kind (prompt, completion).",
+            ["kind"],
+            registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
@@ -56,3 +89,48 @@ class HttpMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _service_of(method: str | bytes) -> str:
+    """``/aimesh.llm.v1.LLMRouterService/Answer`` -> ``aimesh.llm.v1.LLMRouterService``."""
+    text = method.decode() if isinstance(method, bytes) else method
+    return text.lstrip("/").partition("/")[0]
+
+
+class UpstreamErrorInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+):
+    """Counts backend calls that end in a non-OK status (calls we cancel are not errors).
+
+    The status is awaited in a background task so a stream is relayed as it arrives.
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def _watch(self, method: str | bytes, call: Any) -> None:
+        code = await call.code()
+        if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            self.counter.labels(_service_of(method), code.name).inc()
+
+    def _follow(self, method: str | bytes, call: Any) -> Any:
+        task = asyncio.ensure_future(self._watch(method, call))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+        return call
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self._follow(
+            client_call_details.method, await continuation(client_call_details, request)
+        )
+
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self._follow(
+            client_call_details.method, await continuation(client_call_details, request)
+        )

@@ -7,6 +7,8 @@ untouched and the body limit can count bytes as they arrive, with or without Con
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -32,6 +34,16 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Probes are logged at DEBUG so they do not drown the access log.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Sent on every response: an API never needs to be framed, sniffed or cached by a proxy unless
+# a route says otherwise.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
 
 request_id_var: ContextVar[str | None] = ContextVar("aimesh_request_id", default=None)
 
@@ -90,19 +102,34 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         status = 500
         started = False
+        docs_page = str(scope.get("path", "")).startswith(("/docs", "/redoc"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
                 status = int(message["status"])
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                rate_limit = state.get("rate_limit")
+                if rate_limit is not None:
+                    limit, remaining, reset = rate_limit
+                    headers["RateLimit-Limit"] = str(limit)
+                    headers["RateLimit-Remaining"] = str(remaining)
+                    headers["RateLimit-Reset"] = str(reset)
+                for name, value in SECURITY_HEADERS:
+                    if name == "Content-Security-Policy" and docs_page:
+                        continue  # the interactive docs load their scripts from a CDN
+                    if name not in headers:
+                        headers[name] = value
             await send(message)
 
         start = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
+            if 200 <= status < 300:
+                await _invalidate_written_collection(scope)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if started:
@@ -142,6 +169,27 @@ class RequestContextMiddleware:
         )
 
 
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ_ONLY_SUFFIXES = ("/search", "/ask", "/summarize")
+
+
+async def _invalidate_written_collection(scope: Scope) -> None:
+    """After a successful write to a collection (any route with a ``{collection}`` path
+    parameter, except the read-only ones), cached answers about it are dropped."""
+    if scope.get("method") not in _WRITE_METHODS:
+        return
+    collection = scope.get("path_params", {}).get("collection")
+    tenant = scope.get("state", {}).get("tenant_id")
+    app = scope.get("app")
+    if not isinstance(collection, str) or not isinstance(tenant, str) or app is None:
+        return
+    if route_template(scope).endswith(_READ_ONLY_SUFFIXES):
+        return
+    cache = getattr(app.state, "cache", None)
+    if cache is not None:
+        await cache.invalidate_collection(tenant, collection)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` once a body passes the limit; rendered as a 413 problem."""
 
@@ -149,12 +197,29 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
-class BodyLimitMiddleware:
-    """Rejects request bodies larger than ``max_bytes`` with 413.
+MAX_BODY_EXTRA = "x-max-body-bytes"
+"""``openapi_extra`` key a route sets to get its own body limit (e.g. uploads)."""
 
-    The check runs where the body is read: a declared Content-Length over the limit fails
-    before any byte is read, and a body without one (chunked) is counted as it streams in and
-    fails as soon as it passes the limit, so no oversized body is ever buffered.
+
+def route_body_limit(scope: Scope, default: int) -> int:
+    """The matched route's own limit (``openapi_extra={"x-max-body-bytes": N}``) or
+    ``default``."""
+    extra = getattr(scope.get("route"), "openapi_extra", None)
+    if isinstance(extra, dict):
+        value = extra.get(MAX_BODY_EXTRA)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+class BodyLimitMiddleware:
+    """Rejects request bodies larger than the route's limit with 413.
+
+    The limit is the route's own (``x-max-body-bytes`` in its ``openapi_extra``) or
+    ``max_bytes``. The check runs where the body is read, which is after routing: a declared
+    Content-Length over the limit fails before any byte is read, and a body without one
+    (chunked) is counted as it streams in and fails as soon as it passes the limit, so no
+    oversized body is ever buffered.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -166,20 +231,65 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        too_large_declared = (
-            declared is not None and declared.isdigit() and int(declared) > self.max_bytes
-        )
+        declared_bytes = int(declared) if declared is not None and declared.isdigit() else None
         received = 0
+        limit: int | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
-            if too_large_declared:
-                raise BodyTooLarge(self.max_bytes)
+            nonlocal received, limit
+            if limit is None:
+                limit = route_body_limit(scope, self.max_bytes)
+            if declared_bytes is not None and declared_bytes > limit:
+                raise BodyTooLarge(limit)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class TimeoutMiddleware:
+    """Answers 504 when a request has produced no response within ``seconds``.
+
+    Only the wait for the response's start is bounded: a stream (SSE) that has begun runs to
+    its end (its backend call has its own deadline).
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, send_tracking))
+        done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        if task in done or started:
+            await task
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.warning("request timed out", extra={"timeout_seconds": self.seconds})
+        request_id = scope.get("state", {}).get("request_id")
+        body = problem_body(
+            504,
+            f"the request took longer than {self.seconds:g} s",
+            instance=scope.get("path"),
+            request_id=request_id,
+        )
+        await JSONResponse(body, status_code=504, media_type=PROBLEM_MEDIA_TYPE)(
+            scope, receive, send
+        )

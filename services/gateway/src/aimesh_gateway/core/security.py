@@ -1,6 +1,9 @@
 """Who is calling: a bearer credential resolved to a principal (subject, tenant, roles).
 
-Two kinds of credential are accepted:
+Four kinds of credential are accepted (:class:`Authenticator`):
+
+* API keys (``am_<prefix>_<secret>``) from the key store, see ``core/keys.py``;
+* RS256/ES256 JWTs from the configured OIDC issuer, see ``core/oidc.py``;
 
 * the bootstrap admin API key (``AIMESH_ADMIN_API_KEY``), compared in constant time; it acts
   as role ``admin`` in ``admin_tenant``;
@@ -23,7 +26,10 @@ from typing import Any, Literal
 import jwt
 
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.keys import KeyStore, parse_key
+from aimesh_gateway.core.oidc import OidcError, OidcVerifier
 
+BOOTSTRAP_SUBJECT = "admin-api-key"
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -50,6 +56,9 @@ class Principal:
     tenant_id: str
     roles: frozenset[Role]
     method: Literal["api_key", "jwt"]
+    rpm: int | None = None
+    """Per-principal overrides of the default limits (set on API keys)."""
+    tpm: int | None = None
 
     def has_role(self, required: Role) -> bool:
         return any(role >= required for role in self.roles)
@@ -72,7 +81,7 @@ def authenticate(credential: str, settings: Settings) -> Principal:
         credential.encode(), admin_key.get_secret_value().encode()
     ):
         return Principal(
-            subject="admin-api-key",
+            subject=BOOTSTRAP_SUBJECT,
             tenant_id=settings.admin_tenant,
             roles=frozenset({Role.ADMIN}),
             method="api_key",
@@ -85,6 +94,13 @@ def authenticate(credential: str, settings: Settings) -> Principal:
 def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     assert settings.jwt_secret is not None
     try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthenticationError("invalid token") from None
+    if header.get("alg") != "HS256":
+        # Checked before decoding so a public key can never be used as an HMAC secret.
+        raise AuthenticationError("invalid token (algorithm not accepted)")
+    try:
         claims: dict[str, Any] = jwt.decode(
             token,
             settings.jwt_secret.get_secret_value(),
@@ -94,6 +110,8 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
         )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("token expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthenticationError("token not yet valid") from None
     except jwt.InvalidAudienceError:
         raise AuthenticationError("token audience not accepted") from None
     except jwt.MissingRequiredClaimError as error:
@@ -101,6 +119,11 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     except jwt.PyJWTError:
         raise AuthenticationError("invalid token") from None
 
+    return principal_from_claims(claims, settings)
+
+
+def principal_from_claims(claims: dict[str, Any], settings: Settings) -> Principal:
+    """The principal of verified claims: tenant and roles from the configured claim names."""
     tenant = claims.get(settings.jwt_tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"token lacks the tenant claim {settings.jwt_tenant_claim!r}")
@@ -114,6 +137,47 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     )
 
 
+def parse_roles(names: list[str] | tuple[str, ...]) -> frozenset[Role]:
+    """Known role names to roles; unknown ones drop."""
+    return frozenset(role for name in names if (role := Role.parse(name)) is not None)
+
+
+class Authenticator:
+    """Resolves any accepted credential: the static ones (:func:`authenticate`), stored API
+    keys and OIDC tokens."""
+
+    def __init__(self, settings: Settings, keys: KeyStore, oidc: OidcVerifier | None) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.oidc = oidc
+
+    async def authenticate(self, credential: str) -> Principal:
+        if parse_key(credential) is not None:
+            record = await self.keys.verify(credential)
+            if record is None:
+                raise AuthenticationError("invalid, revoked or expired API key")
+            return Principal(
+                subject=f"key:{record.id}",
+                tenant_id=record.tenant_id,
+                roles=parse_roles(record.roles),
+                method="api_key",
+                rpm=record.rpm,
+                tpm=record.tpm,
+            )
+        if self.oidc is not None and credential.count(".") == 2:
+            try:
+                header = jwt.get_unverified_header(credential)
+            except jwt.PyJWTError:
+                raise AuthenticationError("invalid token") from None
+            if header.get("alg") in self.oidc.algorithms:
+                try:
+                    claims = await self.oidc.verify(credential, header)
+                except OidcError as error:
+                    raise AuthenticationError(str(error)) from None
+                return principal_from_claims(claims, self.settings)
+        return authenticate(credential, self.settings)
+
+
 def _roles(value: object) -> frozenset[Role]:
     """Roles from a list of names or an OAuth-style space-separated string; unknown ones drop."""
     if isinstance(value, str):
@@ -122,4 +186,4 @@ def _roles(value: object) -> frozenset[Role]:
         names = list(value)
     else:
         raise AuthenticationError("token roles claim must be a list of strings")
-    return frozenset(role for name in names if (role := Role.parse(name)) is not None)
+    return parse_roles(names)

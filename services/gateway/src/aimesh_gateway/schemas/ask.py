@@ -21,6 +21,7 @@ class AskRequest(StrictModel):
     top_k: int = Field(5, ge=1, le=50, description="Chunks to retrieve as sources.")
     model: ModelAlias = "default"
     filter: MetadataFilter = None
+    stream: bool = Field(False, description="Stream typed server-sent events.")
 
 
 class Citation(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,21 @@ class SearchRequest(StrictModel):
     )
     top_k: int = Field(5, ge=1, le=100, description="Number of chunks to return.")
     filter: MetadataFilter = None
+    mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "dense",
+        description="dense (embeddings), bm25 (full text) or hybrid (both, fused). bm25 and "
+        "hybrid need Milvus Lite or Milvus >= 2.5 (409 otherwise).",
+    )
+    fusion: Literal["rrf", "weighted"] | None = Field(
+        None, description="Hybrid fusion: reciprocal rank or weighted scores (server default)."
+    )
+    dense_weight: float | None = Field(
+        None, ge=0, le=1, description="Weighted fusion: weight of dense (BM25 gets 1 - it)."
+    )
+    mmr: bool = Field(False, description="Diversify results by maximal marginal relevance.")
+    mmr_lambda: float | None = Field(
+        None, ge=0, le=1, description="MMR: 1 ranks by relevance only, 0 by novelty (0.5)."
+    )
 
 
 class SearchResult(BaseModel):
@@ -22,7 +37,11 @@ class SearchResult(BaseModel):
     chunk_id: str = Field(description='"<document_id>#<index>"', examples=["about#0"])
     chunk_index: int = Field(ge=0, examples=[0])
     text: str = Field(examples=["aimesh is an open AI backend."])
-    score: float = Field(description="Cosine similarity (higher is better).", examples=[0.83])
+    score: float = Field(
+        description="Cosine similarity (dense), BM25 score (bm25) or fused score (hybrid); "
+        "higher is better.",
+        examples=[0.83],
+    )
     metadata: dict[str, Any] = Field(default_factory=dict, examples=[{"lang": "en"}])
 
 

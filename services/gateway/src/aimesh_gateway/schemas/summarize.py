@@ -16,6 +16,7 @@ class SummarizeRequest(StrictModel):
         None, ge=1, le=10_000, description="Approximate upper bound; unset uses the style's."
     )
     model: ModelAlias = "default"
+    stream: bool = Field(False, description="Stream typed server-sent events.")
 
 
 class SummarizeResponse(BaseModel):

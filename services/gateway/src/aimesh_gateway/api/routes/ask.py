@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
@@ -14,23 +16,38 @@ from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 
 
-@router.post("/ask", responses={**COMMON_ERRORS, **NOT_FOUND}, summary="Answer from a collection")
+@router.post(
+    "/ask",
+    responses={
+        **COMMON_ERRORS,
+        **NOT_FOUND,
+        200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},
+    },
+    response_model=AskResponse,
+    summary="Answer from a collection",
+)
 async def ask(
-    body: AskRequest, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
-) -> AskResponse:
+    body: AskRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+    http_request: Request,
+) -> AskResponse | StreamingResponse | Response:
     """Retrieve sources from the collection and answer citing them ("[1]" is source 1)."""
-    reply = await backends.llm_router.Answer(
-        llm_pb2.AnswerRequest(
-            question=body.question,
-            collection=body.collection,
-            tenant_id=principal.tenant_id,
-            top_k=body.top_k,
-            model=body.model,
-            filter=to_struct(body.filter),
-        ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+    request = llm_pb2.AnswerRequest(
+        question=body.question,
+        collection=body.collection,
+        tenant_id=principal.tenant_id,
+        top_k=body.top_k,
+        model=body.model,
+        filter=to_struct(body.filter),
     )
+    if body.stream:
+        return await event_stream(
+            backends.llm_router.StreamAnswer(request, timeout=call.timeout, metadata=call.metadata),
+            request=http_request,
+        )
+    reply = await backends.llm_router.Answer(request, timeout=call.timeout, metadata=call.metadata)
     return AskResponse(
         answer=reply.answer,
         citations=[

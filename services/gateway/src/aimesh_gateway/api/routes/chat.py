@@ -19,10 +19,19 @@ from typing import Any
 
 import grpc
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CacheDep,
+    CallOptionsDep,
+    UsageContext,
+    UsageDep,
+    UserPrincipal,
+)
+from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
@@ -84,7 +93,19 @@ async def chat_completions(
     principal: UserPrincipal,
     backends: BackendsDep,
     call: CallOptionsDep,
-) -> ChatCompletion | StreamingResponse:
+    usage_meter: UsageDep,
+    cache: CacheDep,
+) -> ChatCompletion | StreamingResponse | Response:
+    if is_rag_model(body.model):
+        return await rag_completion(body, principal, backends, call, usage_meter)
+    # Only temperature-0, non-streamed completions are deterministic enough to cache.
+    cacheable = body.temperature == 0 and not body.stream
+    key = None
+    if cacheable:
+        payload = body.model_dump(mode="json", exclude={"user", "stream", "stream_options"})
+        key, cached = await cache.lookup(body.model, payload)
+        if cached is not None:
+            return cached
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     stream = backends.llm_router.Generate(
@@ -102,7 +123,7 @@ async def chat_completions(
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model)
         return StreamingResponse(
-            chunks.events(stream, messages, first, include_usage),
+            chunks.events(stream, messages, first, include_usage, usage_meter),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -117,7 +138,9 @@ async def chat_completions(
         finish_reason = message.finish_reason or finish_reason
         if message.HasField("usage"):
             usage = message.usage
-    return ChatCompletion(
+    if usage is not None:
+        await usage_meter.record(model, usage.prompt_tokens, usage.completion_tokens)
+    completion = ChatCompletion(
         id=completion_id,
         created=created,
         model=model,
@@ -126,6 +149,9 @@ async def chat_completions(
         ],
         usage=_chat_usage(usage),
     )
+    if cacheable:
+        await cache.store(key, completion)
+    return completion
 
 
 class _ChunkWriter:
@@ -174,6 +200,7 @@ class _ChunkWriter:
         messages: AsyncIterator[llm_pb2.GenerateResponse],
         first: llm_pb2.GenerateResponse | None,
         include_usage: bool,
+        usage_meter: UsageContext,
     ) -> AsyncIterator[str]:
         finish_reason = "stop"
         usage: llm_pb2.Usage | None = None
@@ -190,6 +217,8 @@ class _ChunkWriter:
                     usage = message.usage
                 message = await anext(messages, None)
             yield self.chunk({}, finish_reason)
+            if usage is not None:
+                await usage_meter.record(self.model, usage.prompt_tokens, usage.completion_tokens)
             if include_usage:
                 yield self.usage_chunk(usage)
             yield "data: [DONE]\n\n"

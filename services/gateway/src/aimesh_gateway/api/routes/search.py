@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     BackendsDep,
+    CacheDep,
     CallOptionsDep,
     CollectionPath,
     UserPrincipal,
@@ -18,9 +19,21 @@ from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchR
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"])
 
+_MODES = {
+    "dense": retrieval_pb2.SEARCH_MODE_DENSE,
+    "bm25": retrieval_pb2.SEARCH_MODE_BM25,
+    "hybrid": retrieval_pb2.SEARCH_MODE_HYBRID,
+}
+_FUSIONS = {
+    None: retrieval_pb2.FUSION_UNSPECIFIED,
+    "rrf": retrieval_pb2.FUSION_RRF,
+    "weighted": retrieval_pb2.FUSION_WEIGHTED,
+}
+
 
 @router.post(
     "/collections/{collection}/search",
+    response_model=SearchResponse,
     responses={**COMMON_ERRORS, **NOT_FOUND},
     summary="Search a collection",
 )
@@ -30,20 +43,33 @@ async def search(
     principal: UserPrincipal,
     backends: BackendsDep,
     call: CallOptionsDep,
-) -> SearchResponse:
-    """The chunks most similar to the query, best first."""
+    cache: CacheDep,
+) -> SearchResponse | Response:
+    """The chunks most similar to the query, best first. Answers are cached (``X-Cache: hit``)
+    until the collection changes; ``Cache-Control: no-cache`` skips the cache."""
+    key, cached = await cache.lookup("", body.model_dump(mode="json"), collection=collection)
+    if cached is not None:
+        return cached
+    request = retrieval_pb2.SearchRequest(
+        tenant_id=principal.tenant_id,
+        collection=collection,
+        query=body.query,
+        top_k=body.top_k,
+        filter=to_struct(body.filter),
+        mode=_MODES[body.mode],
+        fusion=_FUSIONS[body.fusion],
+        mmr=body.mmr,
+    )
+    if body.dense_weight is not None:
+        request.dense_weight = body.dense_weight
+    if body.mmr_lambda is not None:
+        request.mmr_lambda = body.mmr_lambda
     reply = await backends.retrieval.Search(
-        retrieval_pb2.SearchRequest(
-            tenant_id=principal.tenant_id,
-            collection=collection,
-            query=body.query,
-            top_k=body.top_k,
-            filter=to_struct(body.filter),
-        ),
+        request,
         timeout=call.timeout,
         metadata=call.metadata,
     )
-    return SearchResponse(
+    response = SearchResponse(
         results=[
             SearchResult(
                 document_id=chunk.document_id,
@@ -56,3 +82,5 @@ async def search(
             for chunk in reply.chunks
         ]
     )
+    await cache.store(key, response)
+    return response

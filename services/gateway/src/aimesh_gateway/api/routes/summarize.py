@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.schemas.summarize import SummarizeRequest, SummarizeResponse
@@ -13,20 +15,38 @@ from aimesh_gateway.schemas.summarize import SummarizeRequest, SummarizeResponse
 router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 
 
-@router.post("/summarize", responses=COMMON_ERRORS, summary="Summarize a text")
+@router.post(
+    "/summarize",
+    responses={
+        **COMMON_ERRORS,
+        200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},
+    },
+    response_model=SummarizeResponse,
+    summary="Summarize a text",
+)
 async def summarize(
-    body: SummarizeRequest, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
-) -> SummarizeResponse:
+    body: SummarizeRequest,
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+    http_request: Request,
+) -> SummarizeResponse | StreamingResponse | Response:
+    request = llm_pb2.SummarizeRequest(
+        text=body.text,
+        model=body.model,
+        style=body.style,
+        max_words=body.max_words or 0,
+        tenant_id=principal.tenant_id,
+    )
+    if body.stream:
+        return await event_stream(
+            backends.llm_router.StreamSummarize(
+                request, timeout=call.timeout, metadata=call.metadata
+            ),
+            request=http_request,
+        )
     reply = await backends.llm_router.Summarize(
-        llm_pb2.SummarizeRequest(
-            text=body.text,
-            model=body.model,
-            style=body.style,
-            max_words=body.max_words or 0,
-            tenant_id=principal.tenant_id,
-        ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        request, timeout=call.timeout, metadata=call.metadata
     )
     return SummarizeResponse(
         summary=reply.summary, model=reply.model, usage=Usage.from_proto(reply.usage)

@@ -1,0 +1,392 @@
+"""Gateway benchmark (``make bench-gateway``): what the gateway adds over a direct gRPC call.
+
+In one run, against one real llm-router process (``ListModels``, no model work), with the load
+client in its own process:
+
+* (a) the router called directly over gRPC (grpc.aio);
+* (b) the same call through a bare FastAPI route that only proxies it (uvicorn, own process);
+* (c) the same call through the real gateway (``GET /v1/models``: API-key authentication,
+  Redis rate limit, metrics, access log, proxy), own process;
+* (d) a cached route of the real gateway (``POST .../search`` answered from the Redis cache).
+
+Prints p50/p99 at concurrency 1 and 32 and requests/s, the differences (c)-(b) and (c)-(a),
+and writes the table into docs/benchmarks.md between the gateway markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- gateway:start -->", "<!-- gateway:end -->"
+BIN = Path(sys.executable).parent
+ADMIN_KEY = "bench-admin-key-" + "0" * 16
+REDIS_URL = os.environ.get("AIMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- load client (own process)
+
+
+async def _measure(
+    call: Callable[[], Awaitable[None]], concurrency: int, total: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    for _ in range(min(50, total // 10)):  # warm-up
+        await call()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "rps": len(latencies) / elapsed,
+    }
+
+
+async def _load(args: argparse.Namespace) -> dict[str, float]:
+    if args.kind == "grpc":
+        import grpc
+
+        from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
+
+        async with grpc.aio.insecure_channel(args.target) as channel:
+            stub = llm_pb2_grpc.LLMRouterServiceStub(channel)
+
+            async def grpc_call() -> None:
+                await stub.ListModels(llm_pb2.ListModelsRequest(), timeout=10)
+
+            return await _measure(grpc_call, args.concurrency, args.requests)
+    headers = {"Authorization": f"Bearer {args.credential}"} if args.credential else {}
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    async with httpx.AsyncClient(base_url=args.target, headers=headers, limits=limits) as client:
+        body = json.loads(args.body) if args.body else None
+
+        async def http_call() -> None:
+            if body is None:
+                response = await client.get(args.path)
+            else:
+                response = await client.post(args.path, json=body)
+            if response.status_code != 200:
+                raise SystemExit(f"{args.path}: HTTP {response.status_code} {response.text[:200]}")
+
+        return await _measure(http_call, args.concurrency, args.requests)
+
+
+def load_main(args: argparse.Namespace) -> None:
+    print(json.dumps(asyncio.run(_load(args))))
+
+
+# ---------------------------------------------------------------- bare proxy (own process)
+
+
+def bare_main(args: argparse.Namespace) -> None:
+    import grpc
+    import uvicorn
+    from fastapi import FastAPI
+
+    from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
+
+    app = FastAPI()
+    state: dict[str, Any] = {}
+
+    @app.on_event("startup")
+    async def connect() -> None:
+        state["stub"] = llm_pb2_grpc.LLMRouterServiceStub(grpc.aio.insecure_channel(args.router))
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        reply = await state["stub"].ListModels(llm_pb2.ListModelsRequest(), timeout=10)
+        return {
+            "object": "list",
+            "data": [{"id": m.id, "object": "model"} for m in reply.models],
+        }
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+@contextmanager
+def process(
+    command: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up in {timeout} s")
+
+
+def wait_grpc(addr: str, timeout: float = 60) -> None:
+    host, port = addr.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, int(port))) == 0:
+                time.sleep(0.5)
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{addr} did not come up in {timeout} s")
+
+
+def run_load(
+    kind: str, target: str, concurrency: int, requests: int, **extra: str
+) -> dict[str, float]:
+    command = [
+        sys.executable,
+        "-m",
+        "scripts.bench.gateway",
+        "load",
+        "--kind",
+        kind,
+        "--target",
+        target,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+    ]
+    for name, value in extra.items():
+        command += [f"--{name}", value]
+    done = subprocess.run(command, cwd=ROOT, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"load client failed: {done.stdout[-500:]} {done.stderr[-2000:]}")
+    output = done.stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+@dataclass
+class Row:
+    name: str
+    c1: dict[str, float]
+    c32: dict[str, float]
+
+
+def render(rows: list[Row], requests: int) -> str:
+    a, b, c = rows[0], rows[1], rows[2]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on a shared, busy 2-core machine (other work ran "
+        f"at the same time); {requests} requests per cell, load client in its own process "
+        "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`.",
+        "",
+        "| path | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 p50 ms | c=32 p99 ms | c=32 req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {row.c1['p50_ms']:.2f} | {row.c1['p99_ms']:.2f} | {row.c1['rps']:.0f} "
+            f"| {row.c32['p50_ms']:.2f} | {row.c32['p99_ms']:.2f} | {row.c32['rps']:.0f} |"
+        )
+    lines += [
+        "",
+        f"- (c) - (b), our middleware, c=1: p50 {c.c1['p50_ms'] - b.c1['p50_ms']:+.2f} ms "
+        "(target ≤ 1 ms)",
+        f"- (c) - (a), the whole gateway hop, c=1: p50 {c.c1['p50_ms'] - a.c1['p50_ms']:+.2f} ms "
+        f"(target ≤ 3 ms), p99 {c.c1['p99_ms'] - a.c1['p99_ms']:+.2f} ms (target ≤ 10 ms)",
+        f"- throughput ratio (c)/(b) at c=32: {c.c32['rps'] / b.c32['rps']:.2f}x; "
+        f"cached route (d)/(c): {rows[3].c32['rps'] / c.c32['rps']:.2f}x",
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    block = f"{START}\n{section}\n{END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Gateway\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-bench-gateway-"))
+    router_port, bare_port, gateway_port = free_port(), free_port(), free_port()
+    router_addr = f"127.0.0.1:{router_port}"
+    prefix = f"aimesh-bench-{uuid.uuid4().hex[:8]}:"
+    common = {"AIMESH_DATA_DIR": str(data_dir), "AIMESH_LOG_LEVEL": "WARNING"}
+    with (
+        process([str(BIN / "aimesh-llm-router")], {**common, "AIMESH_PORT": str(router_port)}),
+        process(
+            [
+                sys.executable,
+                "-m",
+                "scripts.bench.gateway",
+                "bare",
+                "--port",
+                str(bare_port),
+                "--router",
+                router_addr,
+            ]
+        ),
+        process(
+            [str(BIN / "aimesh-gateway")],
+            {
+                **common,
+                "AIMESH_PORT": str(gateway_port),
+                "AIMESH_HOST": "127.0.0.1",
+                "AIMESH_WORKERS": "1",
+                "AIMESH_ADMIN_API_KEY": ADMIN_KEY,
+                "AIMESH_REDIS_URL": REDIS_URL,
+                "AIMESH_REDIS_KEY_PREFIX": prefix,
+                "AIMESH_RATE_LIMIT_RPM": "100000000",
+                "LLM_ROUTER_SERVICE_ADDR": router_addr,
+                "AIMESH_LOG_LEVEL": "INFO",  # the access log line is part of what we measure
+                "AIMESH_LOG_FORMAT": "json",
+            },
+        ),
+    ):
+        wait_grpc(router_addr)
+        bare, gateway = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{gateway_port}"
+        wait_http(f"{bare}/docs")
+        wait_http(f"{gateway}/healthz")
+        key = (
+            httpx.post(
+                f"{gateway}/v1/admin/keys",
+                json={"roles": ["user"], "name": "bench"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            .raise_for_status()
+            .json()["key"]
+        )
+        n = args.requests
+        rows = []
+        for name, kind, target, extra in (
+            ("(a) direct gRPC", "grpc", router_addr, {}),
+            ("(b) bare FastAPI proxy", "http", bare, {"path": "/v1/models"}),
+            (
+                "(c) gateway /v1/models (API key, Redis limit, metrics, log)",
+                "http",
+                gateway,
+                {"path": "/v1/models", "credential": key},
+            ),
+        ):
+            c1 = run_load(kind, target, 1, n, **extra)
+            c32 = run_load(kind, target, 32, n, **extra)
+            rows.append(Row(name, c1, c32))
+            print(f"{name}: c1 {c1}  c32 {c32}", flush=True)
+        rows.append(cached_row(gateway, key, n))
+    section = render(rows, n)
+    print(section)
+    write_doc(section)
+
+
+def cached_row(gateway: str, key: str, n: int) -> Row:
+    """(d): a temperature-0 chat completion, answered from the Redis cache after the first."""
+    body = json.dumps(
+        {
+            "model": "default",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "cache me"}],
+        }
+    )
+    first = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    if first.status_code != 200:
+        raise SystemExit(f"chat completion failed: {first.status_code} {first.text[:200]}")
+    extra = {"path": "/v1/chat/completions", "credential": key, "body": body}
+    c1 = run_load("http", gateway, 1, n, **extra)
+    c32 = run_load("http", gateway, 32, n, **extra)
+    print(f"(d) cached: c1 {c1}  c32 {c32}", flush=True)
+    return Row("(d) gateway cached chat completion (temperature 0, Redis)", c1, c32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode")
+    bench = sub.add_parser("bench")
+    bench.add_argument("--requests", type=int, default=2000)
+    load = sub.add_parser("load")
+    load.add_argument("--kind", choices=["grpc", "http"], required=True)
+    load.add_argument("--target", required=True)
+    load.add_argument("--concurrency", type=int, required=True)
+    load.add_argument("--requests", type=int, required=True)
+    load.add_argument("--path", default="/v1/models")
+    load.add_argument("--credential", default="")
+    load.add_argument("--body", default="")
+    bare = sub.add_parser("bare")
+    bare.add_argument("--port", type=int, required=True)
+    bare.add_argument("--router", required=True)
+    args = parser.parse_args(argv)
+    if args.mode == "load":
+        load_main(args)
+    elif args.mode == "bare":
+        bare_main(args)
+    else:
+        if args.mode is None:
+            args = parser.parse_args(["bench", *(argv or sys.argv[1:])])
+        bench_main(args)
+
+
+if __name__ == "__main__":
+    main()

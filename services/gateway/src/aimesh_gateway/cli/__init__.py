@@ -1,0 +1,1 @@
+"""The user-facing ``aimesh`` command line: one module per command group."""

@@ -1,0 +1,288 @@
+"""Rate limits: GCRA in process and on Redis (one atomic script), shared by real gateway
+processes, and the configured policy when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from aimesh_gateway.core.ratelimit import Bucket, LocalBuckets, RedisBuckets
+from aimesh_gateway.main import create_app
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, settings_for, token
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[tuple[Redis, str]]:
+    """The shared Redis and a key prefix unique to this test (its keys are deleted after)."""
+    redis = Redis.from_url(SHARED_REDIS)
+    prefix = f"aimesh-test-{uuid.uuid4().hex[:10]}:"
+    yield redis, prefix
+    keys = [key async for key in redis.scan_iter(f"{prefix}*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+async def test_local_gcra_admits_exactly_the_limit() -> None:
+    buckets = LocalBuckets()
+    results = [await buckets.run("check", [Bucket("k", 10, 1)]) for _ in range(30)]
+    assert sum(r.allowed for r in results) == 10
+    assert results[9].remaining == [0]
+    refused = results[10]
+    assert not refused.allowed
+    assert 0 < refused.retry_after_ms <= 6000  # one request every 6 s at 10/min
+
+
+async def test_redis_script_is_atomic_under_concurrency(shared_redis: tuple[Redis, str]) -> None:
+    redis, prefix = shared_redis
+    buckets = RedisBuckets(redis)
+    key_bucket = Bucket(f"{prefix}key", 25, 1)
+    tenant_bucket = Bucket(f"{prefix}tenant", 1000, 1)
+    results = await asyncio.gather(
+        *(buckets.run("check", [key_bucket, tenant_bucket]) for _ in range(75))
+    )
+    assert sum(r.allowed for r in results) == 25
+    # Refused checks spend nothing: the tenant bucket was charged only for admitted requests.
+    after = await buckets.run("check", [Bucket(f"{prefix}tenant", 1000, 1)])
+    # 25 admitted + this check = 26 spent (76 if refused checks were charged); the bucket
+    # refills one per 60 ms, hence the margin.
+    assert 1000 - 26 <= after.remaining[0] <= 1000 - 10
+
+
+async def test_token_budget_blocks_after_spending(shared_redis: tuple[Redis, str]) -> None:
+    redis, prefix = shared_redis
+    buckets = RedisBuckets(redis)
+    tpm = Bucket(f"{prefix}tpm", 1000, 0)
+    assert (await buckets.run("check", [tpm])).allowed
+    await buckets.run("charge", [Bucket(tpm.key, 1000, 1500)])  # into debt
+    refused = await buckets.run("check", [tpm])
+    assert not refused.allowed
+    assert refused.retry_after_ms > 25_000  # 500 tokens of debt at 1000/min
+
+
+def _gateway_env(fake_mesh: FakeMesh, data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIMESH_HOST": "127.0.0.1",
+        "AIMESH_PORT": str(port),
+        "AIMESH_DATA_DIR": str(data_dir),
+        "AIMESH_ADMIN_API_KEY": ADMIN_KEY,
+        "AIMESH_JWT_SECRET": JWT_SECRET,
+        "LLM_ROUTER_SERVICE_ADDR": fake_mesh.router_addr,
+        "RETRIEVAL_SERVICE_ADDR": fake_mesh.retrieval_addr,
+        "EMBEDDING_SERVICE_ADDR": fake_mesh.embedding_addr,
+        "AIMESH_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gateway exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"gateway at {url} not healthy in {timeout} s")
+
+
+@pytest.fixture
+def two_gateways(fake_mesh: FakeMesh, shared_redis: tuple[Redis, str]) -> Iterator[list[str]]:
+    """Two real gateway processes sharing the real Redis (and one SQLite file)."""
+    _, prefix = shared_redis
+    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-gw-replicas-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    urls = []
+    try:
+        for _ in range(2):
+            port = _free_port()
+            env = _gateway_env(
+                fake_mesh,
+                data_dir,
+                port,
+                AIMESH_REDIS_URL=SHARED_REDIS,
+                AIMESH_REDIS_KEY_PREFIX=prefix,
+                AIMESH_RATE_LIMIT_RPM="20",
+                AIMESH_WORKERS="1",
+            )
+            processes.append(
+                subprocess.Popen([str(BIN / "aimesh-gateway")], env=env, start_new_session=True)
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        for url, process in zip(urls, processes, strict=True):
+            _wait_healthy(url, process)
+        yield urls
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+async def test_two_gateway_processes_share_one_limit_exactly(two_gateways: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Alternating: each replica admits half, and together exactly the limit.
+        headers = bearer(token("replicas", ["user"], subject="alternating"))
+        sequential = [
+            await client.get(f"{two_gateways[i % 2]}/v1/models", headers=headers) for i in range(30)
+        ]
+        assert [r.status_code for r in sequential] == [200] * 20 + [429] * 10
+        # A concurrent burst on both: the script is atomic, so still exactly the limit.
+        headers = bearer(token("replicas", ["user"], subject="burst"))
+        burst = await asyncio.gather(
+            *(client.get(f"{two_gateways[i % 2]}/v1/models", headers=headers) for i in range(60))
+        )
+    statuses = [r.status_code for r in burst]
+    assert statuses.count(200) == 20, statuses
+    assert statuses.count(429) == 40
+    refused = next(r for r in burst if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-limit"] == "20"
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+@pytest.fixture
+def worker_gateway(
+    fake_mesh: FakeMesh, shared_redis: tuple[Redis, str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """One gateway started with ``AIMESH_WORKERS=2`` (two uvicorn workers, one port)."""
+    _, prefix = shared_redis
+    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-gw-workers-"))
+    port = _free_port()
+    env = _gateway_env(
+        fake_mesh,
+        data_dir,
+        port,
+        AIMESH_WORKERS="2",
+        AIMESH_REDIS_URL=SHARED_REDIS,
+        AIMESH_REDIS_KEY_PREFIX=prefix,
+        AIMESH_RATE_LIMIT_RPM="15",
+    )
+    process = subprocess.Popen([str(BIN / "aimesh-gateway")], env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url, process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _worker_count(pid: int) -> int:
+    """Child processes started by multiprocessing's spawn (not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    cmdlines = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children]
+    return sum(b"spawn_main" in cmdline for cmdline in cmdlines)
+
+
+@pytest.mark.slow
+async def test_workers_of_one_gateway_share_the_limit(
+    worker_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = worker_gateway
+    assert _worker_count(process.pid) == 2  # uvicorn's supervisor really runs two workers
+    headers = bearer(token("workers", ["user"], subject="w"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{url}/v1/models", headers=headers) for _ in range(45))
+        )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 15, statuses
+    assert statuses.count(429) == 30
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test on a free port (never the shared one), stopped after."""
+    port = _free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0", process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_redis_outage_applies_the_policy_never_a_500(
+    fake_mesh: FakeMesh,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+    policy: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, server = private_redis
+    app = create_app(
+        settings_for(
+            router_addr=fake_mesh.router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+            redis_url=url,
+            rate_limit_rpm=3,
+            rate_limit_redis_failure=policy,
+        )
+    )
+    headers = bearer(token("outage", ["user"], subject=f"s-{policy}"))
+    async with running(app) as client:
+        statuses = [(await client.get("/v1/models", headers=headers)).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+
+        server.terminate()
+        server.wait(timeout=10)
+        during = [(await client.get("/v1/models", headers=headers)).status_code for _ in range(5)]
+        assert during == ([200] * 5 if policy == "open" else [503] * 5)
+        metrics = (await client.get("/metrics")).text
+    assert "aimesh_rate_limit_store_errors_total 5.0" in metrics
+    assert any("rate-limit store unreachable" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,69 @@
+"""Safety at the door: per-route body limits, the response timeout, security headers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import Response
+
+from aimesh_gateway.core.config import Settings
+from aimesh_gateway.main import create_app
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import ADMIN, assert_problem, running, settings_for, user
+
+
+def _settings(fake_mesh: FakeMesh, **overrides: Any) -> Settings:
+    return settings_for(
+        router_addr=fake_mesh.router_addr,
+        retrieval_addr=fake_mesh.retrieval_addr,
+        embedding_addr=fake_mesh.embedding_addr,
+        **overrides,
+    )
+
+
+async def test_routes_have_their_own_body_limits(fake_mesh: FakeMesh) -> None:
+    app = create_app(_settings(fake_mesh, max_body_bytes=2048))
+    async with running(app) as client:
+        # The admin route's own limit (16 KiB) is above the global one (2 KiB) ...
+        body = {"roles": ["user"], "name": "n" * 150, "tenant_id": "big"}
+        padded = {**body, "pad": "x" * 3000}
+        response = await client.post("/v1/admin/keys", json=padded, headers=ADMIN)
+        assert_problem(response, 422)  # read in full, then refused for the unknown field
+        # ... and the token route's (16 KiB) below the default (5 MiB).
+        form = {"grant_type": "password", "username": "u", "password": "p" * 20_000}
+        assert_problem(await client.post("/v1/auth/token", data=form), 413)
+        assert_problem(
+            await client.post("/v1/summarize", json={"text": "a" * 3000}, headers=ADMIN), 413
+        )
+
+
+async def test_slow_request_gets_504_without_a_500(fake_mesh: FakeMesh) -> None:
+    app = create_app(_settings(fake_mesh, http_timeout_seconds=0.2))
+
+    async def slow() -> Response:
+        await asyncio.sleep(5)
+        return Response("late")
+
+    app.add_api_route("/slow", slow)
+    async with running(app) as client:
+        response = await client.get("/slow")
+        body = assert_problem(response, 504)
+        assert "0.2 s" in body["detail"]
+        assert (await client.get("/v1/models", headers=user())).status_code == 200
+
+
+async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
+    for response in (
+        await client.get("/healthz"),
+        await client.get("/v1/models"),
+        await client.get("/v1/models", headers=user()),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store"
+    docs = await client.get("/docs")
+    assert "content-security-policy" not in docs.headers
