@@ -50,15 +50,15 @@ def port_in_use(port: int) -> bool:
 
 @dataclass
 class Ports:
-    """Where each service listens."""
+    """Where each service listens (metrics ports start at 9101: Milvus takes 9091 and up)."""
 
     gateway: int = 8000
     embedding: int = 50051
     retrieval: int = 50052
     llm_router: int = 50053
-    embedding_metrics: int = 9091
-    retrieval_metrics: int = 9092
-    llm_router_metrics: int = 9093
+    embedding_metrics: int = 9101
+    retrieval_metrics: int = 9102
+    llm_router_metrics: int = 9103
 
     @classmethod
     def free(cls) -> Ports:
@@ -218,7 +218,15 @@ class Mesh:
         p = self.ports
         busy = [
             port
-            for port in (p.gateway, p.embedding, p.retrieval, p.llm_router)
+            for port in (
+                p.gateway,
+                p.embedding,
+                p.retrieval,
+                p.llm_router,
+                p.embedding_metrics,
+                p.retrieval_metrics,
+                p.llm_router_metrics,
+            )
             if port_in_use(port)
         ]
         if busy:

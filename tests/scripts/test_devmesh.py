@@ -54,7 +54,16 @@ def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) ->
 def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None:
     defaults = Ports()
     busy = [
-        p for p in (defaults.embedding, defaults.retrieval, defaults.llm_router) if port_in_use(p)
+        p
+        for p in (
+            defaults.embedding,
+            defaults.retrieval,
+            defaults.llm_router,
+            defaults.embedding_metrics,
+            defaults.retrieval_metrics,
+            defaults.llm_router_metrics,
+        )
+        if port_in_use(p)
     ]
     if busy:
         pytest.skip(f"default backend ports {busy} in use (a `make run` is going?)")

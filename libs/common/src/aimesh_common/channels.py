@@ -7,6 +7,7 @@ so a headless Kubernetes Service (one A record per pod) spreads calls over all r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import grpc
 
@@ -25,10 +26,16 @@ def target_for(addr: str) -> str:
     )
 
 
-def create_channel(addr: str, *, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.aio.Channel:
+def create_channel(
+    addr: str,
+    *,
+    max_message_bytes: int = 16 * 1024 * 1024,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
     """An insecure aio channel (TLS is the mesh's job in Kubernetes)."""
     return grpc.aio.insecure_channel(
         target_for(addr),
+        interceptors=interceptors,
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.max_receive_message_length", max_message_bytes),

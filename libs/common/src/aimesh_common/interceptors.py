@@ -105,4 +105,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
 
+        if handler.stream_unary is not None:
+            inner_su: Any = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: ServicerContext[Any, Any]) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await inner_su(requests, context)
+                except Exception as error:
+                    if isinstance(error, grpc.aio.AbortError):
+                        raise
+                    await _abort_for(error, context, method)
+                finally:
+                    observe(start, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
         return handler

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61imesh/llm/v1/llm.proto\x12\raimesh.llm.v1\x1a\x1cgoogle/protobuf/struct.proto\"b\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x11\n\testimated\x18\x04 \x01(\x08\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x9f\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.aimesh.llm.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\ttenant_id\x18\x05 \x01(\tB\x0e\n\x0c_temperature\"l\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"d\n\x10SummarizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05style\x18\x03 \x01(\t\x12\x11\n\tmax_words\x18\x04 \x01(\r\x12\x11\n\ttenant_id\x18\x05 \x01(\t\"X\n\x11SummarizeResponse\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"\x8f\x01\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\'\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x89\x01\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x80\x01\n\x0e\x41nswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12*\n\tcitations\x18\x02 \x03(\x0b\x32\x17.aimesh.llm.v1.Citation\x12\r\n\x05model\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"\x13\n\x11ListModelsRequest\"D\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.aimesh.llm.v1.ModelInfo2\xcb\x02\n\x10LLMRouterService\x12M\n\x08Generate\x12\x1e.aimesh.llm.v1.GenerateRequest\x1a\x1f.aimesh.llm.v1.GenerateResponse0\x01\x12N\n\tSummarize\x12\x1f.aimesh.llm.v1.SummarizeRequest\x1a .aimesh.llm.v1.SummarizeResponse\x12\x45\n\x06\x41nswer\x12\x1c.aimesh.llm.v1.AnswerRequest\x1a\x1d.aimesh.llm.v1.AnswerResponse\x12Q\n\nListModels\x12 .aimesh.llm.v1.ListModelsRequest\x1a!.aimesh.llm.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61imesh/llm/v1/llm.proto\x12\raimesh.llm.v1\x1a\x1cgoogle/protobuf/struct.proto\"t\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x11\n\testimated\x18\x04 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x9f\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.aimesh.llm.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\ttenant_id\x18\x05 \x01(\tB\x0e\n\x0c_temperature\"l\n\x10GenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"d\n\x10SummarizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05style\x18\x03 \x01(\t\x12\x11\n\tmax_words\x18\x04 \x01(\r\x12\x11\n\ttenant_id\x18\x05 \x01(\t\"X\n\x11SummarizeResponse\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"\x8f\x01\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\'\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x89\x01\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x80\x01\n\x0e\x41nswerResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12*\n\tcitations\x18\x02 \x03(\x0b\x32\x17.aimesh.llm.v1.Citation\x12\r\n\x05model\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.aimesh.llm.v1.Usage\"\x13\n\x11ListModelsRequest\"D\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.aimesh.llm.v1.ModelInfo\"4\n\nSourceList\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.aimesh.llm.v1.Citation\"2\n\nStreamDone\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\"\xd7\x01\n\x0bStreamEvent\x12,\n\x07sources\x18\x01 \x01(\x0b\x32\x19.aimesh.llm.v1.SourceListH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12.\n\tcitations\x18\x03 \x01(\x0b\x32\x19.aimesh.llm.v1.SourceListH\x00\x12%\n\x05usage\x18\x04 \x01(\x0b\x32\x14.aimesh.llm.v1.UsageH\x00\x12)\n\x04\x64one\x18\x05 \x01(\x0b\x32\x19.aimesh.llm.v1.StreamDoneH\x00\x42\x07\n\x05\x65vent\"q\n\x19\x43reateConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\"\x8e\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12,\n\x08messages\x18\x05 \x03(\x0b\x32\x1a.aimesh.llm.v1.ChatMessage\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\"U\n\x16GetConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\"\xa0\x01\n\x12SendMessageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_temperature2\xed\x05\n\x10LLMRouterService\x12M\n\x08Generate\x12\x1e.aimesh.llm.v1.GenerateRequest\x1a\x1f.aimesh.llm.v1.GenerateResponse0\x01\x12N\n\tSummarize\x12\x1f.aimesh.llm.v1.SummarizeRequest\x1a .aimesh.llm.v1.SummarizeResponse\x12\x45\n\x06\x41nswer\x12\x1c.aimesh.llm.v1.AnswerRequest\x1a\x1d.aimesh.llm.v1.AnswerResponse\x12Q\n\nListModels\x12 .aimesh.llm.v1.ListModelsRequest\x1a!.aimesh.llm.v1.ListModelsResponse\x12P\n\x0fStreamSummarize\x12\x1f.aimesh.llm.v1.SummarizeRequest\x1a\x1a.aimesh.llm.v1.StreamEvent0\x01\x12J\n\x0cStreamAnswer\x12\x1c.aimesh.llm.v1.AnswerRequest\x1a\x1a.aimesh.llm.v1.StreamEvent0\x01\x12[\n\x12\x43reateConversation\x12(.aimesh.llm.v1.CreateConversationRequest\x1a\x1b.aimesh.llm.v1.Conversation\x12U\n\x0fGetConversation\x12%.aimesh.llm.v1.GetConversationRequest\x1a\x1b.aimesh.llm.v1.Conversation\x12N\n\x0bSendMessage\x12!.aimesh.llm.v1.SendMessageRequest\x1a\x1a.aimesh.llm.v1.StreamEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aimesh.llm.v1.llm_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGE']._serialized_start=72
-  _globals['_USAGE']._serialized_end=170
-  _globals['_CHATMESSAGE']._serialized_start=172
-  _globals['_CHATMESSAGE']._serialized_end=216
-  _globals['_GENERATEREQUEST']._serialized_start=219
-  _globals['_GENERATEREQUEST']._serialized_end=378
-  _globals['_GENERATERESPONSE']._serialized_start=380
-  _globals['_GENERATERESPONSE']._serialized_end=488
-  _globals['_SUMMARIZEREQUEST']._serialized_start=490
-  _globals['_SUMMARIZEREQUEST']._serialized_end=590
-  _globals['_SUMMARIZERESPONSE']._serialized_start=592
-  _globals['_SUMMARIZERESPONSE']._serialized_end=680
-  _globals['_ANSWERREQUEST']._serialized_start=683
-  _globals['_ANSWERREQUEST']._serialized_end=826
-  _globals['_CITATION']._serialized_start=829
-  _globals['_CITATION']._serialized_end=966
-  _globals['_ANSWERRESPONSE']._serialized_start=969
-  _globals['_ANSWERRESPONSE']._serialized_end=1097
-  _globals['_LISTMODELSREQUEST']._serialized_start=1099
-  _globals['_LISTMODELSREQUEST']._serialized_end=1118
-  _globals['_MODELINFO']._serialized_start=1120
-  _globals['_MODELINFO']._serialized_end=1188
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1190
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1252
-  _globals['_LLMROUTERSERVICE']._serialized_start=1255
-  _globals['_LLMROUTERSERVICE']._serialized_end=1586
+  _globals['_USAGE']._serialized_end=188
+  _globals['_CHATMESSAGE']._serialized_start=190
+  _globals['_CHATMESSAGE']._serialized_end=234
+  _globals['_GENERATEREQUEST']._serialized_start=237
+  _globals['_GENERATEREQUEST']._serialized_end=396
+  _globals['_GENERATERESPONSE']._serialized_start=398
+  _globals['_GENERATERESPONSE']._serialized_end=506
+  _globals['_SUMMARIZEREQUEST']._serialized_start=508
+  _globals['_SUMMARIZEREQUEST']._serialized_end=608
+  _globals['_SUMMARIZERESPONSE']._serialized_start=610
+  _globals['_SUMMARIZERESPONSE']._serialized_end=698
+  _globals['_ANSWERREQUEST']._serialized_start=701
+  _globals['_ANSWERREQUEST']._serialized_end=844
+  _globals['_CITATION']._serialized_start=847
+  _globals['_CITATION']._serialized_end=984
+  _globals['_ANSWERRESPONSE']._serialized_start=987
+  _globals['_ANSWERRESPONSE']._serialized_end=1115
+  _globals['_LISTMODELSREQUEST']._serialized_start=1117
+  _globals['_LISTMODELSREQUEST']._serialized_end=1136
+  _globals['_MODELINFO']._serialized_start=1138
+  _globals['_MODELINFO']._serialized_end=1206
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1208
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1270
+  _globals['_SOURCELIST']._serialized_start=1272
+  _globals['_SOURCELIST']._serialized_end=1324
+  _globals['_STREAMDONE']._serialized_start=1326
+  _globals['_STREAMDONE']._serialized_end=1376
+  _globals['_STREAMEVENT']._serialized_start=1379
+  _globals['_STREAMEVENT']._serialized_end=1594
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=1596
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1709
+  _globals['_CONVERSATION']._serialized_start=1712
+  _globals['_CONVERSATION']._serialized_end=1854
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1856
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1941
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1944
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=2104
+  _globals['_LLMROUTERSERVICE']._serialized_start=2107
+  _globals['_LLMROUTERSERVICE']._serialized_end=2856
 # @@protoc_insertion_point(module_scope)

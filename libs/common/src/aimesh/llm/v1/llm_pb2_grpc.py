@@ -56,6 +56,31 @@ class LLMRouterServiceStub:
                 request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.StreamSummarize = channel.unary_stream(
+                '/aimesh.llm.v1.LLMRouterService/StreamSummarize',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+                _registered_method=True)
+        self.StreamAnswer = channel.unary_stream(
+                '/aimesh.llm.v1.LLMRouterService/StreamAnswer',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.AnswerRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+                _registered_method=True)
+        self.CreateConversation = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/CreateConversation',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.CreateConversationRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/GetConversation',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.FromString,
+                _registered_method=True)
+        self.SendMessage = channel.unary_stream(
+                '/aimesh.llm.v1.LLMRouterService/SendMessage',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+                _registered_method=True)
 
 
 class LLMRouterServiceServicer:
@@ -92,6 +117,45 @@ class LLMRouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSummarize(self, request, context):
+        """StreamSummarize is Summarize as a stream of events: delta..., usage, done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamAnswer(self, request, context):
+        """StreamAnswer is Answer as a stream of events: sources, delta..., citations, usage, done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConversation(self, request, context):
+        """CreateConversation starts a conversation kept by the router, owned by one user of one
+        tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """GetConversation returns a conversation with its messages; NOT_FOUND for another
+        user's or tenant's conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessage(self, request, context):
+        """SendMessage adds a user message to a conversation and streams the reply: sources
+        (grounded conversations), delta..., citations, usage, done. The reply is stored once
+        complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMRouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +178,31 @@ def add_LLMRouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsRequest.FromString,
                     response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'StreamSummarize': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamSummarize,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.SerializeToString,
+            ),
+            'StreamAnswer': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamAnswer,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.AnswerRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.SerializeToString,
+            ),
+            'CreateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConversation,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.CreateConversationRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +315,141 @@ class LLMRouterService:
             '/aimesh.llm.v1.LLMRouterService/ListModels',
             aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsRequest.SerializeToString,
             aimesh_dot_llm_dot_v1_dot_llm__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSummarize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/StreamSummarize',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.SummarizeRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/StreamAnswer',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.AnswerRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/CreateConversation',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.CreateConversationRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/GetConversation',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.GetConversationRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/SendMessage',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
             options,
             channel_credentials,
             insecure,

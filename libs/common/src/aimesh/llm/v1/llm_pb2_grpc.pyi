@@ -45,6 +45,23 @@ class LLMRouterServiceStub:
     """Answer retrieves sources from a collection and answers citing them."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListModelsRequest, _llm_pb2.ListModelsResponse]
     """ListModels lists the model aliases clients may use."""
+    StreamSummarize: _grpc.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.StreamEvent]
+    """StreamSummarize is Summarize as a stream of events: delta..., usage, done."""
+    StreamAnswer: _grpc.UnaryStreamMultiCallable[_llm_pb2.AnswerRequest, _llm_pb2.StreamEvent]
+    """StreamAnswer is Answer as a stream of events: sources, delta..., citations, usage, done."""
+    CreateConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CreateConversationRequest, _llm_pb2.Conversation]
+    """CreateConversation starts a conversation kept by the router, owned by one user of one
+    tenant.
+    """
+    GetConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.Conversation]
+    """GetConversation returns a conversation with its messages; NOT_FOUND for another
+    user's or tenant's conversation.
+    """
+    SendMessage: _grpc.UnaryStreamMultiCallable[_llm_pb2.SendMessageRequest, _llm_pb2.StreamEvent]
+    """SendMessage adds a user message to a conversation and streams the reply: sources
+    (grounded conversations), delta..., citations, usage, done. The reply is stored once
+    complete.
+    """
 
 @_typing.type_check_only
 class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
@@ -63,6 +80,23 @@ class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
     """Answer retrieves sources from a collection and answers citing them."""
     ListModels: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListModelsRequest, _llm_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the model aliases clients may use."""
+    StreamSummarize: _aio.UnaryStreamMultiCallable[_llm_pb2.SummarizeRequest, _llm_pb2.StreamEvent]  # type: ignore[assignment]
+    """StreamSummarize is Summarize as a stream of events: delta..., usage, done."""
+    StreamAnswer: _aio.UnaryStreamMultiCallable[_llm_pb2.AnswerRequest, _llm_pb2.StreamEvent]  # type: ignore[assignment]
+    """StreamAnswer is Answer as a stream of events: sources, delta..., citations, usage, done."""
+    CreateConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.CreateConversationRequest, _llm_pb2.Conversation]  # type: ignore[assignment]
+    """CreateConversation starts a conversation kept by the router, owned by one user of one
+    tenant.
+    """
+    GetConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetConversationRequest, _llm_pb2.Conversation]  # type: ignore[assignment]
+    """GetConversation returns a conversation with its messages; NOT_FOUND for another
+    user's or tenant's conversation.
+    """
+    SendMessage: _aio.UnaryStreamMultiCallable[_llm_pb2.SendMessageRequest, _llm_pb2.StreamEvent]  # type: ignore[assignment]
+    """SendMessage adds a user message to a conversation and streams the reply: sources
+    (grounded conversations), delta..., citations, usage, done. The reply is stored once
+    complete.
+    """
 
 class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMRouterService runs generation tasks. Callers name a model alias ("default",
@@ -102,5 +136,52 @@ class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.ListModelsResponse, _abc.Awaitable[_llm_pb2.ListModelsResponse]]:
         """ListModels lists the model aliases clients may use."""
+
+    @_abc_1.abstractmethod
+    def StreamSummarize(
+        self,
+        request: _llm_pb2.SummarizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.StreamEvent], _abc.AsyncIterator[_llm_pb2.StreamEvent]]:
+        """StreamSummarize is Summarize as a stream of events: delta..., usage, done."""
+
+    @_abc_1.abstractmethod
+    def StreamAnswer(
+        self,
+        request: _llm_pb2.AnswerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.StreamEvent], _abc.AsyncIterator[_llm_pb2.StreamEvent]]:
+        """StreamAnswer is Answer as a stream of events: sources, delta..., citations, usage, done."""
+
+    @_abc_1.abstractmethod
+    def CreateConversation(
+        self,
+        request: _llm_pb2.CreateConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.Conversation, _abc.Awaitable[_llm_pb2.Conversation]]:
+        """CreateConversation starts a conversation kept by the router, owned by one user of one
+        tenant.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConversation(
+        self,
+        request: _llm_pb2.GetConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.Conversation, _abc.Awaitable[_llm_pb2.Conversation]]:
+        """GetConversation returns a conversation with its messages; NOT_FOUND for another
+        user's or tenant's conversation.
+        """
+
+    @_abc_1.abstractmethod
+    def SendMessage(
+        self,
+        request: _llm_pb2.SendMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_llm_pb2.StreamEvent], _abc.AsyncIterator[_llm_pb2.StreamEvent]]:
+        """SendMessage adds a user message to a conversation and streams the reply: sources
+        (grounded conversations), delta..., citations, usage, done. The reply is stored once
+        complete.
+        """
 
 def add_LLMRouterServiceServicer_to_server(servicer: LLMRouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

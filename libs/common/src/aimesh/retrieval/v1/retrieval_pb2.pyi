@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,90 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SearchMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SearchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEARCH_MODE_UNSPECIFIED: _SearchMode.ValueType  # 0
+    """Dense search."""
+    SEARCH_MODE_DENSE: _SearchMode.ValueType  # 1
+    """Cosine similarity of embeddings."""
+    SEARCH_MODE_BM25: _SearchMode.ValueType  # 2
+    """Full-text BM25 only (needs a backend with BM25: Milvus Lite or Milvus >= 2.5)."""
+    SEARCH_MODE_HYBRID: _SearchMode.ValueType  # 3
+    """BM25 and dense, fused (same backend requirement as BM25)."""
+
+class SearchMode(_SearchMode, metaclass=_SearchModeEnumTypeWrapper):
+    """Which index a search uses."""
+
+SEARCH_MODE_UNSPECIFIED: SearchMode.ValueType  # 0
+"""Dense search."""
+SEARCH_MODE_DENSE: SearchMode.ValueType  # 1
+"""Cosine similarity of embeddings."""
+SEARCH_MODE_BM25: SearchMode.ValueType  # 2
+"""Full-text BM25 only (needs a backend with BM25: Milvus Lite or Milvus >= 2.5)."""
+SEARCH_MODE_HYBRID: SearchMode.ValueType  # 3
+"""BM25 and dense, fused (same backend requirement as BM25)."""
+Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
+
+class _Fusion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FUSION_UNSPECIFIED: _Fusion.ValueType  # 0
+    """The service default."""
+    FUSION_RRF: _Fusion.ValueType  # 1
+    """Reciprocal rank fusion (k = 60)."""
+    FUSION_WEIGHTED: _Fusion.ValueType  # 2
+    """Weighted sum of normalized scores, dense_weight for dense and 1 - dense_weight for BM25."""
+
+class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
+    """How hybrid search combines its rankings."""
+
+FUSION_UNSPECIFIED: Fusion.ValueType  # 0
+"""The service default."""
+FUSION_RRF: Fusion.ValueType  # 1
+"""Reciprocal rank fusion (k = 60)."""
+FUSION_WEIGHTED: Fusion.ValueType  # 2
+"""Weighted sum of normalized scores, dense_weight for dense and 1 - dense_weight for BM25."""
+Global___Fusion: _TypeAlias = Fusion  # noqa: Y015
+
+class _JobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    """Never set."""
+    JOB_STATE_QUEUED: _JobState.ValueType  # 1
+    """Recorded, not yet started."""
+    JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    """Being processed (also after a restart, until finished)."""
+    JOB_STATE_SUCCEEDED: _JobState.ValueType  # 3
+    """Every document stored."""
+    JOB_STATE_FAILED: _JobState.ValueType  # 4
+    """Stopped by an error (see errors); documents finished before it stay stored."""
+
+class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
+    """Lifecycle of an ingestion job."""
+
+JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+"""Never set."""
+JOB_STATE_QUEUED: JobState.ValueType  # 1
+"""Recorded, not yet started."""
+JOB_STATE_RUNNING: JobState.ValueType  # 2
+"""Being processed (also after a restart, until finished)."""
+JOB_STATE_SUCCEEDED: JobState.ValueType  # 3
+"""Every document stored."""
+JOB_STATE_FAILED: JobState.ValueType  # 4
+"""Stopped by an error (see errors); documents finished before it stay stored."""
+Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
 class Document(_message.Message):
@@ -266,12 +351,29 @@ class SearchRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
+    DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
+    MMR_FIELD_NUMBER: _builtins.int
+    MMR_LAMBDA_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     collection: _builtins.str
     query: _builtins.str
     """Query text, embedded with the same model as the chunks."""
     top_k: _builtins.int
     """Number of chunks to return, 1-100 (0 means the default, 5)."""
+    mode: Global___SearchMode.ValueType
+    """Dense (vector), BM25 (full text) or hybrid (both, fused). Unspecified means dense."""
+    fusion: Global___Fusion.ValueType
+    """How hybrid search fuses the two rankings. Unspecified means the service default."""
+    dense_weight: _builtins.float
+    """Weighted fusion only: weight of the dense ranking in [0, 1]; BM25 gets 1 - weight.
+    Unset means the service default.
+    """
+    mmr: _builtins.bool
+    """Diversify the results with maximal marginal relevance (dense vectors of candidates)."""
+    mmr_lambda: _builtins.float
+    """MMR trade-off in [0, 1]: 1 ranks by relevance only, 0 by diversity only. Unset: 0.5."""
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
         """Optional metadata filter in aimesh's JSON filter language, e.g.
@@ -287,14 +389,246 @@ class SearchRequest(_message.Message):
         query: _builtins.str = ...,
         top_k: _builtins.int = ...,
         filter: _struct_pb2.Struct | None = ...,
+        mode: Global___SearchMode.ValueType = ...,
+        fusion: Global___Fusion.ValueType = ...,
+        dense_weight: _builtins.float | None = ...,
+        mmr: _builtins.bool = ...,
+        mmr_lambda: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "dense_weight", b"dense_weight", "filter", b"filter", "mmr_lambda", b"mmr_lambda"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "filter", b"filter", "query", b"query", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "collection", b"collection", "dense_weight", b"dense_weight", "filter", b"filter", "fusion", b"fusion", "mmr", b"mmr", "mmr_lambda", b"mmr_lambda", "mode", b"mode", "query", b"query", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
+    _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
+    _WhichOneofReturnType__mmr_lambda: _TypeAlias = _typing.Literal["mmr_lambda"]  # noqa: Y015
+    _WhichOneofArgType__mmr_lambda: _TypeAlias = _typing.Literal["_mmr_lambda", b"_mmr_lambda"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mmr_lambda) -> _WhichOneofReturnType__mmr_lambda | None: ...
+
+Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
+
+@_typing.final
+class ChunkingSettings(_message.Message):
+    """How documents of a collection are split into chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
+    MARKDOWN_FIELD_NUMBER: _builtins.int
+    chunk_size: _builtins.int
+    """Largest chunk in tokens of the embedding model's tokenizer (1-254; 0: default 200)."""
+    chunk_overlap: _builtins.int
+    """Tokens shared by neighbouring chunks (below chunk_size). Unset: default 32."""
+    markdown: _builtins.bool
+    """Prefer markdown structure (headings, code fences, rules) as chunk boundaries."""
+    def __init__(
+        self,
+        *,
+        chunk_size: _builtins.int = ...,
+        chunk_overlap: _builtins.int | None = ...,
+        markdown: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "markdown", b"markdown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__chunk_overlap: _TypeAlias = _typing.Literal["chunk_overlap"]  # noqa: Y015
+    _WhichOneofArgType__chunk_overlap: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__chunk_overlap) -> _WhichOneofReturnType__chunk_overlap | None: ...
+
+Global___ChunkingSettings: _TypeAlias = ChunkingSettings  # noqa: Y015
+
+@_typing.final
+class IndexSettings(_message.Message):
+    """The vector index of a collection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_TYPE_FIELD_NUMBER: _builtins.int
+    HNSW_M_FIELD_NUMBER: _builtins.int
+    HNSW_EF_CONSTRUCTION_FIELD_NUMBER: _builtins.int
+    index_type: _builtins.str
+    """"FLAT", "HNSW" or "" (the backend default: FLAT on Milvus Lite, HNSW on a server).
+    Milvus Lite supports FLAT only.
+    """
+    hnsw_m: _builtins.int
+    """HNSW: graph degree M (4-64; 0: default 16)."""
+    hnsw_ef_construction: _builtins.int
+    """HNSW: efConstruction (8-512; 0: default 200)."""
+    def __init__(
+        self,
+        *,
+        index_type: _builtins.str = ...,
+        hnsw_m: _builtins.int = ...,
+        hnsw_ef_construction: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hnsw_ef_construction", b"hnsw_ef_construction", "hnsw_m", b"hnsw_m", "index_type", b"index_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
+Global___IndexSettings: _TypeAlias = IndexSettings  # noqa: Y015
+
+@_typing.final
+class CreateCollectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    CHUNKING_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    collection: _builtins.str
+    """Collection name, same rules as elsewhere."""
+    @_builtins.property
+    def chunking(self) -> Global___ChunkingSettings:
+        """Chunking settings; defaults when absent."""
+
+    @_builtins.property
+    def index(self) -> Global___IndexSettings:
+        """Index settings; backend defaults when absent."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        chunking: Global___ChunkingSettings | None = ...,
+        index: Global___IndexSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "collection", b"collection", "index", b"index", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCollectionRequest: _TypeAlias = CreateCollectionRequest  # noqa: Y015
+
+@_typing.final
+class CollectionInfo(_message.Message):
+    """A collection and its settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CHUNKING_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    FULL_TEXT_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Collection name."""
+    full_text: _builtins.bool
+    """True when BM25 and hybrid search are available for this collection."""
+    dimension: _builtins.int
+    """Vector dimension of the embedding model at creation."""
+    @_builtins.property
+    def chunking(self) -> Global___ChunkingSettings:
+        """Chunking in effect."""
+
+    @_builtins.property
+    def index(self) -> Global___IndexSettings:
+        """Index in effect (index_type filled in)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        chunking: Global___ChunkingSettings | None = ...,
+        index: Global___IndexSettings | None = ...,
+        full_text: _builtins.bool = ...,
+        dimension: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "index", b"index", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectionInfo: _TypeAlias = CollectionInfo  # noqa: Y015
+
+@_typing.final
+class ListCollectionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCollectionsRequest: _TypeAlias = ListCollectionsRequest  # noqa: Y015
+
+@_typing.final
+class ListCollectionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def collections(self) -> _containers.RepeatedCompositeFieldContainer[Global___CollectionInfo]:
+        """The tenant's collections, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        collections: _abc.Iterable[Global___CollectionInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCollectionsResponse: _TypeAlias = ListCollectionsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteCollectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    collection: _builtins.str
+    """Collection to drop."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCollectionRequest: _TypeAlias = DeleteCollectionRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCollectionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCollectionResponse: _TypeAlias = DeleteCollectionResponse  # noqa: Y015
 
 @_typing.final
 class ScoredChunk(_message.Message):
@@ -361,3 +695,119 @@ class SearchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
+
+@_typing.final
+class SubmitIngestJobRequest(_message.Message):
+    """One message of a job submission stream: the first names tenant and collection, every
+    message may carry documents (streamed so a large upload never sits in one message).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Tenant (first message; later ones must repeat it or leave it empty)."""
+    collection: _builtins.str
+    """Collection (first message; later ones must repeat it or leave it empty)."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]:
+        """Documents to upsert, same rules as UpsertDocuments (ids unique within the job)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        documents: _abc.Iterable[Global___Document] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "documents", b"documents", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitIngestJobRequest: _TypeAlias = SubmitIngestJobRequest  # noqa: Y015
+
+@_typing.final
+class GetIngestJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    job_id: _builtins.str
+    """Job id from SubmitIngestJob."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIngestJobRequest: _TypeAlias = GetIngestJobRequest  # noqa: Y015
+
+@_typing.final
+class IngestJob(_message.Message):
+    """State and progress of an ingestion job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_TOTAL_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_DONE_FIELD_NUMBER: _builtins.int
+    CHUNKS_TOTAL_FIELD_NUMBER: _builtins.int
+    CHUNKS_EMBEDDED_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Job id."""
+    collection: _builtins.str
+    """Target collection."""
+    state: Global___JobState.ValueType
+    """Current state."""
+    documents_total: _builtins.int
+    """Documents in the job."""
+    documents_done: _builtins.int
+    """Documents stored so far."""
+    chunks_total: _builtins.int
+    """Chunks in the job (all documents)."""
+    chunks_embedded: _builtins.int
+    """Chunks embedded and stored so far."""
+    created_at: _builtins.str
+    """Creation and last update, RFC 3339 UTC."""
+    updated_at: _builtins.str
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Readable errors (failed jobs)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        documents_total: _builtins.int = ...,
+        documents_done: _builtins.int = ...,
+        chunks_total: _builtins.int = ...,
+        chunks_embedded: _builtins.int = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
+        created_at: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_embedded", b"chunks_embedded", "chunks_total", b"chunks_total", "collection", b"collection", "created_at", b"created_at", "documents_done", b"documents_done", "documents_total", b"documents_total", "errors", b"errors", "id", b"id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestJob: _TypeAlias = IngestJob  # noqa: Y015

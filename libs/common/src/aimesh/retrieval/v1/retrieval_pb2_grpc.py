@@ -57,6 +57,31 @@ class RetrievalServiceStub:
                 request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
                 response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.CreateCollection = channel.unary_unary(
+                '/aimesh.retrieval.v1.RetrievalService/CreateCollection',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateCollectionRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/aimesh.retrieval.v1.RetrievalService/ListCollections',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteCollection = channel.unary_unary(
+                '/aimesh.retrieval.v1.RetrievalService/DeleteCollection',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+                _registered_method=True)
+        self.SubmitIngestJob = channel.stream_unary(
+                '/aimesh.retrieval.v1.RetrievalService/SubmitIngestJob',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SubmitIngestJobRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.FromString,
+                _registered_method=True)
+        self.GetIngestJob = channel.unary_unary(
+                '/aimesh.retrieval.v1.RetrievalService/GetIngestJob',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.GetIngestJobRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -96,6 +121,45 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCollection(self, request, context):
+        """CreateCollection creates a collection with its chunking and index settings.
+        ALREADY_EXISTS when the tenant already has a collection of that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """ListCollections lists the tenant's collections, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCollection(self, request, context):
+        """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitIngestJob(self, request_iterator, context):
+        """SubmitIngestJob validates the documents, records them durably as a background job
+        and returns at once; the job chunks, embeds and upserts them in bounded batches and
+        resumes after a restart of the service. Invalid documents fail the whole request
+        (INVALID_ARGUMENT naming the document) and no job is created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestJob(self, request, context):
+        """GetIngestJob reports a job's state and progress. NOT_FOUND for another tenant's job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +182,31 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchRequest.FromString,
                     response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchResponse.SerializeToString,
+            ),
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateCollectionRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'DeleteCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCollection,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'SubmitIngestJob': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitIngestJob,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SubmitIngestJobRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.SerializeToString,
+            ),
+            'GetIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestJob,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.GetIngestJobRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +320,141 @@ class RetrievalService:
             '/aimesh.retrieval.v1.RetrievalService/Search',
             aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
             aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/CreateCollection',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateCollectionRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/ListCollections',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/DeleteCollection',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitIngestJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/SubmitIngestJob',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SubmitIngestJobRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/GetIngestJob',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.GetIngestJobRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.IngestJob.FromString,
             options,
             channel_credentials,
             insecure,

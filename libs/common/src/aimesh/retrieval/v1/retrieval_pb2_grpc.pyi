@@ -49,6 +49,22 @@ class RetrievalServiceStub:
     """ListDocuments lists the documents of a collection. NOT_FOUND for an unknown collection."""
     Search: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.SearchRequest, _retrieval_pb2.SearchResponse]
     """Search returns the chunks most similar to the query. NOT_FOUND for an unknown collection."""
+    CreateCollection: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.CreateCollectionRequest, _retrieval_pb2.CollectionInfo]
+    """CreateCollection creates a collection with its chunking and index settings.
+    ALREADY_EXISTS when the tenant already has a collection of that name.
+    """
+    ListCollections: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.ListCollectionsRequest, _retrieval_pb2.ListCollectionsResponse]
+    """ListCollections lists the tenant's collections, sorted by name."""
+    DeleteCollection: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteCollectionRequest, _retrieval_pb2.DeleteCollectionResponse]
+    """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+    SubmitIngestJob: _grpc.StreamUnaryMultiCallable[_retrieval_pb2.SubmitIngestJobRequest, _retrieval_pb2.IngestJob]
+    """SubmitIngestJob validates the documents, records them durably as a background job
+    and returns at once; the job chunks, embeds and upserts them in bounded batches and
+    resumes after a restart of the service. Invalid documents fail the whole request
+    (INVALID_ARGUMENT naming the document) and no job is created.
+    """
+    GetIngestJob: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.GetIngestJobRequest, _retrieval_pb2.IngestJob]
+    """GetIngestJob reports a job's state and progress. NOT_FOUND for another tenant's job."""
 
 @_typing.type_check_only
 class RetrievalServiceAsyncStub(RetrievalServiceStub):
@@ -71,6 +87,22 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     """ListDocuments lists the documents of a collection. NOT_FOUND for an unknown collection."""
     Search: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.SearchRequest, _retrieval_pb2.SearchResponse]  # type: ignore[assignment]
     """Search returns the chunks most similar to the query. NOT_FOUND for an unknown collection."""
+    CreateCollection: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.CreateCollectionRequest, _retrieval_pb2.CollectionInfo]  # type: ignore[assignment]
+    """CreateCollection creates a collection with its chunking and index settings.
+    ALREADY_EXISTS when the tenant already has a collection of that name.
+    """
+    ListCollections: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.ListCollectionsRequest, _retrieval_pb2.ListCollectionsResponse]  # type: ignore[assignment]
+    """ListCollections lists the tenant's collections, sorted by name."""
+    DeleteCollection: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteCollectionRequest, _retrieval_pb2.DeleteCollectionResponse]  # type: ignore[assignment]
+    """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+    SubmitIngestJob: _aio.StreamUnaryMultiCallable[_retrieval_pb2.SubmitIngestJobRequest, _retrieval_pb2.IngestJob]  # type: ignore[assignment]
+    """SubmitIngestJob validates the documents, records them durably as a background job
+    and returns at once; the job chunks, embeds and upserts them in bounded batches and
+    resumes after a restart of the service. Invalid documents fail the whole request
+    (INVALID_ARGUMENT naming the document) and no job is created.
+    """
+    GetIngestJob: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.GetIngestJobRequest, _retrieval_pb2.IngestJob]  # type: ignore[assignment]
+    """GetIngestJob reports a job's state and progress. NOT_FOUND for another tenant's job."""
 
 class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
     """RetrievalService stores documents per tenant and collection. Every request names
@@ -114,5 +146,51 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.SearchResponse, _abc.Awaitable[_retrieval_pb2.SearchResponse]]:
         """Search returns the chunks most similar to the query. NOT_FOUND for an unknown collection."""
+
+    @_abc_1.abstractmethod
+    def CreateCollection(
+        self,
+        request: _retrieval_pb2.CreateCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.CollectionInfo, _abc.Awaitable[_retrieval_pb2.CollectionInfo]]:
+        """CreateCollection creates a collection with its chunking and index settings.
+        ALREADY_EXISTS when the tenant already has a collection of that name.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCollections(
+        self,
+        request: _retrieval_pb2.ListCollectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.ListCollectionsResponse, _abc.Awaitable[_retrieval_pb2.ListCollectionsResponse]]:
+        """ListCollections lists the tenant's collections, sorted by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteCollection(
+        self,
+        request: _retrieval_pb2.DeleteCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.DeleteCollectionResponse, _abc.Awaitable[_retrieval_pb2.DeleteCollectionResponse]]:
+        """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+
+    @_abc_1.abstractmethod
+    def SubmitIngestJob(
+        self,
+        request_iterator: _MaybeAsyncIterator[_retrieval_pb2.SubmitIngestJobRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.IngestJob, _abc.Awaitable[_retrieval_pb2.IngestJob]]:
+        """SubmitIngestJob validates the documents, records them durably as a background job
+        and returns at once; the job chunks, embeds and upserts them in bounded batches and
+        resumes after a restart of the service. Invalid documents fail the whole request
+        (INVALID_ARGUMENT naming the document) and no job is created.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIngestJob(
+        self,
+        request: _retrieval_pb2.GetIngestJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.IngestJob, _abc.Awaitable[_retrieval_pb2.IngestJob]]:
+        """GetIngestJob reports a job's state and progress. NOT_FOUND for another tenant's job."""
 
 def add_RetrievalServiceServicer_to_server(servicer: RetrievalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
