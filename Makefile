@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 PACKAGES := -e libs/common -e services/gateway -e services/embedding \
             -e services/retrieval -e services/llm-router
 PROTO_OUT := libs/common/src
-# CPU wheels of torch; where that index is unreachable pip warns and uses what it has.
+# CPU wheels of torch; where that index is unreachable pip warns (retrying once per
+# package, hence --retries 1) and uses the wheels it already has.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: help install run test test-fast lint fmt proto proto-check k8s-validate deploy-check clean
@@ -26,7 +27,7 @@ $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
-	$(PIP) install --quiet -c constraints.txt --extra-index-url $(TORCH_INDEX) torch==2.13.0
+	$(PIP) install --quiet --retries 1 -c constraints.txt --extra-index-url $(TORCH_INDEX) torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	@touch $(STAMP)
 

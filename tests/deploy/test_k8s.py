@@ -309,13 +309,14 @@ def test_secrets_are_referenced_optionally_and_never_committed(objects: list[Obj
                 assert ref["optional"] is True
                 referenced.setdefault(name, set()).add(ref["key"])
     assert referenced == {
-        "gateway": {"AIMESH_ADMIN_API_KEY", "AIMESH_JWT_SECRET"},
+        "gateway": {"AIMESH_ADMIN_API_KEY", "AIMESH_JWT_SECRET", "AIMESH_JWT_PREVIOUS_SECRET"},
         "llm-router": {"OPENAI_API_KEY"},
     }
     placeholder = (BASE / "secrets.placeholder.env").read_text()
     assert "PLACEHOLDER" in placeholder
     for key in ("AIMESH_ADMIN_API_KEY", "AIMESH_JWT_SECRET", "OPENAI_API_KEY"):
         assert f"# {key}=" in placeholder
+    assert "AIMESH_JWT_PREVIOUS_SECRET" in placeholder
 
 
 # skaffold

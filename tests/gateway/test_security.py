@@ -54,6 +54,20 @@ def test_jwt_gives_tenant_and_roles_from_claims() -> None:
     assert not principal.has_role(Role.ADMIN)
 
 
+def test_previous_secret_is_accepted_during_rotation() -> None:
+    new_secret = "n" * 48
+    old_token = token("tenant-7", ["user"])  # signed with JWT_SECRET, now the old one
+    rotating = Settings(jwt_secret=new_secret, jwt_previous_secret=JWT_SECRET)
+    assert authenticate(old_token, rotating).tenant_id == "tenant-7"
+    fresh = make_jwt(new_secret, tenant="tenant-8")
+    assert authenticate(fresh, rotating).tenant_id == "tenant-8"
+    rotated = Settings(jwt_secret=new_secret)
+    with pytest.raises(AuthenticationError):
+        authenticate(old_token, rotated)
+    with pytest.raises(AuthenticationError):
+        authenticate(make_jwt("x" * 48, tenant="t"), rotating)
+
+
 def test_roles_default_to_user_and_unknown_ones_are_dropped() -> None:
     assert authenticate(token(roles=None), SETTINGS).roles == frozenset({Role.USER})
     assert authenticate(token(roles=["viewer", "editor"]), SETTINGS).roles == {Role.EDITOR}

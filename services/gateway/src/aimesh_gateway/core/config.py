@@ -75,6 +75,12 @@ class Settings(ServiceSettings):
     jwt_secret_file: Path | None = Field(
         None, description="File holding the JWT secret (a mounted Kubernetes secret)."
     )
+    jwt_previous_secret: SecretStr | None = Field(
+        None,
+        description="The HS256 secret being rotated out: tokens it signed stay valid while "
+        "it is set, so AIMESH_JWT_SECRET can change without downtime. New tokens always use "
+        "AIMESH_JWT_SECRET.",
+    )
     jwt_audience: str = Field("aimesh", min_length=1, description="Required `aud` of JWTs.")
     jwt_tenant_claim: str = Field("tenant_id", min_length=1, description="Claim naming the tenant.")
     jwt_roles_claim: str = Field("roles", min_length=1, description="Claim listing the roles.")
@@ -216,7 +222,7 @@ class Settings(ServiceSettings):
             raise ValueError(f"must be at least {MIN_ADMIN_KEY_CHARS} characters")
         return value
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "jwt_previous_secret")
     @classmethod
     def _jwt_secret_strength(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:

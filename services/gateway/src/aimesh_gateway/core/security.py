@@ -24,6 +24,7 @@ from enum import IntEnum
 from typing import Any, Literal
 
 import jwt
+from pydantic import SecretStr
 
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.keys import KeyStore, parse_key
@@ -100,14 +101,11 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     if header.get("alg") != "HS256":
         # Checked before decoding so a public key can never be used as an HMAC secret.
         raise AuthenticationError("invalid token (algorithm not accepted)")
+    secrets = [settings.jwt_secret]
+    if settings.jwt_previous_secret is not None:
+        secrets.append(settings.jwt_previous_secret)
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=["HS256"],
-            audience=settings.jwt_audience,
-            options={"require": ["sub", "exp", "aud"]},
-        )
+        claims = _decode_hs256(token, secrets, settings.jwt_audience)
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("token expired") from None
     except jwt.ImmatureSignatureError:
@@ -120,6 +118,25 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
         raise AuthenticationError("invalid token") from None
 
     return principal_from_claims(claims, settings)
+
+
+def _decode_hs256(token: str, secrets: list[SecretStr], audience: str) -> dict[str, Any]:
+    """Verify with the current secret, then with the one being rotated out (if any)."""
+    for index, secret in enumerate(secrets):
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                secret.get_secret_value(),
+                algorithms=["HS256"],
+                audience=audience,
+                options={"require": ["sub", "exp", "aud"]},
+            )
+        except jwt.InvalidSignatureError:
+            if index == len(secrets) - 1:
+                raise
+            continue
+        return claims
+    raise jwt.InvalidSignatureError("no secret configured")
 
 
 def principal_from_claims(claims: dict[str, Any], settings: Settings) -> Principal:
