@@ -18,7 +18,7 @@ PROTO_OUT := libs/common/src
 # package, hence --retries 1) and uses the wheels it already has.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help install run test test-fast lint fmt proto proto-check k8s-validate deploy-check clean
+.PHONY: help install run test test-tools test-fast lint fmt proto proto-check k8s-validate deploy-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,8 +36,15 @@ install: $(STAMP) ## Create .venv and install every package (editable) and dev t
 run: install ## Start the whole mesh locally on embedded defaults (Ctrl-C stops it)
 	$(BIN)/python scripts/devmesh.py
 
-test: install lint proto-check ## Install, lint, then run the whole test suite
+test: install test-tools lint proto-check ## Install, lint, then run the whole test suite
 	$(BIN)/python -m pytest
+
+# Prometheus and promtool come from Debian's package; best effort (the monitoring tests
+# skip with a reason where they cannot be installed).
+test-tools:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	  || echo "promtool not installed: the Prometheus tests will skip"
 
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
