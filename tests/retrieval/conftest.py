@@ -65,18 +65,30 @@ class MilvusServer:
     log: Path
 
 
-def stop_milvus_server(process: subprocess.Popen[bytes]) -> None:
-    """milvus-server ignores SIGTERM for a while: TERM the group, then KILL it."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_milvus_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop the whole process group: TERM, then KILL what is left after 15 s.
+
+    The launcher may exit before the ``milvus`` binary it started (or be gone already),
+    so the group, not the launcher, is what must disappear.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + 15
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(process.pid):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 @contextlib.contextmanager
