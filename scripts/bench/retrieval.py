@@ -40,13 +40,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 from pymilvus import MilvusClient
-from pymilvus.exceptions import MilvusException
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.store import CollectionRef, IndexConfig, MilvusStore
 from scripts.bench.texts import bench_texts
+from scripts.milvus_server import MilvusServerFailed, MilvusServerMissing, run_milvus_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -115,63 +115,12 @@ def service(command: str, env: dict[str, str]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def milvus_server(data: Path) -> Iterator[str]:
-    """milvus-server on free ports (see tests/retrieval/conftest.py for why every port)."""
-    port, etcd = free_port(), free_port()
-    args = [str(BIN / "milvus-server"), "--data", str(data), "--proxy-port", str(port)]
-    args += ["--etcd-port", str(etcd)]
-    for option in (
-        "proxy-internal",
-        "root-coord",
-        "query-coord",
-        "query-node",
-        "index-coord",
-        "index-node",
-        "data-coord",
-        "data-node",
-    ):
-        args += [f"--{option}-port", str(free_port())]
-    peer = f"http://localhost:{free_port()}"
-    config = data / "embed-etcd.yaml"
-    data.mkdir(parents=True, exist_ok=True)
-    config.write_text(
-        f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
-        f"initial-cluster: default={peer}\nlisten-client-urls: http://localhost:{etcd}\n"
-        f"advertise-client-urls: http://localhost:{etcd}\ndata-dir: {data / 'etcd.data'}\n"
-    )
-    env = os.environ | {"ETCD_CONFIG_PATH": str(config), "PROXY_HTTP_PORT": str(free_port())}
-    with (data / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    uri = f"http://127.0.0.1:{port}"
+    """milvus-server on free ports (scripts/milvus_server.py), stopped on exit."""
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                MilvusClient(uri=uri, timeout=3).list_collections()
-                break
-            except (MilvusException, OSError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("milvus-server did not start") from None
-                time.sleep(1)
-        yield uri
-    finally:
-        # The launcher may exit before the milvus binary it started: stop the whole group.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(process.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.2)
-            else:
-                continue
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+        with run_milvus_server(data, timeout=180) as server:
+            yield server.uri
+    except (MilvusServerMissing, MilvusServerFailed) as error:
+        raise SystemExit(f"milvus-server: {error}") from None
 
 
 async def embedding_throughput(addr: str, texts: list[str], batch: int, concurrency: int) -> float:

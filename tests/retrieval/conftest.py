@@ -13,12 +13,6 @@ embedding address where nothing listens, to show what happens when embedding is 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,7 +20,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from pymilvus import MilvusClient
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
@@ -34,6 +27,12 @@ from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
+from scripts.milvus_server import (
+    MilvusServer,
+    MilvusServerFailed,
+    MilvusServerMissing,
+)
+from scripts.milvus_server import run_milvus_server as shared_run_milvus_server
 from tests.conftest import free_port
 
 # Small chunks (in tokens) so that a paragraph-sized test document spans several of them.
@@ -56,106 +55,16 @@ def new_collection() -> str:
     return f"c-{uuid.uuid4().hex[:12]}"
 
 
-@dataclass
-class MilvusServer:
-    """A running ``milvus-server`` process (its own process group) and its URI."""
-
-    uri: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_milvus_server(process: subprocess.Popen[bytes]) -> None:
-    """Stop the whole process group: TERM, then KILL what is left after 15 s.
-
-    The launcher may exit before the ``milvus`` binary it started (or be gone already),
-    so the group, not the launcher, is what must disappear.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + 15
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _group_alive(process.pid):
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def run_milvus_server(data: Path, timeout: float = 120) -> Iterator[MilvusServer]:
-    """Start ``milvus-server`` with every port free-chosen, wait until it answers, stop it.
-
-    All internal ports are set, not only the proxy's: the defaults would collide with any
-    other Milvus on the machine (another test session, a developer's server).
-    """
-    # The venv's bin directory is not on PATH when the venv's python is run directly.
-    beside = Path(sys.executable).parent / "milvus-server"
-    command = str(beside) if beside.exists() else shutil.which("milvus-server")
-    if command is None:
-        pytest.skip("milvus-server is not installed (pip install milvus==2.3.5)")
-    port = free_port()
-    etcd_port = free_port()
-    args = [command, "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(etcd_port)]
-    for option in (
-        "proxy-internal",
-        "root-coord",
-        "query-coord",
-        "query-node",
-        "index-coord",
-        "index-node",
-        "data-coord",
-        "data-node",
-    ):
-        args += [f"--{option}-port", str(free_port())]
-    # The embedded etcd's peer port (2380) and the REST port are not options; Milvus
-    # reads them from its environment. (The management port is picked free by the
-    # launcher itself, counting up from 9091.)
-    peer = f"http://localhost:{free_port()}"
-    etcd_config = data / "embed-etcd.yaml"
-    etcd_config.write_text(
-        f"listen-peer-urls: {peer}\n"
-        f"initial-advertise-peer-urls: {peer}\n"
-        f"initial-cluster: default={peer}\n"
-        f"listen-client-urls: http://localhost:{etcd_port}\n"
-        f"advertise-client-urls: http://localhost:{etcd_port}\n"
-        f"data-dir: {data / 'etcd.data'}\n"
-    )
-    env = os.environ | {
-        "ETCD_CONFIG_PATH": str(etcd_config),
-        "PROXY_HTTP_PORT": str(free_port()),
-    }
-    log = data / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-    uri = f"http://127.0.0.1:{port}"
+    """The shared launcher; a missing binary skips, a failed start fails the test."""
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
-            try:
-                client = MilvusClient(uri=uri, timeout=3)
-                client.list_collections()
-                client.close()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"milvus-server did not become ready within {timeout:.0f} s")
-                time.sleep(1)
-        yield MilvusServer(uri, process, log)
-    finally:
-        stop_milvus_server(process)
+        with shared_run_milvus_server(data, timeout) as server:
+            yield server
+    except MilvusServerMissing as missing:
+        pytest.skip(str(missing))
+    except MilvusServerFailed as failed:
+        pytest.fail(f"milvus-server did not start: {failed}")
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from pymilvus import MilvusClient
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.store import CollectionRef, MilvusStore
+from scripts.milvus_server import MilvusServer
 from tests.retrieval.conftest import (
-    MilvusServer,
     Retrieval,
     new_collection,
     run_milvus_server,
