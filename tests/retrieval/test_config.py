@@ -62,3 +62,10 @@ def test_token_is_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(chunk_size=100, chunk_overlap=200)
     assert "s3cr3t-value" not in format_validation_error(caught.value)
+
+
+def test_search_consistency_defaults_to_session_and_rejects_unknown_levels() -> None:
+    assert Settings().milvus_search_consistency == "Session"
+    assert Settings(milvus_search_consistency="Strong").milvus_search_consistency == "Strong"
+    with pytest.raises(ValidationError):
+        Settings.model_validate({"milvus_search_consistency": "Sometimes"})

@@ -27,7 +27,15 @@ from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import check_health
 from aimesh_common.errors import NotFound
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, JobDocument, JobStore
+from aimesh_retrieval.jobs import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    JobDocument,
+    JobRunner,
+    JobStore,
+)
 from aimesh_retrieval.store import CollectionRef, MilvusStore
 from tests.conftest import free_port
 from tests.retrieval.conftest import Retrieval, new_collection
@@ -281,3 +289,57 @@ async def _error(call: Any) -> grpc.aio.AioRpcError:
 
 def test_states_are_distinct() -> None:
     assert len({QUEUED, RUNNING, SUCCEEDED, FAILED}) == 4
+
+
+async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> None:
+    """The runner waits for the writes to be searchable everywhere, then says SUCCEEDED."""
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    events: list[str] = []
+
+    async def store_batch(tenant: str, collection: str, documents: Any) -> int:
+        events.append(f"batch {len(documents)}")
+        return 3 * len(documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        job = await jobs.get(tenant, submission.id)
+        events.append(f"settle {tenant}/{collection} while {job.state}")
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-s", "c")
+        await submission.add(docs(40))
+    runner = JobRunner(jobs, store_batch, settle, poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (await jobs.get("tenant-s", submission.id)).state != SUCCEEDED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await jobs.close()
+    assert events == ["batch 32", "batch 8", f"settle tenant-s/c while {RUNNING}"]
+
+
+async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+
+    async def store_batch(tenant: str, collection: str, documents: Any) -> int:
+        return len(documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        raise NotFound("collection 'c' not found")
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-s", "c")
+        await submission.add(docs(2))
+    runner = JobRunner(jobs, store_batch, settle, poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await jobs.get("tenant-s", submission.id)).state != FAILED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await jobs.close()
+    assert job.errors == ["collection 'c' not found"]

@@ -64,7 +64,7 @@ async def test_round_trip_on_a_milvus_server(
     )
     chunks = first.results[0].chunks
     assert chunks > 3
-    # Strong consistency: the writes are visible to the very next read.
+    # The upsert settled its writes: they are visible to the very next read.
     reply = await stub.Search(
         pb.SearchRequest(tenant_id="tenant-a", collection=collection, query="baking bread")
     )
@@ -91,6 +91,45 @@ async def test_round_trip_on_a_milvus_server(
             pb.ListDocumentsRequest(tenant_id="tenant-b", collection=collection)
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.fixture(scope="module")
+async def second_replica(
+    milvus_server: MilvusServer, embedding_addr: str
+) -> AsyncIterator[Retrieval]:
+    """Another retrieval process's view: its own Milvus client, so its own session."""
+    store = MilvusStore.open(Settings(milvus_uri=milvus_server.uri, milvus_timeout_seconds=10))
+    async for running in serve(store, embedding_addr):
+        yield running
+    await store.close()
+
+
+async def test_writes_through_one_replica_are_searchable_from_another(
+    on_server: Retrieval, second_replica: Retrieval
+) -> None:
+    """Searches run at Session consistency; an upsert or delete returns only once its
+    writes are visible to every replica, so the other one never misses or resurrects one."""
+    collection = new_collection()
+    topics = ["tides", "bread", "violins", "glaciers", "beekeeping"]
+    for round_, topic in enumerate(topics):
+        await on_server.stub.UpsertDocuments(
+            pb.UpsertDocumentsRequest(
+                tenant_id="tenant-a",
+                collection=collection,
+                documents=[pb.Document(id="doc", text=f"Round {round_}: all about {topic}.")],
+            )
+        )
+        reply = await second_replica.stub.Search(
+            pb.SearchRequest(tenant_id="tenant-a", collection=collection, query=topic, top_k=5)
+        )
+        assert [chunk.text for chunk in reply.chunks] == [f"Round {round_}: all about {topic}."]
+    await on_server.stub.DeleteDocument(
+        pb.DeleteDocumentRequest(tenant_id="tenant-a", collection=collection, document_id="doc")
+    )
+    reply = await second_replica.stub.Search(
+        pb.SearchRequest(tenant_id="tenant-a", collection=collection, query="beekeeping")
+    )
+    assert list(reply.chunks) == []
 
 
 @pytest.fixture(scope="module")

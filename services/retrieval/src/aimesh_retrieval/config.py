@@ -46,6 +46,15 @@ class Settings(GrpcServiceSettings):
         le=4096,
         description="HNSW search breadth (ef; at least top_k): higher is slower and more exact.",
     )
+    milvus_search_consistency: Literal["Session", "Strong", "Bounded", "Eventually"] = Field(
+        "Session",
+        description=(
+            "Consistency level of searches on a Milvus server. Session (default) sees this "
+            "process's own writes; every upsert, delete and ingestion job also waits, before it "
+            "reports success, until its writes are searchable from any replica. Strong makes "
+            "every search wait for the server's clock (about 200 ms on Milvus 2.3)."
+        ),
+    )
     embedding_service_addr: str = service_addr("EMBEDDING_SERVICE_ADDR", "localhost:50051")
     embed_batch_size: int = Field(
         64, ge=1, le=2048, description="Chunks per Embed call to the embedding service."

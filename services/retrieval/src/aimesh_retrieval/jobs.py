@@ -345,15 +345,25 @@ class _Submission:
 StoreBatch = Callable[[str, str, Sequence[JobDocument]], Awaitable[int]]
 """Stores documents of (tenant, collection); returns the chunks written."""
 
+Settle = Callable[[str, str], Awaitable[None]]
+"""Waits until the writes to (tenant, collection) are searchable from every replica."""
+
 
 class JobRunner:
     """Claims and runs jobs in the background of one service process."""
 
     def __init__(
-        self, jobs: JobStore, store_batch: StoreBatch, *, lease: float = 30.0, poll: float = 2.0
+        self,
+        jobs: JobStore,
+        store_batch: StoreBatch,
+        settle: Settle,
+        *,
+        lease: float = 30.0,
+        poll: float = 2.0,
     ) -> None:
         self._jobs = jobs
         self._store_batch = store_batch
+        self._settle = settle
         self._lease = lease
         self._poll = poll
         self._owner = uuid.uuid4().hex
@@ -395,6 +405,8 @@ class JobRunner:
                 await self._jobs.mark_done(
                     job.id, self._owner, [seq for seq, _ in batch], chunks, self._lease
                 )
+            # "Succeeded" promises that a search on any replica finds every document.
+            await self._settle(job.tenant_id, job.collection)
         except Unavailable as error:
             attempts = await self._jobs.failed_attempt(job.id, error.message)
             if attempts >= MAX_ATTEMPTS:

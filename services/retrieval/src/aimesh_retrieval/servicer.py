@@ -94,7 +94,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> None:
         self._jobs = jobs
         self.runner: JobRunner | None = (
-            JobRunner(jobs, self._store_job_batch, lease=job_lease) if jobs is not None else None
+            JobRunner(jobs, self._store_job_batch, self._settle_job, lease=job_lease)
+            if jobs is not None
+            else None
         )
         self._store = store
         self._embedder = embedder
@@ -179,13 +181,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         ref = validation.collection_ref(request.tenant_id, request.collection)
         chunker = self._chunker_for(await self._store.meta(ref))
         documents = await asyncio.to_thread(self._prepare, request.documents, chunker)
-        results = await self._upsert(ref, chunker, documents)
+        results = await self._upsert(ref, chunker, documents, settle=True)
         return retrieval_pb2.UpsertDocumentsResponse(results=results)
 
     async def _upsert(
-        self, ref: CollectionRef, chunker: Chunker, documents: list[_Prepared]
+        self, ref: CollectionRef, chunker: Chunker, documents: list[_Prepared], *, settle: bool
     ) -> list[retrieval_pb2.UpsertResult]:
-        """Store prepared documents: skip unchanged ones, replace changed ones."""
+        """Store prepared documents: skip unchanged ones, replace changed ones.
+
+        With ``settle``, return only once the writes are searchable from every replica
+        (ingestion jobs settle once, at their end, instead of after every batch).
+        """
         async with self._lock(ref):
             stored_dim = await self._store.dimension(ref)
             info = await self._model_for(ref, stored_dim)
@@ -233,6 +239,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 if stored_dim is None:
                     await self._store.create(ref, info.dimension, chunking=chunker.config)
                 await self._store.write(ref, rows)
+                if settle:
+                    await self._store.settle(ref)
                 metrics.CHUNKS_UPSERTED.inc(len(rows))
         for result in results:
             outcome = "replaced" if result.replaced else "created"
@@ -317,8 +325,13 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             for doc in documents
         ]
         prepared = await asyncio.to_thread(self._prepare, messages, chunker)
-        results = await self._upsert(ref, chunker, prepared)
+        results = await self._upsert(ref, chunker, prepared, settle=False)
         return sum(result.chunks for result in results)
+
+    async def _settle_job(self, tenant_id: str, collection: str) -> None:
+        ref = CollectionRef(tenant_id, collection)
+        if await self._store.meta(ref) is not None:
+            await self._store.settle(ref)
 
     # DeleteDocument
 
@@ -330,6 +343,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         await self._store.require(ref)
         async with self._lock(ref):
             deleted = await self._store.delete_document(ref, doc_id)
+            if deleted:
+                await self._store.settle(ref)
         if deleted == 0:
             raise NotFound(
                 f"document '{validation.shown(doc_id)}' not found in collection '{ref.name}'"

@@ -222,9 +222,11 @@ class MilvusStore:
         workers: int = 4,
         timeout: float = 30.0,
         search_ef: int = 64,
+        search_consistency: str = "Session",
     ) -> None:
         self._client = client
         self._search_ef = search_ef
+        self._search_consistency = search_consistency
         self._server = server
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="milvus")
@@ -252,6 +254,8 @@ class MilvusStore:
             server=settings.milvus_is_server,
             workers=settings.milvus_workers,
             timeout=settings.milvus_timeout_seconds,
+            search_ef=settings.hnsw_search_ef,
+            search_consistency=settings.milvus_search_consistency,
         )
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -468,6 +472,26 @@ class MilvusStore:
                 self._client.upsert, ref.physical, entities[start : start + WRITE_BATCH_ROWS]
             )
 
+    async def settle(self, ref: CollectionRef) -> None:
+        """Wait until every write made so far is visible to searches from any replica.
+
+        Searches run at the cheaper Session level (this process's own writes), so a write
+        made through another replica is guaranteed visible only once the query node has
+        consumed it: a Strong-consistency query waits for exactly that. Upserts, deletes
+        and ingestion jobs call this before they report success. Milvus Lite is one local
+        process where every read sees the preceding writes: nothing to wait for.
+        """
+        if not self._server:
+            return
+        await self._run(
+            self._client.query,
+            ref.physical,
+            filter='document_id == ""',
+            output_fields=["document_id"],
+            limit=1,
+            consistency_level="Strong",
+        )
+
     async def count_chunks(self, ref: CollectionRef, document_id: str) -> int:
         """How many chunk rows ``document_id`` has (all of them, not chunk 0's count)."""
         rows = await self._run(
@@ -541,6 +565,7 @@ class MilvusStore:
                     output_fields=fields,
                     search_params=dense_params,
                     anns_field="embedding",
+                    consistency_level=self._search_consistency,
                 )
             elif options.mode == "bm25":
                 results = await self._run(
@@ -552,6 +577,7 @@ class MilvusStore:
                     output_fields=fields,
                     search_params={"metric_type": "BM25"},
                     anns_field="sparse",
+                    consistency_level=self._search_consistency,
                 )
             else:
                 # Candidates per ranking: fusion needs more than the final top_k of each.
@@ -585,6 +611,7 @@ class MilvusStore:
                     ranker,
                     limit=limit,
                     output_fields=fields,
+                    consistency_level=self._search_consistency,
                 )
         except MilvusException as error:
             if self._gone(ref, error):
