@@ -385,7 +385,7 @@ def edge(mesh: Mesh, cert: Cert, tmp_path_factory: pytest.TempPathFactory) -> It
                 wait_for(
                     lambda p=port: client.get(f"http://127.0.0.1:{p}/readyz").status_code == 200,
                     f"{process.name} ready ({process.log_tail()})",
-                    timeout=120,
+                    timeout=300,  # two gateways start at once; slow on a busy 2-core runner
                 )
             wait_for(lambda: client.get(f"{admin}/ready").text.strip() == "LIVE", "envoy live")
             # Both gateways passed Envoy's own /readyz health check.

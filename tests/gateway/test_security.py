@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import jwt
@@ -101,33 +102,46 @@ def _forged(alg: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("credential", "reason"),
+    ("make_credential", "reason"),
     [
-        ("", "missing"),
-        ("am_test_admin_key_0123456789abcdeX", "invalid credential"),
-        (ADMIN_KEY[:-1], "invalid credential"),
-        (token(expires_in=-60), "expired"),
-        (token(audience="someone-else"), "audience"),
-        (make_jwt("another-secret-that-is-also-long-enough!!", tenant=TENANT), "invalid token"),
-        (unsigned_jwt({"alg": "none", "typ": "JWT"}, valid_claims()), "invalid token"),
-        (unsigned_jwt({"alg": "None", "typ": "JWT"}, valid_claims()), "invalid token"),
-        (_forged("HS512"), "invalid token"),
-        (_forged("HS384"), "invalid token"),
-        (token(tenant=None), "tenant"),
-        (token(tenant=""), "tenant"),
-        (token(tenant="../other"), "tenant"),
-        (jwt.encode({**valid_claims(), "exp": None}, JWT_SECRET), "exp"),
-        (jwt.encode({k: v for k, v in valid_claims().items() if k != "exp"}, JWT_SECRET), "exp"),
-        (jwt.encode({k: v for k, v in valid_claims().items() if k != "sub"}, JWT_SECRET), "sub"),
-        (jwt.encode({k: v for k, v in valid_claims().items() if k != "aud"}, JWT_SECRET), "aud"),
-        (jwt.encode(valid_claims(roles={"admin": True}), JWT_SECRET), "roles"),
-        (jwt.encode(valid_claims(nbf=int(time.time()) + 600), JWT_SECRET), "not yet valid"),
-        ("not.a.jwt", "invalid token"),
+        (lambda: "", "missing"),
+        (lambda: "am_test_admin_key_0123456789abcdeX", "invalid credential"),
+        (lambda: ADMIN_KEY[:-1], "invalid credential"),
+        (lambda: token(expires_in=-60), "expired"),
+        (lambda: token(audience="someone-else"), "audience"),
+        (
+            lambda: make_jwt("another-secret-that-is-also-long-enough!!", tenant=TENANT),
+            "invalid token",
+        ),
+        (lambda: unsigned_jwt({"alg": "none", "typ": "JWT"}, valid_claims()), "invalid token"),
+        (lambda: unsigned_jwt({"alg": "None", "typ": "JWT"}, valid_claims()), "invalid token"),
+        (lambda: _forged("HS512"), "invalid token"),
+        (lambda: _forged("HS384"), "invalid token"),
+        (lambda: token(tenant=None), "tenant"),
+        (lambda: token(tenant=""), "tenant"),
+        (lambda: token(tenant="../other"), "tenant"),
+        (lambda: jwt.encode({**valid_claims(), "exp": None}, JWT_SECRET), "exp"),
+        (
+            lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "exp"}, JWT_SECRET),
+            "exp",
+        ),
+        (
+            lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "sub"}, JWT_SECRET),
+            "sub",
+        ),
+        (
+            lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "aud"}, JWT_SECRET),
+            "aud",
+        ),
+        (lambda: jwt.encode(valid_claims(roles={"admin": True}), JWT_SECRET), "roles"),
+        (lambda: jwt.encode(valid_claims(nbf=int(time.time()) + 600), JWT_SECRET), "not yet valid"),
+        (lambda: "not.a.jwt", "invalid token"),
     ],
 )
-def test_bad_credentials_are_rejected(credential: str, reason: str) -> None:
+def test_bad_credentials_are_rejected(make_credential: Callable[[], str], reason: str) -> None:
+    # Made when the test runs: tokens made at collection time could expire in a long run.
     with pytest.raises(AuthenticationError) as caught:
-        authenticate(credential, SETTINGS)
+        authenticate(make_credential(), SETTINGS)
     assert reason in caught.value.message
 
 
