@@ -12,11 +12,18 @@ least one relevant document:
   the ideal order (linear gain, as trec_eval).
 
 Search returns chunks; a document's rank is that of its best chunk.
+
+With ``--qa`` every query is also asked through ``/v1/ask`` once per alias of ``--models``
+and the aliases are compared side by side (citation hit rate and precision, latency,
+tokens, cost): see :mod:`aimesh_gateway.cli.eval_qa`. ``--modes none`` skips the
+retrieval metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import math
 import sys
@@ -27,12 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Console
 
-from aimesh_gateway.cli.http import add_connection_arguments, client, problem
+from aimesh_gateway.cli.eval_qa import CORPUS_ID_KEY, AliasReport, print_qa_table, run_qa
+from aimesh_gateway.cli.http import add_connection_arguments, async_client, client, problem
 
 MODES = ("dense", "bm25", "hybrid")
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 Qrels = dict[str, dict[str, int]]
+# Documents per upsert request: small enough that one request stays well within the gateway's
+# request timeout on a busy machine (each document is chunked and embedded synchronously).
+INGEST_BATCH = 10
 
 
 class EvalError(Exception):
@@ -40,15 +52,46 @@ class EvalError(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("eval", help="Measure retrieval quality on a BEIR dataset")
+    parser = subparsers.add_parser(
+        "eval", help="Measure retrieval (and with --qa, answer) quality on a BEIR dataset"
+    )
     parser.add_argument("--dataset", required=True, type=Path, help="Folder in the BEIR layout")
-    parser.add_argument("--modes", default=",".join(MODES), help="Comma-separated modes")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="Comma-separated search modes, or none"
+    )
     parser.add_argument("--fusion", choices=("rrf", "weighted"), help="Hybrid fusion override")
     parser.add_argument("--dense-weight", type=float, help="Weighted fusion: dense weight")
+    parser.add_argument(
+        "--qa", action="store_true", help="Also ask every query through /v1/ask, per model"
+    )
+    parser.add_argument(
+        "--models",
+        default="default",
+        help="--qa: comma-separated model aliases to compare (default: default)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive, default=4, help="--qa: requests in flight (default 4)"
+    )
+    parser.add_argument(
+        "--top-k", type=_positive, default=5, help="--qa: sources per question (default 5)"
+    )
+    parser.add_argument(
+        "--limit", type=_positive, help="--qa: ask only the first N queries (a quick check)"
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the collection afterwards")
     parser.add_argument("--json", action="store_true", help="Print the metrics as JSON")
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 # Metrics (pure functions; tests check them by hand)
@@ -156,47 +199,110 @@ def _check(response: httpx.Response, what: str) -> Any:
     return response.json() if response.content else None
 
 
-def run_eval(http: httpx.Client, dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+def _modes(text: str) -> list[str]:
+    if text.strip().lower() == "none":
+        return []
+    modes = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     for mode in modes:
         if mode not in MODES:
-            raise EvalError(f"unknown mode '{mode}' (use {', '.join(MODES)})")
+            raise EvalError(f"unknown mode '{mode}' (use {', '.join(MODES)} or none)")
+    return modes
+
+
+def _aliases(text: str) -> list[str]:
+    aliases = list(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    if not aliases:
+        raise EvalError("--models names no model alias")
+    return aliases
+
+
+def _ingest(http: httpx.Client, collection: str, dataset: Dataset) -> None:
+    items = list(dataset.corpus.items())
+    for start in range(0, len(items), INGEST_BATCH):
+        documents = [
+            {
+                "id": doc_id,
+                "text": f"{title}\n\n{text}" if title else text,
+                # Citations carry the chunk's metadata: how --qa maps them back to qrels.
+                "metadata": {CORPUS_ID_KEY: doc_id},
+            }
+            for doc_id, (title, text) in items[start : start + INGEST_BATCH]
+            if text.strip() or title.strip()
+        ]
+        _check(
+            http.post(f"/v1/collections/{collection}/documents", json=documents),
+            "storing the corpus",
+        )
+
+
+def _retrieval(
+    http: httpx.Client,
+    collection: str,
+    dataset: Dataset,
+    modes: Sequence[str],
+    args: argparse.Namespace,
+) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for mode in modes:
+        rankings: dict[str, list[str]] = {}
+        for query_id in dataset.qrels:
+            body: dict[str, Any] = {"query": dataset.queries[query_id], "top_k": 30, "mode": mode}
+            if mode == "hybrid" and args.fusion:
+                body["fusion"] = args.fusion
+            if mode == "hybrid" and args.dense_weight is not None:
+                body["dense_weight"] = args.dense_weight
+            found = _check(
+                http.post(f"/v1/collections/{collection}/search", json=body), f"{mode} search"
+            )
+            rankings[query_id] = documents_in_order([h["document_id"] for h in found["results"]])
+        results[mode] = evaluate(rankings, dataset.qrels)
+    return results
+
+
+async def _qa(
+    args: argparse.Namespace, collection: str, dataset: Dataset, aliases: Sequence[str]
+) -> dict[str, Any]:
+    questions = [
+        (query_id, dataset.queries[query_id])
+        for query_id, relevant in dataset.qrels.items()
+        if any(grade > 0 for grade in relevant.values())
+    ][: args.limit]
+    async with async_client(args, connections=args.concurrency) as http:
+        reports = await run_qa(
+            http,
+            collection,
+            questions,
+            dataset.qrels,
+            aliases,
+            top_k=args.top_k,
+            concurrency=args.concurrency,
+        )
+    return {
+        "questions": len(questions),
+        "top_k": args.top_k,
+        "concurrency": args.concurrency,
+        "models": {report.alias: dataclasses.asdict(report) for report in reports},
+    }
+
+
+def run_eval(http: httpx.Client, dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+    modes = _modes(args.modes)
+    aliases = _aliases(args.models) if args.qa else []
+    if not modes and not args.qa:
+        raise EvalError("nothing to measure: --modes none without --qa")
     collection = f"eval-{uuid.uuid4().hex[:12]}"
     _check(http.post("/v1/collections", json={"name": collection}), "creating the collection")
     try:
-        items = list(dataset.corpus.items())
-        for start in range(0, len(items), 50):
-            documents = [
-                {"id": doc_id, "text": f"{title}\n\n{text}" if title else text}
-                for doc_id, (title, text) in items[start : start + 50]
-                if text.strip() or title.strip()
-            ]
-            _check(
-                http.post(f"/v1/collections/{collection}/documents", json=documents),
-                "storing the corpus",
-            )
-        results: dict[str, Any] = {}
-        for mode in modes:
-            rankings: dict[str, list[str]] = {}
-            for query_id in dataset.qrels:
-                body: dict[str, Any] = {
-                    "query": dataset.queries[query_id],
-                    "top_k": 30,
-                    "mode": mode,
-                }
-                if mode == "hybrid" and args.fusion:
-                    body["fusion"] = args.fusion
-                if mode == "hybrid" and args.dense_weight is not None:
-                    body["dense_weight"] = args.dense_weight
-                found = _check(
-                    http.post(f"/v1/collections/{collection}/search", json=body),
-                    f"{mode} search",
-                )
-                rankings[query_id] = documents_in_order(
-                    [h["document_id"] for h in found["results"]]
-                )
-            results[mode] = evaluate(rankings, dataset.qrels)
-        return {"collection": collection, "queries": len(dataset.qrels), "metrics": results}
+        _ingest(http, collection, dataset)
+        report: dict[str, Any] = {
+            "collection": collection,
+            "documents": len(dataset.corpus),
+            "queries": len(dataset.qrels),
+            "metrics": _retrieval(http, collection, dataset, modes, args),
+        }
+        if args.qa:
+            report["qa"] = asyncio.run(_qa(args, collection, dataset, aliases))
+        return report
     finally:
         if not args.keep:
             http.delete(f"/v1/collections/{collection}")
@@ -217,7 +323,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{len(dataset.corpus)} documents, {report['queries']} queries")
-    print(f"{'mode':<8}" + "".join(f"{name:>11}" for name in METRICS))
-    for mode, metrics in report["metrics"].items():
-        print(f"{mode:<8}" + "".join(f"{metrics[name]:>11.4f}" for name in METRICS))
+    if report["metrics"]:
+        print(f"{'mode':<8}" + "".join(f"{name:>11}" for name in METRICS))
+        for mode, metrics in report["metrics"].items():
+            print(f"{mode:<8}" + "".join(f"{metrics[name]:>11.4f}" for name in METRICS))
+    if "qa" in report:
+        reports = [AliasReport(**values) for values in report["qa"]["models"].values()]
+        print_qa_table(reports, Console(highlight=False))
     return 0

@@ -24,10 +24,25 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def client(args: argparse.Namespace, timeout: float = 120.0) -> httpx.Client:
+def _headers(args: argparse.Namespace) -> dict[str, str]:
     key = args.api_key or os.environ.get("AIMESH_API_KEY", "")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=timeout)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def client(args: argparse.Namespace, timeout: float = 120.0) -> httpx.Client:
+    return httpx.Client(base_url=args.url.rstrip("/"), headers=_headers(args), timeout=timeout)
+
+
+def async_client(
+    args: argparse.Namespace, timeout: float = 120.0, connections: int = 10
+) -> httpx.AsyncClient:
+    """The async counterpart of :func:`client`, for commands that send requests concurrently."""
+    return httpx.AsyncClient(
+        base_url=args.url.rstrip("/"),
+        headers=_headers(args),
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=connections),
+    )
 
 
 def problem(response: httpx.Response) -> str:
