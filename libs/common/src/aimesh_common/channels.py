@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import grpc
 
+from aimesh_common.tracing import TracePropagationInterceptor
+
 # No retry policy here: a service answering UNAVAILABLE may already have retried its own
 # upstream, and retries at every hop multiply. gRPC still retries transparently calls that
 # never reached a server (a replica going away), which is what round_robin needs.
@@ -31,11 +33,19 @@ def create_channel(
     *,
     max_message_bytes: int = 16 * 1024 * 1024,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+    trace_propagation: bool = False,
 ) -> grpc.aio.Channel:
-    """An insecure aio channel (TLS is the mesh's job in Kubernetes)."""
+    """An insecure aio channel (TLS is the mesh's job in Kubernetes).
+
+    ``trace_propagation`` sends the current trace context (``traceparent``) with every call;
+    services that trace set it (it costs an interceptor per call, so it is off otherwise).
+    """
+    chosen = list(interceptors or ())
+    if trace_propagation:
+        chosen.append(TracePropagationInterceptor())
     return grpc.aio.insecure_channel(
         target_for(addr),
-        interceptors=interceptors,
+        interceptors=chosen or None,
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.max_receive_message_length", max_message_bytes),

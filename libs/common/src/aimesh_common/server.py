@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh_common.interceptors import ErrorInterceptor
+from aimesh_common.tracing import ServerTracingInterceptor
 
 log = logging.getLogger("aimesh.server")
 
@@ -68,10 +70,18 @@ def build_grpc_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
     max_message_bytes: int = 16 * 1024 * 1024,
+    tracer_provider: TracerProvider | None = None,
 ) -> GrpcServer:
-    """Create a server with the service's servicers, health, reflection and interceptors."""
+    """Create a server with the service's servicers, health, reflection and interceptors.
+
+    With ``tracer_provider`` every RPC gets a server span (continuing the caller's trace);
+    the caller owns the provider and shuts it down.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    if tracer_provider is not None:
+        interceptors.insert(0, ServerTracingInterceptor(tracer_provider))  # outermost
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -35,6 +35,12 @@ class GrpcServiceSettings(ServiceSettings):
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent."
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector (e.g. http://otel-collector:4318): when set, every "
+        "RPC gets a server span continuing the caller's trace, and the trace context is "
+        "passed on to the backends; unset disables tracing.",
+    )
 
 
 def service_addr(env_name: str, default: str) -> str:

@@ -9,6 +9,7 @@ import time
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
+from aimesh_common.tracing import tracer_provider_for
 from aimesh_embedding.config import Settings
 from aimesh_embedding.model import Encoder, ModelLoadError, load_backend
 from aimesh_embedding.server import create_server
@@ -18,7 +19,10 @@ log = logging.getLogger("aimesh.embedding")
 
 async def _serve(settings: Settings, encoder: Encoder) -> None:
     # Built inside the running loop: grpc.aio objects belong to the loop that creates them.
-    server = create_server(settings, encoder)
+    tracer_provider = tracer_provider_for(settings.otlp_endpoint, "aimesh-embedding")
+    server = create_server(settings, encoder, tracer_provider)
+    if tracer_provider is not None:
+        server.on_stop.append(tracer_provider.shutdown)
     await server.serve(settings.grace_seconds)
 
 

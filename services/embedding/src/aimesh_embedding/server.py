@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.embedding.v1 import embedding_pb2
 from aimesh_common.server import GrpcServer, build_grpc_server
@@ -13,8 +14,13 @@ from aimesh_embedding.servicer import EmbeddingServicer, decode_embed_request
 SERVICE_NAME: str = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
 
-def create_server(settings: Settings, encoder: Encoder) -> GrpcServer:
-    """A server for ``encoder`` on ``settings.host:settings.port`` (port 0 picks a free one)."""
+def create_server(
+    settings: Settings, encoder: Encoder, tracer_provider: TracerProvider | None = None
+) -> GrpcServer:
+    """A server for ``encoder`` on ``settings.host:settings.port`` (port 0 picks a free one).
+
+    With ``tracer_provider`` every RPC gets a server span (the caller owns the provider).
+    """
     servicer = EmbeddingServicer(encoder, settings)
 
     # The generated registration, except that Embed decodes its request itself, so bytes
@@ -44,6 +50,7 @@ def create_server(settings: Settings, encoder: Encoder) -> GrpcServer:
         register=register,
         service_names=[SERVICE_NAME],
         max_message_bytes=settings.max_message_bytes,
+        tracer_provider=tracer_provider,
     )
     grpc_server.on_stop.append(servicer.close)
     return grpc_server

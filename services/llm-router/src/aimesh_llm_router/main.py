@@ -9,6 +9,7 @@ import sys
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
+from aimesh_common.tracing import tracer_provider_for
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.server import build_dependencies, create_server
 from aimesh_llm_router.templates import PromptTemplateError
@@ -17,8 +18,11 @@ log = logging.getLogger("aimesh.llm_router")
 
 
 async def run(settings: Settings) -> None:
-    deps = build_dependencies(settings)
+    tracer_provider = tracer_provider_for(settings.otlp_endpoint, "aimesh-llm-router")
+    deps = build_dependencies(settings, tracer_provider=tracer_provider)
     server = create_server(settings, deps)
+    if tracer_provider is not None:
+        server.on_stop.append(tracer_provider.shutdown)
     metrics_port = start_metrics_server(settings.metrics_port)
     log.info(
         "llm router starting",

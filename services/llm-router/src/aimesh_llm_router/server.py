@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -41,6 +42,8 @@ class Dependencies:
     conversations: ConversationStore
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Traces RPCs and passes the trace on to the backends when set (AIMESH_OTLP_ENDPOINT).
+    tracer_provider: TracerProvider | None = None
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -73,6 +76,7 @@ def build_dependencies(
     embedding_channel: grpc.aio.Channel | None = None,
     prompts: PromptLibrary | None = None,
     config: ModelsConfig | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Dependencies:
     """Channels to the backends, templates and the provider registry for ``settings``.
 
@@ -84,14 +88,18 @@ def build_dependencies(
     closers: list[Callable[[], Awaitable[object]]] = []
     if retrieval_channel is None:
         retrieval_channel = create_channel(
-            settings.retrieval_service_addr, max_message_bytes=settings.max_message_bytes
+            settings.retrieval_service_addr,
+            max_message_bytes=settings.max_message_bytes,
+            trace_propagation=tracer_provider is not None,
         )
         closers.append(retrieval_channel.close)
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
     if any(spec.provider == "local" for spec in models_cfg.models.values()):
         if embedding_channel is None:
             embedding_channel = create_channel(
-                settings.embedding_service_addr, max_message_bytes=settings.max_message_bytes
+                settings.embedding_service_addr,
+                max_message_bytes=settings.max_message_bytes,
+                trace_propagation=tracer_provider is not None,
             )
             closers.append(embedding_channel.close)
         embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel)
@@ -108,6 +116,7 @@ def build_dependencies(
         prompts=library,
         embedding=embedding,
         closers=closers,
+        tracer_provider=tracer_provider,
     )
 
 
@@ -132,6 +141,7 @@ def create_server(settings: Settings, deps: Dependencies) -> GrpcServer:
         register=register,
         service_names=[SERVICE_NAME],
         max_message_bytes=settings.max_message_bytes,
+        tracer_provider=deps.tracer_provider,
     )
     server.on_stop.append(deps.aclose)
     return server

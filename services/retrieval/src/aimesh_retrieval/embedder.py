@@ -50,9 +50,15 @@ class EmbeddingClient:
     """
 
     def __init__(
-        self, addr: str, *, batch_size: int = 64, concurrency: int = 2, timeout: float = 60.0
+        self,
+        addr: str,
+        *,
+        batch_size: int = 64,
+        concurrency: int = 2,
+        timeout: float = 60.0,
+        trace_propagation: bool = False,
     ) -> None:
-        self._channel = create_channel(addr)
+        self._channel = create_channel(addr, trace_propagation=trace_propagation)
         self._stub = embedding_pb2_grpc.EmbeddingServiceStub(self._channel)
         self._batch_size = batch_size
         self._concurrency = max(1, concurrency)

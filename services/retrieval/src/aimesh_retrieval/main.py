@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
+from aimesh_common.tracing import tracer_provider_for
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import JobStore
@@ -40,11 +41,13 @@ async def run(settings: Settings) -> None:
             extra={"milvus": _milvus_location(settings), "error": error.message},
         )
         raise SystemExit(1) from None
+    tracer_provider = tracer_provider_for(settings.otlp_endpoint, "aimesh-retrieval")
     embedder = EmbeddingClient(
         settings.embedding_service_addr,
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,
         timeout=settings.embed_timeout_seconds,
+        trace_propagation=tracer_provider is not None,
     )
     if not settings.jobs_database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,8 +59,10 @@ async def run(settings: Settings) -> None:
         await embedder.close()
         await store.close()
         raise SystemExit(1) from None
-    server = create_server(settings, store, embedder, jobs)
+    server = create_server(settings, store, embedder, jobs, tracer_provider)
     server.on_stop.extend([embedder.close, store.close, jobs.close])
+    if tracer_provider is not None:
+        server.on_stop.append(tracer_provider.shutdown)
     log.info(
         "retrieval service configured",
         extra={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
@@ -21,12 +22,14 @@ def create_server(
     store: MilvusStore,
     embedder: EmbeddingClient,
     jobs: JobStore | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> GrpcServer:
     """A bound, not yet started, server for the retrieval service.
 
     The caller owns ``store``, ``embedder`` and ``jobs`` and closes them after the server
     stopped (``main`` does so through ``GrpcServer.on_stop``). With ``jobs``, the job
-    runner starts at once (so this must run inside the event loop) and stops first.
+    runner starts at once (so this must run inside the event loop) and stops first. With
+    ``tracer_provider`` every RPC gets a server span (the caller owns the provider).
     """
     servicer = RetrievalServicer(
         store,
@@ -49,6 +52,7 @@ def create_server(
         register=register,
         service_names=[SERVICE_NAME],
         max_message_bytes=settings.max_message_bytes,
+        tracer_provider=tracer_provider,
     )
     runner = servicer.runner
     if runner is not None:

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aimesh_common import tracing
 from aimesh_gateway.core.middleware import route_template
 
 _propagator = TraceContextTextMapPropagator()
 
 
 def create_tracer_provider(endpoint: str, service: str = "aimesh-gateway") -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return tracing.create_tracer_provider(endpoint, service)
 
 
 def trace_metadata() -> tuple[tuple[str, str], ...]:
