@@ -11,6 +11,11 @@ client in its own process:
 
 Prints p50/p99 at concurrency 1 and 32 and requests/s, the differences (c)-(b) and (c)-(a),
 and writes the table into docs/benchmarks.md between the gateway markers.
+
+``python -m scripts.bench.gateway profile`` instead runs route (c) in one process under
+cProfile (gateway app through httpx's ASGI transport, a real llm-router on a local port, the
+same Redis) and prints the per-request counts that do not depend on machine load (function
+calls, event-loop iterations, thread-pool hand-offs) and the costliest gateway functions.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -361,6 +366,90 @@ def cached_row(gateway: str, key: str, n: int) -> Row:
     return Row("(d) gateway cached chat completion (temperature 0, Redis)", c1, c32)
 
 
+# ---------------------------------------------------------------- profile (one process)
+
+
+async def _profile(requests: int, top: int, log_stream: TextIO) -> None:
+    import cProfile
+    import io
+    import logging
+    import pstats
+
+    from aimesh_gateway.core.config import Settings as GatewaySettings
+    from aimesh_gateway.main import _configure_logging, create_app
+    from aimesh_llm_router.config import Settings as RouterSettings
+    from aimesh_llm_router.server import build_dependencies, create_server
+
+    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-profile-gateway-"))
+    router_settings = RouterSettings(
+        port=0, host="127.0.0.1", metrics_port=None, data_dir=data_dir / "router"
+    )
+    router = create_server(router_settings, build_dependencies(router_settings))
+    await router.start()
+    settings = GatewaySettings(
+        admin_api_key=ADMIN_KEY,
+        llm_router_service_addr=f"127.0.0.1:{router.port}",
+        data_dir=data_dir / "gateway",
+        redis_url=REDIS_URL,
+        redis_key_prefix=f"aimesh-profile-{uuid.uuid4().hex[:8]}:",
+        rate_limit_rpm=100_000_000,
+        log_level="INFO",  # the access log line is part of what we measure, as in the bench
+        log_format="json",
+    )
+    _configure_logging(settings)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(log_stream)  # formatted and written, as in the bench
+    app = create_app(settings)
+    profiler = cProfile.Profile()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            created = await client.post(
+                "/v1/admin/keys",
+                json={"roles": ["user"], "name": "profile"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            client.headers["Authorization"] = f"Bearer {created.raise_for_status().json()['key']}"
+            for _ in range(200):  # warm-up: caches filled, connections open
+                (await client.get("/v1/models")).raise_for_status()
+            started = time.perf_counter()
+            profiler.enable()
+            for _ in range(requests):
+                await client.get("/v1/models")
+            profiler.disable()
+            elapsed = time.perf_counter() - started
+    await router.stop(0)
+    stats = pstats.Stats(profiler)
+    # {(file, line, function): (primitive calls, calls, tottime, cumtime, callers)}
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+
+    def calls_of(file_end: str, function: str) -> int:
+        return sum(
+            value[0]
+            for (file, _, name), value in raw.items()
+            if file.endswith(file_end) and name == function
+        )
+
+    per_request = elapsed / requests * 1000
+    print(f"{requests} x GET /v1/models in process under cProfile: {per_request:.2f} ms each")
+    print(f"function calls per request:         {sum(v[1] for v in raw.values()) / requests:.0f}")
+    loop_turns = calls_of("base_events.py", "_run_once") / requests
+    print(f"event-loop iterations per request:  {loop_turns:.1f}")
+    print(
+        "thread-pool hand-offs per request:  "
+        f"{calls_of('to_thread.py', 'run_sync') / requests:.1f} (resumptions included)"
+    )
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats("aimesh_", top)
+    print(out.getvalue())
+
+
+def profile_main(args: argparse.Namespace) -> None:
+    with open(os.devnull, "w") as devnull:
+        asyncio.run(_profile(args.requests, args.top, devnull))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode")
@@ -374,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--path", default="/v1/models")
     load.add_argument("--credential", default="")
     load.add_argument("--body", default="")
+    profile = sub.add_parser("profile")
+    profile.add_argument("--requests", type=int, default=2000)
+    profile.add_argument("--top", type=int, default=30)
     bare = sub.add_parser("bare")
     bare.add_argument("--port", type=int, required=True)
     bare.add_argument("--router", required=True)
@@ -382,6 +474,8 @@ def main(argv: list[str] | None = None) -> None:
         load_main(args)
     elif args.mode == "bare":
         bare_main(args)
+    elif args.mode == "profile":
+        profile_main(args)
     else:
         if args.mode is None:
             args = parser.parse_args(["bench", *(argv or sys.argv[1:])])

@@ -16,6 +16,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
+# Every image: the services and the web front end (web/Dockerfile).
+IMAGES = sorted([*SERVICES, "web"])
+DOCKERFILES = {name: f"services/{name}/Dockerfile" for name in SERVICES} | {"web": "web/Dockerfile"}
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 Obj = dict[str, Any]
@@ -65,7 +68,7 @@ def test_ci_lints_tests_validates_and_builds_every_image() -> None:
     assert "make k8s-validate" in manifests
     assert "vendor.github-workflows" in manifests
     built = {entry["dockerfile"] for entry in jobs["images"]["strategy"]["matrix"]["include"]}
-    expected = {f"services/{name}/Dockerfile" for name in SERVICES}
+    expected = set(DOCKERFILES.values())
     assert built == expected | {"services/embedding/Dockerfile.onnx"}
     for step in jobs["images"]["steps"]:
         if step.get("uses", "").startswith("docker/build-push-action"):
@@ -87,8 +90,10 @@ def test_release_pushes_versioned_images_then_deploys_prod_with_skaffold() -> No
     assert "latest" not in push["with"]["tags"]
     deploy = run_lines(jobs["deploy"])
     assert "skaffold deploy -p prod" in deploy
-    for name in SERVICES:
+    for name in IMAGES:
         assert f"aimesh-{name}:${{{{ github.ref_name }}}}" in deploy
+    pushed = {entry["dockerfile"] for entry in jobs["images"]["strategy"]["matrix"]["include"]}
+    assert pushed >= set(DOCKERFILES.values())
     # Secrets reach the job through env, never inline in a command.
     assert "secrets." not in deploy
 
@@ -119,7 +124,12 @@ def test_skaffold_has_dev_and_prod_profiles(skaffold: Obj) -> None:
 
 def test_skaffold_builds_one_artifact_per_service(skaffold: Obj) -> None:
     images = [a["image"] for a in skaffold["build"]["artifacts"]]
-    assert sorted(images) == [f"aimesh-{name}" for name in SERVICES]
+    assert sorted(images) == [f"aimesh-{name}" for name in IMAGES]
+    for artifact in skaffold["build"]["artifacts"]:
+        name = artifact["image"].removeprefix("aimesh-")
+        assert artifact["context"] == "."
+        assert artifact["docker"]["dockerfile"] == DOCKERFILES[name]
+        assert (ROOT / DOCKERFILES[name]).is_file()
     for profile in skaffold["profiles"]:
         # A profile may change how images are built or tagged, not which images exist.
         assert "artifacts" not in profile.get("build", {})

@@ -281,12 +281,12 @@ def test_dockerignore_keeps_the_context_small() -> None:
     # Allow-list: everything is ignored except what the Dockerfiles COPY.
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed == {"constraints.txt", "libs/common", "services"}
+    assert allowed == {"constraints.txt", "libs/common", "services", "web"}
     for name in (".venv", ".git", "__pycache__", ".aimesh", "node_modules", "tests", "*.egg-info"):
         assert f"**/{name}" in patterns, name
     copied = {
         args.split()[0]
-        for path in [*map(dockerfile, SERVICES), ONNX_DOCKERFILE]
+        for path in [*map(dockerfile, SERVICES), ONNX_DOCKERFILE, ROOT / "web" / "Dockerfile"]
         for stage in parse(path)
         for args in stage.args("COPY")
         if not args.startswith("--from")

@@ -22,6 +22,15 @@ SCRIPT = ROOT / "scripts" / "k8s_validate.py"
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
 GATEWAY = "gateway"
 GRPC_SERVICES = [name for name in SERVICES if name != GATEWAY]
+# The web front end (web/Dockerfile: nginx with the built Vue app) is deployed like a service.
+WEB = "web"
+WORKLOADS = sorted([*SERVICES, WEB])
+WEB_DIR = ROOT / "web"
+
+
+def dockerfile_of(name: str) -> Path:
+    return WEB_DIR / "Dockerfile" if name == WEB else ROOT / "services" / name / "Dockerfile"
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which("kustomize") is None and shutil.which("kubectl") is None,
@@ -124,12 +133,12 @@ def test_validate_script_reports_a_render_failure(base_copy: Path) -> None:
 
 def test_one_folder_deployment_and_service_per_service(objects: list[Obj]) -> None:
     folders = sorted(p.name for p in BASE.iterdir() if p.is_dir())
-    assert folders == SERVICES
-    assert sorted(of_kind(objects, "Deployment")) == SERVICES
-    assert sorted(of_kind(objects, "Service")) == SERVICES
+    assert folders == WORKLOADS
+    assert sorted(of_kind(objects, "Deployment")) == WORKLOADS
+    assert sorted(of_kind(objects, "Service")) == WORKLOADS
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_objects_in_a_folder_are_named_after_it(name: str) -> None:
     for path in sorted((BASE / name).glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -144,7 +153,7 @@ def test_images_are_named_after_the_service(objects: list[Obj]) -> None:
         assert container["name"] == name
         image = container["image"]
         assert re.fullmatch(rf"aimesh-{name}:[\w.-]+", image), image
-        assert (ROOT / "services" / name / "Dockerfile").is_file()
+        assert dockerfile_of(name).is_file()
 
 
 def test_every_object_is_part_of_aimesh(objects: list[Obj]) -> None:
@@ -158,7 +167,7 @@ def test_every_object_is_part_of_aimesh(objects: list[Obj]) -> None:
 # What every Deployment must have
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_deployment_is_hardened(objects: list[Obj], name: str) -> None:
     deployment = of_kind(objects, "Deployment")[name]
     pod = deployment["spec"]["template"]["spec"]
@@ -182,7 +191,7 @@ def test_deployment_is_hardened(objects: list[Obj], name: str) -> None:
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_deployment_has_probes_and_resources(objects: list[Obj], name: str) -> None:
     container = only_container(of_kind(objects, "Deployment")[name])
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -289,7 +298,10 @@ def test_config_points_every_caller_at_the_services(objects: list[Obj]) -> None:
     for name in GRPC_SERVICES:
         port = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}["grpc"]
         assert data[f"{name.upper().replace('-', '_')}_SERVICE_ADDR"] == f"{name}:{port}"
-    for deployment in of_kind(objects, "Deployment").values():
+    for name, deployment in of_kind(objects, "Deployment").items():
+        if name == WEB:  # nginx reads no aimesh setting
+            assert "envFrom" not in only_container(deployment)
+            continue
         sources = [s["configMapRef"]["name"] for s in only_container(deployment)["envFrom"]]
         assert sources == [config["metadata"]["name"]]
 
@@ -326,18 +338,55 @@ def test_skaffold_builds_every_service_and_deploys_the_base(objects: list[Obj]) 
     config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
     assert config["apiVersion"].startswith("skaffold/v4")
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    assert sorted(artifacts) == [f"aimesh-{name}" for name in SERVICES]
-    for name in SERVICES:
+    assert sorted(artifacts) == [f"aimesh-{name}" for name in WORKLOADS]
+    for name in WORKLOADS:
         artifact = artifacts[f"aimesh-{name}"]
         assert artifact["context"] == "."
         dockerfile = artifact["docker"]["dockerfile"]
-        assert dockerfile == f"services/{name}/Dockerfile"
+        assert ROOT / dockerfile == dockerfile_of(name)
         assert (ROOT / dockerfile).is_file()
     assert config["manifests"]["kustomize"]["paths"] == ["k8s/base"]
     forwards = [(f["resourceType"], f["resourceName"], f["port"]) for f in config["portForward"]]
     assert ("service", GATEWAY, 8000) in forwards
+    assert ("service", WEB, 8080) in forwards
     # skaffold swaps in its images by name: the manifests must use the same names.
     images = {
         only_container(d)["image"].split(":")[0] for d in of_kind(objects, "Deployment").values()
     }
     assert images == set(artifacts)
+
+
+# The web front end
+
+
+def nginx_listen_port() -> int:
+    match = re.search(r"^\s*listen\s+(\d+);", (WEB_DIR / "nginx.conf").read_text(), re.M)
+    assert match, "web/nginx.conf has no listen directive"
+    return int(match.group(1))
+
+
+def test_web_serves_and_probes_its_nginx_port(objects: list[Obj]) -> None:
+    deployment = of_kind(objects, "Deployment")[WEB]
+    container = only_container(deployment)
+    assert ports_by_name(container) == {"http": nginx_listen_port()}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    assert "/healthz" in (WEB_DIR / "nginx.conf").read_text()
+    service = of_kind(objects, "Service")[WEB]
+    assert service["spec"].get("clusterIP") != "None"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", nginx_listen_port(), "http")
+    ]
+    # nginx writes its pid and temp files under /tmp, the only writable path.
+    conf = (WEB_DIR / "nginx.conf").read_text()
+    assert "pid /tmp/nginx.pid;" in conf
+    for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert re.search(rf"^\s*{temp}_temp_path /tmp/", conf, re.M), temp
+
+
+def test_web_proxies_to_the_gateway_service(objects: list[Obj]) -> None:
+    conf = (WEB_DIR / "nginx.conf").read_text()
+    gateway = of_kind(objects, "Service")[GATEWAY]
+    port = {p["name"]: p["port"] for p in gateway["spec"]["ports"]}["http"]
+    assert f"server {GATEWAY}:{port};" in conf
+    assert "proxy_buffering off;" in conf  # server-sent events stream through

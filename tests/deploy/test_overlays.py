@@ -25,6 +25,9 @@ from scripts.k8s_validate import CUSTOM_KINDS, kustomize_command, render, valida
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ROOT / "k8s" / "overlays"
 SERVICES = ["embedding", "gateway", "llm-router", "retrieval"]
+# The web front end (nginx): deployed like a service, with no metrics port.
+WEB = "web"
+WEB_PORT = 8080
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 GRPC_PORTS = {"embedding": 50051, "retrieval": 50052, "llm-router": 50053}
 METRICS_PORTS = {"embedding": 9101, "retrieval": 9102, "llm-router": 9103, "gateway": 8000}
@@ -272,6 +275,7 @@ EXPECTED_CALLS = {
     ("llm-router", "retrieval", 50052),
     ("retrieval", "embedding", 50051),
     ("envoy", "gateway", 8000),
+    ("web", "gateway", 8000),
 }
 
 
@@ -280,15 +284,39 @@ def test_network_policies_allow_exactly_the_mesh_calls(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:
     policies = of_kind(rendered[overlay], "NetworkPolicy")
-    pods = [*SERVICES, "envoy"]
+    pods = [*SERVICES, "envoy", WEB]
     for source in pods:
         for target in pods:
             if source == target:
                 continue
-            for port in {*GRPC_PORTS.values(), 8000}:
+            for port in {*GRPC_PORTS.values(), 8000, WEB_PORT}:
+                # The web pod takes HTTP from anyone (it is an edge); only its own egress
+                # (to the gateway) limits what it reaches.
                 expected = (source, target, port) in EXPECTED_CALLS
+                if target == WEB and port == WEB_PORT:
+                    continue  # checked below: open ingress, closed egress elsewhere
                 got = allowed(policies, labels_of(source), labels_of(target), port)
                 assert got == expected, f"{overlay}: {source} -> {target}:{port}"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_web_is_open_on_its_port_and_reaches_only_the_gateway(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    policies = of_kind(rendered[overlay], "NetworkPolicy")
+    spec = policies[WEB]["spec"]
+    assert spec["ingress"] == [{"ports": [{"port": WEB_PORT, "protocol": "TCP"}]}]
+    egress = [
+        (peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
+        for rule in spec["egress"]
+        for peer in rule["to"]
+        for port in rule["ports"]
+    ]
+    assert egress == [("gateway", 8000)]
+    assert allowed(policies, labels_of(WEB), labels_of("gateway"), 8000)
+    for target in ("llm-router", "retrieval", "embedding", "redis", "milvus"):
+        for port in (*GRPC_PORTS.values(), 6379, 19530):
+            assert not allowed(policies, labels_of(WEB), labels_of(target), port)
 
 
 def test_dev_reaches_its_in_cluster_milvus_and_redis(rendered: dict[str, list[Obj]]) -> None:
@@ -420,7 +448,7 @@ def test_prod_uses_milvus_and_redis_by_url_only(rendered: dict[str, list[Obj]]) 
     config = next(o for o in objects if o["metadata"]["name"].startswith("aimesh-config"))
     assert config["data"]["AIMESH_MILVUS_URI"] == "http://milvus.milvus.svc.cluster.local:19530"
     names = {o["metadata"]["name"] for o in workloads(objects)}
-    assert names == {*SERVICES, "envoy"}, "Milvus and Redis are not ours to run in prod"
+    assert names == {*SERVICES, "envoy", WEB}, "Milvus and Redis are not ours to run in prod"
     gateway = of_kind(objects, "Deployment")["gateway"]["spec"]["template"]["spec"]
     redis = [e for e in gateway["containers"][0]["env"] if e["name"] == "AIMESH_REDIS_URL"]
     assert redis[0]["valueFrom"]["secretKeyRef"]["name"].startswith("aimesh-secrets")
@@ -457,7 +485,7 @@ def test_dev_runs_one_replica_of_everything(rendered: dict[str, list[Obj]]) -> N
     for workload in workloads(objects):
         assert workload["spec"]["replicas"] == 1
         names.add(workload["metadata"]["name"])
-    assert names == {*SERVICES, "milvus", "redis"}
+    assert names == {*SERVICES, WEB, "milvus", "redis"}
     config = next(o for o in objects if o["metadata"]["name"].startswith("aimesh-config"))
     assert config["data"]["AIMESH_MILVUS_URI"] == "http://milvus:19530"
     assert config["data"]["AIMESH_REDIS_URL"] == "redis://redis:6379/0"

@@ -260,6 +260,10 @@ def _usage(prompt: str, completion: str) -> llm_pb2.Usage:
     )
 
 
+# What the fake reports as the answering provider kind (the real router: "local", "openai").
+FAKE_PROVIDER = "fake"
+
+
 def _alias(model: str) -> str:
     alias = model or "default"
     if alias not in ALIASES:
@@ -291,7 +295,14 @@ class _StreamingAndConversations:
         reply = await self.Summarize(request, context)
         yield llm_pb2.StreamEvent(delta=reply.summary)
         yield llm_pb2.StreamEvent(usage=reply.usage)
-        yield llm_pb2.StreamEvent(done=llm_pb2.StreamDone(model=reply.model, finish_reason="stop"))
+        yield llm_pb2.StreamEvent(
+            done=llm_pb2.StreamDone(
+                model=reply.model,
+                finish_reason="stop",
+                provider=reply.provider,
+                prompt_version=reply.prompt_version,
+            )
+        )
 
     async def StreamAnswer(
         self, request: llm_pb2.AnswerRequest, context: Any
@@ -301,7 +312,14 @@ class _StreamingAndConversations:
         yield llm_pb2.StreamEvent(delta=reply.answer)
         yield llm_pb2.StreamEvent(citations=llm_pb2.SourceList(items=reply.citations))
         yield llm_pb2.StreamEvent(usage=reply.usage)
-        yield llm_pb2.StreamEvent(done=llm_pb2.StreamDone(model=reply.model, finish_reason="stop"))
+        yield llm_pb2.StreamEvent(
+            done=llm_pb2.StreamDone(
+                model=reply.model,
+                finish_reason="stop",
+                provider=reply.provider,
+                prompt_version=reply.prompt_version,
+            )
+        )
 
     def _owned(self, tenant_id: str, user_id: str, conversation_id: str) -> llm_pb2.Conversation:
         if self.owners.get(conversation_id) != (tenant_id, user_id):
@@ -341,7 +359,12 @@ class _StreamingAndConversations:
         yield llm_pb2.StreamEvent(delta=reply)
         yield llm_pb2.StreamEvent(usage=_usage(request.content, reply))
         yield llm_pb2.StreamEvent(
-            done=llm_pb2.StreamDone(model=conversation.model, finish_reason="stop")
+            done=llm_pb2.StreamDone(
+                model=conversation.model,
+                finish_reason="stop",
+                provider=FAKE_PROVIDER,
+                prompt_version="chat/v1",
+            )
         )
 
 
@@ -366,10 +389,19 @@ class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServic
         if request.max_tokens and len(words) > request.max_tokens:
             words, finish_reason = words[: request.max_tokens], "length"
         for index, word in enumerate(words):
-            yield llm_pb2.GenerateResponse(delta=word if index == 0 else f" {word}", model=alias)
+            yield llm_pb2.GenerateResponse(
+                delta=word if index == 0 else f" {word}",
+                model=alias,
+                provider=FAKE_PROVIDER,
+                prompt_version="chat/v1",
+            )
         prompt = " ".join(m.content for m in request.messages)
         yield llm_pb2.GenerateResponse(
-            model=alias, finish_reason=finish_reason, usage=_usage(prompt, " ".join(words))
+            model=alias,
+            finish_reason=finish_reason,
+            usage=_usage(prompt, " ".join(words)),
+            provider=FAKE_PROVIDER,
+            prompt_version="chat/v1",
         )
 
     async def Summarize(
@@ -384,7 +416,11 @@ class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServic
         if request.style == "bullets":
             summary = "- " + summary
         return llm_pb2.SummarizeResponse(
-            summary=summary, model=alias, usage=_usage(request.text, summary)
+            summary=summary,
+            model=alias,
+            usage=_usage(request.text, summary),
+            provider=FAKE_PROVIDER,
+            prompt_version="summarize/v1",
         )
 
     async def Answer(self, request: llm_pb2.AnswerRequest, context: Any) -> llm_pb2.AnswerResponse:
@@ -424,6 +460,8 @@ class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServic
             ],
             model=alias,
             usage=_usage(request.question, answer),
+            provider=FAKE_PROVIDER,
+            prompt_version="qa/v1",
         )
 
     async def ListModels(

@@ -71,6 +71,26 @@ def test_every_non_public_route_demands_a_role(app: FastAPI) -> None:
     assert existing >= PUBLIC
 
 
+# Roles of routes whose level is a product decision, pinned so a change is deliberate.
+EXPECTED_ROLES: dict[tuple[str, str], Role] = {
+    ("POST", "/v1/feedback"): Role.USER,
+    ("GET", "/v1/admin/feedback"): Role.ADMIN,
+    ("GET", "/v1/admin/feedback/summary"): Role.ADMIN,
+    ("GET", "/v1/admin/usage"): Role.ADMIN,
+    ("POST", "/v1/ask"): Role.USER,
+    ("POST", "/v1/summarize"): Role.USER,
+    ("POST", "/v1/chat/completions"): Role.USER,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): Role.USER,
+}
+
+
+def test_routes_demand_their_expected_role(app: FastAPI) -> None:
+    roles = {
+        (m, route.path_format): required_role(route.dependant) for m, route in _api_routes(app)
+    }
+    assert {key: roles.get(key) for key in EXPECTED_ROLES} == EXPECTED_ROLES
+
+
 def _sample(parameter: dict[str, Any]) -> str:
     pattern = parameter.get("schema", {}).get("pattern", "")
     for candidate in ("docs", "a" * 32, "doc-1", "1"):

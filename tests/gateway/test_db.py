@@ -8,15 +8,28 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.keys import KeyStore, parse_key
 from aimesh_gateway.core.users import UsernameTaken, UserStore
-from aimesh_gateway.db.engine import create_engine, current_revision, migrate, session_factory
+from aimesh_gateway.db.engine import (
+    _alembic_config,
+    create_engine,
+    current_revision,
+    migrate,
+    session_factory,
+)
+from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
+
+HEAD = "0002"
 
 
 def _tenant() -> str:
@@ -25,10 +38,83 @@ def _tenant() -> str:
 
 async def test_migrations_create_every_table_and_are_idempotent(db_engine: AsyncEngine) -> None:
     await migrate(db_engine)  # a second run is a no-op
-    assert await current_revision(db_engine) == "0001"
+    assert await current_revision(db_engine) == HEAD
     async with db_engine.connect() as connection:
         tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        usage_columns = await connection.run_sync(
+            lambda sync: {c["name"] for c in inspect(sync).get_columns("usage_records")}
+        )
+        usage_indexes = await connection.run_sync(
+            lambda sync: {i["name"] for i in inspect(sync).get_indexes("usage_records")}
+        )
     assert {"api_keys", "users", "refresh_tokens", "tenant_limits", "usage_records"} <= tables
+    assert "feedback" in tables
+    assert {"request_id", "provider", "prompt_version"} <= usage_columns
+    assert "ix_usage_records_request_id" in usage_indexes
+
+
+async def test_the_migrations_build_exactly_the_models(db_engine: AsyncEngine) -> None:
+    """A column or index added to a model without a migration (or the reverse) fails here."""
+
+    def differences(connection: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+    async with db_engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+async def test_0002_upgrades_a_0001_database_with_rows(database_url: str) -> None:
+    """Usage rows written before 0002 survive it, with empty request id/provider/prompt."""
+    suffix = uuid.uuid4().hex[:8]
+    if database_url.startswith("postgresql"):
+        name = f"aimesh_gw_0001_{suffix}"
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        url = database_url.replace("gateway.db", f"old-{suffix}.db")
+    engine = create_engine(url)
+    try:
+
+        def upgrade_to(connection: Connection, revision: str) -> None:
+            command.upgrade(_alembic_config(connection), revision)
+
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to, "0001")
+        assert await current_revision(engine) == "0001"
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO usage_records (tenant_id, subject, route, model, prompt_tokens,"
+                    " completion_tokens, created_at) VALUES ('t', 's', '/v1/ask', 'default', 3,"
+                    " 4, :at)"
+                ),
+                {"at": datetime(2026, 1, 2, tzinfo=UTC).replace(tzinfo=None)},
+            )
+        await migrate(engine)
+        assert await current_revision(engine) == HEAD
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT prompt_tokens, request_id, provider, prompt_version"
+                        " FROM usage_records"
+                    )
+                )
+            ).one()
+        assert tuple(row) == (3, "", "", "")
+        async with engine.begin() as connection:  # and back down to 0001
+            await connection.run_sync(downgrade_to, "0001")
+        assert await current_revision(engine) == "0001"
+    finally:
+        await engine.dispose()
+        if database_url.startswith("postgresql"):
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await admin.close()
+
+
+def downgrade_to(connection: Connection, revision: str) -> None:
+    command.downgrade(_alembic_config(connection), revision)
 
 
 async def test_concurrent_migrations_serialize(database_url: str) -> None:
@@ -44,7 +130,7 @@ async def test_concurrent_migrations_serialize(database_url: str) -> None:
     engines = [create_engine(fresh) for _ in range(3)]
     try:
         await asyncio.gather(*(migrate(engine) for engine in engines))
-        assert await current_revision(engines[0]) == "0001"
+        assert await current_revision(engines[0]) == HEAD
     finally:
         for engine in engines:
             await engine.dispose()

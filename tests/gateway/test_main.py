@@ -13,7 +13,7 @@ import pytest
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN, running, settings_for
+from tests.gateway.helpers import ADMIN, running, settings_for, user
 
 
 async def test_lifespan_opens_and_closes_the_channels(fake_mesh: FakeMesh) -> None:
@@ -71,6 +71,24 @@ async def test_cors_allows_configured_origins_without_credentials(fake_mesh: Fak
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         assert "access-control-allow-credentials" not in preflight.headers
+        # The openai npm package's own headers pass the preflight (a Vue app can use it).
+        sdk = await client.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,"
+                "x-stainless-lang,x-stainless-package-version,x-stainless-os,x-stainless-arch,"
+                "x-stainless-runtime,x-stainless-runtime-version,x-stainless-retry-count,"
+                "x-stainless-timeout",
+            },
+        )
+        assert sdk.status_code == 200, sdk.text
+        simple = await client.get("/v1/models", headers={**user(), "Origin": "https://app.example"})
+        exposed = {
+            h.strip().lower() for h in simple.headers["access-control-expose-headers"].split(",")
+        }
+        assert {"x-request-id", "retry-after", "ratelimit-remaining"} <= exposed
         other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
 

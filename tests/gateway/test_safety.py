@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from fastapi import Response
+from fastapi.responses import StreamingResponse
 
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.main import create_app
@@ -67,3 +69,26 @@ async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> 
         assert response.headers["cache-control"] == "no-store"
     docs = await client.get("/docs")
     assert "content-security-policy" not in docs.headers
+
+
+async def test_a_started_stream_outlives_the_response_timeout(fake_mesh: FakeMesh) -> None:
+    app = create_app(_settings(fake_mesh, http_timeout_seconds=0.2))
+
+    async def ticks() -> AsyncIterator[str]:
+        for tick in range(4):
+            yield f"tick {tick}\n"
+            await asyncio.sleep(0.1)  # 0.4 s in all: twice the timeout
+
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(ticks(), media_type="text/plain")
+
+    async def own_timeout() -> Response:
+        raise TimeoutError  # a route's own TimeoutError is not the middleware's 504
+
+    app.add_api_route("/stream", stream)
+    app.add_api_route("/own-timeout", own_timeout)
+    async with running(app) as client:
+        response = await client.get("/stream")
+        assert response.status_code == 200
+        assert response.text == "tick 0\ntick 1\ntick 2\ntick 3\n"
+        assert_problem(await client.get("/own-timeout"), 500)

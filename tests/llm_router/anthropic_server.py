@@ -27,7 +27,7 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 class FakeAnthropic(FakeOpenAI):
@@ -114,6 +114,16 @@ class FakeAnthropic(FakeOpenAI):
             )
             await asyncio.sleep(0)
         yield event("content_block_stop", {"index": 0})
+        for offset, call in enumerate(reply.tool_calls or ()):
+            # A tool_use block: id and name first, then the input JSON in pieces.
+            block = offset + 1
+            start = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+            yield event("content_block_start", {"index": block, "content_block": start})
+            arguments = call["arguments"]
+            for at in range(0, len(arguments), 5):
+                json_piece = {"type": "input_json_delta", "partial_json": arguments[at : at + 5]}
+                yield event("content_block_delta", {"index": block, "delta": json_piece})
+            yield event("content_block_stop", {"index": block})
         yield event(
             "message_delta",
             {

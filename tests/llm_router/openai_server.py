@@ -3,7 +3,8 @@
 It stands in for a hosted LLM (the only test double the house rules allow). It listens
 on a free port, records every request (JSON body and headers), and answers with
 scripted replies: a completion (JSON, or SSE ``data: {...}`` chunks ending in
-``data: [DONE]`` when the request asks to stream), an HTTP error, a slow answer, a
+``data: [DONE]`` when the request asks to stream), tool calls (streamed as OpenAI does: the
+call's id and name first, then its arguments in pieces), an HTTP error, a slow answer, a
 malformed body (``raw``), or a stream that drops the connection after some chunks
 (``break_after``).
 """
@@ -42,6 +43,8 @@ class Reply:
     break_after: int | None = None
     # For streams: pause between content chunks (seconds).
     chunk_delay: float = 0.0
+    # Tool calls of the reply: {"id", "name", "arguments"} each (finish_reason "tool_calls").
+    tool_calls: list[dict[str, str]] | None = None
 
 
 class Disconnect(Exception):
@@ -116,7 +119,17 @@ class FakeOpenAI:
             return StreamingResponse(
                 self._chunks(body, reply, include_usage), media_type="text/event-stream"
             )
-        message = {"role": "assistant", "content": reply.content}
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.tool_calls:
+            message["content"] = reply.content or None
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+                for call in reply.tool_calls
+            ]
         payload: dict[str, Any] = {
             "id": "chatcmpl-test",
             "object": "chat.completion",
@@ -138,6 +151,23 @@ class FakeOpenAI:
             await asyncio.sleep(0.02)
         return False
 
+    @staticmethod
+    def _tool_call_pieces(index: int, call: dict[str, str]) -> list[dict[str, Any]]:
+        """One call as OpenAI streams it: id, type and name first, then the arguments in
+        pieces of at most 5 characters (only the index identifies the call after the first)."""
+        arguments = call["arguments"]
+        pieces: list[dict[str, Any]] = [
+            {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+        ]
+        for start in range(0, len(arguments), 5):
+            pieces.append({"index": index, "function": {"arguments": arguments[start : start + 5]}})
+        return pieces
+
     async def _chunks(
         self, body: dict[str, Any], reply: Reply, include_usage: bool
     ) -> AsyncIterator[str]:
@@ -155,7 +185,10 @@ class FakeOpenAI:
         finished = False
         try:
             yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-            words = reply.content.split(" ")
+            words = reply.content.split(" ") if reply.content or not reply.tool_calls else []
+            for index, call in enumerate(reply.tool_calls or ()):
+                for call_piece in self._tool_call_pieces(index, call):
+                    yield event([{"index": 0, "delta": {"tool_calls": [call_piece]}}])
             for index, word in enumerate(words):
                 if reply.break_after is not None and index >= reply.break_after:
                     finished = True  # a scripted break, not a client disconnect

@@ -34,6 +34,7 @@ async def router(
     tmp_path: Path,
     fake_openai: FakeOpenAI,
     retrieval_server: tuple[FixedRetrieval, str],
+    embedding_addr: str,
 ) -> AsyncIterator[RunningRouter]:
     """A router whose conversations live in SQLite, or in Redis under a unique prefix."""
     prefix = f"aimesh-test:{uuid.uuid4().hex}:"
@@ -43,12 +44,16 @@ async def router(
         else {"data_dir": tmp_path}
     )
     settings = openai_settings(
-        fake_openai.base_url, retrieval_service_addr=retrieval_server[1], **store
+        fake_openai.base_url,
+        retrieval_service_addr=retrieval_server[1],
+        embedding_service_addr=embedding_addr,
+        **store,
     )
     config = models_config(
         {
             "default": openai_model(fake_openai.base_url, max_tokens=100, context_window=600),
             "big": openai_model(fake_openai.base_url, model="big", context_window=100_000),
+            "extractive": {"provider": "local"},
         }
     )
     running = await start_router(settings, config)
@@ -203,6 +208,30 @@ async def test_a_grounded_conversation_sends_sources_and_checks_citations(
         )
     )
     assert stored.messages[0].content == "Capital of France?"
+
+
+async def test_the_local_provider_answers_a_grounded_conversation_from_its_sources(
+    router: RunningRouter, retrieval: FixedRetrieval
+) -> None:
+    """The extractive provider quotes the sources (with their numbers), never the prompt
+    scaffolding around them ("Sources:", the instructions)."""
+    retrieval.put(
+        "acme",
+        "kb",
+        [
+            ("light", "The Harbor Lighthouse was built in 1874. It still guides ships."),
+            ("bread", "Sourdough rises slowly overnight."),
+        ],
+    )
+    conversation_id = await create(router, "acme", "ann", collection="kb", model="extractive")
+    events = await send(router, "acme", "ann", conversation_id, "When was the lighthouse built?")
+    reply = "".join(e.delta for e in events if e.WhichOneof("event") == "delta")
+    assert "1874" in reply
+    assert "[1]" in reply
+    assert "Sources" not in reply
+    assert "Answer using" not in reply
+    citations = next(e for e in events if e.WhichOneof("event") == "citations")
+    assert [c.document_id for c in citations.citations.items] == ["light"]
 
 
 async def test_a_cancelled_reply_is_not_stored_and_cancels_the_upstream(

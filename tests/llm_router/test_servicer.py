@@ -256,7 +256,7 @@ async def test_generate_streams_over_grpc(
     ("messages", "message"),
     [
         ([], "messages must contain at least one message"),
-        ([("tool", "x")], "messages[0].role must be system, user or assistant"),
+        ([("function", "x")], "messages[0].role must be system, user, assistant or tool"),
         ([("user", "hi"), ("assistant", "hello")], "the last message must be from the user"),
         ([("system", "x"), ("user", " ")], "messages[1].content must not be empty"),
     ],

@@ -268,3 +268,33 @@ async def test_openai_sdk_models_and_errors(live_url: str) -> None:
     async with _sdk(live_url, "not-the-key-0123456789") as bad:
         with pytest.raises(openai.AuthenticationError):
             await bad.models.list()
+
+
+async def test_stop_sequences_reach_the_router(
+    client: httpx.AsyncClient, fake_mesh: FakeMesh
+) -> None:
+    for stop, expected in (("END", ["END"]), (["\n\n", "User:"], ["\n\n", "User:"]), (None, [])):
+        body: dict[str, Any] = {"model": "default", "messages": _messages(), "user": "u-42"}
+        if stop is not None:
+            body["stop"] = stop
+        response = await client.post(CHAT, json=body, headers=user())
+        assert response.status_code == 200, response.text
+        assert list(fake_mesh.router.recorder.last("Generate").request.stop) == expected
+
+
+@pytest.mark.parametrize(
+    ("stop", "reason"),
+    [
+        (["a", "b", "c", "d", "e"], "at most 4 stop sequences"),
+        ([""], "1 to 200 characters"),
+        ("x" * 201, "1 to 200 characters"),
+    ],
+)
+async def test_bad_stop_sequences_are_422(
+    client: httpx.AsyncClient, stop: Any, reason: str
+) -> None:
+    response = await client.post(
+        CHAT, json={"model": "default", "messages": _messages(), "stop": stop}, headers=user()
+    )
+    assert response.status_code == 422
+    assert reason in response.text

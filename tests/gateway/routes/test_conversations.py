@@ -132,12 +132,52 @@ async def test_conversation_round_trip(client: httpx.AsyncClient, stack: Stack) 
     assert [name for name, _ in events] == ["delta", "delta", "usage", "done"]
     assert "".join(data["text"] for name, data in events if name == "delta") == "Hello Ann"
     assert events[2][1]["prompt_tokens"] == 9
-    assert events[-1][1] == {"model": "default", "finish_reason": "stop"}
+    assert events[-1][1] == {
+        "model": "default",
+        "finish_reason": "stop",
+        "provider": "openai",
+        "prompt_version": "chat/v1",
+        "request_id": reply.headers["x-request-id"],
+    }
     stored = await client.get(f"/v1/conversations/{conversation['id']}", headers=as_user())
     assert [(m["role"], m["content"]) for m in stored.json()["messages"]] == [
         ("user", "Hi, I am Ann"),
         ("assistant", "Hello Ann"),
     ]
+
+
+async def test_answers_of_the_real_router_can_be_rated(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """End to end: the router reports provider and prompt, the gateway records them per
+    request id, and a rating of that id carries them."""
+    stack.retrieval.put("acme", "kb", [("d1", "Paris is in France.")])
+    stack.upstream.enqueue(Reply(content="Paris is in France [1]."))
+    asked = await client.post(
+        "/v1/ask", json={"question": "Where is Paris?", "collection": "kb"}, headers=as_user()
+    )
+    assert asked.status_code == 200, asked.text
+    assert (asked.json()["provider"], asked.json()["prompt_version"]) == ("openai", "qa/v1")
+    rated = await client.post(
+        "/v1/feedback",
+        json={"request_id": asked.headers["x-request-id"], "rating": -1, "comment": "vague"},
+        headers=as_user(),
+    )
+    assert rated.status_code == 201, rated.text
+    assert rated.json()["provider"] == "openai"
+    assert rated.json()["prompt_version"] == "qa/v1"
+
+    stack.upstream.enqueue(Reply(content="Short."))
+    summary = await client.post(
+        "/v1/summarize", json={"text": "Cats sleep.", "stream": True}, headers=as_user()
+    )
+    done = parse_sse(summary.text)[-1][1]
+    assert (done["provider"], done["prompt_version"]) == ("openai", "summarize/v1")
+    rated = await client.post(
+        "/v1/feedback", json={"request_id": done["request_id"], "rating": 1}, headers=as_user()
+    )
+    assert rated.status_code == 201, rated.text
+    assert rated.json()["route"] == "/v1/summarize"
 
 
 @pytest.mark.parametrize(("subject", "tenant"), [("bob", "acme"), ("ann", "globex")])

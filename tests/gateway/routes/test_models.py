@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from tests.gateway.helpers import user
+from aimesh_gateway.api.routes.models import EMBEDDING_RETRY_SECONDS
+from aimesh_gateway.main import create_app
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import running, settings_for, user
 
 
 async def test_models_in_openai_shape(client: httpx.AsyncClient) -> None:
@@ -31,3 +36,38 @@ async def test_models_in_openai_shape(client: httpx.AsyncClient) -> None:
             },
         ],
     }
+
+
+async def test_a_failing_embedding_service_is_asked_again_only_after_a_pause(
+    fake_mesh: FakeMesh,
+) -> None:
+    """The fake mesh's embedding server has no Info (UNIMPLEMENTED): the chat models are
+    listed without it, and the failing call is not repeated on every request."""
+    app = create_app(
+        settings_for(
+            router_addr=fake_mesh.router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+
+    def failed_info_calls() -> float:
+        value = app.state.metrics.registry.get_sample_value(
+            "aimesh_upstream_errors_total",
+            {"service": "aimesh.embedding.v1.EmbeddingService", "code": "UNIMPLEMENTED"},
+        )
+        return value or 0.0
+
+    async def listed() -> list[str]:
+        response = await client.get("/v1/models", headers=user())
+        assert response.status_code == 200
+        await asyncio.sleep(0.05)  # the error counter is updated by a watcher task
+        return [model["id"] for model in response.json()["data"]]
+
+    async with running(app) as client:
+        for _ in range(3):
+            assert await listed() == ["default", "fast"]
+        assert failed_info_calls() == 1
+        app.state.embedding_info_failed_at -= EMBEDDING_RETRY_SECONDS
+        assert await listed() == ["default", "fast"]
+        assert failed_info_calls() == 2

@@ -28,7 +28,10 @@ async def test_summary_with_style_and_length(
             "completion_tokens": 4,
             "total_tokens": 19,
             "estimated": True,
+            "cost_usd": 0.0,
         },
+        "provider": "fake",
+        "prompt_version": "summarize/v1",
     }
     sent = fake_mesh.router.recorder.last("Summarize")
     assert (sent.tenant_id, sent.request.style, sent.request.max_words) == ("summ", "bullets", 3)

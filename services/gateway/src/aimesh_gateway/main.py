@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_gateway.api.main import routers
+from aimesh_gateway.api.web import install_web_app
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import install_exception_handlers
+from aimesh_gateway.core.feedback import FeedbackStore
 from aimesh_gateway.core.keys import KeyStore
 from aimesh_gateway.core.limits import tenant_limit_loader
 from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrorInterceptor
@@ -39,6 +41,19 @@ from aimesh_gateway.db.engine import create_engine, migrate, session_factory
 from aimesh_gateway.schemas.problem import Problem
 
 log = logging.getLogger("aimesh.gateway")
+
+# Sent by the `openai` npm package on every call, also from a browser: without them in the
+# CORS allow-list its preflight fails (docs/migrating-from-direct-openai.md).
+OPENAI_SDK_HEADERS = (
+    "X-Stainless-Arch",
+    "X-Stainless-Lang",
+    "X-Stainless-OS",
+    "X-Stainless-Package-Version",
+    "X-Stainless-Retry-Count",
+    "X-Stainless-Runtime",
+    "X-Stainless-Runtime-Version",
+    "X-Stainless-Timeout",
+)
 
 DESCRIPTION = """\
 The aimesh REST API. Every route under `/v1` takes `Authorization: Bearer <API key or JWT>`;
@@ -90,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             app.state.usage = UsageMeter(sessions, app.state.limiter, app.state.metrics)
             stack.push_async_callback(app.state.usage.drain)
+            app.state.feedback = FeedbackStore(sessions, app.state.usage)
             app.state.backends = Backends.connect(
                 settings, [UpstreamErrorInterceptor(app.state.metrics.upstream_errors)]
             )
@@ -109,6 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_exception_handlers(app)
     for router in routers:
         app.include_router(router)
+    if settings.web_dir is not None:
+        install_web_app(app, settings.web_dir)
 
     # Added innermost first: the request context wraps everything, the body limit is inside.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -119,8 +137,16 @@ def create_app(settings: Settings) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_credentials=False,  # bearer tokens, never cookies: no credentialed CORS
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
-            expose_headers=[REQUEST_ID_HEADER],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, *OPENAI_SDK_HEADERS],
+            # A browser app reads these: the id to rate an answer (POST /v1/feedback), the
+            # limits and Retry-After to back off.
+            expose_headers=[
+                REQUEST_ID_HEADER,
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "Retry-After",
+            ],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.state.tracer_provider = None

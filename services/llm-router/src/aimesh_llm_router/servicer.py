@@ -33,8 +33,10 @@ from aimesh_llm_router.providers.base import (
     SummarizeTask,
 )
 from aimesh_llm_router.resilience import Resilience
-from aimesh_llm_router.templates import PromptLibrary
+from aimesh_llm_router.stops import StopMatcher, validate_stops
+from aimesh_llm_router.templates import PromptLibrary, Task
 from aimesh_llm_router.tokens import NO_USAGE, Usage, count_tokens, estimate_tokens, split_by_tokens
+from aimesh_llm_router.tools import ToolOptions, message_tool_calls, tool_options
 from aimesh_llm_router.upstream import from_rpc_error
 
 log = logging.getLogger("aimesh.llm_router")
@@ -77,6 +79,11 @@ def usage_message(usage: Usage, model: ResolvedModel) -> llm_pb2.Usage:
     )
 
 
+def prompt_version(model: ResolvedModel, task: Task) -> str:
+    """The ``prompt_version`` of a reply ``model`` produced for ``task``."""
+    return model.provider.prompt_version(task)
+
+
 def _max_tokens(requested: int, model: ResolvedModel) -> int:
     """0 means the alias's maximum; larger requests are capped at it."""
     limit = model.config.max_tokens
@@ -87,17 +94,55 @@ def _validate_messages(request: llm_pb2.GenerateRequest) -> list[Message]:
     if not request.messages:
         raise InvalidArgument("messages must contain at least one message")
     messages: list[Message] = []
+    called: set[str] = set()
     for index, message in enumerate(request.messages):
         if message.role not in ROLES:
             raise InvalidArgument(
-                f"messages[{index}].role must be system, user or assistant, got {message.role!r}"
+                f"messages[{index}].role must be system, user, assistant or tool, "
+                f"got {message.role!r}"
             )
-        if not message.content.strip():
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidArgument(f"messages[{index}]: only assistant messages call tools")
+        calls = message_tool_calls(message, index)
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidArgument(f"messages[{index}].tool_call_id must name the call answered")
+        called.update(call.id for call in calls)
+        if message.role == "tool" and message.tool_call_id not in called:
+            raise InvalidArgument(
+                f"messages[{index}] answers tool call {message.tool_call_id!r}, which no "
+                "earlier assistant message made"
+            )
+        if not message.content.strip() and not calls:
             raise InvalidArgument(f"messages[{index}].content must not be empty")
-        messages.append(Message(role=cast(Role, message.role), content=message.content))
-    if messages[-1].role != "user":
-        raise InvalidArgument(f"the last message must be from the user, got {messages[-1].role!r}")
+        messages.append(
+            Message(
+                role=cast(Role, message.role),
+                content=message.content,
+                tool_calls=calls,
+                tool_call_id=message.tool_call_id if message.role == "tool" else "",
+            )
+        )
+    if messages[-1].role not in ("user", "tool"):
+        raise InvalidArgument(
+            f"the last message must be from the user or a tool, got {messages[-1].role!r}"
+        )
     return messages
+
+
+def _uses_tools(messages: list[Message], tools: ToolOptions) -> bool:
+    """Whether the call needs a provider that understands tools (tools or tool messages)."""
+    return bool(tools.tools) or any(m.role == "tool" or m.tool_calls for m in messages)
+
+
+def _tool_chain(chain: list[ResolvedModel]) -> list[ResolvedModel]:
+    """``chain`` without the aliases whose provider cannot take tools; the requested alias
+    itself must take them."""
+    if not chain[0].provider.supports_tools:
+        raise InvalidArgument(
+            f"model {chain[0].alias!r} does not support tools (its provider is "
+            f"{chain[0].provider.name!r}); use a model served by a tool-capable provider"
+        )
+    return [model for model in chain if model.provider.supports_tools]
 
 
 def _citation(number: int, chunk: retrieval_pb2.ScoredChunk) -> llm_pb2.Citation:
@@ -178,7 +223,11 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             self._account(record, model, usage)
         self._log_usage("summarize", request.tenant_id, model, usage)
         return llm_pb2.SummarizeResponse(
-            summary=result.text, model=model.alias, usage=usage_message(usage, model)
+            summary=result.text,
+            model=model.alias,
+            usage=usage_message(usage, model),
+            provider=model.provider.name,
+            prompt_version=prompt_version(model, "summarize"),
         )
 
     @staticmethod
@@ -291,6 +340,8 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             citations=citations,
             model=model.alias,
             usage=usage_message(result.usage, model),
+            provider=model.provider.name,
+            prompt_version=prompt_version(model, "qa"),
         )
 
     def _validate_answer(
@@ -367,7 +418,11 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             raise InvalidArgument(
                 f"temperature must be between 0 and 2, got {request.temperature:g}"
             )
+        tools = tool_options(request)
+        stops = validate_stops(request.stop)
         chain = self._models.chain(request.model)
+        if _uses_tools(messages, tools):
+            chain = _tool_chain(chain)
         temperature = request.temperature if request.HasField("temperature") else None
 
         def start(model: ResolvedModel) -> AsyncIterator[Delta]:
@@ -376,21 +431,35 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                     messages=messages,
                     max_tokens=_max_tokens(request.max_tokens, model),
                     temperature=temperature,
+                    tools=tools,
+                    stop=stops,
                 )
             )
 
         first = chain[0]
         answered = first
         deadline = self._resilience.deadline(first, context.time_remaining())
+        matcher = StopMatcher(stops)
         with observe(first.alias, first.provider.name, "generate", request.tenant_id) as record:
             async for model, delta in self._resilience.stream(chain, start, deadline):
                 answered = model
-                response = llm_pb2.GenerateResponse(delta=delta.text, model=model.alias)
+                text = matcher.feed(delta.text) if delta.text else ""
                 if delta.finish_reason is not None:
-                    response.finish_reason = delta.finish_reason
+                    text += matcher.flush()
+                elif not text and delta.usage is None and not delta.tool_calls:
+                    continue  # held back (a possible stop sequence) or cut after one
+                response = llm_pb2.GenerateResponse(
+                    delta=text,
+                    model=model.alias,
+                    provider=model.provider.name,
+                    prompt_version=prompt_version(model, "chat"),
+                )
+                if delta.finish_reason is not None:
+                    response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
                 if delta.usage is not None:
                     self._account(record, model, delta.usage)
                     response.usage.CopyFrom(usage_message(delta.usage, model))
+                response.tool_calls.extend(call.proto() for call in delta.tool_calls)
                 yield response
         if record.usage is not None:
             self._log_usage("generate", request.tenant_id, answered, record.usage)
@@ -429,14 +498,19 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             self._account(record, outcome.model, outcome.usage)
 
     @staticmethod
-    def _closing_events(outcome: StreamOutcome) -> list[llm_pb2.StreamEvent]:
+    def _closing_events(outcome: StreamOutcome, task: Task) -> list[llm_pb2.StreamEvent]:
         model = outcome.model
         if model is None:  # an empty stream: nothing answered
             return [llm_pb2.StreamEvent(done=llm_pb2.StreamDone(finish_reason="stop"))]
         return [
             llm_pb2.StreamEvent(usage=usage_message(outcome.usage, model)),
             llm_pb2.StreamEvent(
-                done=llm_pb2.StreamDone(model=model.alias, finish_reason=outcome.finish_reason)
+                done=llm_pb2.StreamDone(
+                    model=model.alias,
+                    finish_reason=outcome.finish_reason,
+                    provider=model.provider.name,
+                    prompt_version=prompt_version(model, task),
+                )
             ),
         ]
 
@@ -458,7 +532,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
 
             async for event in self._relay(chain, start, deadline, record, outcome):
                 yield event
-        for event in self._closing_events(outcome):
+        for event in self._closing_events(outcome, "summarize"):
             yield event
 
     async def StreamAnswer(  # noqa: N802 - gRPC method name
@@ -473,9 +547,11 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             if not chunks:
                 yield llm_pb2.StreamEvent(sources=llm_pb2.SourceList())
                 yield llm_pb2.StreamEvent(delta=NO_MATCHING_DOCUMENTS)
-                outcome.model = model
-                for event in self._closing_events(outcome):
-                    yield event
+                # The router answers itself: no provider, no template.
+                yield llm_pb2.StreamEvent(usage=usage_message(NO_USAGE, model))
+                yield llm_pb2.StreamEvent(
+                    done=llm_pb2.StreamDone(model=model.alias, finish_reason="stop")
+                )
                 return
             packed = self._packer(question, chunks, model, budget)
 
@@ -503,7 +579,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                 items=[_citation(number, chunks[number - 1]) for number in cited.cited]
             )
         )
-        for event in self._closing_events(outcome):
+        for event in self._closing_events(outcome, "qa"):
             yield event
 
     @staticmethod
@@ -627,6 +703,8 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                         messages=self._trim_history(model, turn),
                         max_tokens=_max_tokens(request.max_tokens, model),
                         temperature=temperature,
+                        sources=tuple(sources),
+                        question=content,
                     )
                 )
 
@@ -650,7 +728,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             record.id,
             [StoredMessage("user", content), StoredMessage("assistant", reply)],
         )
-        for event in self._closing_events(outcome):
+        for event in self._closing_events(outcome, "chat"):
             yield event
 
     @staticmethod

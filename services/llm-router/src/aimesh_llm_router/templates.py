@@ -53,6 +53,11 @@ class PromptTemplate:
         """The messages to send, with the variables filled in."""
         return self.template.format_messages(**variables)
 
+    @property
+    def label(self) -> str:
+        """``"<task>/v<version>"``, as reported to callers (e.g. ``"qa/v1"``)."""
+        return f"{self.task}/v{self.version}"
+
 
 @dataclass(frozen=True)
 class PromptLibrary:
@@ -61,6 +66,15 @@ class PromptLibrary:
     summarize: PromptTemplate
     qa: PromptTemplate
     chat: PromptTemplate
+
+    def template(self, task: Task) -> PromptTemplate:
+        """The template of ``task``."""
+        templates: dict[Task, PromptTemplate] = {
+            "summarize": self.summarize,
+            "qa": self.qa,
+            "chat": self.chat,
+        }
+        return templates[task]
 
 
 def default_prompt_root() -> Traversable:

@@ -10,11 +10,13 @@ from fastapi import Depends, HTTPException, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import request_id_of
+from aimesh_gateway.core.feedback import FeedbackStore
 from aimesh_gateway.core.keys import KeyStore
 from aimesh_gateway.core.ratelimit import RateLimiter
 from aimesh_gateway.core.security import AuthenticationError, Authenticator, Principal, Role
@@ -26,30 +28,48 @@ from aimesh_gateway.schemas.common import COLLECTION_PATTERN
 API_PREFIX = "/v1"
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
     backends: Backends = request.app.state.backends
     return backends
 
 
-def get_key_store(request: Request) -> KeyStore:
+async def get_key_store(request: Request) -> KeyStore:
     store: KeyStore = request.app.state.key_store
     return store
 
 
-def get_user_store(request: Request) -> UserStore:
+async def get_user_store(request: Request) -> UserStore:
     store: UserStore = request.app.state.user_store
     return store
+
+
+async def get_feedback_store(request: Request) -> FeedbackStore:
+    store: FeedbackStore = request.app.state.feedback
+    return store
+
+
+async def get_usage_meter(request: Request) -> UsageMeter:
+    meter: UsageMeter = request.app.state.usage
+    return meter
+
+
+async def get_db_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.db_sessions
+    return sessions
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 UserStoreDep = Annotated[UserStore, Depends(get_user_store)]
+FeedbackStoreDep = Annotated[FeedbackStore, Depends(get_feedback_store)]
+DbSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_db_sessions)]
+UsageMeterDep = Annotated[UsageMeter, Depends(get_usage_meter)]
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,7 @@ class CallOptions:
     metadata: tuple[tuple[str, str], ...]
 
 
-def get_call_options(request: Request, settings: SettingsDep) -> CallOptions:
+async def get_call_options(request: Request, settings: SettingsDep) -> CallOptions:
     request_id = request_id_of(request)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request_id),) if request_id else ()
     if request.app.state.tracer_provider is not None:
@@ -78,7 +98,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator
 
@@ -133,19 +153,39 @@ AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 @dataclass(frozen=True)
 class UsageContext:
     """Records the tokens of this request's call for its principal (TPM budgets, metrics,
-    usage records)."""
+    usage records), with the request id and what answered (feedback refers to it)."""
 
     meter: UsageMeter
     principal: Principal
     route: str
+    request_id: str = ""
 
-    async def record(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        await self.meter.record(self.principal, self.route, model, prompt_tokens, completion_tokens)
+    async def record(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        provider: str = "",
+        prompt_version: str = "",
+    ) -> None:
+        await self.meter.record(
+            self.principal,
+            self.route,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            request_id=self.request_id,
+            provider=provider,
+            prompt_version=prompt_version,
+        )
 
 
-def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:
+async def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:
     route = getattr(request.scope.get("route"), "path_format", request.url.path)
-    return UsageContext(request.app.state.usage, principal, str(route))
+    return UsageContext(
+        request.app.state.usage, principal, str(route), request_id_of(request) or ""
+    )
 
 
 UsageDep = Annotated[UsageContext, Depends(get_usage)]
@@ -186,7 +226,7 @@ class CacheContext:
             await self.cache.set(key, model.model_dump_json().encode())
 
 
-def get_cache(request: Request, principal: CurrentPrincipal) -> CacheContext:
+async def get_cache(request: Request, principal: CurrentPrincipal) -> CacheContext:
     route = getattr(request.scope.get("route"), "path_format", request.url.path)
     directives = request.headers.get("cache-control", "").lower()
     return CacheContext(

@@ -17,11 +17,13 @@ from aimesh_gateway.api.routes import (
     conversations,
     documents,
     embeddings,
+    feedback,
     health,
     jobs,
     models,
     search,
     summarize,
+    usage,
 )
 
 routers: tuple[APIRouter, ...] = (
@@ -38,4 +40,6 @@ routers: tuple[APIRouter, ...] = (
     conversations.router,
     models.router,
     embeddings.router,
+    feedback.router,
+    usage.router,
 )

@@ -80,7 +80,13 @@ async def rag_completion(
         completion_tokens=reply.usage.completion_tokens,
         total_tokens=reply.usage.total_tokens,
     )
-    await usage_meter.record(body.model, usage.prompt_tokens, usage.completion_tokens)
+    await usage_meter.record(
+        body.model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        provider=reply.provider,
+        prompt_version=reply.prompt_version,
+    )
     completion = ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),

@@ -7,7 +7,8 @@ what it carries::
     event: delta      data: {"text": "..."}
     event: citations  data: {"citations": [Citation, ...]}  (only sources actually given)
     event: usage      data: {"prompt_tokens": ..., "completion_tokens": ..., ...}
-    event: done       data: {"model": "default", "finish_reason": "stop"}
+    event: done       data: {"model": "default", "finish_reason": "stop", "provider": "local",
+                             "prompt_version": "qa/v1", "request_id": "..."}
     event: error      data: {"status": 503, "detail": "..."}
 
 The first event is awaited before the response starts, so errors reported up front
@@ -22,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import grpc
 from fastapi import Request
@@ -31,7 +32,7 @@ from fastapi.responses import Response, StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http
+from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http, request_id_of
 from aimesh_gateway.core.structs import from_struct, score
 
 log = logging.getLogger("aimesh.gateway.task_stream")
@@ -44,7 +45,20 @@ STREAM_DESCRIPTION = (
 )
 
 EventCall = grpc.aio.UnaryStreamCall[Any, llm_pb2.StreamEvent]
-UsageRecorder = Callable[[str, int, int], Awaitable[None]]
+
+
+class UsageRecorder(Protocol):
+    """Records the tokens of the finished task and what answered it."""
+
+    async def __call__(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        provider: str = "",
+        prompt_version: str = "",
+    ) -> None: ...
 
 
 def citation_json(citation: llm_pb2.Citation) -> dict[str, Any]:
@@ -62,7 +76,7 @@ def _sse(name: str, payload: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-def format_event(event: llm_pb2.StreamEvent) -> str:
+def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
     kind = event.WhichOneof("event")
     if kind == "delta":
         return _sse("delta", {"text": event.delta})
@@ -75,7 +89,17 @@ def format_event(event: llm_pb2.StreamEvent) -> str:
         )
         return _sse("usage", usage)
     if kind == "done":
-        return _sse("done", {"model": event.done.model, "finish_reason": event.done.finish_reason})
+        done = event.done
+        return _sse(
+            "done",
+            {
+                "model": done.model,
+                "finish_reason": done.finish_reason,
+                "provider": done.provider,
+                "prompt_version": done.prompt_version,
+                "request_id": request_id,
+            },
+        )
     raise ValueError(f"unknown stream event {kind!r}")
 
 
@@ -114,8 +138,9 @@ async def event_stream(
         first = await _first_event(call, events, request)
     except ClientDisconnected:
         return Response(status_code=499)
+    request_id = (request_id_of(request) if request is not None else None) or ""
     return StreamingResponse(
-        _relay(call, events, first, record_usage),
+        _relay(call, events, first, record_usage, request_id),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -126,6 +151,7 @@ async def _relay(
     events: AsyncIterator[llm_pb2.StreamEvent],
     first: llm_pb2.StreamEvent | None,
     record_usage: UsageRecorder | None,
+    request_id: str,
 ) -> AsyncIterator[str]:
     event = first
     usage: llm_pb2.Usage | None = None
@@ -134,8 +160,14 @@ async def _relay(
             if event.HasField("usage"):
                 usage = event.usage
             if event.HasField("done") and usage is not None and record_usage is not None:
-                await record_usage(event.done.model, usage.prompt_tokens, usage.completion_tokens)
-            yield format_event(event)
+                await record_usage(
+                    event.done.model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    provider=event.done.provider,
+                    prompt_version=event.done.prompt_version,
+                )
+            yield format_event(event, request_id)
             event = await anext(events, None)
     except grpc.aio.AioRpcError as error:
         status, detail = grpc_status_to_http(error.code(), error.details())

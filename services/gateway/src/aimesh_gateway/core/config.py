@@ -199,6 +199,12 @@ class Settings(ServiceSettings):
         "(cookies) are never allowed: clients send a bearer token.",
     )
 
+    web_dir: Path | None = Field(
+        None,
+        description="Built web app (a dist/ folder with index.html) served at / with SPA "
+        "fallback; API, docs and probe paths are never shadowed. Unset: no static serving.",
+    )
+
     def resolved_workers(self) -> int:
         """Worker processes: as configured, else one per core (at most 4) when Redis makes
         limits and cache shared, else 1 (in-process limits hold only within one process)."""
@@ -236,6 +242,17 @@ class Settings(ServiceSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
         return value
+
+    @field_validator("web_dir")
+    @classmethod
+    def _web_dir_is_built(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory (build the web app: npm run build)")
+        if not (value / "index.html").is_file():
+            raise ValueError(f"{value} has no index.html (build the web app: npm run build)")
+        return value.resolve()
 
     @model_validator(mode="after")
     def _resolve_secret_files(self) -> Self:

@@ -30,7 +30,16 @@ class UsageMeter:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def record(
-        self, principal: Principal, route: str, model: str, prompt: int, completion: int
+        self,
+        principal: Principal,
+        route: str,
+        model: str,
+        prompt: int,
+        completion: int,
+        *,
+        request_id: str = "",
+        provider: str = "",
+        prompt_version: str = "",
     ) -> None:
         self.metrics.tokens.labels("prompt").inc(max(prompt, 0))
         self.metrics.tokens.labels("completion").inc(max(completion, 0))
@@ -43,6 +52,9 @@ class UsageMeter:
             prompt_tokens=prompt,
             completion_tokens=completion,
             created_at=utcnow(),
+            request_id=request_id,
+            provider=provider,
+            prompt_version=prompt_version,
         )
         task = asyncio.create_task(self._write(row))
         self._pending.add(task)

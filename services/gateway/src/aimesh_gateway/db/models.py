@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -93,7 +103,7 @@ class TenantLimit(Base):
 
 
 class UsageRecord(Base):
-    """Tokens spent by one call, for accounting."""
+    """Tokens spent by one call, for accounting; also what answered it (for feedback)."""
 
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_records_tenant_time", "tenant_id", "created_at"),)
@@ -105,4 +115,37 @@ class UsageRecord(Base):
     model: Mapped[str] = mapped_column(String(200), default="")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # X-Request-ID of the HTTP request that made the call ("" for rows from before 0002).
+    request_id: Mapped[str] = mapped_column(String(128), default="", index=True)
+    # Provider kind that answered ("local", "openai", ...) and the prompt template used
+    # ("qa/v1"); "" when unknown or none.
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    prompt_version: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Feedback(Base):
+    """A rating of one answer by one subject; rating the same answer again replaces it.
+
+    What answered (route, model, provider, prompt version) is copied from the usage record
+    of the request, so summaries need no join and survive usage retention.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "request_id", "subject", name="uq_feedback_subject"),
+        CheckConstraint("rating IN (1, -1)", name="ck_feedback_rating"),
+        Index("ix_feedback_tenant_time", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str] = mapped_column(String(128))
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    route: Mapped[str] = mapped_column(String(200), default="")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    prompt_version: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -38,3 +38,13 @@ class AskResponse(BaseModel):
     citations: list[Citation] = Field(description="Cited sources, in source-number order.")
     model: str = Field(description="Alias that served the request.", examples=["default"])
     usage: Usage
+    provider: str = Field(
+        "",
+        description='Provider kind that answered, after any fallback (e.g. "local", "openai").',
+        examples=["local"],
+    )
+    prompt_version: str = Field(
+        "",
+        description='Prompt template used ("<task>/v<n>"); empty when none.',
+        examples=["qa/v1"],
+    )

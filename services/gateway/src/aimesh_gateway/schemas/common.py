@@ -52,6 +52,12 @@ class Usage(BaseModel):
     estimated: bool = Field(
         False, description="True when the counts are estimates (the provider reported none)."
     )
+    cost_usd: float = Field(
+        0.0,
+        ge=0,
+        description="Cost in US dollars from the answering alias's prices (0 when unpriced).",
+        examples=[0.0001],
+    )
 
     @classmethod
     def from_proto(cls, usage: llm_pb2.Usage) -> Usage:
@@ -60,4 +66,5 @@ class Usage(BaseModel):
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
             estimated=usage.estimated,
+            cost_usd=usage.cost_usd,
         )

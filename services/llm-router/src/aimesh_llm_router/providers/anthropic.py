@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 from pydantic import SecretStr
 
+from aimesh_common.errors import InvalidArgument
 from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import ProviderContext
 from aimesh_llm_router.providers.chat import ChatModelProvider
+from aimesh_llm_router.tools import ToolOptions
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
@@ -21,6 +26,7 @@ class AnthropicProvider(ChatModelProvider):
     """Claude chat models behind the Anthropic Messages API."""
 
     name = "anthropic"
+    supports_tools = True
 
     def __init__(
         self,
@@ -66,3 +72,21 @@ class AnthropicProvider(ChatModelProvider):
 
     def describe(self) -> str:
         return f"Anthropic chat model {self._model}"
+
+    def _with_tools(self, tools: ToolOptions) -> Runnable[LanguageModelInput, BaseMessage]:
+        """OpenAI tool choices in Anthropic's terms ("required" is "any")."""
+        choice: dict[str, str] | str | None = None
+        if tools.forced:
+            choice = tools.forced
+        elif tools.choice == "required":
+            choice = "any"
+        elif tools.choice == "none":
+            choice = {"type": "none"}
+        elif tools.choice == "auto":
+            choice = "auto"
+        definitions = [tool.openai() for tool in tools.tools]
+        try:
+            # ChatAnthropic also takes a dict choice (BaseChatModel's signature says str).
+            return self._chat.bind_tools(definitions, tool_choice=choice)  # type: ignore[arg-type]
+        except ValueError as error:  # a schema the Messages API cannot take
+            raise InvalidArgument(f"tools: {error}") from None

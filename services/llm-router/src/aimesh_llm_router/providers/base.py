@@ -16,12 +16,13 @@ from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.modelconfig import ModelSpec, default_models_config
-from aimesh_llm_router.templates import PromptLibrary
+from aimesh_llm_router.templates import PromptLibrary, Task
 from aimesh_llm_router.tokens import Usage
+from aimesh_llm_router.tools import NO_TOOLS, ToolCall, ToolOptions
 
 Style = Literal["brief", "bullets", "detailed"]
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class AnswerTask:
 class Message:
     role: Role
     content: str
+    # Tools an assistant message called.
+    tool_calls: tuple[ToolCall, ...] = ()
+    # For a "tool" message: the call it answers.
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,14 @@ class GenerateTask:
     messages: Sequence[Message]
     max_tokens: int
     temperature: float | None
+    # Functions the model may call (only given to providers with supports_tools).
+    tools: ToolOptions = NO_TOOLS
+    # Stop sequences for providers that support them (the router enforces them anyway).
+    stop: tuple[str, ...] = ()
+    # A grounded conversation's sources and the user's bare message. The last message
+    # already carries them rendered for a model; an extractive provider quotes from these.
+    sources: tuple[Source, ...] = ()
+    question: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class Delta:
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    # Complete tool calls (on the last delta, finish_reason "tool_calls").
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,9 @@ class Provider(ABC):
     """A way of running the router's tasks (a hosted model, a local algorithm, ...)."""
 
     name: ClassVar[str]
+    # Whether generate() passes tools and tool messages to the model; Generate requests with
+    # tools are refused by (and never fall back to) providers without.
+    supports_tools: bool = False
 
     @classmethod
     @abstractmethod
@@ -98,6 +116,13 @@ class Provider(ABC):
     @abstractmethod
     def describe(self) -> str:
         """A human description for ListModels: never a URL or a key."""
+
+    def prompt_version(self, task: Task) -> str:
+        """``"<task>/v<version>"`` of the template this provider renders for ``task``.
+
+        "" by default: a provider that renders no template (the extractive local one).
+        """
+        return ""
 
     @abstractmethod
     async def summarize(self, task: SummarizeTask) -> Completion: ...

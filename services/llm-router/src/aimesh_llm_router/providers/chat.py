@@ -14,14 +14,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
+from langchain_core.runnables import Runnable
 
 from aimesh_llm_router.citations import render_sources
 from aimesh_llm_router.providers.base import (
@@ -35,8 +37,9 @@ from aimesh_llm_router.providers.base import (
     Style,
     SummarizeTask,
 )
-from aimesh_llm_router.templates import PromptLibrary
+from aimesh_llm_router.templates import PromptLibrary, Task
 from aimesh_llm_router.tokens import Usage, count_tokens
+from aimesh_llm_router.tools import ToolCall, ToolOptions, calls_from_chunks
 from aimesh_llm_router.upstream import from_sdk_error, with_retry_after
 
 log = logging.getLogger("aimesh.llm_router.chat")
@@ -48,6 +51,7 @@ STYLE_INSTRUCTIONS: dict[Style, str] = {
 }
 STYLE_WORDS: dict[Style, int] = {"brief": 60, "bullets": 100, "detailed": 200}
 _LENGTH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+_TOOL_REASONS = frozenset({"tool_calls", "tool_use", "function_call"})
 
 
 def to_langchain(messages: Sequence[Message]) -> list[BaseMessage]:
@@ -56,7 +60,10 @@ def to_langchain(messages: Sequence[Message]) -> list[BaseMessage]:
         if message.role == "user":
             converted.append(HumanMessage(message.content))
         elif message.role == "assistant":
-            converted.append(AIMessage(message.content))
+            calls = [call.langchain() for call in message.tool_calls]
+            converted.append(AIMessage(message.content, tool_calls=calls))
+        elif message.role == "tool":
+            converted.append(ToolMessage(message.content, tool_call_id=message.tool_call_id))
         else:
             converted.append(SystemMessage(message.content))
     return converted
@@ -82,6 +89,8 @@ def prompt_text(messages: Sequence[BaseMessage]) -> str:
 
 def _finish(metadata: dict[str, Any]) -> FinishReason:
     reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+    if reason in _TOOL_REASONS:
+        return "tool_calls"
     return "length" if reason in _LENGTH_REASONS else "stop"
 
 
@@ -145,6 +154,9 @@ class ChatModelProvider(Provider):
             finish_reason=_finish(reply.response_metadata),
         )
 
+    def prompt_version(self, task: Task) -> str:
+        return self._prompts.template(task).label
+
     def _summarize_messages(self, task: SummarizeTask) -> list[BaseMessage]:
         return self._prompts.summarize.render(
             text=task.text,
@@ -163,7 +175,17 @@ class ChatModelProvider(Provider):
 
     def generate(self, task: GenerateTask) -> AsyncIterator[Delta]:
         messages = self._prompts.chat.render(conversation=to_langchain(task.messages))
-        return self._stream(messages, self._options(task.max_tokens, task.temperature))
+        options = self._options(task.max_tokens, task.temperature)
+        if task.stop:
+            options["stop"] = list(task.stop)
+        if not task.tools.tools:
+            return self._stream(messages, options)
+        return self._stream(messages, options, self._with_tools(task.tools))
+
+    def _with_tools(self, tools: ToolOptions) -> Runnable[LanguageModelInput, BaseMessage]:
+        """The chat model with the function tools bound (OpenAI tool format)."""
+        choice: str | None = tools.forced or tools.choice or None
+        return self._chat.bind_tools([tool.openai() for tool in tools.tools], tool_choice=choice)
 
     def stream_summarize(self, task: SummarizeTask) -> AsyncIterator[Delta]:
         return self._stream(self._summarize_messages(task), self._options(task.max_tokens, None))
@@ -172,16 +194,26 @@ class ChatModelProvider(Provider):
         return self._stream(self._answer_messages(task), self._options(task.max_tokens, None))
 
     async def _stream(
-        self, messages: list[BaseMessage], options: dict[str, Any]
+        self,
+        messages: list[BaseMessage],
+        options: dict[str, Any],
+        model: Runnable[LanguageModelInput, BaseMessage] | None = None,
     ) -> AsyncIterator[Delta]:
-        """Stream the reply to ``messages``; the last delta has finish_reason and usage."""
+        """Stream the reply to ``messages``; the last delta has finish_reason, usage and the
+        tool calls (streamed call pieces are merged, a call is only passed on complete)."""
         pieces: list[str] = []
         finish: FinishReason = "stop"
+        calls: AIMessageChunk | None = None
         # Usage may arrive in pieces (Anthropic: input tokens first, output tokens last);
         # LangChain chunk usage is additive, so the pieces are summed.
         usage_message: AIMessageChunk | None = None
         with self._translated():
-            async for chunk in self._chat.astream(messages, **options):
+            async for chunk in (model or self._chat).astream(messages, **options):
+                if not isinstance(chunk, AIMessageChunk):
+                    continue
+                if chunk.tool_call_chunks:
+                    piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
+                    calls = piece if calls is None else calls + piece
                 text = text_of(chunk)
                 if text:
                     pieces.append(text)
@@ -193,8 +225,18 @@ class ChatModelProvider(Provider):
                 if chunk.usage_metadata:
                     piece = AIMessageChunk(content="", usage_metadata=chunk.usage_metadata)
                     usage_message = piece if usage_message is None else usage_message + piece
+        tool_calls = calls_from_chunks(calls.tool_call_chunks) if calls is not None else ()
+        if tool_calls and finish == "stop":
+            finish = "tool_calls"  # some servers end a tool call with "stop"
+        completion = "".join(pieces) + "".join(_call_text(call) for call in tool_calls)
         yield Delta(
             text="",
             finish_reason=finish,
-            usage=self._usage(usage_message, messages, "".join(pieces)),
+            usage=self._usage(usage_message, messages, completion),
+            tool_calls=tool_calls,
         )
+
+
+def _call_text(call: ToolCall) -> str:
+    """A call as the model wrote it, for estimating its tokens."""
+    return f"{call.name}({call.arguments})"

@@ -45,6 +45,8 @@ class HuggingFaceProvider(ChatModelProvider):
         self._secret = spec.api_key.get_secret_value() if spec.api_key is not None else None
         if spec.base_url:
             self._where = "Hugging Face TGI endpoint"
+            # TGI's Messages API takes OpenAI function tools; the local model does not.
+            self.supports_tools = True
             self._chat = ChatOpenAI(
                 model=spec.model or "tgi",
                 base_url=messages_api_url(spec.base_url),

@@ -260,26 +260,7 @@ class LocalProvider(Provider):
         return Completion(text=text, usage=Usage.estimate(prompt, text))
 
     async def generate(self, task: GenerateTask) -> AsyncIterator[Delta]:
-        question = task.messages[-1].content
-        passages = [
-            (index, message.content)
-            for index, message in enumerate(task.messages[:-1])
-            if message.content.strip()
-        ]
-        # "The sky was grey. What colour was it?" carries its own context: when the last
-        # message asks a question, its other sentences may be quoted too.
-        own = self._sentences(question)
-        if any(sentence.endswith("?") for sentence in own):
-            context = " ".join(sentence for sentence in own if not sentence.endswith("?"))
-            if context:
-                passages.append((len(task.messages) - 1, context))
-        if not passages:
-            reply = NOTHING_TO_QUOTE
-        else:
-            quotes = await self._quotes(question, passages)
-            # Quote in conversation order so the reply reads like the original text.
-            ordered = sorted(quotes, key=lambda quote: quote.source)
-            reply = " ".join(quote.text for quote in ordered) if quotes else NOTHING_RELEVANT
+        reply = await self._reply(task)
         prompt = "\n".join(message.content for message in task.messages)
         sent: list[str] = []
         used = 0
@@ -298,3 +279,32 @@ class LocalProvider(Provider):
             finish_reason=finish,
             usage=Usage.estimate(prompt, completion),
         )
+
+    async def _reply(self, task: GenerateTask) -> str:
+        if task.sources:
+            # A grounded conversation: answer as for a question, citing the sources.
+            quotes = await self._quotes(
+                task.question, [(source.number, source.text) for source in task.sources]
+            )
+            if not quotes:
+                return I_DONT_KNOW
+            return " ".join(_cite(quote.text, quote.source) for quote in quotes)
+        question = task.messages[-1].content
+        passages = [
+            (index, message.content)
+            for index, message in enumerate(task.messages[:-1])
+            if message.content.strip()
+        ]
+        # "The sky was grey. What colour was it?" carries its own context: when the last
+        # message asks a question, its other sentences may be quoted too.
+        own = self._sentences(question)
+        if any(sentence.endswith("?") for sentence in own):
+            context = " ".join(sentence for sentence in own if not sentence.endswith("?"))
+            if context:
+                passages.append((len(task.messages) - 1, context))
+        if not passages:
+            return NOTHING_TO_QUOTE
+        quotes = await self._quotes(question, passages)
+        # Quote in conversation order so the reply reads like the original text.
+        ordered = sorted(quotes, key=lambda quote: quote.source)
+        return " ".join(quote.text for quote in ordered) if quotes else NOTHING_RELEVANT

@@ -28,6 +28,7 @@ class OpenAIProvider(ChatModelProvider):
     """Chat models behind an OpenAI-compatible API."""
 
     name = "openai"
+    supports_tools = True
 
     def __init__(
         self,

@@ -62,23 +62,93 @@ class ChatMessage(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     role: _builtins.str
-    """"system", "user" or "assistant"."""
+    """"system", "user", "assistant" or "tool" ("tool" only in Generate)."""
     content: _builtins.str
-    """Message text."""
+    """Message text (may be empty for an assistant message that only calls tools)."""
+    tool_call_id: _builtins.str
+    """For a "tool" message: the id of the tool call it answers."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tools an assistant message called (Generate only)."""
+
     def __init__(
         self,
         *,
         role: _builtins.str = ...,
         content: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """A function the model may call (an OpenAI "function" tool)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Function name, as the model will call it."""
+    description: _builtins.str
+    """What the function does, for the model."""
+    parameters_json: _builtins.str
+    """JSON Schema of the arguments, as JSON text; empty means no parameters."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters_json", b"parameters_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """A call of a tool by the model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Call id; a "tool" message answering the call carries it as tool_call_id."""
+    name: _builtins.str
+    """Name of the called function."""
+    arguments_json: _builtins.str
+    """The arguments as JSON text, as the model produced them."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
 
 @_typing.final
 class GenerateRequest(_message.Message):
@@ -89,6 +159,10 @@ class GenerateRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_NAME_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model alias; empty means "default"."""
     max_tokens: _builtins.int
@@ -97,9 +171,25 @@ class GenerateRequest(_message.Message):
     """Sampling temperature 0-2; unset means the provider default."""
     tenant_id: _builtins.str
     """Tenant on whose behalf the call is made (for usage accounting)."""
+    tool_choice: _builtins.str
+    """"auto" (or empty: the provider default), "none" or "required"."""
+    tool_choice_name: _builtins.str
+    """When set, the model must call this function (overrides tool_choice)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """The conversation so far; the last message is normally from the user."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Functions the model may call; only aliases whose provider supports tools accept them
+        (INVALID_ARGUMENT otherwise), and fallbacks without tool support are skipped.
+        """
+
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 4 stop sequences: the reply ends right before the first of them, which is not
+        sent (enforced by the router for every provider, and passed to those that support it).
+        """
 
     def __init__(
         self,
@@ -109,10 +199,14 @@ class GenerateRequest(_message.Message):
         max_tokens: _builtins.int = ...,
         temperature: _builtins.float | None = ...,
         tenant_id: _builtins.str = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: _builtins.str = ...,
+        tool_choice_name: _builtins.str = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "temperature", b"temperature", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tenant_id", b"tenant_id", "tool_choice", b"tool_choice", "tool_choice_name", b"tool_choice_name", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
@@ -128,15 +222,30 @@ class GenerateResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply."""
     model: _builtins.str
     """Alias that served the request."""
     finish_reason: _builtins.str
-    """Set on the last message: "stop" or "length"."""
+    """Set on the last message: "stop", "length" or "tool_calls"."""
+    provider: _builtins.str
+    """Provider kind that answered, after any fallback (e.g. "local", "openai"); set on every
+    message.
+    """
+    prompt_version: _builtins.str
+    """Prompt template used, "<task>/v<version>" (e.g. "chat/v1"); "" when the provider
+    renders no template. Set on every message.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Set on the last message."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tools the model called, complete (set on the last message, finish_reason "tool_calls")."""
 
     def __init__(
         self,
@@ -145,10 +254,13 @@ class GenerateResponse(_message.Message):
         model: _builtins.str = ...,
         finish_reason: _builtins.str = ...,
         usage: Global___Usage | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        provider: _builtins.str = ...,
+        prompt_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,9 +308,17 @@ class SummarizeResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     model: _builtins.str
     """Alias that served the request."""
+    provider: _builtins.str
+    """Provider kind that answered, after any fallback (e.g. "local", "openai")."""
+    prompt_version: _builtins.str
+    """Prompt template used, "<task>/v<version>" (e.g. "summarize/v1"); "" when the provider
+    renders no template.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     def __init__(
@@ -207,10 +327,12 @@ class SummarizeResponse(_message.Message):
         summary: _builtins.str = ...,
         model: _builtins.str = ...,
         usage: Global___Usage | None = ...,
+        provider: _builtins.str = ...,
+        prompt_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "summary", b"summary", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "summary", b"summary", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -306,10 +428,20 @@ class AnswerResponse(_message.Message):
     CITATIONS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: _builtins.int
     answer: _builtins.str
     """Answer text with bracketed source numbers, e.g. "Paris is the capital [1]." """
     model: _builtins.str
     """Alias that served the request."""
+    provider: _builtins.str
+    """Provider kind that answered, after any fallback (e.g. "local", "openai"); "" when no
+    source matched and the router answered without calling a model.
+    """
+    prompt_version: _builtins.str
+    """Prompt template used, "<task>/v<version>" (e.g. "qa/v1"); "" when the provider renders
+    no template or no model was called.
+    """
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """Sources cited by the answer, in source-number order; only sources that were
@@ -325,10 +457,12 @@ class AnswerResponse(_message.Message):
         citations: _abc.Iterable[Global___Citation] | None = ...,
         model: _builtins.str = ...,
         usage: Global___Usage | None = ...,
+        provider: _builtins.str = ...,
+        prompt_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "citations", b"citations", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "citations", b"citations", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -429,19 +563,31 @@ class StreamDone(_message.Message):
 
     MODEL_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Alias that answered (after any fallback)."""
     finish_reason: _builtins.str
     """"stop" or "length"."""
+    provider: _builtins.str
+    """Provider kind that answered, after any fallback (e.g. "local", "openai"); "" when no
+    model was called (nothing matched, or an empty stream).
+    """
+    prompt_version: _builtins.str
+    """Prompt template used, "<task>/v<version>" (e.g. "qa/v1"); "" when the provider renders
+    no template.
+    """
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
         finish_reason: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        prompt_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,7 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptionsDep,
+    UsageDep,
+    UserPrincipal,
+)
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
@@ -31,6 +37,7 @@ async def ask(
     principal: UserPrincipal,
     backends: BackendsDep,
     call: CallOptionsDep,
+    usage_meter: UsageDep,
     http_request: Request,
 ) -> AskResponse | StreamingResponse | Response:
     """Retrieve sources from the collection and answer citing them ("[1]" is source 1)."""
@@ -45,9 +52,17 @@ async def ask(
     if body.stream:
         return await event_stream(
             backends.llm_router.StreamAnswer(request, timeout=call.timeout, metadata=call.metadata),
+            usage_meter.record,
             request=http_request,
         )
     reply = await backends.llm_router.Answer(request, timeout=call.timeout, metadata=call.metadata)
+    await usage_meter.record(
+        reply.model,
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+        provider=reply.provider,
+        prompt_version=reply.prompt_version,
+    )
     return AskResponse(
         answer=reply.answer,
         citations=[
@@ -63,4 +78,6 @@ async def ask(
         ],
         model=reply.model,
         usage=Usage.from_proto(reply.usage),
+        provider=reply.provider,
+        prompt_version=reply.prompt_version,
     )

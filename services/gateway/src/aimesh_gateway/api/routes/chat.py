@@ -14,11 +14,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
@@ -37,8 +37,12 @@ from aimesh_gateway.schemas.chat import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessageIn,
     ChatMessageOut,
     ChatUsage,
+    FunctionCall,
+    NamedToolChoice,
+    ToolCall,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
@@ -49,19 +53,52 @@ router = APIRouter(prefix=API_PREFIX, tags=["openai"])
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _chat_message(message: ChatMessageIn) -> llm_pb2.ChatMessage:
+    return llm_pb2.ChatMessage(
+        role=message.proto_role(),
+        content=message.text(),
+        tool_calls=[
+            llm_pb2.ToolCall(
+                id=call.id, name=call.function.name, arguments_json=call.function.arguments
+            )
+            for call in message.tool_calls or ()
+        ],
+        tool_call_id=message.tool_call_id or "",
+    )
+
+
 def _generate_request(body: ChatCompletionRequest, tenant_id: str) -> llm_pb2.GenerateRequest:
     request = llm_pb2.GenerateRequest(
         model=body.model,
-        messages=[
-            llm_pb2.ChatMessage(role=message.proto_role(), content=message.text())
-            for message in body.messages
-        ],
+        messages=[_chat_message(message) for message in body.messages],
         max_tokens=body.token_limit(),
         tenant_id=tenant_id,
+        stop=body.stop_sequences(),
+        tools=[
+            llm_pb2.Tool(
+                name=tool.function.name,
+                description=tool.function.description or "",
+                parameters_json=json.dumps(tool.function.parameters)
+                if tool.function.parameters is not None
+                else "",
+            )
+            for tool in body.tools or ()
+        ],
     )
+    if isinstance(body.tool_choice, NamedToolChoice):
+        request.tool_choice_name = body.tool_choice.function.name
+    elif body.tool_choice is not None:
+        request.tool_choice = body.tool_choice
     if body.temperature is not None:
         request.temperature = body.temperature
     return request
+
+
+def _tool_calls(calls: list[llm_pb2.ToolCall]) -> list[ToolCall]:
+    return [
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments_json))
+        for call in calls
+    ]
 
 
 def _chat_usage(usage: llm_pb2.Usage | None) -> ChatUsage:
@@ -97,6 +134,8 @@ async def chat_completions(
     cache: CacheDep,
 ) -> ChatCompletion | StreamingResponse | Response:
     if is_rag_model(body.model):
+        if body.uses_tools():
+            raise HTTPException(400, f"model {body.model!r} does not support tools")
         return await rag_completion(body, principal, backends, call, usage_meter)
     # Only temperature-0, non-streamed completions are deterministic enough to cache.
     cacheable = body.temperature == 0 and not body.stream
@@ -132,20 +171,36 @@ async def chat_completions(
     model = body.model
     finish_reason = "stop"
     usage: llm_pb2.Usage | None = None
+    answered_by = ("", "")  # provider and prompt version, as the router reports them
+    calls: list[llm_pb2.ToolCall] = []
     async for message in stream:
         parts.append(message.delta)
         model = message.model or model
+        answered_by = (message.provider, message.prompt_version)
         finish_reason = message.finish_reason or finish_reason
         if message.HasField("usage"):
             usage = message.usage
+        calls.extend(message.tool_calls)
     if usage is not None:
-        await usage_meter.record(model, usage.prompt_tokens, usage.completion_tokens)
+        await usage_meter.record(
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            provider=answered_by[0],
+            prompt_version=answered_by[1],
+        )
     completion = ChatCompletion(
         id=completion_id,
         created=created,
         model=model,
         choices=[
-            ChatChoice(message=ChatMessageOut(content="".join(parts)), finish_reason=finish_reason)
+            ChatChoice(
+                message=ChatMessageOut(
+                    content="".join(parts) or (None if calls else ""),
+                    tool_calls=_tool_calls(calls) or None,
+                ),
+                finish_reason=finish_reason,
+            )
         ],
         usage=_chat_usage(usage),
     )
@@ -165,7 +220,7 @@ class _ChunkWriter:
     def _event(self, payload: dict[str, Any]) -> str:
         return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         return self._event(
             {
                 "id": self.completion_id,
@@ -204,6 +259,7 @@ class _ChunkWriter:
     ) -> AsyncIterator[str]:
         finish_reason = "stop"
         usage: llm_pb2.Usage | None = None
+        answered_by = ("", "")
         message = first
         try:
             if message is not None and message.model:
@@ -212,13 +268,22 @@ class _ChunkWriter:
             while message is not None:
                 if message.delta:
                     yield self.chunk({"content": message.delta})
+                if message.tool_calls:
+                    yield self.chunk({"tool_calls": _tool_call_deltas(message.tool_calls)})
                 finish_reason = message.finish_reason or finish_reason
+                answered_by = (message.provider, message.prompt_version)
                 if message.HasField("usage"):
                     usage = message.usage
                 message = await anext(messages, None)
             yield self.chunk({}, finish_reason)
             if usage is not None:
-                await usage_meter.record(self.model, usage.prompt_tokens, usage.completion_tokens)
+                await usage_meter.record(
+                    self.model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    provider=answered_by[0],
+                    prompt_version=answered_by[1],
+                )
             if include_usage:
                 yield self.usage_chunk(usage)
             yield "data: [DONE]\n\n"
@@ -234,3 +299,10 @@ class _ChunkWriter:
             yield self.error(500, GENERIC_INTERNAL)
         finally:
             stream.cancel()
+
+
+def _tool_call_deltas(calls: Iterable[llm_pb2.ToolCall]) -> list[dict[str, Any]]:
+    """Whole tool calls in the ``delta.tool_calls`` shape of OpenAI chunks (one piece each)."""
+    return [
+        {"index": index, **call.model_dump()} for index, call in enumerate(_tool_calls(list(calls)))
+    ]

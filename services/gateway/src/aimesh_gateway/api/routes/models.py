@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 from fastapi import APIRouter, Request
 
+from aimesh.embedding.v1 import embedding_pb2
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptions,
+    CallOptionsDep,
+    UserPrincipal,
+)
 from aimesh_gateway.api.routes.embeddings import embedding_info
 from aimesh_gateway.schemas.models import ModelCard, ModelList
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
@@ -17,6 +25,28 @@ from aimesh_gateway.schemas.problem import COMMON_ERRORS
 log = logging.getLogger("aimesh.gateway.models")
 
 router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+
+# After the embedding service failed to answer Info, the list goes without the embedding model
+# for this long before asking again (rather than one failing call and warning per request).
+EMBEDDING_RETRY_SECONDS = 5.0
+
+
+async def _embedding_card_info(
+    request: Request, backends: BackendsDep, call: CallOptions
+) -> embedding_pb2.InfoResponse | None:
+    """The embedding model's Info, or None while the embedding service is failing."""
+    failed_at: float | None = getattr(request.app.state, "embedding_info_failed_at", None)
+    if failed_at is not None and time.monotonic() - failed_at < EMBEDDING_RETRY_SECONDS:
+        return None
+    try:
+        info = await embedding_info(request, backends, call)
+    except grpc.aio.AioRpcError as error:
+        # The chat models stay listable while the embedding service is down.
+        log.warning("embedding model not listed", extra={"grpc_code": error.code().name})
+        request.app.state.embedding_info_failed_at = time.monotonic()
+        return None
+    request.app.state.embedding_info_failed_at = None
+    return info
 
 
 @router.get("/models", responses=COMMON_ERRORS, summary="List model aliases")
@@ -27,7 +57,7 @@ async def list_models(
         backends.llm_router.ListModels(
             llm_pb2.ListModelsRequest(), timeout=call.timeout, metadata=call.metadata
         ),
-        embedding_info(request, backends, call),
+        _embedding_card_info(request, backends, call),
         return_exceptions=True,
     )
     if isinstance(reply, BaseException):
@@ -36,12 +66,9 @@ async def list_models(
         ModelCard(id=model.id, description=model.description, context_window=model.context_window)
         for model in reply.models
     ]
-    if isinstance(info, grpc.aio.AioRpcError):
-        # The chat models stay listable while the embedding service is down.
-        log.warning("embedding model not listed", extra={"grpc_code": info.code().name})
-    elif isinstance(info, BaseException):
+    if isinstance(info, BaseException):
         raise info
-    else:
+    if info is not None:
         cards.append(
             ModelCard(
                 id=info.model,

@@ -6,7 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import API_PREFIX, BackendsDep, CallOptionsDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    BackendsDep,
+    CallOptionsDep,
+    UsageDep,
+    UserPrincipal,
+)
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
@@ -29,6 +35,7 @@ async def summarize(
     principal: UserPrincipal,
     backends: BackendsDep,
     call: CallOptionsDep,
+    usage_meter: UsageDep,
     http_request: Request,
 ) -> SummarizeResponse | StreamingResponse | Response:
     request = llm_pb2.SummarizeRequest(
@@ -43,11 +50,23 @@ async def summarize(
             backends.llm_router.StreamSummarize(
                 request, timeout=call.timeout, metadata=call.metadata
             ),
+            usage_meter.record,
             request=http_request,
         )
     reply = await backends.llm_router.Summarize(
         request, timeout=call.timeout, metadata=call.metadata
     )
+    await usage_meter.record(
+        reply.model,
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+        provider=reply.provider,
+        prompt_version=reply.prompt_version,
+    )
     return SummarizeResponse(
-        summary=reply.summary, model=reply.model, usage=Usage.from_proto(reply.usage)
+        summary=reply.summary,
+        model=reply.model,
+        usage=Usage.from_proto(reply.usage),
+        provider=reply.provider,
+        prompt_version=reply.prompt_version,
     )
