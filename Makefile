@@ -33,18 +33,21 @@ $(STAMP): $(DEPS)
 
 install: $(STAMP) ## Create .venv and install every package (editable) and dev tools
 
-run: install ## Start the whole mesh locally on embedded defaults (Ctrl-C stops it)
+run: install web ## Start the whole mesh locally on embedded defaults (Ctrl-C stops it)
 	$(BIN)/python scripts/devmesh.py
 
-test: install test-tools lint proto-check ## Install, lint, then run the whole test suite
+test: install test-tools lint proto-check web-test ## Install, lint, then run the whole test suite
 	$(BIN)/python -m pytest
 
-# Prometheus and promtool come from Debian's package; best effort (the monitoring tests
-# skip with a reason where they cannot be installed).
+# Prometheus and promtool, and nginx (web/nginx.conf), come from Debian's packages; best
+# effort (the tests that need them skip with a reason where they cannot be installed).
 test-tools:
 	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 	  || echo "promtool not installed: the Prometheus tests will skip"
+	@command -v nginx >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
+	  || echo "nginx not installed: the web image's nginx tests will skip"
 
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
@@ -87,3 +90,24 @@ bench-retrieval: install ## Benchmark ingest throughput, HNSW recall at 100k chu
 .PHONY: bench-gateway
 bench-gateway: install ## Benchmark the gateway hop against direct gRPC and a bare proxy; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.gateway bench
+.PHONY: web web-test web-schema
+# The web app needs Node.js >= 20.19 (Vite 7) and npm; without them these targets say so.
+HAVE_NODE = command -v node >/dev/null && command -v npm >/dev/null && node -e \
+	'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+WEB_SOURCES = $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.ts
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npm run build
+web: ## Build the web app into web/dist when its sources changed (served at / by make run)
+	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/dist/index.html; \
+	else echo "Node.js >= 20.19 and npm not found: the web app is not built (make run serves the API only)"; fi
+web-test: ## Web app: npm ci, vue-tsc type check, vitest, vite build, bundle secret scan
+	@if $(HAVE_NODE); then cd web && npm ci --no-audit --no-fund && touch node_modules/.installed \
+	  && npm run typecheck && npm test && npm run build && npm run check-bundle; \
+	else echo "SKIP web tests: Node.js >= 20.19 and npm not found (the browser e2e test skips too)"; fi
+web-schema: install ## Export the gateway's OpenAPI to web/src/api/openapi.json and regenerate schema.d.ts
+	$(BIN)/python scripts/export_openapi.py
+	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/node_modules/.installed && cd web && npm run schema; \
+	else echo "Node.js >= 20.19 and npm not found: web/src/api/schema.d.ts not regenerated"; fi

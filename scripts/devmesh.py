@@ -27,6 +27,7 @@ from typing import IO
 import httpx
 
 BIN = Path(sys.executable).parent
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -299,6 +300,19 @@ def _stable_secret(path: Path, prefix: str = "") -> str:
     return value
 
 
+def web_dir_setting(environ: Mapping[str, str], dist: Path = WEB_DIST) -> str | None:
+    """AIMESH_WEB_DIR for the gateway: the caller's, else web/dist once `make web` built it."""
+    if environ.get("AIMESH_WEB_DIR"):
+        return environ["AIMESH_WEB_DIR"]
+    return str(dist) if (dist / "index.html").is_file() else None
+
+
+def web_note(url: str, web_dir: str | None) -> str:
+    if web_dir is None:
+        return "not built (needs Node 20 and npm: `make web`, then restart)"
+    return f"{url}/  (sign in with the dev API key, or a user made with POST /v1/admin/users)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Start the whole aimesh mesh locally.")
     parser.add_argument(
@@ -311,8 +325,13 @@ def main() -> int:
         data_dir / "dev-admin-api-key", "am_dev_"
     )
     jwt_secret = os.environ.get("AIMESH_JWT_SECRET") or _stable_secret(data_dir / "dev-jwt-secret")
+    web_dir = web_dir_setting(os.environ)
     mesh = Mesh(
-        data_dir, ports=Ports(gateway=args.port), admin_api_key=admin_key, jwt_secret=jwt_secret
+        data_dir,
+        ports=Ports(gateway=args.port),
+        admin_api_key=admin_key,
+        jwt_secret=jwt_secret,
+        extra_env={"AIMESH_WEB_DIR": web_dir},
     )
 
     stop = threading.Event()
@@ -329,6 +348,7 @@ def main() -> int:
     print(
         "\n"
         f"  aimesh is ready: {mesh.url}   (API docs: {mesh.url}/docs)\n"
+        f"  web app:         {web_note(mesh.url, web_dir)}\n"
         f"  dev API key:     {admin_key}\n\n"
         f'  curl -s {mesh.url}/v1/ask -H "Authorization: Bearer {admin_key}" \\\n'
         '       -H "Content-Type: application/json" \\\n'

@@ -1,0 +1,193 @@
+/**
+ * Conversations: kept by the gateway (llm-router); the list of this browser's conversations
+ * is remembered per user in localStorage (ids and titles only), as the API has no list route.
+ * Replies stream token by token; stop() aborts the request, which cancels the model call.
+ */
+
+import { defineStore } from 'pinia'
+import { computed, ref } from 'vue'
+
+import type { Citation } from '../api/api'
+import type { StreamEvent } from '../api/client'
+import { ApiError, errorMessage, isAbort } from '../api/errors'
+import { useApi } from '../api/inject'
+import { useAuthStore } from './auth'
+
+export interface ConversationEntry {
+  id: string
+  title: string
+  model: string
+  collection: string | null
+  createdAt: number
+}
+
+export type MessageStatus = 'streaming' | 'done' | 'stopped' | 'error'
+
+export interface ChatMessage {
+  role: 'user' | 'assistant'
+  content: string
+  status: MessageStatus
+  /** Sources given to the model (grounded conversations). */
+  sources: Citation[]
+  /** Sources the answer actually cites. */
+  citations: Citation[]
+  requestId: string | null
+  model: string
+  error: string
+}
+
+export function listKey(subject: string): string {
+  return `aimesh.conversations.${subject}`
+}
+
+/** Apply one stream event to the reply being built. */
+export function applyEvent(message: ChatMessage, event: StreamEvent): void {
+  const data = event.data
+  switch (event.event) {
+    case 'delta':
+      if (typeof data.text === 'string') message.content += data.text
+      break
+    case 'sources':
+      if (Array.isArray(data.sources)) message.sources = data.sources as Citation[]
+      break
+    case 'citations':
+      if (Array.isArray(data.citations)) message.citations = data.citations as Citation[]
+      break
+    case 'done':
+      if (typeof data.model === 'string') message.model = data.model
+      if (typeof data.request_id === 'string') message.requestId = data.request_id
+      break
+  }
+}
+
+export function newReply(): ChatMessage {
+  return {
+    role: 'assistant',
+    content: '',
+    status: 'streaming',
+    sources: [],
+    citations: [],
+    requestId: null,
+    model: '',
+    error: '',
+  }
+}
+
+export const useChatStore = defineStore('chat', () => {
+  const api = useApi()
+  const auth = useAuthStore()
+  const conversations = ref<ConversationEntry[]>([])
+  const currentId = ref<string | null>(null)
+  const messages = ref<ChatMessage[]>([])
+  const error = ref('')
+  let controller: AbortController | null = null
+  const streaming = ref(false)
+
+  const current = computed(() => conversations.value.find((c) => c.id === currentId.value) ?? null)
+
+  function load(): void {
+    const text = localStorage.getItem(listKey(auth.subject))
+    conversations.value = []
+    if (!text) return
+    try {
+      const parsed: unknown = JSON.parse(text)
+      if (Array.isArray(parsed)) conversations.value = parsed as ConversationEntry[]
+    } catch {
+      localStorage.removeItem(listKey(auth.subject))
+    }
+  }
+
+  function save(): void {
+    localStorage.setItem(listKey(auth.subject), JSON.stringify(conversations.value))
+  }
+
+  async function start(options: { model: string; collection: string | null; title: string }): Promise<void> {
+    error.value = ''
+    const created = await api.createConversation({
+      model: options.model,
+      collection: options.collection,
+      title: options.title.slice(0, 200),
+    })
+    conversations.value.unshift({
+      id: created.id,
+      title: created.title || 'New conversation',
+      model: created.model,
+      collection: created.collection ?? null,
+      createdAt: created.created_at,
+    })
+    save()
+    currentId.value = created.id
+    messages.value = []
+  }
+
+  async function open(id: string): Promise<void> {
+    error.value = ''
+    currentId.value = id
+    messages.value = []
+    try {
+      const conversation = await api.conversation(id)
+      messages.value = conversation.messages.map((m) => ({ ...newReply(), role: m.role, content: m.content, status: 'done' }))
+    } catch (caught) {
+      if (caught instanceof ApiError && caught.status === 404) {
+        forget(id)
+        error.value = 'That conversation no longer exists; it was removed from the list.'
+      } else {
+        error.value = errorMessage(caught)
+      }
+    }
+  }
+
+  function forget(id: string): void {
+    conversations.value = conversations.value.filter((c) => c.id !== id)
+    save()
+    if (currentId.value === id) {
+      currentId.value = null
+      messages.value = []
+    }
+  }
+
+  async function send(content: string): Promise<void> {
+    const id = currentId.value
+    if (id === null || streaming.value) return
+    error.value = ''
+    const entry = conversations.value.find((c) => c.id === id)
+    if (entry && (entry.title === '' || entry.title === 'New conversation')) {
+      entry.title = content.slice(0, 60)
+      save()
+    }
+    messages.value.push({ ...newReply(), role: 'user', content, status: 'done' })
+    messages.value.push(newReply())
+    const reply = messages.value[messages.value.length - 1] as ChatMessage
+    controller = new AbortController()
+    streaming.value = true
+    try {
+      const { requestId } = await api.sendMessage(id, content, (event) => applyEvent(reply, event), controller.signal)
+      reply.requestId = reply.requestId ?? requestId
+      reply.status = 'done'
+    } catch (caught) {
+      if (isAbort(caught)) {
+        reply.status = 'stopped'
+      } else {
+        reply.status = 'error'
+        reply.error = errorMessage(caught)
+        if (caught instanceof ApiError) reply.requestId = caught.requestId
+      }
+    } finally {
+      streaming.value = false
+      controller = null
+    }
+  }
+
+  function stop(): void {
+    controller?.abort()
+  }
+
+  function reset(): void {
+    stop()
+    conversations.value = []
+    currentId.value = null
+    messages.value = []
+  }
+
+  return { conversations, currentId, current, messages, error, streaming, load, start, open, forget, send, stop, reset }
+})
