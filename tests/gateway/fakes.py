@@ -345,6 +345,34 @@ class _StreamingAndConversations:
     ) -> llm_pb2.Conversation:
         return self._owned(request.tenant_id, request.user_id, request.conversation_id)
 
+    async def ListConversations(
+        self, request: llm_pb2.ListConversationsRequest, context: Any
+    ) -> llm_pb2.ListConversationsResponse:
+        owner = (request.tenant_id, request.user_id)
+        mine = [c for i, c in self.conversations.items() if self.owners.get(i) == owner]
+        mine.sort(key=lambda c: c.created_at, reverse=True)
+        return llm_pb2.ListConversationsResponse(
+            conversations=[
+                llm_pb2.Conversation(
+                    id=c.id,
+                    model=c.model,
+                    collection=c.collection,
+                    title=c.title,
+                    created_at=c.created_at,
+                    message_count=len(c.messages),
+                )
+                for c in mine[: request.limit or 50]
+            ]
+        )
+
+    async def DeleteConversation(
+        self, request: llm_pb2.DeleteConversationRequest, context: Any
+    ) -> llm_pb2.DeleteConversationResponse:
+        self._owned(request.tenant_id, request.user_id, request.conversation_id)
+        del self.conversations[request.conversation_id]
+        del self.owners[request.conversation_id]
+        return llm_pb2.DeleteConversationResponse()
+
     async def SendMessage(
         self, request: llm_pb2.SendMessageRequest, context: Any
     ) -> AsyncIterator[llm_pb2.StreamEvent]:

@@ -81,6 +81,8 @@ EXPECTED_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/v1/summarize"): Role.USER,
     ("POST", "/v1/chat/completions"): Role.USER,
     ("POST", "/v1/conversations/{conversation_id}/messages"): Role.USER,
+    ("GET", "/v1/conversations"): Role.USER,
+    ("DELETE", "/v1/conversations/{conversation_id}"): Role.USER,
 }
 
 

@@ -210,6 +210,45 @@ async def test_a_grounded_conversation_sends_sources_and_checks_citations(
     assert stored.messages[0].content == "Capital of France?"
 
 
+async def test_listing_and_deleting_are_per_owner(router: RunningRouter) -> None:
+    ids = [await create(router, "acme", "lena", title=f"t{i}") for i in range(3)]
+    await create(router, "acme", "other", title="not hers")
+    await create(router, "globex", "lena", title="other tenant")
+
+    async def listed(tenant: str, user: str, limit: int = 0) -> list[tuple[str, str, int]]:
+        reply = await router.stub.ListConversations(
+            llm_pb2.ListConversationsRequest(tenant_id=tenant, user_id=user, limit=limit)
+        )
+        return [(c.id, c.title, c.message_count) for c in reply.conversations]
+
+    assert await listed("acme", "lena") == [
+        (ids[2], "t2", 0),
+        (ids[1], "t1", 0),
+        (ids[0], "t0", 0),
+    ]
+    assert [title for _, title, _ in await listed("acme", "lena", limit=2)] == ["t2", "t1"]
+    for tenant, user in (("acme", "other"), ("globex", "lena")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await router.stub.DeleteConversation(
+                llm_pb2.DeleteConversationRequest(
+                    tenant_id=tenant, user_id=user, conversation_id=ids[0]
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    await router.stub.DeleteConversation(
+        llm_pb2.DeleteConversationRequest(tenant_id="acme", user_id="lena", conversation_id=ids[0])
+    )
+    assert [title for _, title, _ in await listed("acme", "lena")] == ["t2", "t1"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await router.stub.GetConversation(
+            llm_pb2.GetConversationRequest(tenant_id="acme", user_id="lena", conversation_id=ids[0])
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await listed("acme", "lena", limit=201)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_the_local_provider_answers_a_grounded_conversation_from_its_sources(
     router: RunningRouter, retrieval: FixedRetrieval
 ) -> None:

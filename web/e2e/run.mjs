@@ -134,6 +134,11 @@ try {
     await page.getByRole('button', { name: 'Good answer' }).click()
     await page.getByText('Thanks for the feedback.').waitFor()
     await shot('05-chat')
+    // Kept server-side: after a reload the conversation is listed and reopens with its reply.
+    await page.reload()
+    await page.getByRole('button', { name: /^Delete conversation/ }).first().waitFor()
+    await page.locator('.conversation-button').first().click()
+    await page.getByTestId('messages').getByText(expectText || question).first().waitFor()
   })
 
   await step('summarize', async () => {

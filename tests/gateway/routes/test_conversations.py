@@ -180,6 +180,38 @@ async def test_answers_of_the_real_router_can_be_rated(
     assert rated.json()["route"] == "/v1/summarize"
 
 
+async def test_list_and_delete_conversations(client: httpx.AsyncClient, stack: Stack) -> None:
+    """A user lists their own conversations (newest first, with sizes) and deletes them;
+    another user or tenant neither sees nor deletes them."""
+    owner = as_user("lister", "acme")
+    first = (await client.post("/v1/conversations", json={"title": "one"}, headers=owner)).json()
+    second = (await client.post("/v1/conversations", json={"title": "two"}, headers=owner)).json()
+    stack.upstream.enqueue(Reply(content="Hi"))
+    await client.post(
+        f"/v1/conversations/{first['id']}/messages", json={"content": "Hello"}, headers=owner
+    )
+    listed = await client.get("/v1/conversations", headers=owner)
+    assert listed.status_code == 200, listed.text
+    assert [(c["title"], c["message_count"]) for c in listed.json()["data"]] == [
+        ("two", 0),
+        ("one", 2),
+    ]
+    only_one = await client.get("/v1/conversations?limit=1", headers=owner)
+    assert [c["id"] for c in only_one.json()["data"]] == [second["id"]]
+    for other in (as_user("lister", "globex"), as_user("someone", "acme")):
+        assert (await client.get("/v1/conversations", headers=other)).json()["data"] == []
+        denied = await client.delete(f"/v1/conversations/{first['id']}", headers=other)
+        assert denied.status_code == 404
+    deleted = await client.delete(f"/v1/conversations/{first['id']}", headers=owner)
+    assert deleted.status_code == 204
+    gone = await client.get(f"/v1/conversations/{first['id']}", headers=owner)
+    assert gone.status_code == 404
+    listed = await client.get("/v1/conversations", headers=owner)
+    assert [c["id"] for c in listed.json()["data"]] == [second["id"]]
+    bad = await client.get("/v1/conversations?limit=0", headers=owner)
+    assert bad.status_code == 422
+
+
 @pytest.mark.parametrize(("subject", "tenant"), [("bob", "acme"), ("ann", "globex")])
 async def test_other_users_and_tenants_get_404(
     client: httpx.AsyncClient, stack: Stack, subject: str, tenant: str

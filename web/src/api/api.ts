@@ -133,6 +133,16 @@ export class Api {
     return (await this.client.request<Conversation>('POST', route('/v1/conversations'), { json: body })).data
   }
 
+  async listConversations(limit = 50): Promise<Schemas['ConversationSummary'][]> {
+    const path = `${route('/v1/conversations')}?limit=${limit}`
+    return (await this.client.request<Schemas['ConversationList']>('GET', path)).data.data
+  }
+
+  async deleteConversation(id: string): Promise<void> {
+    const path = route('/v1/conversations/{conversation_id}', { conversation_id: id })
+    await this.client.request<null>('DELETE', path)
+  }
+
   async conversation(id: string): Promise<Conversation> {
     const path = route('/v1/conversations/{conversation_id}', { conversation_id: id })
     return (await this.client.request<Conversation>('GET', path)).data

@@ -1,6 +1,5 @@
 /**
- * Conversations: kept by the gateway (llm-router); the list of this browser's conversations
- * is remembered per user in localStorage (ids and titles only), as the API has no list route.
+ * Conversations: kept by the gateway (llm-router), listed from it per user, newest first.
  * Replies stream token by token; stop() aborts the request, which cancels the model call.
  */
 
@@ -11,7 +10,6 @@ import type { Citation } from '../api/api'
 import type { StreamEvent } from '../api/client'
 import { ApiError, errorMessage, isAbort } from '../api/errors'
 import { useApi } from '../api/inject'
-import { useAuthStore } from './auth'
 
 export interface ConversationEntry {
   id: string
@@ -34,10 +32,6 @@ export interface ChatMessage {
   requestId: string | null
   model: string
   error: string
-}
-
-export function listKey(subject: string): string {
-  return `aimesh.conversations.${subject}`
 }
 
 /** Apply one stream event to the reply being built. */
@@ -75,7 +69,6 @@ export function newReply(): ChatMessage {
 
 export const useChatStore = defineStore('chat', () => {
   const api = useApi()
-  const auth = useAuthStore()
   const conversations = ref<ConversationEntry[]>([])
   const currentId = ref<string | null>(null)
   const messages = ref<ChatMessage[]>([])
@@ -85,20 +78,19 @@ export const useChatStore = defineStore('chat', () => {
 
   const current = computed(() => conversations.value.find((c) => c.id === currentId.value) ?? null)
 
-  function load(): void {
-    const text = localStorage.getItem(listKey(auth.subject))
-    conversations.value = []
-    if (!text) return
+  async function load(): Promise<void> {
     try {
-      const parsed: unknown = JSON.parse(text)
-      if (Array.isArray(parsed)) conversations.value = parsed as ConversationEntry[]
-    } catch {
-      localStorage.removeItem(listKey(auth.subject))
+      const listed = await api.listConversations()
+      conversations.value = listed.map((c) => ({
+        id: c.id,
+        title: c.title,
+        model: c.model,
+        collection: c.collection ?? null,
+        createdAt: c.created_at,
+      }))
+    } catch (caught) {
+      error.value = errorMessage(caught)
     }
-  }
-
-  function save(): void {
-    localStorage.setItem(listKey(auth.subject), JSON.stringify(conversations.value))
   }
 
   async function start(options: { model: string; collection: string | null; title: string }): Promise<void> {
@@ -110,12 +102,11 @@ export const useChatStore = defineStore('chat', () => {
     })
     conversations.value.unshift({
       id: created.id,
-      title: created.title || 'New conversation',
+      title: created.title,
       model: created.model,
       collection: created.collection ?? null,
       createdAt: created.created_at,
     })
-    save()
     currentId.value = created.id
     messages.value = []
   }
@@ -129,7 +120,7 @@ export const useChatStore = defineStore('chat', () => {
       messages.value = conversation.messages.map((m) => ({ ...newReply(), role: m.role, content: m.content, status: 'done' }))
     } catch (caught) {
       if (caught instanceof ApiError && caught.status === 404) {
-        forget(id)
+        drop(id)
         error.value = 'That conversation no longer exists; it was removed from the list.'
       } else {
         error.value = errorMessage(caught)
@@ -137,13 +128,26 @@ export const useChatStore = defineStore('chat', () => {
     }
   }
 
-  function forget(id: string): void {
+  function drop(id: string): void {
     conversations.value = conversations.value.filter((c) => c.id !== id)
-    save()
     if (currentId.value === id) {
       currentId.value = null
       messages.value = []
     }
+  }
+
+  /** Delete a conversation on the server (one already gone is just dropped). */
+  async function remove(id: string): Promise<void> {
+    error.value = ''
+    try {
+      await api.deleteConversation(id)
+    } catch (caught) {
+      if (!(caught instanceof ApiError && caught.status === 404)) {
+        error.value = errorMessage(caught)
+        return
+      }
+    }
+    drop(id)
   }
 
   async function send(content: string): Promise<void> {
@@ -151,10 +155,7 @@ export const useChatStore = defineStore('chat', () => {
     if (id === null || streaming.value) return
     error.value = ''
     const entry = conversations.value.find((c) => c.id === id)
-    if (entry && (entry.title === '' || entry.title === 'New conversation')) {
-      entry.title = content.slice(0, 60)
-      save()
-    }
+    if (entry && entry.title === '') entry.title = content.slice(0, 60)
     messages.value.push({ ...newReply(), role: 'user', content, status: 'done' })
     messages.value.push(newReply())
     const reply = messages.value[messages.value.length - 1] as ChatMessage
@@ -189,5 +190,5 @@ export const useChatStore = defineStore('chat', () => {
     messages.value = []
   }
 
-  return { conversations, currentId, current, messages, error, streaming, load, start, open, forget, send, stop, reset }
+  return { conversations, currentId, current, messages, error, streaming, load, start, open, remove, send, stop, reset }
 })

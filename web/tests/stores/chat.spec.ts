@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
-import { applyEvent, listKey, newReply, useChatStore } from '../../src/stores/chat'
+import { applyEvent, newReply, useChatStore } from '../../src/stores/chat'
 import { storeContext } from '../helpers/app'
 import { json, problem, sse, startServer, type TestServer } from '../helpers/server'
 
@@ -46,7 +46,7 @@ describe('applyEvent', () => {
 })
 
 describe('chat store', () => {
-  it('starts a grounded conversation, streams the reply and remembers the conversation', async () => {
+  it('starts a grounded conversation, streams the reply and lists the conversation', async () => {
     server.on('POST /v1/conversations/c1/messages', async (request, response) => {
       expect(JSON.parse(request.body)).toEqual({ content: 'When was it built?' })
       await sse(
@@ -71,8 +71,7 @@ describe('chat store', () => {
     expect(reply?.requestId).toBe('req-42')
     expect(reply?.citations[0]?.chunk_id).toBe('lighthouse.md#0')
     expect(chat.streaming).toBe(false)
-    const saved = JSON.parse(localStorage.getItem(listKey('')) ?? '[]') as { id: string; title: string; collection: string }[]
-    expect(saved[0]).toMatchObject({ id: 'c1', title: 'When was it built?', collection: 'e2e' })
+    expect(chat.conversations[0]).toMatchObject({ id: 'c1', title: 'When was it built?', collection: 'e2e' })
   })
 
   it('stop() aborts the stream and keeps what arrived', async () => {
@@ -101,14 +100,57 @@ describe('chat store', () => {
     expect(chat.messages[1]?.error).toBe('Too many requests: token budget exceeded. Try again in 20 seconds.')
   })
 
-  it('drops a conversation the server no longer has', async () => {
-    server.on('GET /v1/conversations/gone', (_request, response) => problem(response, 404, 'Not Found', 'no such conversation'))
-    localStorage.setItem(listKey(''), JSON.stringify([{ id: 'gone', title: 'old', model: 'default', collection: null, createdAt: 0 }]))
+  it('lists the conversations the server keeps for this user', async () => {
+    server.on('GET /v1/conversations', (_request, response) =>
+      json(response, 200, {
+        data: [
+          { id: 'c2', model: 'fast', collection: null, title: 'Second', created_at: 2, message_count: 0 },
+          { id: 'c1', model: 'default', collection: 'e2e', title: '', created_at: 1, message_count: 4 },
+        ],
+      }),
+    )
     const chat = storeContext(server.url).use(() => useChatStore())
-    chat.load()
+    await chat.load()
+    expect(chat.conversations.map((c) => [c.id, c.title, c.model, c.collection])).toEqual([
+      ['c2', 'Second', 'fast', null],
+      ['c1', '', 'default', 'e2e'],
+    ])
+    expect(server.requests.at(-1)?.path).toBe('/v1/conversations?limit=50')
+  })
+
+  it('drops a conversation the server no longer has', async () => {
+    server.on('GET /v1/conversations', (_request, response) =>
+      json(response, 200, { data: [{ id: 'gone', model: 'default', collection: null, title: 'old', created_at: 0, message_count: 2 }] }),
+    )
+    server.on('GET /v1/conversations/gone', (_request, response) => problem(response, 404, 'Not Found', 'no such conversation'))
+    const chat = storeContext(server.url).use(() => useChatStore())
+    await chat.load()
     expect(chat.conversations).toHaveLength(1)
     await chat.open('gone')
     expect(chat.conversations).toHaveLength(0)
     expect(chat.error).toMatch(/no longer exists/)
+  })
+
+  it('deletes a conversation on the server, and keeps it when the delete fails', async () => {
+    let failing = true
+    server.on('GET /v1/conversations', (_request, response) =>
+      json(response, 200, { data: [{ id: 'c9', model: 'default', collection: null, title: 't', created_at: 0, message_count: 0 }] }),
+    )
+    server.on('DELETE /v1/conversations/c9', (_request, response) => {
+      if (failing) problem(response, 503, 'Service Unavailable', 'llm-router unavailable')
+      else {
+        response.writeHead(204)
+        response.end()
+      }
+    })
+    const chat = storeContext(server.url).use(() => useChatStore())
+    await chat.load()
+    await chat.remove('c9')
+    expect(chat.conversations).toHaveLength(1)
+    expect(chat.error).not.toBe('')
+    failing = false
+    await chat.remove('c9')
+    expect(chat.conversations).toHaveLength(0)
+    expect(server.requests.filter((r) => r.method === 'DELETE')).toHaveLength(2)
   })
 })

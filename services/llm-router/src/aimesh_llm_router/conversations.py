@@ -6,11 +6,14 @@ so ids cannot be probed across users or tenants. Messages are only ``user`` and
 ``assistant`` turns; the router's system prompt is never stored or shown.
 
 Redis layout (``<prefix>`` defaults to ``aimesh:conv:``): a hash ``<prefix><id>`` with
-the owner and settings, and a list ``<prefix><id>:messages`` of JSON messages.
+the owner and settings, a list ``<prefix><id>:messages`` of JSON messages, and per owner a
+sorted set ``<prefix>owner:<hash of tenant and user>`` of their conversation ids by
+creation time (for listing).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -45,6 +48,8 @@ class ConversationRecord:
     title: str
     created_at: float
     messages: list[StoredMessage] = field(default_factory=list)
+    # How many messages there are (set also by listings, which leave messages out).
+    message_count: int = 0
 
 
 def _not_found(conversation_id: str) -> NotFound:
@@ -82,6 +87,16 @@ class ConversationStore(ABC):
     ) -> None:
         """Add messages at the end (owner checked)."""
 
+    @abstractmethod
+    async def list_owned(
+        self, tenant_id: str, user_id: str, limit: int
+    ) -> list[ConversationRecord]:
+        """This owner's newest ``limit`` conversations, newest first, without messages."""
+
+    @abstractmethod
+    async def delete(self, tenant_id: str, user_id: str, conversation_id: str) -> None:
+        """Remove a conversation and its messages (owner checked)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -103,6 +118,8 @@ class SqliteConversationStore(ConversationStore):
                     conversation_id TEXT NOT NULL REFERENCES conversations(id),
                     position INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,
                     PRIMARY KEY (conversation_id, position));
+                CREATE INDEX IF NOT EXISTS conversations_by_owner
+                    ON conversations (tenant_id, user_id, created_at);
                 """
             )
 
@@ -147,7 +164,47 @@ class SqliteConversationStore(ConversationStore):
             title=row[2],
             created_at=row[3],
             messages=messages,
+            message_count=len(messages),
         )
+
+    async def list_owned(
+        self, tenant_id: str, user_id: str, limit: int
+    ) -> list[ConversationRecord]:
+        async with aiosqlite.connect(self._path) as db:
+            cursor = await db.execute(
+                "SELECT id, model, collection, title, created_at, (SELECT COUNT(*) FROM "
+                "conversation_messages WHERE conversation_id = conversations.id) "
+                "FROM conversations WHERE tenant_id = ? AND user_id = ? "
+                "ORDER BY created_at DESC, id LIMIT ?",
+                (tenant_id, user_id, limit),
+            )
+            rows = await cursor.fetchall()
+        return [
+            ConversationRecord(
+                id=row[0],
+                tenant_id=tenant_id,
+                user_id=user_id,
+                model=row[1],
+                collection=row[2],
+                title=row[3],
+                created_at=row[4],
+                message_count=int(row[5]),
+            )
+            for row in rows
+        ]
+
+    async def delete(self, tenant_id: str, user_id: str, conversation_id: str) -> None:
+        async with aiosqlite.connect(self._path) as db:
+            cursor = await db.execute(
+                "DELETE FROM conversations WHERE id = ? AND tenant_id = ? AND user_id = ?",
+                (conversation_id, tenant_id, user_id),
+            )
+            if cursor.rowcount == 0:
+                raise _not_found(conversation_id)
+            await db.execute(
+                "DELETE FROM conversation_messages WHERE conversation_id = ?", (conversation_id,)
+            )
+            await db.commit()
 
     async def append(
         self, tenant_id: str, user_id: str, conversation_id: str, messages: list[StoredMessage]
@@ -182,6 +239,10 @@ class RedisConversationStore(ConversationStore):
     def _key(self, conversation_id: str) -> str:
         return f"{self._prefix}{conversation_id}"
 
+    def _owner_key(self, tenant_id: str, user_id: str) -> str:
+        owner = hashlib.sha256(f"{tenant_id}\0{user_id}".encode()).hexdigest()[:32]
+        return f"{self._prefix}owner:{owner}"
+
     async def _insert(self, record: ConversationRecord) -> None:
         mapping: dict[str | bytes, str | bytes | int | float] = {
             "tenant_id": record.tenant_id,
@@ -192,7 +253,13 @@ class RedisConversationStore(ConversationStore):
             "created_at": repr(record.created_at),
         }
         try:
-            await self._client.hset(self._key(record.id), mapping=mapping)  # type: ignore[arg-type]
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key(record.id), mapping=mapping)  # type: ignore[arg-type]
+                pipe.zadd(
+                    self._owner_key(record.tenant_id, record.user_id),
+                    {record.id: record.created_at},
+                )
+                await pipe.execute()
         except redis_asyncio.RedisError as error:
             raise Unavailable(f"conversation store unavailable: {type(error).__name__}") from None
 
@@ -222,7 +289,52 @@ class RedisConversationStore(ConversationStore):
             title=fields["title"],
             created_at=float(fields["created_at"]),
             messages=messages,
+            message_count=len(messages),
         )
+
+    async def list_owned(
+        self, tenant_id: str, user_id: str, limit: int
+    ) -> list[ConversationRecord]:
+        try:
+            newest = await self._client.zrevrange(self._owner_key(tenant_id, user_id), 0, limit - 1)
+            ids = [str(conversation_id) for conversation_id in newest]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for conversation_id in ids:
+                    pipe.hgetall(self._key(conversation_id))
+                    pipe.llen(f"{self._key(conversation_id)}:messages")
+                replies = await pipe.execute()
+        except redis_asyncio.RedisError as error:
+            raise Unavailable(f"conversation store unavailable: {type(error).__name__}") from None
+        found: list[ConversationRecord] = []
+        for index, conversation_id in enumerate(ids):
+            fields, count = replies[2 * index], replies[2 * index + 1]
+            # The owner is checked on the record too, not only by the index it came from.
+            if fields.get("tenant_id") != tenant_id or fields.get("user_id") != user_id:
+                continue
+            found.append(
+                ConversationRecord(
+                    id=conversation_id,
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    model=fields["model"],
+                    collection=fields["collection"],
+                    title=fields["title"],
+                    created_at=float(fields["created_at"]),
+                    message_count=int(count),
+                )
+            )
+        return found
+
+    async def delete(self, tenant_id: str, user_id: str, conversation_id: str) -> None:
+        await self._owned(tenant_id, user_id, conversation_id)
+        key = self._key(conversation_id)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(key, f"{key}:messages")
+                pipe.zrem(self._owner_key(tenant_id, user_id), conversation_id)
+                await pipe.execute()
+        except redis_asyncio.RedisError as error:
+            raise Unavailable(f"conversation store unavailable: {type(error).__name__}") from None
 
     async def append(
         self, tenant_id: str, user_id: str, conversation_id: str, messages: list[StoredMessage]

@@ -59,6 +59,8 @@ MESSAGE_OVERHEAD_TOKENS = 4
 # Share of a grounded conversation's context given to sources.
 GROUNDING_SHARE = 0.4
 MAX_TITLE_CHARS = 200
+DEFAULT_CONVERSATION_LIST = 50
+MAX_CONVERSATION_LIST = 200
 # The user turn sent to the model in a grounded conversation (stored is the bare message).
 GROUNDED_MESSAGE = (
     "Sources:\n{sources}\n\nAnswer using these sources where they help, citing them as [n]."
@@ -601,6 +603,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                 llm_pb2.ChatMessage(role=message.role, content=message.content)
                 for message in record.messages
             ],
+            message_count=record.message_count,
         )
 
     async def CreateConversation(  # noqa: N802 - gRPC method name
@@ -623,6 +626,29 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             request.tenant_id, request.user_id, request.conversation_id
         )
         return self._conversation_message(record)
+
+    async def ListConversations(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.ListConversationsRequest, context: Context
+    ) -> llm_pb2.ListConversationsResponse:
+        self._owner(request.tenant_id, request.user_id)
+        limit = request.limit or DEFAULT_CONVERSATION_LIST
+        if limit > MAX_CONVERSATION_LIST:
+            raise InvalidArgument(
+                f"limit must be between 1 and {MAX_CONVERSATION_LIST} (got {request.limit})"
+            )
+        records = await self._conversations.list_owned(request.tenant_id, request.user_id, limit)
+        return llm_pb2.ListConversationsResponse(
+            conversations=[self._conversation_message(record) for record in records]
+        )
+
+    async def DeleteConversation(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.DeleteConversationRequest, context: Context
+    ) -> llm_pb2.DeleteConversationResponse:
+        self._owner(request.tenant_id, request.user_id)
+        await self._conversations.delete(
+            request.tenant_id, request.user_id, request.conversation_id
+        )
+        return llm_pb2.DeleteConversationResponse()
 
     def _trim_history(self, model: ResolvedModel, messages: list[Message]) -> list[Message]:
         """The newest messages that fit the context next to the reply; the oldest go first."""

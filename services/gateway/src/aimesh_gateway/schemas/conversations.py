@@ -33,6 +33,21 @@ class Conversation(BaseModel):
     messages: list[ConversationMessage]
 
 
+class ConversationSummary(BaseModel):
+    """A conversation in a listing: its settings and size, not its messages."""
+
+    id: str = Field(examples=["5f0c3e9a2b6d4f1e8a7c9d0b1e2f3a4b"])
+    model: str = Field(description="Alias used for replies.", examples=["default"])
+    collection: str | None = Field(description="Collection grounding the replies, if any.")
+    title: str
+    created_at: float = Field(description="Creation time, Unix seconds.")
+    message_count: int = Field(description="Messages so far (user and assistant).")
+
+
+class ConversationList(BaseModel):
+    data: list[ConversationSummary] = Field(description="Newest first.")
+
+
 class SendMessageRequest(StrictModel):
     content: str = Field(min_length=1, max_length=32_768, examples=["What changed in v2?"])
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)

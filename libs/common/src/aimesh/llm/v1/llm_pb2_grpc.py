@@ -81,6 +81,16 @@ class LLMRouterServiceStub:
                 request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
                 _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/ListConversations',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/DeleteConversation',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
 
 
 class LLMRouterServiceServicer:
@@ -156,6 +166,22 @@ class LLMRouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConversations(self, request, context):
+        """ListConversations lists the caller's conversations, newest first, without their
+        messages (message_count says how many).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """DeleteConversation deletes one of the caller's conversations with its messages;
+        NOT_FOUND for another user's or tenant's conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMRouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +229,16 @@ def add_LLMRouterServiceServicer_to_server(servicer, server):
                     servicer.SendMessage,
                     request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.FromString,
                     response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +486,60 @@ class LLMRouterService:
             '/aimesh.llm.v1.LLMRouterService/SendMessage',
             aimesh_dot_llm_dot_v1_dot_llm__pb2.SendMessageRequest.SerializeToString,
             aimesh_dot_llm_dot_v1_dot_llm__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/ListConversations',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/DeleteConversation',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

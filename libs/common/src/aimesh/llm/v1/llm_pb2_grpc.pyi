@@ -62,6 +62,14 @@ class LLMRouterServiceStub:
     (grounded conversations), delta..., citations, usage, done. The reply is stored once
     complete.
     """
+    ListConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]
+    """ListConversations lists the caller's conversations, newest first, without their
+    messages (message_count says how many).
+    """
+    DeleteConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.DeleteConversationRequest, _llm_pb2.DeleteConversationResponse]
+    """DeleteConversation deletes one of the caller's conversations with its messages;
+    NOT_FOUND for another user's or tenant's conversation.
+    """
 
 @_typing.type_check_only
 class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
@@ -96,6 +104,14 @@ class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
     """SendMessage adds a user message to a conversation and streams the reply: sources
     (grounded conversations), delta..., citations, usage, done. The reply is stored once
     complete.
+    """
+    ListConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListConversationsRequest, _llm_pb2.ListConversationsResponse]  # type: ignore[assignment]
+    """ListConversations lists the caller's conversations, newest first, without their
+    messages (message_count says how many).
+    """
+    DeleteConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.DeleteConversationRequest, _llm_pb2.DeleteConversationResponse]  # type: ignore[assignment]
+    """DeleteConversation deletes one of the caller's conversations with its messages;
+    NOT_FOUND for another user's or tenant's conversation.
     """
 
 class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +198,26 @@ class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
         """SendMessage adds a user message to a conversation and streams the reply: sources
         (grounded conversations), delta..., citations, usage, done. The reply is stored once
         complete.
+        """
+
+    @_abc_1.abstractmethod
+    def ListConversations(
+        self,
+        request: _llm_pb2.ListConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.ListConversationsResponse, _abc.Awaitable[_llm_pb2.ListConversationsResponse]]:
+        """ListConversations lists the caller's conversations, newest first, without their
+        messages (message_count says how many).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteConversation(
+        self,
+        request: _llm_pb2.DeleteConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.DeleteConversationResponse, _abc.Awaitable[_llm_pb2.DeleteConversationResponse]]:
+        """DeleteConversation deletes one of the caller's conversations with its messages;
+        NOT_FOUND for another user's or tenant's conversation.
         """
 
 def add_LLMRouterServiceServicer_to_server(servicer: LLMRouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,9 @@ The router keeps them (Redis or SQLite); a conversation of another user or tenan
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
@@ -20,7 +22,9 @@ from aimesh_gateway.api.deps import (
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.conversations import (
     Conversation,
+    ConversationList,
     ConversationMessage,
+    ConversationSummary,
     CreateConversationRequest,
     SendMessageRequest,
 )
@@ -67,6 +71,57 @@ async def create_conversation(
         metadata=call.metadata,
     )
     return _conversation(reply)
+
+
+@router.get("/conversations", responses=COMMON_ERRORS, summary="The caller's conversations")
+async def list_conversations(
+    principal: UserPrincipal,
+    backends: BackendsDep,
+    call: CallOptionsDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="Most conversations to return.")] = 50,
+) -> ConversationList:
+    """The caller's own conversations, newest first, without their messages."""
+    reply = await backends.llm_router.ListConversations(
+        llm_pb2.ListConversationsRequest(
+            tenant_id=principal.tenant_id, user_id=principal.subject, limit=limit
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return ConversationList(
+        data=[
+            ConversationSummary(
+                id=item.id,
+                model=item.model,
+                collection=item.collection or None,
+                title=item.title,
+                created_at=item.created_at,
+                message_count=item.message_count,
+            )
+            for item in reply.conversations
+        ]
+    )
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="Delete a conversation and its messages",
+)
+async def delete_conversation(
+    conversation_id: str, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+) -> Response:
+    await backends.llm_router.DeleteConversation(
+        llm_pb2.DeleteConversationRequest(
+            tenant_id=principal.tenant_id,
+            user_id=principal.subject,
+            conversation_id=conversation_id,
+        ),
+        timeout=call.timeout,
+        metadata=call.metadata,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
