@@ -1,0 +1,179 @@
+"""Memory of a 50 MB upload (``make bench-upload``); writes its section of docs/benchmarks.md.
+
+The whole mesh runs as in ``make run`` (four processes, embedded defaults). One multipart
+upload of a 50 MB JSON file (a list of documents of real sentences, each under the
+retrieval service's per-document limit) goes to ``POST /v1/collections/{c}/files``; the job
+then runs for ``--run-seconds``. Reported, from the kernel's own accounting
+(``/proc/<pid>/status``: VmRSS now, VmHWM = the peak since the process started):
+
+* the gateway's and the retrieval service's resident memory before the upload, their peak
+  during the upload and the job, and the difference (the cost of the 50 MB), beside the
+  upload's size (the baseline of the ratio);
+* the time to the 202, and the job's progress (chunks embedded of total) when stopped.
+
+Embedding 50 MB (about 60,000 chunks) takes far longer than the run on 2 cores; memory is
+the point: the job streams through embedding in bounded batches, so the peak should not
+grow with the part already done. The collection is deleted at the end, which fails the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from scripts.bench.texts import bench_texts
+from scripts.devmesh import Mesh, Ports
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- upload:start -->", "<!-- upload:end -->"
+MB = 1024 * 1024
+DOCUMENT_CHARS = 900_000  # under the retrieval service's 1,000,000 per document
+
+
+def make_upload(path: Path, size: int, seed: int = 3) -> tuple[int, int]:
+    """A JSON list of documents of shuffled real sentences, ``size`` bytes or a little more."""
+    rng = random.Random(seed)
+    sentences = bench_texts(1000)
+    documents: list[dict[str, str]] = []
+    written = 2
+    while written < size:
+        parts: list[str] = []
+        length = 0
+        while length < DOCUMENT_CHARS:
+            sentence = rng.choice(sentences)
+            parts.append(sentence)
+            length += len(sentence) + 1
+        document = {"id": f"doc-{len(documents):04d}", "text": " ".join(parts)}
+        documents.append(document)
+        written += len(json.dumps(document)) + 2
+    path.write_text(json.dumps(documents))
+    return path.stat().st_size, len(documents)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn workers of the gateway)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        for child in children:
+            found.extend(_tree(int(child)))
+    return found
+
+
+def _status_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def memory(mesh: Mesh, name: str, field: str) -> float:
+    """MiB of ``field`` (VmRSS or VmHWM) summed over the service's process tree."""
+    process = mesh.service(name).process
+    assert process is not None
+    return sum(_status_kib(pid, field) for pid in _tree(process.pid)) / 1024
+
+
+def render(figures: dict[str, float]) -> str:
+    day = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [
+        f"Measured {day} on 2 cores (1-minute load average {os.getloadavg()[0]:.1f} at the "
+        "end), `make run`'s four processes on embedded defaults (Milvus Lite, SQLite).",
+        "",
+        f"One upload of {figures['upload_mb']:.1f} MB ({int(figures['documents'])} documents "
+        f"in one JSON file): 202 after {figures['accept_s']:.1f} s; then the job ran "
+        f"{figures['run_s']:.0f} s and embedded {int(figures['done'])} of "
+        f"{int(figures['total'])} chunks.",
+        "",
+        "| process | before MiB | peak MiB | peak - before | per MB uploaded |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ("gateway", "retrieval"):
+        grown = figures[f"{name}_peak"] - figures[f"{name}_before"]
+        rows.append(
+            f"| {name} | {figures[f'{name}_before']:.0f} | {figures[f'{name}_peak']:.0f} | "
+            f"{grown:+.0f} | {grown / figures['upload_mb']:.2f} |"
+        )
+    rows += [
+        "",
+        "`make bench-upload` (scripts/bench/upload.py): peak = the kernel's VmHWM of the "
+        "process (and its workers), so nothing between samples is missed. The gateway parses "
+        "the whole upload before it answers (a bad file must reject the upload with nothing "
+        "stored) and streams the documents to the retrieval service in messages of 16; the "
+        "retrieval service keeps the job's documents in its job store and embeds them in "
+        "bounded batches.",
+    ]
+    return "\n".join(rows)
+
+
+def write_doc(section: str) -> None:
+    block = f"{START}\n{section}\n{END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Upload memory\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=50.0, help="Size of the upload")
+    parser.add_argument("--run-seconds", type=float, default=60.0)
+    parser.add_argument("--no-write", action="store_true", help="Print only")
+    args = parser.parse_args(argv)
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="aimesh-bench-upload-") as folder:
+        data = Path(folder)
+        upload = data / "documents.json"
+        size, count = make_upload(upload, int(args.mb * MB))
+        figures["upload_mb"], figures["documents"] = size / MB, count
+        mesh = Mesh(data / "mesh", ports=Ports.free(), log_dir=data / "logs")
+        with mesh:
+            headers = {"Authorization": f"Bearer {mesh.admin_api_key}"}
+            with httpx.Client(base_url=mesh.url, headers=headers, timeout=600) as client:
+                created = client.post("/v1/collections", json={"name": "upload-bench"})
+                created.raise_for_status()
+                for name in ("gateway", "retrieval"):
+                    figures[f"{name}_before"] = memory(mesh, name, "VmRSS")
+                started = time.perf_counter()
+                with upload.open("rb") as body:
+                    accepted = client.post(
+                        "/v1/collections/upload-bench/files",
+                        files={"files": ("documents.json", body, "application/json")},
+                    )
+                figures["accept_s"] = time.perf_counter() - started
+                accepted.raise_for_status()
+                job_url = accepted.json()["status_url"]
+                started = time.perf_counter()
+                job: dict[str, object] = {}
+                while time.perf_counter() - started < args.run_seconds:
+                    job = client.get(job_url).json()
+                    if job.get("state") in ("succeeded", "failed"):
+                        break
+                    time.sleep(2)
+                figures["run_s"] = time.perf_counter() - started
+                progress = job.get("progress")
+                assert isinstance(progress, dict), job
+                figures["done"] = float(progress.get("chunks_embedded", 0))
+                figures["total"] = float(progress.get("chunks_total", 0))
+                for name in ("gateway", "retrieval"):
+                    figures[f"{name}_peak"] = memory(mesh, name, "VmHWM")
+                client.delete("/v1/collections/upload-bench")
+    section = render(figures)
+    print(section)
+    if not args.no_write:
+        write_doc(section)
+
+
+if __name__ == "__main__":
+    main()
