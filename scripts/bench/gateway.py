@@ -154,14 +154,15 @@ def bare_main(args: argparse.Namespace) -> None:
 
 @contextmanager
 def process(
-    command: list[str], env: dict[str, str] | None = None
+    command: list[str], env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    output = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         command,
         env={**os.environ, **(env or {})},
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield proc
@@ -236,8 +237,9 @@ class Row:
 def render(rows: list[Row], requests: int) -> str:
     a, b, c = rows[0], rows[1], rows[2]
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on a shared, busy 2-core machine (other work ran "
-        f"at the same time); {requests} requests per cell, load client in its own process "
+        f"Measured {time.strftime('%Y-%m-%d')} on a 2-core VM (1-minute load average "
+        f"{os.getloadavg()[0]:.1f} at the end, the benchmark's own processes included); "
+        f"{requests} requests per cell, load client in its own process "
         "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`.",
         "",
         "| path | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 p50 ms | c=32 p99 ms | c=32 req/s |",
@@ -272,12 +274,17 @@ def write_doc(section: str) -> None:
 
 def bench_main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="aimesh-bench-gateway-"))
+    print(f"service logs in {data_dir}", flush=True)
     router_port, bare_port, gateway_port = free_port(), free_port(), free_port()
     router_addr = f"127.0.0.1:{router_port}"
     prefix = f"aimesh-bench-{uuid.uuid4().hex[:8]}:"
     common = {"AIMESH_DATA_DIR": str(data_dir), "AIMESH_LOG_LEVEL": "WARNING"}
     with (
-        process([str(BIN / "aimesh-llm-router")], {**common, "AIMESH_PORT": str(router_port)}),
+        process(
+            [str(BIN / "aimesh-llm-router")],
+            {**common, "AIMESH_PORT": str(router_port)},
+            data_dir / "llm-router.log",
+        ),
         process(
             [
                 sys.executable,
@@ -305,6 +312,7 @@ def bench_main(args: argparse.Namespace) -> None:
                 "AIMESH_LOG_LEVEL": "INFO",  # the access log line is part of what we measure
                 "AIMESH_LOG_FORMAT": "json",
             },
+            data_dir / "gateway.log",
         ),
     ):
         wait_grpc(router_addr)

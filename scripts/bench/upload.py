@@ -36,7 +36,7 @@ from scripts.devmesh import Mesh, Ports
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- upload:start -->", "<!-- upload:end -->"
-MB = 1024 * 1024
+MB = 1_000_000  # decimal megabytes: 50 MB fits the gateway's 50 MiB per-file limit
 DOCUMENT_CHARS = 900_000  # under the retrieval service's 1,000,000 per document
 
 

@@ -221,7 +221,7 @@ class MilvusStore:
         server: bool,
         workers: int = 4,
         timeout: float = 30.0,
-        search_ef: int = 64,
+        search_ef: int = 128,
         search_consistency: str = "Session",
     ) -> None:
         self._client = client
