@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import re
 import signal
 import socket
 import statistics
@@ -36,11 +35,10 @@ from typing import Any
 import grpc
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from scripts.bench.doc import DOC, write_section
 from scripts.bench.texts import bench_texts
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- embedding:start -->", "<!-- embedding:end -->"
 SERVER = Path(sys.executable).parent / "aimesh-embedding"
 
 
@@ -248,13 +246,7 @@ def render(rows: list[Row], ceiling: float, in_order: float, notes: list[str]) -
 
 
 def write_doc(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Embedding service\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section("embedding", "Embedding service", section)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import statistics
@@ -41,9 +40,9 @@ from typing import Any, TextIO
 
 import httpx
 
+from scripts.bench.doc import write_section
+
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- gateway:start -->", "<!-- gateway:end -->"
 BIN = Path(sys.executable).parent
 ADMIN_KEY = "bench-admin-key-" + "0" * 16
 REDIS_URL = os.environ.get("AIMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -263,13 +262,7 @@ def render(rows: list[Row], requests: int) -> str:
 
 
 def write_doc(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Gateway\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section("gateway", "Gateway", section)
 
 
 def bench_main(args: argparse.Namespace) -> None:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -48,13 +47,12 @@ from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.store import CollectionRef, IndexConfig, MilvusStore
+from scripts.bench.doc import write_section
 from scripts.bench.texts import bench_texts
 from scripts.milvus_server import MilvusServerFailed, MilvusServerMissing, run_milvus_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- retrieval:start -->", "<!-- retrieval:end -->"
 DIM = 384
 TENANT = "bench"
 SEARCH_EF = Settings().hnsw_search_ef  # what the service searches with
@@ -411,13 +409,7 @@ def render(figures: dict[str, float], lat: dict[str, list[float]], count: int) -
 
 
 def write_doc(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Retrieval\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section("retrieval", "Retrieval", section)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import httpx
 
+from scripts.bench.doc import write_section
 from scripts.bench.texts import bench_texts
 from scripts.devmesh import Mesh, Ports
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- upload:start -->", "<!-- upload:end -->"
 MB = 1_000_000  # decimal megabytes: 50 MB fits the gateway's 50 MiB per-file limit
 DOCUMENT_CHARS = 900_000  # under the retrieval service's 1,000,000 per document
 
@@ -116,13 +115,7 @@ def render(figures: dict[str, float]) -> str:
 
 
 def write_doc(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Upload memory\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_section("upload", "Upload memory", section)
 
 
 def main(argv: list[str] | None = None) -> None:
