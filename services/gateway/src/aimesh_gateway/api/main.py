@@ -26,20 +26,23 @@ from aimesh_gateway.api.routes import (
     usage,
 )
 
+# FastAPI tries the routers in this order on every request, so the busiest (the OpenAI
+# routes, search and ask) come first; no two routers' paths overlap, so order changes
+# nothing else.
 routers: tuple[APIRouter, ...] = (
     health.router,
-    auth.router,
-    admin.router,
-    collections.router,
-    jobs.router,
-    documents.router,
+    chat.router,
+    models.router,
+    embeddings.router,
     search.router,
     ask.router,
     summarize.router,
-    chat.router,
     conversations.router,
-    models.router,
-    embeddings.router,
+    documents.router,
+    jobs.router,
+    collections.router,
     feedback.router,
+    auth.router,
+    admin.router,
     usage.router,
 )

@@ -103,17 +103,21 @@ class UpstreamErrorInterceptor(
 ):
     """Counts backend calls that end in a non-OK status (calls we cancel are not errors).
 
-    The status is awaited in a background task so a stream is relayed as it arrives.
+    A unary call is awaited here (the caller's own await then returns the finished call's
+    response): no extra task on the hot path. A stream's status is awaited in a background
+    task so the stream is relayed as it arrives.
     """
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
         self._watchers: set[asyncio.Task[None]] = set()
 
-    async def _watch(self, method: str | bytes, call: Any) -> None:
-        code = await call.code()
+    def _count(self, method: str | bytes, code: grpc.StatusCode) -> None:
         if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
             self.counter.labels(_service_of(method), code.name).inc()
+
+    async def _watch(self, method: str | bytes, call: Any) -> None:
+        self._count(method, await call.code())
 
     def _follow(self, method: str | bytes, call: Any) -> Any:
         task = asyncio.ensure_future(self._watch(method, call))
@@ -124,9 +128,12 @@ class UpstreamErrorInterceptor(
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return self._follow(
-            client_call_details.method, await continuation(client_call_details, request)
-        )
+        call = await continuation(client_call_details, request)
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            self._count(client_call_details.method, error.code())
+        return call
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any

@@ -48,17 +48,24 @@ async def embedding_info(
     request: Request, backends: Backends, call: CallOptions
 ) -> embedding_pb2.InfoResponse:
     """The embedding service's Info, cached on the app for ``INFO_TTL_SECONDS``."""
-    cached: tuple[float, embedding_pb2.InfoResponse] | None = getattr(
-        request.app.state, "embedding_info", None
-    )
-    now = time.monotonic()
-    if cached is not None and now - cached[0] < INFO_TTL_SECONDS:
-        return cached[1]
+    cached = cached_embedding_info(request)
+    if cached is not None:
+        return cached
     info = await embedding_stub(backends).Info(
         embedding_pb2.InfoRequest(), timeout=call.timeout, metadata=call.metadata
     )
-    request.app.state.embedding_info = (now, info)
+    request.app.state.embedding_info = (time.monotonic(), info)
     return info
+
+
+def cached_embedding_info(request: Request) -> embedding_pb2.InfoResponse | None:
+    """The Info cached by :func:`embedding_info` while it is fresh, else None (no call)."""
+    cached: tuple[float, embedding_pb2.InfoResponse] | None = getattr(
+        request.app.state, "embedding_info", None
+    )
+    if cached is not None and time.monotonic() - cached[0] < INFO_TTL_SECONDS:
+        return cached[1]
+    return None
 
 
 @router.post(
