@@ -87,6 +87,9 @@ bench-embedding: install ## Benchmark the embedding model and service (torch, on
 .PHONY: bench-retrieval
 bench-retrieval: install ## Benchmark ingest throughput, HNSW recall at 100k chunks and search overhead on a real Milvus server; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.retrieval
+.PHONY: bench-chunking
+bench-chunking: install ## Chunking speed against langchain's splitter it replaced; writes docs/benchmarks.md
+	$(BIN)/python -m scripts.bench.chunking
 .PHONY: bench-upload
 bench-upload: install ## Peak memory of the gateway and retrieval service for a 50 MB upload; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.upload

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import check_health
-from aimesh_common.errors import NotFound
+from aimesh_common.errors import InvalidArgument, NotFound
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.jobs import (
     FAILED,
@@ -59,7 +59,8 @@ async def job_store(
         url = POSTGRES_URL
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('jobs') / 'jobs.db'}"
-    store = await JobStore.open(url)
+    # 96 chunks per batch: 32 of the tests' 3-chunk documents.
+    store = await JobStore.open(url, batch_chunks=96)
     yield store
     await store.close()
 
@@ -108,7 +109,7 @@ async def test_claim_batches_progress_and_lease(job_store: JobStore) -> None:
     assert await job_store.claim("runner-2", 60) is None
 
     batch = await job_store.next_batch(job.id)
-    # 32 documents at most, and at most 256 chunks (3 each): 32 documents.
+    # At most 96 chunks (3 each): 32 documents.
     assert [seq for seq, _ in batch] == list(range(32))
     await job_store.mark_done(job.id, "runner-1", [seq for seq, _ in batch], 96, 0.0)
     progressed = await job_store.get(tenant, job.id)
@@ -210,6 +211,7 @@ async def test_job_resumes_after_the_process_is_killed(embedding_addr: str, tmp_
         AIMESH_EMBED_BATCH_SIZE="8",
         AIMESH_CHUNK_SIZE="40",
         AIMESH_CHUNK_OVERLAP="5",
+        AIMESH_JOB_BATCH_CHUNKS="48",  # several steps, so the kill lands mid-job
     )
 
     async def start() -> asyncio.subprocess.Process:
@@ -293,11 +295,15 @@ def test_states_are_distinct() -> None:
 
 async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> None:
     """The runner waits for the writes to be searchable everywhere, then says SUCCEEDED."""
-    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
     events: list[str] = []
 
-    async def store_batch(tenant: str, collection: str, documents: Any) -> int:
-        events.append(f"batch {len(documents)}")
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        events.append(f"prepare {len(documents)}")
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        events.append(f"write {len(documents)}")
         return 3 * len(documents)
 
     async def settle(tenant: str, collection: str) -> None:
@@ -307,7 +313,7 @@ async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> No
     async with jobs.submission() as submission:
         submission.target("tenant-s", "c")
         await submission.add(docs(40))
-    runner = JobRunner(jobs, store_batch, settle, poll=0.05)
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
     runner.start()
     try:
         deadline = time.monotonic() + 30
@@ -317,13 +323,20 @@ async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> No
     finally:
         await runner.stop()
         await jobs.close()
-    assert events == ["batch 32", "batch 8", f"settle tenant-s/c while {RUNNING}"]
+    # The second batch is prepared while the first is written; writes stay in order.
+    assert events[-1] == f"settle tenant-s/c while {RUNNING}"
+    assert [e for e in events if e.startswith("write")] == ["write 32", "write 8"]
+    assert sorted(e for e in events if e.startswith("prepare")) == ["prepare 32", "prepare 8"]
+    assert events.index("prepare 8") < events.index("write 8")
 
 
 async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
-    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
 
-    async def store_batch(tenant: str, collection: str, documents: Any) -> int:
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        return documents
+
+    async def write_batch(documents: Any) -> int:
         return len(documents)
 
     async def settle(tenant: str, collection: str) -> None:
@@ -332,7 +345,7 @@ async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
     async with jobs.submission() as submission:
         submission.target("tenant-s", "c")
         await submission.add(docs(2))
-    runner = JobRunner(jobs, store_batch, settle, poll=0.05)
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
     runner.start()
     try:
         deadline = time.monotonic() + 30
@@ -343,3 +356,75 @@ async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
         await runner.stop()
         await jobs.close()
     assert job.errors == ["collection 'c' not found"]
+
+
+async def test_the_next_batch_is_embedded_while_the_previous_one_is_written(
+    tmp_path: Path,
+) -> None:
+    """Pipelining: the write of batch 1 waits until batch 2 is being prepared (so without
+    the overlap this test fails on the timeout instead of passing)."""
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
+    second_prepared = asyncio.Event()
+    written: list[int] = []
+
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        if written == [] and documents[0].id == "d32":
+            second_prepared.set()
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        if not written:
+            await asyncio.wait_for(second_prepared.wait(), 10)
+        written.append(len(documents))
+        return len(documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        return None
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-p", "c")
+        await submission.add(docs(70))
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await jobs.get("tenant-p", submission.id)).state not in (SUCCEEDED, FAILED):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await jobs.close()
+    assert (job.state, job.errors) == (SUCCEEDED, [])
+    assert written == [32, 32, 6]
+    assert (job.documents_done, job.chunks_embedded) == (70, 70)
+
+
+async def test_a_failing_preparation_keeps_the_batches_written_before_it(tmp_path: Path) -> None:
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
+
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        if documents[0].id == "d32":
+            raise InvalidArgument("documents[0].text is not what the test wants")
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        return len(documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        raise AssertionError("a failed job does not settle")
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-f", "c")
+        await submission.add(docs(40))
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await jobs.get("tenant-f", submission.id)).state != FAILED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await jobs.close()
+    assert job.errors == ["documents[0].text is not what the test wants"]
+    assert job.documents_done == 32

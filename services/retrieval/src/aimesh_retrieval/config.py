@@ -102,6 +102,13 @@ class Settings(GrpcServiceSettings):
         description="How long a claimed job stays with its runner without progress before "
         "another runner (or the restarted service) takes it over.",
     )
+    job_batch_chunks: int = Field(
+        512,
+        ge=1,
+        le=8192,
+        description="Chunks an ingestion job embeds and writes per step (a bigger document is "
+        "a step of its own); bounds the job's memory.",
+    )
     max_documents_per_request: int = Field(100, ge=1, le=10_000)
     max_document_chars: int = Field(1_000_000, ge=1)
 

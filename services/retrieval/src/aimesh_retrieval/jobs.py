@@ -47,9 +47,10 @@ from aimesh_common.errors import AimeshError, NotFound, Unavailable
 log = logging.getLogger("aimesh.retrieval.jobs")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-# Documents stored per step: bounded by count and by chunks, so memory stays bounded.
-BATCH_DOCUMENTS = 32
-BATCH_CHUNKS = 256
+# Chunks stored per step (a document bigger than this is a step of its own): one embedding
+# request's worth of work per Milvus write and per progress update, while memory stays
+# bounded (a few batches of text and vectors at a time, whatever the job's size).
+BATCH_CHUNKS = 512
 MAX_ATTEMPTS = 5
 
 
@@ -141,16 +142,17 @@ def _now() -> datetime:
 class JobStore:
     """Job rows in SQL; every method is one short transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, batch_chunks: int = BATCH_CHUNKS) -> None:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._batch_chunks = batch_chunks
 
     @classmethod
-    async def open(cls, url: str) -> JobStore:
+    async def open(cls, url: str, *, batch_chunks: int = BATCH_CHUNKS) -> JobStore:
         engine = create_async_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(_Base.metadata.create_all)
-        return cls(engine)
+        return cls(engine, batch_chunks=batch_chunks)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -203,30 +205,48 @@ class JobStore:
                     return _job(refreshed)
         return None
 
-    async def next_batch(self, job_id: str) -> list[tuple[int, JobDocument]]:
-        """The next documents not yet done, bounded by BATCH_DOCUMENTS and BATCH_CHUNKS."""
+    async def next_batch(self, job_id: str, after: int = -1) -> list[tuple[int, JobDocument]]:
+        """The next documents not yet done (and after sequence number ``after``) holding at
+        most ``batch_chunks`` chunks together (or one bigger document).
+
+        Only the chosen documents' texts are read: the choice is made from their chunk
+        counts, so a run of big documents never loads more than the batch.
+        """
+        pending = (
+            JobDocumentRow.job_id == job_id,
+            JobDocumentRow.done.is_(False),
+            JobDocumentRow.seq > after,
+        )
         async with self._sessions() as session:
+            heads = await session.execute(
+                select(JobDocumentRow.seq, JobDocumentRow.chunks)
+                .where(*pending)
+                .order_by(JobDocumentRow.seq)
+                .limit(self._batch_chunks)
+            )
+            chosen: list[int] = []
+            chunks = 0
+            for seq, count in heads:
+                if chosen and chunks + count > self._batch_chunks:
+                    break
+                chosen.append(seq)
+                chunks += count
+            if not chosen:
+                return []
             rows = await session.scalars(
                 select(JobDocumentRow)
-                .where(JobDocumentRow.job_id == job_id, JobDocumentRow.done.is_(False))
+                .where(*pending, JobDocumentRow.seq.in_(chosen))
                 .order_by(JobDocumentRow.seq)
-                .limit(BATCH_DOCUMENTS)
             )
-            batch: list[tuple[int, JobDocument]] = []
-            chunks = 0
-            for row in rows:
-                if batch and chunks + row.chunks > BATCH_CHUNKS:
-                    break
-                chunks += row.chunks
-                batch.append(
-                    (
-                        row.seq,
-                        JobDocument(
-                            row.document_id, row.text, json.loads(row.metadata_json), row.chunks
-                        ),
-                    )
+            return [
+                (
+                    row.seq,
+                    JobDocument(
+                        row.document_id, row.text, json.loads(row.metadata_json), row.chunks
+                    ),
                 )
-        return batch
+                for row in rows
+            ]
 
     async def mark_done(
         self, job_id: str, owner: str, seqs: Sequence[int], chunks: int, lease: float
@@ -342,11 +362,18 @@ class _Submission:
         )
 
 
-StoreBatch = Callable[[str, str, Sequence[JobDocument]], Awaitable[int]]
-"""Stores documents of (tenant, collection); returns the chunks written."""
+PrepareBatch = Callable[[str, str, Sequence[JobDocument]], Awaitable[Any]]
+"""Splits and embeds documents of (tenant, collection) without writing; returns a plan."""
+
+WriteBatch = Callable[[Any], Awaitable[int]]
+"""Writes a plan made by a PrepareBatch; returns the chunks the documents have."""
 
 Settle = Callable[[str, str], Awaitable[None]]
 """Waits until the writes to (tenant, collection) are searchable from every replica."""
+
+# Batches prepared ahead of the one being written: the embedding service works on the next
+# batch while this process writes the previous one to Milvus and records its progress.
+PREPARED_AHEAD = 1
 
 
 class JobRunner:
@@ -355,14 +382,16 @@ class JobRunner:
     def __init__(
         self,
         jobs: JobStore,
-        store_batch: StoreBatch,
+        prepare_batch: PrepareBatch,
+        write_batch: WriteBatch,
         settle: Settle,
         *,
         lease: float = 30.0,
         poll: float = 2.0,
     ) -> None:
         self._jobs = jobs
-        self._store_batch = store_batch
+        self._prepare_batch = prepare_batch
+        self._write_batch = write_batch
         self._settle = settle
         self._lease = lease
         self._poll = poll
@@ -399,12 +428,7 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         log.info("running ingestion job", extra={"job": job.id, "collection": job.collection})
         try:
-            while batch := await self._jobs.next_batch(job.id):
-                documents = [document for _, document in batch]
-                chunks = await self._store_batch(job.tenant_id, job.collection, documents)
-                await self._jobs.mark_done(
-                    job.id, self._owner, [seq for seq, _ in batch], chunks, self._lease
-                )
+            await self._store_documents(job)
             # "Succeeded" promises that a search on any replica finds every document.
             await self._settle(job.tenant_id, job.collection)
         except Unavailable as error:
@@ -425,3 +449,40 @@ class JobRunner:
             return
         await self._jobs.finish(job.id, SUCCEEDED)
         log.info("ingestion job done", extra={"job": job.id})
+
+    async def _store_documents(self, job: Job) -> None:
+        """Prepare (split, embed) batches in one task and write them, in order, in this one.
+
+        A batch is marked done only after it was written, in submission order, so a
+        restarted job continues exactly after the last batch written. Memory stays bounded:
+        at most PREPARED_AHEAD + 2 batches exist at once.
+        """
+        # (sequence numbers, plan) per batch; an exception of the preparing task; None: done.
+        prepared: asyncio.Queue[tuple[list[int], Any] | Exception | None] = asyncio.Queue(
+            maxsize=PREPARED_AHEAD
+        )
+
+        async def prepare() -> None:
+            try:
+                after = -1
+                while batch := await self._jobs.next_batch(job.id, after):
+                    after = batch[-1][0]
+                    documents = [document for _, document in batch]
+                    plan = await self._prepare_batch(job.tenant_id, job.collection, documents)
+                    await prepared.put(([seq for seq, _ in batch], plan))
+                await prepared.put(None)
+            except Exception as error:  # noqa: BLE001 - handed to the writer, which re-raises it
+                await prepared.put(error)
+
+        producer = asyncio.create_task(prepare(), name=f"ingest-prepare-{job.id}")
+        try:
+            while (item := await prepared.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                seqs, plan = item
+                chunks = await self._write_batch(plan)
+                await self._jobs.mark_done(job.id, self._owner, seqs, chunks, self._lease)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer

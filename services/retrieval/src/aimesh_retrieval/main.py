@@ -52,7 +52,9 @@ async def run(settings: Settings) -> None:
     if not settings.jobs_database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        jobs = await JobStore.open(settings.resolved_jobs_database_url)
+        jobs = await JobStore.open(
+            settings.resolved_jobs_database_url, batch_chunks=settings.job_batch_chunks
+        )
     except (SQLAlchemyError, OSError) as error:
         # The URL may hold a password: name only the kind of failure.
         log.error("cannot open the ingestion job store", extra={"error": type(error).__name__})

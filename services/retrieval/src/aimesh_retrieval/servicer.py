@@ -71,6 +71,21 @@ class _Prepared:
     fingerprint: bytes
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an upsert will write: the embedded chunk rows of the changed documents."""
+
+    ref: CollectionRef
+    chunking: ChunkingConfig
+    dimension: int
+    results: list[retrieval_pb2.UpsertResult]
+    rows: list[ChunkRow]
+    stored: frozenset[str]
+    """Ids among the documents that were stored before."""
+    create: bool
+    """The collection did not exist when the plan was made."""
+
+
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     """Implements aimesh.retrieval.v1.RetrievalService.
 
@@ -94,7 +109,13 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> None:
         self._jobs = jobs
         self.runner: JobRunner | None = (
-            JobRunner(jobs, self._store_job_batch, self._settle_job, lease=job_lease)
+            JobRunner(
+                jobs,
+                self._prepare_job_batch,
+                self._write_job_batch,
+                self._settle_job,
+                lease=job_lease,
+            )
             if jobs is not None
             else None
         )
@@ -141,7 +162,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 "are allowed per request"
             )
         seen: set[str] = set()
-        prepared: list[_Prepared] = []
+        valid: list[tuple[str, str, dict[str, Any]]] = []
         for i, document in enumerate(documents):
             field = f"documents[{offset + i}]"
             doc_id = validation.document_id(document.id, f"{field}.id")
@@ -156,10 +177,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     f"at most {self._max_chars} are allowed"
                 )
             meta = validation.metadata(document.metadata, f"{field}.metadata")
-            chunks = chunker.split(document.text)
+            valid.append((doc_id, document.text, meta))
+        # All texts at once: the tokenizer spreads a batch over the cores.
+        split = chunker.split_many([text for _, text, _ in valid])
+        prepared: list[_Prepared] = []
+        for (doc_id, text, meta), chunks in zip(valid, split, strict=True):
             fingerprint = json.dumps(
                 {
-                    "text": document.text,
+                    "text": text,
                     "metadata": meta,
                     # Re-chunk when the chunking settings change.
                     "chunking": [
@@ -190,72 +215,96 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         """Store prepared documents: skip unchanged ones, replace changed ones.
 
         With ``settle``, return only once the writes are searchable from every replica
-        (ingestion jobs settle once, at their end, instead of after every batch).
+        (ingestion jobs settle once, at their end, instead of after every batch). The whole
+        read-embed-write runs under the collection's lock, so concurrent upserts of one
+        document in this process are serialized and each reports what it replaced.
         """
         async with self._lock(ref):
-            stored_dim = await self._store.dimension(ref)
-            info = await self._model_for(ref, stored_dim)
-            stored = (
-                await self._store.stored_documents(ref, (doc.id for doc in documents))
-                if stored_dim is not None
-                else {}
-            )
-            results: list[retrieval_pb2.UpsertResult] = []
-            changed: list[tuple[_Prepared, str]] = []
-            for doc in documents:
-                # The model is part of the hash: after a model change, the next upsert of
-                # a document re-embeds it instead of keeping vectors of the old model.
-                content_hash = hashlib.sha256(
-                    info.model.encode() + b"\0" + doc.fingerprint
-                ).hexdigest()
-                old = stored.get(doc.id)
-                if old is not None and old.content_hash == content_hash:
-                    results.append(retrieval_pb2.UpsertResult(id=doc.id, chunks=old.chunks))
-                    continue
-                changed.append((doc, content_hash))
-                results.append(
-                    retrieval_pb2.UpsertResult(
-                        id=doc.id, chunks=len(doc.chunks), replaced=old is not None
-                    )
+            plan = await self._plan(ref, chunker, documents)
+            await self._apply(plan, settle=settle)
+        return plan.results
+
+    async def _plan(
+        self, ref: CollectionRef, chunker: Chunker, documents: list[_Prepared]
+    ) -> _Plan:
+        """Decide which documents changed and embed their chunks; writes nothing.
+
+        Embedding everything before writing anything means an embedding failure leaves the
+        collection exactly as it was (and does not create it).
+        """
+        stored_dim = await self._store.dimension(ref)
+        info = await self._model_for(ref, stored_dim)
+        stored = (
+            await self._store.stored_documents(ref, (doc.id for doc in documents))
+            if stored_dim is not None
+            else {}
+        )
+        results: list[retrieval_pb2.UpsertResult] = []
+        changed: list[tuple[_Prepared, str]] = []
+        for doc in documents:
+            # The model is part of the hash: after a model change, the next upsert of a
+            # document re-embeds it instead of keeping vectors of the old model.
+            content_hash = hashlib.sha256(info.model.encode() + b"\0" + doc.fingerprint).hexdigest()
+            old = stored.get(doc.id)
+            if old is not None and old.content_hash == content_hash:
+                results.append(retrieval_pb2.UpsertResult(id=doc.id, chunks=old.chunks))
+                continue
+            changed.append((doc, content_hash))
+            results.append(
+                retrieval_pb2.UpsertResult(
+                    id=doc.id, chunks=len(doc.chunks), replaced=old is not None
                 )
-            if changed:
-                # Embed everything before writing anything: an embedding failure leaves
-                # the collection exactly as it was (and does not create it).
-                texts = [chunk for doc, _ in changed for chunk in doc.chunks]
-                vectors = iter(await self._embedder.embed(texts))
-                rows = [
-                    ChunkRow(
-                        document_id=doc.id,
-                        chunk_index=index,
-                        chunk_count=len(doc.chunks),
-                        text=chunk,
-                        content_hash=content_hash,
-                        metadata=doc.metadata,
-                        embedding=next(vectors),
-                    )
-                    for doc, content_hash in changed
-                    for index, chunk in enumerate(doc.chunks)
-                ]
-                if stored_dim is None:
-                    await self._store.create(ref, info.dimension, chunking=chunker.config)
-                await self._store.write(ref, rows)
-                if settle:
-                    await self._store.settle(ref)
-                metrics.CHUNKS_UPSERTED.inc(len(rows))
-        for result in results:
+            )
+        rows: list[ChunkRow] = []
+        if changed:
+            texts = [chunk for doc, _ in changed for chunk in doc.chunks]
+            vectors = iter(await self._embedder.embed(texts))
+            rows = [
+                ChunkRow(
+                    document_id=doc.id,
+                    chunk_index=index,
+                    chunk_count=len(doc.chunks),
+                    text=chunk,
+                    content_hash=content_hash,
+                    metadata=doc.metadata,
+                    embedding=next(vectors),
+                )
+                for doc, content_hash in changed
+                for index, chunk in enumerate(doc.chunks)
+            ]
+        return _Plan(
+            ref,
+            chunker.config,
+            info.dimension,
+            results,
+            rows,
+            frozenset(stored),
+            create=stored_dim is None,
+        )
+
+    async def _apply(self, plan: _Plan, *, settle: bool) -> None:
+        """Write a plan's chunk rows (creating the collection on first use); the caller
+        holds the collection's lock."""
+        if plan.rows:
+            if plan.create:
+                await self._store.create(plan.ref, plan.dimension, chunking=plan.chunking)
+            await self._store.write(plan.ref, plan.rows)
+            if settle:
+                await self._store.settle(plan.ref)
+            metrics.CHUNKS_UPSERTED.inc(len(plan.rows))
+        for result in plan.results:
             outcome = "replaced" if result.replaced else "created"
-            if result.id in stored and not result.replaced:
+            if result.id in plan.stored and not result.replaced:
                 outcome = "unchanged"
             metrics.DOCUMENTS_UPSERTED.labels(outcome).inc()
         log.info(
             "upserted documents",
             extra={
-                "collection": ref.name,
-                "documents": len(documents),
-                "changed": len(changed),
+                "collection": plan.ref.name,
+                "documents": len(plan.results),
+                "changed": len({row.document_id for row in plan.rows}),
             },
         )
-        return results
 
     # Ingestion jobs
 
@@ -313,9 +362,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             raise InvalidArgument("job_id must not be empty")
         return _job_message(await self._jobs.get(tenant, request.job_id))
 
-    async def _store_job_batch(
+    async def _prepare_job_batch(
         self, tenant_id: str, collection: str, documents: Sequence[JobDocument]
-    ) -> int:
+    ) -> _Plan:
+        """Split and embed a batch of a job (no lock: the next batch is embedded while the
+        previous one is written; a job's documents are distinct)."""
         ref = CollectionRef(tenant_id, collection)
         chunker = self._chunker_for(await self._store.meta(ref))
         messages = [
@@ -325,8 +376,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             for doc in documents
         ]
         prepared = await asyncio.to_thread(self._prepare, messages, chunker)
-        results = await self._upsert(ref, chunker, prepared, settle=False)
-        return sum(result.chunks for result in results)
+        return await self._plan(ref, chunker, prepared)
+
+    async def _write_job_batch(self, plan: _Plan) -> int:
+        async with self._lock(plan.ref):
+            await self._apply(plan, settle=False)
+        return sum(result.chunks for result in plan.results)
 
     async def _settle_job(self, tenant_id: str, collection: str) -> None:
         ref = CollectionRef(tenant_id, collection)
