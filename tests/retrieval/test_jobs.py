@@ -177,6 +177,28 @@ async def test_job_through_the_service(retrieval: Retrieval) -> None:
     assert other.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_job_of_many_small_documents_runs_in_steps_of_chunks(
+    retrieval: Retrieval,
+) -> None:
+    """A job's step is bounded by chunks, not by the per-request document limit."""
+    limit = retrieval.settings.max_documents_per_request
+    count = limit + 50
+    collection = new_collection()
+    documents: list[tuple[str, str, dict[str, Any]]] = [
+        (f"note-{i}", f"Short note {i} on the harbour tides.", {}) for i in range(count)
+    ]
+    job = await retrieval.stub.SubmitIngestJob(
+        iter(submit_requests("tenant-a", collection, documents, per=50))
+    )
+    done = await wait_for_job(retrieval.stub, "tenant-a", job.id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
+    assert (done.documents_done, done.chunks_embedded) == (count, count)
+    listed = await retrieval.stub.ListDocuments(
+        pb.ListDocumentsRequest(tenant_id="tenant-a", collection=collection, limit=1000)
+    )
+    assert len(listed.documents) == count
+
+
 async def test_invalid_job_creates_nothing(retrieval: Retrieval) -> None:
     collection = new_collection()
     documents: list[tuple[str, str, dict[str, Any]]] = [("ok", "Fine.", {}), ("bad", " ", {})]

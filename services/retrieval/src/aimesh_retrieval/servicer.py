@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -151,12 +152,20 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return self._chunkers[config]
 
     def _prepare(
-        self, documents: Sequence[retrieval_pb2.Document], chunker: Chunker, offset: int = 0
+        self,
+        documents: Sequence[retrieval_pb2.Document],
+        chunker: Chunker,
+        offset: int = 0,
+        *,
+        per_request_limit: bool = True,
     ) -> list[_Prepared]:
-        """Validate and chunk the documents (CPU work, run off the event loop)."""
+        """Validate and chunk the documents (CPU work, run off the event loop).
+
+        A job's batch (``per_request_limit=False``) is bounded by chunks instead of by the
+        documents of one request."""
         if not documents:
             raise InvalidArgument("documents must not be empty")
-        if len(documents) > self._max_documents:
+        if per_request_limit and len(documents) > self._max_documents:
             raise InvalidArgument(
                 f"documents has {len(documents)} items; at most {self._max_documents} "
                 "are allowed per request"
@@ -375,7 +384,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             )
             for doc in documents
         ]
-        prepared = await asyncio.to_thread(self._prepare, messages, chunker)
+        prepared = await asyncio.to_thread(
+            functools.partial(self._prepare, messages, chunker, per_request_limit=False)
+        )
         return await self._plan(ref, chunker, prepared)
 
     async def _write_job_batch(self, plan: _Plan) -> int:
