@@ -234,12 +234,20 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return plan.results
 
     async def _plan(
-        self, ref: CollectionRef, chunker: Chunker, documents: list[_Prepared]
+        self,
+        ref: CollectionRef,
+        chunker: Chunker,
+        documents: list[_Prepared],
+        *,
+        create_early: bool = False,
     ) -> _Plan:
         """Decide which documents changed and embed their chunks; writes nothing.
 
         Embedding everything before writing anything means an embedding failure leaves the
-        collection exactly as it was (and does not create it).
+        collection exactly as it was (and does not create it). A job (``create_early``)
+        creates a missing collection while its first batch is embedded instead: creating
+        and loading an indexed collection takes a Milvus server seconds, and a job that
+        then fails leaves an empty collection at worst.
         """
         stored_dim = await self._store.dimension(ref)
         info = await self._model_for(ref, stored_dim)
@@ -265,9 +273,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 )
             )
         rows: list[ChunkRow] = []
+        creating: asyncio.Task[None] | None = None
+        if stored_dim is None and create_early and changed:
+            creating = asyncio.create_task(self._create(ref, info.dimension, chunker.config))
         if changed:
             texts = [chunk for doc, _ in changed for chunk in doc.chunks]
-            vectors = iter(await self._embedder.embed(texts))
+            try:
+                embedded = await self._embedder.embed(texts)
+            finally:
+                if creating is not None:
+                    await creating
+            vectors = iter(embedded)
             rows = [
                 ChunkRow(
                     document_id=doc.id,
@@ -288,8 +304,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             results,
             rows,
             frozenset(stored),
-            create=stored_dim is None,
+            create=stored_dim is None and creating is None,
         )
+
+    async def _create(self, ref: CollectionRef, dimension: int, chunking: ChunkingConfig) -> None:
+        async with self._lock(ref):
+            await self._store.create(ref, dimension, chunking=chunking)
 
     async def _apply(self, plan: _Plan, *, settle: bool) -> None:
         """Write a plan's chunk rows (creating the collection on first use); the caller
@@ -387,7 +407,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         prepared = await asyncio.to_thread(
             functools.partial(self._prepare, messages, chunker, per_request_limit=False)
         )
-        return await self._plan(ref, chunker, prepared)
+        return await self._plan(ref, chunker, prepared, create_early=True)
 
     async def _write_job_batch(self, plan: _Plan) -> int:
         async with self._lock(plan.ref):

@@ -58,8 +58,9 @@ MAX_DOCUMENT_ID_BYTES = 1024
 MAX_CHUNK_ID_BYTES = MAX_DOCUMENT_ID_BYTES + 24
 MAX_TEXT_BYTES = 65_535
 WRITE_BATCH_ROWS = 256
-# Stale-chunk deletes combine this many documents in one expression.
-DELETE_BATCH_DOCUMENTS = 50
+# Stale-chunk deletes combine documents into one expression up to this many characters (a
+# delete by expression costs a server one query: one call per write, not one per document).
+DELETE_EXPR_CHARS = 60_000
 # Milvus failures that mean "cannot reach Milvus": gRPC codes after pymilvus' own retries,
 # and the code pymilvus raises when it cannot (re)connect.
 _UNAVAILABLE_CODES: tuple[object, ...] = (
@@ -457,12 +458,7 @@ class MilvusStore:
         later = [row.to_entity() for row in rows if row.chunk_index > 0]
         first = [row.to_entity() for row in rows if row.chunk_index == 0]
         await self._upsert(ref, later)
-        documents = list(counts.items())
-        for start in range(0, len(documents), DELETE_BATCH_DOCUMENTS):
-            part = documents[start : start + DELETE_BATCH_DOCUMENTS]
-            expr = " or ".join(
-                f"(document_id == {quote(doc)} and chunk_index >= {count})" for doc, count in part
-            )
+        for expr in _stale_chunk_filters(counts):
             await self._run(self._client.delete, ref.physical, filter=expr)
         await self._upsert(ref, first)
 
@@ -646,6 +642,38 @@ class MilvusStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._client.close)
         self._pool.shutdown(wait=True)
+
+
+def _stale_chunk_filters(counts: Mapping[str, int]) -> list[str]:
+    """Filters matching the chunks of each document at or past its new count, documents
+    with the same count grouped (``chunk_index >= n and document_id in [...]``), each filter
+    at most about DELETE_EXPR_CHARS long."""
+    by_count: dict[int, list[str]] = {}
+    for document, count in counts.items():
+        by_count.setdefault(count, []).append(quote(document))
+    filters: list[str] = []
+    terms: list[str] = []
+    length = 0
+
+    def flush() -> None:
+        nonlocal terms, length
+        if terms:
+            filters.append(" or ".join(terms))
+        terms, length = [], 0
+
+    for count, quoted in sorted(by_count.items()):
+        ids: list[str] = []
+        for item in quoted:
+            if ids and length + len(item) > DELETE_EXPR_CHARS:
+                terms.append(f"(chunk_index >= {count} and document_id in [{', '.join(ids)}])")
+                flush()
+                ids = []
+            ids.append(item)
+            length += len(item) + 2
+        terms.append(f"(chunk_index >= {count} and document_id in [{', '.join(ids)}])")
+        length += 40
+    flush()
+    return filters
 
 
 def _stored(row: Mapping[str, Any]) -> StoredDocument:
