@@ -314,6 +314,9 @@ class _Submission:
             self._documents += 1
             self._chunks += document.chunks
         await self._session.flush()
+        # The rows are written (in this transaction); the session need not keep their texts:
+        # a big upload's memory then stays at one message, not the whole job.
+        self._session.expunge_all()
 
     def target(self, tenant_id: str, collection: str) -> None:
         self._tenant = tenant_id

@@ -64,12 +64,33 @@ _FUSIONS: dict[int, FusionKind] = {
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A validated document, split into chunks; ``fingerprint`` feeds the content hash."""
+    """A validated document, split into chunks with ``chunking``."""
 
     id: str
+    text: str
     chunks: list[str]
     metadata: dict[str, Any]
-    fingerprint: bytes
+    chunking: ChunkingConfig
+
+    def content_hash(self, model: str) -> str:
+        """What decides whether a stored copy is up to date: the text, the metadata, the
+        chunking (re-chunk when it changes) and the model (after a model change the next
+        upsert re-embeds instead of keeping vectors of the old model)."""
+        fingerprint = json.dumps(
+            {
+                "text": self.text,
+                "metadata": self.metadata,
+                "chunking": [
+                    self.chunking.chunk_size,
+                    self.chunking.chunk_overlap,
+                    self.chunking.markdown,
+                    self.chunking.unit,
+                ],
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        ).encode()
+        return hashlib.sha256(model.encode() + b"\0" + fingerprint).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -189,25 +210,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             valid.append((doc_id, document.text, meta))
         # All texts at once: the tokenizer spreads a batch over the cores.
         split = chunker.split_many([text for _, text, _ in valid])
-        prepared: list[_Prepared] = []
-        for (doc_id, text, meta), chunks in zip(valid, split, strict=True):
-            fingerprint = json.dumps(
-                {
-                    "text": text,
-                    "metadata": meta,
-                    # Re-chunk when the chunking settings change.
-                    "chunking": [
-                        chunker.config.chunk_size,
-                        chunker.config.chunk_overlap,
-                        chunker.config.markdown,
-                        chunker.config.unit,
-                    ],
-                },
-                sort_keys=True,
-                ensure_ascii=False,
-            ).encode()
-            prepared.append(_Prepared(doc_id, chunks, meta, fingerprint))
-        return prepared
+        return [
+            _Prepared(doc_id, text, chunks, meta, chunker.config)
+            for (doc_id, text, meta), chunks in zip(valid, split, strict=True)
+        ]
 
     async def UpsertDocuments(  # noqa: N802 - gRPC method name
         self, request: retrieval_pb2.UpsertDocumentsRequest, context: Context
@@ -259,9 +265,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         results: list[retrieval_pb2.UpsertResult] = []
         changed: list[tuple[_Prepared, str]] = []
         for doc in documents:
-            # The model is part of the hash: after a model change, the next upsert of a
-            # document re-embeds it instead of keeping vectors of the old model.
-            content_hash = hashlib.sha256(info.model.encode() + b"\0" + doc.fingerprint).hexdigest()
+            content_hash = doc.content_hash(info.model)
             old = stored.get(doc.id)
             if old is not None and old.content_hash == content_hash:
                 results.append(retrieval_pb2.UpsertResult(id=doc.id, chunks=old.chunks))
@@ -371,10 +375,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                             )
                     await submission.add(
                         [
-                            JobDocument(doc.id, original.text, doc.metadata, len(doc.chunks))
-                            for doc, original in zip(prepared, docs, strict=True)
+                            JobDocument(doc.id, doc.text, doc.metadata, len(doc.chunks))
+                            for doc in prepared
                         ]
                     )
+                    del prepared  # the chunks were only counted
             if ref is None or submission.documents == 0:
                 raise InvalidArgument("a job needs at least one document")
         assert submission.job is not None
