@@ -1,19 +1,21 @@
 """Memory of a 50 MB upload (``make bench-upload``); writes its section of docs/benchmarks.md.
 
-The whole mesh runs as in ``make run`` (four processes, embedded defaults). One multipart
+The whole mesh runs as in ``make run`` (four processes, embedded defaults), then again on a
+real Milvus server (milvus-server, its own process) instead of Milvus Lite. One multipart
 upload of a 50 MB JSON file (a list of documents of real sentences, each under the
 retrieval service's per-document limit) goes to ``POST /v1/collections/{c}/files``; the job
 then runs for ``--run-seconds``. Reported, from the kernel's own accounting
 (``/proc/<pid>/status``: VmRSS now, VmHWM = the peak since the process started):
 
 * the gateway's and the retrieval service's resident memory before the upload, their peak
-  during the upload and the job, and the difference (the cost of the 50 MB), beside the
+  until the 202 and until the end of the run, and the difference (the cost of the 50 MB), beside the
   upload's size (the baseline of the ratio);
 * the time to the 202, and the job's progress (chunks embedded of total) when stopped.
 
 Embedding 50 MB (about 60,000 chunks) takes far longer than the run on 2 cores; memory is
 the point: the job streams through embedding in bounded batches, so the peak should not
-grow with the part already done. The collection is deleted at the end, which fails the job.
+grow with the part already done (on Milvus Lite the retrieval process also holds the stored
+collection, which does grow with it). The collection is deleted at the end, which fails the job.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from scripts.bench.doc import write_section
+from scripts.bench.retrieval import milvus_server
 from scripts.bench.texts import bench_texts
 from scripts.devmesh import Mesh, Ports
 
@@ -82,36 +85,42 @@ def memory(mesh: Mesh, name: str, field: str) -> float:
     return sum(_status_kib(pid, field) for pid in _tree(process.pid)) / 1024
 
 
-def render(figures: dict[str, float]) -> str:
+def render(runs: dict[str, dict[str, float]]) -> str:
     day = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    first = next(iter(runs.values()))
     rows = [
         f"Measured {day} on 2 cores (1-minute load average {os.getloadavg()[0]:.1f} at the "
-        "end), `make run`'s four processes on embedded defaults (Milvus Lite, SQLite).",
+        "end), `make run`'s four processes (SQLite job store), once on Milvus Lite (the "
+        "embedded default, inside the retrieval process) and once on a Milvus server "
+        "(milvus-server 2.3.5, its own process, not counted).",
         "",
-        f"One upload of {figures['upload_mb']:.1f} MB ({int(figures['documents'])} documents "
-        f"in one JSON file): 202 after {figures['accept_s']:.1f} s; then the job ran "
-        f"{figures['run_s']:.0f} s and embedded {int(figures['done'])} of "
-        f"{int(figures['total'])} chunks.",
+        f"One upload of {first['upload_mb']:.1f} MB ({int(first['documents'])} documents in one "
+        "JSON file), then the job runs; memory from the kernel's accounting (VmRSS before, "
+        "VmHWM = the peak since start).",
         "",
-        "| process | before MiB | peak until the 202 | peak until the end | peak - before "
-        "| per MB uploaded |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| vector store | 202 after s | job ran s | chunks embedded | process | before MiB "
+        "| peak until the 202 | peak until the end | peak - before | per MB uploaded |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("gateway", "retrieval"):
-        grown = figures[f"{name}_peak"] - figures[f"{name}_before"]
-        rows.append(
-            f"| {name} | {figures[f'{name}_before']:.0f} | "
-            f"{figures[f'{name}_accept_peak']:.0f} | {figures[f'{name}_peak']:.0f} | "
-            f"{grown:+.0f} | {grown / figures['upload_mb']:.2f} |"
-        )
+    for store, figures in runs.items():
+        for name in ("gateway", "retrieval"):
+            grown = figures[f"{name}_peak"] - figures[f"{name}_before"]
+            rows.append(
+                f"| {store} | {figures['accept_s']:.1f} | {figures['run_s']:.0f} | "
+                f"{int(figures['done']):,} of {int(figures['total']):,} | {name} | "
+                f"{figures[f'{name}_before']:.0f} | {figures[f'{name}_accept_peak']:.0f} | "
+                f"{figures[f'{name}_peak']:.0f} | {grown:+.0f} | "
+                f"{grown / figures['upload_mb']:.2f} |"
+            )
     rows += [
         "",
-        "`make bench-upload` (scripts/bench/upload.py): peak = the kernel's VmHWM of the "
-        "process (and its workers), so nothing between samples is missed. The gateway parses "
-        "the whole upload before it answers (a bad file must reject the upload with nothing "
-        "stored) and streams the documents to the retrieval service in messages of 16; the "
-        "retrieval service keeps the job's documents in its job store and embeds them in "
-        "bounded batches.",
+        "`make bench-upload` (scripts/bench/upload.py). The gateway parses the whole upload "
+        "before it answers (a bad file must reject the upload with nothing stored) and streams "
+        "the documents to the retrieval service in messages of 16; the retrieval service counts "
+        "their chunks, keeps them in its job store (one message in memory at a time) and embeds "
+        "them in steps of 512 chunks. With Milvus Lite the retrieval process also holds the "
+        "stored collection itself (Milvus Lite keeps it in memory), which grows with every "
+        "chunk stored; on a server the retrieval process holds only the job's steps.",
     ]
     return "\n".join(rows)
 
@@ -120,53 +129,71 @@ def write_doc(section: str) -> None:
     write_section("upload", "Upload memory", section)
 
 
+def measure(
+    upload: Path, data: Path, run_seconds: float, milvus_uri: str | None
+) -> dict[str, float]:
+    """Upload ``upload`` to a fresh mesh, let the job run, return the figures."""
+    figures: dict[str, float] = {}
+    extra_env = {"AIMESH_MILVUS_URI": milvus_uri} if milvus_uri else None
+    mesh = Mesh(data / "mesh", ports=Ports.free(), log_dir=data / "logs", extra_env=extra_env)
+    with mesh:
+        headers = {"Authorization": f"Bearer {mesh.admin_api_key}"}
+        with httpx.Client(base_url=mesh.url, headers=headers, timeout=600) as client:
+            created = client.post("/v1/collections", json={"name": "upload-bench"})
+            created.raise_for_status()
+            for name in ("gateway", "retrieval"):
+                figures[f"{name}_before"] = memory(mesh, name, "VmRSS")
+            started = time.perf_counter()
+            with upload.open("rb") as body:
+                accepted = client.post(
+                    "/v1/collections/upload-bench/files",
+                    files={"files": ("documents.json", body, "application/json")},
+                )
+            figures["accept_s"] = time.perf_counter() - started
+            accepted.raise_for_status()
+            for name in ("gateway", "retrieval"):
+                figures[f"{name}_accept_peak"] = memory(mesh, name, "VmHWM")
+            job_url = accepted.json()["status_url"]
+            started = time.perf_counter()
+            job: dict[str, object] = {}
+            while time.perf_counter() - started < run_seconds:
+                job = client.get(job_url).json()
+                if job.get("state") in ("succeeded", "failed"):
+                    break
+                time.sleep(2)
+            figures["run_s"] = time.perf_counter() - started
+            progress = job.get("progress")
+            assert isinstance(progress, dict), job
+            figures["done"] = float(progress.get("chunks_embedded", 0))
+            figures["total"] = float(progress.get("chunks_total", 0))
+            for name in ("gateway", "retrieval"):
+                figures[f"{name}_peak"] = memory(mesh, name, "VmHWM")
+            client.delete("/v1/collections/upload-bench")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=50.0, help="Size of the upload")
     parser.add_argument("--run-seconds", type=float, default=180.0)
     parser.add_argument("--no-write", action="store_true", help="Print only")
     args = parser.parse_args(argv)
-    figures: dict[str, float] = {}
+    runs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="aimesh-bench-upload-") as folder:
         data = Path(folder)
         upload = data / "documents.json"
         size, count = make_upload(upload, int(args.mb * MB))
-        figures["upload_mb"], figures["documents"] = size / MB, count
-        mesh = Mesh(data / "mesh", ports=Ports.free(), log_dir=data / "logs")
-        with mesh:
-            headers = {"Authorization": f"Bearer {mesh.admin_api_key}"}
-            with httpx.Client(base_url=mesh.url, headers=headers, timeout=600) as client:
-                created = client.post("/v1/collections", json={"name": "upload-bench"})
-                created.raise_for_status()
-                for name in ("gateway", "retrieval"):
-                    figures[f"{name}_before"] = memory(mesh, name, "VmRSS")
-                started = time.perf_counter()
-                with upload.open("rb") as body:
-                    accepted = client.post(
-                        "/v1/collections/upload-bench/files",
-                        files={"files": ("documents.json", body, "application/json")},
-                    )
-                figures["accept_s"] = time.perf_counter() - started
-                accepted.raise_for_status()
-                for name in ("gateway", "retrieval"):
-                    figures[f"{name}_accept_peak"] = memory(mesh, name, "VmHWM")
-                job_url = accepted.json()["status_url"]
-                started = time.perf_counter()
-                job: dict[str, object] = {}
-                while time.perf_counter() - started < args.run_seconds:
-                    job = client.get(job_url).json()
-                    if job.get("state") in ("succeeded", "failed"):
-                        break
-                    time.sleep(2)
-                figures["run_s"] = time.perf_counter() - started
-                progress = job.get("progress")
-                assert isinstance(progress, dict), job
-                figures["done"] = float(progress.get("chunks_embedded", 0))
-                figures["total"] = float(progress.get("chunks_total", 0))
-                for name in ("gateway", "retrieval"):
-                    figures[f"{name}_peak"] = memory(mesh, name, "VmHWM")
-                client.delete("/v1/collections/upload-bench")
-    section = render(figures)
+        for store in ("Milvus Lite", "Milvus server"):
+            where = data / store.replace(" ", "-")
+            if store == "Milvus server":
+                with milvus_server(where / "milvus") as uri:
+                    figures = measure(upload, where, args.run_seconds, uri)
+            else:
+                figures = measure(upload, where, args.run_seconds, None)
+            figures["upload_mb"], figures["documents"] = size / MB, count
+            runs[store] = figures
+            print(store, {k: round(v, 1) for k, v in figures.items()}, flush=True)
+    section = render(runs)
     print(section)
     if not args.no_write:
         write_doc(section)

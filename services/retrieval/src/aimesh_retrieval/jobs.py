@@ -14,6 +14,7 @@ their deterministic ids (no duplicates).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -377,6 +378,9 @@ Settle = Callable[[str, str], Awaitable[None]]
 # Batches prepared ahead of the one being written: the embedding service works on the next
 # batch while this process writes the previous one to Milvus and records its progress.
 PREPARED_AHEAD = 1
+# Batches being prepared at once: while one is embedded, the next is read, split and
+# checked against the store, so the embedding service does not wait between batches.
+PREPARING = 2
 
 
 class JobRunner:
@@ -458,7 +462,7 @@ class JobRunner:
 
         A batch is marked done only after it was written, in submission order, so a
         restarted job continues exactly after the last batch written. Memory stays bounded:
-        at most PREPARED_AHEAD + 2 batches exist at once.
+        at most PREPARING + PREPARED_AHEAD + 1 batches exist at once.
         """
         # (sequence numbers, plan) per batch; an exception of the preparing task; None: done.
         prepared: asyncio.Queue[tuple[list[int], Any] | Exception | None] = asyncio.Queue(
@@ -466,16 +470,36 @@ class JobRunner:
         )
 
         async def prepare() -> None:
+            # (sequence numbers, task preparing them), oldest first.
+            running: collections.deque[tuple[list[int], asyncio.Future[Any]]] = collections.deque()
             try:
-                after = -1
-                while batch := await self._jobs.next_batch(job.id, after):
-                    after = batch[-1][0]
-                    documents = [document for _, document in batch]
-                    plan = await self._prepare_batch(job.tenant_id, job.collection, documents)
-                    await prepared.put(([seq for seq, _ in batch], plan))
+                after, exhausted = -1, False
+                while True:
+                    while not exhausted and len(running) < PREPARING:
+                        batch = await self._jobs.next_batch(job.id, after)
+                        if not batch:
+                            exhausted = True
+                            break
+                        after = batch[-1][0]
+                        documents = [document for _, document in batch]
+                        future = asyncio.ensure_future(
+                            self._prepare_batch(job.tenant_id, job.collection, documents)
+                        )
+                        running.append(([seq for seq, _ in batch], future))
+                    if not running:
+                        break
+                    seqs, oldest = running[0]
+                    plan = await oldest
+                    running.popleft()
+                    await prepared.put((seqs, plan))
                 await prepared.put(None)
             except Exception as error:  # noqa: BLE001 - handed to the writer, which re-raises it
                 await prepared.put(error)
+            finally:
+                leftovers = [pending for _, pending in running]
+                for pending in leftovers:
+                    pending.cancel()
+                await asyncio.gather(*leftovers, return_exceptions=True)
 
         producer = asyncio.create_task(prepare(), name=f"ingest-prepare-{job.id}")
         try:
