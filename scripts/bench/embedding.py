@@ -22,7 +22,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,9 @@ import grpc
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from scripts.bench.doc import DOC, write_section
+from scripts.bench.stats import percentile
 from scripts.bench.texts import bench_texts
+from scripts.devmesh import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = Path(sys.executable).parent / "aimesh-embedding"
@@ -125,18 +126,6 @@ def raw_onnx(texts: list[str], onnx_dir: str) -> list[Row]:
                 )
             )
     return rows
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -41,18 +41,13 @@ from typing import Any, TextIO
 import httpx
 
 from scripts.bench.doc import write_section
+from scripts.bench.stats import percentile
+from scripts.devmesh import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADMIN_KEY = "bench-admin-key-" + "0" * 16
 REDIS_URL = os.environ.get("AIMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- load client (own process)
@@ -80,7 +75,7 @@ async def _measure(
     latencies.sort()
     return {
         "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "rps": len(latencies) / elapsed,
     }
 

@@ -29,13 +29,12 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,7 +47,9 @@ from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.store import CollectionRef, IndexConfig, MilvusStore
 from scripts.bench.doc import write_section
+from scripts.bench.stats import percentile
 from scripts.bench.texts import bench_texts
+from scripts.devmesh import free_port
 from scripts.milvus_server import MilvusServerFailed, MilvusServerMissing, run_milvus_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,17 +57,6 @@ BIN = Path(sys.executable).parent
 DIM = 384
 TENANT = "bench"
 SEARCH_EF = Settings().hnsw_search_ef  # what the service searches with
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def _serving(addr: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -162,10 +163,33 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def serve_on_free_port(app: FastAPI, *, lifespan: bool = True) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a free local port (for clients that need real TCP, such
+    as the OpenAI SDK); yields its base URL. ``lifespan=False`` when the caller already
+    runs the app's lifespan."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    if not lifespan:
+        server.config.lifespan = "off"
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
 @pytest.fixture(scope="session")
 async def live_gateway(fake_mesh: FakeMesh) -> AsyncIterator[str]:
-    """The gateway served by uvicorn on a free port (for clients that need real TCP)."""
-    port = free_port()
+    """The gateway on the fake mesh, served by uvicorn on a free port."""
     gateway = create_app(
         settings_for(
             router_addr=fake_mesh.router_addr,
@@ -173,15 +197,5 @@ async def live_gateway(fake_mesh: FakeMesh) -> AsyncIterator[str]:
             embedding_addr=fake_mesh.embedding_addr,
         )
     )
-    server = uvicorn.Server(
-        uvicorn.Config(gateway, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
+    async with serve_on_free_port(gateway) as url:
+        yield url

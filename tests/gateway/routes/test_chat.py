@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from aimesh_common.errors import Unavailable
-from aimesh_gateway.main import create_app
-from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN_KEY, assert_problem, settings_for, token, user
+from tests.gateway.helpers import ADMIN_KEY, assert_problem, token, user
 
 CHAT = "/v1/chat/completions"
 
@@ -197,29 +192,10 @@ async def test_error_after_streaming_began_is_an_error_event(
     assert "".join(contents) == "partial reply"
 
 
-@pytest.fixture(scope="module")
-async def live_url(fake_mesh: FakeMesh) -> AsyncIterator[str]:
-    """The gateway served by uvicorn on a free port, as the SDK talks to it over TCP."""
-    port = free_port()
-    app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
+@pytest.fixture
+def live_url(live_gateway: str) -> str:
+    """The gateway over TCP, as the SDK talks to it."""
+    return live_gateway
 
 
 def _sdk(live_url: str, credential: str = ADMIN_KEY) -> openai.AsyncOpenAI:

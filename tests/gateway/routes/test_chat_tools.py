@@ -7,7 +7,6 @@ it received and answers with scripted tool calls.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import grpc
 import httpx
 import openai
 import pytest
-import uvicorn
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from aimesh_common.server import GrpcServer
@@ -26,8 +24,7 @@ from aimesh_llm_router.config import Settings as RouterSettings
 from aimesh_llm_router.modelconfig import validate_models_config
 from aimesh_llm_router.providers import PROVIDERS
 from aimesh_llm_router.server import build_dependencies, create_server
-from tests.conftest import free_port
-from tests.gateway.conftest import FakeMesh
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import settings_for, user
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
@@ -93,19 +90,8 @@ async def tool_mesh(fake_mesh: FakeMesh) -> AsyncIterator[ToolMesh]:
             embedding_addr=fake_mesh.embedding_addr,
         )
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield ToolMesh(upstream, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
+    async with serve_on_free_port(gateway) as url:
+        yield ToolMesh(upstream, url)
     await router.stop(0)
     await deps.aclose()
     for channel in (retrieval_channel, embedding_channel):

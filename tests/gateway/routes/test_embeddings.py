@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -11,13 +10,11 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from aimesh_gateway.main import create_app
-from tests.conftest import free_port
 from tests.embedding.texts import words
-from tests.gateway.conftest import FakeMesh
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import ADMIN_KEY, assert_problem, settings_for, user
 
 if TYPE_CHECKING:
@@ -140,22 +137,8 @@ async def test_truncate_extension_and_auth(http: httpx.AsyncClient) -> None:
 @pytest.fixture(scope="module")
 async def live_url(embedding_app: FastAPI) -> AsyncIterator[str]:
     """The gateway served by uvicorn on a free port, as the SDK talks to it over TCP."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            embedding_app, host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
-    server.config.lifespan = "off"  # the fixture already runs the app's lifespan
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
+    async with serve_on_free_port(embedding_app, lifespan=False) as url:
+        yield url
 
 
 async def test_openai_sdk_embeddings(live_url: str, embedding_encoder: TorchEncoder) -> None:

@@ -486,7 +486,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         await self._model_for(ref, stored_dim)
 
         started = time.perf_counter()
-        vector: list[float] = []
+        vector: Sequence[float] = ()
         if options.mode != "bm25" or options.mmr:
             [vector] = await self._embedder.embed([request.query])
         embedded = time.perf_counter()

@@ -455,18 +455,16 @@ class MilvusStore:
         counts: dict[str, int] = {}
         for row in rows:
             counts[row.document_id] = row.chunk_count
-        later = [row.to_entity() for row in rows if row.chunk_index > 0]
-        first = [row.to_entity() for row in rows if row.chunk_index == 0]
-        await self._upsert(ref, later)
+        await self._upsert(ref, [row for row in rows if row.chunk_index > 0])
         for expr in _stale_chunk_filters(counts):
             await self._run(self._client.delete, ref.physical, filter=expr)
-        await self._upsert(ref, first)
+        await self._upsert(ref, [row for row in rows if row.chunk_index == 0])
 
-    async def _upsert(self, ref: CollectionRef, entities: list[dict[str, Any]]) -> None:
-        for start in range(0, len(entities), WRITE_BATCH_ROWS):
-            await self._run(
-                self._client.upsert, ref.physical, entities[start : start + WRITE_BATCH_ROWS]
-            )
+    async def _upsert(self, ref: CollectionRef, rows: Sequence[ChunkRow]) -> None:
+        # Entities (with their vectors as Python lists) exist one write call at a time.
+        for start in range(0, len(rows), WRITE_BATCH_ROWS):
+            entities = [row.to_entity() for row in rows[start : start + WRITE_BATCH_ROWS]]
+            await self._run(self._client.upsert, ref.physical, entities)
 
     async def settle(self, ref: CollectionRef) -> None:
         """Wait until every write made so far is visible to searches from any replica.
