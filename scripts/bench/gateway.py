@@ -55,7 +55,7 @@ REDIS_URL = os.environ.get("AIMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 async def _measure(
     call: Callable[[], Awaitable[None]], concurrency: int, total: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     latencies: list[float] = []
     remaining = total
 
@@ -72,15 +72,29 @@ async def _measure(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
+    return summary([x * 1000 for x in latencies], elapsed)
+
+
+def summary(latencies_ms: list[float], elapsed: float) -> dict[str, Any]:
+    """p50, p99, requests/s, and the latencies themselves (to pool rounds)."""
     return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies_ms),
+        "p99_ms": percentile(latencies_ms, 99),
+        "rps": len(latencies_ms) / elapsed,
+        "elapsed": elapsed,
+        "latencies_ms": latencies_ms,
     }
 
 
-async def _load(args: argparse.Namespace) -> dict[str, float]:
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one path as one measurement (all their latencies, all their time)."""
+    return summary(
+        [x for result in rounds for x in result["latencies_ms"]],
+        sum(result["elapsed"] for result in rounds),
+    )
+
+
+async def _load(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind == "grpc":
         import grpc
 
@@ -196,7 +210,7 @@ def wait_grpc(addr: str, timeout: float = 60) -> None:
 
 def run_load(
     kind: str, target: str, concurrency: int, requests: int, **extra: str
-) -> dict[str, float]:
+) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -217,15 +231,22 @@ def run_load(
     if done.returncode != 0:
         raise SystemExit(f"load client failed: {done.stdout[-500:]} {done.stderr[-2000:]}")
     output = done.stdout
-    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
+
+
+ROUNDS = 8
+
+
+def brief(result: dict[str, Any]) -> str:
+    return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, {result['rps']:.0f}/s"
 
 
 @dataclass
 class Row:
     name: str
-    c1: dict[str, float]
-    c32: dict[str, float]
+    c1: dict[str, Any]
+    c32: dict[str, Any]
 
 
 def render(rows: list[Row], requests: int) -> str:
@@ -234,7 +255,9 @@ def render(rows: list[Row], requests: int) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on a 2-core VM (1-minute load average "
         f"{os.getloadavg()[0]:.1f} at the end, the benchmark's own processes included); "
         f"{requests} requests per cell, load client in its own process "
-        "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`.",
+        "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`. "
+        f"Concurrency 1 runs (a), (b), (c) in {ROUNDS} interleaved rounds, pooled, so a drift of "
+        "the machine's speed (CPU steal) weighs on the three alike.",
         "",
         "| path | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 p50 ms | c=32 p99 ms | c=32 req/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -317,8 +340,7 @@ def bench_main(args: argparse.Namespace) -> None:
             .json()["key"]
         )
         n = args.requests
-        rows = []
-        for name, kind, target, extra in (
+        paths: list[tuple[str, str, str, dict[str, str]]] = [
             ("(a) direct gRPC", "grpc", router_addr, {}),
             ("(b) bare FastAPI proxy", "http", bare, {"path": "/v1/models"}),
             (
@@ -327,11 +349,19 @@ def bench_main(args: argparse.Namespace) -> None:
                 gateway,
                 {"path": "/v1/models", "credential": key},
             ),
-        ):
-            c1 = run_load(kind, target, 1, n, **extra)
+        ]
+        # Concurrency 1 in interleaved rounds (a, b, c, a, b, c, ...): the machine's speed
+        # drifts (CPU steal), and the targets are differences between the paths.
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
+        for _ in range(ROUNDS):
+            for name, kind, target, extra in paths:
+                rounds[name].append(run_load(kind, target, 1, n // ROUNDS, **extra))
+        rows = []
+        for name, kind, target, extra in paths:
+            c1 = pooled(rounds[name])
             c32 = run_load(kind, target, 32, n, **extra)
             rows.append(Row(name, c1, c32))
-            print(f"{name}: c1 {c1}  c32 {c32}", flush=True)
+            print(f"{name}: c1 {brief(c1)}  c32 {brief(c32)}", flush=True)
         rows.append(cached_row(gateway, key, n))
     section = render(rows, n)
     print(section)
@@ -358,7 +388,7 @@ def cached_row(gateway: str, key: str, n: int) -> Row:
     extra = {"path": "/v1/chat/completions", "credential": key, "body": body}
     c1 = run_load("http", gateway, 1, n, **extra)
     c32 = run_load("http", gateway, 32, n, **extra)
-    print(f"(d) cached: c1 {c1}  c32 {c32}", flush=True)
+    print(f"(d) cached: c1 {brief(c1)}  c32 {brief(c32)}", flush=True)
     return Row("(d) gateway cached chat completion (temperature 0, Redis)", c1, c32)
 
 
