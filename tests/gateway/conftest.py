@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh_common.server import GrpcServer
+from aimesh_gateway.core.config import Settings
 from aimesh_gateway.db.engine import create_engine, default_url, migrate
 from aimesh_gateway.main import create_app
 from tests.conftest import free_port
@@ -39,6 +41,15 @@ class FakeMesh:
     router_server: GrpcServer
     failing_server: GrpcServer
     embedding_server: GrpcServer
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Gateway settings pointing at these backends (tests/gateway/helpers.py defaults)."""
+        return settings_for(
+            router_addr=self.router_addr,
+            retrieval_addr=self.retrieval_addr,
+            embedding_addr=self.embedding_addr,
+            **overrides,
+        )
 
     @property
     def retrieval_addr(self) -> str:
@@ -86,13 +97,7 @@ async def fake_mesh() -> AsyncIterator[FakeMesh]:
 @pytest.fixture(scope="session")
 async def app(fake_mesh: FakeMesh) -> AsyncIterator[FastAPI]:
     """The gateway in front of the in-memory backends (lifespan running)."""
-    gateway = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
+    gateway = create_app(fake_mesh.settings())
     async with gateway.router.lifespan_context(gateway):
         yield gateway
 
@@ -190,12 +195,6 @@ async def serve_on_free_port(app: FastAPI, *, lifespan: bool = True) -> AsyncIte
 @pytest.fixture(scope="session")
 async def live_gateway(fake_mesh: FakeMesh) -> AsyncIterator[str]:
     """The gateway on the fake mesh, served by uvicorn on a free port."""
-    gateway = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
+    gateway = create_app(fake_mesh.settings())
     async with serve_on_free_port(gateway) as url:
         yield url

@@ -167,13 +167,7 @@ async def test_unknown_path_and_method_are_problems(client: httpx.AsyncClient) -
 async def test_unexpected_exception_is_a_generic_500(
     fake_mesh: FakeMesh, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app: FastAPI = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
+    app: FastAPI = create_app(fake_mesh.settings())
 
     async def explode() -> None:
         raise RuntimeError("database password is hunter2")

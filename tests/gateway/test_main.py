@@ -13,17 +13,11 @@ import pytest
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN, running, settings_for, user
+from tests.gateway.helpers import ADMIN, running, user
 
 
 async def test_lifespan_opens_and_closes_the_channels(fake_mesh: FakeMesh) -> None:
-    app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
+    app = create_app(fake_mesh.settings())
     async with running(app) as client:
         backends = app.state.backends
         assert set(backends.channels) == {"llm-router", "retrieval", "embedding"}
@@ -53,10 +47,7 @@ async def test_openapi_declares_bearer_security_and_problems(client: httpx.Async
 
 
 async def test_cors_allows_configured_origins_without_credentials(fake_mesh: FakeMesh) -> None:
-    settings = settings_for(
-        router_addr=fake_mesh.router_addr,
-        retrieval_addr=fake_mesh.retrieval_addr,
-        embedding_addr=fake_mesh.embedding_addr,
+    settings = fake_mesh.settings(
         cors_origins=["https://app.example"],
     )
     async with running(create_app(settings)) as client:

@@ -11,7 +11,7 @@ import pytest
 from aimesh_gateway.core.middleware import RequestIdLogFilter, choose_request_id, request_id_var
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN, ADMIN_KEY, assert_problem, editor, running, settings_for
+from tests.gateway.helpers import ADMIN, ADMIN_KEY, assert_problem, editor, running
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -80,10 +80,7 @@ async def test_body_over_the_limit_without_content_length_is_413(
 
 
 async def test_body_under_a_small_limit_passes_and_over_fails(fake_mesh: FakeMesh) -> None:
-    settings = settings_for(
-        router_addr=fake_mesh.router_addr,
-        retrieval_addr=fake_mesh.retrieval_addr,
-        embedding_addr=fake_mesh.embedding_addr,
+    settings = fake_mesh.settings(
         max_body_bytes=2048,
     )
     async with running(create_app(settings)) as client:

@@ -25,7 +25,7 @@ from aimesh_gateway.core.oidc import OidcVerifier
 from aimesh_gateway.core.security import AuthenticationError, Authenticator, Role
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import bearer, running, settings_for, unsigned_jwt
+from tests.gateway.helpers import bearer, running, unsigned_jwt
 
 AUDIENCE = "aimesh-api"
 
@@ -202,10 +202,7 @@ async def test_rotated_key_is_picked_up_by_kid(
 async def test_gateway_accepts_oidc_tokens_end_to_end(issuer: Issuer, fake_mesh: FakeMesh) -> None:
     issuer.jwks = {"keys": [_jwk(RSA_KEY, "rsa-1", "RS256")]}
     app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
+        fake_mesh.settings(
             oidc_issuer=issuer.url,
             oidc_audience=AUDIENCE,
             jwt_tenant_claim="org",

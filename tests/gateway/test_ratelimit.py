@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from aimesh_gateway.core.ratelimit import Bucket, LocalBuckets, RedisBuckets
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, settings_for, token
+from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, token
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 BIN = Path(sys.executable).parent
@@ -265,10 +265,7 @@ async def test_redis_outage_applies_the_policy_never_a_500(
 ) -> None:
     url, server = private_redis
     app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
+        fake_mesh.settings(
             redis_url=url,
             rate_limit_rpm=3,
             rate_limit_redis_failure=policy,

@@ -13,14 +13,11 @@ from fastapi.responses import StreamingResponse
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN, assert_problem, running, settings_for, user
+from tests.gateway.helpers import ADMIN, assert_problem, running, user
 
 
 def _settings(fake_mesh: FakeMesh, **overrides: Any) -> Settings:
-    return settings_for(
-        router_addr=fake_mesh.router_addr,
-        retrieval_addr=fake_mesh.retrieval_addr,
-        embedding_addr=fake_mesh.embedding_addr,
+    return fake_mesh.settings(
         **overrides,
     )
 

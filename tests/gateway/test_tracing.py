@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import running, settings_for, user
+from tests.gateway.helpers import running, user
 
 
 @pytest.fixture
@@ -43,10 +43,7 @@ async def test_request_span_is_exported_and_continued_downstream(
 ) -> None:
     endpoint, received = collector
     app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
+        fake_mesh.settings(
             otlp_endpoint=endpoint,
         )
     )

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import assert_problem, running, settings_for, user
+from tests.gateway.helpers import assert_problem, running, user
 
 INDEX = "<!doctype html><html><body><div id=app></div><script src=/assets/app-1a2b.js></script>"
 SCRIPT = "console.log('aimesh')"
@@ -36,10 +36,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def web_client(fake_mesh: FakeMesh, dist: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
+        fake_mesh.settings(
             web_dir=dist,
         )
     )

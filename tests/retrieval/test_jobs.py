@@ -32,9 +32,13 @@ from aimesh_retrieval.jobs import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Job,
     JobDocument,
     JobRunner,
     JobStore,
+    PrepareBatch,
+    Settle,
+    WriteBatch,
 )
 from aimesh_retrieval.store import CollectionRef, MilvusStore
 from tests.conftest import free_port
@@ -311,6 +315,29 @@ async def _error(call: Any) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+async def run_to_end(
+    jobs: JobStore,
+    prepare_batch: PrepareBatch,
+    write_batch: WriteBatch,
+    settle: Settle,
+    tenant: str,
+    job_id: str,
+) -> Job:
+    """Run a job runner with these steps until the job succeeded or failed (30 s at most);
+    closes ``jobs``."""
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await jobs.get(tenant, job_id)).state not in (SUCCEEDED, FAILED):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await jobs.close()
+    return job
+
+
 def test_states_are_distinct() -> None:
     assert len({QUEUED, RUNNING, SUCCEEDED, FAILED}) == 4
 
@@ -335,16 +362,8 @@ async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> No
     async with jobs.submission() as submission:
         submission.target("tenant-s", "c")
         await submission.add(docs(40))
-    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (await jobs.get("tenant-s", submission.id)).state != SUCCEEDED:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.stop()
-        await jobs.close()
+    job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-s", submission.id)
+    assert job.state == SUCCEEDED
     # The second batch is prepared while the first is written; writes stay in order.
     assert events[-1] == f"settle tenant-s/c while {RUNNING}"
     assert [e for e in events if e.startswith("write")] == ["write 32", "write 8"]
@@ -367,17 +386,8 @@ async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
     async with jobs.submission() as submission:
         submission.target("tenant-s", "c")
         await submission.add(docs(2))
-    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (job := await jobs.get("tenant-s", submission.id)).state != FAILED:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.stop()
-        await jobs.close()
-    assert job.errors == ["collection 'c' not found"]
+    job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-s", submission.id)
+    assert (job.state, job.errors) == (FAILED, ["collection 'c' not found"])
 
 
 async def test_the_next_batch_is_embedded_while_the_previous_one_is_written(
@@ -406,16 +416,7 @@ async def test_the_next_batch_is_embedded_while_the_previous_one_is_written(
     async with jobs.submission() as submission:
         submission.target("tenant-p", "c")
         await submission.add(docs(70))
-    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (job := await jobs.get("tenant-p", submission.id)).state not in (SUCCEEDED, FAILED):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.stop()
-        await jobs.close()
+    job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-p", submission.id)
     assert (job.state, job.errors) == (SUCCEEDED, [])
     assert written == [32, 32, 6]
     assert (job.documents_done, job.chunks_embedded) == (70, 70)
@@ -438,15 +439,6 @@ async def test_a_failing_preparation_keeps_the_batches_written_before_it(tmp_pat
     async with jobs.submission() as submission:
         submission.target("tenant-f", "c")
         await submission.add(docs(40))
-    runner = JobRunner(jobs, prepare_batch, write_batch, settle, poll=0.05)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (job := await jobs.get("tenant-f", submission.id)).state != FAILED:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.stop()
-        await jobs.close()
-    assert job.errors == ["documents[0].text is not what the test wants"]
+    job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-f", submission.id)
+    assert (job.state, job.errors) == (FAILED, ["documents[0].text is not what the test wants"])
     assert job.documents_done == 32

@@ -9,7 +9,7 @@ import httpx
 from aimesh_gateway.api.routes.models import EMBEDDING_RETRY_SECONDS
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import running, settings_for, user
+from tests.gateway.helpers import running, user
 
 
 async def test_models_in_openai_shape(client: httpx.AsyncClient) -> None:
@@ -43,13 +43,7 @@ async def test_a_failing_embedding_service_is_asked_again_only_after_a_pause(
 ) -> None:
     """The fake mesh's embedding server has no Info (UNIMPLEMENTED): the chat models are
     listed without it, and the failing call is not repeated on every request."""
-    app = create_app(
-        settings_for(
-            router_addr=fake_mesh.router_addr,
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
+    app = create_app(fake_mesh.settings())
 
     def failed_info_calls() -> float:
         value = app.state.metrics.registry.get_sample_value(
