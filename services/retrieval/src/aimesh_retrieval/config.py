@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from aimesh_common.settings import GrpcServiceSettings, service_addr
 from aimesh_retrieval.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
+from aimesh_retrieval.jobs import BATCH_CHUNKS
 
 
 class Settings(GrpcServiceSettings):
@@ -103,7 +104,7 @@ class Settings(GrpcServiceSettings):
         "another runner (or the restarted service) takes it over.",
     )
     job_batch_chunks: int = Field(
-        512,
+        BATCH_CHUNKS,
         ge=1,
         le=8192,
         description="Chunks an ingestion job embeds and writes per step (a bigger document is "

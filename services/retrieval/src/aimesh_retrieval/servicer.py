@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -410,7 +409,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             for doc in documents
         ]
         prepared = await asyncio.to_thread(
-            functools.partial(self._prepare, messages, chunker, per_request_limit=False)
+            self._prepare, messages, chunker, per_request_limit=False
         )
         return await self._plan(ref, chunker, prepared, create_early=True)
 
