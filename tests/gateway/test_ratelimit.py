@@ -4,6 +4,7 @@ processes, and the configured policy when Redis is down."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import signal
@@ -15,12 +16,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import HTTPException, Request
 from redis.asyncio import Redis
 
-from aimesh_gateway.core.ratelimit import Bucket, LocalBuckets, RedisBuckets
+from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.metrics import HttpMetrics
+from aimesh_gateway.core.ratelimit import Bucket, LocalBuckets, RateLimiter, RedisBuckets, Verdict
+from aimesh_gateway.core.security import Principal, Role
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, token
@@ -283,3 +289,154 @@ async def test_redis_outage_applies_the_policy_never_a_500(
         metrics = (await client.get("/metrics")).text
     assert "aimesh_rate_limit_store_errors_total 5.0" in metrics
     assert any("rate-limit store unreachable" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- leases (Redis)
+
+
+async def test_a_check_far_from_the_limit_leases_and_a_refund_gives_back(
+    shared_redis: tuple[Redis, str],
+) -> None:
+    redis, prefix = shared_redis
+    buckets = RedisBuckets(redis)
+    rpm = Bucket(f"{prefix}rpm", 60, 1)  # refills one per second: the figures hold
+    granted = await buckets.run("check", [rpm], lease_max=10, lease_min=8)
+    # 59 left after this request: a lease of min(10, 59 // 8) = 7, charged at once.
+    assert granted.allowed
+    assert granted.leased == 7
+    assert granted.remaining == [59 - 7]
+    back = await buckets.run("check", [Bucket(rpm.key, 60, 1, refund=7)], lease_max=0)
+    assert back.leased == 0
+    assert back.remaining[0] in (58, 59)  # the 7 are back; one more second may have refilled
+
+
+async def test_no_lease_near_a_limit_or_with_half_a_token_budget_spent(
+    shared_redis: tuple[Redis, str],
+) -> None:
+    redis, prefix = shared_redis
+    buckets = RedisBuckets(redis)
+    rpm = Bucket(f"{prefix}rpm", 60, 1)
+    near = await buckets.run("check", [Bucket(rpm.key, 60, 50)])  # spend 50 of 60
+    assert near.allowed
+    # 10 - 1 = 9 left: at least 16 must remain for a lease here.
+    assert (await buckets.run("check", [rpm], lease_max=10, lease_min=16)).leased == 0
+    tpm = Bucket(f"{prefix}tpm", 1000, 0)
+    far = Bucket(f"{prefix}rpm2", 600, 1)
+    assert (await buckets.run("check", [far, tpm], lease_max=10, lease_min=8)).leased == 10
+    await buckets.run("charge", [Bucket(tpm.key, 1000, 600)])  # 400 tokens left of 1000
+    assert (await buckets.run("check", [far, tpm], lease_max=10, lease_min=8)).leased == 0
+
+
+def _limiter(redis: Redis, prefix: str, rpm: int, lease: int) -> RateLimiter:
+    settings = Settings(
+        data_dir="/nonexistent-unused",
+        redis_key_prefix=prefix,
+        rate_limit_rpm=rpm,
+        rate_limit_lease=lease,
+    )
+    return RateLimiter(settings, HttpMetrics(), redis, lease_min_remaining=8)
+
+
+def _request() -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+
+
+async def _admitted(limiter: RateLimiter, who: Principal) -> bool:
+    try:
+        await limiter.admit(_request(), who)
+    except HTTPException as refused:
+        if refused.status_code != 429:
+            raise
+        return False
+    return True
+
+
+def _caller(subject: str) -> Principal:
+    return Principal(subject, "leases", frozenset({Role.USER}), "jwt")
+
+
+def _refill_bound(rpm: int, started: float) -> int:
+    """How many requests a bucket of ``rpm`` can have refilled since ``started``."""
+    return math.ceil((time.monotonic() - started) * rpm / 60) + 1
+
+
+async def test_replicas_with_leases_never_pass_the_limit(shared_redis: tuple[Redis, str]) -> None:
+    redis, prefix = shared_redis
+    replicas = [_limiter(redis, prefix, 120, 16) for _ in range(2)]
+    calls = 0
+    for limiter in replicas:
+        assert limiter.remote is not None
+        run = limiter.remote.run
+
+        async def counted(*args: Any, run: Any = run, **kwargs: Any) -> Verdict:
+            nonlocal calls
+            calls += 1
+            verdict: Verdict = await run(*args, **kwargs)
+            return verdict
+
+        limiter.remote.run = counted  # type: ignore[method-assign]
+    who = _caller("alternating")
+    started = time.monotonic()
+    admitted: list[bool] = []
+    calls_before_refusal: int | None = None
+    for i in range(300):
+        before = calls
+        admitted.append(await _admitted(replicas[i % 2], who))
+        if not admitted[-1] and calls_before_refusal is None:
+            calls_before_refusal = before
+    assert 120 - 2 * 16 <= sum(admitted) <= 120 + _refill_bound(120, started)
+    # Most requests were admitted on leased credit, without a Redis call of their own.
+    assert calls_before_refusal is not None
+    assert calls_before_refusal < sum(admitted) / 2
+    for limiter in replicas:
+        await limiter.close()
+    # Given back at close: a strict replica (no leases) finds exactly what is left.
+    strict = _limiter(redis, prefix, 120, 0)
+    more = 0
+    while await _admitted(strict, who):
+        more += 1
+    assert 120 <= sum(admitted) + more <= 120 + _refill_bound(120, started)
+
+
+async def test_unused_leased_requests_are_swept_back(shared_redis: tuple[Redis, str]) -> None:
+    redis, prefix = shared_redis
+    holder = _limiter(redis, prefix, 120, 16)
+    holder.LEASE_SECONDS = 0.2
+    who = _caller("sweep")
+    started = time.monotonic()
+    request = _request()
+    for _ in range(3):
+        await holder.admit(request, who)
+    assert request.state.rate_limit[1] == 117  # the RateLimit-Remaining of the third
+    assert holder._leases  # credits held (charged in Redis already)
+    for _ in range(200):  # the sweep runs every LEASE_SECONDS
+        if not holder._leases:
+            break
+        await asyncio.sleep(0.05)
+    assert not holder._leases
+    strict = _limiter(redis, prefix, 120, 0)
+    more = 0
+    while await _admitted(strict, who):
+        more += 1
+    assert 117 <= more <= 117 + _refill_bound(120, started)
+    await holder.close()
+
+
+async def test_a_spent_token_budget_ends_the_lease(shared_redis: tuple[Redis, str]) -> None:
+    redis, prefix = shared_redis
+    settings = Settings(
+        data_dir="/nonexistent-unused",
+        redis_key_prefix=prefix,
+        rate_limit_rpm=600,
+        rate_limit_tpm=1000,
+        rate_limit_lease=16,
+    )
+    limiter = RateLimiter(settings, HttpMetrics(), redis, lease_min_remaining=8)
+    who = _caller("tokens")
+    await limiter.admit(_request(), who)
+    assert limiter._leases[limiter._who(who)].credits > 0
+    await limiter.charge(who, 700)  # 300 tokens left: under half the budget
+    await limiter.admit(_request(), who)  # asks Redis again, and gets no new lease
+    lease = limiter._leases.get(limiter._who(who))
+    assert lease is None or lease.credits == 0
+    await limiter.close()

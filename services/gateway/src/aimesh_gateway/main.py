@@ -23,7 +23,7 @@ from aimesh_gateway.core.errors import install_exception_handlers
 from aimesh_gateway.core.feedback import FeedbackStore
 from aimesh_gateway.core.keys import KeyStore
 from aimesh_gateway.core.limits import tenant_limit_loader
-from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrorInterceptor
+from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrors
 from aimesh_gateway.core.middleware import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.limiter = RateLimiter(
                 settings, app.state.metrics, redis, app.state.tenant_limits
             )
+            stack.push_async_callback(app.state.limiter.close)
             app.state.cache = ResponseCache(
                 redis, settings.redis_key_prefix, settings.cache_ttl_seconds, app.state.metrics
             )
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(app.state.usage.drain)
             app.state.feedback = FeedbackStore(sessions, app.state.usage)
             app.state.backends = Backends.connect(
-                settings, [UpstreamErrorInterceptor(app.state.metrics.upstream_errors)]
+                settings, UpstreamErrors(app.state.metrics.upstream_errors)
             )
             stack.push_async_callback(app.state.backends.close)
             if app.state.tracer_provider is not None:

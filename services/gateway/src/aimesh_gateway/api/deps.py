@@ -80,7 +80,10 @@ class CallOptions:
     metadata: tuple[tuple[str, str], ...]
 
 
-async def get_call_options(request: Request, settings: SettingsDep) -> CallOptions:
+async def get_call_options(request: Request) -> CallOptions:
+    # Read from app.state rather than through SettingsDep: every sub-dependency costs each
+    # request a round of FastAPI's dependency solving, and this one is on every route.
+    settings: Settings = request.app.state.settings
     request_id = request_id_of(request)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request_id),) if request_id else ()
     if request.app.state.tracer_provider is not None:
@@ -98,41 +101,53 @@ bearer_scheme = HTTPBearer(
 )
 
 
-async def get_authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-async def get_principal(
-    request: Request,
-    authenticator: Annotated[Authenticator, Depends(get_authenticator)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+async def _authenticated(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """The authenticated caller; 401 with ``WWW-Authenticate: Bearer`` otherwise."""
+    """The authenticated caller (once per request, whichever dependency asks first); 401
+    with ``WWW-Authenticate: Bearer`` otherwise."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     if credentials is None:
         raise HTTPException(
             401,
             "missing credential: send Authorization: Bearer <API key or JWT>",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    authenticator: Authenticator = request.app.state.authenticator
     try:
         principal = await authenticator.authenticate(credentials.credentials)
     except AuthenticationError as error:
         raise HTTPException(
             401, error.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from None
+    request.state.principal = principal
     # For the access log (the tenant, never the credential).
     request.state.tenant_id = principal.tenant_id
     return principal
 
 
+async def get_principal(request: Request, credentials: Credentials) -> Principal:
+    """The authenticated caller; 401 with ``WWW-Authenticate: Bearer`` otherwise."""
+    return await _authenticated(request, credentials)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_role(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
+def require_role(
+    role: Role,
+) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[Principal]]:
     """A dependency that passes principals holding ``role`` (or a higher one); 403 otherwise."""
 
-    async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
+    # Authenticates itself rather than through CurrentPrincipal: one dependency less to
+    # solve on every request.
+    async def dependency(request: Request, credentials: Credentials) -> Principal:
+        principal = await _authenticated(request, credentials)
         if not principal.has_role(role):
             raise HTTPException(403, f"this operation needs the role {role.name.lower()}")
         limiter: RateLimiter = request.app.state.limiter

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 
+from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh.llm.v1 import llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import check_health, create_channel
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.metrics import UpstreamErrors
 
 if TYPE_CHECKING:
+    from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
     from aimesh.llm.v1.llm_pb2_grpc import LLMRouterServiceAsyncStub
     from aimesh.retrieval.v1.retrieval_pb2_grpc import RetrievalServiceAsyncStub
 
@@ -25,26 +27,34 @@ class Backends:
 
     llm_router: LLMRouterServiceAsyncStub
     retrieval: RetrievalServiceAsyncStub
+    embedding: EmbeddingServiceAsyncStub
     channels: dict[str, grpc.aio.Channel]
 
     @classmethod
-    def connect(
-        cls,
-        settings: Settings,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
-    ) -> Backends:
-        """Create the channels (lazily connecting: nothing is dialled until the first call)."""
+    def connect(cls, settings: Settings, errors: UpstreamErrors | None = None) -> Backends:
+        """Create the channels (lazily connecting: nothing is dialled until the first call).
+
+        With ``errors``, every backend call that ends in an error status is counted.
+        """
         channels = {
-            name: create_channel(addr, interceptors=interceptors)
+            name: create_channel(
+                addr, interceptors=[errors.interceptor()] if errors is not None else None
+            )
             for name, addr in (
                 ("llm-router", settings.llm_router_service_addr),
                 ("retrieval", settings.retrieval_service_addr),
                 ("embedding", settings.embedding_service_addr),
             )
         }
+        stub_channels = (
+            {name: errors.channel(channel) for name, channel in channels.items()}
+            if errors is not None
+            else channels
+        )
         return cls(
-            llm_router=llm_pb2_grpc.LLMRouterServiceStub(channels["llm-router"]),
-            retrieval=retrieval_pb2_grpc.RetrievalServiceStub(channels["retrieval"]),
+            llm_router=llm_pb2_grpc.LLMRouterServiceStub(stub_channels["llm-router"]),
+            retrieval=retrieval_pb2_grpc.RetrievalServiceStub(stub_channels["retrieval"]),
+            embedding=embedding_pb2_grpc.EmbeddingServiceStub(stub_channels["embedding"]),
             channels=channels,
         )
 

@@ -156,6 +156,15 @@ class Settings(ServiceSettings):
     tenant_rate_limit_tpm: int = Field(
         0, ge=0, description="Default tokens per minute per tenant (0: unlimited)."
     )
+    rate_limit_lease: int = Field(
+        64,
+        ge=0,
+        le=1024,
+        description="With Redis: at most this many requests a replica reserves ahead for one "
+        "caller while every limit is far off, admitted without a Redis call for up to 1 s "
+        "(the unused ones are given back). Replicas together never pass a limit either way; "
+        "0: one Redis call per request.",
+    )
     rate_limit_redis_failure: Literal["open", "closed"] = Field(
         "open",
         description="When Redis is unreachable: open admits requests, closed answers 503.",

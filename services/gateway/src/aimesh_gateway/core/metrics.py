@@ -8,7 +8,7 @@ raw path, so label cardinality stays bounded whatever callers send.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from prometheus_client import (
@@ -82,9 +82,20 @@ class HttpMetrics:
             registry=self.registry,
         )
 
+        # The labelled children of the request metrics, looked up once per label set (routes
+        # are templates, so the set is bounded).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
@@ -97,47 +108,77 @@ def _service_of(method: str | bytes) -> str:
     return text.lstrip("/").partition("/")[0]
 
 
-class UpstreamErrorInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
+class UpstreamErrors:
     """Counts backend calls that end in a non-OK status (calls we cancel are not errors).
 
-    A unary call is awaited here (the caller's own await then returns the finished call's
-    response): no extra task on the hot path. A stream's status is awaited in a background
-    task so the stream is relayed as it arrives.
+    Unary calls are counted by :meth:`channel`'s stubs, which await each call in a coroutine
+    of the caller: a client interceptor would do it too, but grpc.aio runs every intercepted
+    call in a task of its own. Streams go through :meth:`interceptor`, whose task awaits the
+    status in the background so the stream is relayed as it arrives.
     """
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
-        self._watchers: set[asyncio.Task[None]] = set()
 
-    def _count(self, method: str | bytes, code: grpc.StatusCode) -> None:
+    def count(self, method: str | bytes, code: grpc.StatusCode) -> None:
         if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
             self.counter.labels(_service_of(method), code.name).inc()
 
-    async def _watch(self, method: str | bytes, call: Any) -> None:
-        self._count(method, await call.code())
+    def channel(self, channel: grpc.aio.Channel) -> grpc.aio.Channel:
+        """``channel`` for stubs: its unary-unary calls count their errors."""
+        return cast(grpc.aio.Channel, _CountingChannel(channel, self))
 
-    def _follow(self, method: str | bytes, call: Any) -> Any:
-        task = asyncio.ensure_future(self._watch(method, call))
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
-        return call
+    def interceptor(self) -> grpc.aio.ClientInterceptor:
+        return _StreamErrorInterceptor(self)
 
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        call = await continuation(client_call_details, request)
+
+class _CountingChannel:
+    """Passes everything to the channel; its unary-unary multicallables count errors."""
+
+    def __init__(self, channel: grpc.aio.Channel, errors: UpstreamErrors) -> None:
+        self._channel = channel
+        self._errors = errors
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _CountedUnaryUnary:
+        return _CountedUnaryUnary(
+            self._channel.unary_unary(method, *args, **kwargs), method, self._errors
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+
+class _CountedUnaryUnary:
+    def __init__(self, inner: Any, method: str, errors: UpstreamErrors) -> None:
+        self._inner = inner
+        self._method = method
+        self._errors = errors
+
+    def __call__(self, request: Any, **kwargs: Any) -> Any:
+        # The call starts now, as a plain stub call does; the caller awaits its outcome.
+        return self._outcome(self._inner(request, **kwargs))
+
+    async def _outcome(self, call: Any) -> Any:
         try:
-            await call
+            return await call
         except grpc.aio.AioRpcError as error:
-            self._count(client_call_details.method, error.code())
-        return call
+            self._errors.count(self._method, error.code())
+            raise
+
+
+class _StreamErrorInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, errors: UpstreamErrors) -> None:
+        self.errors = errors
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def _watch(self, method: str | bytes, call: Any) -> None:
+        self.errors.count(method, await call.code())
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return self._follow(
-            client_call_details.method, await continuation(client_call_details, request)
-        )
+        call = await continuation(client_call_details, request)
+        task = asyncio.ensure_future(self._watch(client_call_details.method, call))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+        return call

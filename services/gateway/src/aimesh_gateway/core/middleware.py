@@ -15,7 +15,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -43,6 +43,12 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
     ("Cache-Control", "no-store"),
 )
+# The same, encoded once, as ASGI header pairs (lower-case names).
+_RAW_SECURITY_HEADERS = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS
+)
+_RAW_CSP = b"content-security-policy"
+_RAW_REQUEST_ID = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 request_id_var: ContextVar[str | None] = ContextVar("aimesh_request_id", default=None)
 
@@ -108,19 +114,27 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = int(message["status"])
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
+                # Appended to the raw header list (the response's own names win): cheaper
+                # than MutableHeaders, which scans the list for every name it sets.
+                raw: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in raw}
+                if _RAW_REQUEST_ID in present:  # ours is the one the logs carry
+                    raw = [pair for pair in raw if pair[0].lower() != _RAW_REQUEST_ID]
+                raw.append((_RAW_REQUEST_ID, request_id.encode("latin-1")))
                 rate_limit = state.get("rate_limit")
                 if rate_limit is not None:
                     limit, remaining, reset = rate_limit
-                    headers["RateLimit-Limit"] = str(limit)
-                    headers["RateLimit-Remaining"] = str(remaining)
-                    headers["RateLimit-Reset"] = str(reset)
-                for name, value in SECURITY_HEADERS:
-                    if name == "Content-Security-Policy" and docs_page:
+                    raw += (
+                        (b"ratelimit-limit", str(limit).encode()),
+                        (b"ratelimit-remaining", str(remaining).encode()),
+                        (b"ratelimit-reset", str(reset).encode()),
+                    )
+                for name, value in _RAW_SECURITY_HEADERS:
+                    if name == _RAW_CSP and docs_page:
                         continue  # the interactive docs load their scripts from a CDN
-                    if name not in headers:
-                        headers[name] = value
+                    if name not in present:
+                        raw.append((name, value))
+                message["headers"] = raw
             await send(message)
 
         start = time.perf_counter()
@@ -150,13 +164,21 @@ class RequestContextMiddleware:
         method = str(scope.get("method", ""))
         route = route_template(scope)
         self.metrics.observe(method, route, status, seconds)
-        path = scope.get("path", "")
-        access_log.log(
-            logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO,
+        level = (
+            logging.DEBUG if scope.get("path") in _QUIET_PATHS and status < 500 else logging.INFO
+        )
+        if not access_log.isEnabledFor(level):
+            return
+        # One line per request: the record is made directly (Logger.log would also walk the
+        # stack to find the caller, which no access-log field uses).
+        record = access_log.makeRecord(
+            access_log.name,
+            level,
+            __file__,
+            0,
             "%s %s %d",
-            method,
-            route,
-            status,
+            (method, route, status),
+            None,
             extra={
                 "method": method,
                 "route": route,
@@ -166,6 +188,7 @@ class RequestContextMiddleware:
                 "request_id": request_id,
             },
         )
+        access_log.handle(record)
 
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

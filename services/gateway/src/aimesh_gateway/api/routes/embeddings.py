@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 
-from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from aimesh.embedding.v1 import embedding_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     BackendsDep,
@@ -33,15 +33,11 @@ from aimesh_gateway.schemas.embeddings import (
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 
 if TYPE_CHECKING:
-    from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
+    pass
 
 router = APIRouter(prefix=API_PREFIX, tags=["openai"])
 
 INFO_TTL_SECONDS = 60.0
-
-
-def embedding_stub(backends: Backends) -> EmbeddingServiceAsyncStub:
-    return embedding_pb2_grpc.EmbeddingServiceStub(backends.channels["embedding"])
 
 
 async def embedding_info(
@@ -51,7 +47,7 @@ async def embedding_info(
     cached = cached_embedding_info(request)
     if cached is not None:
         return cached
-    info = await embedding_stub(backends).Info(
+    info = await backends.embedding.Info(
         embedding_pb2.InfoRequest(), timeout=call.timeout, metadata=call.metadata
     )
     request.app.state.embedding_info = (time.monotonic(), info)
@@ -86,7 +82,7 @@ async def create_embeddings(
         raise HTTPException(
             404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
         )
-    reply = await embedding_stub(backends).Embed(
+    reply = await backends.embedding.Embed(
         embedding_pb2.EmbedRequest(
             inputs=body.texts(), truncate=body.truncate, dimensions=body.dimensions or 0
         ),
