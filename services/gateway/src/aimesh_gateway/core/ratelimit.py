@@ -282,15 +282,15 @@ class RateLimiter:
         if not buckets:
             return
         who = self._who(principal)
-        lease = self._leases.pop(who, None)
+        lease = self._leases.get(who)
         if lease is not None:
             now = time.monotonic()
             if lease.credits > 0 and now < lease.expires:
                 lease.credits -= 1
-                self._leases[who] = lease
                 request.state.rate_limit = lease.rate_limit_header(now)
                 return
             # Spent or expired: what is left goes back with this check.
+            del self._leases[who]
             buckets = [replace(b, refund=lease.credits) if b.cost else b for b in buckets]
         verdict = await self._run("check", buckets, self.lease_max)
         if verdict is None:
@@ -365,7 +365,11 @@ class RateLimiter:
                 now = time.monotonic()
                 expired = [who for who, lease in self._leases.items() if lease.expires <= now]
                 for who in expired:
-                    await self._give_back(self._leases.pop(who))
+                    # A check may have taken it over while an earlier one was given back.
+                    lease = self._leases.get(who)
+                    if lease is not None and lease.expires <= now:
+                        del self._leases[who]
+                        await self._give_back(lease)
         finally:
             self._sweeper = None
 
