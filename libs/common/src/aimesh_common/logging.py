@@ -16,6 +16,10 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 
+# One encoder for every line (json.dumps with an argument builds a new one per call).
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object per line, with ``extra=`` fields included."""
 
@@ -36,7 +40,7 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return _ENCODER.encode(payload)
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
@@ -48,6 +52,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
         )
+    # No format here shows the thread or the process: skip looking them up for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
+from aimesh_gateway.api.deps import declare_bearer_security
 from aimesh_gateway.api.main import routers
 from aimesh_gateway.api.web import install_web_app
 from aimesh_gateway.core.backends import Backends
@@ -155,12 +156,13 @@ def create_app(settings: Settings) -> FastAPI:
         # Outermost, so the span covers everything, including the request context.
         app.state.tracer_provider = create_tracer_provider(settings.otlp_endpoint)
         app.add_middleware(TracingMiddleware, provider=app.state.tracer_provider)
-    _register_problem_schema(app)
+    _customize_openapi(app)
     return app
 
 
-def _register_problem_schema(app: FastAPI) -> None:
-    """Make sure ``#/components/schemas/Problem`` exists for the error responses' $refs."""
+def _customize_openapi(app: FastAPI) -> None:
+    """Make sure ``#/components/schemas/Problem`` exists for the error responses' $refs, and
+    declare the bearer scheme on the operations that authenticate."""
     original = app.openapi
 
     def openapi() -> dict[str, object]:
@@ -170,6 +172,7 @@ def _register_problem_schema(app: FastAPI) -> None:
             problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(problem.pop("$defs", {}))
             schemas["Problem"] = problem
+            declare_bearer_security(app, schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

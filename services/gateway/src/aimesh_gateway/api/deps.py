@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.routing import BaseRoute
 
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.cache import ResponseCache
@@ -99,20 +102,31 @@ bearer_scheme = HTTPBearer(
     description="An API key (`am_...`), a JWT from POST /v1/auth/token, an HS256 JWT signed "
     "with the shared secret, or an RS256/ES256 JWT from the configured OIDC issuer.",
 )
+"""The OpenAPI security scheme of every authenticated route (declared by
+:func:`declare_bearer_security`). The routes read the header themselves
+(:func:`bearer_credential`): as a sub-dependency, HTTPBearer would cost every request one
+more round of FastAPI's dependency solving."""
 
 
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+def bearer_credential(request: Request) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``, as HTTPBearer parses it."""
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    return credential
 
 
-async def _authenticated(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal:
+async def _authenticated(request: Request) -> Principal:
     """The authenticated caller (once per request, whichever dependency asks first); 401
     with ``WWW-Authenticate: Bearer`` otherwise."""
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:
         return known
-    if credentials is None:
+    credential = bearer_credential(request)
+    if credential is None:
         raise HTTPException(
             401,
             "missing credential: send Authorization: Bearer <API key or JWT>",
@@ -120,7 +134,7 @@ async def _authenticated(
         )
     authenticator: Authenticator = request.app.state.authenticator
     try:
-        principal = await authenticator.authenticate(credentials.credentials)
+        principal = await authenticator.authenticate(credential)
     except AuthenticationError as error:
         raise HTTPException(
             401, error.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -131,9 +145,45 @@ async def _authenticated(
     return principal
 
 
-async def get_principal(request: Request, credentials: Credentials) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The authenticated caller; 401 with ``WWW-Authenticate: Bearer`` otherwise."""
-    return await _authenticated(request, credentials)
+    return await _authenticated(request)
+
+
+def authenticates(dependant: Dependant) -> bool:
+    """Whether solving ``dependant`` authenticates the caller (get_principal or a role)."""
+    return any(
+        dependency.call is get_principal
+        or getattr(dependency.call, "required_role", None) is not None
+        or authenticates(dependency)
+        for dependency in dependant.dependencies
+    )
+
+
+def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    """API routes, also inside included routers (which carry their full path)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def declare_bearer_security(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Declare :data:`bearer_scheme` in ``schema`` on every operation that authenticates."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = bearer_scheme.model.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    for route in _api_routes(app.routes):
+        if not route.include_in_schema or not authenticates(route.dependant):
+            continue
+        operations = schema.get("paths", {}).get(route.path_format, {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is not None:
+                operation["security"] = [{"bearer": []}]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -141,13 +191,13 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 def require_role(
     role: Role,
-) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[Principal]]:
+) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that passes principals holding ``role`` (or a higher one); 403 otherwise."""
 
     # Authenticates itself rather than through CurrentPrincipal: one dependency less to
     # solve on every request.
-    async def dependency(request: Request, credentials: Credentials) -> Principal:
-        principal = await _authenticated(request, credentials)
+    async def dependency(request: Request) -> Principal:
+        principal = await _authenticated(request)
         if not principal.has_role(role):
             raise HTTPException(403, f"this operation needs the role {role.name.lower()}")
         limiter: RateLimiter = request.app.state.limiter

@@ -27,7 +27,7 @@ import jwt
 from pydantic import SecretStr
 
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.keys import KeyStore, parse_key
+from aimesh_gateway.core.keys import KeyRecord, KeyStore, parse_key
 from aimesh_gateway.core.oidc import OidcError, OidcVerifier
 
 BOOTSTRAP_SUBJECT = "admin-api-key"
@@ -167,20 +167,15 @@ class Authenticator:
         self.settings = settings
         self.keys = keys
         self.oidc = oidc
+        # The principal of each key, while the key store returns the same (cached) record.
+        self._key_principals: dict[str, tuple[KeyRecord, Principal]] = {}
 
     async def authenticate(self, credential: str) -> Principal:
         if parse_key(credential) is not None:
             record = await self.keys.verify(credential)
             if record is None:
                 raise AuthenticationError("invalid, revoked or expired API key")
-            return Principal(
-                subject=f"key:{record.id}",
-                tenant_id=record.tenant_id,
-                roles=parse_roles(record.roles),
-                method="api_key",
-                rpm=record.rpm,
-                tpm=record.tpm,
-            )
+            return self._key_principal(record)
         if self.oidc is not None and credential.count(".") == 2:
             try:
                 header = jwt.get_unverified_header(credential)
@@ -193,6 +188,22 @@ class Authenticator:
                     raise AuthenticationError(str(error)) from None
                 return principal_from_claims(claims, self.settings)
         return authenticate(credential, self.settings)
+
+
+    def _key_principal(self, record: KeyRecord) -> Principal:
+        known = self._key_principals.get(record.id)
+        if known is not None and known[0] is record:
+            return known[1]
+        principal = Principal(
+            subject=f"key:{record.id}",
+            tenant_id=record.tenant_id,
+            roles=parse_roles(record.roles),
+            method="api_key",
+            rpm=record.rpm,
+            tpm=record.tpm,
+        )
+        self._key_principals[record.id] = (record, principal)
+        return principal
 
 
 def _roles(value: object) -> frozenset[Role]:
