@@ -86,14 +86,6 @@ def summary(latencies_ms: list[float], elapsed: float) -> dict[str, Any]:
     }
 
 
-def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rounds of one path as one measurement (all their latencies, all their time)."""
-    return summary(
-        [x for result in rounds for x in result["latencies_ms"]],
-        sum(result["elapsed"] for result in rounds),
-    )
-
-
 async def _load(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind == "grpc":
         import grpc
@@ -125,8 +117,56 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
         return await _measure(http_call, args.concurrency, args.requests)
 
 
+async def _interleaved(args: argparse.Namespace) -> dict[str, Any]:
+    """Concurrency 1 over (a), (b), (c) request by request, the order rotating each turn."""
+    import grpc
+
+    from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
+
+    async with (
+        grpc.aio.insecure_channel(args.grpc) as channel,
+        httpx.AsyncClient(base_url=args.bare) as bare,
+        httpx.AsyncClient(
+            base_url=args.target, headers={"Authorization": f"Bearer {args.credential}"}
+        ) as gateway,
+    ):
+        stub = llm_pb2_grpc.LLMRouterServiceStub(channel)
+
+        async def direct() -> None:
+            await stub.ListModels(llm_pb2.ListModelsRequest(), timeout=10)
+
+        async def http(client: httpx.AsyncClient) -> None:
+            response = await client.get(args.path)
+            if response.status_code != 200:
+                raise SystemExit(f"{args.path}: HTTP {response.status_code} {response.text[:200]}")
+
+        calls: list[Callable[[], Awaitable[None]]] = [
+            direct,
+            lambda: http(bare),
+            lambda: http(gateway),
+        ]
+        for _ in range(min(50, args.requests // 10)):  # warm-up
+            for call in calls:
+                await call()
+        latencies: list[list[float]] = [[], [], []]
+        for turn in range(args.requests):
+            for offset in range(3):
+                path = (turn + offset) % 3
+                start = time.perf_counter()
+                await calls[path]()
+                latencies[path].append((time.perf_counter() - start) * 1000)
+    paths = [summary(ms, sum(ms) / 1000) for ms in latencies]
+    a, b, c = latencies
+
+    def paired(x: list[float], y: list[float]) -> float:
+        return statistics.median(p - q for p, q in zip(x, y, strict=True))
+
+    return {"paths": paths, "paired_c_b": paired(c, b), "paired_c_a": paired(c, a)}
+
+
 def load_main(args: argparse.Namespace) -> None:
-    print(json.dumps(asyncio.run(_load(args))))
+    run = _interleaved if args.kind == "interleaved" else _load
+    print(json.dumps(asyncio.run(run(args))))
 
 
 # ---------------------------------------------------------------- bare proxy (own process)
@@ -235,9 +275,6 @@ def run_load(
     return result
 
 
-ROUNDS = 8
-
-
 def brief(result: dict[str, Any]) -> str:
     return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, {result['rps']:.0f}/s"
 
@@ -249,15 +286,16 @@ class Row:
     c32: dict[str, Any]
 
 
-def render(rows: list[Row], requests: int) -> str:
+def render(rows: list[Row], requests: int, paired: tuple[float, float]) -> str:
+    """The table; ``paired`` is the median of the per-turn differences (c)-(b) and (c)-(a)."""
     a, b, c = rows[0], rows[1], rows[2]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on a 2-core VM (1-minute load average "
         f"{os.getloadavg()[0]:.1f} at the end, the benchmark's own processes included); "
         f"{requests} requests per cell, load client in its own process "
         "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`. "
-        f"Concurrency 1 runs (a), (b), (c) in {ROUNDS} interleaved rounds, pooled, so a drift of "
-        "the machine's speed (CPU steal) weighs on the three alike.",
+        "At concurrency 1 one client takes (a), (b), (c) in turn, one request each, the order "
+        "rotating, so a drift of the machine's speed (CPU steal) weighs on the three alike.",
         "",
         "| path | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 p50 ms | c=32 p99 ms | c=32 req/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -270,9 +308,10 @@ def render(rows: list[Row], requests: int) -> str:
     lines += [
         "",
         f"- (c) - (b), our middleware, c=1: p50 {c.c1['p50_ms'] - b.c1['p50_ms']:+.2f} ms "
-        "(target ≤ 1 ms)",
+        f"(target ≤ 1 ms); median of the per-turn differences {paired[0]:+.2f} ms",
         f"- (c) - (a), the whole gateway hop, c=1: p50 {c.c1['p50_ms'] - a.c1['p50_ms']:+.2f} ms "
-        f"(target ≤ 3 ms), p99 {c.c1['p99_ms'] - a.c1['p99_ms']:+.2f} ms (target ≤ 10 ms)",
+        f"(target ≤ 3 ms), p99 {c.c1['p99_ms'] - a.c1['p99_ms']:+.2f} ms (target ≤ 10 ms); "
+        f"median of the per-turn differences {paired[1]:+.2f} ms",
         f"- throughput ratio (c)/(b) at c=32: {c.c32['rps'] / b.c32['rps']:.2f}x; "
         f"cached route (d)/(c): {rows[3].c32['rps'] / c.c32['rps']:.2f}x",
     ]
@@ -350,20 +389,20 @@ def bench_main(args: argparse.Namespace) -> None:
                 {"path": "/v1/models", "credential": key},
             ),
         ]
-        # Concurrency 1 in interleaved rounds (a, b, c, a, b, c, ...): the machine's speed
-        # drifts (CPU steal), and the targets are differences between the paths.
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
-        for _ in range(ROUNDS):
-            for name, kind, target, extra in paths:
-                rounds[name].append(run_load(kind, target, 1, n // ROUNDS, **extra))
+        # Concurrency 1 interleaved request by request (a, b, c, then b, c, a, ...): the
+        # machine's speed drifts (CPU steal) from one second to the next, and the targets are
+        # differences between the paths.
+        interleaved = run_load(
+            "interleaved", gateway, 1, n, grpc=router_addr, bare=bare, credential=key
+        )
+        paired = (interleaved["paired_c_b"], interleaved["paired_c_a"])
         rows = []
-        for name, kind, target, extra in paths:
-            c1 = pooled(rounds[name])
+        for (name, kind, target, extra), c1 in zip(paths, interleaved["paths"], strict=True):
             c32 = run_load(kind, target, 32, n, **extra)
             rows.append(Row(name, c1, c32))
             print(f"{name}: c1 {brief(c1)}  c32 {brief(c32)}", flush=True)
         rows.append(cached_row(gateway, key, n))
-    section = render(rows, n)
+    section = render(rows, n, paired)
     print(section)
     write_doc(section)
 
@@ -482,13 +521,15 @@ def main(argv: list[str] | None = None) -> None:
     bench = sub.add_parser("bench")
     bench.add_argument("--requests", type=int, default=2000)
     load = sub.add_parser("load")
-    load.add_argument("--kind", choices=["grpc", "http"], required=True)
+    load.add_argument("--kind", choices=["grpc", "http", "interleaved"], required=True)
     load.add_argument("--target", required=True)
     load.add_argument("--concurrency", type=int, required=True)
     load.add_argument("--requests", type=int, required=True)
     load.add_argument("--path", default="/v1/models")
     load.add_argument("--credential", default="")
     load.add_argument("--body", default="")
+    load.add_argument("--grpc", default="", help="interleaved: the router's address, for (a)")
+    load.add_argument("--bare", default="", help="interleaved: the bare proxy's URL, for (b)")
     profile = sub.add_parser("profile")
     profile.add_argument("--requests", type=int, default=2000)
     profile.add_argument("--top", type=int, default=30)

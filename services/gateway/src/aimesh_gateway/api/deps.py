@@ -122,7 +122,8 @@ def bearer_credential(request: Request) -> str | None:
 async def _authenticated(request: Request) -> Principal:
     """The authenticated caller (once per request, whichever dependency asks first); 401
     with ``WWW-Authenticate: Bearer`` otherwise."""
-    known: Principal | None = getattr(request.state, "principal", None)
+    state = request.scope.setdefault("state", {})  # what request.state wraps; a miss is None
+    known: Principal | None = state.get("principal")
     if known is not None:
         return known
     credential = bearer_credential(request)
@@ -139,9 +140,9 @@ async def _authenticated(request: Request) -> Principal:
         raise HTTPException(
             401, error.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from None
-    request.state.principal = principal
+    state["principal"] = principal
     # For the access log (the tenant, never the credential).
-    request.state.tenant_id = principal.tenant_id
+    state["tenant_id"] = principal.tenant_id
     return principal
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import uuid
@@ -22,6 +23,7 @@ from aimesh_gateway.db.models import ApiKey, utcnow
 KEY_SCHEME = "am"
 # last_used_at is written at most this often per key, so verification stays read-mostly.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
+_LAST_USED_SECONDS = LAST_USED_GRANULARITY.total_seconds()
 
 
 def _hash(secret: str) -> str:
@@ -90,7 +92,8 @@ class KeyStore:
         self.sessions = sessions
         self.cache_seconds = cache_seconds
         self._last_touch: dict[str, float] = {}
-        self._verified: dict[str, tuple[float, str, KeyRecord]] = {}
+        # prefix -> (trusted until, expires; both per time.monotonic(); secret hash; record)
+        self._verified: dict[str, tuple[float, float, str, KeyRecord]] = {}
 
     async def create(
         self,
@@ -168,21 +171,21 @@ class KeyStore:
             return None
         prefix, secret = parsed
         cached = self._verified.get(prefix)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-            secret_hash, record = cached[1], cached[2]
-        else:
+        now = time.monotonic()
+        if cached is None or now >= cached[0]:
             async with self.sessions() as session:
                 row = (await session.scalars(select(ApiKey).where(ApiKey.prefix == prefix))).first()
                 if row is None:
                     return None
-                secret_hash, record = row.secret_hash, KeyRecord.of(row)
-            self._verified[prefix] = (time.monotonic(), secret_hash, record)
+                expires = math.inf
+                if row.expires_at is not None:
+                    expires = now + (row.expires_at - utcnow()).total_seconds()
+                cached = (now + self.cache_seconds, expires, row.secret_hash, KeyRecord.of(row))
+            self._verified[prefix] = cached
+        _, expires, secret_hash, record = cached
         if not hmac.compare_digest(secret_hash, _hash(secret)):
             return None
-        now = utcnow()
-        if record.revoked_at is not None or (
-            record.expires_at is not None and record.expires_at <= now
-        ):
+        if record.revoked_at is not None or time.monotonic() >= expires:
             return None
         await self._touch(record.id)
         return record
@@ -190,7 +193,7 @@ class KeyStore:
     async def _touch(self, key_id: str) -> None:
         monotonic = time.monotonic()
         last = self._last_touch.get(key_id)
-        if last is not None and monotonic - last < LAST_USED_GRANULARITY.total_seconds():
+        if last is not None and monotonic - last < _LAST_USED_SECONDS:
             return
         self._last_touch[key_id] = monotonic
         async with self.sessions.begin() as session:

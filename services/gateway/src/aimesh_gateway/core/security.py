@@ -189,7 +189,6 @@ class Authenticator:
                 return principal_from_claims(claims, self.settings)
         return authenticate(credential, self.settings)
 
-
     def _key_principal(self, record: KeyRecord) -> Principal:
         known = self._key_principals.get(record.id)
         if known is not None and known[0] is record:
