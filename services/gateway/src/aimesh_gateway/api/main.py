@@ -27,15 +27,15 @@ from aimesh_gateway.api.routes import (
 )
 
 # FastAPI tries the routers in this order on every request, so the busiest (the OpenAI
-# routes, search and ask) come first; no two routers' paths overlap, so order changes
-# nothing else.
+# routes, search and ask) come first, then the probes (a few per pod per minute); no two
+# routers' paths overlap, so order changes nothing else.
 routers: tuple[APIRouter, ...] = (
-    health.router,
     chat.router,
     models.router,
     embeddings.router,
     search.router,
     ask.router,
+    health.router,
     summarize.router,
     conversations.router,
     documents.router,
