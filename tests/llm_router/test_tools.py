@@ -97,10 +97,12 @@ async def test_tools_reach_the_upstream_and_streamed_calls_come_back_whole(
             llm_pb2.ChatMessage(role="user", content="Weather in Paris and Oslo?"),
             tools=[WEATHER],
             tool_choice="required",
+            parallel_tool_calls=True,
         ),
     )
     sent = fake_openai.requests[-1].body
     assert sent["stream"] is True
+    assert sent["parallel_tool_calls"] is True
     assert sent["tools"] == [
         {
             "type": "function",
@@ -209,6 +211,7 @@ async def test_the_fallback_chain_skips_aliases_without_tools(
         ({"tools": [WEATHER], "tool_choice": "always"}, None, "tool_choice must be"),
         ({"tools": [WEATHER], "tool_choice_name": "other"}, None, "not a tool"),
         ({"tool_choice": "auto"}, None, "tool_choice needs tools"),
+        ({"parallel_tool_calls": True}, None, "parallel_tool_calls needs tools"),
         (
             {},
             [
@@ -279,7 +282,9 @@ async def test_anthropic_gets_tools_in_its_format_and_tool_use_comes_back(
         Reply(content="Sunny.", usage=USAGE),
     )
     provider = anthropic_provider_for(anthropic_server)
-    tools = ToolOptions((ToolSpec("get_weather", "Weather.", WEATHER_SCHEMA),), "required")
+    tools = ToolOptions(
+        (ToolSpec("get_weather", "Weather.", WEATHER_SCHEMA),), "required", parallel=False
+    )
     first = GenerateTask([Message("user", "Weather in Lyon?")], 100, None, tools)
     deltas = [delta async for delta in provider.generate(first)]
     assert "".join(d.text for d in deltas) == "Let me look."
@@ -289,7 +294,8 @@ async def test_anthropic_gets_tools_in_its_format_and_tool_use_comes_back(
     assert sent["tools"] == [
         {"name": "get_weather", "description": "Weather.", "input_schema": WEATHER_SCHEMA}
     ]
-    assert sent["tool_choice"] == {"type": "any"}
+    # parallel_tool_calls=False in Anthropic's terms.
+    assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
 
     answer = GenerateTask(
         [

@@ -148,6 +148,7 @@ async def test_a_tool_call_comes_back_in_the_openai_shape(
     sent = tool_mesh.upstream.requests[-1].body
     assert sent["tools"] == [WEATHER]
     assert sent["tool_choice"] == "auto"
+    assert "parallel_tool_calls" not in sent  # unset: the provider's default
     assert sent["messages"][-1] == {"role": "user", "content": "Weather in Paris?"}
 
 
@@ -175,12 +176,14 @@ async def test_the_tool_result_round_trip_reaches_the_upstream_as_sent(
         messages=conversation,
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        parallel_tool_calls=False,
     )
     assert completion.choices[0].message.content == "18 degrees and sunny."
     assert completion.choices[0].finish_reason == "stop"
     assert not completion.choices[0].message.tool_calls
     sent = tool_mesh.upstream.requests[-1].body
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
     user_msg, assistant, tool = sent["messages"][-3:]
     assert user_msg == {"role": "user", "content": "Weather in Paris?"}
     assert [
@@ -255,6 +258,7 @@ async def test_malformed_tool_input_is_422(tool_mesh: ToolMesh) -> None:
         {"tools": [{"type": "retrieval"}]},
         {"tools": [{"type": "function", "function": {"name": "has space"}}]},
         {"tool_choice": "auto"},
+        {"parallel_tool_calls": False},
         {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
         {"messages": [{"role": "tool", "content": "x"}]},
         {"messages": [*QUESTION, {"role": "tool", "content": "x", "tool_call_id": "unmade"}]},

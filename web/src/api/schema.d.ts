@@ -739,6 +739,11 @@ export interface components {
              */
             n?: number | null;
             /**
+             * Parallel Tool Calls
+             * @description Whether the model may call several tools in one turn (passed to the provider; unset: its default). Needs tools.
+             */
+            parallel_tool_calls?: boolean | null;
+            /**
              * Stop
              * @description Up to 4 sequences where generation stops: the reply ends right before the first of them, which is not returned (finish_reason "stop").
              * @example [

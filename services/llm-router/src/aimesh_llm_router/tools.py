@@ -67,6 +67,8 @@ class ToolOptions:
     choice: str = ""
     # A function the model must call ("" = none forced).
     forced: str = ""
+    # Whether the model may call several tools in one turn (None = the provider default).
+    parallel: bool | None = None
 
 
 NO_TOOLS = ToolOptions()
@@ -110,7 +112,12 @@ def tool_options(request: llm_pb2.GenerateRequest) -> ToolOptions:
         raise InvalidArgument(
             f"tool_choice names {request.tool_choice_name!r}, which is not a tool"
         )
-    return ToolOptions(tuple(specs), request.tool_choice, request.tool_choice_name)
+    parallel: bool | None = None
+    if request.HasField("parallel_tool_calls"):
+        if not specs:
+            raise InvalidArgument("parallel_tool_calls needs tools")
+        parallel = request.parallel_tool_calls
+    return ToolOptions(tuple(specs), request.tool_choice, request.tool_choice_name, parallel)
 
 
 def message_tool_calls(message: llm_pb2.ChatMessage, index: int) -> tuple[ToolCall, ...]:

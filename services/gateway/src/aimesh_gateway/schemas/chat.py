@@ -154,6 +154,11 @@ class ChatCompletionRequest(_Lenient):
         "tools accept them (400 otherwise).",
     )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(
+        None,
+        description="Whether the model may call several tools in one turn (passed to the "
+        "provider; unset: its default). Needs tools.",
+    )
     stop: str | list[str] | None = Field(
         None,
         description="Up to 4 sequences where generation stops: the reply ends right before "
@@ -199,6 +204,8 @@ class ChatCompletionRequest(_Lenient):
     def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
         if self.tool_choice is not None and not self.tools:
             raise ValueError("tool_choice needs tools")
+        if self.parallel_tool_calls is not None and not self.tools:
+            raise ValueError("parallel_tool_calls needs tools")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {tool.function.name for tool in self.tools or ()}
             if self.tool_choice.function.name not in names:

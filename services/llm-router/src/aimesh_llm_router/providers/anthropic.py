@@ -87,6 +87,10 @@ class AnthropicProvider(ChatModelProvider):
         definitions = [tool.openai() for tool in tools.tools]
         try:
             # ChatAnthropic also takes a dict choice (BaseChatModel's signature says str).
-            return self._chat.bind_tools(definitions, tool_choice=choice)  # type: ignore[arg-type]
+            return self._chat.bind_tools(
+                definitions,
+                tool_choice=choice,  # type: ignore[arg-type]
+                parallel_tool_calls=tools.parallel,
+            )
         except ValueError as error:  # a schema the Messages API cannot take
             raise InvalidArgument(f"tools: {error}") from None

@@ -185,7 +185,11 @@ class ChatModelProvider(Provider):
     def _with_tools(self, tools: ToolOptions) -> Runnable[LanguageModelInput, BaseMessage]:
         """The chat model with the function tools bound (OpenAI tool format)."""
         choice: str | None = tools.forced or tools.choice or None
-        return self._chat.bind_tools([tool.openai() for tool in tools.tools], tool_choice=choice)
+        # parallel_tool_calls only when the caller set it: not every chat model takes it.
+        extra = {} if tools.parallel is None else {"parallel_tool_calls": tools.parallel}
+        return self._chat.bind_tools(
+            [tool.openai() for tool in tools.tools], tool_choice=choice, **extra
+        )
 
     def stream_summarize(self, task: SummarizeTask) -> AsyncIterator[Delta]:
         return self._stream(self._summarize_messages(task), self._options(task.max_tokens, None))

@@ -89,6 +89,8 @@ def _generate_request(body: ChatCompletionRequest, tenant_id: str) -> llm_pb2.Ge
         request.tool_choice_name = body.tool_choice.function.name
     elif body.tool_choice is not None:
         request.tool_choice = body.tool_choice
+    if body.parallel_tool_calls is not None:
+        request.parallel_tool_calls = body.parallel_tool_calls
     if body.temperature is not None:
         request.temperature = body.temperature
     return request
