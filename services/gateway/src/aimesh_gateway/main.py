@@ -112,6 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
                 settings, UpstreamErrors(app.state.metrics.upstream_errors)
             )
             stack.push_async_callback(app.state.backends.close)
+            # The embedding model's Info, cached by the routes (set here so that reading it
+            # before the first call is a plain attribute, not a miss).
+            app.state.embedding_info = None
+            app.state.embedding_info_failed_at = None
             if app.state.tracer_provider is not None:
                 stack.callback(app.state.tracer_provider.shutdown)
             yield

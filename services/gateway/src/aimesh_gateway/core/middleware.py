@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -86,7 +86,15 @@ def route_template(scope: Scope) -> str:
 def choose_request_id(incoming: str | None) -> str:
     if incoming and _SANE_REQUEST_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the (lower-case) header ``name``, read from the raw ASGI list."""
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class RequestContextMiddleware:
@@ -101,7 +109,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = choose_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        request_id = choose_request_id(_header(scope, _RAW_REQUEST_ID))
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         token = request_id_var.set(request_id)
