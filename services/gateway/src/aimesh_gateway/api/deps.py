@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -27,6 +27,11 @@ from aimesh_gateway.core.tracing import trace_metadata
 from aimesh_gateway.core.usage import UsageMeter
 from aimesh_gateway.core.users import UserStore
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN
+
+if TYPE_CHECKING:
+    from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
+    from aimesh.llm.v1.llm_pb2_grpc import LLMRouterServiceAsyncStub
+    from aimesh.retrieval.v1.retrieval_pb2_grpc import RetrievalServiceAsyncStub
 
 API_PREFIX = "/v1"
 
@@ -76,25 +81,42 @@ UsageMeterDep = Annotated[UsageMeter, Depends(get_usage_meter)]
 
 
 @dataclass(frozen=True)
-class CallOptions:
-    """Per-call gRPC options: the deadline and the request id as ``x-request-id`` metadata."""
+class Upstream:
+    """The backend stubs and this request's gRPC call options: the deadline and the request
+    id as ``x-request-id`` metadata (with the trace context when tracing).
 
+    One dependency rather than two (stubs, options): every route calls a backend, and each
+    dependency costs every request a round of FastAPI's dependency solving.
+    """
+
+    backends: Backends
     timeout: float
     metadata: tuple[tuple[str, str], ...]
 
+    @property
+    def llm_router(self) -> LLMRouterServiceAsyncStub:
+        return self.backends.llm_router
 
-async def get_call_options(request: Request) -> CallOptions:
-    # Read from app.state rather than through SettingsDep: every sub-dependency costs each
-    # request a round of FastAPI's dependency solving, and this one is on every route.
-    settings: Settings = request.app.state.settings
+    @property
+    def retrieval(self) -> RetrievalServiceAsyncStub:
+        return self.backends.retrieval
+
+    @property
+    def embedding(self) -> EmbeddingServiceAsyncStub:
+        return self.backends.embedding
+
+
+async def get_upstream(request: Request) -> Upstream:
+    state = request.app.state
+    settings: Settings = state.settings
     request_id = request_id_of(request)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request_id),) if request_id else ()
-    if request.app.state.tracer_provider is not None:
+    if state.tracer_provider is not None:
         metadata += trace_metadata()
-    return CallOptions(timeout=settings.request_timeout_seconds, metadata=metadata)
+    return Upstream(state.backends, settings.request_timeout_seconds, metadata)
 
 
-CallOptionsDep = Annotated[CallOptions, Depends(get_call_options)]
+UpstreamDep = Annotated[Upstream, Depends(get_upstream)]
 
 bearer_scheme = HTTPBearer(
     auto_error=False,

@@ -17,7 +17,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import BackendsDep, CallOptions, UsageContext
+from aimesh_gateway.api.deps import Upstream, UsageContext
 from aimesh_gateway.core.security import Principal
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
@@ -58,8 +58,7 @@ def _content(reply: llm_pb2.AnswerResponse) -> str:
 async def rag_completion(
     body: ChatCompletionRequest,
     principal: Principal,
-    backends: BackendsDep,
-    call: CallOptions,
+    upstream: Upstream,
     usage_meter: UsageContext,
 ) -> ChatCompletion | StreamingResponse:
     collection = _collection(body.model)
@@ -68,12 +67,12 @@ async def rag_completion(
     )
     if not question:
         raise HTTPException(422, "rag:<collection> needs a non-empty user message")
-    reply = await backends.llm_router.Answer(
+    reply = await upstream.llm_router.Answer(
         llm_pb2.AnswerRequest(
             question=question, collection=collection, tenant_id=principal.tenant_id
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,

@@ -6,13 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
-    UsageDep,
-    UserPrincipal,
-)
+from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
@@ -35,8 +29,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 async def ask(
     body: AskRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
 ) -> AskResponse | StreamingResponse | Response:
@@ -51,11 +44,15 @@ async def ask(
     )
     if body.stream:
         return await event_stream(
-            backends.llm_router.StreamAnswer(request, timeout=call.timeout, metadata=call.metadata),
+            upstream.llm_router.StreamAnswer(
+                request, timeout=upstream.timeout, metadata=upstream.metadata
+            ),
             usage_meter.record,
             request=http_request,
         )
-    reply = await backends.llm_router.Answer(request, timeout=call.timeout, metadata=call.metadata)
+    reply = await upstream.llm_router.Answer(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
+    )
     await usage_meter.record(
         reply.model,
         reply.usage.prompt_tokens,

@@ -24,9 +24,8 @@ from fastapi.responses import Response, StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
-    BackendsDep,
     CacheDep,
-    CallOptionsDep,
+    UpstreamDep,
     UsageContext,
     UsageDep,
     UserPrincipal,
@@ -130,15 +129,14 @@ def _chat_usage(usage: llm_pb2.Usage | None) -> ChatUsage:
 async def chat_completions(
     body: ChatCompletionRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     usage_meter: UsageDep,
     cache: CacheDep,
 ) -> ChatCompletion | StreamingResponse | Response:
     if is_rag_model(body.model):
         if body.uses_tools():
             raise HTTPException(400, f"model {body.model!r} does not support tools")
-        return await rag_completion(body, principal, backends, call, usage_meter)
+        return await rag_completion(body, principal, upstream, usage_meter)
     # Only temperature-0, non-streamed completions are deterministic enough to cache.
     cacheable = body.temperature == 0 and not body.stream
     key = None
@@ -149,10 +147,10 @@ async def chat_completions(
             return cached
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    stream = backends.llm_router.Generate(
+    stream = upstream.llm_router.Generate(
         _generate_request(body, principal.tenant_id),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     if body.stream:
         messages = stream.__aiter__()

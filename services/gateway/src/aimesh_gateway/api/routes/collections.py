@@ -9,10 +9,9 @@ from fastapi import APIRouter, Response, status
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
     CollectionPath,
     EditorPrincipal,
+    UpstreamDep,
     UserPrincipal,
 )
 from aimesh_gateway.schemas.collections import (
@@ -56,8 +55,7 @@ def _info(message: retrieval_pb2.CollectionInfo) -> CollectionInfo:
 async def create_collection(
     body: CreateCollectionRequest,
     principal: EditorPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> CollectionInfo:
     """Create an empty collection with its chunking and index settings. Upserting into a
     collection that does not exist creates it with the defaults."""
@@ -80,21 +78,19 @@ async def create_collection(
                 hnsw_ef_construction=body.index.hnsw_ef_construction or 0,
             )
         )
-    reply = await backends.retrieval.CreateCollection(
-        request, timeout=call.timeout, metadata=call.metadata
+    reply = await upstream.retrieval.CreateCollection(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
     )
     return _info(reply)
 
 
 @router.get("", responses=COMMON_ERRORS, summary="List collections")
-async def list_collections(
-    principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
-) -> CollectionList:
+async def list_collections(principal: UserPrincipal, upstream: UpstreamDep) -> CollectionList:
     """The caller's tenant's collections with their settings, sorted by name."""
-    reply = await backends.retrieval.ListCollections(
+    reply = await upstream.retrieval.ListCollections(
         retrieval_pb2.ListCollectionsRequest(tenant_id=principal.tenant_id),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return CollectionList(collections=[_info(item) for item in reply.collections])
 
@@ -108,13 +104,12 @@ async def list_collections(
 async def delete_collection(
     collection: CollectionPath,
     principal: EditorPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> Response:
     """Drop the collection and every document in it."""
-    await backends.retrieval.DeleteCollection(
+    await upstream.retrieval.DeleteCollection(
         retrieval_pb2.DeleteCollectionRequest(tenant_id=principal.tenant_id, collection=collection),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

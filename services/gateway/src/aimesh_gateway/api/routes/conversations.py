@@ -12,13 +12,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
-    UsageDep,
-    UserPrincipal,
-)
+from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.conversations import (
     Conversation,
@@ -56,10 +50,9 @@ def _conversation(reply: llm_pb2.Conversation) -> Conversation:
 async def create_conversation(
     body: CreateConversationRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> Conversation:
-    reply = await backends.llm_router.CreateConversation(
+    reply = await upstream.llm_router.CreateConversation(
         llm_pb2.CreateConversationRequest(
             tenant_id=principal.tenant_id,
             user_id=principal.subject,
@@ -67,8 +60,8 @@ async def create_conversation(
             collection=body.collection or "",
             title=body.title,
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return _conversation(reply)
 
@@ -76,17 +69,16 @@ async def create_conversation(
 @router.get("/conversations", responses=COMMON_ERRORS, summary="The caller's conversations")
 async def list_conversations(
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     limit: Annotated[int, Query(ge=1, le=200, description="Most conversations to return.")] = 50,
 ) -> ConversationList:
     """The caller's own conversations, newest first, without their messages."""
-    reply = await backends.llm_router.ListConversations(
+    reply = await upstream.llm_router.ListConversations(
         llm_pb2.ListConversationsRequest(
             tenant_id=principal.tenant_id, user_id=principal.subject, limit=limit
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return ConversationList(
         data=[
@@ -110,16 +102,16 @@ async def list_conversations(
     summary="Delete a conversation and its messages",
 )
 async def delete_conversation(
-    conversation_id: str, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+    conversation_id: str, principal: UserPrincipal, upstream: UpstreamDep
 ) -> Response:
-    await backends.llm_router.DeleteConversation(
+    await upstream.llm_router.DeleteConversation(
         llm_pb2.DeleteConversationRequest(
             tenant_id=principal.tenant_id,
             user_id=principal.subject,
             conversation_id=conversation_id,
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -130,16 +122,16 @@ async def delete_conversation(
     summary="A conversation and its messages",
 )
 async def get_conversation(
-    conversation_id: str, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+    conversation_id: str, principal: UserPrincipal, upstream: UpstreamDep
 ) -> Conversation:
-    reply = await backends.llm_router.GetConversation(
+    reply = await upstream.llm_router.GetConversation(
         llm_pb2.GetConversationRequest(
             tenant_id=principal.tenant_id,
             user_id=principal.subject,
             conversation_id=conversation_id,
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return _conversation(reply)
 
@@ -159,8 +151,7 @@ async def send_message(
     conversation_id: str,
     body: SendMessageRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
 ) -> StreamingResponse | Response:
@@ -173,5 +164,7 @@ async def send_message(
     )
     if body.temperature is not None:
         request.temperature = body.temperature
-    stream = backends.llm_router.SendMessage(request, timeout=call.timeout, metadata=call.metadata)
+    stream = upstream.llm_router.SendMessage(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
+    )
     return await event_stream(stream, usage_meter.record, http_request)

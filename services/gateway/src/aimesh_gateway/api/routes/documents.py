@@ -9,10 +9,9 @@ from fastapi import APIRouter, Body, Path, Query
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
     CollectionPath,
     EditorPrincipal,
+    UpstreamDep,
     UserPrincipal,
 )
 from aimesh_gateway.core.structs import from_struct, to_struct
@@ -37,12 +36,11 @@ async def upsert_documents(
         Body(description='{"documents": [...]} or, for convenience, a bare list of documents.'),
     ],
     principal: EditorPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> UpsertDocumentsResponse:
     """Chunk, embed and store documents. A document whose id exists is replaced; the collection
     is created on first use."""
-    reply = await backends.retrieval.UpsertDocuments(
+    reply = await upstream.retrieval.UpsertDocuments(
         retrieval_pb2.UpsertDocumentsRequest(
             tenant_id=principal.tenant_id,
             collection=collection,
@@ -51,8 +49,8 @@ async def upsert_documents(
                 for doc in body.documents
             ],
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return UpsertDocumentsResponse(
         results=[
@@ -66,16 +64,15 @@ async def upsert_documents(
 async def list_documents(
     collection: CollectionPath,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most documents to return.")] = 100,
 ) -> DocumentList:
-    reply = await backends.retrieval.ListDocuments(
+    reply = await upstream.retrieval.ListDocuments(
         retrieval_pb2.ListDocumentsRequest(
             tenant_id=principal.tenant_id, collection=collection, limit=limit
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return DocumentList(
         documents=[
@@ -94,15 +91,14 @@ async def delete_document(
     collection: CollectionPath,
     document_id: Annotated[str, Path(min_length=1, max_length=256)],
     principal: EditorPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> DeleteDocumentResponse:
     """Remove a document and all of its chunks."""
-    reply = await backends.retrieval.DeleteDocument(
+    reply = await upstream.retrieval.DeleteDocument(
         retrieval_pb2.DeleteDocumentRequest(
             tenant_id=principal.tenant_id, collection=collection, document_id=document_id
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return DeleteDocumentResponse(deleted_chunks=reply.deleted_chunks)

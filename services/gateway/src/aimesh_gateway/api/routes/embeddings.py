@@ -16,14 +16,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 
 from aimesh.embedding.v1 import embedding_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CallOptions,
-    CallOptionsDep,
-    UserPrincipal,
-)
-from aimesh_gateway.core.backends import Backends
+from aimesh_gateway.api.deps import API_PREFIX, Upstream, UpstreamDep, UserPrincipal
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -40,15 +33,13 @@ router = APIRouter(prefix=API_PREFIX, tags=["openai"])
 INFO_TTL_SECONDS = 60.0
 
 
-async def embedding_info(
-    request: Request, backends: Backends, call: CallOptions
-) -> embedding_pb2.InfoResponse:
+async def embedding_info(request: Request, upstream: Upstream) -> embedding_pb2.InfoResponse:
     """The embedding service's Info, cached on the app for ``INFO_TTL_SECONDS``."""
     cached = cached_embedding_info(request)
     if cached is not None:
         return cached
-    info = await backends.embedding.Info(
-        embedding_pb2.InfoRequest(), timeout=call.timeout, metadata=call.metadata
+    info = await upstream.embedding.Info(
+        embedding_pb2.InfoRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
     request.app.state.embedding_info = (time.monotonic(), info)
     return info
@@ -73,21 +64,20 @@ async def create_embeddings(
     request: Request,
     body: EmbeddingRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> EmbeddingList:
     """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``)."""
-    info = await embedding_info(request, backends, call)
+    info = await embedding_info(request, upstream)
     if body.model != info.model:
         raise HTTPException(
             404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
         )
-    reply = await backends.embedding.Embed(
+    reply = await upstream.embedding.Embed(
         embedding_pb2.EmbedRequest(
             inputs=body.texts(), truncate=body.truncate, dimensions=body.dimensions or 0
         ),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     data: list[EmbeddingItem] = []
     for index, item in enumerate(reply.embeddings):

@@ -12,10 +12,9 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, stat
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
     CollectionPath,
     EditorPrincipal,
+    UpstreamDep,
     UserPrincipal,
 )
 from aimesh_gateway.core.structs import to_struct
@@ -80,8 +79,7 @@ async def upload_files(
     collection: CollectionPath,
     files: Annotated[list[UploadFile], File(description="One or more files.")],
     principal: EditorPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     metadata: Annotated[
         str | None, Form(description="JSON object added to the metadata of every document.")
     ] = None,
@@ -122,8 +120,8 @@ async def upload_files(
                 )
             yield part
 
-    job = await backends.retrieval.SubmitIngestJob(
-        messages(), timeout=call.timeout, metadata=call.metadata
+    job = await upstream.retrieval.SubmitIngestJob(
+        messages(), timeout=upstream.timeout, metadata=upstream.metadata
     )
     return UploadAccepted(
         job_id=job.id,
@@ -142,14 +140,13 @@ async def upload_files(
 async def get_job(
     job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id.")],
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
 ) -> JobStatus:
     """State (queued, running, succeeded, failed), chunks embedded of total, and errors."""
-    job = await backends.retrieval.GetIngestJob(
+    job = await upstream.retrieval.GetIngestJob(
         retrieval_pb2.GetIngestJobRequest(tenant_id=principal.tenant_id, job_id=job_id),
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     return JobStatus(
         id=job.id,

@@ -11,13 +11,7 @@ from fastapi import APIRouter, Request
 
 from aimesh.embedding.v1 import embedding_pb2
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CallOptions,
-    CallOptionsDep,
-    UserPrincipal,
-)
+from aimesh_gateway.api.deps import API_PREFIX, Upstream, UpstreamDep, UserPrincipal
 from aimesh_gateway.api.routes.embeddings import cached_embedding_info, embedding_info
 from aimesh_gateway.schemas.models import ModelCard, ModelList
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
@@ -37,13 +31,13 @@ def _embedding_backing_off(request: Request) -> bool:
 
 
 async def _embedding_card_info(
-    request: Request, backends: BackendsDep, call: CallOptions
+    request: Request, upstream: Upstream
 ) -> embedding_pb2.InfoResponse | None:
     """The embedding model's Info, or None while the embedding service is failing."""
     if _embedding_backing_off(request):
         return None
     try:
-        info = await embedding_info(request, backends, call)
+        info = await embedding_info(request, upstream)
     except grpc.aio.AioRpcError as error:
         # The chat models stay listable while the embedding service is down.
         log.warning("embedding model not listed", extra={"grpc_code": error.code().name})
@@ -55,17 +49,17 @@ async def _embedding_card_info(
 
 @router.get("/models", responses=COMMON_ERRORS, summary="List model aliases")
 async def list_models(
-    request: Request, principal: UserPrincipal, backends: BackendsDep, call: CallOptionsDep
+    request: Request, principal: UserPrincipal, upstream: UpstreamDep
 ) -> ModelList:
-    list_call = backends.llm_router.ListModels(
-        llm_pb2.ListModelsRequest(), timeout=call.timeout, metadata=call.metadata
+    list_call = upstream.llm_router.ListModels(
+        llm_pb2.ListModelsRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
     info = cached_embedding_info(request)
     if info is not None or _embedding_backing_off(request):
         # The usual case: one call, no extra tasks (this route is the gateway benchmark's).
         reply = await list_call
     else:
-        reply, info = await asyncio.gather(list_call, _embedding_card_info(request, backends, call))
+        reply, info = await asyncio.gather(list_call, _embedding_card_info(request, upstream))
     cards = [
         ModelCard(id=model.id, description=model.description, context_window=model.context_window)
         for model in reply.models

@@ -5,14 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from aimesh.retrieval.v1 import retrieval_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CacheDep,
-    CallOptionsDep,
-    CollectionPath,
-    UserPrincipal,
-)
+from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
 from aimesh_gateway.core.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
@@ -41,8 +34,7 @@ async def search(
     collection: CollectionPath,
     body: SearchRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     cache: CacheDep,
 ) -> SearchResponse | Response:
     """The chunks most similar to the query, best first. Answers are cached (``X-Cache: hit``)
@@ -64,10 +56,10 @@ async def search(
         request.dense_weight = body.dense_weight
     if body.mmr_lambda is not None:
         request.mmr_lambda = body.mmr_lambda
-    reply = await backends.retrieval.Search(
+    reply = await upstream.retrieval.Search(
         request,
-        timeout=call.timeout,
-        metadata=call.metadata,
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
     response = SearchResponse(
         results=[

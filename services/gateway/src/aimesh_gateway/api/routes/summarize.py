@@ -6,13 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import (
-    API_PREFIX,
-    BackendsDep,
-    CallOptionsDep,
-    UsageDep,
-    UserPrincipal,
-)
+from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
@@ -33,8 +27,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 async def summarize(
     body: SummarizeRequest,
     principal: UserPrincipal,
-    backends: BackendsDep,
-    call: CallOptionsDep,
+    upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
 ) -> SummarizeResponse | StreamingResponse | Response:
@@ -47,14 +40,14 @@ async def summarize(
     )
     if body.stream:
         return await event_stream(
-            backends.llm_router.StreamSummarize(
-                request, timeout=call.timeout, metadata=call.metadata
+            upstream.llm_router.StreamSummarize(
+                request, timeout=upstream.timeout, metadata=upstream.metadata
             ),
             usage_meter.record,
             request=http_request,
         )
-    reply = await backends.llm_router.Summarize(
-        request, timeout=call.timeout, metadata=call.metadata
+    reply = await upstream.llm_router.Summarize(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
     )
     await usage_meter.record(
         reply.model,
