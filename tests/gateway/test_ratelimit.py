@@ -122,9 +122,13 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 9
 
 
 @pytest.fixture
-def two_gateways(fake_mesh: FakeMesh, shared_redis: tuple[Redis, str]) -> Iterator[list[str]]:
-    """Two real gateway processes sharing the real Redis (and one SQLite file)."""
+def two_gateways(
+    request: pytest.FixtureRequest, fake_mesh: FakeMesh, shared_redis: tuple[Redis, str]
+) -> Iterator[list[str]]:
+    """Two real gateway processes sharing the real Redis (and one SQLite file), with
+    ``AIMESH_RATE_LIMIT_RPM`` 20 or the test's indirect parameter."""
     _, prefix = shared_redis
+    rpm = str(getattr(request, "param", 20))
     data_dir = Path(tempfile.mkdtemp(prefix="aimesh-gw-replicas-"))
     processes: list[subprocess.Popen[bytes]] = []
     urls = []
@@ -137,7 +141,7 @@ def two_gateways(fake_mesh: FakeMesh, shared_redis: tuple[Redis, str]) -> Iterat
                 port,
                 AIMESH_REDIS_URL=SHARED_REDIS,
                 AIMESH_REDIS_KEY_PREFIX=prefix,
-                AIMESH_RATE_LIMIT_RPM="20",
+                AIMESH_RATE_LIMIT_RPM=rpm,
                 AIMESH_WORKERS="1",
             )
             processes.append(
@@ -181,6 +185,37 @@ async def test_two_gateway_processes_share_one_limit_exactly(two_gateways: list[
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["ratelimit-limit"] == "20"
     assert refused.headers["ratelimit-remaining"] == "0"
+
+
+async def _script_calls(redis: Redis) -> int:
+    """How many Lua scripts the Redis server has run (EVALSHA and EVAL), per its stats."""
+    stats = await redis.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("two_gateways", [300], indirect=True)
+async def test_two_gateway_processes_with_leases_never_pass_the_limit(
+    two_gateways: list[str], shared_redis: tuple[Redis, str]
+) -> None:
+    redis, _ = shared_redis
+    headers = bearer(token("replicas", ["user"], subject="leases"))
+    before = await _script_calls(redis)
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as client:
+        statuses = [
+            (await client.get(f"{two_gateways[i % 2]}/v1/models", headers=headers)).status_code
+            for i in range(400)
+        ]
+    admitted = statuses.count(200)
+    assert statuses.count(429) == 400 - admitted
+    # Never more than the limit (plus what refilled meanwhile); at most what the two
+    # replicas hold reserved (64 each) goes unused.
+    assert 300 - 2 * 64 <= admitted <= 300 + _refill_bound(300, started)
+    # Far from the limit the replicas admitted on leased credit, without a script each.
+    assert await _script_calls(redis) - before < admitted
 
 
 @pytest.fixture
