@@ -7,16 +7,14 @@ being listed as public below) fails here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 
-from aimesh_gateway.api.deps import EditorPrincipal
+from aimesh_gateway.api.deps import EditorPrincipal, api_routes
 from aimesh_gateway.core.security import Role
 from tests.gateway.helpers import TENANT, assert_problem, bearer, token
 
@@ -43,19 +41,11 @@ def required_role(dependant: Dependant) -> Role | None:
     return max(found) if found else None
 
 
-def _flatten(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
-    """API routes, also inside included routers (which carry their full path prefix)."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _flatten(included.routes)
-
-
 def _api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
     return [
-        (method, route) for route in _flatten(app.routes) for method in sorted(route.methods or ())
+        (method, route)
+        for route in api_routes(app.routes)
+        for method in sorted(route.methods or ())
     ]
 
 
@@ -154,5 +144,7 @@ def test_the_audit_sees_guarded_and_unguarded_routes() -> None:
     async def guarded(principal: EditorPrincipal) -> None:
         return None
 
-    found = {route.path_format: required_role(route.dependant) for route in _flatten(router.routes)}
+    found = {
+        route.path_format: required_role(route.dependant) for route in api_routes(router.routes)
+    }
     assert found == {"/bare": None, "/guarded": Role.EDITOR}

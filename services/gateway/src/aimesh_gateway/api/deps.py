@@ -183,14 +183,14 @@ def authenticates(dependant: Dependant) -> bool:
     )
 
 
-def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
     """API routes, also inside included routers (which carry their full path)."""
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
         included = getattr(route, "original_router", None)
         if included is not None:
-            yield from _api_routes(included.routes)
+            yield from api_routes(included.routes)
 
 
 def declare_bearer_security(app: FastAPI, schema: dict[str, Any]) -> None:
@@ -199,7 +199,7 @@ def declare_bearer_security(app: FastAPI, schema: dict[str, Any]) -> None:
     schemes["bearer"] = bearer_scheme.model.model_dump(
         mode="json", by_alias=True, exclude_none=True
     )
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         if not route.include_in_schema or not authenticates(route.dependant):
             continue
         operations = schema.get("paths", {}).get(route.path_format, {})
