@@ -6,6 +6,7 @@ built to break out of a string literal.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -85,6 +86,26 @@ async def test_create_is_idempotent_and_per_tenant(store: MilvusStore) -> None:
     assert await store.require(ref) == DIM
     other_tenant = CollectionRef(tenant_id="tenant-b", name=ref.name)
     assert await store.dimension(other_tenant) is None
+
+
+async def test_concurrent_creates_of_one_collection_all_succeed(store: MilvusStore) -> None:
+    # Jobs for several files uploaded at once into a new collection each create it.
+    ref = new_ref()
+    metas = await asyncio.gather(*(store.create(ref, DIM) for _ in range(4)))
+    assert {meta.dimension for meta in metas} == {DIM}
+    await store.write(ref, rows("doc-1", 1))
+    assert [doc.document_id for doc in await store.list_documents(ref, 10)] == ["doc-1"]
+
+
+async def test_concurrent_creates_from_two_replicas_all_succeed(store: MilvusStore) -> None:
+    # A second store on the same Milvus: its own lock and cache, like another replica.
+    replica = MilvusStore(store._client, server=store.is_server)
+    ref = new_ref()
+    metas = await asyncio.gather(*(s.create(ref, DIM) for s in (store, replica, store, replica)))
+    assert {meta.dimension for meta in metas} == {DIM}
+    await replica.write(ref, rows("doc-1", 1))
+    hits = await store.search(ref, [1.0, 0.0, 0.0, 0.0], 5, "")
+    assert [hit.chunk_id for hit in hits] == ["doc-1#0"]
 
 
 async def test_write_list_and_stored_documents(store: MilvusStore) -> None:

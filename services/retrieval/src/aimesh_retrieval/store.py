@@ -236,6 +236,7 @@ class MilvusStore:
         # the next use, which evicts the entry (see ``_gone``).
         self._ready: dict[str, CollectionMeta] = {}
         self._full_text: bool | None = None
+        self._creating = asyncio.Lock()
 
     @property
     def is_server(self) -> bool:
@@ -334,6 +335,23 @@ class MilvusStore:
 
         With ``exist_ok=False`` an existing collection is ALREADY_EXISTS.
         """
+        known = self._ready.get(ref.physical)
+        if known is not None and exist_ok:
+            return known
+        # Several jobs of one upload may create the same new collection at once: one
+        # creates it, the others wait and find it. Creating is rare, so one lock serves.
+        async with self._creating:
+            return await self._create(ref, dim, chunking, index, exist_ok=exist_ok)
+
+    async def _create(
+        self,
+        ref: CollectionRef,
+        dim: int,
+        chunking: ChunkingConfig | None,
+        index: IndexConfig | None,
+        *,
+        exist_ok: bool,
+    ) -> CollectionMeta:
         name = ref.physical
         existing = await self.meta(ref)
         if existing is not None:
@@ -378,21 +396,45 @@ class MilvusStore:
             params.add_index(
                 field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
             )
-        await self._run(
-            self._client.create_collection,
-            name,
-            schema=schema,
-            index_params=params,
-            # Reads must see the preceding writes: the content-hash check and the
-            # stale-chunk cleanup depend on it.
-            consistency_level="Strong",
-            properties={SETTINGS_PROPERTY: meta.describe(ref.tenant_id)},
-        )
+        try:
+            await self._run(
+                self._client.create_collection,
+                name,
+                schema=schema,
+                index_params=params,
+                # Reads must see the preceding writes: the content-hash check and the
+                # stale-chunk cleanup depend on it.
+                consistency_level="Strong",
+                properties={SETTINGS_PROPERTY: meta.describe(ref.tenant_id)},
+            )
+        except MilvusException:
+            # Another replica may have created it between our check and our create.
+            if not exist_ok or not await self._run(self._client.has_collection, name):
+                raise
+            return await self._created_elsewhere(ref)
         # Load right away: the first search on a growing segment is slow otherwise.
         await self._run(self._client.load_collection, name)
         self._ready[name] = meta
         log.info("created collection", extra={"collection": name, "dimension": dim})
         return meta
+
+    async def _created_elsewhere(self, ref: CollectionRef, attempts: int = 20) -> CollectionMeta:
+        """The metadata of a collection another replica is creating, once it is loadable.
+
+        Its index may still be building for a moment, so loading is retried briefly.
+        """
+        for attempt in range(attempts):
+            try:
+                meta = await self.meta(ref)
+            except MilvusException:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+                continue
+            if meta is not None:
+                return meta
+            break
+        raise Unavailable(f"collection '{ref.name}' was dropped while it was being created")
 
     async def list_collections(self, tenant_id: str) -> list[CollectionMeta]:
         """The tenant's collections, sorted by name."""
