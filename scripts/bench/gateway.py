@@ -47,6 +47,7 @@ from scripts.devmesh import free_port
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADMIN_KEY = "bench-admin-key-" + "0" * 16
+ROUNDS = 5  # concurrency-32 rounds per path, see run_rounds
 REDIS_URL = os.environ.get("AIMESH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -67,8 +68,9 @@ async def _measure(
             await call()
             latencies.append(time.perf_counter() - start)
 
-    for _ in range(min(50, total // 10)):  # warm-up
-        await call()
+    # Warm-up, as many at once as measured, so every keep-alive connection is open.
+    for _ in range(max(1, min(50, total // 10) // concurrency)):
+        await asyncio.gather(*(call() for _ in range(concurrency)))
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -86,7 +88,73 @@ def summary(latencies_ms: list[float], elapsed: float) -> dict[str, Any]:
     }
 
 
+class RawHttp:
+    """A lean HTTP/1.1 keep-alive client: one connection per concurrent caller.
+
+    At concurrency 32 httpx spends more CPU per request than the servers measured here
+    (its requests/s at 32 equal those at 1, whatever the route), so it would measure
+    itself; this client writes a prepared request and reads a Content-Length response.
+    """
+
+    def __init__(self, target: str, request: bytes) -> None:
+        self._host, port = target.removeprefix("http://").rsplit(":", 1)
+        self._port = int(port)
+        self._request = request
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> RawHttp:
+        host = args.target.removeprefix("http://")
+        lines = [
+            f"{'POST' if args.body else 'GET'} {args.path} HTTP/1.1",
+            f"Host: {host}",
+            "Accept: */*",
+        ]
+        if args.credential:
+            lines.append(f"Authorization: Bearer {args.credential}")
+        if args.no_cache:
+            lines.append("Cache-Control: no-cache")
+        body = args.body.encode()
+        if body:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        return cls(args.target, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    async def open(self, connections: int) -> None:
+        for _ in range(connections):
+            self._idle.put_nowait(await asyncio.open_connection(self._host, self._port))
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            _, writer = self._idle.get_nowait()
+            writer.close()
+
+    async def call(self) -> None:
+        reader, writer = await self._idle.get()
+        writer.write(self._request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head[9:12]
+        length = -1
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length < 0:
+            raise SystemExit(f"no Content-Length in {head[:200]!r}")
+        body = await reader.readexactly(length)
+        if status != b"200":
+            raise SystemExit(f"HTTP {status.decode()}: {body[:200]!r}")
+        self._idle.put_nowait((reader, writer))
+
+
 async def _load(args: argparse.Namespace) -> dict[str, Any]:
+    if args.kind == "raw-http":
+        raw = RawHttp.prepare(args)
+        await raw.open(args.concurrency)
+        try:
+            return await _measure(raw.call, args.concurrency, args.requests)
+        finally:
+            await raw.close()
     if args.kind == "grpc":
         import grpc
 
@@ -100,6 +168,8 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
 
             return await _measure(grpc_call, args.concurrency, args.requests)
     headers = {"Authorization": f"Bearer {args.credential}"} if args.credential else {}
+    if args.no_cache:
+        headers["Cache-Control"] = "no-cache"
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
@@ -293,9 +363,12 @@ def render(rows: list[Row], requests: int, paired: tuple[float, float]) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on a 2-core VM (1-minute load average "
         f"{os.getloadavg()[0]:.1f} at the end, the benchmark's own processes included); "
         f"{requests} requests per cell, load client in its own process "
-        "(httpx for HTTP, grpc.aio for gRPC), keep-alive connections, llm-router `ListModels`. "
+        "(grpc.aio for gRPC; for HTTP httpx at concurrency 1 and a lean asyncio HTTP/1.1 client "
+        "at 32, where httpx measures its own CPU), keep-alive connections, "
+        "llm-router `ListModels`. "
         "At concurrency 1 one client takes (a), (b), (c) in turn, one request each, the order "
-        "rotating, so a drift of the machine's speed (CPU steal) weighs on the three alike.",
+        "rotating, so a drift of the machine's speed (CPU steal) weighs on the three alike; "
+        f"at concurrency 32 the five paths take turns in {ROUNDS} rounds, pooled.",
         "",
         "| path | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 p50 ms | c=32 p99 ms | c=32 req/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -313,7 +386,9 @@ def render(rows: list[Row], requests: int, paired: tuple[float, float]) -> str:
         f"(target ≤ 3 ms), p99 {c.c1['p99_ms'] - a.c1['p99_ms']:+.2f} ms (target ≤ 10 ms); "
         f"median of the per-turn differences {paired[1]:+.2f} ms",
         f"- throughput ratio (c)/(b) at c=32: {c.c32['rps'] / b.c32['rps']:.2f}x; "
-        f"cached route (d)/(c): {rows[3].c32['rps'] / c.c32['rps']:.2f}x",
+        f"cached route against the same request uncached (d)/(e): "
+        f"{rows[3].c1['rps'] / rows[4].c1['rps']:.2f}x at c=1, "
+        f"{rows[3].c32['rps'] / rows[4].c32['rps']:.2f}x at c=32",
     ]
     return "\n".join(lines)
 
@@ -396,18 +471,29 @@ def bench_main(args: argparse.Namespace) -> None:
             "interleaved", gateway, 1, n, grpc=router_addr, bare=bare, credential=key
         )
         paired = (interleaved["paired_c_b"], interleaved["paired_c_a"])
+        cached = cached_path(gateway, key)
+        name, kind, target, extra = cached
+        uncached = (
+            "(e) the same chat completion, cache bypassed (Cache-Control: no-cache)",
+            kind,
+            target,
+            {**extra, "no-cache": "1"},
+        )
+        c1s = [*interleaved["paths"]]
+        for _, kind, target, extra in (cached, uncached):
+            c1s.append(run_load(kind, target, 1, n, **extra))
+        paths += [cached, uncached]
+        c32s = run_rounds(paths, 32, n)
         rows = []
-        for (name, kind, target, extra), c1 in zip(paths, interleaved["paths"], strict=True):
-            c32 = run_load(kind, target, 32, n, **extra)
+        for (name, _, _, _), c1, c32 in zip(paths, c1s, c32s, strict=True):
             rows.append(Row(name, c1, c32))
             print(f"{name}: c1 {brief(c1)}  c32 {brief(c32)}", flush=True)
-        rows.append(cached_row(gateway, key, n))
     section = render(rows, n, paired)
     print(section)
     write_doc(section)
 
 
-def cached_row(gateway: str, key: str, n: int) -> Row:
+def cached_path(gateway: str, key: str) -> tuple[str, str, str, dict[str, str]]:
     """(d): a temperature-0 chat completion, answered from the Redis cache after the first."""
     body = json.dumps(
         {
@@ -424,11 +510,36 @@ def cached_row(gateway: str, key: str, n: int) -> Row:
     )
     if first.status_code != 200:
         raise SystemExit(f"chat completion failed: {first.status_code} {first.text[:200]}")
-    extra = {"path": "/v1/chat/completions", "credential": key, "body": body}
-    c1 = run_load("http", gateway, 1, n, **extra)
-    c32 = run_load("http", gateway, 32, n, **extra)
-    print(f"(d) cached: c1 {brief(c1)}  c32 {brief(c32)}", flush=True)
-    return Row("(d) gateway cached chat completion (temperature 0, Redis)", c1, c32)
+    return (
+        "(d) gateway cached chat completion (temperature 0, Redis)",
+        "http",
+        gateway,
+        {"path": "/v1/chat/completions", "credential": key, "body": body},
+    )
+
+
+def run_rounds(
+    paths: list[tuple[str, str, str, dict[str, str]]],
+    concurrency: int,
+    requests: int,
+    rounds: int = ROUNDS,
+) -> list[dict[str, Any]]:
+    """Each path's ``requests`` in ``rounds`` rounds, the paths taking turns, pooled.
+
+    One long run per path in turn lets a minute of CPU steal land on one path alone; short
+    rounds spread it over all of them, so their ratios hold from one run to the next.
+    """
+    pooled: list[tuple[list[float], float]] = [([], 0.0) for _ in paths]
+    for round_ in range(rounds):
+        for offset in range(len(paths)):
+            index = (round_ + offset) % len(paths)
+            _, kind, target, extra = paths[index]
+            kind = "raw-http" if kind == "http" else kind  # see RawHttp
+            result = run_load(kind, target, concurrency, requests // rounds, **extra)
+            latencies, elapsed = pooled[index]
+            latencies += result["latencies_ms"]
+            pooled[index] = (latencies, elapsed + result["elapsed"])
+    return [summary(latencies, elapsed) for latencies, elapsed in pooled]
 
 
 # ---------------------------------------------------------------- profile (one process)
@@ -521,13 +632,14 @@ def main(argv: list[str] | None = None) -> None:
     bench = sub.add_parser("bench")
     bench.add_argument("--requests", type=int, default=2000)
     load = sub.add_parser("load")
-    load.add_argument("--kind", choices=["grpc", "http", "interleaved"], required=True)
+    load.add_argument("--kind", choices=["grpc", "http", "raw-http", "interleaved"], required=True)
     load.add_argument("--target", required=True)
     load.add_argument("--concurrency", type=int, required=True)
     load.add_argument("--requests", type=int, required=True)
     load.add_argument("--path", default="/v1/models")
     load.add_argument("--credential", default="")
     load.add_argument("--body", default="")
+    load.add_argument("--no-cache", default="", help="non-empty: send Cache-Control: no-cache")
     load.add_argument("--grpc", default="", help="interleaved: the router's address, for (a)")
     load.add_argument("--bare", default="", help="interleaved: the bare proxy's URL, for (b)")
     profile = sub.add_parser("profile")
