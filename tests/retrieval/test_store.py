@@ -20,6 +20,7 @@ from aimesh_common.errors import NotFound
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.filters import translate_filter
 from aimesh_retrieval.store import (
+    AlreadyExists,
     ChunkRow,
     CollectionRef,
     MilvusStore,
@@ -106,6 +107,19 @@ async def test_concurrent_creates_from_two_replicas_all_succeed(store: MilvusSto
     await replica.write(ref, rows("doc-1", 1))
     hits = await store.search(ref, [1.0, 0.0, 0.0, 0.0], 5, "")
     assert [hit.chunk_id for hit in hits] == ["doc-1#0"]
+
+
+async def test_exclusive_creates_from_two_replicas_one_wins(store: MilvusStore) -> None:
+    replica = MilvusStore(store._client, server=store.is_server)
+    ref = new_ref()
+    results = await asyncio.gather(
+        *(s.create(ref, DIM, exist_ok=False) for s in (store, replica, store, replica)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, AlreadyExists) for r in losers), losers
+    assert all(f"collection '{ref.name}' already exists" in str(r) for r in losers)
 
 
 async def test_write_list_and_stored_documents(store: MilvusStore) -> None:

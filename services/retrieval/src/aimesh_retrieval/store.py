@@ -409,8 +409,10 @@ class MilvusStore:
             )
         except MilvusException:
             # Another replica may have created it between our check and our create.
-            if not exist_ok or not await self._run(self._client.has_collection, name):
+            if not await self._run(self._client.has_collection, name):
                 raise
+            if not exist_ok:
+                raise AlreadyExists(f"collection '{ref.name}' already exists") from None
             return await self._created_elsewhere(ref)
         # Load right away: the first search on a growing segment is slow otherwise.
         await self._run(self._client.load_collection, name)
