@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -82,6 +83,8 @@ RRF_K = 60
 # Written into collection descriptions; collections without it predate the settings.
 SETTINGS_VERSION = 1
 SETTINGS_PROPERTY = "aimesh.settings"
+# A random mark set by the create that made the collection (see MilvusStore._create).
+CREATION_PROPERTY = "aimesh.creation"
 _VERSION = re.compile(r"v?(\d+)\.(\d+)")
 
 
@@ -396,6 +399,9 @@ class MilvusStore:
             params.add_index(
                 field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
             )
+        # A Milvus server answers a create of an existing collection with the same schema
+        # with success, so a creation mark tells this create from another replica's.
+        mark = uuid.uuid4().hex
         try:
             await self._run(
                 self._client.create_collection,
@@ -405,26 +411,36 @@ class MilvusStore:
                 # Reads must see the preceding writes: the content-hash check and the
                 # stale-chunk cleanup depend on it.
                 consistency_level="Strong",
-                properties={SETTINGS_PROPERTY: meta.describe(ref.tenant_id)},
+                properties={
+                    SETTINGS_PROPERTY: meta.describe(ref.tenant_id),
+                    CREATION_PROPERTY: mark,
+                },
             )
         except MilvusException:
             # Another replica may have created it between our check and our create.
             if not await self._run(self._client.has_collection, name):
                 raise
-            if not exist_ok:
-                raise AlreadyExists(f"collection '{ref.name}' already exists") from None
-            return await self._created_elsewhere(ref)
+            return await self._created_elsewhere(ref, exist_ok=exist_ok)
+        if self._server:
+            description = await self._run(self._client.describe_collection, name)
+            if (description.get("properties") or {}).get(CREATION_PROPERTY) != mark:
+                return await self._created_elsewhere(ref, exist_ok=exist_ok)
         # Load right away: the first search on a growing segment is slow otherwise.
         await self._run(self._client.load_collection, name)
         self._ready[name] = meta
         log.info("created collection", extra={"collection": name, "dimension": dim})
         return meta
 
-    async def _created_elsewhere(self, ref: CollectionRef, attempts: int = 20) -> CollectionMeta:
-        """The metadata of a collection another replica is creating, once it is loadable.
+    async def _created_elsewhere(
+        self, ref: CollectionRef, *, exist_ok: bool, attempts: int = 20
+    ) -> CollectionMeta:
+        """The metadata of a collection another replica is creating, once it is loadable
+        (ALREADY_EXISTS for an exclusive create).
 
         Its index may still be building for a moment, so loading is retried briefly.
         """
+        if not exist_ok:
+            raise AlreadyExists(f"collection '{ref.name}' already exists")
         for attempt in range(attempts):
             try:
                 meta = await self.meta(ref)
