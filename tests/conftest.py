@@ -70,6 +70,7 @@ def make_jwt(
     audience: str = "aimesh",
     expires_in: int = 300,
     subject: str = "tester",
+    issuer: str = "aimesh-gateway",
 ) -> str:
     """An HS256 token as an identity provider would issue it."""
     import time
@@ -80,6 +81,7 @@ def make_jwt(
     claims: dict[str, object] = {
         "sub": subject,
         "aud": audience,
+        "iss": issuer,
         "iat": now,
         "exp": now + expires_in,
     }

@@ -80,7 +80,14 @@ def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], signature: str 
 
 def valid_claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": "tester", "aud": "aimesh", "exp": now + 300, "tenant_id": TENANT, **overrides}
+    return {
+        "sub": "tester",
+        "aud": "aimesh",
+        "iss": "aimesh-gateway",
+        "exp": now + 300,
+        "tenant_id": TENANT,
+        **overrides,
+    }
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -90,11 +90,32 @@ def test_configured_claim_names_and_audience_are_used() -> None:
         jwt_roles_claim="perms",
     )
     now = int(time.time())
-    claims = {"sub": "s", "aud": "portal", "exp": now + 60, "org": "org-1", "perms": ["admin"]}
+    claims = {
+        "sub": "s",
+        "aud": "portal",
+        "iss": "aimesh-gateway",
+        "exp": now + 60,
+        "org": "org-1",
+        "perms": ["admin"],
+    }
     principal = authenticate(jwt.encode(claims, JWT_SECRET, algorithm="HS256"), settings)
     assert (principal.tenant_id, principal.roles) == ("org-1", frozenset({Role.ADMIN}))
     with pytest.raises(AuthenticationError):
         authenticate(token(), settings)  # aud "aimesh", tenant in tenant_id: both wrong here
+
+
+def test_hs256_issuers_are_the_gateway_and_the_configured_ones() -> None:
+    settings = Settings(jwt_secret=JWT_SECRET, jwt_issuers=["https://idp.example"])
+    for issuer in ("aimesh-gateway", "https://idp.example"):
+        claims = valid_claims(iss=issuer)
+        assert authenticate(jwt.encode(claims, JWT_SECRET, algorithm="HS256"), settings)
+    forged = jwt.encode(valid_claims(iss="https://evil.example"), JWT_SECRET, algorithm="HS256")
+    with pytest.raises(AuthenticationError, match="token issuer not accepted"):
+        authenticate(forged, settings)
+    with pytest.raises(AuthenticationError, match="token issuer not accepted"):
+        authenticate(
+            jwt.encode(valid_claims(iss="https://idp.example"), JWT_SECRET), SETTINGS
+        )  # not configured here
 
 
 def _forged(alg: str) -> str:
@@ -109,6 +130,11 @@ def _forged(alg: str) -> str:
         (lambda: ADMIN_KEY[:-1], "invalid credential"),
         (lambda: token(expires_in=-60), "expired"),
         (lambda: token(audience="someone-else"), "audience"),
+        (lambda: token(issuer="https://evil.example"), "issuer"),
+        (
+            lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "iss"}, JWT_SECRET),
+            "iss",
+        ),
         (
             lambda: make_jwt("another-secret-that-is-also-long-enough!!", tenant=TENANT),
             "invalid token",

@@ -82,6 +82,11 @@ class Settings(ServiceSettings):
         "AIMESH_JWT_SECRET.",
     )
     jwt_audience: str = Field("aimesh", min_length=1, description="Required `aud` of JWTs.")
+    jwt_issuers: list[str] = Field(
+        default_factory=list,
+        description="Accepted `iss` of HS256 tokens besides `token_issuer` (the gateway's own), "
+        "e.g. an identity provider that signs with AIMESH_JWT_SECRET.",
+    )
     jwt_tenant_claim: str = Field("tenant_id", min_length=1, description="Claim naming the tenant.")
     jwt_roles_claim: str = Field("roles", min_length=1, description="Claim listing the roles.")
 

@@ -105,13 +105,17 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     if settings.jwt_previous_secret is not None:
         secrets.append(settings.jwt_previous_secret)
     try:
-        claims = _decode_hs256(token, secrets, settings.jwt_audience)
+        claims = _decode_hs256(
+            token, secrets, settings.jwt_audience, [settings.token_issuer, *settings.jwt_issuers]
+        )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("token expired") from None
     except jwt.ImmatureSignatureError:
         raise AuthenticationError("token not yet valid") from None
     except jwt.InvalidAudienceError:
         raise AuthenticationError("token audience not accepted") from None
+    except jwt.InvalidIssuerError:
+        raise AuthenticationError("token issuer not accepted") from None
     except jwt.MissingRequiredClaimError as error:
         raise AuthenticationError(f"token lacks the required claim {error.claim!r}") from None
     except jwt.PyJWTError:
@@ -120,7 +124,9 @@ def _principal_from_jwt(token: str, settings: Settings) -> Principal:
     return principal_from_claims(claims, settings)
 
 
-def _decode_hs256(token: str, secrets: list[SecretStr], audience: str) -> dict[str, Any]:
+def _decode_hs256(
+    token: str, secrets: list[SecretStr], audience: str, issuers: list[str]
+) -> dict[str, Any]:
     """Verify with the current secret, then with the one being rotated out (if any)."""
     for index, secret in enumerate(secrets):
         try:
@@ -129,7 +135,8 @@ def _decode_hs256(token: str, secrets: list[SecretStr], audience: str) -> dict[s
                 secret.get_secret_value(),
                 algorithms=["HS256"],
                 audience=audience,
-                options={"require": ["sub", "exp", "aud"]},
+                issuer=issuers,
+                options={"require": ["sub", "exp", "aud", "iss"]},
             )
         except jwt.InvalidSignatureError:
             if index == len(secrets) - 1:
