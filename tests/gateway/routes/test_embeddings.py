@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,9 @@ import numpy as np
 import openai
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
+from aimesh_gateway.db.models import UsageRecord
 from aimesh_gateway.main import create_app
 from tests.embedding.texts import words
 from tests.gateway.conftest import FakeMesh, serve_on_free_port
@@ -163,3 +166,35 @@ async def test_openai_sdk_embeddings(live_url: str, embedding_encoder: TorchEnco
         assert result.usage.prompt_tokens == expected.tokens
     assert len(short.data[0].embedding) == 32
     assert MODEL in listed
+
+
+async def test_embeddings_are_cached_and_charged_once(
+    http: httpx.AsyncClient, embedding_app: FastAPI
+) -> None:
+    tenant = f"emb-{uuid.uuid4().hex[:8]}"
+    request = {"model": MODEL, "input": [f"cache {tenant}", "second text"]}
+    first = await http.post(EMBEDDINGS, json=request, headers=user(tenant))
+    assert first.status_code == 200, first.text
+    assert "x-cache" not in first.headers
+    second = await http.post(EMBEDDINGS, json=request, headers=user(tenant))
+    assert second.headers.get("x-cache") == "hit"
+    assert second.json() == first.json()
+    # Another format of the same texts is another answer.
+    as_base64 = await http.post(
+        EMBEDDINGS, json={**request, "encoding_format": "base64"}, headers=user(tenant)
+    )
+    assert "x-cache" not in as_base64.headers
+    fresh = await http.post(
+        EMBEDDINGS, json=request, headers={**user(tenant), "Cache-Control": "no-cache"}
+    )
+    assert "x-cache" not in fresh.headers
+
+    # Computed answers are usage records (their tokens count against TPM); hits are not.
+    await embedding_app.state.usage.drain()
+    async with embedding_app.state.db_sessions() as session:
+        records = (
+            await session.scalars(select(UsageRecord).where(UsageRecord.tenant_id == tenant))
+        ).all()
+    assert len(records) == 3
+    assert {(r.route, r.model, r.completion_tokens) for r in records} == {(EMBEDDINGS, MODEL, 0)}
+    assert all(r.prompt_tokens == first.json()["usage"]["prompt_tokens"] > 0 for r in records)

@@ -449,7 +449,8 @@ export interface paths {
         put?: never;
         /**
          * Create embeddings
-         * @description One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``).
+         * @description One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``). Answers are
+         *     cached (``X-Cache: hit``, no tokens charged); ``Cache-Control: no-cache`` skips the cache.
          */
         post: operations["create_embeddings_v1_embeddings_post"];
         delete?: never;

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from aimesh.embedding.v1 import embedding_pb2
-from aimesh_gateway.api.deps import API_PREFIX, Upstream, UpstreamDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    CacheDep,
+    Upstream,
+    UpstreamDep,
+    UsageDep,
+    UserPrincipal,
+)
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -24,9 +30,6 @@ from aimesh_gateway.schemas.embeddings import (
     EmbeddingUsage,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
-
-if TYPE_CHECKING:
-    pass
 
 router = APIRouter(prefix=API_PREFIX, tags=["openai"])
 
@@ -58,6 +61,7 @@ def cached_embedding_info(request: Request) -> embedding_pb2.InfoResponse | None
 @router.post(
     "/embeddings",
     responses={**COMMON_ERRORS, 404: problem_doc("Unknown embedding model.")},
+    response_model=EmbeddingList,
     summary="Create embeddings",
 )
 async def create_embeddings(
@@ -65,13 +69,19 @@ async def create_embeddings(
     body: EmbeddingRequest,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-) -> EmbeddingList:
-    """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``)."""
+    usage_meter: UsageDep,
+    cache: CacheDep,
+) -> EmbeddingList | Response:
+    """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``). Answers are
+    cached (``X-Cache: hit``, no tokens charged); ``Cache-Control: no-cache`` skips the cache."""
     info = await embedding_info(request, upstream)
     if body.model != info.model:
         raise HTTPException(
             404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
         )
+    key, cached = await cache.lookup(body.model, body.model_dump(mode="json"))
+    if cached is not None:
+        return cached
     reply = await upstream.embedding.Embed(
         embedding_pb2.EmbedRequest(
             inputs=body.texts(), truncate=body.truncate, dimensions=body.dimensions or 0
@@ -88,10 +98,13 @@ async def create_embeddings(
         else:
             vector = list(item.values)
         data.append(EmbeddingItem(index=index, embedding=vector))
-    return EmbeddingList(
+    await usage_meter.record(reply.model, reply.usage.prompt_tokens, 0)
+    embeddings = EmbeddingList(
         data=data,
         model=reply.model,
         usage=EmbeddingUsage(
             prompt_tokens=reply.usage.prompt_tokens, total_tokens=reply.usage.total_tokens
         ),
     )
+    await cache.store(key, embeddings)
+    return embeddings
