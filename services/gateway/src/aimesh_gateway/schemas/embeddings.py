@@ -1,12 +1,15 @@
 """The OpenAI embeddings shape (``POST /v1/embeddings``).
 
 Requests ignore unknown fields (OpenAI clients may send ``user`` and others). Token-array
-inputs (lists of integers) are not accepted: the served model has its own tokenizer.
+inputs (lists of integers, as LangChain's ``OpenAIEmbeddings`` sends by default) are OpenAI's
+``cl100k_base`` token ids: the gateway decodes them to text, which the served model then
+tokenizes with its own tokenizer.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,8 +28,11 @@ class EmbeddingRequest(BaseModel):
         description="The embedding model's name as listed by GET /v1/models.",
         examples=["all-MiniLM-L6-v2"],
     )
-    input: str | list[str] = Field(
-        description="One text, or a list of texts (one vector each, in order).",
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description=(
+            "One text, or a list of texts (one vector each, in order); or one or more arrays "
+            "of cl100k_base token ids, decoded to text."
+        ),
         min_length=1,
     )
     encoding_format: Literal["float", "base64"] = Field(
@@ -43,8 +49,16 @@ class EmbeddingRequest(BaseModel):
         ),
     )
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def texts(self, decode: Callable[[list[int]], str]) -> list[str]:
+        """The input texts; token-id arrays turned into text by ``decode``."""
+        if isinstance(self.input, str):
+            return [self.input]
+        items: list[Any] = list(self.input)
+        if all(isinstance(item, str) for item in items):
+            return items
+        if all(isinstance(item, int) for item in items):
+            return [decode(items)]
+        return [decode(ids) for ids in items]
 
 
 class EmbeddingItem(BaseModel):

@@ -23,6 +23,7 @@ from aimesh_gateway.api.deps import (
     UsageDep,
     UserPrincipal,
 )
+from aimesh_gateway.core.tokenids import decode_token_ids
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -84,7 +85,9 @@ async def create_embeddings(
         return cached
     reply = await upstream.embedding.Embed(
         embedding_pb2.EmbedRequest(
-            inputs=body.texts(), truncate=body.truncate, dimensions=body.dimensions or 0
+            inputs=body.texts(decode_token_ids),
+            truncate=body.truncate,
+            dimensions=body.dimensions or 0,
         ),
         timeout=upstream.timeout,
         metadata=upstream.metadata,
