@@ -71,6 +71,35 @@ async def test_backend_status_codes_map_to_http(
             assert response.headers["retry-after"] == "1"
 
 
+async def test_logs_keep_a_backend_faults_details_but_not_the_callers_words(
+    failing_client: httpx.AsyncClient, fake_mesh: FakeMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A caller's error may quote what it sent; a backend fault's details are for operators.
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for error, stream in (
+        (InvalidArgument("arguments must be JSON text, got 'my secret plan'"), False),
+        (InvalidArgument("arguments must be JSON text, got 'my secret plan'"), True),
+        (Unavailable("upstream at 10.0.0.7:443 refused"), False),
+    ):
+        fake_mesh.failing.error = error
+        fake_mesh.failing.stream_before_error = ["partial"] if stream else []
+        with caplog.at_level(logging.INFO, logger="aimesh.gateway"):
+            if stream:
+                await failing_client.post("/v1/chat/completions", json=chat, headers=user())
+            else:
+                await failing_client.post("/v1/summarize", json={"text": "t"}, headers=user())
+    fake_mesh.failing.stream_before_error = []
+    failures = [r for r in caplog.records if "failed" in r.getMessage() and hasattr(r, "grpc_code")]
+    assert [r.grpc_code for r in failures] == [
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "UNAVAILABLE",
+    ]
+    assert not any(hasattr(r, "grpc_details") for r in failures[:2])
+    assert "10.0.0.7" in failures[2].grpc_details  # type: ignore[attr-defined]
+    assert "my secret plan" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("code", "status"),
     [(grpc.StatusCode.PERMISSION_DENIED, 403), (grpc.StatusCode.UNAUTHENTICATED, 401)],
@@ -173,9 +202,14 @@ async def test_unexpected_exception_is_a_generic_500(
         raise RuntimeError("database password is hunter2")
 
     app.add_api_route("/v1/explode", explode)
+    app.add_api_route("/v1/completions", explode, methods=["POST"])  # an OpenAI path
     async with running(app) as client:
         with caplog.at_level(logging.ERROR, logger="aimesh.gateway"):
             response = await client.get("/v1/explode", headers={"X-Request-ID": "boom-1"})
+            openai_shaped = assert_problem(await client.post("/v1/completions"), 500)
+    assert openai_shaped["error"]["type"] == "api_error"
+    assert "internal error" in openai_shaped["error"]["message"]
+    assert "hunter2" not in str(openai_shaped)
     problem = assert_problem(response, 500)
     assert problem["request_id"] == "boom-1"
     assert "hunter2" not in response.text

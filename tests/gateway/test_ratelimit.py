@@ -326,6 +326,28 @@ async def test_redis_outage_applies_the_policy_never_a_500(
     assert any("rate-limit store unreachable" in r.getMessage() for r in caplog.records)
 
 
+async def test_spending_tokens_during_an_outage_never_fails_the_answer() -> None:
+    # Closed policy, Redis gone between admission and the end of the work: the answer stands.
+    settings = Settings(
+        data_dir="/nonexistent-unused",
+        redis_url=f"redis://127.0.0.1:{_free_port()}/0",
+        rate_limit_rpm=60,
+        rate_limit_tpm=1000,
+        rate_limit_redis_failure="closed",
+    )
+    metrics = HttpMetrics()
+    redis = Redis.from_url(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    limiter = RateLimiter(settings, metrics, redis)
+    who = _caller("spent")
+    await limiter.charge(who, 500)  # no exception
+    with pytest.raises(HTTPException) as refused:
+        await limiter.admit(_request(), who)
+    assert refused.value.status_code == 503
+    assert metrics.limiter_errors._value.get() == 2
+    await limiter.close()
+    await redis.aclose()
+
+
 # ---------------------------------------------------------------- leases (Redis)
 
 

@@ -46,10 +46,15 @@ async def test_slow_request_gets_504_without_a_500(fake_mesh: FakeMesh) -> None:
         return Response("late")
 
     app.add_api_route("/slow", slow)
+    app.add_api_route("/v1/completions", slow, methods=["POST"])  # an OpenAI path
     async with running(app) as client:
         response = await client.get("/slow")
         body = assert_problem(response, 504)
         assert "0.2 s" in body["detail"]
+        assert "error" not in body
+        openai_shaped = assert_problem(await client.post("/v1/completions"), 504)
+        assert openai_shaped["error"]["type"] == "api_error"
+        assert "0.2 s" in openai_shaped["error"]["message"]
         assert (await client.get("/v1/models", headers=user())).status_code == 200
 
 

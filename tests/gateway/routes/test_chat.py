@@ -185,7 +185,8 @@ async def test_error_after_streaming_began_is_an_error_event(
     events = _events(response.text)
     assert "[DONE]" not in events
     last = json.loads(events[-1])
-    assert last["error"]["code"] == 503
+    assert last["error"]["type"] == "api_error"  # OpenAI's error object, as the SDK reads it
+    assert set(last["error"]) == {"message", "type", "param", "code"}
     assert "unavailable" in last["error"]["message"]
     assert "10.9.9.9" not in response.text
     contents = [json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]]

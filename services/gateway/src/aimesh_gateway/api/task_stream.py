@@ -32,7 +32,12 @@ from fastapi.responses import Response, StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http, request_id_of
+from aimesh_gateway.core.errors import (
+    GENERIC_INTERNAL,
+    backend_error_fields,
+    grpc_status_to_http,
+    request_id_of,
+)
 from aimesh_gateway.core.structs import from_struct, score
 
 log = logging.getLogger("aimesh.gateway.task_stream")
@@ -173,7 +178,7 @@ async def _relay(
         status, detail = grpc_status_to_http(error.code(), error.details())
         log.warning(
             "task stream failed",
-            extra={"grpc_code": error.code().name, "grpc_details": error.details()},
+            extra=backend_error_fields(error.code(), error.details(), status),
         )
         yield _sse("error", {"status": status, "detail": detail})
     except Exception:

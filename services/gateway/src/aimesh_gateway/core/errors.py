@@ -86,21 +86,29 @@ def problem_response(
     """A problem+json response about ``request``. On the OpenAI-compatible routes the body also
     carries OpenAI's ``error`` object (an RFC 9457 extension member), so OpenAI SDKs read the
     message and type while every other client still gets a plain problem."""
-    path = request.url.path
-    if path in OPENAI_PATHS:
-        extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
     return JSONResponse(
-        problem_body(
-            status,
-            detail,
-            instance=path,
-            request_id=request_id_of(request),
-            extra=extra,
+        path_problem_body(
+            status, detail, path=request.url.path, request_id=request_id_of(request), extra=extra
         ),
         status_code=status,
         headers=headers,
         media_type=PROBLEM_MEDIA_TYPE,
     )
+
+
+def path_problem_body(
+    status: int,
+    detail: str | None,
+    *,
+    path: str | None,
+    request_id: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The problem about a request to ``path``, with OpenAI's ``error`` object on the
+    OpenAI-compatible routes (see :func:`problem_response`)."""
+    if path in OPENAI_PATHS:
+        extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
+    return problem_body(status, detail, instance=path, request_id=request_id, extra=extra)
 
 
 OPENAI_PATHS = frozenset(
@@ -121,6 +129,17 @@ def openai_error(status: int, message: str) -> dict[str, Any]:
     kind = _OPENAI_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
     code = "rate_limit_exceeded" if status == 429 else None
     return {"message": message, "type": kind, "param": None, "code": code}
+
+
+def backend_error_fields(
+    code: grpc.StatusCode, details: str | None, status: int
+) -> dict[str, str | None]:
+    """Log fields of a failed backend call. The details of a caller's error (4xx) may quote
+    what the caller sent (a prompt, tool arguments), so only a backend fault's are logged."""
+    fields: dict[str, str | None] = {"grpc_code": code.name}
+    if status >= 500:
+        fields["grpc_details"] = details
+    return fields
 
 
 def grpc_status_to_http(code: grpc.StatusCode, details: str | None) -> tuple[int, str]:
@@ -181,8 +200,7 @@ async def grpc_exception_handler(request: Request, exc: Exception) -> JSONRespon
         level,
         "backend call failed",
         extra={
-            "grpc_code": code.name,
-            "grpc_details": exc.details(),
+            **backend_error_fields(code, exc.details(), status),
             "http_status": status,
             "request_id": request_id_of(request),
         },

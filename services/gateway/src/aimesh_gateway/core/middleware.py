@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aimesh_gateway.core.errors import GENERIC_INTERNAL, PROBLEM_MEDIA_TYPE, problem_body
+from aimesh_gateway.core.errors import GENERIC_INTERNAL, PROBLEM_MEDIA_TYPE, path_problem_body
 from aimesh_gateway.core.metrics import UNMATCHED_ROUTE, HttpMetrics
 
 access_log = logging.getLogger("aimesh.gateway.access")
@@ -163,8 +163,8 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _internal_error(scope: Scope, request_id: str) -> JSONResponse:
-        body = problem_body(
-            500, GENERIC_INTERNAL, instance=scope.get("path"), request_id=request_id
+        body = path_problem_body(
+            500, GENERIC_INTERNAL, path=scope.get("path"), request_id=request_id
         )
         return JSONResponse(body, status_code=500, media_type=PROBLEM_MEDIA_TYPE)
 
@@ -318,10 +318,10 @@ class TimeoutMiddleware:
             return
         log.warning("request timed out", extra={"timeout_seconds": self.seconds})
         request_id = scope.get("state", {}).get("request_id")
-        body = problem_body(
+        body = path_problem_body(
             504,
             f"the request took longer than {self.seconds:g} s",
-            instance=scope.get("path"),
+            path=scope.get("path"),
             request_id=request_id,
         )
         await JSONResponse(body, status_code=504, media_type=PROBLEM_MEDIA_TYPE)(

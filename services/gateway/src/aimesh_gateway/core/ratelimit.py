@@ -256,8 +256,11 @@ class RateLimiter:
         candidates += [(f"{who}:tpm", tpm, tokens or 0), (f"{tenant}:tpm", tenant_tpm, tokens or 0)]
         return [Bucket(key, limit, cost) for key, limit, cost in candidates if limit > 0]
 
-    async def _run(self, mode: str, buckets: list[Bucket], lease: int = 0) -> Verdict | None:
-        """The verdict, or None when the shared store is down and the policy is fail-open."""
+    async def _run(
+        self, mode: str, buckets: list[Bucket], lease: int = 0, *, admission: bool = True
+    ) -> Verdict | None:
+        """The verdict, or None when the shared store is down and the policy is fail-open
+        (or this is no admission: spending after the work never fails the request)."""
         if self.remote is None:
             return await self.local.run(mode, buckets)
         if time.monotonic() >= self._redis_down_until:
@@ -271,7 +274,7 @@ class RateLimiter:
                     self.settings.rate_limit_redis_failure,
                 )
         self.metrics.limiter_errors.inc()
-        if self.settings.rate_limit_redis_failure == "closed":
+        if admission and self.settings.rate_limit_redis_failure == "closed":
             raise HTTPException(503, "rate limiting is unavailable; retry shortly")
         return None
 
@@ -339,7 +342,9 @@ class RateLimiter:
         buckets = self._buckets(principal, await self._limits(principal), tokens=tokens)
         if not buckets:
             return
-        verdict = await self._run("charge", buckets)
+        # The work is done and answered: a store outage now loses these tokens' charge
+        # (counted and logged by _run), never the answer, whatever the policy.
+        verdict = await self._run("charge", buckets, admission=False)
         if verdict is not None and any(
             2 * left < bucket.limit for left, bucket in zip(verdict.remaining, buckets, strict=True)
         ):

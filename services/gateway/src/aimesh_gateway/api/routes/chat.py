@@ -31,7 +31,12 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
-from aimesh_gateway.core.errors import GENERIC_INTERNAL, grpc_status_to_http
+from aimesh_gateway.core.errors import (
+    GENERIC_INTERNAL,
+    backend_error_fields,
+    grpc_status_to_http,
+    openai_error,
+)
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
     ChatCompletion,
@@ -246,8 +251,8 @@ class _ChunkWriter:
         )
 
     def error(self, status: int, message: str) -> str:
-        kind = "server_error" if status >= 500 else "invalid_request_error"
-        return self._event({"error": {"message": message, "type": kind, "code": status}})
+        """OpenAI's error object as the stream's last event (the status is sent already)."""
+        return self._event({"error": openai_error(status, message)})
 
     async def events(
         self,
@@ -291,7 +296,7 @@ class _ChunkWriter:
             status, detail = grpc_status_to_http(error.code(), error.details())
             log.warning(
                 "generation stream failed",
-                extra={"grpc_code": error.code().name, "grpc_details": error.details()},
+                extra=backend_error_fields(error.code(), error.details(), status),
             )
             yield self.error(status, detail)
         except Exception:
