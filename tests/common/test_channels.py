@@ -1,10 +1,17 @@
-"""Client channel targets: plain addresses resolve by DNS so round_robin sees every replica."""
+"""Client channels: plain addresses resolve by DNS so round_robin sees every replica, and
+every kind of call carries the caller's trace context and request id."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from typing import Any
 
-from aimesh_common.channels import target_for
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from aimesh_common.channels import create_channel, target_for
+from aimesh_common.request_id import request_id_var
 
 
 @pytest.mark.parametrize(
@@ -19,3 +26,88 @@ from aimesh_common.channels import target_for
 )
 def test_target_for(addr: str, target: str) -> None:
     assert target_for(addr) == target
+
+
+# ---------------------------------------------------------------- what every call carries
+
+SEEN: list[dict[str, str]] = []
+
+
+def _record(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    SEEN.append({key: str(value) for key, value in context.invocation_metadata() or ()})
+
+
+async def _unary_unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    _record(context)
+    return request
+
+
+async def _unary_stream(
+    request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
+    _record(context)
+    yield request
+
+
+async def _stream_unary(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+) -> bytes:
+    _record(context)
+    return b"".join([r async for r in requests])
+
+
+async def _stream_stream(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
+    _record(context)
+    async for request in requests:
+        yield request
+
+
+@pytest.fixture
+async def echo_addr() -> AsyncIterator[str]:
+    """A real grpc.aio server with one method of each kind, recording their metadata."""
+    server = grpc.aio.server()
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "UU": grpc.unary_unary_rpc_method_handler(_unary_unary),
+        "US": grpc.unary_stream_rpc_method_handler(_unary_stream),
+        "SU": grpc.stream_unary_rpc_method_handler(_stream_unary),
+        "SS": grpc.stream_stream_rpc_method_handler(_stream_stream),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Echo", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    SEEN.clear()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def _requests() -> AsyncIterator[bytes]:
+    yield b"a"
+
+
+async def test_every_kind_of_call_carries_the_trace_and_the_request_id(echo_addr: str) -> None:
+    provider = TracerProvider()
+    token = request_id_var.set("req-42")
+    try:
+        async with create_channel(echo_addr, trace_propagation=True) as channel:
+            with provider.get_tracer("test").start_as_current_span("caller") as span:
+                unary_unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+                unary_unary = channel.unary_unary("/t.Echo/UU")
+                unary_stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+                unary_stream = channel.unary_stream("/t.Echo/US")
+                stream_unary: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+                stream_unary = channel.stream_unary("/t.Echo/SU")
+                stream_stream: grpc.aio.StreamStreamMultiCallable[bytes, bytes]
+                stream_stream = channel.stream_stream("/t.Echo/SS")
+                assert await unary_unary(b"a") == b"a"
+                assert [reply async for reply in unary_stream(b"a")] == [b"a"]
+                assert await stream_unary(_requests()) == b"a"
+                assert [reply async for reply in stream_stream(_requests())] == [b"a"]
+                trace_id = format(span.get_span_context().trace_id, "032x")
+    finally:
+        request_id_var.reset(token)
+    assert len(SEEN) == 4
+    for metadata in SEEN:
+        assert metadata["x-request-id"] == "req-42"
+        assert trace_id in metadata["traceparent"]

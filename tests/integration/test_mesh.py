@@ -328,3 +328,45 @@ def test_bad_input_gets_a_clear_4xx(client: httpx.Client, admin: dict[str, str])
     # Nothing half-stored: the collection holds exactly the one good document.
     listed = client.get("/v1/collections/inputs/documents", headers=admin).json()
     assert [d["id"] for d in listed["documents"]] == ["one"]
+
+
+def _logged(mesh: Mesh, service: str, message: str, request_id: str) -> bool:
+    """Whether ``service``'s JSON log has a ``message`` line with ``request_id``."""
+    assert mesh.log_dir is not None
+    for raw in (mesh.log_dir / f"{service}.log").read_text("utf-8", "replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue  # a library's own print
+        if line.get("msg") == message and line.get("request_id") == request_id:
+            return True
+    return False
+
+
+def test_backends_log_the_callers_request_id(
+    mesh: Mesh, client: httpx.Client, admin: dict[str, str]
+) -> None:
+    """An X-Request-ID reaches the router's and retrieval's log lines, one process each."""
+    stored = client.post(
+        "/v1/collections/rid/documents",
+        json={"documents": [{"id": "a", "text": "The harbour opens at dawn."}]},
+        headers={**admin, "X-Request-ID": "mesh-rid-1"},
+    )
+    assert stored.status_code == 200, stored.text
+    asked = client.post(
+        "/v1/ask",
+        json={"question": "When does the harbour open?", "collection": "rid"},
+        headers={**admin, "X-Request-ID": "mesh-rid-2"},
+    )
+    assert asked.status_code == 200, asked.text
+    assert asked.headers["x-request-id"] == "mesh-rid-2"
+    deadline = time.monotonic() + 10
+    while True:  # the lines are written by other processes
+        found = {
+            "retrieval": _logged(mesh, "retrieval", "created collection", "mesh-rid-1"),
+            "llm-router": _logged(mesh, "llm-router", "task done", "mesh-rid-2"),
+        }
+        if all(found.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert found == {"retrieval": True, "llm-router": True}

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
+from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.channels import check_health
+from aimesh_common.request_id import REQUEST_ID_METADATA
+from aimesh_common.server import build_grpc_server
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.server import build_dependencies
+from tests.common.fakes import (
+    RecordingEmbedding,
+    Seen,
+    captured_records,
+    record,
+    recording_embedding,
+)
 from tests.conftest import free_port
+from tests.llm_router.conftest import FixedRetrieval, RunningRouter, start_router, stop_router
 
 BIN = Path(sys.executable).parent
 
@@ -123,3 +138,109 @@ async def test_console_script_lists_every_model_file_problem(no_key: None, tmp_p
     assert "models.default.provider: unknown provider 'nosuch'" in text
     assert "models.default.fallbacks[0]: unknown alias 'ghost'" in text
     assert "models.fast.api_key_env: environment variable AIMESH_TEST_UNSET_KEY" in text
+
+
+@dataclass
+class RecordingRetrieval(FixedRetrieval):
+    """FixedRetrieval that also records the request id of each Search."""
+
+    seen: list[Seen] = field(default_factory=list)
+
+    async def Search(
+        self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> retrieval_pb2.SearchResponse:
+        record("Search", context, self.seen)
+        return await super().Search(request, context)
+
+
+@dataclass
+class RecordedRouter:
+    router: RunningRouter
+    retrieval: RecordingRetrieval
+    embedding: RecordingEmbedding
+
+
+@pytest.fixture
+async def recorded_router() -> AsyncIterator[RecordedRouter]:
+    """A local-provider router whose retrieval and embedding servers record request ids;
+    its channels are the ones build_dependencies creates."""
+    retrieval = RecordingRetrieval()
+    retrieval.put("t1", "docs", [("paris", "Paris is the capital of France. It is big.")])
+    retrieval_server = build_grpc_server(
+        host="127.0.0.1",
+        port=0,
+        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(retrieval, s),
+        service_names=["aimesh.retrieval.v1.RetrievalService"],
+    )
+    await retrieval_server.start()
+    async with recording_embedding() as (embedding, embedding_addr):
+        settings = Settings(
+            port=0,
+            host="127.0.0.1",
+            metrics_port=None,
+            llm_provider="local",
+            embedding_service_addr=embedding_addr,
+            retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
+        )
+        router = await start_router(settings)
+        yield RecordedRouter(router, retrieval, embedding)
+        await stop_router(router)
+    await retrieval_server.stop(0)
+
+
+def _with_id(request_id: str) -> tuple[tuple[str, str]]:
+    return ((REQUEST_ID_METADATA, request_id),)
+
+
+def _task_done(records: list[logging.LogRecord]) -> list[str | None]:
+    """The request id of each "task done" line (None when it has none)."""
+    return [r.__dict__.get("request_id") for r in records if r.getMessage() == "task done"]
+
+
+ANSWER = llm_pb2.AnswerRequest(
+    question="What is the capital of France?", collection="docs", tenant_id="t1"
+)
+
+
+async def test_request_ids_reach_embedding_from_a_unary_call(
+    recorded_router: RecordedRouter,
+) -> None:
+    stub, embedding = recorded_router.router.stub, recorded_router.embedding
+    with captured_records("aimesh.llm_router") as records:
+        summary = await stub.Summarize(
+            llm_pb2.SummarizeRequest(
+                text="Cats sleep a lot. Dogs bark at night. Birds sing.", tenant_id="t1"
+            ),
+            metadata=_with_id("sum-1"),
+        )
+    assert summary.summary
+    assert [(s.method, s.sent, s.held) for s in embedding.seen] == [
+        ("Info", ("sum-1",), "sum-1"),
+        ("Embed", ("sum-1",), "sum-1"),
+    ]
+    assert _task_done(records) == ["sum-1"]
+
+
+async def test_request_ids_reach_retrieval_and_embedding_from_a_stream(
+    recorded_router: RecordedRouter,
+) -> None:
+    stub = recorded_router.router.stub
+    events = [event async for event in stub.StreamAnswer(ANSWER, metadata=_with_id("ans-2"))]
+    assert events[-1].HasField("done")
+    assert [(s.sent, s.held) for s in recorded_router.retrieval.seen] == [(("ans-2",), "ans-2")]
+    assert [(s.method, s.sent, s.held) for s in recorded_router.embedding.seen] == [
+        ("Info", ("ans-2",), "ans-2"),
+        ("Embed", ("ans-2",), "ans-2"),
+    ]
+
+
+async def test_without_a_request_id_none_is_made_up(recorded_router: RecordedRouter) -> None:
+    stub = recorded_router.router.stub
+    await stub.Answer(ANSWER, metadata=_with_id("first-3"))
+    recorded_router.retrieval.seen.clear()
+    recorded_router.embedding.seen.clear()
+    with captured_records("aimesh.llm_router") as records:
+        await stub.Answer(ANSWER)  # the previous call's id must not linger either
+    assert [(s.sent, s.held) for s in recorded_router.retrieval.seen] == [((), None)]
+    assert [(s.sent, s.held) for s in recorded_router.embedding.seen] == [((), None)]
+    assert _task_done(records) == [None]

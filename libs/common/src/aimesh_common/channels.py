@@ -2,6 +2,8 @@
 
 Addresses without a scheme are resolved with ``dns:///`` and balanced ``round_robin``,
 so a headless Kubernetes Service (one A record per pod) spreads calls over all replicas.
+Every call made while a request is handled carries its id as ``x-request-id`` metadata
+(:mod:`aimesh_common.request_id`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from aimesh_common.tracing import TracePropagationInterceptor
+from aimesh_common.request_id import request_id_client_interceptors
+from aimesh_common.tracing import trace_propagation_interceptors
 
 # No retry policy here: a service answering UNAVAILABLE may already have retried its own
 # upstream, and retries at every hop multiply. gRPC still retries transparently calls that
@@ -34,15 +37,20 @@ def create_channel(
     max_message_bytes: int = 16 * 1024 * 1024,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     trace_propagation: bool = False,
+    request_id_propagation: bool = True,
 ) -> grpc.aio.Channel:
     """An insecure aio channel (TLS is the mesh's job in Kubernetes).
 
     ``trace_propagation`` sends the current trace context (``traceparent``) with every call;
     services that trace set it (it costs an interceptor per call, so it is off otherwise).
+    ``request_id_propagation`` sends the current request id (``x-request-id``) with every
+    call that does not set one itself, so a request keeps its id from hop to hop.
     """
     chosen = list(interceptors or ())
     if trace_propagation:
-        chosen.append(TracePropagationInterceptor())
+        chosen += trace_propagation_interceptors()
+    if request_id_propagation:
+        chosen += request_id_client_interceptors()
     return grpc.aio.insecure_channel(
         target_for(addr),
         interceptors=chosen or None,

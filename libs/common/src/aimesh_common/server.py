@@ -1,7 +1,8 @@
 """The gRPC server factory every service uses.
 
 ``build_grpc_server`` binds the port (0 picks a free one, as tests do), registers health
-and reflection next to the service's own servicers, and installs the error interceptor.
+and reflection next to the service's own servicers, and installs the interceptors: the
+request id of each call (:mod:`aimesh_common.request_id`), tracing when enabled, errors.
 ``serve`` runs it until SIGTERM/SIGINT, then marks every service NOT_SERVING and stops
 with a grace period so in-flight calls finish.
 """
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh_common.interceptors import ErrorInterceptor
+from aimesh_common.request_id import RequestIdServerInterceptor
 from aimesh_common.tracing import ServerTracingInterceptor
 
 log = logging.getLogger("aimesh.server")
@@ -74,12 +76,15 @@ def build_grpc_server(
 ) -> GrpcServer:
     """Create a server with the service's servicers, health, reflection and interceptors.
 
-    With ``tracer_provider`` every RPC gets a server span (continuing the caller's trace);
-    the caller owns the provider and shuts it down.
+    Every RPC's ``x-request-id`` is held for its duration, so its log lines and its own
+    backend calls carry it. With ``tracer_provider`` every RPC gets a server span
+    (continuing the caller's trace); the caller owns the provider and shuts it down.
     """
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    # Outermost first: the request id covers everything the others log.
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdServerInterceptor()]
     if tracer_provider is not None:
-        interceptors.insert(0, ServerTracingInterceptor(tracer_provider))  # outermost
+        interceptors.append(ServerTracingInterceptor(tracer_provider))
+    interceptors.append(ErrorInterceptor())
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[

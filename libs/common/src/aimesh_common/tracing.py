@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from aimesh_common.client_interceptors import details_interceptors, with_metadata
+
 _propagator = TraceContextTextMapPropagator()
 _TRACE_KEYS = ("traceparent", "tracestate")
 
@@ -167,34 +169,12 @@ def trace_metadata() -> list[tuple[str, str]]:
     return list(carrier.items())
 
 
-class TracePropagationInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-):
-    """Adds the current span's ``traceparent`` to the metadata of each outgoing call."""
+def _with_trace(details: ClientCallDetails) -> ClientCallDetails:
+    extra = trace_metadata()
+    return with_metadata(details, extra) if extra else details
 
-    @staticmethod
-    def _details(details: ClientCallDetails) -> ClientCallDetails:
-        extra = trace_metadata()
-        if not extra:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
-        return ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
 
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_unary_stream(
-        self, continuation: Any, client_call_details: ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+def trace_propagation_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors adding the current span's ``traceparent`` to every outgoing call, of
+    each kind (streaming calls included)."""
+    return details_interceptors(_with_trace)

@@ -34,11 +34,16 @@ class Backends:
     def connect(cls, settings: Settings, errors: UpstreamErrors | None = None) -> Backends:
         """Create the channels (lazily connecting: nothing is dialled until the first call).
 
-        With ``errors``, every backend call that ends in an error status is counted.
+        With ``errors``, every backend call that ends in an error status is counted. Each
+        call sends the request id itself (``Upstream.metadata``), so the channels go without
+        create_channel's request-id interceptors (grpc.aio runs every intercepted unary
+        call in a task of its own).
         """
         channels = {
             name: create_channel(
-                addr, interceptors=[errors.interceptor()] if errors is not None else None
+                addr,
+                interceptors=[errors.interceptor()] if errors is not None else None,
+                request_id_propagation=False,
             )
             for name, addr in (
                 ("llm-router", settings.llm_router_service_addr),

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
-from contextvars import ContextVar
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -21,6 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aimesh_common.logging import RequestIdLogFilter as RequestIdLogFilter
+from aimesh_common.request_id import request_id_var as request_id_var
+from aimesh_common.request_id import valid_request_id
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, PROBLEM_MEDIA_TYPE, path_problem_body
 from aimesh_gateway.core.metrics import UNMATCHED_ROUTE, HttpMetrics
 
@@ -29,8 +30,8 @@ log = logging.getLogger("aimesh.gateway")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming request id is propagated only when it is short and plain (it ends up in logs
-# and gRPC metadata); anything else is replaced by a fresh one.
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# and gRPC metadata; aimesh_common.request_id.REQUEST_ID_PATTERN, the rule the backends
+# apply too); anything else is replaced by a fresh one.
 # Probes are logged at DEBUG so they do not drown the access log.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -49,19 +50,6 @@ _RAW_SECURITY_HEADERS = tuple(
 )
 _RAW_CSP = b"content-security-policy"
 _RAW_REQUEST_ID = REQUEST_ID_HEADER.lower().encode("latin-1")
-
-request_id_var: ContextVar[str | None] = ContextVar("aimesh_request_id", default=None)
-
-
-class RequestIdLogFilter(logging.Filter):
-    """Adds the current request id to every log record made while handling a request."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            request_id = request_id_var.get()
-            if request_id is not None:
-                record.request_id = request_id
-        return True
 
 
 def route_template(scope: Scope) -> str:
@@ -84,9 +72,7 @@ def route_template(scope: Scope) -> str:
 
 
 def choose_request_id(incoming: str | None) -> str:
-    if incoming and _SANE_REQUEST_ID.match(incoming):
-        return incoming
-    return secrets.token_hex(16)
+    return valid_request_id(incoming) or secrets.token_hex(16)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -8,11 +8,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from aimesh_common.request_id import REQUEST_ID_PATTERN
 from aimesh_gateway.schemas.common import StrictModel
 
 MAX_COMMENT_CHARS = 2000
-# What the gateway accepts as X-Request-ID (core/middleware.py), so any id it echoed fits.
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# REQUEST_ID_PATTERN is what the gateway accepts as X-Request-ID (core/middleware.py), so
+# any id it echoed fits.
 Rating = Literal[1, -1]
 
 
