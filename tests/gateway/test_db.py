@@ -29,7 +29,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _tenant() -> str:
@@ -51,6 +51,7 @@ async def test_migrations_create_every_table_and_are_idempotent(db_engine: Async
     assert "feedback" in tables
     assert {"request_id", "provider", "prompt_version"} <= usage_columns
     assert "ix_usage_records_request_id" in usage_indexes
+    assert "conversations" in tables
 
 
 async def test_the_migrations_build_exactly_the_models(db_engine: AsyncEngine) -> None:
@@ -115,6 +116,67 @@ async def test_0002_upgrades_a_0001_database_with_rows(database_url: str) -> Non
 
 def downgrade_to(connection: Connection, revision: str) -> None:
     command.downgrade(_alembic_config(connection), revision)
+
+
+async def test_0003_adds_and_removes_the_conversations_table(database_url: str) -> None:
+    """0003 on a 0002 database: the metadata table with its indexes; down again drops it."""
+    suffix = uuid.uuid4().hex[:8]
+    if database_url.startswith("postgresql"):
+        name = f"aimesh_gw_0002_{suffix}"
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        url = database_url.replace("gateway.db", f"v2-{suffix}.db")
+    engine = create_engine(url)
+
+    async def tables() -> set[str]:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0002"))
+        assert "conversations" not in await tables()
+        await migrate(engine)
+        assert await current_revision(engine) == "0003"
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda sync: {
+                    c["name"]: c["nullable"] for c in inspect(sync).get_columns("conversations")
+                }
+            )
+            indexes = await connection.run_sync(
+                lambda sync: {
+                    i["name"]: i["column_names"] for i in inspect(sync).get_indexes("conversations")
+                }
+            )
+        assert columns == {
+            "id": False,
+            "tenant_id": False,
+            "subject": False,
+            "model": False,
+            "collection": True,
+            "title": False,
+            "created_at": False,
+            "updated_at": False,
+            "message_count": False,
+            "deleted_at": True,
+        }
+        assert indexes == {
+            "ix_conversations_tenant_updated": ["tenant_id", "updated_at"],
+            "ix_conversations_tenant_subject": ["tenant_id", "subject"],
+        }
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade_to, "0002")
+        assert await current_revision(engine) == "0002"
+        assert "conversations" not in await tables()
+        assert {"usage_records", "feedback"} <= await tables()
+    finally:
+        await engine.dispose()
+        if database_url.startswith("postgresql"):
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await admin.close()
 
 
 async def test_concurrent_migrations_serialize(database_url: str) -> None:

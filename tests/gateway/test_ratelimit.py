@@ -497,3 +497,50 @@ async def test_a_spent_token_budget_ends_the_lease(shared_redis: tuple[Redis, st
     lease = limiter._leases.get(limiter._who(who))
     assert lease is None or lease.credits == 0
     await limiter.close()
+
+
+# ---------------------------------------------------------------- tenant budgets
+
+
+async def test_a_tenant_budget_is_shared_by_all_its_callers(fake_mesh: FakeMesh) -> None:
+    # Default tenant budget 5 requests a minute; each caller alone could do 100.
+    app = create_app(fake_mesh.settings(rate_limit_rpm=100, tenant_rate_limit_rpm=5))
+    tenant = f"tb-{uuid.uuid4().hex[:8]}"
+    callers = [bearer(token(tenant, ["user"], subject=f"u{i}")) for i in range(3)]
+    async with running(app) as client:
+        statuses = [
+            (await client.get("/v1/models", headers=callers[i % 3])).status_code for i in range(8)
+        ]
+        assert statuses == [200] * 5 + [429] * 3
+        # Another tenant has its own budget.
+        other = bearer(token(f"other-{tenant}", ["user"]))
+        assert (await client.get("/v1/models", headers=other)).status_code == 200
+
+        # An operator override for a tenant replaces the default.
+        small = f"small-{tenant}"
+        override = await client.put(
+            f"/v1/admin/tenants/{small}/limits",
+            json={"rpm": 2, "tpm": None},
+            headers=bearer(ADMIN_KEY),
+        )
+        assert override.status_code == 204
+        callers = [bearer(token(small, ["user"], subject=f"u{i}")) for i in range(3)]
+        statuses = [(await client.get("/v1/models", headers=c)).status_code for c in callers]
+        assert statuses == [200, 200, 429]
+
+
+async def test_a_tenant_token_budget_refuses_once_spent(fake_mesh: FakeMesh) -> None:
+    app = create_app(fake_mesh.settings(tenant_rate_limit_tpm=30))
+    tenant = f"tt-{uuid.uuid4().hex[:8]}"
+    chat = {"model": "default", "messages": [{"role": "user", "content": "count my tokens"}]}
+    async with running(app) as client:
+        spent: list[int] = []
+        for i in range(20):
+            headers = bearer(token(tenant, ["user"], subject=f"u{i % 2}"))
+            response = await client.post("/v1/chat/completions", json=chat, headers=headers)
+            if response.status_code != 200:
+                break
+            spent.append(response.json()["usage"]["total_tokens"])
+    # Two callers, one budget: admitted while the tenant had tokens left, then refused.
+    assert response.status_code == 429, response.text
+    assert sum(spent[:-1]) < 30 <= sum(spent), spent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import delete, select
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
+from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.main import create_app
 from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
@@ -99,6 +102,13 @@ async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 def as_user(subject: str = "ann", tenant: str = "acme") -> dict[str, str]:
     return bearer(token(tenant, ["user"], subject=subject))
+
+
+def as_admin(tenant: str) -> dict[str, str]:
+    return bearer(token(tenant, ["admin"], subject="boss"))
+
+
+ADMIN_LIST = "/v1/admin/conversations"
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -279,6 +289,164 @@ async def test_streamed_summarize_and_errors(client: httpx.AsyncClient, stack: S
     events = parse_sse(broken.text)
     assert [name for name, _ in events] == ["delta", "delta", "error"]
     assert events[-1][1]["status"] == 503
+
+
+async def recorded(stack: Stack, conversation_id: str) -> ConversationRecord | None:
+    await stack.app.state.conversations.drain()
+    async with stack.app.state.db_sessions() as session:
+        row: ConversationRecord | None = await session.get(ConversationRecord, conversation_id)
+        return row
+
+
+async def test_conversations_leave_metadata_for_the_tenants_admins(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Create, message and delete through the gateway: the admins of the tenant see each
+    conversation's owner, settings, size and activity, never another tenant's."""
+    tenant = f"conv-{uuid.uuid4().hex[:8]}"
+    ann, bob = as_user("ann", tenant), as_user("bob", tenant)
+    stack.retrieval.put(tenant, "kb", [("d1", "Cats purr.")])
+    pets = (
+        await client.post(
+            "/v1/conversations", json={"title": "Pets", "collection": "kb"}, headers=ann
+        )
+    ).json()
+    plans = (await client.post("/v1/conversations", json={"title": "Plans"}, headers=bob)).json()
+    dropped = (await client.post("/v1/conversations", json={"title": "Drop"}, headers=bob)).json()
+    elsewhere = (
+        await client.post("/v1/conversations", json={"title": "Other"}, headers=as_user("ann"))
+    ).json()
+    row = await recorded(stack, pets["id"])
+    assert row is not None
+    assert (row.tenant_id, row.subject, row.model, row.collection, row.title) == (
+        tenant,
+        "ann",
+        "default",
+        "kb",
+        "Pets",
+    )
+    assert (row.message_count, row.deleted_at) == (0, None)
+    assert row.created_at.timestamp() == pytest.approx(pets["created_at"], abs=1e-3)
+
+    stack.upstream.enqueue(Reply(content="They purr [1]."))
+    sent = await client.post(
+        f"/v1/conversations/{pets['id']}/messages",
+        json={"content": "Do my cats purr?"},
+        headers=ann,
+    )
+    assert sent.status_code == 200, sent.text
+    assert parse_sse(sent.text)[-1][0] == "done"
+    assert (
+        await client.delete(f"/v1/conversations/{dropped['id']}", headers=bob)
+    ).status_code == 204
+    # A refused turn (not the owner) and a refused delete leave the metadata alone.
+    refused = await client.post(
+        f"/v1/conversations/{plans['id']}/messages", json={"content": "hi"}, headers=ann
+    )
+    assert refused.status_code == 404
+    assert (await client.delete(f"/v1/conversations/{plans['id']}", headers=ann)).status_code == 404
+
+    row = await recorded(stack, pets["id"])
+    assert row is not None
+    assert row.message_count == 2
+    assert row.updated_at > row.created_at
+    columns = [getattr(row, c.key) for c in ConversationRecord.__table__.columns]
+    assert not any("purr" in str(value) for value in columns)  # no message text
+
+    listed = await client.get(ADMIN_LIST, headers=as_admin(tenant))
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["data"]
+    assert [(c["id"], c["subject"], c["message_count"]) for c in items] == [
+        (pets["id"], "ann", 2),  # the most recent activity first
+        (plans["id"], "bob", 0),
+    ]
+    assert items[0]["collection"] == "kb"
+    assert items[1]["collection"] is None
+    assert items[0]["deleted_at"] is None
+    assert set(items[0]) == {
+        "id",
+        "subject",
+        "model",
+        "collection",
+        "title",
+        "created_at",
+        "updated_at",
+        "message_count",
+        "deleted_at",
+    }
+    with_deleted = await client.get(
+        ADMIN_LIST, params={"include_deleted": "true"}, headers=as_admin(tenant)
+    )
+    by_id = {c["id"]: c for c in with_deleted.json()["data"]}
+    assert set(by_id) == {pets["id"], plans["id"], dropped["id"]}
+    assert by_id[dropped["id"]]["deleted_at"] is not None
+    assert elsewhere["id"] not in by_id
+    only_bob = await client.get(
+        ADMIN_LIST, params={"subject": "bob", "include_deleted": "true"}, headers=as_admin(tenant)
+    )
+    assert {c["id"] for c in only_bob.json()["data"]} == {plans["id"], dropped["id"]}
+    one = await client.get(ADMIN_LIST, params={"limit": 1}, headers=as_admin(tenant))
+    assert [c["id"] for c in one.json()["data"]] == [pets["id"]]
+    other_admin = await client.get(ADMIN_LIST, headers=as_admin(f"x-{tenant}"))
+    assert other_admin.json()["data"] == []
+
+
+@pytest.mark.parametrize("role", ["user", "editor"])
+async def test_the_conversation_listing_is_for_admins(
+    client: httpx.AsyncClient, stack: Stack, role: str
+) -> None:
+    refused = await client.get(ADMIN_LIST, headers=bearer(token("acme", [role])))
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(ADMIN_LIST)).status_code == 401
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "include_deleted=maybe", "subject="])
+async def test_bad_listing_queries_are_422(
+    client: httpx.AsyncClient, stack: Stack, query: str
+) -> None:
+    response = await client.get(f"{ADMIN_LIST}?{query}", headers=as_admin("acme"))
+    assert response.status_code == 422
+
+
+async def test_a_conversation_older_than_the_record_is_filled_in(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """A conversation the gateway never recorded (started before it did): its first turn
+    records what is known, reading it fills in the rest."""
+    tenant = f"conv-{uuid.uuid4().hex[:8]}"
+    ann = as_user("ann", tenant)
+    created = (await client.post("/v1/conversations", json={"title": "Old"}, headers=ann)).json()
+    await stack.app.state.conversations.drain()
+    async with stack.app.state.db_sessions.begin() as session:
+        await session.execute(
+            delete(ConversationRecord).where(ConversationRecord.tenant_id == tenant)
+        )
+
+    stack.upstream.enqueue(Reply(content="Hi"))
+    sent = await client.post(
+        f"/v1/conversations/{created['id']}/messages", json={"content": "Hello"}, headers=ann
+    )
+    assert sent.status_code == 200, sent.text
+    row = await recorded(stack, created["id"])
+    assert row is not None
+    assert (row.subject, row.title, row.message_count) == ("ann", "", 2)
+
+    read = await client.get(f"/v1/conversations/{created['id']}", headers=ann)
+    assert read.status_code == 200, read.text
+    row = await recorded(stack, created["id"])
+    assert row is not None
+    assert (row.title, row.model, row.message_count) == ("Old", "default", 2)
+    assert row.created_at.timestamp() == pytest.approx(created["created_at"], abs=1e-3)
+    async with stack.app.state.db_sessions() as session:
+        count = len(
+            (
+                await session.scalars(
+                    select(ConversationRecord).where(ConversationRecord.tenant_id == tenant)
+                )
+            ).all()
+        )
+    assert count == 1
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ from aimesh_gateway.api.web import install_web_app
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import install_exception_handlers
 from aimesh_gateway.core.feedback import FeedbackStore
+from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.core.keys import KeyStore
 from aimesh_gateway.core.limits import tenant_limit_loader
 from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrors
@@ -29,7 +31,6 @@ from aimesh_gateway.core.middleware import (
     REQUEST_ID_HEADER,
     BodyLimitMiddleware,
     RequestContextMiddleware,
-    RequestIdLogFilter,
     TimeoutMiddleware,
 )
 from aimesh_gateway.core.oidc import OidcVerifier
@@ -75,9 +76,25 @@ def create_app(settings: Settings) -> FastAPI:
                 await migrate(engine)
             sessions = session_factory(engine)
             app.state.db_sessions = sessions
-            app.state.key_store = KeyStore(sessions, settings.api_key_cache_seconds)
+            redis = None
+            if settings.redis_url is not None:
+                redis = Redis.from_url(
+                    settings.redis_url.get_secret_value(),
+                    socket_connect_timeout=0.5,
+                    socket_timeout=0.5,
+                )
+                stack.push_async_callback(redis.aclose)
+            app.state.redis = redis
+            invalidations = Invalidations(redis, settings.redis_key_prefix)
+            app.state.invalidations = invalidations
+            stack.push_async_callback(invalidations.close)
+            app.state.key_store = KeyStore(sessions, settings.api_key_cache_seconds, invalidations)
             app.state.user_store = UserStore(sessions, settings)
-            app.state.tenant_limits = TenantLimitSource(tenant_limit_loader(sessions))
+            app.state.tenant_limits = TenantLimitSource(
+                tenant_limit_loader(sessions), invalidations
+            )
+            if settings.redis_url is not None:
+                invalidations.start(settings.redis_url.get_secret_value())
             oidc = None
             if settings.oidc_issuer is not None:
                 oidc = OidcVerifier(
@@ -89,15 +106,6 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 stack.push_async_callback(oidc.close)
             app.state.authenticator = Authenticator(settings, app.state.key_store, oidc)
-            redis = None
-            if settings.redis_url is not None:
-                redis = Redis.from_url(
-                    settings.redis_url.get_secret_value(),
-                    socket_connect_timeout=0.5,
-                    socket_timeout=0.5,
-                )
-                stack.push_async_callback(redis.aclose)
-            app.state.redis = redis
             app.state.limiter = RateLimiter(
                 settings, app.state.metrics, redis, app.state.tenant_limits
             )
@@ -108,6 +116,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.usage = UsageMeter(sessions, app.state.limiter, app.state.metrics)
             stack.push_async_callback(app.state.usage.drain)
             app.state.feedback = FeedbackStore(sessions, app.state.usage)
+            app.state.conversations = ConversationLog(sessions)
+            stack.push_async_callback(app.state.conversations.drain)
             app.state.backends = Backends.connect(
                 settings, UpstreamErrors(app.state.metrics.upstream_errors)
             )
@@ -184,9 +194,8 @@ def _customize_openapi(app: FastAPI) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
+    # Records made while a request is handled carry its id (configure_logging's filter).
     configure_logging("gateway", settings.log_level, settings.log_format)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdLogFilter())
 
 
 def app_from_env() -> FastAPI:

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import request_id_of
 from aimesh_gateway.core.feedback import FeedbackStore
 from aimesh_gateway.core.keys import KeyStore
@@ -66,6 +67,11 @@ async def get_usage_meter(request: Request) -> UsageMeter:
     return meter
 
 
+async def get_conversation_log(request: Request) -> ConversationLog:
+    log: ConversationLog = request.app.state.conversations
+    return log
+
+
 async def get_db_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     sessions: async_sessionmaker[AsyncSession] = request.app.state.db_sessions
     return sessions
@@ -78,6 +84,7 @@ UserStoreDep = Annotated[UserStore, Depends(get_user_store)]
 FeedbackStoreDep = Annotated[FeedbackStore, Depends(get_feedback_store)]
 DbSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_db_sessions)]
 UsageMeterDep = Annotated[UsageMeter, Depends(get_usage_meter)]
+ConversationLogDep = Annotated[ConversationLog, Depends(get_conversation_log)]
 
 
 @dataclass(frozen=True)

@@ -45,4 +45,5 @@ routers: tuple[APIRouter, ...] = (
     auth.router,
     admin.router,
     usage.router,
+    conversations.admin_router,
 )

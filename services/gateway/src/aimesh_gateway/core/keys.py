@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.db.models import ApiKey, utcnow
 
 KEY_SCHEME = "am"
@@ -81,16 +82,23 @@ class KeyStore:
     """Keys in the database, with a short in-process cache of verified keys.
 
     The cache keeps the per-request check off the database: a key verified less than
-    ``cache_seconds`` ago is trusted again (the secret is still compared). Revoking through
-    this process drops the entry at once; other processes and replicas stop accepting a
-    revoked key within ``cache_seconds``.
+    ``cache_seconds`` ago is trusted again (the secret is still compared). Revoking a key or
+    changing its limits drops the entry in this process at once and announces it to the
+    other workers and replicas (``invalidations``, over Redis), which drop theirs when the
+    message arrives; should it be lost, theirs expire within ``cache_seconds``.
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache_seconds: float = 5.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache_seconds: float = 5.0,
+        invalidations: Invalidations | None = None,
     ) -> None:
         self.sessions = sessions
         self.cache_seconds = cache_seconds
+        self.invalidations = invalidations
+        if invalidations is not None:
+            invalidations.on("key", self.forget, self._verified_clear)
         self._last_touch: dict[str, float] = {}
         # prefix -> (trusted until, expires; both per time.monotonic(); secret hash; record)
         self._verified: dict[str, tuple[float, float, str, KeyRecord]] = {}
@@ -149,7 +157,7 @@ class KeyStore:
                 return None
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-            self._verified.pop(row.prefix, None)
+            self._forget_everywhere(row.prefix)
             return KeyRecord.of(row)
 
     async def set_limits(
@@ -160,8 +168,20 @@ class KeyStore:
             if row is None or row.tenant_id != tenant_id:
                 return None
             row.rpm, row.tpm = rpm, tpm
-            self._verified.pop(row.prefix, None)
+            self._forget_everywhere(row.prefix)
             return KeyRecord.of(row)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the cached verification of the key with ``prefix`` (in this process)."""
+        self._verified.pop(prefix, None)
+
+    def _verified_clear(self) -> None:
+        self._verified.clear()
+
+    def _forget_everywhere(self, prefix: str) -> None:
+        self.forget(prefix)
+        if self.invalidations is not None:
+            self.invalidations.announce("key", prefix)
 
     async def verify(self, credential: str) -> KeyRecord | None:
         """The key's record when the credential is a live key; None otherwise (unknown,

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.core.metrics import HttpMetrics
 from aimesh_gateway.core.security import Principal
 
@@ -388,13 +389,17 @@ class RateLimiter:
 
 
 class TenantLimitSource:
-    """Per-tenant overrides from the database, cached briefly in process."""
+    """Per-tenant overrides from the database, cached briefly in process; a change is
+    announced to the other processes (``invalidations``), which drop their entry."""
 
     CACHE_SECONDS = 10.0
 
-    def __init__(self, load: TenantLimitLoader) -> None:
+    def __init__(self, load: TenantLimitLoader, invalidations: Invalidations | None = None) -> None:
         self._load = load
         self._cache: dict[str, tuple[float, tuple[int | None, int | None] | None]] = {}
+        self.invalidations = invalidations
+        if invalidations is not None:
+            invalidations.on("tenant-limits", self._drop, self._cache.clear)
 
     async def get(self, tenant_id: str) -> tuple[int | None, int | None] | None:
         cached = self._cache.get(tenant_id)
@@ -406,4 +411,10 @@ class TenantLimitSource:
         return value
 
     def forget(self, tenant_id: str) -> None:
+        """Drop the tenant's entry here and in every other process."""
+        self._drop(tenant_id)
+        if self.invalidations is not None:
+            self.invalidations.announce("tenant-limits", tenant_id)
+
+    def _drop(self, tenant_id: str) -> None:
         self._cache.pop(tenant_id, None)

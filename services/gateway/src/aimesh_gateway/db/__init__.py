@@ -1,4 +1,7 @@
-"""Persistence of the gateway: API keys, local users, refresh tokens, limits and usage.
+"""Persistence of the gateway: API keys, users, refresh tokens, limits, usage, feedback.
+
+Also the metadata of conversations (owner, size, last activity); their messages stay in
+the LLM router.
 
 SQLAlchemy 2 (async) on SQLite by default (a file under ``AIMESH_DATA_DIR``) or PostgreSQL
 (``AIMESH_DATABASE_URL=postgresql+asyncpg://...``). The schema is owned by the Alembic

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@+-]+$"
 RoleName = Literal["admin", "editor", "user"]
 TenantId = Annotated[
     str,
@@ -63,13 +64,48 @@ class Limits(BaseModel):
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@+-]+$")
+    username: str = Field(min_length=1, max_length=128, pattern=USERNAME_PATTERN)
     password: str = Field(min_length=12, max_length=1024)
     roles: list[RoleName] = Field(min_length=1, max_length=3)
 
 
 class UserInfo(BaseModel):
+    """A local user (never its password or hash)."""
+
     id: str
     username: str
     tenant_id: str
     roles: list[str]
+    created_at: datetime
+    disabled_at: datetime | None = Field(
+        description="When the user was disabled; null while it may log in."
+    )
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+
+
+class UserUpdate(BaseModel):
+    """What to change; at least one field. Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    roles: list[RoleName] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="The user's new roles (replace the old ones from its next login or refresh).",
+        examples=[["editor"]],
+    )
+    disabled: bool | None = Field(
+        None,
+        description="true: the user can no longer log in or refresh, and its refresh tokens "
+        "are revoked; false: it may log in again.",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UserUpdate:
+        if self.roles is None and self.disabled is None:
+            raise ValueError("name at least one of roles, disabled")
+        return self

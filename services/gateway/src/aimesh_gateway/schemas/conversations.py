@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -52,3 +53,25 @@ class SendMessageRequest(StrictModel):
     content: str = Field(min_length=1, max_length=32_768, examples=["What changed in v2?"])
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
+
+
+class ConversationRecordItem(BaseModel):
+    """A conversation of the tenant as the gateway recorded it: metadata, never messages."""
+
+    id: str = Field(examples=["5f0c3e9a2b6d4f1e8a7c9d0b1e2f3a4b"])
+    subject: str = Field(
+        description="Owner: the subject of the credential that started it (`key:<id>` for "
+        "an API key, the token's `sub` for a JWT).",
+        examples=["key:0123456789abcdef0123456789abcdef"],
+    )
+    model: str = Field(description="Alias used for replies.", examples=["default"])
+    collection: str | None = Field(description="Collection grounding the replies, if any.")
+    title: str
+    created_at: datetime
+    updated_at: datetime = Field(description="Last activity: the creation or the last turn.")
+    message_count: int = Field(description="Messages so far (user and assistant).")
+    deleted_at: datetime | None = Field(description="When its owner deleted it, if so.")
+
+
+class ConversationRecordList(BaseModel):
+    data: list[ConversationRecordItem] = Field(description="Most recently active first.")

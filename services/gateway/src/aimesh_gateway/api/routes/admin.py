@@ -1,8 +1,9 @@
 """Admin API (role admin): API keys, local users, rate-limit overrides of keys and tenants.
 
 An admin acts inside its own tenant. Only the bootstrap admin key (``AIMESH_ADMIN_API_KEY``,
-the operator's credential) may act on other tenants and set rate limits. Keys of another
-tenant answer 404, as if they did not exist.
+the operator's credential) may act on other tenants and set rate limits. Other tenants, and
+their keys and users, answer 404 to a tenant's admin, as if they did not exist: a 403 would
+tell that they do.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from aimesh_gateway.core.limits import set_tenant_limits
 from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
 from aimesh_gateway.core.ratelimit import TenantLimitSource
 from aimesh_gateway.core.security import BOOTSTRAP_SUBJECT, Principal
-from aimesh_gateway.core.users import UsernameTaken
+from aimesh_gateway.core.users import UsernameTaken, UserRecord, UserStore, user_subject
 from aimesh_gateway.schemas.admin import (
     TENANT_ID_PATTERN,
+    USERNAME_PATTERN,
     KeyCreate,
     KeyCreated,
     KeyInfo,
@@ -28,6 +30,8 @@ from aimesh_gateway.schemas.admin import (
     TenantId,
     UserCreate,
     UserInfo,
+    UserList,
+    UserUpdate,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 
@@ -38,7 +42,26 @@ SMALL_BODY = {MAX_BODY_EXTRA: 16 * 1024}
 KEY_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_doc("No such key in the caller's tenant.")
 }
+USER_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: problem_doc("No such user in the caller's tenant.")
+}
+TENANT_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: problem_doc("Another tenant than the caller's (only the operator may name one).")
+}
+SELF_LOCKOUT: dict[int | str, dict[str, Any]] = {
+    409: problem_doc("The change would lock the calling admin out (its own user).")
+}
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Key id.")]
+UserRef = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=USERNAME_PATTERN,
+        description="The user's id or username.",
+        examples=["alice"],
+    ),
+]
 
 
 def _is_operator(principal: Principal) -> bool:
@@ -51,7 +74,12 @@ def _tenant(principal: Principal, requested: str | None) -> str:
         return principal.tenant_id
     if _is_operator(principal):
         return requested
-    raise HTTPException(403, "an admin acts only on its own tenant")
+    raise _tenant_not_found(requested)
+
+
+def _tenant_not_found(tenant_id: str) -> HTTPException:
+    # 404, not 403: a tenant's admin must not learn whether another tenant exists.
+    return HTTPException(404, f"tenant {tenant_id!r} not found")
 
 
 def _operator_only() -> None:
@@ -79,14 +107,15 @@ def _info(record: KeyRecord) -> KeyInfo:
     "/keys",
     status_code=201,
     openapi_extra=SMALL_BODY,
-    responses=COMMON_ERRORS,
+    responses={**COMMON_ERRORS, **TENANT_NOT_FOUND},
     summary="Create an API key (the key is shown once)",
 )
 async def create_key(body: KeyCreate, principal: AdminPrincipal, keys: KeyStoreDep) -> KeyCreated:
+    tenant_id = _tenant(principal, body.tenant_id)
     if (body.rpm is not None or body.tpm is not None) and not _is_operator(principal):
         _operator_only()
     created = await keys.create(
-        tenant_id=_tenant(principal, body.tenant_id),
+        tenant_id=tenant_id,
         roles=list(body.roles),
         name=body.name,
         expires_at=body.expires_at,
@@ -96,7 +125,11 @@ async def create_key(body: KeyCreate, principal: AdminPrincipal, keys: KeyStoreD
     return KeyCreated(**_info(created.record).model_dump(), key=created.key)
 
 
-@router.get("/keys", responses=COMMON_ERRORS, summary="List the API keys of a tenant")
+@router.get(
+    "/keys",
+    responses={**COMMON_ERRORS, **TENANT_NOT_FOUND},
+    summary="List the API keys of a tenant",
+)
 async def list_keys(
     principal: AdminPrincipal,
     keys: KeyStoreDep,
@@ -165,13 +198,24 @@ async def set_tenant_limit(
     request: Request,
 ) -> Response:
     if tenant_id != principal.tenant_id and not _is_operator(principal):
-        raise HTTPException(404, "no such tenant")
+        raise _tenant_not_found(tenant_id)
     if not _is_operator(principal):
         _operator_only()
     await set_tenant_limits(request.app.state.db_sessions, tenant_id, body.rpm, body.tpm)
     cache: TenantLimitSource = request.app.state.tenant_limits
     cache.forget(tenant_id)
     return Response(status_code=204)
+
+
+def _user_info(record: UserRecord) -> UserInfo:
+    return UserInfo(
+        id=record.id,
+        username=record.username,
+        tenant_id=record.tenant_id,
+        roles=list(record.roles),
+        created_at=record.created_at,
+        disabled_at=record.disabled_at,
+    )
 
 
 @router.post(
@@ -191,6 +235,85 @@ async def create_user(body: UserCreate, principal: AdminPrincipal, users: UserSt
         )
     except UsernameTaken:
         raise HTTPException(409, "the username is taken") from None
-    return UserInfo(
-        id=record.id, username=record.username, tenant_id=record.tenant_id, roles=list(record.roles)
+    return _user_info(record)
+
+
+@router.get(
+    "/users",
+    responses={**COMMON_ERRORS, **TENANT_NOT_FOUND},
+    summary="List the local users of a tenant",
+)
+async def list_users(
+    principal: AdminPrincipal,
+    users: UserStoreDep,
+    tenant_id: Annotated[str | None, Query(pattern=TENANT_ID_PATTERN)] = None,
+) -> UserList:
+    records = await users.list(_tenant(principal, tenant_id))
+    return UserList(users=[_user_info(record) for record in records])
+
+
+async def _scoped_user(principal: Principal, users: UserStore, reference: str) -> UserRecord:
+    record = await users.get_any(reference) if _is_operator(principal) else None
+    if record is None:
+        record = await users.get(principal.tenant_id, reference)
+    if record is None:
+        raise HTTPException(404, "no such user")
+    return record
+
+
+def _is_self(principal: Principal, record: UserRecord) -> bool:
+    """Whether the caller is ``record`` (logged in as that local user)."""
+    return (
+        principal.method == "jwt"
+        and principal.tenant_id == record.tenant_id
+        and principal.subject == user_subject(record.id)
     )
+
+
+def _self_lockout() -> HTTPException:
+    return HTTPException(
+        409, "an admin cannot disable, demote or delete its own user; ask another admin"
+    )
+
+
+@router.patch(
+    "/users/{user}",
+    openapi_extra=SMALL_BODY,
+    responses={**COMMON_ERRORS, **USER_NOT_FOUND, **SELF_LOCKOUT},
+    summary="Change the roles of a local user, or disable or enable it",
+)
+async def update_user(
+    user: UserRef, body: UserUpdate, principal: AdminPrincipal, users: UserStoreDep
+) -> UserInfo:
+    """Roles apply from the user's next login or refresh; an access token already issued
+    keeps its roles until it expires. Disabling refuses the user's logins and refreshes and
+    revokes its refresh tokens."""
+    record = await _scoped_user(principal, users, user)
+    if _is_self(principal, record) and (
+        body.disabled is True or (body.roles is not None and "admin" not in body.roles)
+    ):
+        raise _self_lockout()
+    updated = await users.update(
+        record.tenant_id,
+        record.id,
+        roles=body.roles,
+        disabled=body.disabled,
+    )
+    if updated is None:  # deleted meanwhile
+        raise HTTPException(404, "no such user")
+    return _user_info(updated)
+
+
+@router.delete(
+    "/users/{user}",
+    status_code=204,
+    responses={**COMMON_ERRORS, **USER_NOT_FOUND, **SELF_LOCKOUT},
+    summary="Delete a local user and its refresh tokens",
+)
+async def delete_user(user: UserRef, principal: AdminPrincipal, users: UserStoreDep) -> Response:
+    record = await _scoped_user(principal, users, user)
+    if _is_self(principal, record):
+        raise _self_lockout()
+    if not await users.delete(record.tenant_id, record.id):
+        raise HTTPException(404, "no such user")
+    return Response(status_code=204)

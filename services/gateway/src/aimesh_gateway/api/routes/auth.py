@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from aimesh_gateway.api.deps import API_PREFIX, SettingsDep, UserStoreDep
 from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
-from aimesh_gateway.core.users import TokenPair
+from aimesh_gateway.core.users import TokenPair, UserUnavailable
 from aimesh_gateway.schemas.auth import TokenError, TokenResponse
 from aimesh_gateway.schemas.problem import problem_doc
 
@@ -61,7 +61,10 @@ async def token(
         user = await users.check_password(username, password)
         if user is None:
             return _token_error(400, "invalid_grant", "wrong username or password")
-        return _tokens(await users.issue(user))
+        try:
+            return _tokens(await users.issue(user))
+        except UserUnavailable:  # disabled or deleted while its password was checked
+            return _token_error(400, "invalid_grant", "wrong username or password")
     if grant_type == "refresh_token":
         if not refresh_token:
             return _token_error(400, "invalid_request", "refresh_token is required")

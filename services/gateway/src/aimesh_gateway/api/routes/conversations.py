@@ -2,6 +2,10 @@
 
 The router keeps them (Redis or SQLite); a conversation of another user or tenant answers
 404 like a missing one. Replies are always streamed as typed server-sent events.
+
+The gateway records each conversation's metadata (owner, settings, size, last activity;
+never the messages) in its own database, off the request path, for the tenant's admins:
+GET /v1/admin/conversations.
 """
 
 from __future__ import annotations
@@ -12,12 +16,23 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    AdminPrincipal,
+    ConversationLogDep,
+    UpstreamDep,
+    UsageDep,
+    UserPrincipal,
+)
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.core.conversations import ConversationInfo
+from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.schemas.conversations import (
     Conversation,
     ConversationList,
     ConversationMessage,
+    ConversationRecordItem,
+    ConversationRecordList,
     ConversationSummary,
     CreateConversationRequest,
     SendMessageRequest,
@@ -25,6 +40,8 @@ from aimesh_gateway.schemas.conversations import (
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
 router = APIRouter(prefix=API_PREFIX, tags=["conversations"])
+# The tenant's admins read the recorded metadata (registered in api/main.py).
+admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 
 
 def _conversation(reply: llm_pb2.Conversation) -> Conversation:
@@ -51,6 +68,7 @@ async def create_conversation(
     body: CreateConversationRequest,
     principal: UserPrincipal,
     upstream: UpstreamDep,
+    conversations: ConversationLogDep,
 ) -> Conversation:
     reply = await upstream.llm_router.CreateConversation(
         llm_pb2.CreateConversationRequest(
@@ -63,6 +81,7 @@ async def create_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
+    conversations.started(principal, ConversationInfo.from_router(reply))
     return _conversation(reply)
 
 
@@ -102,7 +121,10 @@ async def list_conversations(
     summary="Delete a conversation and its messages",
 )
 async def delete_conversation(
-    conversation_id: str, principal: UserPrincipal, upstream: UpstreamDep
+    conversation_id: str,
+    principal: UserPrincipal,
+    upstream: UpstreamDep,
+    conversations: ConversationLogDep,
 ) -> Response:
     await upstream.llm_router.DeleteConversation(
         llm_pb2.DeleteConversationRequest(
@@ -113,6 +135,7 @@ async def delete_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
+    conversations.deleted(principal, conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -122,7 +145,10 @@ async def delete_conversation(
     summary="A conversation and its messages",
 )
 async def get_conversation(
-    conversation_id: str, principal: UserPrincipal, upstream: UpstreamDep
+    conversation_id: str,
+    principal: UserPrincipal,
+    upstream: UpstreamDep,
+    conversations: ConversationLogDep,
 ) -> Conversation:
     reply = await upstream.llm_router.GetConversation(
         llm_pb2.GetConversationRequest(
@@ -133,6 +159,8 @@ async def get_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
+    # Fills in what the recorded metadata lacks (a conversation older than the record).
+    conversations.seen(principal, ConversationInfo.from_router(reply))
     return _conversation(reply)
 
 
@@ -153,6 +181,7 @@ async def send_message(
     principal: UserPrincipal,
     upstream: UpstreamDep,
     usage_meter: UsageDep,
+    conversations: ConversationLogDep,
     http_request: Request,
 ) -> StreamingResponse | Response:
     request = llm_pb2.SendMessageRequest(
@@ -167,4 +196,55 @@ async def send_message(
     stream = upstream.llm_router.SendMessage(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
-    return await event_stream(stream, usage_meter.record, http_request)
+    return await event_stream(
+        stream,
+        usage_meter.record,
+        http_request,
+        # The router stores the turn before it reports done: count it then.
+        on_done=lambda done: conversations.turn(principal, conversation_id, done.model),
+    )
+
+
+def _record_item(row: ConversationRecord) -> ConversationRecordItem:
+    return ConversationRecordItem(
+        id=row.id,
+        subject=row.subject,
+        model=row.model,
+        collection=row.collection,
+        title=row.title,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        message_count=row.message_count,
+        deleted_at=row.deleted_at,
+    )
+
+
+@admin_router.get(
+    "/conversations",
+    responses=COMMON_ERRORS,
+    summary="Conversations of the tenant (metadata, no messages)",
+)
+async def list_tenant_conversations(
+    principal: AdminPrincipal,
+    conversations: ConversationLogDep,
+    subject: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\x00]+$",
+            description="Only the conversations of this owner (a principal's subject).",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Most conversations to return.")] = 100,
+    include_deleted: Annotated[
+        bool, Query(description="Also the conversations their owners deleted.")
+    ] = False,
+) -> ConversationRecordList:
+    """The conversations of the admin's tenant as the gateway recorded them, most recently
+    active first: owner, model, collection, title, times and size; never their messages."""
+    await conversations.drain()  # written off the request path: include the pending ones
+    rows = await conversations.recent(
+        principal.tenant_id, subject=subject, include_deleted=include_deleted, limit=limit
+    )
+    return ConversationRecordList(data=[_record_item(row) for row in rows])
