@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+import aimesh_gateway.core.cache as cache_module
 from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.metrics import HttpMetrics
 from tests.gateway.helpers import editor, user
@@ -87,4 +89,38 @@ async def test_entries_expire(backend: str) -> None:
     await asyncio.sleep(0.3)
     assert await cache.get(key, "/r") is None
     if redis is not None:
+        await redis.aclose()
+
+
+async def test_a_dead_redis_is_left_alone_for_a_while_then_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server that accepts connections and never answers: each Redis call would wait.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2)
+    monkeypatch.setattr(cache_module, "RETRY_SECONDS", 0.5)
+    metrics = HttpMetrics()
+    cache = ResponseCache(redis, "p:", 60, metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aimesh.gateway.cache"):
+            for _ in range(5):
+                assert await cache.get("k", "/r") is None
+                await cache.set("k", b"{}")
+        assert len(accepted) == 1  # one call waited for the dead server; the rest did not
+        assert metrics.cache.labels("/r", "error")._value.get() == 5
+        assert sum("answering without the cache" in r.getMessage() for r in caplog.records) == 1
+
+        await asyncio.sleep(0.6)
+        assert await cache.get("k", "/r") is None  # tried again after the pause
+        assert len(accepted) == 2
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
         await redis.aclose()
