@@ -7,6 +7,7 @@ being listed as public below) fails here.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -153,3 +154,109 @@ def test_the_audit_sees_guarded_and_unguarded_routes() -> None:
         route.path_format: required_role(route.dependant) for route in api_routes(router.routes)
     }
     assert found == {"/bare": None, "/guarded": Role.EDITOR}
+
+
+# ---------------------------------------------------------------- tenants
+
+# Routes that write into the caller's own namespace: a collection name is per tenant, so
+# another tenant's "docs" is simply that tenant's own (new) collection, never the owner's.
+OWN_NAMESPACE: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", "/v1/collections/{collection}/documents"),
+        ("POST", "/v1/collections/{collection}/files"),
+    }
+)
+# Valid bodies, so a refusal is the tenant check's and not the body validation's.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/collections/{collection}/documents"): {
+        "json": {"documents": [{"id": "d1", "text": "the intruder's text"}]}
+    },
+    ("POST", "/v1/collections/{collection}/files"): {
+        "files": [("files", ("note.txt", b"the intruder's file", "text/plain"))]
+    },
+    ("POST", "/v1/collections/{collection}/search"): {"json": {"query": "secret"}},
+    ("POST", "/v1/conversations/{conversation_id}/messages"): {"json": {"content": "hi"}},
+    ("PUT", "/v1/admin/keys/{key_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
+    ("PUT", "/v1/admin/tenants/{tenant_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
+    ("PATCH", "/v1/admin/users/{user}"): {"json": {"disabled": True}},
+}
+
+
+async def test_another_tenants_resources_are_not_found_on_every_route(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Every operation naming a resource in its path, called by an admin (every role) of
+    another tenant, answers 404 (or writes into that tenant's own namespace), and the
+    owner's resources are untouched. A new route with a path parameter fails here until
+    its parameter has a resource below."""
+    owner, intruder = f"own-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    owner_admin = bearer(token(owner, ["admin", "editor", "user"], subject="owner"))
+    collection = "secret-docs"
+    stored = await client.post(
+        f"/v1/collections/{collection}/documents",
+        json={"documents": [{"id": "d1", "text": "the code word is bluebird"}]},
+        headers=owner_admin,
+    )
+    assert stored.status_code == 200, stored.text
+    uploaded = await client.post(
+        f"/v1/collections/{collection}/files",
+        files=[("files", ("plan.txt", b"the plan", "text/plain"))],
+        headers=owner_admin,
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    conversation = await client.post("/v1/conversations", json={}, headers=owner_admin)
+    assert conversation.status_code == 201, conversation.text
+    key = await client.post("/v1/admin/keys", json={"roles": ["user"]}, headers=owner_admin)
+    assert key.status_code == 201, key.text
+    username = f"user-{uuid.uuid4().hex[:8]}"
+    created_user = await client.post(
+        "/v1/admin/users",
+        json={"username": username, "password": "correct horse battery", "roles": ["user"]},
+        headers=owner_admin,
+    )
+    assert created_user.status_code == 201, created_user.text
+    resources = {
+        "collection": collection,
+        "document_id": "d1",
+        "job_id": uploaded.json()["job_id"],
+        "conversation_id": conversation.json()["id"],
+        "key_id": key.json()["id"],
+        "user": username,
+        "tenant_id": owner,
+    }
+
+    intruder_admin = bearer(token(intruder, ["admin", "editor", "user"], subject="owner"))
+    operations = [
+        (method, template, template.format(**resources))
+        for method, template, _ in _operations(app)
+        if "{" in template and (method, template) not in PUBLIC
+    ]
+    assert len(operations) >= 12  # the table really covered the API
+    # The 404s first: the own-namespace writes would give the intruder a collection.
+    operations.sort(key=lambda op: (op[0], op[1]) in OWN_NAMESPACE)
+    for method, template, url in operations:
+        kwargs = BODIES.get((method, template), {})
+        response = await client.request(method, url, headers=intruder_admin, **kwargs)
+        if (method, template) in OWN_NAMESPACE:
+            assert response.status_code in (200, 202), (method, template, response.text)
+        else:
+            assert_problem(response, 404)
+
+    # The owner's resources are all there and unchanged.
+    documents = await client.get(f"/v1/collections/{collection}/documents", headers=owner_admin)
+    assert [d["id"] for d in documents.json()["documents"]] == ["d1", "plan.txt"], documents.text
+    found = await client.post(
+        f"/v1/collections/{collection}/search", json={"query": "code word"}, headers=owner_admin
+    )
+    assert "bluebird" in found.json()["results"][0]["text"]
+    assert "intruder" not in found.text
+    for url in (
+        f"/v1/jobs/{resources['job_id']}",
+        f"/v1/conversations/{resources['conversation_id']}",
+        f"/v1/admin/keys/{resources['key_id']}",
+    ):
+        assert (await client.get(url, headers=owner_admin)).status_code == 200, url
+    users = (await client.get("/v1/admin/users", headers=owner_admin)).json()["users"]
+    assert [(u["username"], u["disabled_at"]) for u in users] == [(username, None)]
+    keys = (await client.get("/v1/admin/keys", headers=owner_admin)).json()
+    assert all(k.get("rpm") is None for k in keys["keys"]), keys
