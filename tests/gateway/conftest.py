@@ -198,3 +198,12 @@ async def live_gateway(fake_mesh: FakeMesh) -> AsyncIterator[str]:
     gateway = create_app(fake_mesh.settings())
     async with serve_on_free_port(gateway) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+async def db_app(fake_mesh: FakeMesh, database_url: str) -> AsyncIterator[FastAPI]:
+    """The gateway on each database backend (SQLite, then the real PostgreSQL): modules
+    whose routes keep state (keys, users, usage, feedback) use it as their ``app``."""
+    gateway = create_app(fake_mesh.settings(database_url=database_url))
+    async with gateway.router.lifespan_context(gateway):
+        yield gateway
