@@ -207,3 +207,20 @@ async def db_app(fake_mesh: FakeMesh, database_url: str) -> AsyncIterator[FastAP
     gateway = create_app(fake_mesh.settings(database_url=database_url))
     async with gateway.router.lifespan_context(gateway):
         yield gateway
+
+
+def on_each_database() -> tuple[Any, Any]:
+    """``app, client = on_each_database()`` in a test module whose routes keep state runs
+    its tests on SQLite and on the real PostgreSQL (``db_app``)."""
+
+    @pytest.fixture
+    def app(db_app: FastAPI) -> FastAPI:
+        return db_app
+
+    @pytest.fixture
+    async def client(db_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+        transport = httpx.ASGITransport(app=db_app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            yield http
+
+    return app, client

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
 
+from tests.gateway.conftest import on_each_database
 from tests.gateway.helpers import ADMIN, TENANT, assert_problem, bearer, editor, token, user
 
-
-@pytest.fixture
-def app(db_app: FastAPI) -> FastAPI:
-    """This module's routes keep state: run them on SQLite and on the real PostgreSQL."""
-    return db_app
-
-
-@pytest.fixture
-async def client(db_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=db_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield http
+# The routes keep state: every test runs on SQLite and on the real PostgreSQL.
+app, client = on_each_database()
 
 
 def _tenant() -> str:
