@@ -20,12 +20,11 @@ that race (several workers, a turn reported before the creation was written) con
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,10 +32,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.core.background import Background
 from aimesh_gateway.core.security import Principal
 from aimesh_gateway.db.models import ConversationRecord, utcnow
 
 log = logging.getLogger("aimesh.gateway.conversations")
+
+T = TypeVar("T")
 
 # A completed turn stores two messages: the user's and the reply (the router appends both
 # once the reply is complete, before it reports usage and done).
@@ -68,10 +70,10 @@ class ConversationInfo:
         )
 
 
-def _later(
-    current: SQLColumnExpression[datetime], candidate: SQLColumnExpression[datetime]
-) -> ColumnElement[datetime]:
-    """The later of two times (GREATEST on PostgreSQL, max() on SQLite: spelt portably)."""
+def _greatest(
+    current: SQLColumnExpression[T], candidate: SQLColumnExpression[T]
+) -> ColumnElement[T]:
+    """The greater of two values (GREATEST on PostgreSQL, max() on SQLite: spelt portably)."""
     return case((current < candidate, candidate), else_=current)
 
 
@@ -90,7 +92,7 @@ class ConversationLog:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
-        self._pending: set[asyncio.Task[None]] = set()
+        self._writes = Background()
 
     # Writes (scheduled; they never raise to the caller)
 
@@ -115,13 +117,10 @@ class ConversationLog:
 
     async def drain(self) -> None:
         """Wait for the writes still pending (at shutdown, and before a listing)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._writes.drain()
 
     def _spawn(self, write: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._guarded(write))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._writes.spawn(self._guarded(write))
 
     @staticmethod
     async def _guarded(write: Coroutine[Any, Any, None]) -> None:
@@ -153,12 +152,8 @@ class ConversationLog:
                         "collection": new.collection,
                         "title": new.title,
                         "created_at": new.created_at,
-                        "message_count": case(
-                            (
-                                ConversationRecord.message_count < new.message_count,
-                                new.message_count,
-                            ),
-                            else_=ConversationRecord.message_count,
+                        "message_count": _greatest(
+                            ConversationRecord.message_count, new.message_count
                         ),
                     },
                     # Ids are the router's random ids; a row of another tenant is never touched.
@@ -188,7 +183,7 @@ class ConversationLog:
                     index_elements=["id"],
                     set_={
                         "message_count": ConversationRecord.message_count + new.message_count,
-                        "updated_at": _later(ConversationRecord.updated_at, new.updated_at),
+                        "updated_at": _greatest(ConversationRecord.updated_at, new.updated_at),
                     },
                     where=ConversationRecord.tenant_id == new.tenant_id,
                 )

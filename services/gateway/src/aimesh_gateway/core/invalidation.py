@@ -20,6 +20,8 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from aimesh_gateway.core.background import Background
+
 log = logging.getLogger("aimesh.gateway.invalidation")
 
 RETRY_SECONDS = 1.0
@@ -34,7 +36,7 @@ class Invalidations:
         self.channel = f"{prefix}invalidate"
         self._handlers: dict[str, Callable[[str], None]] = {}
         self._resets: list[Callable[[], None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._announcing = Background()
         self._listener: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -47,9 +49,7 @@ class Invalidations:
         """Tell the other processes (in the background: the caller has applied it locally)."""
         if self.redis is None:
             return
-        task = asyncio.create_task(self._publish(f"{kind}:{value}"))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._announcing.spawn(self._publish(f"{kind}:{value}"))
 
     async def _publish(self, message: str) -> None:
         assert self.redis is not None
@@ -110,5 +110,4 @@ class Invalidations:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._announcing.drain()

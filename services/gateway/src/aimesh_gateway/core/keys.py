@@ -97,11 +97,11 @@ class KeyStore:
         self.sessions = sessions
         self.cache_seconds = cache_seconds
         self.invalidations = invalidations
-        if invalidations is not None:
-            invalidations.on("key", self.forget, self._verified_clear)
         self._last_touch: dict[str, float] = {}
         # prefix -> (trusted until, expires; both per time.monotonic(); secret hash; record)
         self._verified: dict[str, tuple[float, float, str, KeyRecord]] = {}
+        if invalidations is not None:
+            invalidations.on("key", self.forget, self._verified.clear)
 
     async def create(
         self,
@@ -174,9 +174,6 @@ class KeyStore:
     def forget(self, prefix: str) -> None:
         """Drop the cached verification of the key with ``prefix`` (in this process)."""
         self._verified.pop(prefix, None)
-
-    def _verified_clear(self) -> None:
-        self._verified.clear()
 
     def _forget_everywhere(self, prefix: str) -> None:
         self.forget(prefix)

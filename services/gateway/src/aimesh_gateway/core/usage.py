@@ -3,12 +3,12 @@ a usage record in the database (written off the request path)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aimesh_gateway.core.background import Background
 from aimesh_gateway.core.metrics import HttpMetrics
 from aimesh_gateway.core.ratelimit import RateLimiter
 from aimesh_gateway.core.security import Principal
@@ -27,7 +27,7 @@ class UsageMeter:
         self.sessions = sessions
         self.limiter = limiter
         self.metrics = metrics
-        self._pending: set[asyncio.Task[None]] = set()
+        self._writes = Background()
 
     async def record(
         self,
@@ -56,9 +56,7 @@ class UsageMeter:
             provider=provider,
             prompt_version=prompt_version,
         )
-        task = asyncio.create_task(self._write(row))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._writes.spawn(self._write(row))
 
     async def _write(self, row: UsageRecord) -> None:
         try:
@@ -69,5 +67,4 @@ class UsageMeter:
 
     async def drain(self) -> None:
         """Wait for the records still being written (at shutdown)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._writes.drain()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN, ModelAlias, StrictModel
 
@@ -57,6 +57,8 @@ class SendMessageRequest(StrictModel):
 
 class ConversationRecordItem(BaseModel):
     """A conversation of the tenant as the gateway recorded it: metadata, never messages."""
+
+    model_config = ConfigDict(from_attributes=True)  # read from the database row
 
     id: str = Field(examples=["5f0c3e9a2b6d4f1e8a7c9d0b1e2f3a4b"])
     subject: str = Field(

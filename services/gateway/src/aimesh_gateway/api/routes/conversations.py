@@ -26,7 +26,6 @@ from aimesh_gateway.api.deps import (
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.conversations import ConversationInfo
-from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.schemas.conversations import (
     Conversation,
     ConversationList,
@@ -205,20 +204,6 @@ async def send_message(
     )
 
 
-def _record_item(row: ConversationRecord) -> ConversationRecordItem:
-    return ConversationRecordItem(
-        id=row.id,
-        subject=row.subject,
-        model=row.model,
-        collection=row.collection,
-        title=row.title,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        message_count=row.message_count,
-        deleted_at=row.deleted_at,
-    )
-
-
 @admin_router.get(
     "/conversations",
     responses=COMMON_ERRORS,
@@ -247,4 +232,4 @@ async def list_tenant_conversations(
     rows = await conversations.recent(
         principal.tenant_id, subject=subject, include_deleted=include_deleted, limit=limit
     )
-    return ConversationRecordList(data=[_record_item(row) for row in rows])
+    return ConversationRecordList(data=[ConversationRecordItem.model_validate(row) for row in rows])
