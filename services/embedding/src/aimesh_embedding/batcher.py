@@ -86,11 +86,6 @@ class Batcher:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-model")
 
-    @property
-    def queued_inputs(self) -> int:
-        """Inputs accepted and not yet answered."""
-        return self._queued
-
     async def submit(self, ids: Sequence[TokenIds]) -> Vectors:
         """The L2-normalized vectors of ``ids``, in order.
 

@@ -29,7 +29,6 @@ import redis.asyncio as redis_asyncio
 from aimesh_common.errors import NotFound, Unavailable
 
 StoredRole = Literal["user", "assistant"]
-MAX_MESSAGES = 1000
 
 
 @dataclass(frozen=True)

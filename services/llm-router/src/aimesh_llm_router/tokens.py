@@ -40,13 +40,11 @@ def _encoding() -> tiktoken.Encoding | None:
     return None
 
 
-def count_tokens(text: str, model: str = "") -> int:
+def count_tokens(text: str) -> int:
     """Tokens of ``text`` by tiktoken (cl100k_base), or the word estimate without it.
 
-    ``model`` is accepted for future per-model encodings; o200k (gpt-4o) has no offline
-    source, so cl100k is used for every model.
+    o200k (gpt-4o) has no offline source, so cl100k counts for every model.
     """
-    del model
     encoding = _encoding()
     if encoding is None:
         return estimate_tokens(text)

@@ -183,7 +183,3 @@ def from_sdk_error(error: BaseException, secret: str | None) -> AimeshError | No
     if isinstance(error, httpx.TransportError):
         return Unavailable("the connection to the model provider failed")
     return None
-
-
-# The name the OpenAI provider's callers and tests know.
-from_openai_error = from_sdk_error

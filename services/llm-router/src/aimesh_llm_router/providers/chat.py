@@ -100,8 +100,6 @@ class ChatModelProvider(Provider):
     _chat: BaseChatModel
     _prompts: PromptLibrary
     _secret: str | None = None
-    # Encoding used to estimate tokens when the upstream reports none.
-    _encoding_model: str = ""
 
     def _usage(
         self, message: BaseMessage | None, prompt: Sequence[BaseMessage], completion: str
@@ -114,8 +112,8 @@ class ChatModelProvider(Provider):
                 estimated=False,
             )
         return Usage(
-            count_tokens(prompt_text(prompt), self._encoding_model),
-            count_tokens(completion, self._encoding_model),
+            count_tokens(prompt_text(prompt)),
+            count_tokens(completion),
             estimated=True,
         )
 

@@ -41,7 +41,6 @@ class OpenAIProvider(ChatModelProvider):
         prompts: PromptLibrary,
     ) -> None:
         self._model = model
-        self._encoding_model = model
         self._prompts = prompts
         self._secret = api_key.get_secret_value() if api_key is not None else None
         self._chat = ChatOpenAI(
