@@ -17,30 +17,26 @@ from aimesh_common.settings import load_settings
 from aimesh_gateway.api.deps import declare_bearer_security
 from aimesh_gateway.api.main import routers
 from aimesh_gateway.api.web import install_web_app
+from aimesh_gateway.auth.keys import KeyStore
+from aimesh_gateway.auth.oidc import OidcVerifier
+from aimesh_gateway.auth.security import Authenticator
+from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
-from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import install_exception_handlers
-from aimesh_gateway.core.feedback import FeedbackStore
 from aimesh_gateway.core.invalidation import Invalidations
-from aimesh_gateway.core.keys import KeyStore
-from aimesh_gateway.core.limits import tenant_limit_loader
-from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrors
-from aimesh_gateway.core.middleware import (
-    REQUEST_ID_HEADER,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
-    TimeoutMiddleware,
-)
-from aimesh_gateway.core.oidc import OidcVerifier
-from aimesh_gateway.core.ratelimit import RateLimiter, TenantLimitSource
-from aimesh_gateway.core.security import Authenticator
-from aimesh_gateway.core.tracing import TracingMiddleware, create_tracer_provider
-from aimesh_gateway.core.usage import UsageMeter
-from aimesh_gateway.core.users import UserStore
 from aimesh_gateway.db.engine import create_engine, migrate, session_factory
+from aimesh_gateway.limits.http import BodyLimitMiddleware, TimeoutMiddleware
+from aimesh_gateway.limits.ratelimit import RateLimiter, TenantLimitSource
+from aimesh_gateway.limits.tenants import tenant_limit_loader
+from aimesh_gateway.observability.metrics import HttpMetrics, UpstreamErrors
+from aimesh_gateway.observability.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from aimesh_gateway.observability.tracing import TracingMiddleware, create_tracer_provider
 from aimesh_gateway.schemas.problem import Problem
+from aimesh_gateway.stores.cache import ResponseCache
+from aimesh_gateway.stores.conversations import ConversationLog
+from aimesh_gateway.stores.feedback import FeedbackStore
+from aimesh_gateway.stores.usage import UsageMeter
 
 log = logging.getLogger("aimesh.gateway")
 

@@ -15,19 +15,19 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
+from aimesh_gateway.auth.keys import KeyStore
+from aimesh_gateway.auth.security import AuthenticationError, Authenticator, Principal, Role
+from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
-from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import request_id_of
-from aimesh_gateway.core.feedback import FeedbackStore
-from aimesh_gateway.core.keys import KeyStore
-from aimesh_gateway.core.ratelimit import RateLimiter
-from aimesh_gateway.core.security import AuthenticationError, Authenticator, Principal, Role
-from aimesh_gateway.core.tracing import trace_metadata
-from aimesh_gateway.core.usage import UsageMeter
-from aimesh_gateway.core.users import UserStore
+from aimesh_gateway.limits.ratelimit import RateLimiter
+from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN
+from aimesh_gateway.stores.cache import ResponseCache
+from aimesh_gateway.stores.conversations import ConversationLog
+from aimesh_gateway.stores.feedback import FeedbackStore
+from aimesh_gateway.stores.usage import UsageMeter
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from aimesh_common.settings import load_settings
+from aimesh_gateway.auth.keys import KeyRecord, KeyStore
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.keys import KeyRecord, KeyStore
 from aimesh_gateway.db.engine import create_engine, migrate, session_factory
 from aimesh_gateway.schemas.admin import TENANT_ID_PATTERN
 

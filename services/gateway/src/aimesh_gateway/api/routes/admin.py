@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from aimesh_gateway.api.deps import API_PREFIX, AdminPrincipal, KeyStoreDep, UserStoreDep
-from aimesh_gateway.core.keys import KeyRecord
-from aimesh_gateway.core.limits import set_tenant_limits
-from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
-from aimesh_gateway.core.ratelimit import TenantLimitSource
-from aimesh_gateway.core.security import BOOTSTRAP_SUBJECT, Principal
-from aimesh_gateway.core.users import UsernameTaken, UserRecord, UserStore, user_subject
+from aimesh_gateway.auth.keys import KeyRecord
+from aimesh_gateway.auth.security import BOOTSTRAP_SUBJECT, Principal
+from aimesh_gateway.auth.users import UsernameTaken, UserRecord, UserStore, user_subject
+from aimesh_gateway.limits.http import MAX_BODY_EXTRA
+from aimesh_gateway.limits.ratelimit import TenantLimitSource
+from aimesh_gateway.limits.tenants import set_tenant_limits
 from aimesh_gateway.schemas.admin import (
     TENANT_ID_PATTERN,
     USERNAME_PATTERN,

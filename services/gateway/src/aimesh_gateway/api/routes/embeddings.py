@@ -23,7 +23,7 @@ from aimesh_gateway.api.deps import (
     UsageDep,
     UserPrincipal,
 )
-from aimesh_gateway.core.tokenids import decode_token_ids
+from aimesh_gateway.api.tokenids import decode_token_ids
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from aimesh_gateway.api.deps import BackendsDep, SettingsDep
 from aimesh_gateway.core.errors import problem_response
-from aimesh_gateway.core.metrics import HttpMetrics
+from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.schemas.problem import problem_doc
 
 router = APIRouter(tags=["operations"])

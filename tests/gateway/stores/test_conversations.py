@@ -1,4 +1,4 @@
-"""Conversation metadata (core/conversations.py) on both database backends (SQLite, PostgreSQL)."""
+"""Conversation metadata (stores/conversations.py) on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.core.conversations import TURN_MESSAGES, ConversationInfo, ConversationLog
-from aimesh_gateway.core.security import Principal, Role
+from aimesh_gateway.auth.security import Principal, Role
 from aimesh_gateway.db.engine import create_engine, default_url, session_factory
 from aimesh_gateway.db.models import ConversationRecord
+from aimesh_gateway.stores.conversations import TURN_MESSAGES, ConversationInfo, ConversationLog
 
 CREATED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

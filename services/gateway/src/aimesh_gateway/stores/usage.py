@@ -8,11 +8,11 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.background import Background
-from aimesh_gateway.core.metrics import HttpMetrics
-from aimesh_gateway.core.ratelimit import RateLimiter
-from aimesh_gateway.core.security import Principal
 from aimesh_gateway.db.models import UsageRecord, utcnow
+from aimesh_gateway.limits.ratelimit import RateLimiter
+from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.usage")
 

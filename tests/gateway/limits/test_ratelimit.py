@@ -23,11 +23,11 @@ import pytest
 from fastapi import HTTPException, Request
 from redis.asyncio import Redis
 
+from aimesh_gateway.auth.security import Principal, Role
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.metrics import HttpMetrics
-from aimesh_gateway.core.ratelimit import Bucket, LocalBuckets, RateLimiter, RedisBuckets, Verdict
-from aimesh_gateway.core.security import Principal, Role
+from aimesh_gateway.limits.ratelimit import Bucket, LocalBuckets, RateLimiter, RedisBuckets, Verdict
 from aimesh_gateway.main import create_app
+from aimesh_gateway.observability.metrics import HttpMetrics
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, token
 

@@ -14,9 +14,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aimesh_gateway.core.security import Principal
-from aimesh_gateway.core.usage import UsageMeter
+from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.db.models import Feedback, UsageRecord, utcnow
+from aimesh_gateway.stores.usage import UsageMeter
 
 # Route templates whose usage records are answers that can be rated.
 ANSWER_ROUTES = frozenset(

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aimesh_gateway.auth.users import TokenPair, UserRecord, UserStore, UserUnavailable
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.users import TokenPair, UserRecord, UserStore, UserUnavailable
 from aimesh_gateway.db.engine import session_factory
 from aimesh_gateway.db.models import RefreshToken
 from tests.gateway.helpers import JWT_SECRET

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aimesh_gateway.core.ratelimit import TenantLimitLoader
 from aimesh_gateway.db.models import TenantLimit
+from aimesh_gateway.limits.ratelimit import TenantLimitLoader
 
 
 def tenant_limit_loader(sessions: async_sessionmaker[AsyncSession]) -> TenantLimitLoader:

@@ -1,4 +1,4 @@
-"""Safety at the door: per-route body limits, the response timeout, security headers."""
+"""Per-request limits: the body limits (global and per route) and the response timeout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from fastapi.responses import StreamingResponse
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import ADMIN, assert_problem, running, user
+from tests.gateway.helpers import ADMIN, assert_problem, editor, running, user
+
+TEN_MB = 10 * 1024 * 1024
 
 
 def _settings(fake_mesh: FakeMesh, **overrides: Any) -> Settings:
@@ -58,21 +60,6 @@ async def test_slow_request_gets_504_without_a_500(fake_mesh: FakeMesh) -> None:
         assert (await client.get("/v1/models", headers=user())).status_code == 200
 
 
-async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
-    for response in (
-        await client.get("/healthz"),
-        await client.get("/v1/models"),
-        await client.get("/v1/models", headers=user()),
-    ):
-        assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["x-frame-options"] == "DENY"
-        assert response.headers["referrer-policy"] == "no-referrer"
-        assert "default-src 'none'" in response.headers["content-security-policy"]
-        assert response.headers["cache-control"] == "no-store"
-    docs = await client.get("/docs")
-    assert "content-security-policy" not in docs.headers
-
-
 async def test_a_started_stream_outlives_the_response_timeout(fake_mesh: FakeMesh) -> None:
     app = create_app(_settings(fake_mesh, http_timeout_seconds=0.2))
 
@@ -94,3 +81,47 @@ async def test_a_started_stream_outlives_the_response_timeout(fake_mesh: FakeMes
         assert response.status_code == 200
         assert response.text == "tick 0\ntick 1\ntick 2\ntick 3\n"
         assert_problem(await client.get("/own-timeout"), 500)
+
+
+async def test_body_over_the_limit_with_content_length_is_413(client: httpx.AsyncClient) -> None:
+    huge = {"documents": [{"id": "big", "text": "x" * TEN_MB}]}
+    response = await client.post("/v1/collections/docs/documents", json=huge, headers=editor())
+    problem = assert_problem(response, 413)
+    assert str(5 * 1024 * 1024) in problem["detail"]
+
+
+async def test_body_over_the_limit_without_content_length_is_413(
+    client: httpx.AsyncClient, fake_mesh: FakeMesh
+) -> None:
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"documents": [{"id": "big", "text": "'
+        for _ in range(TEN_MB // 65536):
+            sent += 65536
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    before = len(fake_mesh.retrieval.recorder.calls)
+    response = await client.post(
+        "/v1/collections/docs/documents",
+        content=chunks(),
+        headers={**editor(), "Content-Type": "application/json"},
+    )
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413)
+    assert len(fake_mesh.retrieval.recorder.calls) == before  # nothing reached the backend
+    assert sent < TEN_MB  # reading stopped once the limit was passed
+
+
+async def test_body_under_a_small_limit_passes_and_over_fails(fake_mesh: FakeMesh) -> None:
+    settings = fake_mesh.settings(
+        max_body_bytes=2048,
+    )
+    async with running(create_app(settings)) as client:
+        small = {"text": "a" * 1000}
+        assert (await client.post("/v1/summarize", json=small, headers=ADMIN)).status_code == 200
+        assert_problem(
+            await client.post("/v1/summarize", json={"text": "a" * 3000}, headers=ADMIN), 413
+        )

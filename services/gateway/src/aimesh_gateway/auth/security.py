@@ -2,8 +2,8 @@
 
 Four kinds of credential are accepted (:class:`Authenticator`):
 
-* API keys (``am_<prefix>_<secret>``) from the key store, see ``core/keys.py``;
-* RS256/ES256 JWTs from the configured OIDC issuer, see ``core/oidc.py``;
+* API keys (``am_<prefix>_<secret>``) from the key store, see ``auth/keys.py``;
+* RS256/ES256 JWTs from the configured OIDC issuer, see ``auth/oidc.py``;
 
 * the bootstrap admin API key (``AIMESH_ADMIN_API_KEY``), compared in constant time; it acts
   as role ``admin`` in ``admin_tenant``;
@@ -26,9 +26,9 @@ from typing import Any, Literal
 import jwt
 from pydantic import SecretStr
 
+from aimesh_gateway.auth.keys import KeyRecord, KeyStore, parse_key
+from aimesh_gateway.auth.oidc import OidcError, OidcVerifier
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.keys import KeyRecord, KeyStore, parse_key
-from aimesh_gateway.core.oidc import OidcError, OidcVerifier
 
 BOOTSTRAP_SUBJECT = "admin-api-key"
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

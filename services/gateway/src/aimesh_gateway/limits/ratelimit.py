@@ -24,10 +24,10 @@ from fastapi import HTTPException, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.invalidation import Invalidations
-from aimesh_gateway.core.metrics import HttpMetrics
-from aimesh_gateway.core.security import Principal
+from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.ratelimit")
 

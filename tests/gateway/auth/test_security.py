@@ -9,13 +9,13 @@ import httpx
 import jwt
 import pytest
 
-from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.security import (
+from aimesh_gateway.auth.security import (
     AuthenticationError,
     Principal,
     Role,
     authenticate,
 )
+from aimesh_gateway.core.config import Settings
 from tests.conftest import make_jwt
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import (

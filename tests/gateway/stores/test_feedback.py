@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aimesh_gateway.auth.security import Principal, Role
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.feedback import FeedbackStore, UnknownAnswer
-from aimesh_gateway.core.metrics import HttpMetrics
-from aimesh_gateway.core.ratelimit import RateLimiter
-from aimesh_gateway.core.security import Principal, Role
-from aimesh_gateway.core.usage import UsageMeter
-from aimesh_gateway.core.usage_report import usage_summary, window_start
 from aimesh_gateway.db.engine import session_factory
+from aimesh_gateway.limits.ratelimit import RateLimiter
+from aimesh_gateway.observability.metrics import HttpMetrics
+from aimesh_gateway.stores.feedback import FeedbackStore, UnknownAnswer
+from aimesh_gateway.stores.usage import UsageMeter
+from aimesh_gateway.stores.usage_report import usage_summary, window_start
 
 ASK = "/v1/ask"
 

@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aimesh_common import tracing
-from aimesh_gateway.core.middleware import route_template
+from aimesh_gateway.observability.middleware import route_template
 
 _propagator = TraceContextTextMapPropagator()
 

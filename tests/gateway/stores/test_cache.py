@@ -10,9 +10,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-import aimesh_gateway.core.cache as cache_module
-from aimesh_gateway.core.cache import ResponseCache
-from aimesh_gateway.core.metrics import HttpMetrics
+import aimesh_gateway.stores.cache as cache_module
+from aimesh_gateway.observability.metrics import HttpMetrics
+from aimesh_gateway.stores.cache import ResponseCache
 from tests.gateway.helpers import editor, user
 
 

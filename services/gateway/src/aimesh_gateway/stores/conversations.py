@@ -32,8 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.background import Background
-from aimesh_gateway.core.security import Principal
 from aimesh_gateway.db.models import ConversationRecord, utcnow
 
 log = logging.getLogger("aimesh.gateway.conversations")

@@ -15,9 +15,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aimesh_gateway.auth.keys import KeyStore, parse_key
+from aimesh_gateway.auth.users import UsernameTaken, UserStore
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.keys import KeyStore, parse_key
-from aimesh_gateway.core.users import UsernameTaken, UserStore
 from aimesh_gateway.db.engine import (
     _alembic_config,
     create_engine,

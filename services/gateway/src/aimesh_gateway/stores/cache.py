@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aimesh_gateway.core.metrics import HttpMetrics
+from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.cache")
 

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from aimesh_gateway.auth.keys import KeyStore
+from aimesh_gateway.auth.oidc import OidcVerifier
+from aimesh_gateway.auth.security import AuthenticationError, Authenticator, Role
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.keys import KeyStore
-from aimesh_gateway.core.oidc import OidcVerifier
-from aimesh_gateway.core.security import AuthenticationError, Authenticator, Role
 from aimesh_gateway.main import create_app
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import bearer, running, unsigned_jwt
