@@ -77,7 +77,7 @@ clean: ## Remove the virtualenv, caches and local data
 	rm -rf $(VENV) .aimesh .pytest_cache .mypy_cache .ruff_cache
 .PHONY: migrate
 migrate: install ## Apply the gateway's database migrations (AIMESH_DATABASE_URL or SQLite in AIMESH_DATA_DIR)
-	$(BIN)/python -m aimesh_gateway.db.engine
+	$(BIN)/python -m aimesh_gateway.manage migrate
 .PHONY: embedding-onnx bench-embedding
 embedding-onnx: install ## Export the embedding model to ONNX fp32 + int8 (AIMESH_EMBEDDING_ONNX_DIR or .aimesh/models)
 	$(BIN)/python -m aimesh_embedding.export_onnx

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import assert_problem, running, user
 
@@ -126,4 +127,4 @@ def test_a_web_dir_without_a_build_stops_the_start(tmp_path: Path, content: str)
 
 
 def test_unset_web_dir_is_no_static_serving(app: FastAPI) -> None:
-    assert app.state.settings.web_dir is None
+    assert state_of(app).settings.web_dir is None

@@ -22,6 +22,7 @@ from aimesh_common.errors import (
 )
 from aimesh_gateway.core.errors import grpc_status_to_http
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN, assert_problem, running, settings_for, user
@@ -225,7 +226,7 @@ async def test_unexpected_exception_is_a_generic_500(
 async def test_backend_errors_are_counted_by_service_and_code(
     failing_client: httpx.AsyncClient, failing_app: FastAPI, fake_mesh: FakeMesh
 ) -> None:
-    registry = failing_app.state.metrics.registry
+    registry = state_of(failing_app).metrics.registry
     labels = {"service": "aimesh.llm.v1.LLMRouterService", "code": "UNAVAILABLE"}
     before = registry.get_sample_value("aimesh_upstream_errors_total", labels) or 0.0
     fake_mesh.failing.error = Unavailable("down")

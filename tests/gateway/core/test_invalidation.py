@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN, bearer, running
 
@@ -36,7 +37,7 @@ async def replicas(fake_mesh: FakeMesh) -> AsyncIterator[list[tuple[FastAPI, htt
                 )
             )
             client = await stack.enter_async_context(running(app))
-            await asyncio.wait_for(app.state.invalidations.subscribed.wait(), 10)
+            await asyncio.wait_for(state_of(app).invalidations.subscribed.wait(), 10)
             pairs.append((app, client))
         yield pairs
 
@@ -74,7 +75,7 @@ async def test_a_tenant_limit_change_drops_the_other_replicas_entry(
 ) -> None:
     (_, first), (second_app, _) = replicas
     tenant = f"inv-{uuid.uuid4().hex[:8]}"
-    limits = second_app.state.tenant_limits
+    limits = state_of(second_app).tenant_limits
     assert await limits.get(tenant) is None  # cached: no override
     response = await first.put(
         f"/v1/admin/tenants/{tenant}/limits", json={"rpm": 7, "tpm": None}, headers=ADMIN

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import running, user
 
@@ -52,7 +53,9 @@ async def test_request_span_is_exported_and_continued_downstream(
     async with running(app) as client:
         response = await client.get("/v1/models", headers=headers)
         assert response.status_code == 200
-        app.state.tracer_provider.force_flush()
+        provider = state_of(app).tracer_provider
+        assert provider is not None
+        provider.force_flush()
     spans = [
         span
         for export in received

@@ -21,6 +21,7 @@ from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import bearer, settings_for, token
@@ -292,8 +293,8 @@ async def test_streamed_summarize_and_errors(client: httpx.AsyncClient, stack: S
 
 
 async def recorded(stack: Stack, conversation_id: str) -> ConversationRecord | None:
-    await stack.app.state.conversations.drain()
-    async with stack.app.state.db_sessions() as session:
+    await state_of(stack.app).conversations.drain()
+    async with state_of(stack.app).db_sessions() as session:
         row: ConversationRecord | None = await session.get(ConversationRecord, conversation_id)
         return row
 
@@ -417,8 +418,8 @@ async def test_a_conversation_older_than_the_record_is_filled_in(
     tenant = f"conv-{uuid.uuid4().hex[:8]}"
     ann = as_user("ann", tenant)
     created = (await client.post("/v1/conversations", json={"title": "Old"}, headers=ann)).json()
-    await stack.app.state.conversations.drain()
-    async with stack.app.state.db_sessions.begin() as session:
+    await state_of(stack.app).conversations.drain()
+    async with state_of(stack.app).db_sessions.begin() as session:
         await session.execute(
             delete(ConversationRecord).where(ConversationRecord.tenant_id == tenant)
         )
@@ -438,7 +439,7 @@ async def test_a_conversation_older_than_the_record_is_filled_in(
     assert row is not None
     assert (row.title, row.model, row.message_count) == ("Old", "default", 2)
     assert row.created_at.timestamp() == pytest.approx(created["created_at"], abs=1e-3)
-    async with stack.app.state.db_sessions() as session:
+    async with state_of(stack.app).db_sessions() as session:
         count = len(
             (
                 await session.scalars(

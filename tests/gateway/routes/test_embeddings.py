@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from aimesh_gateway.db.models import UsageRecord
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.embedding.texts import words
 from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import ADMIN_KEY, assert_problem, settings_for, user
@@ -198,8 +199,8 @@ async def test_embeddings_are_cached_and_charged_once(
     assert "x-cache" not in fresh.headers
 
     # Computed answers are usage records (their tokens count against TPM); hits are not.
-    await embedding_app.state.usage.drain()
-    async with embedding_app.state.db_sessions() as session:
+    await state_of(embedding_app).usage.drain()
+    async with state_of(embedding_app).db_sessions() as session:
         records = (
             await session.scalars(select(UsageRecord).where(UsageRecord.tenant_id == tenant))
         ).all()

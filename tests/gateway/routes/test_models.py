@@ -8,6 +8,7 @@ import httpx
 
 from aimesh_gateway.api.routes.models import EMBEDDING_RETRY_SECONDS
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import running, user
 
@@ -46,7 +47,7 @@ async def test_a_failing_embedding_service_is_asked_again_only_after_a_pause(
     app = create_app(fake_mesh.settings())
 
     def failed_info_calls() -> float:
-        value = app.state.metrics.registry.get_sample_value(
+        value = state_of(app).metrics.registry.get_sample_value(
             "aimesh_upstream_errors_total",
             {"service": "aimesh.embedding.v1.EmbeddingService", "code": "UNIMPLEMENTED"},
         )
@@ -62,6 +63,8 @@ async def test_a_failing_embedding_service_is_asked_again_only_after_a_pause(
         for _ in range(3):
             assert await listed() == ["default", "fast"]
         assert failed_info_calls() == 1
-        app.state.embedding_info_failed_at -= EMBEDDING_RETRY_SECONDS
+        info = state_of(app).embedding_info
+        assert info.failed_at is not None
+        info.failed_at -= EMBEDDING_RETRY_SECONDS
         assert await listed() == ["default", "fast"]
         assert failed_info_calls() == 2

@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import on_each_database
 from tests.gateway.helpers import assert_problem, bearer, token
 
@@ -40,7 +41,7 @@ async def test_usage_by_key_day_and_total(app: FastAPI, client: httpx.AsyncClien
             spent[subject][2] += usage["completion_tokens"]
     # Older rows: one 3 days ago (inside 7 days), one 20 days ago (outside).
     now = datetime.now(UTC)
-    async with app.state.db_sessions.begin() as session:
+    async with state_of(app).db_sessions.begin() as session:
         for age, tokens in ((3, 100), (20, 1000)):
             session.add(
                 UsageRecord(

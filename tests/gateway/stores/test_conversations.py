@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.auth.security import Principal, Role
-from aimesh_gateway.db.engine import create_engine, default_url, session_factory
+from aimesh_gateway.core.config import default_database_url
+from aimesh_gateway.db.engine import create_engine, session_factory
 from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.stores.conversations import TURN_MESSAGES, ConversationInfo, ConversationLog
 
@@ -244,7 +245,7 @@ async def test_a_database_failure_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No table (the database was never migrated): the writes fail, the callers never see it."""
-    engine = create_engine(default_url(tmp_path))
+    engine = create_engine(default_database_url(tmp_path))
     try:
         log = ConversationLog(session_factory(engine))
         ann = principal("acme")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.state import state_of
 from tests.gateway.helpers import ADMIN, assert_problem, bearer
 
 CHAT = "/v1/chat/completions"
@@ -33,8 +34,8 @@ async def test_tokens_are_charged_recorded_and_limited(
     assert_problem(refused, 429)
     assert int(refused.headers["retry-after"]) >= 1
 
-    await app.state.usage.drain()
-    async with app.state.db_sessions() as session:
+    await state_of(app).usage.drain()
+    async with state_of(app).db_sessions() as session:
         rows = list(
             await session.scalars(select(UsageRecord).where(UsageRecord.tenant_id == tenant))
         )

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "aimesh_gateway.cli.keys",
     "aimesh_gateway.cli.ingest",
     "aimesh_gateway.cli.search",
     "aimesh_gateway.cli.eval",

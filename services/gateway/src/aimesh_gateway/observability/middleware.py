@@ -198,6 +198,6 @@ async def _invalidate_written_collection(scope: Scope) -> None:
         return
     if route_template(scope).endswith(_READ_ONLY_SUFFIXES):
         return
-    cache = getattr(app.state, "cache", None)
-    if cache is not None:
-        await cache.invalidate_collection(tenant, collection)
+    state = getattr(app.state, "gateway", None)  # None before the lifespan ran
+    if state is not None:
+        await state.cache.invalidate_collection(tenant, collection)

@@ -1,8 +1,13 @@
-"""``aimesh keys``: create, list and revoke API keys directly in the gateway's database.
+"""``aimesh-gateway-manage``: server-side management of the gateway, run where its database is.
 
-An operator tool: it reads the gateway's settings (``AIMESH_DATABASE_URL`` or
-``AIMESH_DATA_DIR``), applies pending migrations, and acts on any tenant. The key is printed
-once, on standard output, and never stored in clear.
+* ``migrate`` applies the database migrations and exits (``make migrate``);
+* ``keys create|list|revoke`` manages API keys directly in the database, for any tenant:
+  the bootstrap of the first key, before any admin credential exists (afterwards the admin
+  API, ``/v1/admin/keys``, does the same over REST).
+
+Both read the gateway's settings (``AIMESH_DATABASE_URL`` or ``AIMESH_DATA_DIR``) and apply
+pending migrations first. A created key is printed once, on standard output, and never
+stored in clear.
 """
 
 from __future__ import annotations
@@ -12,25 +17,60 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
+from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_gateway.auth.keys import KeyRecord, KeyStore
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.db.engine import create_engine, migrate, session_factory
+from aimesh_gateway.db.engine import create_engine, current_revision, migrate, session_factory
 from aimesh_gateway.schemas.admin import TENANT_ID_PATTERN
 
 T = TypeVar("T")
 ROLES = ("admin", "editor", "user")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = subparsers.add_parser("keys", help="Manage API keys (operator; direct DB access)")
-    commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aimesh-gateway-manage",
+        description="Server-side management of the aimesh gateway (direct database access).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    migrate_parser = commands.add_parser("migrate", help="Apply the database migrations")
+    migrate_parser.set_defaults(func=_migrate)
+    _register_keys(commands)
+    return parser
 
-    create = commands.add_parser("create", help="Create a key and print it (shown once)")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func = cast(Callable[[argparse.Namespace], int], args.func)
+    return func(args)
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    settings = load_settings(Settings)
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    engine = create_engine(settings.resolved_database_url())
+
+    async def run() -> None:
+        try:
+            await migrate(engine)
+            print(f"database at revision {await current_revision(engine)}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _register_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="Manage API keys (direct database access)")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", help="Create a key and print it (shown once)")
     create.add_argument("--tenant", required=True, type=_tenant, help="Tenant of the key")
     create.add_argument(
         "--role", action="append", required=True, choices=ROLES, help="Role (repeatable)"
@@ -41,18 +81,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--tpm", type=int, help="Tokens per minute (default: the server's)")
     create.set_defaults(func=_create)
 
-    listing = commands.add_parser("list", help="List the keys of a tenant (never the secrets)")
+    listing = actions.add_parser("list", help="List the keys of a tenant (never the secrets)")
     listing.add_argument("--tenant", required=True, type=_tenant)
     listing.set_defaults(func=_list)
 
-    revoke = commands.add_parser("revoke", help="Revoke a key by id")
+    revoke = actions.add_parser("revoke", help="Revoke a key by id")
     revoke.add_argument("--tenant", required=True, type=_tenant)
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_revoke)
 
 
 def _tenant(value: str) -> str:
-
     if not re.match(TENANT_ID_PATTERN, value):
         raise argparse.ArgumentTypeError("1-64 characters of [A-Za-z0-9_-], starting alphanumeric")
     return value
@@ -125,3 +164,7 @@ def _revoke(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(_json(record), indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
