@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # Re-install only when a dependency list changes.
 DEPS := constraints.txt requirements-dev.txt libs/common/pyproject.toml \
-        services/gateway/pyproject.toml services/embedding/pyproject.toml \
+        services/gateway/pyproject.toml services/gateway/cli/pyproject.toml \
+        services/embedding/pyproject.toml \
         services/retrieval/pyproject.toml services/llm-router/pyproject.toml
 STAMP := $(VENV)/.installed
-PACKAGES := -e libs/common -e services/gateway -e services/embedding \
+PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
             -e services/retrieval -e services/llm-router
 PROTO_OUT := libs/common/src
 # CPU wheels of torch; where that index is unreachable pip warns (retrying once per

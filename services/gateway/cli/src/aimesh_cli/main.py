@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "aimesh_gateway.cli.ingest",
-    "aimesh_gateway.cli.search",
-    "aimesh_gateway.cli.eval",
+    "aimesh_cli.ingest",
+    "aimesh_cli.search",
+    "aimesh_cli.eval",
 )
 """Modules whose ``register`` adds a command group; append one line per group."""
 

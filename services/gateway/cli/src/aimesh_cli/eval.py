@@ -15,7 +15,7 @@ Search returns chunks; a document's rank is that of its best chunk.
 
 With ``--qa`` every query is also asked through ``/v1/ask`` once per alias of ``--models``
 and the aliases are compared side by side (citation hit rate and precision, latency,
-tokens, cost): see :mod:`aimesh_gateway.cli.eval_qa`. ``--modes none`` skips the
+tokens, cost): see :mod:`aimesh_cli.eval_qa`. ``--modes none`` skips the
 retrieval metrics.
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from aimesh_gateway.cli.eval_qa import CORPUS_ID_KEY, AliasReport, print_qa_table, run_qa
-from aimesh_gateway.cli.http import add_connection_arguments, async_client, client, problem
+from aimesh_cli.eval_qa import CORPUS_ID_KEY, AliasReport, print_qa_table, run_qa
+from aimesh_cli.http import add_connection_arguments, async_client, client, problem
 
 MODES = ("dense", "bm25", "hybrid")
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")

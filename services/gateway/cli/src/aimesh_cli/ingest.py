@@ -1,8 +1,10 @@
 """``aimesh ingest PATH... --collection C``: upload files (folders recursively) as jobs.
 
 Each file is uploaded on its own (``POST /v1/collections/{c}/files``), so one bad file
-fails alone with the gateway's reason; the jobs are then followed to the end with a
-progress bar over chunks embedded, and a summary lists what failed and why. Exit code 0
+fails alone with the gateway's reason: the gateway parses the files and decides which types
+it takes (an unsupported one is answered 415 and listed as failed). The jobs are then
+followed to the end with a progress bar over chunks embedded, and a summary lists what
+failed and why. Exit code 0
 when everything was ingested, 1 otherwise.
 """
 
@@ -19,8 +21,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aimesh_gateway.cli.http import add_connection_arguments, client, problem
-from aimesh_gateway.parsing import SUPPORTED
+from aimesh_cli.http import add_connection_arguments, client, problem
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,17 +45,15 @@ class Outcome:
 
 
 def collect(paths: list[Path]) -> tuple[list[tuple[Path, str]], dict[str, str]]:
-    """(file, name to send) for every supported file under ``paths``; and skipped files."""
+    """(file, name to send) for every file under ``paths`` (hidden ones in folders left
+    out); and the paths that do not exist."""
     found: list[tuple[Path, str]] = []
     skipped: dict[str, str] = {}
     for path in paths:
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                name = f"{path.name}/{file.relative_to(path).as_posix()}"
-                if file.suffix.lower() in SUPPORTED:
-                    found.append((file, name))
-                elif not file.name.startswith("."):
-                    skipped[name] = f"unsupported type '{file.suffix or '(none)'}'"
+                if not file.name.startswith("."):
+                    found.append((file, f"{path.name}/{file.relative_to(path).as_posix()}"))
         elif path.is_file():
             found.append((path, path.name))
         else:
@@ -134,5 +133,6 @@ def _follow(
 def _summary(console: Console, outcome: Outcome) -> None:
     console.print(f"ingested {len(outcome.done)} file(s); {len(outcome.failed)} failed")
     for name, reason in sorted(outcome.failed.items()):
-        console.print(f"  FAILED {name}: {reason}", markup=False, highlight=False)
+        # One line per file, however long the reason (greppable).
+        console.print(f"  FAILED {name}: {reason}", markup=False, highlight=False, soft_wrap=True)
     sys.stderr.flush()

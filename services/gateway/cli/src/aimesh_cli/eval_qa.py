@@ -33,7 +33,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from aimesh_gateway.cli.http import problem
+from aimesh_cli.http import problem
 
 # Metadata key under which the evaluation stores each document's corpus id at ingestion.
 CORPUS_ID_KEY = "corpus_id"

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from aimesh_gateway.cli.main import build_parser, main
-
-AIMESH = Path(sys.executable).parent / "aimesh"
+from aimesh_cli.main import build_parser, main
 
 
 def test_without_a_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aimesh_gateway.cli.eval import (
+from aimesh_cli.eval import (
     EvalError,
     documents_in_order,
     evaluate,
@@ -18,11 +18,11 @@ from aimesh_gateway.cli.eval import (
     ndcg_at,
     recall_at,
 )
-from aimesh_gateway.cli.main import main
-from tests.gateway.cli.test_ingest import gateway_url  # noqa: F401 - shared fixture
+from aimesh_cli.main import main
+from tests.cli.test_ingest import gateway_url  # noqa: F401 - shared fixture
 from tests.gateway.helpers import token
 
-DATASET = Path(__file__).parents[2] / "data" / "retrieval-eval"
+DATASET = Path(__file__).parents[1] / "data" / "retrieval-eval"
 
 
 def test_recall_by_hand() -> None:

@@ -18,7 +18,7 @@ import uvicorn
 import yaml
 from rich.console import Console
 
-from aimesh_gateway.cli.eval_qa import (
+from aimesh_cli.eval_qa import (
     AskOutcome,
     citation_hit_rate,
     citation_precision,
@@ -28,7 +28,7 @@ from aimesh_gateway.cli.eval_qa import (
     print_qa_table,
     summarize,
 )
-from aimesh_gateway.cli.main import main
+from aimesh_cli.main import main
 from aimesh_gateway.main import create_app
 from aimesh_llm_router.config import Settings as RouterSettings
 from aimesh_llm_router.server import build_dependencies
@@ -41,7 +41,7 @@ from tests.gateway.helpers import settings_for, token
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 from tests.retrieval.conftest import serve
 
-DATASET = Path(__file__).parents[2] / "data" / "retrieval-eval"
+DATASET = Path(__file__).parents[1] / "data" / "retrieval-eval"
 HOSTED_ANSWER = "The first source answers this [1]."
 ASKED = 6
 

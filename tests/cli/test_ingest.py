@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from aimesh_gateway.cli.main import main
+from aimesh_cli.main import main
 from aimesh_gateway.main import create_app
 from aimesh_retrieval.config import Settings as RetrievalSettings
 from aimesh_retrieval.jobs import JobStore
@@ -79,7 +79,10 @@ async def test_ingest_folder_then_search(
     err = capsys.readouterr().err
     assert code == 1, err
     assert "ingested 3 file(s); 2 failed" in err
-    assert "FAILED kb/photo.png: unsupported type '.png'" in err
+    # The gateway decides which types it parses.
+    assert (
+        "FAILED kb/photo.png: HTTP 415: file 'kb/photo.png': has the unsupported type '.png'" in err
+    )
     assert "FAILED kb/sub/empty.txt: HTTP 422: file 'kb/sub/empty.txt': is empty" in err
 
     code = await cli(

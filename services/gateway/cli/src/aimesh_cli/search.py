@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from aimesh_gateway.cli.http import add_connection_arguments, client, problem
+from aimesh_cli.http import add_connection_arguments, client, problem
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
