@@ -25,7 +25,7 @@ from aimesh_gateway.limits.ratelimit import TenantLimitSource
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN
-from aimesh_gateway.state import EmbeddingInfoCache, GatewayState, state_of
+from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.conversations import ConversationLog
 from aimesh_gateway.stores.feedback import FeedbackStore
@@ -64,7 +64,6 @@ UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
 ConversationLogDep = Annotated[ConversationLog, from_state(lambda state: state.conversations)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
-EmbeddingInfoDep = Annotated[EmbeddingInfoCache, from_state(lambda state: state.embedding_info)]
 
 
 @dataclass(frozen=True)
