@@ -1,7 +1,7 @@
 """The rate-limit script against a Redis started by testcontainers, where a Docker engine runs.
 
 This machine has only the Docker client, so the test skips with that reason; the same
-script is tested against the real Redis on 127.0.0.1:6379 in limits/test_ratelimit.py.
+script is tested against the real Redis on 127.0.0.1:6379 in test_ratelimit.py.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import docx
 import httpx
 import pytest
 
+from tests.gateway.api.routes.test_collections import real_client  # noqa: F401 - shared fixture
 from tests.gateway.helpers import assert_problem, editor, user
-from tests.gateway.routes.test_collections import real_client  # noqa: F401 - shared fixture
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
 
