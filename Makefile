@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # Re-install only when a dependency list changes.
 DEPS := constraints.txt requirements-dev.txt libs/common/pyproject.toml \
-        services/gateway/pyproject.toml services/embedding/pyproject.toml \
+        services/gateway/pyproject.toml services/gateway/cli/pyproject.toml \
+        services/embedding/pyproject.toml \
         services/retrieval/pyproject.toml services/llm-router/pyproject.toml
 STAMP := $(VENV)/.installed
-PACKAGES := -e libs/common -e services/gateway -e services/embedding \
+PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
             -e services/retrieval -e services/llm-router
 PROTO_OUT := libs/common/src
 # CPU wheels of torch; where that index is unreachable pip warns (retrying once per
@@ -77,7 +78,7 @@ clean: ## Remove the virtualenv, caches and local data
 	rm -rf $(VENV) .aimesh .pytest_cache .mypy_cache .ruff_cache
 .PHONY: migrate
 migrate: install ## Apply the gateway's database migrations (AIMESH_DATABASE_URL or SQLite in AIMESH_DATA_DIR)
-	$(BIN)/python -m aimesh_gateway.db.engine
+	$(BIN)/python -m aimesh_gateway.manage migrate
 .PHONY: embedding-onnx bench-embedding
 embedding-onnx: install ## Export the embedding model to ONNX fp32 + int8 (AIMESH_EMBEDDING_ONNX_DIR or .aimesh/models)
 	$(BIN)/python -m aimesh_embedding.export_onnx

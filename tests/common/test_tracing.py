@@ -37,6 +37,7 @@ from aimesh_embedding.config import Settings as EmbeddingSettings
 from aimesh_embedding.model import TorchEncoder
 from aimesh_embedding.server import create_server as create_embedding_server
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from aimesh_llm_router.config import Settings as RouterSettings
 from aimesh_llm_router.server import build_dependencies
 from aimesh_llm_router.server import create_server as create_router_server
@@ -264,7 +265,9 @@ async def test_one_ask_is_one_trace_across_the_four_services(
                     headers=user(tenant),
                 )
                 assert asked.status_code == 200, asked.text
-            await asyncio.to_thread(app.state.tracer_provider.force_flush)
+            provider = state_of(app).tracer_provider
+            assert provider is not None
+            await asyncio.to_thread(provider.force_flush)
     finally:
         await router.stop(0)
         await retrieval.stop(0)

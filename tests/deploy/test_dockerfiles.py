@@ -210,6 +210,20 @@ def test_exposes_the_service_ports(name: str) -> None:
     assert exposed == PORTS[name]
 
 
+def test_the_gateway_image_carries_no_cli() -> None:
+    """The aimesh CLI is its own distribution (services/gateway/cli): the builder copies the
+    gateway's package only, and nothing the gateway declares is there for the CLI."""
+    builder = parse(dockerfile("gateway"))[0]
+    sources = {args.split()[0] for args in builder.args("COPY") if not args.startswith("--")}
+    gateway_sources = {s for s in sources if s.startswith("services/gateway")}
+    assert gateway_sources == {"services/gateway/pyproject.toml", "services/gateway/src"}
+    project = pyproject("gateway")["project"]
+    assert "aimesh" not in project["scripts"]  # type: ignore[index]
+    declared = {canonicalize_name(Requirement(t).name) for t in project["dependencies"]}  # type: ignore[index]
+    assert "rich" not in declared
+    assert not (ROOT / "services" / "gateway" / "src" / "aimesh_gateway" / "cli").exists()
+
+
 def test_retrieval_keeps_data_under_a_volume() -> None:
     final = parse(dockerfile("retrieval"))[1]
     assert final.env()["AIMESH_DATA_DIR"] == "/data"

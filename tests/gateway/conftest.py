@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimesh_common.server import GrpcServer
-from aimesh_gateway.core.config import Settings
-from aimesh_gateway.db.engine import create_engine, default_url, migrate
+from aimesh_gateway.core.config import Settings, default_database_url
+from aimesh_gateway.db.engine import create_engine, migrate
 from aimesh_gateway.main import create_app
 from tests.conftest import free_port
 from tests.gateway.fakes import (
@@ -154,7 +154,7 @@ async def postgres_url() -> AsyncIterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Each database backend the gateway supports: SQLite (default) and PostgreSQL."""
     if request.param == "sqlite":
-        return default_url(tmp_path_factory.mktemp("gateway-db"))
+        return default_database_url(tmp_path_factory.mktemp("gateway-db"))
     url: str = request.getfixturevalue("postgres_url")
     return url
 

@@ -274,7 +274,7 @@ def _alias(model: str) -> str:
 class _StreamingAndConversations:
     """The router's streamed tasks (built on the fake's own Summarize and Answer) and
     in-memory conversations; the real ones are tested against the real router in
-    tests/llm_router and routes/test_conversations.py."""
+    tests/llm_router and api/routes/test_conversations.py."""
 
     Summarize: Callable[[Any, Any], Awaitable[Any]]
     Answer: Callable[[Any, Any], Awaitable[Any]]

@@ -16,7 +16,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from aimesh_gateway.api.deps import EditorPrincipal, api_routes
-from aimesh_gateway.core.security import Role
+from aimesh_gateway.auth.security import Role
 from tests.gateway.helpers import TENANT, assert_problem, bearer, token
 
 PUBLIC: frozenset[tuple[str, str]] = frozenset(

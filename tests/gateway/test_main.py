@@ -12,6 +12,7 @@ import pytest
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN, running, user
 
@@ -19,7 +20,7 @@ from tests.gateway.helpers import ADMIN, running, user
 async def test_lifespan_opens_and_closes_the_channels(fake_mesh: FakeMesh) -> None:
     app = create_app(fake_mesh.settings())
     async with running(app) as client:
-        backends = app.state.backends
+        backends = state_of(app).backends
         assert set(backends.channels) == {"llm-router", "retrieval", "embedding"}
         assert (await client.get("/v1/models", headers=ADMIN)).status_code == 200
     with pytest.raises(grpc.aio.UsageError, match="Channel is closed"):

@@ -3,44 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 
 from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_gateway.api.deps import declare_bearer_security
 from aimesh_gateway.api.main import routers
 from aimesh_gateway.api.web import install_web_app
-from aimesh_gateway.core.backends import Backends
-from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import install_exception_handlers
-from aimesh_gateway.core.feedback import FeedbackStore
-from aimesh_gateway.core.invalidation import Invalidations
-from aimesh_gateway.core.keys import KeyStore
-from aimesh_gateway.core.limits import tenant_limit_loader
-from aimesh_gateway.core.metrics import HttpMetrics, UpstreamErrors
-from aimesh_gateway.core.middleware import (
-    REQUEST_ID_HEADER,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
-    TimeoutMiddleware,
-)
-from aimesh_gateway.core.oidc import OidcVerifier
-from aimesh_gateway.core.ratelimit import RateLimiter, TenantLimitSource
-from aimesh_gateway.core.security import Authenticator
-from aimesh_gateway.core.tracing import TracingMiddleware, create_tracer_provider
-from aimesh_gateway.core.usage import UsageMeter
-from aimesh_gateway.core.users import UserStore
-from aimesh_gateway.db.engine import create_engine, migrate, session_factory
+from aimesh_gateway.limits.http import BodyLimitMiddleware, TimeoutMiddleware
+from aimesh_gateway.observability.metrics import HttpMetrics
+from aimesh_gateway.observability.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from aimesh_gateway.observability.tracing import TracingMiddleware, create_tracer_provider
 from aimesh_gateway.schemas.problem import Problem
+from aimesh_gateway.state import open_state
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("aimesh.gateway")
 
@@ -65,85 +51,50 @@ errors are RFC 9457 problems (`application/problem+json`). `/v1/chat/completions
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the app. The gRPC channels are created by its lifespan and closed after it."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            engine = create_engine(settings.resolved_database_url())
-            stack.push_async_callback(engine.dispose)
-            if settings.migrate_on_start:
-                await migrate(engine)
-            sessions = session_factory(engine)
-            app.state.db_sessions = sessions
-            redis = None
-            if settings.redis_url is not None:
-                redis = Redis.from_url(
-                    settings.redis_url.get_secret_value(),
-                    socket_connect_timeout=0.5,
-                    socket_timeout=0.5,
-                )
-                stack.push_async_callback(redis.aclose)
-            app.state.redis = redis
-            invalidations = Invalidations(redis, settings.redis_key_prefix)
-            app.state.invalidations = invalidations
-            stack.push_async_callback(invalidations.close)
-            app.state.key_store = KeyStore(sessions, settings.api_key_cache_seconds, invalidations)
-            app.state.user_store = UserStore(sessions, settings)
-            app.state.tenant_limits = TenantLimitSource(
-                tenant_limit_loader(sessions), invalidations
-            )
-            if settings.redis_url is not None:
-                invalidations.start(settings.redis_url.get_secret_value())
-            oidc = None
-            if settings.oidc_issuer is not None:
-                oidc = OidcVerifier(
-                    settings.oidc_issuer,
-                    settings.oidc_audience or settings.jwt_audience,
-                    list(settings.oidc_algorithms),
-                    settings.oidc_jwks_cache_seconds,
-                    settings.oidc_leeway_seconds,
-                )
-                stack.push_async_callback(oidc.close)
-            app.state.authenticator = Authenticator(settings, app.state.key_store, oidc)
-            app.state.limiter = RateLimiter(
-                settings, app.state.metrics, redis, app.state.tenant_limits
-            )
-            stack.push_async_callback(app.state.limiter.close)
-            app.state.cache = ResponseCache(
-                redis, settings.redis_key_prefix, settings.cache_ttl_seconds, app.state.metrics
-            )
-            app.state.usage = UsageMeter(sessions, app.state.limiter, app.state.metrics)
-            stack.push_async_callback(app.state.usage.drain)
-            app.state.feedback = FeedbackStore(sessions, app.state.usage)
-            app.state.conversations = ConversationLog(sessions)
-            stack.push_async_callback(app.state.conversations.drain)
-            app.state.backends = Backends.connect(
-                settings, UpstreamErrors(app.state.metrics.upstream_errors)
-            )
-            stack.push_async_callback(app.state.backends.close)
-            # The embedding model's Info, cached by the routes (set here so that reading it
-            # before the first call is a plain attribute, not a miss).
-            app.state.embedding_info = None
-            app.state.embedding_info_failed_at = None
-            if app.state.tracer_provider is not None:
-                stack.callback(app.state.tracer_provider.shutdown)
-            yield
-
+    """Build the app. Its lifespan opens the state (database, Redis, gRPC channels) and
+    closes it after."""
+    metrics = HttpMetrics()
+    tracer_provider = (
+        None if settings.otlp_endpoint is None else create_tracer_provider(settings.otlp_endpoint)
+    )
     app = FastAPI(
         title="aimesh gateway",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, metrics, tracer_provider),
     )
-    app.state.settings = settings
-    app.state.metrics = HttpMetrics()
     install_exception_handlers(app)
+    _include_routers(app, settings)
+    _add_middleware(app, settings, metrics, tracer_provider)
+    _customize_openapi(app)
+    return app
+
+
+def _lifespan(
+    settings: Settings, metrics: HttpMetrics, tracer_provider: TracerProvider | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.gateway = await open_state(settings, metrics, tracer_provider, stack)
+            yield
+
+    return lifespan
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
     for router in routers:
         app.include_router(router)
     if settings.web_dir is not None:
         install_web_app(app, settings.web_dir)
 
+
+def _add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    metrics: HttpMetrics,
+    tracer_provider: TracerProvider | None,
+) -> None:
     # Added innermost first: the request context wraps everything, the body limit is inside.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.http_timeout_seconds)
@@ -164,14 +115,10 @@ def create_app(settings: Settings) -> FastAPI:
                 "Retry-After",
             ],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    app.state.tracer_provider = None
-    if settings.otlp_endpoint is not None:
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if tracer_provider is not None:
         # Outermost, so the span covers everything, including the request context.
-        app.state.tracer_provider = create_tracer_provider(settings.otlp_endpoint)
-        app.add_middleware(TracingMiddleware, provider=app.state.tracer_provider)
-    _customize_openapi(app)
-    return app
+        app.add_middleware(TracingMiddleware, provider=tracer_provider)
 
 
 def _customize_openapi(app: FastAPI) -> None:

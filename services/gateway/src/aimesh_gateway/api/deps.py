@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -15,19 +15,21 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
+from aimesh_gateway.auth.keys import KeyStore
+from aimesh_gateway.auth.security import AuthenticationError, Principal, Role
+from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
-from aimesh_gateway.core.cache import ResponseCache
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.conversations import ConversationLog
 from aimesh_gateway.core.errors import request_id_of
-from aimesh_gateway.core.feedback import FeedbackStore
-from aimesh_gateway.core.keys import KeyStore
-from aimesh_gateway.core.ratelimit import RateLimiter
-from aimesh_gateway.core.security import AuthenticationError, Authenticator, Principal, Role
-from aimesh_gateway.core.tracing import trace_metadata
-from aimesh_gateway.core.usage import UsageMeter
-from aimesh_gateway.core.users import UserStore
+from aimesh_gateway.limits.ratelimit import TenantLimitSource
+from aimesh_gateway.observability.metrics import HttpMetrics
+from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.schemas.common import COLLECTION_PATTERN
+from aimesh_gateway.state import GatewayState, state_of
+from aimesh_gateway.stores.cache import ResponseCache
+from aimesh_gateway.stores.conversations import ConversationLog
+from aimesh_gateway.stores.feedback import FeedbackStore
+from aimesh_gateway.stores.usage import UsageMeter
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
@@ -37,54 +39,31 @@ if TYPE_CHECKING:
 API_PREFIX = "/v1"
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+T = TypeVar("T")
 
 
-async def get_backends(request: Request) -> Backends:
-    backends: Backends = request.app.state.backends
-    return backends
+def from_state(part: Callable[[GatewayState], T]) -> Any:
+    """A dependency handing out ``part`` of the app's :class:`GatewayState`, for
+    ``Annotated[Type, from_state(lambda state: state.part)]``."""
+
+    async def dependency(request: Request) -> T:
+        return part(state_of(request.app))
+
+    return Depends(dependency)
 
 
-async def get_key_store(request: Request) -> KeyStore:
-    store: KeyStore = request.app.state.key_store
-    return store
-
-
-async def get_user_store(request: Request) -> UserStore:
-    store: UserStore = request.app.state.user_store
-    return store
-
-
-async def get_feedback_store(request: Request) -> FeedbackStore:
-    store: FeedbackStore = request.app.state.feedback
-    return store
-
-
-async def get_usage_meter(request: Request) -> UsageMeter:
-    meter: UsageMeter = request.app.state.usage
-    return meter
-
-
-async def get_conversation_log(request: Request) -> ConversationLog:
-    log: ConversationLog = request.app.state.conversations
-    return log
-
-
-async def get_db_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.db_sessions
-    return sessions
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-BackendsDep = Annotated[Backends, Depends(get_backends)]
-KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
-UserStoreDep = Annotated[UserStore, Depends(get_user_store)]
-FeedbackStoreDep = Annotated[FeedbackStore, Depends(get_feedback_store)]
-DbSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_db_sessions)]
-UsageMeterDep = Annotated[UsageMeter, Depends(get_usage_meter)]
-ConversationLogDep = Annotated[ConversationLog, Depends(get_conversation_log)]
+SettingsDep = Annotated[Settings, from_state(lambda state: state.settings)]
+BackendsDep = Annotated[Backends, from_state(lambda state: state.backends)]
+KeyStoreDep = Annotated[KeyStore, from_state(lambda state: state.key_store)]
+UserStoreDep = Annotated[UserStore, from_state(lambda state: state.user_store)]
+FeedbackStoreDep = Annotated[FeedbackStore, from_state(lambda state: state.feedback)]
+DbSessionsDep = Annotated[
+    async_sessionmaker[AsyncSession], from_state(lambda state: state.db_sessions)
+]
+UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
+ConversationLogDep = Annotated[ConversationLog, from_state(lambda state: state.conversations)]
+TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
+MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
 
 
 @dataclass(frozen=True)
@@ -114,13 +93,12 @@ class Upstream:
 
 
 async def get_upstream(request: Request) -> Upstream:
-    state = request.app.state
-    settings: Settings = state.settings
+    state = state_of(request.app)
     request_id = request_id_of(request)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request_id),) if request_id else ()
     if state.tracer_provider is not None:
         metadata += trace_metadata()
-    return Upstream(state.backends, settings.request_timeout_seconds, metadata)
+    return Upstream(state.backends, state.settings.request_timeout_seconds, metadata)
 
 
 UpstreamDep = Annotated[Upstream, Depends(get_upstream)]
@@ -162,9 +140,8 @@ async def _authenticated(request: Request) -> Principal:
             "missing credential: send Authorization: Bearer <API key or JWT>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    authenticator: Authenticator = request.app.state.authenticator
     try:
-        principal = await authenticator.authenticate(credential)
+        principal = await state_of(request.app).authenticator.authenticate(credential)
     except AuthenticationError as error:
         raise HTTPException(
             401, error.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -219,19 +196,38 @@ def declare_bearer_security(app: FastAPI, schema: dict[str, Any]) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_role(
-    role: Role,
-) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency that passes principals holding ``role`` (or a higher one); 403 otherwise."""
+def require_role(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """The role check: a dependency that passes principals holding ``role`` (or a higher
+    one), 403 otherwise (401 before, without a valid credential)."""
 
-    # Authenticates itself rather than through CurrentPrincipal: one dependency less to
-    # solve on every request.
     async def dependency(request: Request) -> Principal:
         principal = await _authenticated(request)
         if not principal.has_role(role):
             raise HTTPException(403, f"this operation needs the role {role.name.lower()}")
-        limiter: RateLimiter = request.app.state.limiter
-        await limiter.admit(request, principal)
+        return principal
+
+    dependency.required_role = role  # type: ignore[attr-defined]
+    return dependency
+
+
+async def admit(request: Request, principal: Principal) -> None:
+    """The admission step: count this request against the caller's rate limits (its key's
+    and its tenant's RPM, its TPM budget); 429 with ``Retry-After`` once one is spent."""
+    await state_of(request.app).limiter.admit(request, principal)
+
+
+def role_and_admission(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """What a route's caller passes: :func:`require_role`, then :func:`admit` (401, 403,
+    then 429, in this order).
+
+    One dependency rather than two: each costs every request a round of FastAPI's
+    dependency solving.
+    """
+    check_role = require_role(role)
+
+    async def dependency(request: Request) -> Principal:
+        principal = await check_role(request)
+        await admit(request, principal)
         return principal
 
     # Read by the route audit (tests/gateway/test_authorization.py): every non-public route
@@ -240,9 +236,9 @@ def require_role(
     return dependency
 
 
-UserPrincipal = Annotated[Principal, Depends(require_role(Role.USER))]
-EditorPrincipal = Annotated[Principal, Depends(require_role(Role.EDITOR))]
-AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+UserPrincipal = Annotated[Principal, Depends(role_and_admission(Role.USER))]
+EditorPrincipal = Annotated[Principal, Depends(role_and_admission(Role.EDITOR))]
+AdminPrincipal = Annotated[Principal, Depends(role_and_admission(Role.ADMIN))]
 
 
 @dataclass(frozen=True)
@@ -279,7 +275,7 @@ class UsageContext:
 async def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:
     route = getattr(request.scope.get("route"), "path_format", request.url.path)
     return UsageContext(
-        request.app.state.usage, principal, str(route), request_id_of(request) or ""
+        state_of(request.app).usage, principal, str(route), request_id_of(request) or ""
     )
 
 
@@ -325,7 +321,7 @@ async def get_cache(request: Request, principal: CurrentPrincipal) -> CacheConte
     route = getattr(request.scope.get("route"), "path_format", request.url.path)
     directives = request.headers.get("cache-control", "").lower()
     return CacheContext(
-        request.app.state.cache,
+        state_of(request.app).cache,
         principal.tenant_id,
         str(route),
         bypass="no-cache" in directives or "no-store" in directives,

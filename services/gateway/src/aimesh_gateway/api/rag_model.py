@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import Upstream, UsageContext
-from aimesh_gateway.core.security import Principal
+from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
     ChatCompletion,

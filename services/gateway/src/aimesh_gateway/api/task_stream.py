@@ -32,13 +32,13 @@ from fastapi.responses import Response, StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.structs import from_struct, score
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
     grpc_status_to_http,
     request_id_of,
 )
-from aimesh_gateway.core.structs import from_struct, score
 
 log = logging.getLogger("aimesh.gateway.task_stream")
 

@@ -1,1 +1,2 @@
-"""Configuration, security, errors and the plumbing the routes rely on."""
+"""What every feature relies on: settings, errors, background work, cross-worker
+invalidations and the gRPC backends."""

@@ -13,7 +13,7 @@ from aimesh.llm.v1 import llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import check_health, create_channel
 from aimesh_gateway.core.config import Settings
-from aimesh_gateway.core.metrics import UpstreamErrors
+from aimesh_gateway.observability.metrics import UpstreamErrors
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub

@@ -231,9 +231,7 @@ class Settings(ServiceSettings):
     def resolved_database_url(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        from aimesh_gateway.db.engine import default_url
-
-        return default_url(self.data_dir)
+        return default_database_url(self.data_dir)
 
     @field_validator("admin_api_key")
     @classmethod
@@ -287,3 +285,9 @@ class Settings(ServiceSettings):
                 )
             object.__setattr__(self, "jwt_secret", secret)
         return self
+
+
+def default_database_url(data_dir: Path) -> str:
+    """SQLite in the data directory (created if missing)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{(data_dir / 'gateway.db').resolve()}"

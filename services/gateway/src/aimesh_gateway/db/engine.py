@@ -1,11 +1,10 @@
-"""The engine, sessions and migrations."""
+"""The engine, sessions and migrations (applied at start and by ``make migrate``)."""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
 import logging
-import sys
 from pathlib import Path
 from typing import IO
 
@@ -25,12 +24,6 @@ log = logging.getLogger("aimesh.gateway.db")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant: one advisory lock id for "the gateway is migrating" on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x61696D657368
-
-
-def default_url(data_dir: Path) -> str:
-    """SQLite in the data directory (created if missing)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{(data_dir / 'gateway.db').resolve()}"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -106,28 +99,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
             return None
         row = (await connection.execute(text("SELECT version_num FROM alembic_version"))).first()
         return None if row is None else str(row[0])
-
-
-def main() -> None:
-    """``make migrate``: apply the migrations to the configured database and exit."""
-    from aimesh_common.logging import configure_logging
-    from aimesh_common.settings import load_settings
-    from aimesh_gateway.core.config import Settings
-
-    settings = load_settings(Settings)
-    configure_logging("gateway", settings.log_level, settings.log_format)
-    engine = create_engine(settings.resolved_database_url())
-
-    async def run() -> None:
-        try:
-            await migrate(engine)
-            print(f"database at revision {await current_revision(engine)}")
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ from aimesh_common.request_id import REQUEST_ID_PATTERN
 from aimesh_gateway.schemas.common import StrictModel
 
 MAX_COMMENT_CHARS = 2000
-# REQUEST_ID_PATTERN is what the gateway accepts as X-Request-ID (core/middleware.py), so
+# REQUEST_ID_PATTERN is what the gateway accepts as X-Request-ID (observability/middleware.py), so
 # any id it echoed fits.
 Rating = Literal[1, -1]
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 
-from aimesh_gateway.api.deps import API_PREFIX, AdminPrincipal, KeyStoreDep, UserStoreDep
-from aimesh_gateway.core.keys import KeyRecord
-from aimesh_gateway.core.limits import set_tenant_limits
-from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
-from aimesh_gateway.core.ratelimit import TenantLimitSource
-from aimesh_gateway.core.security import BOOTSTRAP_SUBJECT, Principal
-from aimesh_gateway.core.users import UsernameTaken, UserRecord, UserStore, user_subject
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    AdminPrincipal,
+    DbSessionsDep,
+    KeyStoreDep,
+    TenantLimitsDep,
+    UserStoreDep,
+)
+from aimesh_gateway.auth.keys import KeyRecord
+from aimesh_gateway.auth.security import BOOTSTRAP_SUBJECT, Principal
+from aimesh_gateway.auth.users import UsernameTaken, UserRecord, UserStore, user_subject
+from aimesh_gateway.limits.http import MAX_BODY_EXTRA
+from aimesh_gateway.limits.tenants import set_tenant_limits
 from aimesh_gateway.schemas.admin import (
     TENANT_ID_PATTERN,
     USERNAME_PATTERN,
@@ -195,15 +201,15 @@ async def set_tenant_limit(
     tenant_id: Annotated[TenantId, Path()],
     body: Limits,
     principal: AdminPrincipal,
-    request: Request,
+    sessions: DbSessionsDep,
+    tenant_limits: TenantLimitsDep,
 ) -> Response:
     if tenant_id != principal.tenant_id and not _is_operator(principal):
         raise _tenant_not_found(tenant_id)
     if not _is_operator(principal):
         _operator_only()
-    await set_tenant_limits(request.app.state.db_sessions, tenant_id, body.rpm, body.tpm)
-    cache: TenantLimitSource = request.app.state.tenant_limits
-    cache.forget(tenant_id)
+    await set_tenant_limits(sessions, tenant_id, body.rpm, body.tpm)
+    tenant_limits.forget(tenant_id)
     return Response(status_code=204)
 
 

@@ -7,8 +7,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
+from aimesh_gateway.api.structs import from_struct, score, to_struct
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
-from aimesh_gateway.core.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse
 
 from aimesh_gateway.api.deps import API_PREFIX, SettingsDep, UserStoreDep
-from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
-from aimesh_gateway.core.users import TokenPair, UserUnavailable
+from aimesh_gateway.auth.users import TokenPair, UserUnavailable
+from aimesh_gateway.limits.http import MAX_BODY_EXTRA
 from aimesh_gateway.schemas.auth import TokenError, TokenResponse
 from aimesh_gateway.schemas.problem import problem_doc
 

@@ -25,7 +25,6 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
-from aimesh_gateway.core.conversations import ConversationInfo
 from aimesh_gateway.schemas.conversations import (
     Conversation,
     ConversationList,
@@ -37,6 +36,7 @@ from aimesh_gateway.schemas.conversations import (
     SendMessageRequest,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+from aimesh_gateway.stores.conversations import ConversationInfo
 
 router = APIRouter(prefix=API_PREFIX, tags=["conversations"])
 # The tenant's admins read the recorded metadata (registered in api/main.py).

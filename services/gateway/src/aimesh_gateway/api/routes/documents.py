@@ -14,7 +14,7 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
-from aimesh_gateway.core.structs import from_struct, to_struct
+from aimesh_gateway.api.structs import from_struct, to_struct
 from aimesh_gateway.schemas.documents import (
     DeleteDocumentResponse,
     DocumentInfo,

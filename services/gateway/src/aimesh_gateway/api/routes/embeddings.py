@@ -23,7 +23,7 @@ from aimesh_gateway.api.deps import (
     UsageDep,
     UserPrincipal,
 )
-from aimesh_gateway.core.tokenids import decode_token_ids
+from aimesh_gateway.api.tokenids import decode_token_ids
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -31,6 +31,7 @@ from aimesh_gateway.schemas.embeddings import (
     EmbeddingUsage,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
+from aimesh_gateway.state import state_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["openai"])
 
@@ -38,22 +39,20 @@ INFO_TTL_SECONDS = 60.0
 
 
 async def embedding_info(request: Request, upstream: Upstream) -> embedding_pb2.InfoResponse:
-    """The embedding service's Info, cached on the app for ``INFO_TTL_SECONDS``."""
+    """The embedding service's Info, cached in the app's state for ``INFO_TTL_SECONDS``."""
     cached = cached_embedding_info(request)
     if cached is not None:
         return cached
     info = await upstream.embedding.Info(
         embedding_pb2.InfoRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
-    request.app.state.embedding_info = (time.monotonic(), info)
+    state_of(request.app).embedding_info.fetched = (time.monotonic(), info)
     return info
 
 
 def cached_embedding_info(request: Request) -> embedding_pb2.InfoResponse | None:
     """The Info cached by :func:`embedding_info` while it is fresh, else None (no call)."""
-    cached: tuple[float, embedding_pb2.InfoResponse] | None = getattr(
-        request.app.state, "embedding_info", None
-    )
+    cached = state_of(request.app).embedding_info.fetched
     if cached is not None and time.monotonic() - cached[0] < INFO_TTL_SECONDS:
         return cached[1]
     return None

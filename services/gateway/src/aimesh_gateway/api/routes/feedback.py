@@ -17,9 +17,8 @@ from aimesh_gateway.api.deps import (
     FeedbackStoreDep,
     UserPrincipal,
 )
-from aimesh_gateway.core.feedback import UnknownAnswer
-from aimesh_gateway.core.middleware import MAX_BODY_EXTRA
 from aimesh_gateway.db.models import Feedback
+from aimesh_gateway.limits.http import MAX_BODY_EXTRA
 from aimesh_gateway.schemas.feedback import (
     FeedbackAdminItem,
     FeedbackCreate,
@@ -30,6 +29,7 @@ from aimesh_gateway.schemas.feedback import (
     RatingFilter,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
+from aimesh_gateway.stores.feedback import UnknownAnswer
 
 router = APIRouter(prefix=API_PREFIX, tags=["feedback"])
 

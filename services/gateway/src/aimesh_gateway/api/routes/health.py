@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from aimesh_gateway.api.deps import BackendsDep, SettingsDep
+from aimesh_gateway.api.deps import BackendsDep, MetricsDep, SettingsDep
 from aimesh_gateway.core.errors import problem_response
-from aimesh_gateway.core.metrics import HttpMetrics
 from aimesh_gateway.schemas.problem import problem_doc
 
 router = APIRouter(tags=["operations"])
@@ -52,7 +51,6 @@ async def readyz(
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    registry: HttpMetrics = request.app.state.metrics
+async def metrics(registry: MetricsDep) -> Response:
     body, content_type = registry.render()
     return Response(body, media_type=content_type)

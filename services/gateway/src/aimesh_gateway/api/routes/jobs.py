@@ -17,7 +17,7 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
-from aimesh_gateway.core.structs import to_struct
+from aimesh_gateway.api.structs import to_struct
 from aimesh_gateway.parsing import FileRejected, ParsedDocument, parse_file
 from aimesh_gateway.schemas.jobs import JobProgress, JobStatus, UploadAccepted, UploadedDocument
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc

@@ -15,6 +15,7 @@ from aimesh_gateway.api.deps import API_PREFIX, Upstream, UpstreamDep, UserPrinc
 from aimesh_gateway.api.routes.embeddings import cached_embedding_info, embedding_info
 from aimesh_gateway.schemas.models import ModelCard, ModelList
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
+from aimesh_gateway.state import state_of
 
 log = logging.getLogger("aimesh.gateway.models")
 
@@ -26,7 +27,7 @@ EMBEDDING_RETRY_SECONDS = 5.0
 
 
 def _embedding_backing_off(request: Request) -> bool:
-    failed_at: float | None = getattr(request.app.state, "embedding_info_failed_at", None)
+    failed_at = state_of(request.app).embedding_info.failed_at
     return failed_at is not None and time.monotonic() - failed_at < EMBEDDING_RETRY_SECONDS
 
 
@@ -41,9 +42,9 @@ async def _embedding_card_info(
     except grpc.aio.AioRpcError as error:
         # The chat models stay listable while the embedding service is down.
         log.warning("embedding model not listed", extra={"grpc_code": error.code().name})
-        request.app.state.embedding_info_failed_at = time.monotonic()
+        state_of(request.app).embedding_info.failed_at = time.monotonic()
         return None
-    request.app.state.embedding_info_failed_at = None
+    state_of(request.app).embedding_info.failed_at = None
     return info
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
-from aimesh_gateway.core.structs import from_struct, score, to_struct
+from aimesh_gateway.api.structs import from_struct, score, to_struct
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
 

@@ -1,0 +1,1 @@
+"""Who is calling: API keys, local users and JWTs, OIDC tokens, roles."""

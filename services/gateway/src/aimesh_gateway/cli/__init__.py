@@ -1,1 +1,0 @@
-"""The user-facing ``aimesh`` command line: one module per command group."""

@@ -1,0 +1,1 @@
+"""Metrics, the request context (ids, access log) and tracing."""

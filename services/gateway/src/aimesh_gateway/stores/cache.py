@@ -1,0 +1,155 @@
+"""Exact-response cache for deterministic calls (search, embeddings, temperature-0 chat).
+
+Keyed by tenant, route, model and the normalized request (canonical JSON, hashed), so two
+tenants never share an entry. Entries live ``cache_ttl_seconds`` in Redis when configured
+(shared by replicas) or in a bounded in-process LRU. Search entries also carry the collection's
+generation, which document writes bump, so an upsert or delete is visible at once.
+``Cache-Control: no-cache`` on a request skips the lookup (the fresh answer is stored).
+A cache failure is a miss, never an error; after one the cache leaves Redis alone for
+``RETRY_SECONDS`` (requests then go without it instead of each waiting for a dead server),
+and the outage is logged once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from aimesh_gateway.observability.metrics import HttpMetrics
+
+log = logging.getLogger("aimesh.gateway.cache")
+
+LOCAL_MAX_ENTRIES = 10_000
+RETRY_SECONDS = 1.0
+
+
+class _LocalStore:
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self.counters: dict[str, int] = {}
+
+    def get(self, key: str) -> bytes | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self.entries[key]
+            return None
+        self.entries.move_to_end(key)
+        return entry[1]
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self.entries[key] = (time.monotonic() + ttl, value)
+        self.entries.move_to_end(key)
+        while len(self.entries) > LOCAL_MAX_ENTRIES:
+            self.entries.popitem(last=False)
+
+
+class ResponseCache:
+    def __init__(
+        self, redis: Redis | None, prefix: str, ttl_seconds: float, metrics: HttpMetrics
+    ) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}cache:"
+        self.ttl = ttl_seconds
+        self.metrics = metrics
+        self.local = _LocalStore()
+        self._down_until = 0.0  # time.monotonic() before which Redis is not asked
+        self._down = False
+
+    def _usable(self) -> bool:
+        """Whether Redis may be asked now (not within RETRY_SECONDS of a failure)."""
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, operation: str, error: RedisError) -> None:
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        if not self._down:
+            self._down = True
+            log.warning(
+                "cache %s failed (%s); answering without the cache until Redis is back",
+                operation,
+                type(error).__name__,
+            )
+
+    def _worked(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("cache reachable again")
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def key(self, tenant_id: str, route: str, model: str, payload: Any, generation: int) -> str:
+        canonical = json.dumps(
+            [tenant_id, route, model, generation, payload],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return f"{self.prefix}{tenant_id}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+    def _generation_key(self, tenant_id: str, collection: str) -> str:
+        return f"{self.prefix}gen:{tenant_id}:{collection}"
+
+    async def generation(self, tenant_id: str, collection: str) -> int:
+        key = self._generation_key(tenant_id, collection)
+        if self.redis is None:
+            return self.local.counters.get(key, 0)
+        if not self._usable():
+            raise RedisError("cache backing off after a failure")
+        try:
+            value = await self.redis.get(key)
+        except RedisError as error:
+            self._failed("read", error)
+            raise
+        return int(value) if value is not None else 0
+
+    async def invalidate_collection(self, tenant_id: str, collection: str) -> None:
+        """Make every cached answer about this collection unreachable."""
+        key = self._generation_key(tenant_id, collection)
+        if self.redis is None:
+            self.local.counters[key] = self.local.counters.get(key, 0) + 1
+            return
+        try:
+            await self.redis.incr(key)
+        except RedisError as error:
+            # Always tried (not skipped while backing off): a lost bump could let a cached
+            # answer outlive the write it is about, until its TTL.
+            self._failed("invalidation", error)
+            log.warning("cache invalidation failed: %s", type(error).__name__)
+
+    async def get(self, key: str, route: str) -> bytes | None:
+        if self.redis is not None and not self._usable():
+            self.metrics.cache.labels(route, "error").inc()
+            return None
+        try:
+            value = self.local.get(key) if self.redis is None else await self.redis.get(key)
+            if isinstance(value, str):
+                value = value.encode()
+        except RedisError as error:
+            self._failed("read", error)
+            self.metrics.cache.labels(route, "error").inc()
+            return None
+        if self.redis is not None:
+            self._worked()
+        self.metrics.cache.labels(route, "hit" if value is not None else "miss").inc()
+        return value
+
+    async def set(self, key: str, value: bytes) -> None:
+        if self.redis is None:
+            self.local.set(key, value, self.ttl)
+            return
+        if not self._usable():
+            return
+        try:
+            await self.redis.set(key, value, px=int(self.ttl * 1000))
+        except RedisError as error:
+            self._failed("write", error)

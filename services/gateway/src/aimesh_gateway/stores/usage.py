@@ -1,0 +1,70 @@
+"""Token accounting: each call's tokens go to the metrics, the token-per-minute budgets and
+a usage record in the database (written off the request path)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aimesh_gateway.auth.security import Principal
+from aimesh_gateway.core.background import Background
+from aimesh_gateway.db.models import UsageRecord, utcnow
+from aimesh_gateway.limits.ratelimit import RateLimiter
+from aimesh_gateway.observability.metrics import HttpMetrics
+
+log = logging.getLogger("aimesh.gateway.usage")
+
+
+class UsageMeter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        limiter: RateLimiter,
+        metrics: HttpMetrics,
+    ) -> None:
+        self.sessions = sessions
+        self.limiter = limiter
+        self.metrics = metrics
+        self._writes = Background()
+
+    async def record(
+        self,
+        principal: Principal,
+        route: str,
+        model: str,
+        prompt: int,
+        completion: int,
+        *,
+        request_id: str = "",
+        provider: str = "",
+        prompt_version: str = "",
+    ) -> None:
+        self.metrics.tokens.labels("prompt").inc(max(prompt, 0))
+        self.metrics.tokens.labels("completion").inc(max(completion, 0))
+        await self.limiter.charge(principal, prompt + completion)
+        row = UsageRecord(
+            tenant_id=principal.tenant_id,
+            subject=principal.subject,
+            route=route,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            created_at=utcnow(),
+            request_id=request_id,
+            provider=provider,
+            prompt_version=prompt_version,
+        )
+        self._writes.spawn(self._write(row))
+
+    async def _write(self, row: UsageRecord) -> None:
+        try:
+            async with self.sessions.begin() as session:
+                session.add(row)
+        except SQLAlchemyError as error:
+            log.warning("could not store a usage record: %s", type(error).__name__)
+
+    async def drain(self) -> None:
+        """Wait for the records still being written (at shutdown)."""
+        await self._writes.drain()
