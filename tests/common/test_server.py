@@ -156,3 +156,68 @@ async def test_graceful_stop_finishes_in_flight_calls() -> None:
         reply = await call
         assert reply.model == "test"
         await stopping
+
+
+async def _missing_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    raise errors.NotFound("no such thing")
+
+
+async def _missing_stream(
+    request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
+    yield b"first"
+    raise errors.NotFound("no such thing")
+
+
+async def _one_request() -> AsyncIterator[bytes]:
+    yield b"a"
+
+
+async def _drain(call: Any, into: list[bytes]) -> None:
+    if hasattr(call, "__aiter__"):
+        async for item in call:
+            into.append(item)
+    else:
+        into.append(await call)
+
+
+async def test_errors_map_to_status_for_every_kind_of_call() -> None:
+    """The error interceptor wraps handlers of all four kinds (``wrap_rpc_handler``)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "UU": grpc.unary_unary_rpc_method_handler(_missing_unary),
+        "US": grpc.unary_stream_rpc_method_handler(_missing_stream),
+        "SU": grpc.stream_unary_rpc_method_handler(_missing_unary),
+        "SS": grpc.stream_stream_rpc_method_handler(_missing_stream),
+    }
+
+    def register(server: grpc.aio.Server) -> None:
+        generic = grpc.method_handlers_generic_handler("t.Kinds", handlers)
+        server.add_generic_rpc_handlers((generic,))
+
+    built = build_grpc_server(host="127.0.0.1", port=0, register=register, service_names=[])
+    await built.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            unary_unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+            unary_unary = channel.unary_unary("/t.Kinds/UU")
+            unary_stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+            unary_stream = channel.unary_stream("/t.Kinds/US")
+            stream_unary: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+            stream_unary = channel.stream_unary("/t.Kinds/SU")
+            stream_stream: grpc.aio.StreamStreamMultiCallable[bytes, bytes]
+            stream_stream = channel.stream_stream("/t.Kinds/SS")
+            calls: list[tuple[Any, list[bytes]]] = [
+                (unary_unary(b"a"), []),
+                (unary_stream(b"a"), [b"first"]),  # a stream fails after its first item
+                (stream_unary(_one_request()), []),
+                (stream_stream(_one_request()), [b"first"]),
+            ]
+            for call, before_failing in calls:
+                received: list[bytes] = []
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _drain(call, received)
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+                assert caught.value.details() == "no such thing"
+                assert received == before_failing
+    finally:
+        await built.stop(0)

@@ -36,7 +36,7 @@ from aimesh_gateway.core.middleware import (
 from aimesh_gateway.core.oidc import OidcVerifier
 from aimesh_gateway.core.ratelimit import RateLimiter, TenantLimitSource
 from aimesh_gateway.core.security import Authenticator
-from aimesh_gateway.core.tracing import TracingMiddleware, create_tracer_provider
+from aimesh_gateway.core.tracing import create_tracer_provider, instrument_app
 from aimesh_gateway.core.usage import UsageMeter
 from aimesh_gateway.core.users import UserStore
 from aimesh_gateway.db.engine import create_engine, migrate, session_factory
@@ -167,9 +167,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.state.tracer_provider = None
     if settings.otlp_endpoint is not None:
-        # Outermost, so the span covers everything, including the request context.
         app.state.tracer_provider = create_tracer_provider(settings.otlp_endpoint)
-        app.add_middleware(TracingMiddleware, provider=app.state.tracer_provider)
+        instrument_app(app, app.state.tracer_provider)
     _customize_openapi(app)
     return app
 
