@@ -9,6 +9,7 @@ and answered ``INTERNAL`` with a generic message, so no stack trace reaches a ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -93,21 +94,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if service.startswith("grpc."):  # health and reflection: leave untouched
             return handler
 
-        def observe(start: float, context: ServicerContext[Any, Any]) -> None:
-            GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - start)
-            GRPC_HANDLED.labels(service, name, _code_of(context).name).inc()
+        @contextlib.asynccontextmanager
+        async def handled(context: ServicerContext[Any, Any]) -> AsyncIterator[None]:
+            """Abort with the status of what the call raised; count and time the call."""
+            start = time.perf_counter()
+            try:
+                yield
+            except Exception as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    raise
+                await _abort_for(error, context, method)
+            finally:
+                GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - start)
+                GRPC_HANDLED.labels(service, name, _code_of(context).name).inc()
 
         def unary(behavior: UnaryBehavior) -> UnaryBehavior:
             async def mapped(request: Any, context: ServicerContext[Any, Any]) -> Any:
-                start = time.perf_counter()
-                try:
+                async with handled(context):
                     return await behavior(request, context)
-                except Exception as error:
-                    if isinstance(error, grpc.aio.AbortError):
-                        raise
-                    await _abort_for(error, context, method)
-                finally:
-                    observe(start, context)
 
             return mapped
 
@@ -115,16 +119,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def mapped(
                 request: Any, context: ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                start = time.perf_counter()
-                try:
+                async with handled(context):
                     async for item in behavior(request, context):
                         yield item
-                except Exception as error:
-                    if isinstance(error, grpc.aio.AbortError):
-                        raise
-                    await _abort_for(error, context, method)
-                finally:
-                    observe(start, context)
 
             return mapped
 
