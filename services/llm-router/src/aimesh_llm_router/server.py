@@ -104,7 +104,13 @@ def build_dependencies(
             closers.append(embedding_channel.close)
         embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel)
     models = build_registry(
-        models_cfg, ProviderContext(settings=settings, prompts=library, embedding=embedding)
+        models_cfg,
+        ProviderContext(
+            settings=settings,
+            prompts=library,
+            embedding=embedding,
+            tracer_provider=tracer_provider,
+        ),
     )
     closers.insert(0, models.aclose)
     conversations = conversation_store(settings)
