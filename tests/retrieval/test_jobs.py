@@ -32,7 +32,6 @@ from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import check_health
 from aimesh_common.errors import InvalidArgument, NotFound
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import (
     FAILED,
     QUEUED,
@@ -46,10 +45,9 @@ from aimesh_retrieval.jobs import (
     Settle,
     WriteBatch,
 )
-from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import CollectionRef, MilvusStore
 from tests.conftest import free_port
-from tests.retrieval.conftest import CHUNK_OVERLAP, CHUNK_SIZE, Retrieval, new_collection
+from tests.retrieval.conftest import Retrieval, new_collection, serve
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -529,35 +527,23 @@ async def test_a_jobs_embedding_calls_are_in_the_trace_of_its_upload(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        embedding_service_addr=embedding_addr,
-        chunk_size=CHUNK_SIZE,
-        chunk_overlap=CHUNK_OVERLAP,
-        embed_batch_size=4,
-    )
-    embedder = EmbeddingClient(embedding_addr, batch_size=4, tracer_provider=provider)
     jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
-    server = create_server(settings, retrieval_store, embedder, jobs, provider)
-    await server.start()
     trace_id = uuid.uuid4().hex
     documents: list[tuple[str, str, dict[str, Any]]] = [
         (f"doc-{i}", f"Document {i} is about the tides of the northern sea.", {}) for i in range(3)
     ]
+    servers = serve(retrieval_store, embedding_addr, jobs, provider)
+    running = await anext(servers)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-            job = await stub.SubmitIngestJob(
-                iter(submit_requests("tenant-w", new_collection(), documents, per=3)),
-                metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
-            )
-            done = await wait_for_job(stub, "tenant-w", job.id)
-            assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
+        job = await running.stub.SubmitIngestJob(
+            iter(submit_requests("tenant-w", new_collection(), documents, per=3)),
+            metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
+        )
+        done = await wait_for_job(running.stub, "tenant-w", job.id)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
     finally:
-        await server.stop(0)
-        await embedder.close()
+        async for _ in servers:  # runs to the end: stops the server
+            pass
         await jobs.close()
         provider.shutdown()
     spans = exporter.get_finished_spans()
