@@ -153,10 +153,15 @@ def _now() -> datetime:
 
 def _add_traceparent_column(connection: Any) -> None:
     """Job tables made before jobs kept their trace get the (nullable) column; create_all
-    adds tables, not columns."""
+    adds tables, not columns. PostgreSQL's IF NOT EXISTS lets replicas starting together
+    both succeed (SQLite has no such clause, nor several processes on one file)."""
     table = JobRow.__tablename__
-    if "traceparent" not in {column["name"] for column in inspect(connection).get_columns(table)}:
-        connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN traceparent VARCHAR(64)")
+    if "traceparent" in {column["name"] for column in inspect(connection).get_columns(table)}:
+        return
+    if_missing = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
+    connection.exec_driver_sql(
+        f"ALTER TABLE {table} ADD COLUMN{if_missing} traceparent VARCHAR(64)"
+    )
 
 
 def _current_traceparent() -> str | None:
