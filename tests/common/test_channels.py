@@ -9,6 +9,9 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from aimesh_common.channels import create_channel, target_for
 from aimesh_common.request_id import request_id_var
@@ -87,10 +90,14 @@ async def _requests() -> AsyncIterator[bytes]:
 
 
 async def test_every_kind_of_call_carries_the_trace_and_the_request_id(echo_addr: str) -> None:
+    """The library's aio client interceptors, one per call kind: each kind of call is a
+    CLIENT span, child of the caller's span, and sends that span as its traceparent."""
+    exporter = InMemorySpanExporter()
     provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     token = request_id_var.set("req-42")
     try:
-        async with create_channel(echo_addr, trace_propagation=True) as channel:
+        async with create_channel(echo_addr, tracer_provider=provider) as channel:
             with provider.get_tracer("test").start_as_current_span("caller") as span:
                 unary_unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
                 unary_unary = channel.unary_unary("/t.Echo/UU")
@@ -105,9 +112,29 @@ async def test_every_kind_of_call_carries_the_trace_and_the_request_id(echo_addr
                 assert await stream_unary(_requests()) == b"a"
                 assert [reply async for reply in stream_stream(_requests())] == [b"a"]
                 trace_id = format(span.get_span_context().trace_id, "032x")
+                caller_id = span.get_span_context().span_id
     finally:
         request_id_var.reset(token)
     assert len(SEEN) == 4
     for metadata in SEEN:
         assert metadata["x-request-id"] == "req-42"
         assert trace_id in metadata["traceparent"]
+    calls = {s.name: s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT}
+    assert sorted(calls) == ["/t.Echo/SS", "/t.Echo/SU", "/t.Echo/US", "/t.Echo/UU"]
+    kinds = ("/t.Echo/UU", "/t.Echo/US", "/t.Echo/SU", "/t.Echo/SS")
+    for metadata, name in zip(SEEN, kinds, strict=True):
+        call = calls[name]
+        assert call.parent is not None
+        assert call.parent.span_id == caller_id
+        # The server sees the call's own span as its parent.
+        assert metadata["traceparent"].split("-")[2] == format(call.context.span_id, "016x")
+
+
+async def test_without_a_provider_calls_carry_no_trace(echo_addr: str) -> None:
+    provider = TracerProvider()
+    async with create_channel(echo_addr) as channel:
+        with provider.get_tracer("test").start_as_current_span("caller"):
+            unary_unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+            unary_unary = channel.unary_unary("/t.Echo/UU")
+            assert await unary_unary(b"a") == b"a"
+    assert "traceparent" not in SEEN[0]

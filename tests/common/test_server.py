@@ -156,3 +156,62 @@ async def test_graceful_stop_finishes_in_flight_calls() -> None:
         reply = await call
         assert reply.model == "test"
         await stopping
+
+
+async def _missing_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    raise errors.NotFound("no such thing")
+
+
+async def _missing_stream(
+    request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
+    yield b"first"
+    raise errors.NotFound("no such thing")
+
+
+async def _one_request() -> AsyncIterator[bytes]:
+    yield b"a"
+
+
+async def _drain(call: Any, into: list[bytes]) -> None:
+    if hasattr(call, "__aiter__"):
+        async for item in call:
+            into.append(item)
+    else:
+        into.append(await call)
+
+
+async def test_errors_map_to_status_for_every_kind_of_call() -> None:
+    """The error interceptor wraps handlers of all four kinds (``wrap_rpc_handler``)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "UU": grpc.unary_unary_rpc_method_handler(_missing_unary),
+        "US": grpc.unary_stream_rpc_method_handler(_missing_stream),
+        "SU": grpc.stream_unary_rpc_method_handler(_missing_unary),
+        "SS": grpc.stream_stream_rpc_method_handler(_missing_stream),
+    }
+
+    def register(server: grpc.aio.Server) -> None:
+        generic = grpc.method_handlers_generic_handler("t.Kinds", handlers)
+        server.add_generic_rpc_handlers((generic,))
+
+    built = build_grpc_server(host="127.0.0.1", port=0, register=register, service_names=[])
+    await built.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            raw: Any = channel  # bytes in, bytes out: no stubs, no types
+            calls: list[tuple[Any, list[bytes]]] = [
+                (raw.unary_unary("/t.Kinds/UU")(b"a"), []),
+                # A stream fails after its first item.
+                (raw.unary_stream("/t.Kinds/US")(b"a"), [b"first"]),
+                (raw.stream_unary("/t.Kinds/SU")(_one_request()), []),
+                (raw.stream_stream("/t.Kinds/SS")(_one_request()), [b"first"]),
+            ]
+            for call, before_failing in calls:
+                received: list[bytes] = []
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _drain(call, received)
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+                assert caught.value.details() == "no such thing"
+                assert received == before_failing
+    finally:
+        await built.stop(0)

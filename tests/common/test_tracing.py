@@ -60,6 +60,7 @@ class ReceivedSpan:
     parent_id: str
     kind: int
     status_code: int
+    grpc_status: int | None = None
 
 
 class OtlpReceiver:
@@ -91,6 +92,14 @@ class OtlpReceiver:
                             parent_id=span.parent_span_id.hex(),
                             kind=span.kind,
                             status_code=span.status.code,
+                            grpc_status=next(
+                                (
+                                    a.value.int_value
+                                    for a in span.attributes
+                                    if a.key == "rpc.grpc.status_code"
+                                ),
+                                None,
+                            ),
                         )
                     )
         return Response(
@@ -136,6 +145,8 @@ class _Echo(embedding_pb2_grpc.EmbeddingServiceServicer):
     ) -> embedding_pb2.EmbedResponse:
         if not request.inputs:
             raise InvalidArgument("inputs must not be empty")
+        if request.inputs[0] == "boom":
+            raise RuntimeError("a bug")
         assert self.backend is not None
         await self.backend.Info(embedding_pb2.InfoRequest(), timeout=5)
         return embedding_pb2.EmbedResponse()
@@ -157,7 +168,7 @@ async def test_rpcs_continue_the_callers_trace_and_pass_it_on(receiver: OtlpRece
     )
     await server.start()
     address = f"127.0.0.1:{server.port}"
-    backend = create_channel(address, trace_propagation=True)
+    backend = create_channel(address, tracer_provider=provider)
     servicer.backend = embedding_pb2_grpc.EmbeddingServiceStub(backend)
     caller = grpc.aio.insecure_channel(address)
     stub = embedding_pb2_grpc.EmbeddingServiceStub(caller)
@@ -169,6 +180,8 @@ async def test_rpcs_continue_the_callers_trace_and_pass_it_on(receiver: OtlpRece
         )
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Embed(embedding_pb2.EmbedRequest(), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Embed(embedding_pb2.EmbedRequest(inputs=["boom"]), timeout=5)
         await stub.Info(embedding_pb2.InfoRequest(), timeout=5)  # no traceparent: a new trace
     finally:
         await caller.close()
@@ -178,18 +191,32 @@ async def test_rpcs_continue_the_callers_trace_and_pass_it_on(receiver: OtlpRece
     await asyncio.to_thread(provider.shutdown)
     spans = receiver.spans
     assert {s.service for s in spans} == {"echo"}
-    # Spans arrive in the order they ended: a child before its parent.
-    embed_ok, embed_bad = [s for s in spans if s.name.endswith("/Embed")]
-    nested_info, fresh_info = [s for s in spans if s.name.endswith("/Info")]
-    # The first Embed continues the caller's trace; the Info it called is its child.
+    # Server spans (kind 2) arrive in the order they ended: a child before its parent.
+    # The library names them after the full method, "/<service>/<method>".
+    served = [s for s in spans if s.kind == 2]
+    embed_ok, embed_bad, embed_bug = [
+        s for s in served if s.name == "/aimesh.embedding.v1.EmbeddingService/Embed"
+    ]
+    nested_info, fresh_info = [
+        s for s in served if s.name == "/aimesh.embedding.v1.EmbeddingService/Info"
+    ]
+    # The first Embed continues the caller's trace; the Info it called is the child of
+    # the CLIENT span (kind 3) of that call, itself the child of the Embed.
     assert embed_ok.trace_id == TRACEPARENT.split("-")[1]
     assert embed_ok.parent_id == TRACEPARENT.split("-")[2]
-    assert embed_ok.kind == 2  # SERVER
     assert embed_ok.status_code == 0  # unset: fine
+    assert embed_ok.grpc_status == 0
+    [info_call] = [s for s in spans if s.kind == 3]
+    assert info_call.name == "/aimesh.embedding.v1.EmbeddingService/Info"
+    assert (info_call.trace_id, info_call.parent_id) == (embed_ok.trace_id, embed_ok.span_id)
     assert nested_info.trace_id == embed_ok.trace_id
-    assert nested_info.parent_id == embed_ok.span_id
-    # A failed call is an error span; a call without a traceparent starts its own trace.
-    assert embed_bad.status_code == 2  # ERROR (INVALID_ARGUMENT)
+    assert nested_info.parent_id == info_call.span_id
+    # Every span records the call's status code. Following the OpenTelemetry conventions
+    # for servers, a caller's mistake (INVALID_ARGUMENT) leaves the status unset and a
+    # fault of the server (INTERNAL) makes it an error span.
+    assert (embed_bad.grpc_status, embed_bad.status_code) == (3, 0)  # INVALID_ARGUMENT
+    assert (embed_bug.grpc_status, embed_bug.status_code) == (13, 2)  # INTERNAL: ERROR
+    # A call without a traceparent starts its own trace.
     assert embed_bad.parent_id == ""
     assert fresh_info.parent_id == ""
     assert fresh_info.trace_id not in (embed_ok.trace_id, embed_bad.trace_id)
@@ -220,7 +247,7 @@ async def test_one_ask_is_one_trace_across_the_four_services(
         embedding_service_addr=embedding_addr,
     )
     store = MilvusStore.open(retrieval_settings)
-    embedder = EmbeddingClient(embedding_addr, trace_propagation=True)
+    embedder = EmbeddingClient(embedding_addr, tracer_provider=providers["retrieval"])
     retrieval = create_retrieval_server(
         retrieval_settings, store, embedder, None, providers["retrieval"]
     )
@@ -284,17 +311,30 @@ async def test_one_ask_is_one_trace_across_the_four_services(
     def parent_of(span: ReceivedSpan) -> ReceivedSpan:
         return by_id[span.parent_id]
 
-    answer = next(s for s in trace if s.name == "aimesh.llm.v1.LLMRouterService/Answer")
-    search = next(s for s in trace if s.name == "aimesh.retrieval.v1.RetrievalService/Search")
-    embeds = [s for s in trace if s.name == "aimesh.embedding.v1.EmbeddingService/Embed"]
+    def caller_of(span: ReceivedSpan) -> ReceivedSpan:
+        """The server span that made the call ``span`` serves: a service's backend calls
+        are CLIENT spans (kind 3) of the caller, between the two server spans."""
+        call = parent_of(span)
+        if call.kind != 3:
+            return call
+        assert call.name == span.name
+        return parent_of(call)
+
+    def served(method: str) -> list[ReceivedSpan]:
+        return [s for s in trace if s.name == f"/{method}" and s.kind == 2]
+
+    [answer] = served("aimesh.llm.v1.LLMRouterService/Answer")
+    [search] = served("aimesh.retrieval.v1.RetrievalService/Search")
+    embeds = served("aimesh.embedding.v1.EmbeddingService/Embed")
     assert ask.service == "aimesh-gateway"
     assert ask.parent_id == ""
-    assert (answer.service, parent_of(answer)) == ("aimesh-llm-router", ask)
-    assert (search.service, parent_of(search)) == ("aimesh-retrieval", answer)
+    assert (answer.service, caller_of(answer)) == ("aimesh-llm-router", ask)
+    assert (search.service, caller_of(search)) == ("aimesh-retrieval", answer)
+    assert parent_of(search).service == "aimesh-llm-router"  # the router's CLIENT span
     # The query is embedded for the search; the local provider embeds sentences itself.
-    assert search in [parent_of(embed) for embed in embeds]
+    assert search in [caller_of(embed) for embed in embeds]
     assert {embed.service for embed in embeds} == {"aimesh-embedding"}
-    assert all(parent_of(embed) in (search, answer) for embed in embeds)
+    assert all(caller_of(embed) in (search, answer) for embed in embeds)
     # The ingest before it was a trace of its own.
     upsert = next(s for s in receiver.spans if s.name.endswith("RetrievalService/UpsertDocuments"))
     assert upsert.trace_id != ask.trace_id

@@ -6,6 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -152,3 +156,48 @@ async def test_anthropic_as_fallback_of_an_openai_alias_over_grpc(
         assert TEST_KEY not in (caught.value.details() or "")
     finally:
         await stop_router(router)
+
+
+async def test_calls_carry_the_routers_trace_when_it_traces(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """ChatAnthropic takes no HTTP client: the provider gives its SDK client a traced one."""
+    exporter = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(exporter))
+    provider = AnthropicProvider.from_model(
+        ModelSpec(
+            provider="anthropic",
+            model="claude-test",
+            base_url=fake_anthropic.base_url,
+            api_key=TEST_KEY,
+            timeout_seconds=5,
+        ),
+        ProviderContext(
+            settings=openai_settings(fake_anthropic.base_url),
+            prompts=load_prompt_library(),
+            embedding=None,
+            tracer_provider=tracing,
+        ),
+    )
+    fake_anthropic.enqueue(Reply(content="Rest.", usage=USAGE), Reply(content="Bark.", usage=USAGE))
+    with tracing.get_tracer("test").start_as_current_span("rpc") as rpc:
+        await provider.summarize(SUMMARY)
+        streamed = [
+            d.text
+            async for d in provider.generate(
+                GenerateTask(messages=[Message("user", "Speak")], max_tokens=5, temperature=None)
+            )
+        ]
+    await provider.aclose()
+    assert "".join(streamed) == "Bark."
+    calls = {
+        s.context.span_id: s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT
+    }
+    assert len(calls) == 2
+    for sent in fake_anthropic.requests:
+        _, trace_id, span_id, _ = sent.headers["traceparent"].split("-")
+        assert int(trace_id, 16) == rpc.get_span_context().trace_id
+        call = calls[int(span_id, 16)]
+        assert call.parent is not None
+        assert call.parent.span_id == rpc.get_span_context().span_id

@@ -4,12 +4,14 @@ nothing is downloaded)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -130,6 +132,21 @@ async def test_tgi_endpoint_streams_through_the_messages_api(fake_tgi: FakeTGI) 
     assert sent.body["model"] == "tgi"
     assert sent.body["stream"] is True
     assert sent.headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert "traceparent" not in sent.headers  # the router does not trace here
+
+
+async def test_tgi_endpoint_calls_carry_the_routers_trace(fake_tgi: FakeTGI) -> None:
+    tracing = TracerProvider()
+    context = dataclasses.replace(context_for(fake_tgi.base_url), tracer_provider=tracing)
+    spec = ModelSpec(provider="huggingface", base_url=fake_tgi.base_url, api_key=TEST_KEY)
+    provider = HuggingFaceProvider.from_model(spec, context)
+    fake_tgi.enqueue(Reply(content="traced"))
+    task = GenerateTask(messages=[Message("user", "Hello")], max_tokens=20, temperature=None)
+    with tracing.get_tracer("test").start_as_current_span("rpc") as rpc:
+        assert "".join([d.text async for d in provider.generate(task)]) == "traced"
+    await provider.aclose()
+    _, trace_id, _, _ = fake_tgi.requests[0].headers["traceparent"].split("-")
+    assert int(trace_id, 16) == rpc.get_span_context().trace_id
 
 
 async def test_local_model_streams_exactly_what_greedy_generate_produces(

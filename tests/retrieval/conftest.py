@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_retrieval.config import Settings
@@ -93,9 +94,13 @@ async def retrieval_store(
 
 
 async def serve(
-    store: MilvusStore, embedding_addr: str, jobs: JobStore | None = None
+    store: MilvusStore,
+    embedding_addr: str,
+    jobs: JobStore | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[Retrieval]:
-    """Run a retrieval server on ``store`` until the caller's generator is closed."""
+    """Run a retrieval server on ``store`` until the caller's generator is closed (tracing
+    its RPCs and embedding calls with ``tracer_provider``)."""
     settings = Settings(
         host="127.0.0.1",
         port=0,
@@ -112,8 +117,9 @@ async def serve(
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,
         timeout=settings.embed_timeout_seconds,
+        tracer_provider=tracer_provider,
     )
-    server = create_server(settings, store, embedder, jobs)
+    server = create_server(settings, store, embedder, jobs, tracer_provider)
     await server.start()
     address = f"127.0.0.1:{server.port}"
     channel = grpc.aio.insecure_channel(address)

@@ -19,6 +19,11 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -42,7 +47,7 @@ from aimesh_retrieval.jobs import (
 )
 from aimesh_retrieval.store import CollectionRef, MilvusStore
 from tests.conftest import free_port
-from tests.retrieval.conftest import Retrieval, new_collection
+from tests.retrieval.conftest import Retrieval, new_collection, serve
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -442,3 +447,115 @@ async def test_a_failing_preparation_keeps_the_batches_written_before_it(tmp_pat
     job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-f", submission.id)
     assert (job.state, job.errors) == (FAILED, ["documents[0].text is not what the test wants"])
     assert job.documents_done == 32
+
+
+# ---------------------------------------------------------------- the submitter's trace
+
+
+async def _record_contexts(
+    jobs: JobStore, tenant: str, job_id: str, into: list[SpanContext]
+) -> Job:
+    """Run the job to its end, recording the span context each batch is prepared in."""
+
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        into.append(trace.get_current_span().get_span_context())
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        return sum(document.chunks for document in documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        pass
+
+    return await run_to_end(jobs, prepare_batch, write_batch, settle, tenant, job_id)
+
+
+async def test_the_runner_continues_the_trace_of_the_submitting_request(tmp_path: Path) -> None:
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
+    with TracerProvider().get_tracer("test").start_as_current_span("submit") as submit:
+        async with jobs.submission() as submission:
+            submission.target("tenant-t", "c")
+            await submission.add(docs(40))
+    submitted = submit.get_span_context()
+    stored = await jobs.get("tenant-t", submission.id)
+    assert stored.traceparent is not None
+    assert stored.traceparent.startswith(f"00-{submitted.trace_id:032x}-{submitted.span_id:016x}-")
+    seen: list[SpanContext] = []
+    job = await _record_contexts(jobs, "tenant-t", submission.id, seen)
+    assert job.state == SUCCEEDED
+    assert len(seen) == 2  # two batches, prepared in two tasks, both in the trace
+    assert {(c.trace_id, c.span_id, c.is_remote) for c in seen} == {
+        (submitted.trace_id, submitted.span_id, True)
+    }
+
+
+async def test_a_job_submitted_outside_a_trace_runs_outside_one(tmp_path: Path) -> None:
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
+    async with jobs.submission() as submission:
+        submission.target("tenant-u", "c")
+        await submission.add(docs(3))
+    assert (await jobs.get("tenant-u", submission.id)).traceparent is None
+    seen: list[SpanContext] = []
+    assert (await _record_contexts(jobs, "tenant-u", submission.id, seen)).state == SUCCEEDED
+    assert [context.is_valid for context in seen] == [False]
+
+
+async def test_a_job_table_of_an_older_version_gets_the_trace_column(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    jobs = await JobStore.open(url)
+    async with jobs.submission() as submission:
+        submission.target("tenant-v", "c")
+        await submission.add(docs(1))
+    await jobs.close()
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE retrieval_ingest_jobs DROP COLUMN traceparent"))
+    await engine.dispose()
+    jobs = await JobStore.open(url)
+    try:
+        old = await jobs.get("tenant-v", submission.id)
+        assert (old.documents_total, old.traceparent) == (1, None)
+    finally:
+        await jobs.close()
+
+
+async def test_a_jobs_embedding_calls_are_in_the_trace_of_its_upload(
+    retrieval_store: MilvusStore, embedding_addr: str, tmp_path: Path
+) -> None:
+    """Through the service: the job's Embed calls, made by the runner after the submitting
+    RPC ended, are CLIENT spans in that RPC's trace, children of its server span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    trace_id = uuid.uuid4().hex
+    documents: list[tuple[str, str, dict[str, Any]]] = [
+        (f"doc-{i}", f"Document {i} is about the tides of the northern sea.", {}) for i in range(3)
+    ]
+    servers = serve(retrieval_store, embedding_addr, jobs, provider)
+    running = await anext(servers)
+    try:
+        job = await running.stub.SubmitIngestJob(
+            iter(submit_requests("tenant-w", new_collection(), documents, per=3)),
+            metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
+        )
+        done = await wait_for_job(running.stub, "tenant-w", job.id)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
+    finally:
+        async for _ in servers:  # runs to the end: stops the server
+            pass
+        await jobs.close()
+        provider.shutdown()
+    spans = exporter.get_finished_spans()
+    [submit] = [s for s in spans if s.name.endswith("/SubmitIngestJob")]
+    assert (submit.kind, format(submit.context.trace_id, "032x")) == (SpanKind.SERVER, trace_id)
+    embeds = [
+        s
+        for s in spans
+        if s.name == "/aimesh.embedding.v1.EmbeddingService/Embed" and s.kind == SpanKind.CLIENT
+    ]
+    assert embeds
+    for embed in embeds:
+        assert embed.context.trace_id == submit.context.trace_id
+        assert embed.parent is not None
+        assert embed.parent.span_id == submit.context.span_id

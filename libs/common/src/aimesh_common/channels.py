@@ -12,9 +12,10 @@ import json
 from collections.abc import Sequence
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh_common.request_id import request_id_client_interceptors
-from aimesh_common.tracing import trace_propagation_interceptors
+from aimesh_common.tracing import client_tracing_interceptors
 
 # No retry policy here: a service answering UNAVAILABLE may already have retried its own
 # upstream, and retries at every hop multiply. gRPC still retries transparently calls that
@@ -36,19 +37,19 @@ def create_channel(
     *,
     max_message_bytes: int = 16 * 1024 * 1024,
     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
-    trace_propagation: bool = False,
+    tracer_provider: TracerProvider | None = None,
     request_id_propagation: bool = True,
 ) -> grpc.aio.Channel:
     """An insecure aio channel (TLS is the mesh's job in Kubernetes).
 
-    ``trace_propagation`` sends the current trace context (``traceparent``) with every call;
-    services that trace set it (it costs an interceptor per call, so it is off otherwise).
+    With ``tracer_provider`` (services that trace pass theirs) every call is a CLIENT span
+    and sends the trace context (``traceparent``) along (:mod:`aimesh_common.tracing`).
     ``request_id_propagation`` sends the current request id (``x-request-id``) with every
     call that does not set one itself, so a request keeps its id from hop to hop.
     """
     chosen = list(interceptors or ())
-    if trace_propagation:
-        chosen += trace_propagation_interceptors()
+    if tracer_provider is not None:
+        chosen += client_tracing_interceptors(tracer_provider)
     if request_id_propagation:
         chosen += request_id_client_interceptors()
     return grpc.aio.insecure_channel(

@@ -3,10 +3,13 @@
 Servicers raise :mod:`aimesh_common.errors`; this interceptor aborts the call with the
 matching code and the error's message. Anything unexpected is logged with its traceback
 and answered ``INTERNAL`` with a generic message, so no stack trace reaches a caller.
+
+:func:`wrap_rpc_handler` is the kit's one way to wrap a method handler of any kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +22,11 @@ from aimesh_common.errors import AimeshError
 from aimesh_common.metrics import GRPC_HANDLED, GRPC_LATENCY
 
 log = logging.getLogger("aimesh.grpc")
+
+UnaryBehavior = Callable[[Any, ServicerContext[Any, Any]], Awaitable[Any]]
+"""A handler's behaviour answering one response (unary-unary, stream-unary)."""
+StreamBehavior = Callable[[Any, ServicerContext[Any, Any]], AsyncIterator[Any]]
+"""A handler's behaviour yielding responses (unary-stream, stream-stream)."""
 
 _GENERIC = "internal error; the server logged the details"
 
@@ -42,6 +50,34 @@ async def _abort_for(error: BaseException, context: ServicerContext[Any, Any], m
     await context.abort(grpc.StatusCode.INTERNAL, _GENERIC)
 
 
+def wrap_rpc_handler(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    *,
+    unary: Callable[[UnaryBehavior], UnaryBehavior],
+    stream: Callable[[StreamBehavior], StreamBehavior],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behaviour wrapped, whatever its kind of call.
+
+    ``unary`` wraps the behaviours that answer one response (unary-unary, stream-unary:
+    the first argument is the request or the request iterator), ``stream`` those that
+    yield responses (unary-stream, stream-stream). Serializers are kept.
+    """
+    kinds: tuple[tuple[Any, Any, Callable[..., grpc.RpcMethodHandler[Any, Any]]], ...] = (
+        (handler.unary_unary, unary, grpc.unary_unary_rpc_method_handler),
+        (handler.unary_stream, stream, grpc.unary_stream_rpc_method_handler),
+        (handler.stream_unary, unary, grpc.stream_unary_rpc_method_handler),
+        (handler.stream_stream, stream, grpc.stream_stream_rpc_method_handler),
+    )
+    for behavior, wrap, make in kinds:
+        if behavior is not None:
+            return make(
+                wrap(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions to status codes and records call count and latency."""
 
@@ -58,71 +94,35 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if service.startswith("grpc."):  # health and reflection: leave untouched
             return handler
 
-        def observe(start: float, context: ServicerContext[Any, Any]) -> None:
-            GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - start)
-            GRPC_HANDLED.labels(service, name, _code_of(context).name).inc()
+        @contextlib.asynccontextmanager
+        async def handled(context: ServicerContext[Any, Any]) -> AsyncIterator[None]:
+            """Abort with the status of what the call raised; count and time the call."""
+            start = time.perf_counter()
+            try:
+                yield
+            except Exception as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    raise
+                await _abort_for(error, context, method)
+            finally:
+                GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - start)
+                GRPC_HANDLED.labels(service, name, _code_of(context).name).inc()
 
-        if handler.unary_unary is not None:
-            inner_uu: Any = handler.unary_unary
+        def unary(behavior: UnaryBehavior) -> UnaryBehavior:
+            async def mapped(request: Any, context: ServicerContext[Any, Any]) -> Any:
+                async with handled(context):
+                    return await behavior(request, context)
 
-            async def unary_unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
-                start = time.perf_counter()
-                try:
-                    return await inner_uu(request, context)
-                except Exception as error:
-                    if isinstance(error, grpc.aio.AbortError):
-                        raise
-                    await _abort_for(error, context, method)
-                finally:
-                    observe(start, context)
+            return mapped
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        if handler.unary_stream is not None:
-            inner_us: Any = handler.unary_stream
-
-            async def unary_stream(
+        def stream(behavior: StreamBehavior) -> StreamBehavior:
+            async def mapped(
                 request: Any, context: ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                start = time.perf_counter()
-                try:
-                    async for item in inner_us(request, context):
+                async with handled(context):
+                    async for item in behavior(request, context):
                         yield item
-                except Exception as error:
-                    if isinstance(error, grpc.aio.AbortError):
-                        raise
-                    await _abort_for(error, context, method)
-                finally:
-                    observe(start, context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return mapped
 
-        if handler.stream_unary is not None:
-            inner_su: Any = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: ServicerContext[Any, Any]) -> Any:
-                start = time.perf_counter()
-                try:
-                    return await inner_su(requests, context)
-                except Exception as error:
-                    if isinstance(error, grpc.aio.AbortError):
-                        raise
-                    await _abort_for(error, context, method)
-                finally:
-                    observe(start, context)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        return handler
+        return wrap_rpc_handler(handler, unary=unary, stream=stream)

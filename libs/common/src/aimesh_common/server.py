@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh_common.interceptors import ErrorInterceptor
 from aimesh_common.request_id import RequestIdServerInterceptor
-from aimesh_common.tracing import ServerTracingInterceptor
+from aimesh_common.tracing import server_tracing_interceptor
 
 log = logging.getLogger("aimesh.server")
 
@@ -83,7 +83,7 @@ def build_grpc_server(
     # Outermost first: the request id covers everything the others log.
     interceptors: list[grpc.aio.ServerInterceptor] = [RequestIdServerInterceptor()]
     if tracer_provider is not None:
-        interceptors.append(ServerTracingInterceptor(tracer_provider))
+        interceptors.append(server_tracing_interceptor(tracer_provider))
     interceptors.append(ErrorInterceptor())
     server = grpc.aio.server(
         interceptors=interceptors,

@@ -1,36 +1,32 @@
-"""OpenTelemetry traces across the gRPC services: one server span per RPC, context passed on.
+"""OpenTelemetry traces across the gRPC services, from ``opentelemetry-instrumentation-grpc``.
 
 Off unless ``AIMESH_OTLP_ENDPOINT`` is set (then spans go to that OTLP/HTTP collector,
-``<endpoint>/v1/traces``). A service that traces
+``<endpoint>/v1/traces``). A service that traces has its own provider (never the global
+one) and hands it to
 
-* wraps every RPC in a SERVER span, the child of the W3C ``traceparent`` the caller sent in
-  its gRPC metadata (the gateway sends one with each backend call), and
-* sends the current ``traceparent`` with its own backend calls (channels created with
-  ``trace_propagation=True``),
+* :func:`aimesh_common.server.build_grpc_server`, which installs the library's aio server
+  interceptor: every RPC is a SERVER span named ``/<service>/<method>``, the child of the
+  W3C ``traceparent`` the caller sent in its gRPC metadata, and
+* :func:`aimesh_common.channels.create_channel`, which installs the library's aio client
+  interceptors (one per call kind, streaming calls included): every backend call is a
+  CLIENT span whose ``traceparent`` goes along with the call,
 
 so one request yields one trace: gateway -> llm-router -> retrieval -> embedding.
-Health and reflection calls are not traced.
+Health and reflection calls (services ``grpc.*``) are not traced.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-
 import grpc
-from grpc.aio import ClientCallDetails, ServicerContext
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import negate, service_prefix
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from aimesh_common.client_interceptors import details_interceptors, with_metadata
-
-_propagator = TraceContextTextMapPropagator()
-_TRACE_KEYS = ("traceparent", "tracestate")
+# Health checks and reflection are infrastructure, not requests: no spans.
+_TRACED = negate(service_prefix("grpc."))
 
 
 def create_tracer_provider(endpoint: str, service: str) -> TracerProvider:
@@ -46,135 +42,22 @@ def tracer_provider_for(otlp_endpoint: str | None, service: str) -> TracerProvid
     return create_tracer_provider(otlp_endpoint, service) if otlp_endpoint else None
 
 
-def _split(method: str) -> tuple[str, str]:
-    service, _, name = method.rpartition("/")
-    return service.lstrip("/"), name
+def server_tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
+    """The library's aio server interceptor: a SERVER span per RPC, continuing the caller's
+    trace. Its status is ERROR for the codes the OpenTelemetry conventions count as server
+    faults (INTERNAL, UNAVAILABLE, UNKNOWN, ...); every span has ``rpc.grpc.status_code``."""
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(
+        tracer_provider=provider, filter_=_TRACED
+    )
+    return interceptor
 
 
-def _parent(metadata: Any) -> Context:
-    carrier = {str(key): str(value) for key, value in metadata or () if key in _TRACE_KEYS}
-    return _propagator.extract(carrier=carrier)
-
-
-def _finish(span: Span, context: ServicerContext[Any, Any], error: BaseException | None) -> None:
-    code = context.code()
-    status = code if isinstance(code, grpc.StatusCode) else None
-    if status is None:
-        status = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
-    span.set_attribute("rpc.grpc.status_code", status.value[0])
-    if status not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
-        span.set_status(Status(StatusCode.ERROR, status.name))
-
-
-class ServerTracingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each RPC in a SERVER span named ``<service>/<method>``, continuing the caller's
-    trace. Installed outermost, so the span covers the error mapping and its status."""
-
-    def __init__(self, provider: TracerProvider) -> None:
-        self.tracer: Tracer = provider.get_tracer("aimesh.grpc")
-
-    def _start(self, method: str, metadata: Any) -> Any:
-        service, name = _split(method)
-        return self.tracer.start_as_current_span(
-            f"{service}/{name}",
-            context=_parent(metadata),
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or _split(method)[0].startswith("grpc."):
-            return handler
-        metadata = handler_call_details.invocation_metadata
-        start = self._start
-
-        if handler.unary_unary is not None:
-            inner_uu: Any = handler.unary_unary
-
-            async def unary_unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
-                with start(method, metadata) as span:
-                    error: BaseException | None = None
-                    try:
-                        return await inner_uu(request, context)
-                    except BaseException as failure:
-                        error = failure
-                        raise
-                    finally:
-                        _finish(span, context, error)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        if handler.unary_stream is not None:
-            inner_us: Any = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                with start(method, metadata) as span:
-                    error: BaseException | None = None
-                    try:
-                        async for item in inner_us(request, context):
-                            yield item
-                    except BaseException as failure:
-                        error = failure
-                        raise
-                    finally:
-                        _finish(span, context, error)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        if handler.stream_unary is not None:
-            inner_su: Any = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: ServicerContext[Any, Any]) -> Any:
-                with start(method, metadata) as span:
-                    error: BaseException | None = None
-                    try:
-                        return await inner_su(requests, context)
-                    except BaseException as failure:
-                        error = failure
-                        raise
-                    finally:
-                        _finish(span, context, error)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        return handler
-
-
-def trace_metadata() -> list[tuple[str, str]]:
-    """``[("traceparent", ...)]`` for the current span; empty when none is recording."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return list(carrier.items())
-
-
-def _with_trace(details: ClientCallDetails) -> ClientCallDetails:
-    extra = trace_metadata()
-    return with_metadata(details, extra) if extra else details
-
-
-def trace_propagation_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors adding the current span's ``traceparent`` to every outgoing call, of
-    each kind (streaming calls included)."""
-    return details_interceptors(_with_trace)
+def client_tracing_interceptors(provider: TracerProvider) -> list[grpc.aio.ClientInterceptor]:
+    """The library's aio client interceptors: a CLIENT span per call, its ``traceparent``
+    added to the call's metadata. One interceptor per call kind (a grpc.aio channel files
+    an interceptor under the first kind it implements only), so streaming calls carry the
+    trace too."""
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(
+        tracer_provider=provider, filter_=_TRACED
+    )
+    return interceptors

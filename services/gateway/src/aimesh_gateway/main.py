@@ -21,7 +21,7 @@ from aimesh_gateway.core.errors import install_exception_handlers
 from aimesh_gateway.limits.http import BodyLimitMiddleware, TimeoutMiddleware
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
-from aimesh_gateway.observability.tracing import TracingMiddleware, create_tracer_provider
+from aimesh_gateway.observability.tracing import create_tracer_provider, instrument_app
 from aimesh_gateway.schemas.problem import Problem
 from aimesh_gateway.state import open_state
 
@@ -117,8 +117,8 @@ def _add_middleware(
         )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if tracer_provider is not None:
-        # Outermost, so the span covers everything, including the request context.
-        app.add_middleware(TracingMiddleware, provider=tracer_provider)
+        # Added last, so the span covers everything, including the request context.
+        instrument_app(app, tracer_provider)
 
 
 def _customize_openapi(app: FastAPI) -> None:

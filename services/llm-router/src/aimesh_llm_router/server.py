@@ -90,7 +90,7 @@ def build_dependencies(
         retrieval_channel = create_channel(
             settings.retrieval_service_addr,
             max_message_bytes=settings.max_message_bytes,
-            trace_propagation=tracer_provider is not None,
+            tracer_provider=tracer_provider,
         )
         closers.append(retrieval_channel.close)
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
@@ -99,12 +99,18 @@ def build_dependencies(
             embedding_channel = create_channel(
                 settings.embedding_service_addr,
                 max_message_bytes=settings.max_message_bytes,
-                trace_propagation=tracer_provider is not None,
+                tracer_provider=tracer_provider,
             )
             closers.append(embedding_channel.close)
         embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel)
     models = build_registry(
-        models_cfg, ProviderContext(settings=settings, prompts=library, embedding=embedding)
+        models_cfg,
+        ProviderContext(
+            settings=settings,
+            prompts=library,
+            embedding=embedding,
+            tracer_provider=tracer_provider,
+        ),
     )
     closers.insert(0, models.aclose)
     conversations = conversation_store(settings)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh_common.channels import create_channel
@@ -52,6 +53,7 @@ class EmbeddingClient:
 
     The channel is created at once but connects lazily, so the retrieval service starts
     (and answers NOT_FOUND / INVALID_ARGUMENT) even while the embedding service is down.
+    With ``tracer_provider`` every call is a CLIENT span passing the trace on.
     """
 
     def __init__(
@@ -61,9 +63,9 @@ class EmbeddingClient:
         batch_size: int = 64,
         concurrency: int = 2,
         timeout: float = 60.0,
-        trace_propagation: bool = False,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
-        self._channel = create_channel(addr, trace_propagation=trace_propagation)
+        self._channel = create_channel(addr, tracer_provider=tracer_provider)
         self._stub = embedding_pb2_grpc.EmbeddingServiceStub(self._channel)
         self._batch_size = batch_size
         self._concurrency = max(1, concurrency)

@@ -9,6 +9,10 @@ runner (of the restarted process or another replica) claims the job again and co
 with the first batch not marked done; re-storing a batch whose rows were written but not
 yet marked is harmless because upserts skip unchanged content and replace chunk rows by
 their deterministic ids (no duplicates).
+
+A job keeps the W3C ``traceparent`` of the request that submitted it (when that request was
+traced), and the runner continues that trace: the job's embedding calls, made later and
+maybe by another replica, belong to the trace of the upload that asked for them.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.propagate import extract, inject
 from sqlalchemy import (
     Boolean,
     DateTime,
@@ -31,6 +37,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    inspect,
     or_,
     select,
     update,
@@ -76,6 +83,8 @@ class JobRow(_Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The submitting request's trace context (W3C traceparent), continued by the runner.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class JobDocumentRow(_Base):
@@ -113,6 +122,7 @@ class Job:
     errors: list[str]
     created_at: datetime
     updated_at: datetime
+    traceparent: str | None = None
 
 
 def _job(row: JobRow) -> Job:
@@ -128,6 +138,7 @@ def _job(row: JobRow) -> Job:
         errors=list(json.loads(row.errors)),
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
+        traceparent=row.traceparent,
     )
 
 
@@ -138,6 +149,39 @@ def _utc(value: datetime) -> datetime:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _add_traceparent_column(connection: Any) -> None:
+    """Job tables made before jobs kept their trace get the (nullable) column; create_all
+    adds tables, not columns. PostgreSQL's IF NOT EXISTS lets replicas starting together
+    both succeed (SQLite has no such clause, nor several processes on one file)."""
+    table = JobRow.__tablename__
+    if "traceparent" in {column["name"] for column in inspect(connection).get_columns(table)}:
+        return
+    if_missing = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
+    connection.exec_driver_sql(
+        f"ALTER TABLE {table} ADD COLUMN{if_missing} traceparent VARCHAR(64)"
+    )
+
+
+def _current_traceparent() -> str | None:
+    """The current span's ``traceparent``, or None outside a trace."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextlib.contextmanager
+def _continuing(traceparent: str | None) -> Iterator[None]:
+    """Run in the trace of ``traceparent`` (the job's submitter), when there is one."""
+    if traceparent is None:
+        yield
+        return
+    token = otel_context.attach(extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 class JobStore:
@@ -153,6 +197,7 @@ class JobStore:
         engine = create_async_engine(url)
         async with engine.begin() as connection:
             await connection.run_sync(_Base.metadata.create_all)
+            await connection.run_sync(_add_traceparent_column)
         return cls(engine, batch_chunks=batch_chunks)
 
     async def close(self) -> None:
@@ -335,6 +380,7 @@ class _Submission:
 
     async def finish(self) -> None:
         now = _now()
+        traceparent = _current_traceparent()
         self._session.add(
             JobRow(
                 id=self.id,
@@ -349,6 +395,7 @@ class _Submission:
                 attempts=0,
                 created_at=now,
                 updated_at=now,
+                traceparent=traceparent,
             )
         )
         self.job = Job(
@@ -363,6 +410,7 @@ class _Submission:
             [],
             now,
             now,
+            traceparent,
         )
 
 
@@ -433,6 +481,10 @@ class JobRunner:
             await self._run(job)
 
     async def _run(self, job: Job) -> None:
+        with _continuing(job.traceparent):
+            await self._run_steps(job)
+
+    async def _run_steps(self, job: Job) -> None:
         log.info("running ingestion job", extra={"job": job.id, "collection": job.collection})
         try:
             await self._store_documents(job)

@@ -47,7 +47,7 @@ async def run(settings: Settings) -> None:
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,
         timeout=settings.embed_timeout_seconds,
-        trace_propagation=tracer_provider is not None,
+        tracer_provider=tracer_provider,
     )
     if not settings.jobs_database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

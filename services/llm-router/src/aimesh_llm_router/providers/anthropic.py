@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from aimesh_common.errors import InvalidArgument
 from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import ProviderContext
-from aimesh_llm_router.providers.chat import ChatModelProvider
+from aimesh_llm_router.providers.chat import ChatModelProvider, traced_http_client
 from aimesh_llm_router.tools import ToolOptions
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -51,9 +51,18 @@ class AnthropicProvider(ChatModelProvider):
             "stream_usage": True,
         }
         # Imported here: the SDK takes seconds to import and most deployments never use it.
+        import anthropic
         from langchain_anthropic import ChatAnthropic
 
         self._chat = ChatAnthropic(**options)
+        self._http = traced_http_client(context, anthropic.DefaultAsyncHttpxClient)
+        if self._http is not None:
+            # ChatAnthropic takes no HTTP client: its SDK client (a cached property, built
+            # on first use from _client_params with a shared client) is built here, with
+            # the same parameters and the traced client.
+            self._chat.__dict__["_async_client"] = anthropic.AsyncClient(
+                **self._chat._client_params, http_client=self._http
+            )
 
     @classmethod
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:

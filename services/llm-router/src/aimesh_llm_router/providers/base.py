@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Self
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
@@ -92,6 +94,9 @@ class ProviderContext:
     settings: Settings
     prompts: PromptLibrary
     embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None
+    # The router's tracer provider when it traces: the HTTP calls to hosted models then
+    # carry the trace (:func:`aimesh_llm_router.providers.chat.traced_http_client`).
+    tracer_provider: TracerProvider | None = None
 
 
 class Provider(ABC):

@@ -10,10 +10,11 @@ scrubbed. A subclass only builds its chat model and says how to describe it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import httpx2
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -24,6 +25,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.runnables import Runnable
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
 from aimesh_llm_router.citations import render_sources
 from aimesh_llm_router.providers.base import (
@@ -34,6 +36,7 @@ from aimesh_llm_router.providers.base import (
     GenerateTask,
     Message,
     Provider,
+    ProviderContext,
     Style,
     SummarizeTask,
 )
@@ -94,12 +97,33 @@ def _finish(metadata: dict[str, Any]) -> FinishReason:
     return "length" if reason in _LENGTH_REASONS else "stop"
 
 
+def traced_http_client(
+    context: ProviderContext, make: Callable[[], httpx2.AsyncClient]
+) -> httpx2.AsyncClient | None:
+    """When the router traces, an HTTP client for the model's SDK (``make`` builds it with
+    the SDK's defaults) whose requests are CLIENT spans sending their ``traceparent``
+    upstream (``opentelemetry-instrumentation-httpx``, with the router's provider); None
+    otherwise, and the SDK uses its own client. The OpenAI and Anthropic SDKs speak
+    ``httpx2``, hence its instrumentor."""
+    if context.tracer_provider is None:
+        return None
+    client = make()
+    # Annotated with httpx's classes, but the httpx2 instrumentor takes httpx2's.
+    HTTPX2ClientInstrumentor.instrument_client(
+        client,  # type: ignore[arg-type]
+        tracer_provider=context.tracer_provider,
+    )
+    return client
+
+
 class ChatModelProvider(Provider):
     """Runs the tasks on ``self._chat``; subclasses build it in ``__init__``."""
 
     _chat: BaseChatModel
     _prompts: PromptLibrary
     _secret: str | None = None
+    # The traced HTTP client the chat model uses (see traced_http_client), closed here.
+    _http: httpx2.AsyncClient | None = None
 
     def _usage(
         self, message: BaseMessage | None, prompt: Sequence[BaseMessage], completion: str
@@ -154,6 +178,10 @@ class ChatModelProvider(Provider):
 
     def prompt_version(self, task: Task) -> str:
         return self._prompts.template(task).label
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
     def _summarize_messages(self, task: SummarizeTask) -> list[BaseMessage]:
         return self._prompts.summarize.render(

@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Self
 
 from langchain_openai import ChatOpenAI
+from openai import DefaultAsyncHttpxClient
 from pydantic import SecretStr
 
 from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import ProviderContext
-from aimesh_llm_router.providers.chat import ChatModelProvider
+from aimesh_llm_router.providers.chat import ChatModelProvider, traced_http_client
 from aimesh_llm_router.providers.transformers_chat import TransformersChatModel
 
 _NO_KEY = "unused"
@@ -47,6 +48,7 @@ class HuggingFaceProvider(ChatModelProvider):
             self._where = "Hugging Face TGI endpoint"
             # TGI's Messages API takes OpenAI function tools; the local model does not.
             self.supports_tools = True
+            self._http = traced_http_client(context, DefaultAsyncHttpxClient)
             self._chat = ChatOpenAI(
                 model=spec.model or "tgi",
                 base_url=messages_api_url(spec.base_url),
@@ -56,6 +58,7 @@ class HuggingFaceProvider(ChatModelProvider):
                 stream_usage=True,
                 use_responses_api=False,
                 stream_chunk_timeout=spec.timeout_seconds,
+                http_async_client=self._http,
             )
         else:
             self._where = "local transformers model"

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from typing import Self
 
+import httpx2
 from langchain_openai import ChatOpenAI
+from openai import DefaultAsyncHttpxClient
 from pydantic import SecretStr
 
 from aimesh_llm_router.config import DEFAULT_OPENAI_BASE_URL
 from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import ProviderContext
-from aimesh_llm_router.providers.chat import STYLE_INSTRUCTIONS, STYLE_WORDS, ChatModelProvider
+from aimesh_llm_router.providers.chat import (
+    STYLE_INSTRUCTIONS,
+    STYLE_WORDS,
+    ChatModelProvider,
+    traced_http_client,
+)
 from aimesh_llm_router.templates import PromptLibrary
 
 __all__ = ["STYLE_INSTRUCTIONS", "STYLE_WORDS", "OpenAIProvider"]
@@ -39,8 +46,10 @@ class OpenAIProvider(ChatModelProvider):
         timeout_seconds: float,
         max_retries: int,
         prompts: PromptLibrary,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self._model = model
+        self._http = http_client
         self._prompts = prompts
         self._secret = api_key.get_secret_value() if api_key is not None else None
         self._chat = ChatOpenAI(
@@ -52,6 +61,7 @@ class OpenAIProvider(ChatModelProvider):
             stream_usage=True,
             use_responses_api=False,
             stream_chunk_timeout=timeout_seconds,
+            http_async_client=http_client,
         )
 
     @classmethod
@@ -68,6 +78,7 @@ class OpenAIProvider(ChatModelProvider):
             timeout_seconds=spec.timeout_seconds,
             max_retries=0,
             prompts=context.prompts,
+            http_client=traced_http_client(context, DefaultAsyncHttpxClient),
         )
 
     def describe(self) -> str:
