@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Self
 
-from aimesh.embedding.v1 import embedding_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.modelconfig import ModelSpec, default_models_config
@@ -38,6 +38,9 @@ class AnswerTask:
     question: str
     sources: Sequence[Source]
     max_tokens: int
+    # The question's embedding as retrieval computed it for the search (empty when it
+    # did not embed it), so a provider that needs it does not embed the question again.
+    question_vector: Sequence[float] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class GenerateTask:
     # already carries them rendered for a model; an extractive provider quotes from these.
     sources: tuple[Source, ...] = ()
     question: str = ""
+    # The bare message's embedding from the search, as for AnswerTask.question_vector.
+    question_vector: Sequence[float] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ class ProviderContext:
 
     settings: Settings
     prompts: PromptLibrary
-    embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None
+    # The embedding service, when a local alias needs it.
+    embedding: EmbeddingClient | None
 
 
 class Provider(ABC):
