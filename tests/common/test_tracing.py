@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh_common.channels import create_channel
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.errors import InvalidArgument
 from aimesh_common.server import build_grpc_server
 from aimesh_common.tracing import create_tracer_provider, tracer_provider_for
@@ -42,7 +43,6 @@ from aimesh_llm_router.config import Settings as RouterSettings
 from aimesh_llm_router.server import build_dependencies
 from aimesh_llm_router.server import create_server as create_router_server
 from aimesh_retrieval.config import Settings as RetrievalSettings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.server import create_server as create_retrieval_server
 from aimesh_retrieval.store import MilvusStore
 from tests.gateway.helpers import editor, settings_for, user
@@ -247,7 +247,7 @@ async def test_one_ask_is_one_trace_across_the_four_services(
         embedding_service_addr=embedding_addr,
     )
     store = MilvusStore.open(retrieval_settings)
-    embedder = EmbeddingClient(embedding_addr, tracer_provider=providers["retrieval"])
+    embedder = EmbeddingClient.connect(embedding_addr, tracer_provider=providers["retrieval"])
     retrieval = create_retrieval_server(
         retrieval_settings, store, embedder, None, providers["retrieval"]
     )

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from aimesh.embedding.v1 import embedding_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.errors import InvalidArgument, Unavailable
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
@@ -22,6 +22,7 @@ from aimesh_llm_router.providers.local import (
 )
 from aimesh_llm_router.sentences import split_sentences
 from aimesh_llm_router.templates import load_prompt_library
+from tests.common.embed_calls import recorded_channel
 from tests.conftest import free_port
 
 # A text about honeybees with two off-topic sentences the summary must leave out.
@@ -41,7 +42,7 @@ def local_provider(addr: str) -> tuple[LocalProvider, grpc.aio.Channel]:
     context = ProviderContext(
         settings=settings,
         prompts=load_prompt_library(),
-        embedding=embedding_pb2_grpc.EmbeddingServiceStub(channel),
+        embedding=EmbeddingClient(channel, timeout=settings.backend_timeout_seconds),
     )
     return LocalProvider.from_context(context), channel
 
@@ -158,6 +159,56 @@ async def test_answer_finds_the_fact_not_just_the_topic(provider: LocalProvider)
     assert "The tower was completed in 1889 as the entrance to the World's Fair [1]." in result.text
     assert "[2]" not in result.text
     assert "[3]" not in result.text
+
+
+async def test_a_question_vector_given_is_used_instead_of_embedding_the_question(
+    embedding_addr: str,
+) -> None:
+    """Retrieval embedded the question for the search already: with that vector, the
+    provider embeds only the sources' sentences, and answers exactly as without it."""
+    question = "When was the Eiffel Tower completed?"
+    channel, calls = recorded_channel(embedding_addr)
+    try:
+        client = EmbeddingClient(channel, timeout=30)
+        local = LocalProvider(client, Settings(port=0, metrics_port=None).local_answer_threshold)
+        [vector] = await client.embed([question])
+        calls.calls.clear()
+        given = await local.answer(
+            AnswerTask(question=question, sources=SOURCES, max_tokens=50, question_vector=vector)
+        )
+        assert calls.calls
+        assert not calls.containing(question)
+        embedded = await local.answer(AnswerTask(question=question, sources=SOURCES, max_tokens=50))
+        assert len(calls.containing(question)) == 1
+        assert given.text == embedded.text
+        assert given.text.startswith("The Eiffel Tower")
+        # A vector of another model (another dimension) is not comparable: ignored.
+        calls.calls.clear()
+        other = await local.answer(
+            AnswerTask(question=question, sources=SOURCES, max_tokens=50, question_vector=[1.0])
+        )
+        assert other.text == embedded.text
+        assert len(calls.containing(question)) == 1
+        # A grounded conversation turn takes the vector in the same way.
+        calls.calls.clear()
+        deltas = [
+            delta
+            async for delta in local.generate(
+                GenerateTask(
+                    messages=[Message("user", question)],
+                    max_tokens=50,
+                    temperature=None,
+                    sources=tuple(SOURCES),
+                    question=question,
+                    question_vector=vector,
+                )
+            )
+        ]
+        assert "".join(delta.text for delta in deltas) == embedded.text
+        assert calls.calls
+        assert not calls.containing(question)
+    finally:
+        await channel.close()
 
 
 async def test_answer_says_i_dont_know_for_an_unrelated_question(provider: LocalProvider) -> None:

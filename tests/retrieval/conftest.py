@@ -23,8 +23,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
@@ -112,7 +112,7 @@ async def serve(
         # Several Embed calls per multi-chunk document: exercises batching and ordering.
         embed_batch_size=4,
     )
-    embedder = EmbeddingClient(
+    embedder = EmbeddingClient.connect(
         settings.embedding_service_addr,
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,

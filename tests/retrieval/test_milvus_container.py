@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
 
@@ -59,7 +59,7 @@ async def stub(
         data_dir=tmp_path_factory.mktemp("container"),
     )
     store = MilvusStore.open(settings)
-    embedder = EmbeddingClient(embedding_addr, batch_size=16, timeout=30)
+    embedder = EmbeddingClient.connect(embedding_addr, batch_size=16, timeout=30)
     server = create_server(settings, store, embedder)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

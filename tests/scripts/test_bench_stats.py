@@ -1,21 +1,11 @@
-"""The benchmarks' percentile (nearest rank)."""
+"""The benchmarks report the kit's percentile (tested in tests/common/test_stats.py)."""
 
 from __future__ import annotations
 
-import pytest
-
+import aimesh_common.stats
 from scripts.bench.stats import percentile
 
 
-def test_nearest_rank_by_hand() -> None:
+def test_the_benchmarks_percentile_is_the_kits() -> None:
+    assert percentile is aimesh_common.stats.percentile
     assert percentile([4, 1, 3, 2], 50) == 2
-    assert percentile([4, 1, 3, 2], 75) == 3
-    assert percentile([4, 1, 3, 2], 100) == 4
-    assert percentile(list(range(1, 101)), 99) == 99
-    assert percentile(list(range(1, 101)), 99.5) == 100
-    assert percentile([7.5], 99) == 7.5
-
-
-def test_no_values_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no values"):
-        percentile([], 50)

@@ -1,13 +1,18 @@
-"""Domain errors that map to one gRPC status code each.
+"""Domain errors that map to one gRPC status code each, and back.
 
 Servicers raise these; :class:`aimesh_common.interceptors.ErrorInterceptor` turns them
 into a status with a readable message, so servicers carry no try/except boilerplate.
-The gateway maps the same codes to HTTP statuses.
+The gateway maps the same codes to HTTP statuses. A service calling another aimesh
+service turns the status it gets back into one of these with :func:`from_rpc_error`.
 """
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("aimesh.errors")
 
 
 class AimeshError(Exception):
@@ -54,3 +59,41 @@ class DeadlineExceeded(AimeshError):
     """An upstream call did not finish in time."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+_CALLER_MISTAKES: dict[grpc.StatusCode, type[AimeshError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+}
+
+
+def from_rpc_error(
+    error: grpc.aio.AioRpcError, backend: str, *, caller_errors: bool = True
+) -> AimeshError:
+    """The aimesh error for a failed call to the aimesh gRPC service ``backend``.
+
+    With ``caller_errors`` (a call that forwards what our own caller asked for), the
+    backend's verdict on the request carries over with its message, which already names
+    the offending field: NOT_FOUND, INVALID_ARGUMENT (and OUT_OF_RANGE), and
+    FAILED_PRECONDITION. Without (a call built only from data this service checked
+    itself, as the embedding client's), such a verdict is a failure of the dependency:
+    UNAVAILABLE. Overload, deadline and unavailability keep their codes and name the
+    backend; any other code is logged and becomes UNAVAILABLE without the backend's text.
+    """
+    code = error.code()
+    details = error.details() or code.name.lower()
+    if caller_errors:
+        mistake = _CALLER_MISTAKES.get(code)
+        if mistake is not None:
+            return mistake(details)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return FailedPrecondition(f"{backend} service: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(f"{backend} service is overloaded, retry later: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{backend} service did not answer in time")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{backend} service unavailable: {details}")
+    log.warning("%s service failed", backend, extra={"code": code.name, "details": details})
+    return Unavailable(f"{backend} service failed ({code.name})")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from aimesh.embedding.v1 import embedding_pb2_grpc
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.channels import create_channel
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.conversations import (
@@ -27,6 +27,8 @@ from aimesh_llm_router.servicer import LLMRouterServicer
 from aimesh_llm_router.templates import PromptLibrary, load_prompt_library
 
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMRouterService"].full_name
+# Embed batches in flight at once for one request (a long text to summarize).
+EMBED_CONCURRENCY = 4
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Dependencies:
     retrieval: retrieval_pb2_grpc.RetrievalServiceAsyncStub
     prompts: PromptLibrary
     conversations: ConversationStore
-    embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
+    embedding: EmbeddingClient | None = None
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # Traces RPCs and passes the trace on to the backends when set (AIMESH_OTLP_ENDPOINT).
     tracer_provider: TracerProvider | None = None
@@ -93,7 +95,7 @@ def build_dependencies(
             tracer_provider=tracer_provider,
         )
         closers.append(retrieval_channel.close)
-    embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None = None
+    embedding: EmbeddingClient | None = None
     if any(spec.provider == "local" for spec in models_cfg.models.values()):
         if embedding_channel is None:
             embedding_channel = create_channel(
@@ -102,7 +104,12 @@ def build_dependencies(
                 tracer_provider=tracer_provider,
             )
             closers.append(embedding_channel.close)
-        embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel)
+        # One client for every local alias: the model's Info is asked once.
+        embedding = EmbeddingClient(
+            embedding_channel,
+            timeout=settings.backend_timeout_seconds,
+            concurrency=EMBED_CONCURRENCY,
+        )
     models = build_registry(
         models_cfg,
         ProviderContext(

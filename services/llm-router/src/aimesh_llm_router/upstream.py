@@ -1,7 +1,8 @@
-"""Failures of the services the router calls, translated into aimesh errors.
+"""Failures of the model APIs the router calls, translated into aimesh errors.
 
-Two kinds of upstream: aimesh gRPC backends (retrieval, embedding), whose status codes
-carry over, and model APIs (OpenAI-compatible, Anthropic), whose HTTP statuses map as follows:
+(The aimesh gRPC backends' status codes carry over through
+:func:`aimesh_common.errors.from_rpc_error`.) Model APIs (OpenAI-compatible, Anthropic)
+map their HTTP statuses as follows:
 
 - 401/403: FAILED_PRECONDITION, the configured credentials were rejected (never echoed);
 - 404: FAILED_PRECONDITION, the configured upstream model does not exist;
@@ -21,7 +22,6 @@ import sys
 import time
 from collections.abc import Mapping
 
-import grpc
 import httpx
 import openai
 import pydantic
@@ -32,10 +32,14 @@ from aimesh_common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     ResourceExhausted,
     Unavailable,
 )
+from aimesh_common.errors import from_rpc_error as from_rpc_error_of_kit
+
+# servicer.py still imports from_rpc_error from here; the re-export goes when it imports
+# the kit's (aimesh_common.errors) itself.
+from_rpc_error = from_rpc_error_of_kit
 
 log = logging.getLogger("aimesh.llm_router.upstream")
 
@@ -82,30 +86,6 @@ def with_retry_after(mapped: AimeshError, original: BaseException) -> AimeshErro
     if wait is not None:
         setattr(mapped, RETRY_AFTER_ATTR, wait)
     return mapped
-
-
-def from_rpc_error(error: grpc.aio.AioRpcError, backend: str) -> AimeshError:
-    """The aimesh error for a failed call to an aimesh gRPC ``backend``.
-
-    Caller mistakes (unknown collection, bad filter) keep the backend's message, which
-    already names the offending field; infrastructure failures name the backend.
-    """
-    code = error.code()
-    details = error.details() or code.name.lower()
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(details)
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
-        return InvalidArgument(details)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(f"{backend} service: {details}")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(f"{backend} service is overloaded: {details}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"{backend} service did not answer in time")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(f"{backend} service unavailable: {details}")
-    log.warning("%s service failed", backend, extra={"code": code.name, "details": details})
-    return Unavailable(f"{backend} service failed ({code.name})")
 
 
 def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aimesh_common.errors import InvalidArgument
+from aimesh_common.structs import restore_int
 
 MAX_DEPTH = 8
 """Deepest nesting of ``$and``/``$or`` (the top-level object is depth 1)."""
@@ -48,9 +49,6 @@ _COMPARISONS = {
 }
 _ORDERING = frozenset({"$gt", "$gte", "$lt", "$lte"})
 _INT64 = 2**63
-# Integral floats below this are written without a fraction (protobuf Struct numbers are
-# doubles, so a client's 2020 arrives as 2020.0).
-_EXACT_INT = 2**53
 
 
 def _is_control(char: str) -> bool:
@@ -67,13 +65,6 @@ def quote(value: str) -> str:
     if any(_is_control(char) for char in value):
         raise ValueError("string contains a control character")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def normalize_number(value: float | int) -> float | int:
-    """An integral float becomes an int (``2020.0`` -> ``2020``); other numbers are kept."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INT:
-        return int(value)
-    return value
 
 
 class _Translator:
@@ -95,7 +86,8 @@ class _Translator:
                 raise self.fail(path, "ordering operators take a number or a string")
             return "true" if value else "false"
         if isinstance(value, int | float):
-            number = normalize_number(value)
+            # Struct numbers are doubles: a client's 2020 arrives as 2020.0.
+            number = restore_int(value)
             if isinstance(number, float):
                 if not math.isfinite(number):
                     raise self.fail(path, "number must be finite")

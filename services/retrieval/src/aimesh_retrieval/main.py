@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import SQLAlchemyError
 
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
@@ -42,7 +42,7 @@ async def run(settings: Settings) -> None:
         )
         raise SystemExit(1) from None
     tracer_provider = tracer_provider_for(settings.otlp_endpoint, "aimesh-retrieval")
-    embedder = EmbeddingClient(
+    embedder = EmbeddingClient.connect(
         settings.embedding_service_addr,
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,

@@ -6,10 +6,10 @@ import grpc
 from opentelemetry.sdk.trace import TracerProvider
 
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_retrieval.chunking import Chunker
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.servicer import RetrievalServicer
 from aimesh_retrieval.store import MilvusStore

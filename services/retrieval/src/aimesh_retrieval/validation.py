@@ -1,22 +1,32 @@
-"""Checks of request fields; each failure is an INVALID_ARGUMENT naming the field."""
+"""Checks of request fields; each failure is an INVALID_ARGUMENT naming the field.
+
+The limits themselves live in :mod:`aimesh_common.limits` (and in the proto comments);
+retrieval owns these fields, so it is the one service that checks them.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from aimesh_common.errors import InvalidArgument
-from aimesh_retrieval.filters import normalize_number
+from aimesh_common.limits import (
+    COLLECTION_NAME_RULE,
+    MAX_DOCUMENT_ID_CHARS,
+    valid_collection_name,
+)
+from aimesh_common.structs import from_struct, to_struct
 from aimesh_retrieval.store import CollectionRef
 
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_TENANT_ID_CHARS = 128
-MAX_DOCUMENT_ID_CHARS = 256
 MAX_METADATA_BYTES = 32 * 1024
 """Largest metadata object, as compact JSON. Milvus caps a JSON field at 64 KiB."""
+
+# servicer.py still reads these two names; they go when it calls aimesh_common.structs.
+struct_to_dict = from_struct
+dict_to_struct = to_struct
 
 
 def _has_control(value: str) -> bool:
@@ -37,10 +47,9 @@ def collection_ref(tenant_id: str, collection: str) -> CollectionRef:
         raise InvalidArgument(f"tenant_id must be at most {MAX_TENANT_ID_CHARS} characters")
     if not collection:
         raise InvalidArgument("collection must not be empty")
-    if not COLLECTION_NAME.match(collection):
+    if not valid_collection_name(collection):
         raise InvalidArgument(
-            f"collection '{shown(collection)}' is invalid: use 1-64 characters of "
-            "[A-Za-z0-9_-], starting with a letter or digit"
+            f"collection '{shown(collection)}' is invalid: use {COLLECTION_NAME_RULE}"
         )
     return CollectionRef(tenant_id=tenant_id, name=collection)
 
@@ -56,37 +65,12 @@ def document_id(value: str, field: str) -> str:
     return value
 
 
-def normalize_json(value: Any) -> Any:
-    """Struct numbers are doubles: store ``2`` as ``2``, not ``2.0``, so filters match."""
-    if isinstance(value, dict):
-        return {key: normalize_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [normalize_json(item) for item in value]
-    if isinstance(value, float):
-        return normalize_number(value)
-    return value
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON values, integral numbers as ints."""
-    result = normalize_json(json_format.MessageToDict(message))
-    return result if isinstance(result, dict) else {}
-
-
 def metadata(message: struct_pb2.Struct, field: str) -> dict[str, Any]:
     """Document metadata as a dict, bounded in size."""
-    result = struct_to_dict(message)
+    result = from_struct(message)
     size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_METADATA_BYTES:
         raise InvalidArgument(
             f"{field} is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"
         )
     return result
-
-
-def dict_to_struct(value: Any) -> struct_pb2.Struct:
-    """A stored metadata object as a Struct (anything else becomes an empty Struct)."""
-    message = struct_pb2.Struct()
-    if isinstance(value, dict):
-        message.update(value)
-    return message

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal, Self
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from aimesh.embedding.v1 import embedding_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_llm_router.citations import Source
 from aimesh_llm_router.config import Settings
 from aimesh_llm_router.modelconfig import ModelSpec, default_models_config
@@ -40,6 +40,9 @@ class AnswerTask:
     question: str
     sources: Sequence[Source]
     max_tokens: int
+    # The question's embedding as retrieval computed it for the search (empty when it
+    # did not embed it), so a provider that needs it does not embed the question again.
+    question_vector: Sequence[float] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class GenerateTask:
     # already carries them rendered for a model; an extractive provider quotes from these.
     sources: tuple[Source, ...] = ()
     question: str = ""
+    # The bare message's embedding from the search, as for AnswerTask.question_vector.
+    question_vector: Sequence[float] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,8 @@ class ProviderContext:
 
     settings: Settings
     prompts: PromptLibrary
-    embedding: embedding_pb2_grpc.EmbeddingServiceAsyncStub | None
+    # The embedding service, when a local alias needs it.
+    embedding: EmbeddingClient | None
     # The router's tracer provider when it traces: the HTTP calls to hosted models then
     # carry the trace (:func:`aimesh_llm_router.providers.chat.traced_http_client`).
     tracer_provider: TracerProvider | None = None

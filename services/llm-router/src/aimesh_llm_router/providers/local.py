@@ -26,9 +26,9 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.errors import InvalidArgument
 from aimesh_llm_router.citations import render_sources
-from aimesh_llm_router.embedder import Embedder
 from aimesh_llm_router.modelconfig import ModelSpec
 from aimesh_llm_router.providers.base import (
     AnswerTask,
@@ -110,6 +110,21 @@ def _lexical_overlap(question: str, sentences: Sequence[str]) -> npt.NDArray[np.
     )
 
 
+Matrix = npt.NDArray[np.float32]
+
+
+def _unit_rows(vectors: Sequence[Sequence[float]]) -> Matrix:
+    """The vectors as the L2-normalized rows of a matrix, so dot products are cosines.
+
+    The embedding service normalizes already; normalizing again costs nothing and keeps
+    the similarities right whatever the backend does.
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalized: Matrix = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalized
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -139,7 +154,7 @@ class LocalProvider(Provider):
 
     name = "local"
 
-    def __init__(self, embedder: Embedder, threshold: float) -> None:
+    def __init__(self, embedder: EmbeddingClient, threshold: float) -> None:
         self._embedder = embedder
         self._threshold = threshold
 
@@ -147,11 +162,10 @@ class LocalProvider(Provider):
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
         if context.embedding is None:
             raise ValueError("the local provider needs the embedding service")
-        embedder = Embedder(context.embedding, context.settings.backend_timeout_seconds)
         threshold = spec.options.get("answer_threshold", context.settings.local_answer_threshold)
         if not isinstance(threshold, int | float) or not -1.0 <= threshold <= 1.0:
             raise ValueError("options.answer_threshold of the local provider must be in [-1, 1]")
-        return cls(embedder, float(threshold))
+        return cls(context.embedding, float(threshold))
 
     def describe(self) -> str:
         return (
@@ -187,7 +201,7 @@ class LocalProvider(Provider):
             return []
         if len(sentences) == 1:
             return [_truncate_words(sentences[0], max_words)]
-        vectors = await self._embedder.embed(sentences)
+        vectors = _unit_rows(await self._embedder.embed(sentences))
         centroid = vectors.mean(axis=0)
         centrality = vectors @ centroid
         picked: list[int] = []
@@ -207,8 +221,16 @@ class LocalProvider(Provider):
             return [_truncate_words(sentences[best], max_words)]
         return [sentences[index] for index in sorted(picked)]
 
-    async def _quotes(self, question: str, passages: Sequence[tuple[int, str]]) -> list[_Quote]:
+    async def _quotes(
+        self,
+        question: str,
+        passages: Sequence[tuple[int, str]],
+        question_vector: Sequence[float] = (),
+    ) -> list[_Quote]:
         """Sentences of the passages that best answer ``question``, best first.
+
+        ``question_vector`` is the question's embedding when the caller has it already
+        (retrieval computed it for the search); the question is embedded only without it.
 
         A sentence qualifies when its cosine similarity to the question reaches the
         threshold. Qualifying sentences are ranked by that similarity plus a bonus for
@@ -226,7 +248,13 @@ class LocalProvider(Provider):
                 f"the input has {len(candidates)} sentences; the local provider handles at "
                 f"most {MAX_SENTENCES}"
             )
-        vectors = await self._embedder.embed([question, *(text for _, text in candidates)])
+        texts = [text for _, text in candidates]
+        dimension = (await self._embedder.info()).dimension
+        if len(question_vector) == dimension:
+            vectors = _unit_rows([question_vector, *await self._embedder.embed(texts)])
+        else:
+            # None given, or one of another model (its similarities would mean nothing).
+            vectors = _unit_rows(await self._embedder.embed([question, *texts]))
         similarity = vectors[1:] @ vectors[0]
         ranking = similarity + LEXICAL_WEIGHT * _lexical_overlap(
             question, [text for _, text in candidates]
@@ -250,7 +278,9 @@ class LocalProvider(Provider):
 
     async def answer(self, task: AnswerTask) -> Completion:
         quotes = await self._quotes(
-            task.question, [(source.number, source.text) for source in task.sources]
+            task.question,
+            [(source.number, source.text) for source in task.sources],
+            task.question_vector,
         )
         if quotes:
             text = " ".join(_cite(quote.text, quote.source) for quote in quotes)
@@ -284,7 +314,9 @@ class LocalProvider(Provider):
         if task.sources:
             # A grounded conversation: answer as for a question, citing the sources.
             quotes = await self._quotes(
-                task.question, [(source.number, source.text) for source in task.sources]
+                task.question,
+                [(source.number, source.text) for source in task.sources],
+                task.question_vector,
             )
             if not quotes:
                 return I_DONT_KNOW

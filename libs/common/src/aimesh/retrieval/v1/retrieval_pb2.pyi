@@ -114,7 +114,9 @@ class Document(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Caller-chosen id, unique within the collection (1-256 characters)."""
+    """Caller-chosen id, unique within the collection (1-256 characters, no control
+    characters; aimesh_common.limits.MAX_DOCUMENT_ID_CHARS).
+    """
     text: _builtins.str
     """Full text; chunked by the service."""
     @_builtins.property
@@ -146,7 +148,10 @@ class UpsertDocumentsRequest(_message.Message):
     tenant_id: _builtins.str
     """Tenant that owns the collection."""
     collection: _builtins.str
-    """Collection name: 1-64 characters of [A-Za-z0-9_-], starting with a letter or digit."""
+    """Collection name: 1-64 characters of [A-Za-z0-9_-], starting with a letter or digit
+    (aimesh_common.limits.COLLECTION_NAME_PATTERN); the same rule wherever a collection
+    is named.
+    """
     @_builtins.property
     def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]:
         """Documents to store (at least one)."""
@@ -274,7 +279,9 @@ class ListDocumentsRequest(_message.Message):
     tenant_id: _builtins.str
     collection: _builtins.str
     limit: _builtins.int
-    """Most documents to return (default 100, at most 1000)."""
+    """Most documents to return (0 means the default, 100; at most 1000:
+    aimesh_common.limits.DEFAULT_LIST_LIMIT and MAX_LIST_LIMIT).
+    """
     def __init__(
         self,
         *,
@@ -356,12 +363,17 @@ class SearchRequest(_message.Message):
     DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
     MMR_FIELD_NUMBER: _builtins.int
     MMR_LAMBDA_FIELD_NUMBER: _builtins.int
+    RETURN_QUERY_VECTOR_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     collection: _builtins.str
     query: _builtins.str
-    """Query text, embedded with the same model as the chunks."""
+    """Query text, embedded with the same model as the chunks: not blank, at most 8192
+    characters (aimesh_common.limits.MAX_QUERY_CHARS).
+    """
     top_k: _builtins.int
-    """Number of chunks to return, 1-100 (0 means the default, 5)."""
+    """Number of chunks to return, 1-100 (0 means the default, 5;
+    aimesh_common.limits.MAX_SEARCH_TOP_K and DEFAULT_TOP_K).
+    """
     mode: Global___SearchMode.ValueType
     """Dense (vector), BM25 (full text) or hybrid (both, fused). Unspecified means dense."""
     fusion: Global___Fusion.ValueType
@@ -374,6 +386,10 @@ class SearchRequest(_message.Message):
     """Diversify the results with maximal marginal relevance (dense vectors of candidates)."""
     mmr_lambda: _builtins.float
     """MMR trade-off in [0, 1]: 1 ranks by relevance only, 0 by diversity only. Unset: 0.5."""
+    return_query_vector: _builtins.bool
+    """Return the query's embedding in SearchResponse.query_vector, so a caller that needs
+    it as well (the router's local provider) does not have the query embedded twice.
+    """
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
         """Optional metadata filter in aimesh's JSON filter language, e.g.
@@ -394,10 +410,11 @@ class SearchRequest(_message.Message):
         dense_weight: _builtins.float | None = ...,
         mmr: _builtins.bool = ...,
         mmr_lambda: _builtins.float | None = ...,
+        return_query_vector: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "dense_weight", b"dense_weight", "filter", b"filter", "mmr_lambda", b"mmr_lambda"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "collection", b"collection", "dense_weight", b"dense_weight", "filter", b"filter", "fusion", b"fusion", "mmr", b"mmr", "mmr_lambda", b"mmr_lambda", "mode", b"mode", "query", b"query", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "collection", b"collection", "dense_weight", b"dense_weight", "filter", b"filter", "fusion", b"fusion", "mmr", b"mmr", "mmr_lambda", b"mmr_lambda", "mode", b"mode", "query", b"query", "return_query_vector", b"return_query_vector", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
     _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
@@ -679,18 +696,27 @@ class SearchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNKS_FIELD_NUMBER: _builtins.int
+    QUERY_VECTOR_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredChunk]:
         """Best chunks first."""
+
+    @_builtins.property
+    def query_vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The query's embedding (L2-normalized, by the embedding model of the collection's
+        dimension) when the request set return_query_vector and the search embedded the
+        query; empty otherwise (a BM25 search without MMR embeds nothing).
+        """
 
     def __init__(
         self,
         *,
         chunks: _abc.Iterable[Global___ScoredChunk] | None = ...,
+        query_vector: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "query_vector", b"query_vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
