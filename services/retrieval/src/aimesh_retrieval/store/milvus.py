@@ -257,13 +257,26 @@ class MilvusStore:
             )
         except MilvusException:
             # Another replica may have created it between our check and our create.
-            if not await self._run(self._client.has_collection, name):
+            if not await self._appears(name):
                 raise
             return False
         if self._server:
             description = await self._run(self._client.describe_collection, name)
             return (description.get("properties") or {}).get(CREATION_PROPERTY) == mark
         return True
+
+    async def _appears(self, name: str, attempts: int = 5) -> bool:
+        """Whether collection ``name`` exists, looking again briefly when it does not yet.
+
+        Milvus Lite refuses a second create as soon as the first one has made the
+        collection's directory, but shows the collection only once its schema is written.
+        """
+        for attempt in range(attempts):
+            if await self._run(self._client.has_collection, name):
+                return True
+            if attempt < attempts - 1:
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return False
 
     async def _created_elsewhere(
         self, ref: CollectionRef, *, exist_ok: bool, attempts: int = 20
