@@ -78,30 +78,31 @@ def plan_search(
 
 def search_dense(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
     """Nearest neighbours of the query vector by cosine similarity."""
-    results: Results = client.search(
-        plan.collection,
-        data=[list(plan.vector)],
-        filter=plan.expr,
-        limit=plan.limit,
-        output_fields=plan.output_fields,
-        search_params=plan.dense_params,
-        anns_field="embedding",
-        consistency_level=plan.consistency,
-        timeout=timeout,
-    )
-    return results
+    return _search_field(client, plan, "embedding", list(plan.vector), plan.dense_params, timeout)
 
 
 def search_bm25(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
     """Full-text search: BM25 over the analyzed text."""
+    return _search_field(client, plan, "sparse", plan.query, {"metric_type": "BM25"}, timeout)
+
+
+def _search_field(
+    client: MilvusClient,
+    plan: SearchPlan,
+    field: str,
+    query: object,
+    params: dict[str, Any],
+    timeout: float,
+) -> Results:
+    """A search of one vector field (``query`` is a vector, or text for a BM25 field)."""
     results: Results = client.search(
         plan.collection,
-        data=[plan.query],
+        data=[query],
         filter=plan.expr,
         limit=plan.limit,
         output_fields=plan.output_fields,
-        search_params={"metric_type": "BM25"},
-        anns_field="sparse",
+        search_params=params,
+        anns_field=field,
         consistency_level=plan.consistency,
         timeout=timeout,
     )
