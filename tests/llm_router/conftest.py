@@ -14,7 +14,7 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from aimesh.llm.v1 import llm_pb2_grpc
+from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_llm_router.config import Settings
@@ -268,3 +268,21 @@ async def local_router(
     router = await start_router(settings)
     yield router
     await stop_router(router)
+
+
+async def rpc_error(call: object) -> grpc.aio.AioRpcError:
+    """The error a unary call fails with (the test fails if it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call  # type: ignore[misc]
+    return raised.value
+
+
+def answer_request(**fields: object) -> llm_pb2.AnswerRequest:
+    """An Answer request for tenant t1's "docs" collection, ``fields`` overriding."""
+    values: dict[str, object] = {
+        "question": "What is the capital of Italy?",
+        "collection": "docs",
+        "tenant_id": "t1",
+        **fields,
+    }
+    return llm_pb2.AnswerRequest(**values)  # type: ignore[arg-type]

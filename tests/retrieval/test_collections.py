@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2
 
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh_retrieval.chunking import count_tokens
-from aimesh_retrieval.store import CollectionRef, mmr_select
+from aimesh_retrieval.store import CollectionRef
 from tests.retrieval.conftest import Retrieval, new_collection
 
 TENANT = "tenant-a"
@@ -303,18 +303,6 @@ async def test_mmr_diversifies(retrieval: Retrieval) -> None:
         retrieval, name, "brewing hot drinks", pb.SEARCH_MODE_DENSE, mmr=True, mmr_lambda=0.3
     )
     assert "tea" in {h.document_id for h in diverse[:2]}
-
-
-def test_mmr_select_by_hand() -> None:
-    query = [1.0, 0.0]
-    candidates = [[1.0, 0.0], [0.99, 0.14], [0.6, 0.8]]
-    # Pure relevance keeps the similarity order.
-    assert mmr_select(query, candidates, 3, 1.0) == [0, 1, 2]
-    # lambda 0.5: after [0], candidate 1 scores 0.5*0.990 - 0.5*0.990 = 0, candidate 2
-    # scores 0.5*0.6 - 0.5*0.6 = 0 ... tie broken by first; lambda 0.3 favours novelty.
-    assert mmr_select(query, candidates, 2, 0.3) == [0, 2]
-    assert mmr_select(query, candidates, 5, 0.5)[:1] == [0]
-    assert mmr_select(query, [], 3, 0.5) == []
 
 
 async def _error(call: Any) -> grpc.aio.AioRpcError:

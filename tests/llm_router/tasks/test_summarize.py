@@ -1,11 +1,13 @@
-"""Summarize map-reduce over long texts, and the typed event streams of StreamSummarize
-and StreamAnswer, over real gRPC against the OpenAI-protocol test server."""
+"""Summarize and StreamSummarize over real gRPC against the OpenAI-protocol test server:
+validation, metrics, map-reduce over texts beyond the context, the typed event stream."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_llm_router.tokens import count_tokens, split_by_tokens
@@ -15,12 +17,15 @@ from tests.llm_router.conftest import (
     models_config,
     openai_model,
     openai_settings,
+    rpc_error,
     start_router,
     stop_router,
 )
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
-USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
+# Round numbers for sums over several calls.
+ROUND_USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
 LONG_TEXT = "\n\n".join(
     f"Paragraph {index} explains topic number {index} in some detail. " * 12 for index in range(12)
 )
@@ -47,13 +52,48 @@ async def small_router(
     await stop_router(running)
 
 
-def test_split_by_tokens_respects_the_limit_and_keeps_all_text() -> None:
-    pieces = split_by_tokens(LONG_TEXT, 200)
-    assert len(pieces) > 1
-    assert all(count_tokens(piece) <= 200 for piece in pieces)
-    assert "".join(pieces).replace(" ", "").replace("\n", "") == LONG_TEXT.replace(" ", "").replace(
-        "\n", ""
+async def test_summarize(openai_router: RunningRouter, fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(Reply(content="A summary.", usage=USAGE))
+    before = REGISTRY.get_sample_value(
+        "aimesh_llm_requests_total",
+        {"alias": "fast", "provider": "openai", "task": "summarize", "outcome": "OK"},
     )
+    reply = await openai_router.stub.Summarize(
+        llm_pb2.SummarizeRequest(text="Long text.", model="fast", style="detailed", tenant_id="t1")
+    )
+    assert reply.summary == "A summary."
+    assert reply.model == "fast"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (120, 12)
+    assert reply.usage.total_tokens == 132
+    assert not reply.usage.estimated
+    assert "every main point" in fake_openai.requests[-1].messages[1]["content"]
+    after = REGISTRY.get_sample_value(
+        "aimesh_llm_requests_total",
+        {"alias": "fast", "provider": "openai", "task": "summarize", "outcome": "OK"},
+    )
+    assert after == (before or 0) + 1
+    tokens = REGISTRY.get_sample_value(
+        "aimesh_llm_tokens_total",
+        {"alias": "fast", "provider": "openai", "task": "summarize", "kind": "completion"},
+    )
+    assert tokens is not None
+    assert tokens >= 12
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (llm_pb2.SummarizeRequest(text="   "), "text must not be empty"),
+        (llm_pb2.SummarizeRequest(text="x", style="haiku"), "style must be one of brief"),
+        (llm_pb2.SummarizeRequest(text="x", max_words=10**6), "max_words must be at most"),
+    ],
+)
+async def test_summarize_validation(
+    openai_router: RunningRouter, request_: llm_pb2.SummarizeRequest, message: str
+) -> None:
+    error = await rpc_error(openai_router.stub.Summarize(request_))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (error.details() or "")
 
 
 async def test_a_text_beyond_the_context_is_summarized_by_map_reduce(
@@ -61,7 +101,9 @@ async def test_a_text_beyond_the_context_is_summarized_by_map_reduce(
 ) -> None:
     assert count_tokens(LONG_TEXT) > 1024
     pieces = len(split_by_tokens(LONG_TEXT, 600))
-    fake_openai.enqueue(*(Reply(content=f"partial {i}", usage=USAGE) for i in range(pieces + 5)))
+    fake_openai.enqueue(
+        *(Reply(content=f"partial {i}", usage=ROUND_USAGE) for i in range(pieces + 5))
+    )
     reply = await small_router.stub.Summarize(
         llm_pb2.SummarizeRequest(text=LONG_TEXT, style="bullets")
     )
@@ -89,7 +131,7 @@ async def test_a_text_that_fits_is_summarized_in_one_call(
 async def test_stream_summarize_events(
     openai_router: RunningRouter, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.enqueue(Reply(content="a short summary", usage=USAGE))
+    fake_openai.enqueue(Reply(content="a short summary", usage=ROUND_USAGE))
     events = [
         event
         async for event in openai_router.stub.StreamSummarize(
@@ -102,37 +144,3 @@ async def test_stream_summarize_events(
     assert events[-1].done.model == "default"
     assert events[-1].done.finish_reason == "stop"
     assert fake_openai.requests[0].body["stream"] is True
-
-
-async def test_stream_answer_events(
-    openai_router: RunningRouter, fake_openai: FakeOpenAI, retrieval: FixedRetrieval
-) -> None:
-    retrieval.put("acme", "kb", [("d1", "Paris is in France."), ("d2", "Rome is in Italy.")])
-    fake_openai.enqueue(Reply(content="Paris [1] and [9].", usage=USAGE))
-    events = [
-        event
-        async for event in openai_router.stub.StreamAnswer(
-            llm_pb2.AnswerRequest(question="Where is Paris?", collection="kb", tenant_id="acme")
-        )
-    ]
-    kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "sources"
-    assert kinds[-3:] == ["citations", "usage", "done"]
-    assert [i.document_id for i in events[0].sources.items] == ["d1", "d2"]
-    assert "".join(e.delta for e in events) == "Paris [1] and [9]."
-    assert [(c.source, c.document_id) for c in events[-3].citations.items] == [(1, "d1")]
-
-
-async def test_stream_answer_without_matching_chunks(
-    openai_router: RunningRouter, fake_openai: FakeOpenAI, retrieval: FixedRetrieval
-) -> None:
-    retrieval.put("acme", "empty", [])
-    events = [
-        event
-        async for event in openai_router.stub.StreamAnswer(
-            llm_pb2.AnswerRequest(question="Anything?", collection="empty", tenant_id="acme")
-        )
-    ]
-    assert [e.WhichOneof("event") for e in events] == ["sources", "delta", "usage", "done"]
-    assert events[1].delta.startswith("I don't know")
-    assert not fake_openai.requests

@@ -1,4 +1,5 @@
-"""MilvusStore against a real Milvus Lite file, with small hand-made vectors.
+"""MilvusStore against a real Milvus Lite file (and, slow, the real Milvus server), with
+small hand-made vectors.
 
 These tests also run the filter translator's output on Milvus itself, including values
 built to break out of a string literal.
@@ -15,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import aimesh_retrieval.store as store_module
 from aimesh_common.errors import NotFound
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.filters import translate_filter
@@ -24,7 +24,6 @@ from aimesh_retrieval.store import (
     ChunkRow,
     CollectionRef,
     MilvusStore,
-    _stale_chunk_filters,
     physical_name,
 )
 
@@ -271,21 +270,3 @@ async def test_operators_on_milvus(store: MilvusStore, filtered: CollectionRef) 
         store, filtered, {"$or": [{"lang": "en"}, {"$and": [{"flag": True}, {"year": 2030}]}]}
     ) == {"lang-0", "flagged"}
     assert await matching(store, filtered, {"missing_key": "x"}) == set()
-
-
-def test_stale_chunk_filters_group_documents_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    counts = {f"doc-{i}": 1 + i % 3 for i in range(30)} | {'quote"d': 2}
-    [one] = _stale_chunk_filters(counts)  # short ids: one delete call for the whole write
-    assert one.count("chunk_index >=") == 3
-    monkeypatch.setattr(store_module, "DELETE_EXPR_CHARS", 40)
-    many = _stale_chunk_filters(counts)
-    assert len(many) > 3
-    assert all(len(expr) < 40 + 120 for expr in many)
-    # Every document exactly once, with its own count.
-    seen: dict[str, int] = {}
-    for expr in many:
-        for count, ids in re.findall(r"chunk_index >= (\d+) and document_id in \[(.*?)\]\)", expr):
-            for doc in re.findall(r'"((?:[^"\\]|\\.)*)"', ids):
-                assert doc.replace('\\"', '"') not in seen
-                seen[doc.replace('\\"', '"')] = int(count)
-    assert seen == counts

@@ -1,0 +1,188 @@
+"""What every task shares: its backends, usage accounting and the stream relay."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.errors import InvalidArgument
+from aimesh_llm_router.conversations import ConversationStore
+from aimesh_llm_router.metrics import TaskRecord
+from aimesh_llm_router.models import ModelRegistry, ResolvedModel
+from aimesh_llm_router.providers.base import Delta
+from aimesh_llm_router.resilience import Resilience
+from aimesh_llm_router.templates import PromptLibrary, Task
+from aimesh_llm_router.tokens import NO_USAGE, Usage
+
+log = logging.getLogger("aimesh.llm_router")
+
+# Share of the computed room filled with text (the token estimate and tokenizers differ).
+TEXT_BUDGET_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class TaskDeps:
+    """The backends the tasks run on, built once by the servicer."""
+
+    models: ModelRegistry
+    resilience: Resilience
+    retrieval: retrieval_pb2_grpc.RetrievalServiceAsyncStub
+    prompts: PromptLibrary
+    backend_timeout: float
+    conversations: ConversationStore
+    max_conversation_messages: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A whole reply of a unary task, as the servicer returns it.
+
+    ``provider`` and ``prompt_version`` are empty when the router answered itself.
+    """
+
+    text: str
+    model: ResolvedModel
+    usage: Usage
+    provider: str
+    prompt_version: str
+    citations: list[llm_pb2.Citation] = field(default_factory=list)
+
+    @classmethod
+    def answered(
+        cls,
+        text: str,
+        model: ResolvedModel,
+        usage: Usage,
+        task: Task,
+        citations: list[llm_pb2.Citation] | None = None,
+    ) -> Reply:
+        """A reply ``model`` produced for ``task``."""
+        return cls(
+            text=text,
+            model=model,
+            usage=usage,
+            provider=model.provider.name,
+            prompt_version=prompt_version(model, task),
+            citations=citations or [],
+        )
+
+
+def usage_message(usage: Usage, model: ResolvedModel) -> llm_pb2.Usage:
+    """Usage with its cost at the prices of the alias that answered."""
+    return llm_pb2.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+        cost_usd=model.config.cost(usage.prompt_tokens, usage.completion_tokens),
+    )
+
+
+def prompt_version(model: ResolvedModel, task: Task) -> str:
+    """The ``prompt_version`` of a reply ``model`` produced for ``task``."""
+    return model.provider.prompt_version(task)
+
+
+def max_tokens(requested: int, model: ResolvedModel) -> int:
+    """0 means the alias's maximum; larger requests are capped at it."""
+    limit = model.config.max_tokens
+    return limit if requested == 0 else min(requested, limit)
+
+
+def temperature(request: llm_pb2.GenerateRequest | llm_pb2.SendMessageRequest) -> float | None:
+    """The request's temperature (None when unset), checked to lie in [0, 2]."""
+    if not request.HasField("temperature"):
+        return None
+    if not 0.0 <= request.temperature <= 2.0:
+        raise InvalidArgument(f"temperature must be between 0 and 2, got {request.temperature:g}")
+    return request.temperature
+
+
+def account(record: TaskRecord, model: ResolvedModel, usage: Usage) -> None:
+    """Charge ``usage`` to the task's metrics, under the alias that answered."""
+    record.answered_by(model.alias, model.provider.name)
+    record.usage = usage
+    record.cost_usd = model.config.cost(usage.prompt_tokens, usage.completion_tokens)
+
+
+def log_usage(
+    task: str, tenant_id: str, model: ResolvedModel, usage: Usage, **extra: object
+) -> None:
+    log.info(
+        "task done",
+        extra={
+            "task": task,
+            "tenant_id": tenant_id,
+            "model": model.alias,
+            "provider": model.provider.name,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "estimated": usage.estimated,
+            **extra,
+        },
+    )
+
+
+@dataclass
+class StreamOutcome:
+    """What a relayed stream produced: filled in as it runs."""
+
+    usage: Usage = NO_USAGE
+    model: ResolvedModel | None = None
+    finish_reason: str = "stop"
+    text: str = ""
+
+
+async def relay(
+    resilience: Resilience,
+    chain: list[ResolvedModel],
+    start: Callable[[ResolvedModel], AsyncIterator[Delta]],
+    deadline: float,
+    record: TaskRecord,
+    outcome: StreamOutcome,
+    before_first: Callable[[ResolvedModel], list[llm_pb2.StreamEvent]] | None = None,
+) -> AsyncIterator[llm_pb2.StreamEvent]:
+    """Delta events of the first stream along ``chain``; fills ``outcome``.
+
+    ``before_first`` supplies events (e.g. sources) once the answering model is known.
+    Usage and done are left to the caller, which may add citations before them.
+    """
+    started = False
+    pieces: list[str] = []
+    async for model, delta in resilience.stream(chain, start, deadline):
+        if not started:
+            started = True
+            outcome.model = model
+            for event in before_first(model) if before_first is not None else []:
+                yield event
+        if delta.text:
+            pieces.append(delta.text)
+            yield llm_pb2.StreamEvent(delta=delta.text)
+        if delta.finish_reason is not None:
+            outcome.finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            outcome.usage = outcome.usage.plus(delta.usage)
+    outcome.text = "".join(pieces)
+    if outcome.model is not None:
+        account(record, outcome.model, outcome.usage)
+
+
+def closing_events(outcome: StreamOutcome, task: Task) -> list[llm_pb2.StreamEvent]:
+    """The usage and done events that end a relayed stream."""
+    model = outcome.model
+    if model is None:  # an empty stream: nothing answered
+        return [llm_pb2.StreamEvent(done=llm_pb2.StreamDone(finish_reason="stop"))]
+    return [
+        llm_pb2.StreamEvent(usage=usage_message(outcome.usage, model)),
+        llm_pb2.StreamEvent(
+            done=llm_pb2.StreamDone(
+                model=model.alias,
+                finish_reason=outcome.finish_reason,
+                provider=model.provider.name,
+                prompt_version=prompt_version(model, task),
+            )
+        ),
+    ]

@@ -1,0 +1,164 @@
+"""Generate: chat completion streamed from the first alias that answers, with tools,
+and stop sequences the router enforces itself (whatever the provider does with them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import cast, get_args
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh_common.errors import InvalidArgument
+from aimesh_llm_router.metrics import observe
+from aimesh_llm_router.models import ResolvedModel
+from aimesh_llm_router.providers.base import Delta, GenerateTask, Message, Role
+from aimesh_llm_router.stops import StopMatcher, validate_stops
+from aimesh_llm_router.tasks.common import (
+    TaskDeps,
+    account,
+    log_usage,
+    max_tokens,
+    prompt_version,
+    temperature,
+    usage_message,
+)
+from aimesh_llm_router.tools import ToolOptions, message_tool_calls, tool_options
+
+ROLES = frozenset(get_args(Role))
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A checked Generate request, with the alias chain that can serve it."""
+
+    messages: list[Message]
+    tools: ToolOptions
+    stops: tuple[str, ...]
+    chain: list[ResolvedModel]
+    temperature: float | None
+    max_tokens: int
+    tenant_id: str
+
+
+def parse(deps: TaskDeps, request: llm_pb2.GenerateRequest) -> Chat:
+    """The request, checked: messages, temperature, tools, stop sequences, and an alias
+    chain cut to the tool-capable aliases when the call uses tools."""
+    messages = parse_messages(request)
+    chosen = temperature(request)
+    tools = tool_options(request)
+    stops = validate_stops(request.stop)
+    chain = deps.models.chain(request.model)
+    if _uses_tools(messages, tools):
+        chain = _tool_chain(chain)
+    return Chat(
+        messages=messages,
+        tools=tools,
+        stops=stops,
+        chain=chain,
+        temperature=chosen,
+        max_tokens=request.max_tokens,
+        tenant_id=request.tenant_id,
+    )
+
+
+async def generate(
+    deps: TaskDeps, chat: Chat, time_remaining: float | None
+) -> AsyncIterator[llm_pb2.GenerateResponse]:
+    """The reply as it streams; text that may begin a stop sequence is held back and
+    everything after one is cut (the finish reason is then "stop")."""
+
+    def start(model: ResolvedModel) -> AsyncIterator[Delta]:
+        return model.provider.generate(
+            GenerateTask(
+                messages=chat.messages,
+                max_tokens=max_tokens(chat.max_tokens, model),
+                temperature=chat.temperature,
+                tools=chat.tools,
+                stop=chat.stops,
+            )
+        )
+
+    first = chat.chain[0]
+    answered = first
+    deadline = deps.resilience.deadline(first, time_remaining)
+    matcher = StopMatcher(chat.stops)
+    with observe(first.alias, first.provider.name, "generate", chat.tenant_id) as record:
+        async for model, delta in deps.resilience.stream(chat.chain, start, deadline):
+            answered = model
+            text = matcher.feed(delta.text) if delta.text else ""
+            if delta.finish_reason is not None:
+                text += matcher.flush()
+            elif not text and delta.usage is None and not delta.tool_calls:
+                continue  # held back (a possible stop sequence) or cut after one
+            response = llm_pb2.GenerateResponse(
+                delta=text,
+                model=model.alias,
+                provider=model.provider.name,
+                prompt_version=prompt_version(model, "chat"),
+            )
+            if delta.finish_reason is not None:
+                response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
+            if delta.usage is not None:
+                account(record, model, delta.usage)
+                response.usage.CopyFrom(usage_message(delta.usage, model))
+            response.tool_calls.extend(call.proto() for call in delta.tool_calls)
+            yield response
+    if record.usage is not None:
+        log_usage("generate", chat.tenant_id, answered, record.usage)
+
+
+def parse_messages(request: llm_pb2.GenerateRequest) -> list[Message]:
+    """The conversation, checked: known roles, tool calls only from the assistant, each
+    tool message answering an earlier call, and a user or tool message last."""
+    if not request.messages:
+        raise InvalidArgument("messages must contain at least one message")
+    messages: list[Message] = []
+    called: set[str] = set()
+    for index, message in enumerate(request.messages):
+        if message.role not in ROLES:
+            raise InvalidArgument(
+                f"messages[{index}].role must be system, user, assistant or tool, "
+                f"got {message.role!r}"
+            )
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidArgument(f"messages[{index}]: only assistant messages call tools")
+        calls = message_tool_calls(message, index)
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidArgument(f"messages[{index}].tool_call_id must name the call answered")
+        called.update(call.id for call in calls)
+        if message.role == "tool" and message.tool_call_id not in called:
+            raise InvalidArgument(
+                f"messages[{index}] answers tool call {message.tool_call_id!r}, which no "
+                "earlier assistant message made"
+            )
+        if not message.content.strip() and not calls:
+            raise InvalidArgument(f"messages[{index}].content must not be empty")
+        messages.append(
+            Message(
+                role=cast(Role, message.role),
+                content=message.content,
+                tool_calls=calls,
+                tool_call_id=message.tool_call_id if message.role == "tool" else "",
+            )
+        )
+    if messages[-1].role not in ("user", "tool"):
+        raise InvalidArgument(
+            f"the last message must be from the user or a tool, got {messages[-1].role!r}"
+        )
+    return messages
+
+
+def _uses_tools(messages: list[Message], tools: ToolOptions) -> bool:
+    """Whether the call needs a provider that understands tools (tools or tool messages)."""
+    return bool(tools.tools) or any(m.role == "tool" or m.tool_calls for m in messages)
+
+
+def _tool_chain(chain: list[ResolvedModel]) -> list[ResolvedModel]:
+    """``chain`` without the aliases whose provider cannot take tools; the requested alias
+    itself must take them."""
+    if not chain[0].provider.supports_tools:
+        raise InvalidArgument(
+            f"model {chain[0].alias!r} does not support tools (its provider is "
+            f"{chain[0].provider.name!r}); use a model served by a tool-capable provider"
+        )
+    return [model for model in chain if model.provider.supports_tools]

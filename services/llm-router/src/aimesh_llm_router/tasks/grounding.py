@@ -1,0 +1,58 @@
+"""Grounding in a collection: the retrieval search and the citations of its chunks,
+shared by answers and grounded conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf import struct_pb2
+
+from aimesh.llm.v1 import llm_pb2
+from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_llm_router.tasks.common import TaskDeps
+from aimesh_llm_router.upstream import from_rpc_error
+
+DEFAULT_TOP_K = 5
+
+
+async def search_chunks(
+    deps: TaskDeps,
+    tenant_id: str,
+    collection: str,
+    question: str,
+    top_k: int,
+    search_filter: struct_pb2.Struct | None = None,
+) -> list[retrieval_pb2.ScoredChunk]:
+    """The chunks retrieval finds for ``question`` (those with text), best first."""
+    search = retrieval_pb2.SearchRequest(
+        tenant_id=tenant_id, collection=collection, query=question.strip(), top_k=top_k
+    )
+    if search_filter is not None:
+        search.filter.CopyFrom(search_filter)
+    try:
+        reply = await deps.retrieval.Search(search, timeout=deps.backend_timeout)
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error, "retrieval") from None
+    return [chunk for chunk in reply.chunks if chunk.text.strip()]
+
+
+def citation(number: int, chunk: retrieval_pb2.ScoredChunk) -> llm_pb2.Citation:
+    """Source ``number`` of a reply: the chunk it was made of."""
+    cited = llm_pb2.Citation(
+        source=number,
+        document_id=chunk.document_id,
+        chunk_id=chunk.chunk_id,
+        text=chunk.text,
+        score=chunk.score,
+    )
+    if chunk.HasField("metadata"):
+        cited.metadata.CopyFrom(chunk.metadata)
+    return cited
+
+
+def citations(
+    numbers: Iterable[int], chunks: list[retrieval_pb2.ScoredChunk]
+) -> list[llm_pb2.Citation]:
+    """The citations of sources ``numbers`` (1-based positions in ``chunks``)."""
+    return [citation(number, chunks[number - 1]) for number in numbers]

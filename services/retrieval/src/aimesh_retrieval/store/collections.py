@@ -1,0 +1,120 @@
+"""How a collection is laid out in Milvus: its schema, its index parameters, the settings
+kept in its properties, and reading them back from ``describe_collection``.
+
+Each collection's settings (owner, caller-facing name, chunking, index, full text) are kept
+as JSON in a property of the Milvus collection (``aimesh.settings``; Milvus Lite drops
+schema descriptions), so they live and die with the data and every replica reads the same.
+Full-text (BM25) search needs Milvus Lite or a Milvus server >= 2.5: there the text field
+gets an analyzer and a BM25 function fills a sparse vector field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
+from pymilvus.milvus_client import IndexParams
+
+from aimesh_retrieval.chunking import ChunkingConfig
+from aimesh_retrieval.store.model import SETTINGS_VERSION, CollectionMeta, IndexConfig
+
+# VARCHAR lengths: Milvus Lite counts characters, a Milvus server may count UTF-8 bytes;
+# these fit a 256-character id of four-byte characters either way.
+MAX_DOCUMENT_ID_BYTES = 1024
+MAX_CHUNK_ID_BYTES = MAX_DOCUMENT_ID_BYTES + 24
+MAX_TEXT_BYTES = 65_535
+SETTINGS_PROPERTY = "aimesh.settings"
+# A random mark set by the create that made the collection (see MilvusStore._create).
+CREATION_PROPERTY = "aimesh.creation"
+# The first server version with BM25 full-text search.
+FULL_TEXT_SINCE = (2, 5)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+
+
+def has_full_text(server_version: str) -> bool:
+    """Whether a Milvus server of ``server_version`` has BM25 full-text search."""
+    found = _VERSION.match(server_version)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= FULL_TEXT_SINCE
+
+
+def collection_schema(meta: CollectionMeta) -> CollectionSchema:
+    """The chunk rows: id, document, position, text, hash, metadata, dense vector, and
+    with full text a BM25 function filling a sparse vector from the analyzed text."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_CHUNK_ID_BYTES)
+    schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_DOCUMENT_ID_BYTES)
+    schema.add_field("chunk_index", DataType.INT64)
+    schema.add_field("chunk_count", DataType.INT64)
+    text_options: dict[str, Any] = {"enable_analyzer": True} if meta.full_text else {}
+    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **text_options)
+    schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+    schema.add_field("metadata", DataType.JSON)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=meta.dimension)
+    if meta.full_text:
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+    return schema
+
+
+def index_params(meta: CollectionMeta) -> IndexParams:
+    """The dense index (FLAT or HNSW, cosine) and, with full text, the BM25 sparse index."""
+    params = MilvusClient.prepare_index_params()
+    index = meta.index
+    if index.index_type == "HNSW":
+        params.add_index(
+            field_name="embedding",
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={"M": index.hnsw_m, "efConstruction": index.hnsw_ef_construction},
+        )
+    else:
+        params.add_index(field_name="embedding", index_type="FLAT", metric_type="COSINE")
+    if meta.full_text:
+        params.add_index(
+            field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
+        )
+    return params
+
+
+def settings_of(description: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The aimesh settings kept in a collection's properties (None when absent or old)."""
+    try:
+        settings = json.loads((description.get("properties") or {}).get(SETTINGS_PROPERTY, ""))
+    except ValueError:
+        return None
+    if not isinstance(settings, dict) or settings.get("aimesh") != SETTINGS_VERSION:
+        return None
+    return settings
+
+
+def meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
+    """Metadata from ``describe_collection``; older collections get the legacy defaults."""
+    dim = vector_dimension(description)
+    fields = {f.get("name") for f in description.get("fields", [])}
+    settings = settings_of(description) or {}
+    chunking = settings.get("chunking")
+    index = settings.get("index")
+    return CollectionMeta(
+        name=name,
+        dimension=dim,
+        chunking=ChunkingConfig(**chunking) if isinstance(chunking, dict) else None,
+        index=IndexConfig(**index) if isinstance(index, dict) else IndexConfig(),
+        full_text="sparse" in fields,
+    )
+
+
+def vector_dimension(description: Mapping[str, Any]) -> int:
+    for field in description.get("fields", []):
+        if field.get("name") == "embedding":
+            return int(field.get("params", {}).get("dim", 0))
+    raise RuntimeError("collection has no embedding field")

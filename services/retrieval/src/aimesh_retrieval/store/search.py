@@ -1,0 +1,221 @@
+"""One function per search kind (dense, BM25, hybrid), the fusion of the hybrid one, and
+the mapping of Milvus results to hits (with the MMR re-ranking).
+
+Each search function is a blocking call of the client, run by ``MilvusStore`` in its thread
+pool. Hybrid search passes the filter in EACH ``AnnSearchRequest``: a top-level ``filter``
+of ``hybrid_search`` is silently ignored by pymilvus + Milvus Lite (a tenant leak).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
+from pymilvus.client.abstract import BaseRanker
+
+from aimesh_retrieval.store.model import CollectionMeta, Hit, SearchMode, SearchOptions
+
+RRF_K = 60
+# Fields every hit reads; MMR also needs the vectors.
+HIT_FIELDS = ("document_id", "chunk_index", "text", "metadata")
+
+# The raw answer of a Milvus search: one list of results per query vector.
+Results = list[list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """One search, ready to send: where, what, how many, and with which parameters."""
+
+    collection: str
+    vector: Sequence[float]
+    query: str
+    expr: str
+    top_k: int
+    # Results asked of Milvus: top_k, or more candidates for MMR to choose from.
+    limit: int
+    output_fields: list[str]
+    dense_params: dict[str, Any]
+    consistency: str
+    options: SearchOptions
+
+
+def plan_search(
+    collection: str,
+    meta: CollectionMeta,
+    vector: Sequence[float],
+    query: str,
+    top_k: int,
+    expr: str,
+    options: SearchOptions,
+    *,
+    search_ef: int,
+    consistency: str,
+) -> SearchPlan:
+    """The plan of a search of ``collection``, sized and parametrized for its index."""
+    # MMR picks among more candidates than it returns, comparing their vectors.
+    limit = min(max(top_k * 4, 20), 200) if options.mmr else top_k
+    fields = [*HIT_FIELDS, "embedding"] if options.mmr else list(HIT_FIELDS)
+    dense_params: dict[str, Any] = {"metric_type": "COSINE"}
+    if meta.index.index_type == "HNSW":
+        dense_params["params"] = {"ef": max(search_ef, limit)}
+    return SearchPlan(
+        collection=collection,
+        vector=vector,
+        query=query,
+        expr=expr,
+        top_k=top_k,
+        limit=limit,
+        output_fields=fields,
+        dense_params=dense_params,
+        consistency=consistency,
+        options=options,
+    )
+
+
+def search_dense(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
+    """Nearest neighbours of the query vector by cosine similarity."""
+    return _search_field(client, plan, "embedding", list(plan.vector), plan.dense_params, timeout)
+
+
+def search_bm25(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
+    """Full-text search: BM25 over the analyzed text."""
+    return _search_field(client, plan, "sparse", plan.query, {"metric_type": "BM25"}, timeout)
+
+
+def _search_field(
+    client: MilvusClient,
+    plan: SearchPlan,
+    field: str,
+    query: object,
+    params: dict[str, Any],
+    timeout: float,
+) -> Results:
+    """A search of one vector field (``query`` is a vector, or text for a BM25 field)."""
+    results: Results = client.search(
+        plan.collection,
+        data=[query],
+        filter=plan.expr,
+        limit=plan.limit,
+        output_fields=plan.output_fields,
+        search_params=params,
+        anns_field=field,
+        consistency_level=plan.consistency,
+        timeout=timeout,
+    )
+    return results
+
+
+def search_hybrid(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
+    """Dense and BM25 candidates fused by the ranker of ``plan.options``."""
+    results: Results = client.hybrid_search(
+        plan.collection,
+        hybrid_requests(plan),
+        fusion_ranker(plan.options),
+        limit=plan.limit,
+        output_fields=plan.output_fields,
+        consistency_level=plan.consistency,
+        timeout=timeout,
+    )
+    return results
+
+
+SEARCHES: dict[SearchMode, Callable[..., Results]] = {
+    "dense": search_dense,
+    "bm25": search_bm25,
+    "hybrid": search_hybrid,
+}
+
+
+def hybrid_requests(plan: SearchPlan) -> list[AnnSearchRequest]:
+    """The dense and the BM25 request of a hybrid search, each carrying the filter."""
+    # Candidates per ranking: fusion needs more than the final top_k of each.
+    candidates = min(max(plan.limit * 3, 30), 300)
+    # The filter goes into EACH request: hybrid_search ignores a top-level one.
+    expr = plan.expr or None
+    return [
+        AnnSearchRequest(
+            data=[list(plan.vector)],
+            anns_field="embedding",
+            param=plan.dense_params,
+            limit=candidates,
+            expr=expr,
+        ),
+        AnnSearchRequest(
+            data=[plan.query],
+            anns_field="sparse",
+            param={"metric_type": "BM25"},
+            limit=candidates,
+            expr=expr,
+        ),
+    ]
+
+
+def fusion_ranker(options: SearchOptions) -> BaseRanker:
+    """How a hybrid search fuses its dense and BM25 rankings: the one place to add a
+    fusion method. ``weighted`` mixes the scores (``dense_weight`` for the dense one);
+    ``rrf`` sums reciprocal ranks (k = 60)."""
+    if options.fusion == "weighted":
+        return WeightedRanker(options.dense_weight, 1.0 - options.dense_weight)
+    return RRFRanker(RRF_K)
+
+
+def to_hits(results: Results, plan: SearchPlan) -> list[Hit]:
+    """The ``top_k`` hits of a search, best first (in MMR order when asked)."""
+    rows = results[0] if results else []
+    hits = [_hit(row, plan.options.mode) for row in rows]
+    if plan.options.mmr:
+        vectors = [[float(x) for x in row["entity"]["embedding"]] for row in rows]
+        order = mmr_select(plan.vector, vectors, plan.top_k, plan.options.mmr_lambda)
+        hits = [hits[i] for i in order]
+    return hits[: plan.top_k]
+
+
+def _hit(row: dict[str, Any], mode: SearchMode) -> Hit:
+    entity = row["entity"]
+    distance = float(row["distance"])
+    return Hit(
+        document_id=entity["document_id"],
+        chunk_id=str(row["id"]),
+        chunk_index=int(entity["chunk_index"]),
+        text=entity["text"],
+        # Milvus Lite reports BM25 scores negated (as distances); show them as the
+        # positive, higher-is-better scores a server returns.
+        score=abs(distance) if mode == "bm25" else distance,
+        metadata=entity.get("metadata") or {},
+    )
+
+
+def mmr_select(
+    query: Sequence[float], candidates: Sequence[Sequence[float]], k: int, lam: float
+) -> list[int]:
+    """Maximal marginal relevance: indices of ``k`` candidates, most useful first.
+
+    Each step takes the candidate maximizing ``lam * sim(query, c) - (1 - lam) *
+    max(sim(c, chosen))`` with cosine similarity, trading relevance for novelty.
+    """
+
+    def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+        return dot / norm if norm else 0.0
+
+    relevance = [cosine(query, c) for c in candidates]
+    chosen: list[int] = []
+    redundancy = [-math.inf] * len(candidates)
+    while len(chosen) < min(k, len(candidates)):
+        best, best_score = -1, -math.inf
+        for i in range(len(candidates)):
+            if i in chosen:
+                continue
+            penalty = redundancy[i] if chosen else 0.0
+            score = lam * relevance[i] - (1.0 - lam) * penalty
+            if score > best_score:
+                best, best_score = i, score
+        chosen.append(best)
+        for i in range(len(candidates)):
+            redundancy[i] = max(redundancy[i], cosine(candidates[i], candidates[best]))
+    return chosen

@@ -1,0 +1,72 @@
+"""Generate over real gRPC against the OpenAI-protocol test server: streaming, the
+max_tokens cap, and request validation."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from aimesh.llm.v1 import llm_pb2
+from tests.llm_router.conftest import RunningRouter
+from tests.llm_router.openai_server import FakeOpenAI, Reply
+
+USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
+
+
+async def test_generate_streams_over_grpc(
+    openai_router: RunningRouter, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Reply(content="one two three", usage=USAGE))
+    request = llm_pb2.GenerateRequest(
+        model="fast",
+        messages=[
+            llm_pb2.ChatMessage(role="system", content="Be terse."),
+            llm_pb2.ChatMessage(role="user", content="Count to three."),
+        ],
+        max_tokens=10**6,
+        temperature=0.5,
+        tenant_id="t1",
+    )
+    replies = [reply async for reply in openai_router.stub.Generate(request)]
+    assert "".join(reply.delta for reply in replies) == "one two three"
+    assert len(replies) == 4
+    assert all(reply.model == "fast" for reply in replies)
+    assert all(reply.finish_reason == "" for reply in replies[:-1])
+    assert replies[-1].finish_reason == "stop"
+    assert replies[-1].usage.total_tokens == 132
+    body = fake_openai.requests[-1].body
+    # Larger requests are capped at the alias's configured maximum.
+    assert body.get("max_completion_tokens", body.get("max_tokens")) == 1024
+    assert [m["role"] for m in body["messages"]] == ["system", "system", "user"]
+    assert body["messages"][1]["content"] == "Be terse."
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([], "messages must contain at least one message"),
+        ([("function", "x")], "messages[0].role must be system, user, assistant or tool"),
+        ([("user", "hi"), ("assistant", "hello")], "the last message must be from the user"),
+        ([("system", "x"), ("user", " ")], "messages[1].content must not be empty"),
+    ],
+)
+async def test_generate_validation(
+    openai_router: RunningRouter, messages: list[tuple[str, str]], message: str
+) -> None:
+    request = llm_pb2.GenerateRequest(
+        messages=[llm_pb2.ChatMessage(role=role, content=content) for role, content in messages]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        [reply async for reply in openai_router.stub.Generate(request)]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (raised.value.details() or "")
+
+
+async def test_generate_rejects_out_of_range_temperature(openai_router: RunningRouter) -> None:
+    request = llm_pb2.GenerateRequest(
+        messages=[llm_pb2.ChatMessage(role="user", content="hi")], temperature=2.5
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        [reply async for reply in openai_router.stub.Generate(request)]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "temperature must be between 0 and 2" in (raised.value.details() or "")
