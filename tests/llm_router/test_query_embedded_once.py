@@ -34,13 +34,6 @@ TEXT = (
     "It is 330 metres tall."
 )
 
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="needs the servicer edits of issue 18.2 (retrieval's Search returns the vector "
-    "it embedded; the router's ask paths ask for it and hand it to the provider); remove "
-    "this mark when they are applied",
-)
-
 
 @dataclass
 class Mesh:

@@ -35,11 +35,6 @@ from aimesh_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from aimesh_common.errors import from_rpc_error as from_rpc_error_of_kit
-
-# servicer.py still imports from_rpc_error from here; the re-export goes when it imports
-# the kit's (aimesh_common.errors) itself.
-from_rpc_error = from_rpc_error_of_kit
 
 log = logging.getLogger("aimesh.llm_router.upstream")
 

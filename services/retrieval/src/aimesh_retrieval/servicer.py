@@ -14,10 +14,18 @@ from typing import Any
 import grpc
 
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient, ModelInfo
 from aimesh_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from aimesh_common.limits import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_TOP_K,
+    MAX_LIST_LIMIT,
+    MAX_QUERY_CHARS,
+    MAX_SEARCH_TOP_K,
+)
+from aimesh_common.structs import from_struct, to_struct
 from aimesh_retrieval import metrics, validation
 from aimesh_retrieval.chunking import Chunker, ChunkingConfig
-from aimesh_retrieval.embedder import EmbeddingClient, ModelInfo
 from aimesh_retrieval.filters import translate_filter
 from aimesh_retrieval.jobs import (
     FAILED,
@@ -44,11 +52,6 @@ log = logging.getLogger("aimesh.retrieval")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-DEFAULT_TOP_K = 5
-MAX_TOP_K = 100
-DEFAULT_LIST_LIMIT = 100
-MAX_LIST_LIMIT = 1000
-MAX_QUERY_CHARS = 8192
 _MODES: dict[int, SearchMode] = {
     retrieval_pb2.SEARCH_MODE_UNSPECIFIED: "dense",
     retrieval_pb2.SEARCH_MODE_DENSE: "dense",
@@ -403,9 +406,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         ref = CollectionRef(tenant_id, collection)
         chunker = self._chunker_for(await self._store.meta(ref))
         messages = [
-            retrieval_pb2.Document(
-                id=doc.id, text=doc.text, metadata=validation.dict_to_struct(doc.metadata)
-            )
+            retrieval_pb2.Document(id=doc.id, text=doc.text, metadata=to_struct(doc.metadata))
             for doc in documents
         ]
         prepared = await asyncio.to_thread(
@@ -458,7 +459,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 retrieval_pb2.DocumentInfo(
                     id=doc.document_id,
                     chunks=doc.chunks,
-                    metadata=validation.dict_to_struct(doc.metadata),
+                    metadata=to_struct(doc.metadata),
                 )
                 for doc in documents
             ]
@@ -475,12 +476,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if len(request.query) > MAX_QUERY_CHARS:
             raise InvalidArgument(f"query must be at most {MAX_QUERY_CHARS} characters")
         top_k = request.top_k or DEFAULT_TOP_K
-        if top_k > MAX_TOP_K:
-            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
+        if top_k > MAX_SEARCH_TOP_K:
+            raise InvalidArgument(f"top_k must be between 1 and {MAX_SEARCH_TOP_K} (got {top_k})")
         options = self._search_options(request)
         expr = ""
         if request.HasField("filter"):
-            expr = translate_filter(validation.struct_to_dict(request.filter))
+            expr = translate_filter(from_struct(request.filter))
         stored_dim = await self._store.require(ref)
         await self._model_for(ref, stored_dim)
 
@@ -502,10 +503,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     chunk_index=hit.chunk_index,
                     text=hit.text,
                     score=hit.score,
-                    metadata=validation.dict_to_struct(hit.metadata),
+                    metadata=to_struct(hit.metadata),
                 )
                 for hit in hits
-            ]
+            ],
+            query_vector=vector if request.return_query_vector else (),
         )
 
     def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:

@@ -17,16 +17,12 @@ from aimesh_common.limits import (
     MAX_DOCUMENT_ID_CHARS,
     valid_collection_name,
 )
-from aimesh_common.structs import from_struct, to_struct
+from aimesh_common.structs import from_struct
 from aimesh_retrieval.store import CollectionRef
 
 MAX_TENANT_ID_CHARS = 128
 MAX_METADATA_BYTES = 32 * 1024
 """Largest metadata object, as compact JSON. Milvus caps a JSON field at 64 KiB."""
-
-# servicer.py still reads these two names; they go when it calls aimesh_common.structs.
-struct_to_dict = from_struct
-dict_to_struct = to_struct
 
 
 def _has_control(value: str) -> bool:

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 from aimesh.llm.v1 import llm_pb2
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_common.errors import InvalidArgument, Unavailable
+from aimesh_common.limits import DEFAULT_TOP_K, MAX_ASK_TOP_K
 from aimesh_llm_router.citations import Source, filter_citations, pack_sources
 from aimesh_llm_router.metrics import observe
 from aimesh_llm_router.models import ResolvedModel
@@ -26,11 +27,10 @@ from aimesh_llm_router.tasks.common import (
     relay,
     usage_message,
 )
-from aimesh_llm_router.tasks.grounding import DEFAULT_TOP_K, citations, search_chunks
+from aimesh_llm_router.tasks.grounding import Found, citations, search_chunks
 from aimesh_llm_router.tokens import NO_USAGE, estimate_tokens
 
 NO_MATCHING_DOCUMENTS = "I don't know: no documents in the collection match the question."
-MAX_TOP_K = 50
 # The token estimate counts words and punctuation; real tokenizers produce roughly a
 # third more tokens for English, so only this share of the computed room is filled.
 SOURCE_BUDGET_SHARE = 0.75
@@ -61,8 +61,8 @@ def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
         raise InvalidArgument("tenant_id must not be empty")
     if not request.collection:
         raise InvalidArgument("collection must not be empty")
-    if request.top_k > MAX_TOP_K:
-        raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {request.top_k}")
+    if request.top_k > MAX_ASK_TOP_K:
+        raise InvalidArgument(f"top_k must be between 1 and {MAX_ASK_TOP_K}, got {request.top_k}")
     chain = deps.models.chain(request.model)
     budget = source_budget(deps, chain[0], question)
     if budget <= 0:
@@ -85,14 +85,15 @@ async def answer(deps: TaskDeps, question: Question, time_remaining: float | Non
     model = chain[0]
     deadline = deps.resilience.deadline(model, time_remaining)
     with observe(model.alias, model.provider.name, "answer", question.tenant_id) as record:
-        chunks = await _search(deps, question)
+        found = await _search(deps, question)
+        chunks = found.chunks
         if not chunks:
             log_usage("answer", question.tenant_id, model, NO_USAGE)
             return Reply(NO_MATCHING_DOCUMENTS, model, NO_USAGE, provider="", prompt_version="")
         packed = packer(deps, question, chunks)
 
         async def run(candidate: ResolvedModel) -> Completion:
-            return await candidate.provider.answer(_task(question, packed, candidate))
+            return await candidate.provider.answer(_task(question, packed, candidate, found))
 
         model, result = await deps.resilience.complete(chain, run, deadline)
         sources = packed(model)
@@ -111,7 +112,8 @@ async def stream_answer(
     deadline = deps.resilience.deadline(model, time_remaining)
     outcome = StreamOutcome()
     with observe(model.alias, model.provider.name, "answer", question.tenant_id) as record:
-        chunks = await _search(deps, question)
+        found = await _search(deps, question)
+        chunks = found.chunks
         if not chunks:
             for event in _no_matching_events(model):
                 yield event
@@ -119,7 +121,7 @@ async def stream_answer(
         packed = packer(deps, question, chunks)
 
         def start(candidate: ResolvedModel) -> AsyncIterator[Delta]:
-            return candidate.provider.stream_answer(_task(question, packed, candidate))
+            return candidate.provider.stream_answer(_task(question, packed, candidate, found))
 
         def sources(candidate: ResolvedModel) -> list[llm_pb2.StreamEvent]:
             given = range(1, len(packed(candidate)) + 1)
@@ -145,7 +147,7 @@ def _no_matching_events(model: ResolvedModel) -> list[llm_pb2.StreamEvent]:
     ]
 
 
-async def _search(deps: TaskDeps, question: Question) -> list[retrieval_pb2.ScoredChunk]:
+async def _search(deps: TaskDeps, question: Question) -> Found:
     return await search_chunks(
         deps,
         question.tenant_id,
@@ -156,9 +158,12 @@ async def _search(deps: TaskDeps, question: Question) -> list[retrieval_pb2.Scor
     )
 
 
-def _task(question: Question, packed: Packer, model: ResolvedModel) -> AnswerTask:
+def _task(question: Question, packed: Packer, model: ResolvedModel, found: Found) -> AnswerTask:
     return AnswerTask(
-        question=question.text, sources=packed(model), max_tokens=model.config.max_tokens
+        question=question.text,
+        sources=packed(model),
+        max_tokens=model.config.max_tokens,
+        question_vector=found.query_vector,
     )
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_common.errors import FailedPrecondition, InvalidArgument
+from aimesh_common.limits import DEFAULT_TOP_K
 from aimesh_llm_router.citations import Source, filter_citations, pack_sources, render_sources
 from aimesh_llm_router.conversations import ConversationRecord, StoredMessage
 from aimesh_llm_router.metrics import observe
@@ -28,7 +29,7 @@ from aimesh_llm_router.tasks.common import (
     relay,
     temperature,
 )
-from aimesh_llm_router.tasks.grounding import DEFAULT_TOP_K, citations, search_chunks
+from aimesh_llm_router.tasks.grounding import citations, search_chunks
 from aimesh_llm_router.tokens import count_tokens
 
 MAX_TITLE_CHARS = 200
@@ -139,6 +140,8 @@ class Grounding:
     chunks: list[retrieval_pb2.ScoredChunk]
     sources: list[Source]
     question: str
+    # The bare message's embedding from the search (empty without a collection).
+    question_vector: list[float] = field(default_factory=list)
 
 
 async def send_message(
@@ -169,6 +172,7 @@ async def send_message(
                     temperature=turn.temperature,
                     sources=tuple(grounding.sources),
                     question=turn.content,
+                    question_vector=grounding.question_vector,
                 )
             )
 
@@ -200,13 +204,14 @@ async def _ground(
     """Sources for ``content`` from the conversation's collection (none without one)."""
     if not record.collection:
         return Grounding(chunks=[], sources=[], question=content)
-    chunks = await search_chunks(deps, record.tenant_id, record.collection, content, DEFAULT_TOP_K)
+    found = await search_chunks(deps, record.tenant_id, record.collection, content, DEFAULT_TOP_K)
+    chunks = found.chunks
     room = math.floor((first.config.context_window - first.config.max_tokens) * GROUNDING_SHARE)
     sources = pack_sources([chunk.text for chunk in chunks], room)
     if not sources:
-        return Grounding(chunks=chunks, sources=[], question=content)
+        return Grounding(chunks, [], content, found.query_vector)
     question = GROUNDED_MESSAGE.format(sources=render_sources(sources), question=content)
-    return Grounding(chunks=chunks, sources=sources, question=question)
+    return Grounding(chunks, sources, question, found.query_vector)
 
 
 def trim_history(deps: TaskDeps, model: ResolvedModel, messages: list[Message]) -> list[Message]:

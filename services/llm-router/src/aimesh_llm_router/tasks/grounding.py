@@ -4,16 +4,24 @@ shared by answers and grounded conversations."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import struct_pb2
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_common.errors import from_rpc_error
 from aimesh_llm_router.tasks.common import TaskDeps
-from aimesh_llm_router.upstream import from_rpc_error
 
-DEFAULT_TOP_K = 5
+
+@dataclass(frozen=True)
+class Found:
+    """What a search found: the chunks with text, best first, and the query's embedding
+    when retrieval computed one (handed to the provider, so a question is embedded once)."""
+
+    chunks: list[retrieval_pb2.ScoredChunk]
+    query_vector: list[float]
 
 
 async def search_chunks(
@@ -23,10 +31,14 @@ async def search_chunks(
     question: str,
     top_k: int,
     search_filter: struct_pb2.Struct | None = None,
-) -> list[retrieval_pb2.ScoredChunk]:
+) -> Found:
     """The chunks retrieval finds for ``question`` (those with text), best first."""
     search = retrieval_pb2.SearchRequest(
-        tenant_id=tenant_id, collection=collection, query=question.strip(), top_k=top_k
+        tenant_id=tenant_id,
+        collection=collection,
+        query=question.strip(),
+        top_k=top_k,
+        return_query_vector=True,
     )
     if search_filter is not None:
         search.filter.CopyFrom(search_filter)
@@ -34,7 +46,8 @@ async def search_chunks(
         reply = await deps.retrieval.Search(search, timeout=deps.backend_timeout)
     except grpc.aio.AioRpcError as error:
         raise from_rpc_error(error, "retrieval") from None
-    return [chunk for chunk in reply.chunks if chunk.text.strip()]
+    chunks = [chunk for chunk in reply.chunks if chunk.text.strip()]
+    return Found(chunks, list(reply.query_vector))
 
 
 def citation(number: int, chunk: retrieval_pb2.ScoredChunk) -> llm_pb2.Citation:
