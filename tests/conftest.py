@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,6 +15,46 @@ from scripts.devmesh import Mesh, Ports
 
 if TYPE_CHECKING:
     from aimesh_embedding.model import TorchEncoder
+
+
+# The real PostgreSQL of the machine (trust authentication); tests make their own databases.
+POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.asynccontextmanager
+async def new_postgres_database(prefix: str = "aimesh_test") -> AsyncIterator[str]:
+    """A new empty database on the real PostgreSQL (its asyncpg URL), dropped afterwards;
+    the test skips when PostgreSQL is not reachable."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    except (OSError, asyncpg.PostgresError) as error:  # pragma: no cover - machine dependent
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database on each backend the services support: a new SQLite file, or a new
+    database on the real PostgreSQL (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    async with new_postgres_database() as url:
+        yield url
 
 
 def free_port() -> int:

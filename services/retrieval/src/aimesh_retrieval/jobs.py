@@ -35,15 +35,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from aimesh_common import db
 from aimesh_common.errors import AimeshError, NotFound, Unavailable
+from aimesh_retrieval.migrations import MIGRATIONS
 
 log = logging.getLogger("aimesh.retrieval.jobs")
 
@@ -55,11 +52,11 @@ BATCH_CHUNKS = 512
 MAX_ATTEMPTS = 5
 
 
-class _Base(DeclarativeBase):
-    pass
+class Base(DeclarativeBase):
+    """The job tables; aimesh_retrieval/migrations creates and changes them."""
 
 
-class JobRow(_Base):
+class JobRow(Base):
     __tablename__ = "retrieval_ingest_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -78,7 +75,7 @@ class JobRow(_Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class JobDocumentRow(_Base):
+class JobDocumentRow(Base):
     __tablename__ = "retrieval_ingest_job_documents"
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -149,10 +146,18 @@ class JobStore:
         self._batch_chunks = batch_chunks
 
     @classmethod
-    async def open(cls, url: str, *, batch_chunks: int = BATCH_CHUNKS) -> JobStore:
-        engine = create_async_engine(url)
-        async with engine.begin() as connection:
-            await connection.run_sync(_Base.metadata.create_all)
+    async def open(
+        cls, url: str, *, batch_chunks: int = BATCH_CHUNKS, migrate: bool = True
+    ) -> JobStore:
+        """The store at ``url``, its schema first brought to the newest revision unless
+        ``migrate`` is False (then ``make migrate`` does it)."""
+        engine = db.create_engine(url)
+        try:
+            if migrate:
+                await db.migrate(engine, MIGRATIONS)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, batch_chunks=batch_chunks)
 
     async def close(self) -> None:
