@@ -365,6 +365,27 @@ class _StreamingAndConversations:
             ]
         )
 
+    async def ListTenantConversations(
+        self, request: llm_pb2.ListTenantConversationsRequest, context: Any
+    ) -> llm_pb2.ListTenantConversationsResponse:
+        """The tenant's (existing) conversations, newest first, without messages."""
+        found = [
+            llm_pb2.Conversation(
+                id=c.id,
+                model=c.model,
+                collection=c.collection,
+                title=c.title,
+                created_at=c.created_at,
+                updated_at=c.created_at,
+                message_count=len(c.messages),
+                user_id=self.owners[i][1],
+            )
+            for i, c in self.conversations.items()
+            if self.owners[i][0] == request.tenant_id and request.user_id in ("", self.owners[i][1])
+        ]
+        found.sort(key=lambda c: c.created_at, reverse=True)
+        return llm_pb2.ListTenantConversationsResponse(conversations=found[: request.limit or 100])
+
     async def DeleteConversation(
         self, request: llm_pb2.DeleteConversationRequest, context: Any
     ) -> llm_pb2.DeleteConversationResponse:

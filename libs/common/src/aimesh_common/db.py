@@ -9,7 +9,8 @@ table, so services sharing one PostgreSQL database do not collide.
 
 Databases created before a service had migrations hold its tables but no version table:
 the service's ``adopt`` hook recognises them and names the revision they are at (after
-renaming what needs renaming), which is stamped before upgrading, so no data is lost.
+moving them into that revision's shape if needed), which is stamped before upgrading, all
+in the migration's one transaction, so no data is lost.
 
 Needs SQLAlchemy (async) and Alembic, which only the services that keep SQL state install.
 """
@@ -32,9 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = logging.getLogger("aimesh.db")
 
-Adopt = Callable[[Connection], str | None]
-"""Looks at a database without a version table (inside the migration's transaction) and
-returns the revision its tables are at, after any renaming; None when it holds none of them."""
+Adopt = Callable[[Connection, Config], str | None]
+"""Looks at a database without a version table (inside the migration's transaction, with
+the Alembic configuration that runs on it) and returns the revision its tables are at,
+after moving them into shape if needed; None when it holds none of them."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,17 @@ def existing_tables(connection: Connection, expected: Mapping[str, Set[str]]) ->
 
 
 def _upgrade(connection: Connection, migrations: Migrations) -> None:
+    if connection.dialect.name == "sqlite":
+        # The driver would begin a transaction only at the first INSERT or UPDATE, leaving
+        # CREATE, ALTER and DROP before it outside: begin it now, so a failed migration or
+        # adoption leaves the database as it was.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     if connection.dialect.name == "postgresql":
         # Several workers or replicas start at once: one migrates, the others wait for it.
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": migrations.lock_id})
     config = alembic_config(migrations, connection)
     if migrations.adopt is not None and not inspect(connection).has_table(migrations.version_table):
-        revision = migrations.adopt(connection)
+        revision = migrations.adopt(connection, config)
         if revision is not None:
             log.info(
                 "adopting tables created before migrations",

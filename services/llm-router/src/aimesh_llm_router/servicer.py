@@ -61,6 +61,9 @@ GROUNDING_SHARE = 0.4
 MAX_TITLE_CHARS = 200
 DEFAULT_CONVERSATION_LIST = 50
 MAX_CONVERSATION_LIST = 200
+# The tenant admins' listing (ListTenantConversations).
+DEFAULT_TENANT_CONVERSATION_LIST = 100
+MAX_TENANT_CONVERSATION_LIST = 500
 # The user turn sent to the model in a grounded conversation (stored is the bare message).
 GROUNDED_MESSAGE = (
     "Sources:\n{sources}\n\nAnswer using these sources where they help, citing them as [n]."
@@ -604,6 +607,9 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                 for message in record.messages
             ],
             message_count=record.message_count,
+            user_id=record.user_id,
+            updated_at=record.updated_at,
+            deleted_at=record.deleted_at or 0.0,
         )
 
     async def CreateConversation(  # noqa: N802 - gRPC method name
@@ -649,6 +655,26 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             request.tenant_id, request.user_id, request.conversation_id
         )
         return llm_pb2.DeleteConversationResponse()
+
+    async def ListTenantConversations(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.ListTenantConversationsRequest, context: Context
+    ) -> llm_pb2.ListTenantConversationsResponse:
+        if not request.tenant_id:
+            raise InvalidArgument("tenant_id must not be empty")
+        limit = request.limit or DEFAULT_TENANT_CONVERSATION_LIST
+        if limit > MAX_TENANT_CONVERSATION_LIST:
+            raise InvalidArgument(
+                f"limit must be between 1 and {MAX_TENANT_CONVERSATION_LIST} (got {request.limit})"
+            )
+        records = await self._conversations.list_tenant(
+            request.tenant_id,
+            user_id=request.user_id or None,
+            include_deleted=request.include_deleted,
+            limit=limit,
+        )
+        return llm_pb2.ListTenantConversationsResponse(
+            conversations=[self._conversation_message(record) for record in records]
+        )
 
     def _trim_history(self, model: ResolvedModel, messages: list[Message]) -> list[Message]:
         """The newest messages that fit the context next to the reply; the oldest go first."""

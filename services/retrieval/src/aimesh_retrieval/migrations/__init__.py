@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic.config import Config
 from sqlalchemy.engine import Connection
 
 from aimesh_common.db import Migrations, existing_tables
@@ -44,7 +45,7 @@ _BEFORE_MIGRATIONS = {
 }
 
 
-def _adopt(connection: Connection) -> str | None:
+def _adopt(connection: Connection, _config: Config) -> str | None:
     """A job database created by ``create_all`` is at 0001 as it is."""
     return "0001" if existing_tables(connection, _BEFORE_MIGRATIONS) else None
 
