@@ -220,7 +220,8 @@ class SqlConversationStore(ConversationStore):
 
     async def start(self) -> None:
         if self._migrate:
-            await db.migrate(self._engine, MIGRATIONS)
+            with _sql_available():
+                await db.migrate(self._engine, MIGRATIONS)
 
     async def aclose(self) -> None:
         await self._engine.dispose()
