@@ -7,13 +7,16 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import Connection
 
 from scripts.devmesh import Mesh, Ports
 
 if TYPE_CHECKING:
+    from aimesh_common.db import Migrations
     from aimesh_embedding.model import TorchEncoder
 
 
@@ -55,6 +58,40 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
         return
     async with new_postgres_database() as url:
         yield url
+
+
+def schema_differences(connection: Connection, version_table: str, metadata: MetaData) -> list[Any]:
+    """What ``alembic revision --autogenerate`` would write: the differences between the
+    database's schema and ``metadata`` (empty when the migrations build the models)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": version_table})
+    return list(compare_metadata(context, metadata))
+
+
+async def migrate_empty_database(url: str, migrations: Migrations, metadata: MetaData) -> set[str]:
+    """Migrate the empty database at ``url`` twice (the second run a no-op), check that it
+    is at the newest revision and that its schema equals ``metadata``; its tables."""
+    from alembic.script import ScriptDirectory
+
+    from aimesh_common import db
+
+    head = ScriptDirectory(str(migrations.script_location)).get_current_head()
+    engine = db.create_engine(url)
+    try:
+        assert await db.current_revision(engine, migrations) is None
+        await db.migrate(engine, migrations)
+        await db.migrate(engine, migrations)
+        assert await db.current_revision(engine, migrations) == head
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                schema_differences, migrations.version_table, metadata
+            )
+            assert differences == []
+            return await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
 
 
 def free_port() -> int:

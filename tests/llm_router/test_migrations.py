@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from aimesh_common import db
 from aimesh_llm_router.conversations import Base, SqlConversationStore, StoredMessage
 from aimesh_llm_router.migrations import MIGRATIONS
-from tests.conftest import new_postgres_database
+from tests.conftest import migrate_empty_database, new_postgres_database, schema_differences
 
 HEAD = "0002"
 TABLES = {
@@ -43,10 +41,7 @@ CREATE INDEX IF NOT EXISTS conversations_by_owner
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(
-        connection, opts={"version_table": MIGRATIONS.version_table}
-    )
-    return list(compare_metadata(context, Base.metadata))
+    return schema_differences(connection, MIGRATIONS.version_table, Base.metadata)
 
 
 async def _tables(url: str) -> set[str]:
@@ -62,17 +57,7 @@ async def test_an_empty_database_is_migrated_to_exactly_the_models(
     empty_database_url: str,
 ) -> None:
     """A column or index added to a model without a migration (or the reverse) fails here."""
-    engine = db.create_engine(empty_database_url)
-    try:
-        assert await db.current_revision(engine, MIGRATIONS) is None
-        await db.migrate(engine, MIGRATIONS)
-        await db.migrate(engine, MIGRATIONS)  # a second run is a no-op
-        assert await db.current_revision(engine, MIGRATIONS) == HEAD
-        async with engine.connect() as connection:
-            assert await connection.run_sync(_differences) == []
-    finally:
-        await engine.dispose()
-    assert await _tables(empty_database_url) == TABLES
+    assert await migrate_empty_database(empty_database_url, MIGRATIONS, Base.metadata) == TABLES
 
 
 async def test_a_sqlite_file_of_the_code_before_migrations_is_adopted(tmp_path: Path) -> None:

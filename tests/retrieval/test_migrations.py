@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import Connection
 
 from aimesh_common import db
 from aimesh_retrieval.jobs import QUEUED, RUNNING, Base, JobDocumentRow, JobRow, JobStore
 from aimesh_retrieval.migrations import MIGRATIONS
+from tests.conftest import migrate_empty_database, schema_differences
 
 HEAD = "0001"
 
@@ -38,33 +37,19 @@ BEFORE_MIGRATIONS = [
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(
-        connection, opts={"version_table": MIGRATIONS.version_table}
-    )
-    return list(compare_metadata(context, Base.metadata))
+    return schema_differences(connection, MIGRATIONS.version_table, Base.metadata)
 
 
 async def test_an_empty_database_is_migrated_to_exactly_the_models(
     empty_database_url: str,
 ) -> None:
-    """A column or index added to a model without a migration (or the reverse) fails here."""
-    engine = db.create_engine(empty_database_url)
-    try:
-        assert await db.current_revision(engine, MIGRATIONS) is None
-        await db.migrate(engine, MIGRATIONS)
-        await db.migrate(engine, MIGRATIONS)  # a second run is a no-op
-        assert await db.current_revision(engine, MIGRATIONS) == HEAD
-        async with engine.connect() as connection:
-            tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
-            assert await connection.run_sync(_differences) == []
-        # Its own version table: services sharing the database do not collide.
-        assert tables == {
-            "retrieval_ingest_jobs",
-            "retrieval_ingest_job_documents",
-            "alembic_version_retrieval",
-        }
-    finally:
-        await engine.dispose()
+    """A column or index added to a model without a migration (or the reverse) fails here;
+    its own version table: services sharing the database do not collide."""
+    assert await migrate_empty_database(empty_database_url, MIGRATIONS, Base.metadata) == {
+        "retrieval_ingest_jobs",
+        "retrieval_ingest_job_documents",
+        "alembic_version_retrieval",
+    }
 
 
 async def test_a_database_of_the_code_before_migrations_is_adopted_with_its_jobs(
