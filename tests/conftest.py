@@ -73,6 +73,21 @@ def schema_differences(connection: Connection, version_table: str, metadata: Met
 async def migrate_empty_database(url: str, migrations: Migrations, metadata: MetaData) -> set[str]:
     """Migrate the empty database at ``url`` twice (the second run a no-op), check that it
     is at the newest revision and that its schema equals ``metadata``; its tables."""
+    from aimesh_common import db
+
+    engine = db.create_engine(url)
+    try:
+        assert await db.current_revision(engine, migrations) is None
+        await db.migrate(engine, migrations)
+        await db.migrate(engine, migrations)
+    finally:
+        await engine.dispose()
+    return await migrated_as_models(url, migrations, metadata)
+
+
+async def migrated_as_models(url: str, migrations: Migrations, metadata: MetaData) -> set[str]:
+    """Check that the database at ``url`` is at the newest revision and that its schema
+    equals ``metadata``; its tables."""
     from alembic.script import ScriptDirectory
 
     from aimesh_common import db
@@ -80,9 +95,6 @@ async def migrate_empty_database(url: str, migrations: Migrations, metadata: Met
     head = ScriptDirectory(str(migrations.script_location)).get_current_head()
     engine = db.create_engine(url)
     try:
-        assert await db.current_revision(engine, migrations) is None
-        await db.migrate(engine, migrations)
-        await db.migrate(engine, migrations)
         assert await db.current_revision(engine, migrations) == head
         async with engine.connect() as connection:
             differences = await connection.run_sync(

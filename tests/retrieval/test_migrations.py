@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert, text
-from sqlalchemy.engine import Connection
 
 from aimesh_common import db
 from aimesh_retrieval.jobs import QUEUED, RUNNING, Base, JobDocumentRow, JobRow, JobStore
 from aimesh_retrieval.migrations import MIGRATIONS
-from tests.conftest import migrate_empty_database, schema_differences
+from tests.conftest import migrate_empty_database, migrated_as_models
 
 HEAD = "0001"
 
@@ -34,10 +33,6 @@ BEFORE_MIGRATIONS = [
     "CREATE INDEX ix_retrieval_ingest_jobs_state ON retrieval_ingest_jobs (state)",
     "CREATE INDEX ix_retrieval_ingest_jobs_tenant_id ON retrieval_ingest_jobs (tenant_id)",
 ]
-
-
-def _differences(connection: Connection) -> list[object]:
-    return schema_differences(connection, MIGRATIONS.version_table, Base.metadata)
 
 
 async def test_an_empty_database_is_migrated_to_exactly_the_models(
@@ -115,13 +110,7 @@ async def test_a_database_of_the_code_before_migrations_is_adopted_with_its_jobs
         ]
     finally:
         await store.close()
-    engine = db.create_engine(empty_database_url)
-    try:
-        assert await db.current_revision(engine, MIGRATIONS) == HEAD
-        async with engine.connect() as connection:
-            assert await connection.run_sync(_differences) == []
-    finally:
-        await engine.dispose()
+    await migrated_as_models(empty_database_url, MIGRATIONS, Base.metadata)
 
 
 async def test_a_database_holding_part_of_the_tables_is_refused(
