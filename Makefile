@@ -80,8 +80,12 @@ deploy-check: k8s-validate ## Plus hadolint, envoy --mode validate, promtool che
 clean: ## Remove the virtualenv, caches and local data
 	rm -rf $(VENV) .aimesh .pytest_cache .mypy_cache .ruff_cache
 .PHONY: migrate
-migrate: install ## Apply the gateway's database migrations (AIMESH_DATABASE_URL or SQLite in AIMESH_DATA_DIR)
+# Each service migrates its own database from its own settings (the same code runs at each
+# service's start unless AIMESH_MIGRATE_ON_START=false).
+migrate: install ## Migrate every service's SQL database: gateway, retrieval jobs, router conversations
 	$(BIN)/python -m aimesh_gateway.manage migrate
+	$(BIN)/python -m aimesh_retrieval.migrations
+	$(BIN)/python -m aimesh_llm_router.migrations
 .PHONY: embedding-onnx bench-embedding
 embedding-onnx: install ## Export the embedding model to ONNX fp32 + int8 (AIMESH_EMBEDDING_ONNX_DIR or .aimesh/models)
 	$(BIN)/python -m aimesh_embedding.export_onnx

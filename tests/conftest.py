@@ -2,16 +2,108 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import Connection
 
 from scripts.devmesh import Mesh, Ports
 
 if TYPE_CHECKING:
+    from aimesh_common.db import Migrations
     from aimesh_embedding.model import TorchEncoder
+
+
+# The real PostgreSQL of the machine (trust authentication); tests make their own databases.
+POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.asynccontextmanager
+async def new_postgres_database(prefix: str = "aimesh_test") -> AsyncIterator[str]:
+    """A new empty database on the real PostgreSQL (its asyncpg URL), dropped afterwards;
+    the test skips when PostgreSQL is not reachable."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    except (OSError, asyncpg.PostgresError) as error:  # pragma: no cover - machine dependent
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database on each backend the services support: a new SQLite file, or a new
+    database on the real PostgreSQL (dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    async with new_postgres_database() as url:
+        yield url
+
+
+def schema_differences(connection: Connection, version_table: str, metadata: MetaData) -> list[Any]:
+    """What ``alembic revision --autogenerate`` would write: the differences between the
+    database's schema and ``metadata`` (empty when the migrations build the models)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": version_table})
+    return list(compare_metadata(context, metadata))
+
+
+async def migrate_empty_database(url: str, migrations: Migrations, metadata: MetaData) -> set[str]:
+    """Migrate the empty database at ``url`` twice (the second run a no-op), check that it
+    is at the newest revision and that its schema equals ``metadata``; its tables."""
+    from aimesh_common import db
+
+    engine = db.create_engine(url)
+    try:
+        assert await db.current_revision(engine, migrations) is None
+        await db.migrate(engine, migrations)
+        await db.migrate(engine, migrations)
+    finally:
+        await engine.dispose()
+    return await migrated_as_models(url, migrations, metadata)
+
+
+async def migrated_as_models(url: str, migrations: Migrations, metadata: MetaData) -> set[str]:
+    """Check that the database at ``url`` is at the newest revision and that its schema
+    equals ``metadata``; its tables."""
+    from alembic.script import ScriptDirectory
+
+    from aimesh_common import db
+
+    head = ScriptDirectory(str(migrations.script_location)).get_current_head()
+    engine = db.create_engine(url)
+    try:
+        assert await db.current_revision(engine, migrations) == head
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                schema_differences, migrations.version_table, metadata
+            )
+            assert differences == []
+            return await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
 
 
 def free_port() -> int:

@@ -215,3 +215,41 @@ async def test_errors_map_to_status_for_every_kind_of_call() -> None:
                 assert received == before_failing
     finally:
         await built.stop(0)
+
+
+async def test_on_start_runs_before_the_server_listens() -> None:
+    """A database migration (say) finishes before the first call can arrive; when it fails
+    the server is not started."""
+    built = _build()
+    seen: list[bool] = []
+
+    async def listening(server: GrpcServer) -> bool:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            try:
+                await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
+                )
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+    async def prepare() -> None:
+        seen.append(await listening(built))
+
+    built.on_start.append(prepare)
+    await built.start()
+    try:
+        assert seen == [False]
+        assert await listening(built)
+    finally:
+        await built.stop(0)
+
+    failing = _build()
+
+    async def fail() -> None:
+        raise RuntimeError("migration failed")
+
+    failing.on_start.append(fail)
+    with pytest.raises(RuntimeError, match="migration failed"):
+        await failing.start()
+    assert not await listening(failing)

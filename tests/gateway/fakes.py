@@ -345,6 +345,19 @@ class _StreamingAndConversations:
     ) -> llm_pb2.Conversation:
         return self._owned(request.tenant_id, request.user_id, request.conversation_id)
 
+    def _summary(self, conversation: llm_pb2.Conversation) -> llm_pb2.Conversation:
+        """A conversation in a listing: its metadata, not its messages."""
+        return llm_pb2.Conversation(
+            id=conversation.id,
+            model=conversation.model,
+            collection=conversation.collection,
+            title=conversation.title,
+            created_at=conversation.created_at,
+            updated_at=conversation.created_at,
+            message_count=len(conversation.messages),
+            user_id=self.owners[conversation.id][1],
+        )
+
     async def ListConversations(
         self, request: llm_pb2.ListConversationsRequest, context: Any
     ) -> llm_pb2.ListConversationsResponse:
@@ -352,18 +365,20 @@ class _StreamingAndConversations:
         mine = [c for i, c in self.conversations.items() if self.owners.get(i) == owner]
         mine.sort(key=lambda c: c.created_at, reverse=True)
         return llm_pb2.ListConversationsResponse(
-            conversations=[
-                llm_pb2.Conversation(
-                    id=c.id,
-                    model=c.model,
-                    collection=c.collection,
-                    title=c.title,
-                    created_at=c.created_at,
-                    message_count=len(c.messages),
-                )
-                for c in mine[: request.limit or 50]
-            ]
+            conversations=[self._summary(c) for c in mine[: request.limit or 50]]
         )
+
+    async def ListTenantConversations(
+        self, request: llm_pb2.ListTenantConversationsRequest, context: Any
+    ) -> llm_pb2.ListTenantConversationsResponse:
+        """The tenant's (existing) conversations, newest first, without messages."""
+        found = [
+            self._summary(c)
+            for i, c in self.conversations.items()
+            if self.owners[i][0] == request.tenant_id and request.user_id in ("", self.owners[i][1])
+        ]
+        found.sort(key=lambda c: c.created_at, reverse=True)
+        return llm_pb2.ListTenantConversationsResponse(conversations=found[: request.limit or 100])
 
     async def DeleteConversation(
         self, request: llm_pb2.DeleteConversationRequest, context: Any

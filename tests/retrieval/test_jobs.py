@@ -8,6 +8,7 @@ every document stored exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -46,32 +47,24 @@ from aimesh_retrieval.jobs import (
     WriteBatch,
 )
 from aimesh_retrieval.store import CollectionRef, MilvusStore
-from tests.conftest import free_port
+from tests.conftest import free_port, new_postgres_database
 from tests.retrieval.conftest import Retrieval, new_collection, serve
-
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 async def job_store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[JobStore]:
-    if request.param == "postgres":
-        engine = create_async_engine(POSTGRES_URL)
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("select 1"))
-        except Exception as error:  # pragma: no cover - depends on the machine
-            pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {error}")
-        finally:
-            await engine.dispose()
-        url = POSTGRES_URL
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('jobs') / 'jobs.db'}"
-    # 96 chunks per batch: 32 of the tests' 3-chunk documents.
-    store = await JobStore.open(url, batch_chunks=96)
-    yield store
-    await store.close()
+    """The store on a new SQLite file, or on a new database of the real PostgreSQL."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "postgres":
+            url = await stack.enter_async_context(new_postgres_database("aimesh_jobs"))
+        else:
+            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('jobs') / 'jobs.db'}"
+        # 96 chunks per batch: 32 of the tests' 3-chunk documents.
+        store = await JobStore.open(url, batch_chunks=96)
+        yield store
+        await store.close()
 
 
 def docs(count: int, prefix: str = "d") -> list[JobDocument]:
@@ -501,6 +494,8 @@ async def test_a_job_submitted_outside_a_trace_runs_outside_one(tmp_path: Path) 
 
 
 async def test_a_job_table_of_an_older_version_gets_the_trace_column(tmp_path: Path) -> None:
+    """A database at revision 0001 (before jobs kept their trace) is brought to 0002 by the
+    next start; its jobs keep their data and have no trace."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
     jobs = await JobStore.open(url)
     async with jobs.submission() as submission:
@@ -510,6 +505,7 @@ async def test_a_job_table_of_an_older_version_gets_the_trace_column(tmp_path: P
     engine = create_async_engine(url)
     async with engine.begin() as connection:
         await connection.execute(text("ALTER TABLE retrieval_ingest_jobs DROP COLUMN traceparent"))
+        await connection.execute(text("UPDATE alembic_version_retrieval SET version_num = '0001'"))
     await engine.dispose()
     jobs = await JobStore.open(url)
     try:

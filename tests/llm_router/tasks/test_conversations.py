@@ -1,19 +1,23 @@
-"""Conversations over real gRPC: stored in SQLite and in real Redis, owned by one user of
-one tenant, trimmed to the context, optionally grounded in a collection."""
+"""Conversations over real gRPC: stored in SQLite, the real PostgreSQL and real Redis, owned
+by one user of one tenant, trimmed to the context, optionally grounded in a collection; their
+metadata listed for the tenant's admins."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as redis_asyncio
 
 from aimesh.llm.v1 import llm_pb2
-from tests.conftest import free_port
+from tests.conftest import free_port, new_postgres_database
 from tests.llm_router.conftest import (
     FixedRetrieval,
     RunningRouter,
@@ -28,7 +32,7 @@ from tests.llm_router.openai_server import FakeOpenAI, Reply
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def router(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -36,13 +40,16 @@ async def router(
     retrieval_server: tuple[FixedRetrieval, str],
     embedding_addr: str,
 ) -> AsyncIterator[RunningRouter]:
-    """A router whose conversations live in SQLite, or in Redis under a unique prefix."""
+    """A router whose conversations live in SQLite, in a new PostgreSQL database, or in
+    Redis under a unique prefix."""
     prefix = f"aimesh-test:{uuid.uuid4().hex}:"
-    store: dict[str, object] = (
-        {"redis_url": REDIS_URL, "redis_key_prefix": prefix}
-        if request.param == "redis"
-        else {"data_dir": tmp_path}
-    )
+    databases = contextlib.AsyncExitStack()
+    store: dict[str, object] = {"data_dir": tmp_path}
+    if request.param == "redis":
+        store = {"redis_url": REDIS_URL, "redis_key_prefix": prefix}
+    elif request.param == "postgres":
+        url = await databases.enter_async_context(new_postgres_database("aimesh_router"))
+        store = {"conversations_database_url": url}
     settings = openai_settings(
         fake_openai.base_url,
         retrieval_service_addr=retrieval_server[1],
@@ -59,6 +66,7 @@ async def router(
     running = await start_router(settings, config)
     yield running
     await stop_router(running)
+    await databases.aclose()
     if request.param == "redis":
         client = redis_asyncio.Redis.from_url(REDIS_URL)
         keys = [key async for key in client.scan_iter(f"{prefix}*")]
@@ -315,3 +323,63 @@ async def test_an_unreachable_redis_is_unavailable_not_a_crash(
         assert "conversation store unavailable" in (caught.value.details() or "")
     finally:
         await stop_router(running)
+
+
+async def test_admins_list_the_tenants_conversations_with_their_metadata(
+    router: RunningRouter, fake_openai: FakeOpenAI
+) -> None:
+    """The router owns the metadata: owner, settings, size, creation, last activity and
+    deletion; listed most recently active first, messages left out."""
+    before = time.time()
+    quiet = await create(router, "acme", "ann", title="quiet")
+    busy = await create(router, "acme", "bob", title="busy", model="big")
+    gone = await create(router, "acme", "ann", title="gone")
+    await create(router, "globex", "ann", title="other tenant")
+    fake_openai.enqueue(Reply(content="Hello"))
+    await send(router, "acme", "bob", busy, "Hi")
+    fake_openai.enqueue(Reply(content="Bye"))
+    await send(router, "acme", "ann", gone, "Bye")
+    await router.stub.DeleteConversation(
+        llm_pb2.DeleteConversationRequest(tenant_id="acme", user_id="ann", conversation_id=gone)
+    )
+
+    async def listed(**fields: Any) -> list[llm_pb2.Conversation]:
+        reply = await router.stub.ListTenantConversations(
+            llm_pb2.ListTenantConversationsRequest(tenant_id="acme", **fields)
+        )
+        return list(reply.conversations)
+
+    everyone = await listed()
+    assert [(c.id, c.user_id, c.title, c.model, c.message_count) for c in everyone] == [
+        (busy, "bob", "busy", "big", 2),
+        (quiet, "ann", "quiet", "default", 0),
+    ]
+    assert not any(c.messages for c in everyone)
+    assert before <= everyone[1].created_at == everyone[1].updated_at
+    assert everyone[0].updated_at > everyone[0].created_at >= before
+    assert all(c.deleted_at == 0 for c in everyone)
+
+    with_deleted = await listed(include_deleted=True)
+    assert [c.id for c in with_deleted] == [gone, busy, quiet]
+    assert (with_deleted[0].message_count, with_deleted[0].user_id) == (2, "ann")
+    assert with_deleted[0].deleted_at >= with_deleted[0].updated_at
+    assert [c.id for c in await listed(user_id="ann", include_deleted=True)] == [gone, quiet]
+    assert [c.id for c in await listed(user_id="ann")] == [quiet]
+    assert [c.id for c in await listed(limit=1)] == [busy]
+
+    # The owner's own view carries the same metadata.
+    mine = await router.stub.GetConversation(
+        llm_pb2.GetConversationRequest(tenant_id="acme", user_id="bob", conversation_id=busy)
+    )
+    assert (mine.user_id, mine.message_count, mine.updated_at) == (
+        "bob",
+        2,
+        everyone[0].updated_at,
+    )
+    for bad in (
+        llm_pb2.ListTenantConversationsRequest(),
+        llm_pb2.ListTenantConversationsRequest(tenant_id="acme", limit=501),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await router.stub.ListTenantConversations(bad)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,9 +35,14 @@ class GrpcServer:
     port: int
     health: health.aio.HealthServicer
     service_names: Sequence[str]
+    # Run in order before the server listens (e.g. migrate a database); a failure leaves
+    # the server unstarted.
+    on_start: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     on_stop: list[Callable[[], object]] = field(default_factory=list)
 
     async def start(self) -> None:
+        for prepare in self.on_start:
+            await prepare()
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import SettingsConfigDict
 
+from aimesh_common import db
 from aimesh_common.settings import GrpcServiceSettings, service_addr
 
 ProviderName = Literal["local", "openai"]
@@ -59,7 +60,18 @@ class Settings(GrpcServiceSettings):
     redis_url: SecretStr | None = Field(
         None,
         description="Redis URL of the conversation store (shared by replicas); unset means "
-        "SQLite at <data_dir>/conversations.db.",
+        "SQL: AIMESH_CONVERSATIONS_DATABASE_URL, else SQLite at <data_dir>/conversations.db.",
+    )
+    conversations_database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy async URL of the SQL conversation store (shared by replicas), "
+        "e.g. postgresql+asyncpg://user@host/db; unset means SQLite at "
+        "<data_dir>/conversations.db. Not used when AIMESH_REDIS_URL is set.",
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="Apply the SQL conversation store's migrations when the router starts "
+        "(else run make migrate, or python -m aimesh_llm_router.migrations, before it).",
     )
     redis_key_prefix: str = Field(
         "aimesh:conv:", min_length=1, description="Prefix of the conversation keys in Redis."
@@ -163,6 +175,13 @@ class Settings(GrpcServiceSettings):
         if self.llm_provider == "auto":
             return "openai" if self.openai_api_key is not None else "local"
         return self.llm_provider
+
+    @property
+    def resolved_conversations_database_url(self) -> str:
+        """The SQL conversation store's URL: the configured one, or the SQLite file."""
+        if self.conversations_database_url is not None:
+            return self.conversations_database_url.get_secret_value()
+        return db.sqlite_url(self.data_dir / "conversations.db")
 
     @property
     def effective_context_window(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from aimesh_common.errors import Unavailable
 from aimesh_common.logging import configure_logging
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
@@ -47,6 +48,11 @@ def main() -> None:
     except (PromptTemplateError, ValueError) as error:
         print(f"cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Unavailable as error:
+        # The conversation store could not be opened or migrated (the message names only
+        # the kind of failure: the URL may hold a password).
+        log.error("cannot start", extra={"error": error.message})
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from aimesh_llm_router.config import Settings
 from aimesh_llm_router.conversations import (
     ConversationStore,
     RedisConversationStore,
-    SqliteConversationStore,
+    SqlConversationStore,
 )
 from aimesh_llm_router.modelconfig import ModelsConfig, default_models_config, load_models_config
 from aimesh_llm_router.models import ModelRegistry, build_registry
@@ -63,12 +63,15 @@ def models_config(settings: Settings) -> ModelsConfig:
 
 
 def conversation_store(settings: Settings) -> ConversationStore:
-    """Redis when AIMESH_REDIS_URL is set (shared by replicas), else a SQLite file."""
+    """Redis when AIMESH_REDIS_URL is set (shared by replicas), else SQL: PostgreSQL when
+    AIMESH_CONVERSATIONS_DATABASE_URL names it (shared by replicas), else a SQLite file."""
     if settings.redis_url is not None:
         return RedisConversationStore(
             settings.redis_url.get_secret_value(), settings.redis_key_prefix
         )
-    return SqliteConversationStore(settings.data_dir / "conversations.db")
+    return SqlConversationStore(
+        settings.resolved_conversations_database_url, migrate=settings.migrate_on_start
+    )
 
 
 def build_dependencies(
@@ -156,5 +159,7 @@ def create_server(settings: Settings, deps: Dependencies) -> GrpcServer:
         max_message_bytes=settings.max_message_bytes,
         tracer_provider=deps.tracer_provider,
     )
+    # The conversation store's schema is migrated before the server takes calls.
+    server.on_start.append(deps.conversations.start)
     server.on_stop.append(deps.aclose)
     return server

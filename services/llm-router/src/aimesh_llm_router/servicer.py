@@ -130,6 +130,14 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
         await conversations.delete(self._deps, request)
         return llm_pb2.DeleteConversationResponse()
 
+    async def ListTenantConversations(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.ListTenantConversationsRequest, context: Context
+    ) -> llm_pb2.ListTenantConversationsResponse:
+        records = await conversations.list_tenant(self._deps, request)
+        return llm_pb2.ListTenantConversationsResponse(
+            conversations=[conversations.conversation_message(record) for record in records]
+        )
+
     async def SendMessage(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.SendMessageRequest, context: Context
     ) -> AsyncIterator[llm_pb2.StreamEvent]:

@@ -96,6 +96,11 @@ class Settings(GrpcServiceSettings):
             "postgresql+asyncpg://user@host/db. Empty: SQLite file <data_dir>/jobs.db."
         ),
     )
+    migrate_on_start: bool = Field(
+        True,
+        description="Apply the job store's migrations when the service starts (else run "
+        "make migrate, or python -m aimesh_retrieval.migrations, before it).",
+    )
     job_lease_seconds: float = Field(
         30.0,
         gt=0,

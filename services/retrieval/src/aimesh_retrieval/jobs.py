@@ -37,20 +37,16 @@ from sqlalchemy import (
     String,
     Text,
     and_,
-    inspect,
     or_,
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from aimesh_common import db
 from aimesh_common.errors import AimeshError, NotFound, Unavailable
+from aimesh_retrieval.migrations import MIGRATIONS
 
 log = logging.getLogger("aimesh.retrieval.jobs")
 
@@ -62,11 +58,11 @@ BATCH_CHUNKS = 512
 MAX_ATTEMPTS = 5
 
 
-class _Base(DeclarativeBase):
-    pass
+class Base(DeclarativeBase):
+    """The job tables; aimesh_retrieval/migrations creates and changes them."""
 
 
-class JobRow(_Base):
+class JobRow(Base):
     __tablename__ = "retrieval_ingest_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -87,7 +83,7 @@ class JobRow(_Base):
     traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class JobDocumentRow(_Base):
+class JobDocumentRow(Base):
     __tablename__ = "retrieval_ingest_job_documents"
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -151,19 +147,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _add_traceparent_column(connection: Any) -> None:
-    """Job tables made before jobs kept their trace get the (nullable) column; create_all
-    adds tables, not columns. PostgreSQL's IF NOT EXISTS lets replicas starting together
-    both succeed (SQLite has no such clause, nor several processes on one file)."""
-    table = JobRow.__tablename__
-    if "traceparent" in {column["name"] for column in inspect(connection).get_columns(table)}:
-        return
-    if_missing = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
-    connection.exec_driver_sql(
-        f"ALTER TABLE {table} ADD COLUMN{if_missing} traceparent VARCHAR(64)"
-    )
-
-
 def _current_traceparent() -> str | None:
     """The current span's ``traceparent``, or None outside a trace."""
     carrier: dict[str, str] = {}
@@ -193,11 +176,18 @@ class JobStore:
         self._batch_chunks = batch_chunks
 
     @classmethod
-    async def open(cls, url: str, *, batch_chunks: int = BATCH_CHUNKS) -> JobStore:
-        engine = create_async_engine(url)
-        async with engine.begin() as connection:
-            await connection.run_sync(_Base.metadata.create_all)
-            await connection.run_sync(_add_traceparent_column)
+    async def open(
+        cls, url: str, *, batch_chunks: int = BATCH_CHUNKS, migrate: bool = True
+    ) -> JobStore:
+        """The store at ``url``, its schema first brought to the newest revision unless
+        ``migrate`` is False (then ``make migrate`` does it)."""
+        engine = db.create_engine(url)
+        try:
+            if migrate:
+                await db.migrate(engine, MIGRATIONS)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine, batch_chunks=batch_chunks)
 
     async def close(self) -> None:

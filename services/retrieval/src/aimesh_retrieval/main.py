@@ -53,7 +53,9 @@ async def run(settings: Settings) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         jobs = await JobStore.open(
-            settings.resolved_jobs_database_url, batch_chunks=settings.job_batch_chunks
+            settings.resolved_jobs_database_url,
+            batch_chunks=settings.job_batch_chunks,
+            migrate=settings.migrate_on_start,
         )
     except (SQLAlchemyError, OSError) as error:
         # The URL may hold a password: name only the kind of failure.

@@ -35,6 +35,9 @@ from aimesh_llm_router.tokens import count_tokens
 MAX_TITLE_CHARS = 200
 DEFAULT_CONVERSATION_LIST = 50
 MAX_CONVERSATION_LIST = 200
+# The tenant admins' listing (ListTenantConversations).
+DEFAULT_TENANT_CONVERSATION_LIST = 100
+MAX_TENANT_CONVERSATION_LIST = 500
 # Tokens a chat message costs beyond its text (role markers).
 MESSAGE_OVERHEAD_TOKENS = 4
 # Share of a grounded conversation's context given to sources.
@@ -67,6 +70,9 @@ def conversation_message(record: ConversationRecord) -> llm_pb2.Conversation:
             for message in record.messages
         ],
         message_count=record.message_count,
+        user_id=record.user_id,
+        updated_at=record.updated_at,
+        deleted_at=record.deleted_at or 0.0,
     )
 
 
@@ -97,6 +103,26 @@ async def list_owned(
             f"limit must be between 1 and {MAX_CONVERSATION_LIST} (got {request.limit})"
         )
     return await deps.conversations.list_owned(request.tenant_id, request.user_id, limit)
+
+
+async def list_tenant(
+    deps: TaskDeps, request: llm_pb2.ListTenantConversationsRequest
+) -> list[ConversationRecord]:
+    """A tenant's conversations for its admins, most recently active first (metadata; the
+    messages are not read)."""
+    if not request.tenant_id:
+        raise InvalidArgument("tenant_id must not be empty")
+    limit = request.limit or DEFAULT_TENANT_CONVERSATION_LIST
+    if limit > MAX_TENANT_CONVERSATION_LIST:
+        raise InvalidArgument(
+            f"limit must be between 1 and {MAX_TENANT_CONVERSATION_LIST} (got {request.limit})"
+        )
+    return await deps.conversations.list_tenant(
+        request.tenant_id,
+        user_id=request.user_id or None,
+        include_deleted=request.include_deleted,
+        limit=limit,
+    )
 
 
 async def delete(deps: TaskDeps, request: llm_pb2.DeleteConversationRequest) -> None:

@@ -700,6 +700,9 @@ class Conversation(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id."""
     model: _builtins.str
@@ -711,7 +714,17 @@ class Conversation(_message.Message):
     created_at: _builtins.float
     """Creation time, Unix seconds."""
     message_count: _builtins.int
-    """How many messages the conversation has (also set when messages are left out)."""
+    """How many messages the conversation has (also set when messages are left out). A
+    deleted conversation keeps the count it had.
+    """
+    user_id: _builtins.str
+    """The owner: the user id it was created with (of the request's tenant)."""
+    updated_at: _builtins.float
+    """Last activity, Unix seconds: the creation, then the storing of the newest turn."""
+    deleted_at: _builtins.float
+    """When its owner deleted it, Unix seconds; 0 while it exists (only admin listings with
+    include_deleted return deleted conversations).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """Messages in order ("user" and "assistant"; never the router's system prompt)."""
@@ -726,10 +739,13 @@ class Conversation(_message.Message):
         messages: _abc.Iterable[Global___ChatMessage] | None = ...,
         created_at: _builtins.float = ...,
         message_count: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        updated_at: _builtins.float = ...,
+        deleted_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "created_at", b"created_at", "id", b"id", "message_count", b"message_count", "messages", b"messages", "model", b"model", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "created_at", b"created_at", "deleted_at", b"deleted_at", "id", b"id", "message_count", b"message_count", "messages", b"messages", "model", b"model", "title", b"title", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -783,6 +799,60 @@ class ListConversationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListConversationsResponse: _TypeAlias = ListConversationsResponse  # noqa: Y015
+
+@_typing.final
+class ListTenantConversationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_DELETED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Tenant whose conversations are listed (required)."""
+    user_id: _builtins.str
+    """Only the conversations of this owner; empty means every owner of the tenant."""
+    include_deleted: _builtins.bool
+    """Also the conversations their owners deleted (deleted_at set, messages gone)."""
+    limit: _builtins.int
+    """Most conversations to return, 1-500; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        include_deleted: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_deleted", b"include_deleted", "limit", b"limit", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantConversationsRequest: _TypeAlias = ListTenantConversationsRequest  # noqa: Y015
+
+@_typing.final
+class ListTenantConversationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Conversation]:
+        """Most recently active first (updated_at, then id, descending); messages left out."""
+
+    def __init__(
+        self,
+        *,
+        conversations: _abc.Iterable[Global___Conversation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantConversationsResponse: _TypeAlias = ListTenantConversationsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteConversationRequest(_message.Message):

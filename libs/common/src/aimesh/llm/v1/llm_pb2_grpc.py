@@ -91,6 +91,11 @@ class LLMRouterServiceStub:
                 request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.SerializeToString,
                 response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.FromString,
                 _registered_method=True)
+        self.ListTenantConversations = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/ListTenantConversations',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class LLMRouterServiceServicer:
@@ -176,7 +181,18 @@ class LLMRouterServiceServicer:
 
     def DeleteConversation(self, request, context):
         """DeleteConversation deletes one of the caller's conversations with its messages;
-        NOT_FOUND for another user's or tenant's conversation.
+        NOT_FOUND for another user's or tenant's conversation. Its metadata stays, marked
+        deleted, for the tenant's admins (ListTenantConversations).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantConversations(self, request, context):
+        """ListTenantConversations lists the conversations of one tenant for its admins: the
+        metadata of each (owner, settings, size, times), most recently active first, never
+        their messages. The router owns this metadata; the caller (the gateway) checks that
+        the asker is an admin of the tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +255,11 @@ def add_LLMRouterServiceServicer_to_server(servicer, server):
                     servicer.DeleteConversation,
                     request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.FromString,
                     response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'ListTenantConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantConversations,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -540,6 +561,33 @@ class LLMRouterService:
             '/aimesh.llm.v1.LLMRouterService/DeleteConversation',
             aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationRequest.SerializeToString,
             aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/ListTenantConversations',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,7 +68,14 @@ class LLMRouterServiceStub:
     """
     DeleteConversation: _grpc.UnaryUnaryMultiCallable[_llm_pb2.DeleteConversationRequest, _llm_pb2.DeleteConversationResponse]
     """DeleteConversation deletes one of the caller's conversations with its messages;
-    NOT_FOUND for another user's or tenant's conversation.
+    NOT_FOUND for another user's or tenant's conversation. Its metadata stays, marked
+    deleted, for the tenant's admins (ListTenantConversations).
+    """
+    ListTenantConversations: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListTenantConversationsRequest, _llm_pb2.ListTenantConversationsResponse]
+    """ListTenantConversations lists the conversations of one tenant for its admins: the
+    metadata of each (owner, settings, size, times), most recently active first, never
+    their messages. The router owns this metadata; the caller (the gateway) checks that
+    the asker is an admin of the tenant.
     """
 
 @_typing.type_check_only
@@ -111,7 +118,14 @@ class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
     """
     DeleteConversation: _aio.UnaryUnaryMultiCallable[_llm_pb2.DeleteConversationRequest, _llm_pb2.DeleteConversationResponse]  # type: ignore[assignment]
     """DeleteConversation deletes one of the caller's conversations with its messages;
-    NOT_FOUND for another user's or tenant's conversation.
+    NOT_FOUND for another user's or tenant's conversation. Its metadata stays, marked
+    deleted, for the tenant's admins (ListTenantConversations).
+    """
+    ListTenantConversations: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListTenantConversationsRequest, _llm_pb2.ListTenantConversationsResponse]  # type: ignore[assignment]
+    """ListTenantConversations lists the conversations of one tenant for its admins: the
+    metadata of each (owner, settings, size, times), most recently active first, never
+    their messages. The router owns this metadata; the caller (the gateway) checks that
+    the asker is an admin of the tenant.
     """
 
 class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -217,7 +231,20 @@ class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.DeleteConversationResponse, _abc.Awaitable[_llm_pb2.DeleteConversationResponse]]:
         """DeleteConversation deletes one of the caller's conversations with its messages;
-        NOT_FOUND for another user's or tenant's conversation.
+        NOT_FOUND for another user's or tenant's conversation. Its metadata stays, marked
+        deleted, for the tenant's admins (ListTenantConversations).
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenantConversations(
+        self,
+        request: _llm_pb2.ListTenantConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.ListTenantConversationsResponse, _abc.Awaitable[_llm_pb2.ListTenantConversationsResponse]]:
+        """ListTenantConversations lists the conversations of one tenant for its admins: the
+        metadata of each (owner, settings, size, times), most recently active first, never
+        their messages. The router owns this metadata; the caller (the gateway) checks that
+        the asker is an admin of the tenant.
         """
 
 def add_LLMRouterServiceServicer_to_server(servicer: LLMRouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
