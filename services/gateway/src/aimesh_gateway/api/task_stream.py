@@ -32,13 +32,13 @@ from fastapi.responses import Response, StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.structs import from_struct, score
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
     grpc_status_to_http,
     request_id_of,
 )
+from aimesh_gateway.schemas.ask import Citation
 
 log = logging.getLogger("aimesh.gateway.task_stream")
 
@@ -72,17 +72,6 @@ class DoneHook(Protocol):
     def __call__(self, done: llm_pb2.StreamDone) -> None: ...
 
 
-def citation_json(citation: llm_pb2.Citation) -> dict[str, Any]:
-    return {
-        "source": citation.source,
-        "document_id": citation.document_id,
-        "chunk_id": citation.chunk_id,
-        "text": citation.text,
-        "score": score(citation.score),
-        "metadata": from_struct(citation.metadata),
-    }
-
-
 def _sse(name: str, payload: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
@@ -93,7 +82,7 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
         return _sse("delta", {"text": event.delta})
     if kind in ("sources", "citations"):
         items = (event.sources if kind == "sources" else event.citations).items
-        return _sse(kind, {kind: [citation_json(item) for item in items]})
+        return _sse(kind, {kind: [Citation.from_proto(item).model_dump() for item in items]})
     if kind == "usage":
         usage = json_format.MessageToDict(
             event.usage, preserving_proto_field_name=True, always_print_fields_with_no_presence=True

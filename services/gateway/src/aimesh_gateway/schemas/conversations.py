@@ -7,14 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aimesh_gateway.schemas.common import COLLECTION_PATTERN, ModelAlias, StrictModel
+from aimesh_common.limits import COLLECTION_NAME_PATTERN
+from aimesh_gateway.schemas.common import ModelAlias, StrictModel
 
 
 class CreateConversationRequest(StrictModel):
     model: ModelAlias = "default"
     collection: str | None = Field(
         None,
-        pattern=COLLECTION_PATTERN,
+        pattern=COLLECTION_NAME_PATTERN,
         description="Collection of your tenant that grounds the replies (optional).",
     )
     title: str = Field("", max_length=200, examples=["Onboarding questions"])
