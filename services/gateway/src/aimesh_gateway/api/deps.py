@@ -27,7 +27,6 @@ from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
-from aimesh_gateway.stores.conversations import ConversationLog
 from aimesh_gateway.stores.feedback import FeedbackStore
 from aimesh_gateway.stores.usage import UsageMeter
 
@@ -61,7 +60,6 @@ DbSessionsDep = Annotated[
     async_sessionmaker[AsyncSession], from_state(lambda state: state.db_sessions)
 ]
 UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
-ConversationLogDep = Annotated[ConversationLog, from_state(lambda state: state.conversations)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
 
