@@ -7,15 +7,18 @@ Revises: 0003
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+import importlib
 
-from aimesh_gateway.db.models import UtcDateTime
+from alembic import op
 
 revision = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
+
+# 0003 made the table; its own upgrade makes it again on the way down. Alembic loads these
+# files by path, without a package: import 0003 by its full name (it starts with a digit).
+_REVISION_0003 = importlib.import_module("aimesh_gateway.db.migrations.versions.0003_conversations")
 
 
 def upgrade() -> None:
@@ -25,19 +28,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """The table as 0003 made it, empty (the rows came from the routes' mirror writes)."""
-    op.create_table(
-        "conversations",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("tenant_id", sa.String(64), nullable=False),
-        sa.Column("subject", sa.String(200), nullable=False),
-        sa.Column("model", sa.String(200), nullable=False),
-        sa.Column("collection", sa.String(64), nullable=True),
-        sa.Column("title", sa.String(200), nullable=False),
-        sa.Column("created_at", UtcDateTime(), nullable=False),
-        sa.Column("updated_at", UtcDateTime(), nullable=False),
-        sa.Column("message_count", sa.Integer(), nullable=False),
-        sa.Column("deleted_at", UtcDateTime(), nullable=True),
-    )
-    op.create_index("ix_conversations_tenant_updated", "conversations", ["tenant_id", "updated_at"])
-    op.create_index("ix_conversations_tenant_subject", "conversations", ["tenant_id", "subject"])
+    """The table and indexes as 0003 made them, empty."""
+    _REVISION_0003.upgrade()
