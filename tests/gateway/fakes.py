@@ -322,19 +322,26 @@ class _StreamingAndConversations:
         )
 
     def _owned(self, tenant_id: str, user_id: str, conversation_id: str) -> llm_pb2.Conversation:
+        """The caller's conversation; a deleted one is gone for its owner too."""
         if self.owners.get(conversation_id) != (tenant_id, user_id):
             raise NotFound(f"conversation {conversation_id!r} does not exist")
-        return self.conversations[conversation_id]
+        conversation = self.conversations[conversation_id]
+        if conversation.deleted_at:
+            raise NotFound(f"conversation {conversation_id!r} does not exist")
+        return conversation
 
     async def CreateConversation(
         self, request: llm_pb2.CreateConversationRequest, context: Any
     ) -> llm_pb2.Conversation:
+        now = time.time()
         conversation = llm_pb2.Conversation(
             id=uuid.uuid4().hex,
             model=_alias(request.model),
             collection=request.collection,
             title=request.title,
-            created_at=time.time(),
+            created_at=now,
+            updated_at=now,
+            user_id=request.user_id,
         )
         self.conversations[conversation.id] = conversation
         self.owners[conversation.id] = (request.tenant_id, request.user_id)
@@ -346,23 +353,24 @@ class _StreamingAndConversations:
         return self._owned(request.tenant_id, request.user_id, request.conversation_id)
 
     def _summary(self, conversation: llm_pb2.Conversation) -> llm_pb2.Conversation:
-        """A conversation in a listing: its metadata, not its messages."""
-        return llm_pb2.Conversation(
-            id=conversation.id,
-            model=conversation.model,
-            collection=conversation.collection,
-            title=conversation.title,
-            created_at=conversation.created_at,
-            updated_at=conversation.created_at,
-            message_count=len(conversation.messages),
-            user_id=self.owners[conversation.id][1],
-        )
+        """A conversation in a listing: its metadata, not its messages (a deleted one keeps
+        the count it had)."""
+        summary = llm_pb2.Conversation()
+        summary.CopyFrom(conversation)
+        del summary.messages[:]
+        if not conversation.deleted_at:
+            summary.message_count = len(conversation.messages)
+        return summary
 
     async def ListConversations(
         self, request: llm_pb2.ListConversationsRequest, context: Any
     ) -> llm_pb2.ListConversationsResponse:
         owner = (request.tenant_id, request.user_id)
-        mine = [c for i, c in self.conversations.items() if self.owners.get(i) == owner]
+        mine = [
+            c
+            for i, c in self.conversations.items()
+            if self.owners.get(i) == owner and not c.deleted_at
+        ]
         mine.sort(key=lambda c: c.created_at, reverse=True)
         return llm_pb2.ListConversationsResponse(
             conversations=[self._summary(c) for c in mine[: request.limit or 50]]
@@ -371,21 +379,26 @@ class _StreamingAndConversations:
     async def ListTenantConversations(
         self, request: llm_pb2.ListTenantConversationsRequest, context: Any
     ) -> llm_pb2.ListTenantConversationsResponse:
-        """The tenant's (existing) conversations, newest first, without messages."""
+        """The tenant's conversations (the deleted ones too with include_deleted), most
+        recently active first, without messages."""
         found = [
             self._summary(c)
             for i, c in self.conversations.items()
-            if self.owners[i][0] == request.tenant_id and request.user_id in ("", self.owners[i][1])
+            if self.owners[i][0] == request.tenant_id
+            and request.user_id in ("", self.owners[i][1])
+            and (request.include_deleted or not c.deleted_at)
         ]
-        found.sort(key=lambda c: c.created_at, reverse=True)
+        found.sort(key=lambda c: (c.updated_at, c.id), reverse=True)
         return llm_pb2.ListTenantConversationsResponse(conversations=found[: request.limit or 100])
 
     async def DeleteConversation(
         self, request: llm_pb2.DeleteConversationRequest, context: Any
     ) -> llm_pb2.DeleteConversationResponse:
-        self._owned(request.tenant_id, request.user_id, request.conversation_id)
-        del self.conversations[request.conversation_id]
-        del self.owners[request.conversation_id]
+        """The messages go; the metadata stays, marked deleted, for the tenant's admins."""
+        conversation = self._owned(request.tenant_id, request.user_id, request.conversation_id)
+        conversation.message_count = len(conversation.messages)
+        del conversation.messages[:]
+        conversation.deleted_at = time.time()
         return llm_pb2.DeleteConversationResponse()
 
     async def SendMessage(
@@ -399,6 +412,7 @@ class _StreamingAndConversations:
                 llm_pb2.ChatMessage(role="assistant", content=reply),
             ]
         )
+        conversation.updated_at = time.time()
         yield llm_pb2.StreamEvent(delta=reply)
         yield llm_pb2.StreamEvent(usage=_usage(request.content, reply))
         yield llm_pb2.StreamEvent(

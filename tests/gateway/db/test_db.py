@@ -29,7 +29,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _tenant() -> str:
@@ -51,7 +51,7 @@ async def test_migrations_create_every_table_and_are_idempotent(db_engine: Async
     assert "feedback" in tables
     assert {"request_id", "provider", "prompt_version"} <= usage_columns
     assert "ix_usage_records_request_id" in usage_indexes
-    assert "conversations" in tables
+    assert "conversations" not in tables  # 0003 made it, 0004 dropped it (the router owns it)
 
 
 async def test_the_migrations_build_exactly_the_models(db_engine: AsyncEngine) -> None:
@@ -118,8 +118,27 @@ def downgrade_to(connection: Connection, revision: str) -> None:
     command.downgrade(_alembic_config(connection), revision)
 
 
-async def test_0003_adds_and_removes_the_conversations_table(database_url: str) -> None:
-    """0003 on a 0002 database: the metadata table with its indexes; down again drops it."""
+CONVERSATION_COLUMNS = {  # name: nullable, as 0003 made them
+    "id": False,
+    "tenant_id": False,
+    "subject": False,
+    "model": False,
+    "collection": True,
+    "title": False,
+    "created_at": False,
+    "updated_at": False,
+    "message_count": False,
+    "deleted_at": True,
+}
+CONVERSATION_INDEXES = {
+    "ix_conversations_tenant_updated": ["tenant_id", "updated_at"],
+    "ix_conversations_tenant_subject": ["tenant_id", "subject"],
+}
+
+
+async def test_0003_adds_and_0004_drops_the_conversations_table(database_url: str) -> None:
+    """0003 on a 0002 database: the metadata table with its indexes; 0004 drops it (the
+    router owns conversation metadata); down to 0003 makes it again, down to 0002 drops it."""
     suffix = uuid.uuid4().hex[:8]
     if database_url.startswith("postgresql"):
         name = f"aimesh_gw_0002_{suffix}"
@@ -134,12 +153,7 @@ async def test_0003_adds_and_removes_the_conversations_table(database_url: str) 
         async with engine.connect() as connection:
             return await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
 
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0002"))
-        assert "conversations" not in await tables()
-        await migrate(engine)
-        assert await current_revision(engine) == "0003"
+    async def conversations_table() -> tuple[dict[str, bool], dict[str | None, list[str | None]]]:
         async with engine.connect() as connection:
             columns = await connection.run_sync(
                 lambda sync: {
@@ -151,22 +165,23 @@ async def test_0003_adds_and_removes_the_conversations_table(database_url: str) 
                     i["name"]: i["column_names"] for i in inspect(sync).get_indexes("conversations")
                 }
             )
-        assert columns == {
-            "id": False,
-            "tenant_id": False,
-            "subject": False,
-            "model": False,
-            "collection": True,
-            "title": False,
-            "created_at": False,
-            "updated_at": False,
-            "message_count": False,
-            "deleted_at": True,
-        }
-        assert indexes == {
-            "ix_conversations_tenant_updated": ["tenant_id", "updated_at"],
-            "ix_conversations_tenant_subject": ["tenant_id", "subject"],
-        }
+        return columns, indexes
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0002"))
+        assert "conversations" not in await tables()
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0003"))
+        assert await current_revision(engine) == "0003"
+        assert await conversations_table() == (CONVERSATION_COLUMNS, CONVERSATION_INDEXES)
+        await migrate(engine)
+        assert await current_revision(engine) == HEAD
+        assert "conversations" not in await tables()
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade_to, "0003")
+        assert await current_revision(engine) == "0003"
+        assert await conversations_table() == (CONVERSATION_COLUMNS, CONVERSATION_INDEXES)
         async with engine.begin() as connection:
             await connection.run_sync(downgrade_to, "0002")
         assert await current_revision(engine) == "0002"

@@ -64,7 +64,7 @@ export interface paths {
         };
         /**
          * Conversations of the tenant (metadata, no messages)
-         * @description The conversations of the admin's tenant as the gateway recorded them, most recently
+         * @description The conversations of the admin's tenant as the router keeps them, most recently
          *     active first: owner, model, collection, title, times and size; never their messages.
          */
         get: operations["list_tenant_conversations_v1_admin_conversations_get"];
@@ -1026,7 +1026,7 @@ export interface components {
         };
         /**
          * ConversationRecordItem
-         * @description A conversation of the tenant as the gateway recorded it: metadata, never messages.
+         * @description A conversation of the tenant as the router keeps it: metadata, never messages.
          */
         ConversationRecordItem: {
             /**

@@ -23,7 +23,6 @@ from aimesh_gateway.limits.ratelimit import RateLimiter, TenantLimitSource
 from aimesh_gateway.limits.tenants import tenant_limit_loader
 from aimesh_gateway.observability.metrics import HttpMetrics, UpstreamErrors
 from aimesh_gateway.stores.cache import ResponseCache
-from aimesh_gateway.stores.conversations import ConversationLog
 from aimesh_gateway.stores.feedback import FeedbackStore
 from aimesh_gateway.stores.usage import UsageMeter
 
@@ -60,7 +59,6 @@ class GatewayState:
     cache: ResponseCache
     usage: UsageMeter
     feedback: FeedbackStore
-    conversations: ConversationLog
     backends: Backends
     embedding_info: EmbeddingInfoCache = field(default_factory=EmbeddingInfoCache)
 
@@ -110,8 +108,6 @@ async def open_state(
     usage = UsageMeter(sessions, limiter, metrics)
     stack.push_async_callback(usage.drain)
     feedback = FeedbackStore(sessions, usage)
-    conversations = ConversationLog(sessions)
-    stack.push_async_callback(conversations.drain)
     backends = Backends.connect(settings, UpstreamErrors(metrics.upstream_errors))
     stack.push_async_callback(backends.close)
     if tracer_provider is not None:
@@ -131,7 +127,6 @@ async def open_state(
         cache=cache,
         usage=usage,
         feedback=feedback,
-        conversations=conversations,
         backends=backends,
     )
 

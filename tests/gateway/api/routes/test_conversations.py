@@ -1,5 +1,6 @@
 """Conversations and streamed /v1/ask and /v1/summarize through the gateway, in front of
-the real LLM router (SQLite store) whose model is an OpenAI-protocol test server."""
+the real LLM router (SQLite store) whose model is an OpenAI-protocol test server; the
+tenant's admin listing also in front of the fake router (tests/gateway/fakes.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,10 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import delete, select
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
-from aimesh_gateway.db.models import ConversationRecord
 from aimesh_gateway.main import create_app
-from aimesh_gateway.state import state_of
 from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import bearer, settings_for, token
@@ -97,6 +96,14 @@ async def stack(
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     stack.upstream.reset()
     transport = httpx.ASGITransport(app=stack.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http
+
+
+@pytest.fixture
+async def client_of_fakes(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway in front of the fake mesh (tests/gateway/conftest.py)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
 
@@ -292,18 +299,12 @@ async def test_streamed_summarize_and_errors(client: httpx.AsyncClient, stack: S
     assert events[-1][1]["status"] == 503
 
 
-async def recorded(stack: Stack, conversation_id: str) -> ConversationRecord | None:
-    await state_of(stack.app).conversations.drain()
-    async with state_of(stack.app).db_sessions() as session:
-        row: ConversationRecord | None = await session.get(ConversationRecord, conversation_id)
-        return row
-
-
 async def test_conversations_leave_metadata_for_the_tenants_admins(
     client: httpx.AsyncClient, stack: Stack
 ) -> None:
     """Create, message and delete through the gateway: the admins of the tenant see each
-    conversation's owner, settings, size and activity, never another tenant's."""
+    conversation's owner, settings, size and activity as the router keeps them, never
+    another tenant's."""
     tenant = f"conv-{uuid.uuid4().hex[:8]}"
     ann, bob = as_user("ann", tenant), as_user("bob", tenant)
     stack.retrieval.put(tenant, "kb", [("d1", "Cats purr.")])
@@ -317,17 +318,18 @@ async def test_conversations_leave_metadata_for_the_tenants_admins(
     elsewhere = (
         await client.post("/v1/conversations", json={"title": "Other"}, headers=as_user("ann"))
     ).json()
-    row = await recorded(stack, pets["id"])
-    assert row is not None
-    assert (row.tenant_id, row.subject, row.model, row.collection, row.title) == (
-        tenant,
+    started = (await client.get(ADMIN_LIST, headers=as_admin(tenant))).json()["data"]
+    first = next(c for c in started if c["id"] == pets["id"])
+    assert (first["subject"], first["model"], first["collection"], first["title"]) == (
         "ann",
         "default",
         "kb",
         "Pets",
     )
-    assert (row.message_count, row.deleted_at) == (0, None)
-    assert row.created_at.timestamp() == pytest.approx(pets["created_at"], abs=1e-3)
+    assert (first["message_count"], first["deleted_at"]) == (0, None)
+    created_at = datetime.fromisoformat(first["created_at"])
+    assert created_at.tzinfo is not None
+    assert created_at.timestamp() == pytest.approx(pets["created_at"], abs=1e-3)
 
     stack.upstream.enqueue(Reply(content="They purr [1]."))
     sent = await client.post(
@@ -347,16 +349,13 @@ async def test_conversations_leave_metadata_for_the_tenants_admins(
     assert refused.status_code == 404
     assert (await client.delete(f"/v1/conversations/{plans['id']}", headers=ann)).status_code == 404
 
-    row = await recorded(stack, pets["id"])
-    assert row is not None
-    assert row.message_count == 2
-    assert row.updated_at > row.created_at
-    columns = [getattr(row, c.key) for c in ConversationRecord.__table__.columns]
-    assert not any("purr" in str(value) for value in columns)  # no message text
-
     listed = await client.get(ADMIN_LIST, headers=as_admin(tenant))
     assert listed.status_code == 200, listed.text
+    assert "purr" not in listed.text  # no message text
     items = listed.json()["data"]
+    assert datetime.fromisoformat(items[0]["updated_at"]) > datetime.fromisoformat(
+        items[0]["created_at"]
+    )
     assert [(c["id"], c["subject"], c["message_count"]) for c in items] == [
         (pets["id"], "ann", 2),  # the most recent activity first
         (plans["id"], "bob", 0),
@@ -410,44 +409,42 @@ async def test_bad_listing_queries_are_422(
     assert response.status_code == 422
 
 
-async def test_a_conversation_older_than_the_record_is_filled_in(
-    client: httpx.AsyncClient, stack: Stack
+async def test_the_admin_listing_maps_the_fake_routers_metadata(
+    client_of_fakes: httpx.AsyncClient,
 ) -> None:
-    """A conversation the gateway never recorded (started before it did): its first turn
-    records what is known, reading it fills in the rest."""
+    """The same listing in front of the fake router: a deleted conversation stays listed
+    with include_deleted, its deletion time and the count it had."""
     tenant = f"conv-{uuid.uuid4().hex[:8]}"
-    ann = as_user("ann", tenant)
-    created = (await client.post("/v1/conversations", json={"title": "Old"}, headers=ann)).json()
-    await state_of(stack.app).conversations.drain()
-    async with state_of(stack.app).db_sessions.begin() as session:
-        await session.execute(
-            delete(ConversationRecord).where(ConversationRecord.tenant_id == tenant)
+    ann, admin = as_user("ann", tenant), as_admin(tenant)
+    kept = (await client_of_fakes.post("/v1/conversations", json={}, headers=ann)).json()
+    gone = (
+        await client_of_fakes.post(
+            "/v1/conversations", json={"title": "Gone", "collection": "kb"}, headers=ann
         )
-
-    stack.upstream.enqueue(Reply(content="Hi"))
-    sent = await client.post(
-        f"/v1/conversations/{created['id']}/messages", json={"content": "Hello"}, headers=ann
+    ).json()
+    sent = await client_of_fakes.post(
+        f"/v1/conversations/{gone['id']}/messages", json={"content": "hi"}, headers=ann
     )
     assert sent.status_code == 200, sent.text
-    row = await recorded(stack, created["id"])
-    assert row is not None
-    assert (row.subject, row.title, row.message_count) == ("ann", "", 2)
+    deleted = await client_of_fakes.delete(f"/v1/conversations/{gone['id']}", headers=ann)
+    assert deleted.status_code == 204
 
-    read = await client.get(f"/v1/conversations/{created['id']}", headers=ann)
-    assert read.status_code == 200, read.text
-    row = await recorded(stack, created["id"])
-    assert row is not None
-    assert (row.title, row.model, row.message_count) == ("Old", "default", 2)
-    assert row.created_at.timestamp() == pytest.approx(created["created_at"], abs=1e-3)
-    async with state_of(stack.app).db_sessions() as session:
-        count = len(
-            (
-                await session.scalars(
-                    select(ConversationRecord).where(ConversationRecord.tenant_id == tenant)
-                )
-            ).all()
-        )
-    assert count == 1
+    listed = (await client_of_fakes.get(ADMIN_LIST, headers=admin)).json()["data"]
+    assert [(c["id"], c["subject"], c["collection"], c["deleted_at"]) for c in listed] == [
+        (kept["id"], "ann", None, None)
+    ]
+    everything = await client_of_fakes.get(
+        ADMIN_LIST, params={"include_deleted": "true"}, headers=admin
+    )
+    by_id = {c["id"]: c for c in everything.json()["data"]}
+    assert set(by_id) == {kept["id"], gone["id"]}
+    assert (by_id[gone["id"]]["collection"], by_id[gone["id"]]["message_count"]) == ("kb", 2)
+    deleted_at = datetime.fromisoformat(by_id[gone["id"]]["deleted_at"])
+    assert deleted_at >= datetime.fromisoformat(by_id[gone["id"]]["created_at"])
+    nobody = await client_of_fakes.get(
+        ADMIN_LIST, params={"subject": "bob", "include_deleted": "true"}, headers=admin
+    )
+    assert nobody.json()["data"] == []
 
 
 @pytest.mark.slow

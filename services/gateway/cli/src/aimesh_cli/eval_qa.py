@@ -123,6 +123,7 @@ def citation_precision(
     return good / total
 
 
+# Its own copy of aimesh_common.stats.percentile: a client without the server kit (grpcio).
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least q % of the values at or
     below it (p50 of 1, 2, 3, 4 is 2; p95 of 20 values is the 19th smallest)."""

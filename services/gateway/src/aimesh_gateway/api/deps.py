@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
+from aimesh_common.limits import COLLECTION_NAME_PATTERN, COLLECTION_NAME_RULE
 from aimesh_gateway.auth.keys import KeyStore
 from aimesh_gateway.auth.security import AuthenticationError, Principal, Role
 from aimesh_gateway.auth.users import UserStore
@@ -24,10 +25,8 @@ from aimesh_gateway.core.errors import request_id_of
 from aimesh_gateway.limits.ratelimit import TenantLimitSource
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.tracing import trace_metadata
-from aimesh_gateway.schemas.common import COLLECTION_PATTERN
 from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
-from aimesh_gateway.stores.conversations import ConversationLog
 from aimesh_gateway.stores.feedback import FeedbackStore
 from aimesh_gateway.stores.usage import UsageMeter
 
@@ -61,7 +60,6 @@ DbSessionsDep = Annotated[
     async_sessionmaker[AsyncSession], from_state(lambda state: state.db_sessions)
 ]
 UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
-ConversationLogDep = Annotated[ConversationLog, from_state(lambda state: state.conversations)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
 
@@ -334,9 +332,8 @@ CacheDep = Annotated[CacheContext, Depends(get_cache)]
 CollectionPath = Annotated[
     str,
     Path(
-        pattern=COLLECTION_PATTERN,
-        description="Collection name: 1-64 characters of [A-Za-z0-9_-], starting with a "
-        "letter or digit.",
+        pattern=COLLECTION_NAME_PATTERN,
+        description=f"Collection name: {COLLECTION_NAME_RULE}.",
         examples=["docs"],
     ),
 ]

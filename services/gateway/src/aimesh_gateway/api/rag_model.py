@@ -8,7 +8,6 @@ sources, so a client that only reads ``message.content`` still sees the citation
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_common.limits import valid_collection_name
 from aimesh_gateway.api.deps import Upstream, UsageContext
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.schemas.chat import (
@@ -26,7 +26,6 @@ from aimesh_gateway.schemas.chat import (
     ChatMessageOut,
     ChatUsage,
 )
-from aimesh_gateway.schemas.common import COLLECTION_PATTERN
 
 RAG_PREFIX = "rag:"
 _SNIPPET_CHARS = 160
@@ -38,7 +37,7 @@ def is_rag_model(model: str) -> bool:
 
 def _collection(model: str) -> str:
     collection = model[len(RAG_PREFIX) :]
-    if not re.match(COLLECTION_PATTERN, collection):
+    if not valid_collection_name(collection):
         raise HTTPException(422, f"model {model!r}: rag:<collection> needs a valid collection name")
     return collection
 
@@ -62,11 +61,10 @@ async def rag_completion(
     usage_meter: UsageContext,
 ) -> ChatCompletion | StreamingResponse:
     collection = _collection(body.model)
+    # No user text leaves the question empty: the router, which owns that rule, answers 400.
     question = next(
         (m.text() for m in reversed(body.messages) if m.role == "user" and m.text().strip()), ""
     )
-    if not question:
-        raise HTTPException(422, "rag:<collection> needs a non-empty user message")
     reply = await upstream.llm_router.Answer(
         llm_pb2.AnswerRequest(
             question=question, collection=collection, tenant_id=principal.tenant_id

@@ -32,13 +32,13 @@ from fastapi.responses import Response, StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.structs import from_struct, score
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
     grpc_status_to_http,
     request_id_of,
 )
+from aimesh_gateway.schemas.ask import Citation
 
 log = logging.getLogger("aimesh.gateway.task_stream")
 
@@ -66,23 +66,6 @@ class UsageRecorder(Protocol):
     ) -> None: ...
 
 
-class DoneHook(Protocol):
-    """Told that the stream reached its ``done`` event (the task completed)."""
-
-    def __call__(self, done: llm_pb2.StreamDone) -> None: ...
-
-
-def citation_json(citation: llm_pb2.Citation) -> dict[str, Any]:
-    return {
-        "source": citation.source,
-        "document_id": citation.document_id,
-        "chunk_id": citation.chunk_id,
-        "text": citation.text,
-        "score": score(citation.score),
-        "metadata": from_struct(citation.metadata),
-    }
-
-
 def _sse(name: str, payload: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
@@ -93,7 +76,7 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
         return _sse("delta", {"text": event.delta})
     if kind in ("sources", "citations"):
         items = (event.sources if kind == "sources" else event.citations).items
-        return _sse(kind, {kind: [citation_json(item) for item in items]})
+        return _sse(kind, {kind: [Citation.from_proto(item).model_dump() for item in items]})
     if kind == "usage":
         usage = json_format.MessageToDict(
             event.usage, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -140,14 +123,11 @@ async def event_stream(
     call: EventCall,
     record_usage: UsageRecorder | None = None,
     request: Request | None = None,
-    *,
-    on_done: DoneHook | None = None,
 ) -> StreamingResponse | Response:
     """The SSE response relaying ``call``; raises its error if it fails before any event.
 
     With ``request``, a client that disconnects while the first event is awaited cancels
-    the call (and so the upstream model call) at once. ``on_done`` is called when the
-    ``done`` event arrives (with or without a usage event before it).
+    the call (and so the upstream model call) at once.
     """
     events = call.__aiter__()
     try:
@@ -156,7 +136,7 @@ async def event_stream(
         return Response(status_code=499)
     request_id = (request_id_of(request) if request is not None else None) or ""
     return StreamingResponse(
-        _relay(call, events, first, record_usage, request_id, on_done),
+        _relay(call, events, first, record_usage, request_id),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -168,7 +148,6 @@ async def _relay(
     first: llm_pb2.StreamEvent | None,
     record_usage: UsageRecorder | None,
     request_id: str,
-    on_done: DoneHook | None = None,
 ) -> AsyncIterator[str]:
     event = first
     usage: llm_pb2.Usage | None = None
@@ -176,8 +155,6 @@ async def _relay(
         while event is not None:
             if event.HasField("usage"):
                 usage = event.usage
-            if event.HasField("done") and on_done is not None:
-                on_done(event.done)
             if event.HasField("done") and usage is not None and record_usage is not None:
                 await record_usage(
                     event.done.model,

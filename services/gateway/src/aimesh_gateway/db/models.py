@@ -149,34 +149,3 @@ class Feedback(Base):
     provider: Mapped[str] = mapped_column(String(64), default="")
     prompt_version: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-
-
-class ConversationRecord(Base):
-    """Metadata of a conversation kept by the LLM router, for the tenant's admins: owner,
-    settings, size and last activity. Never its messages (the router keeps those).
-
-    Written by the gateway's conversation routes off the request path: created on start,
-    ``updated_at``/``message_count`` moved by each completed turn, ``deleted_at`` set on
-    delete (the row stays for accounting). A conversation first seen by a turn (started
-    before this table existed) gets a row then; reading it (GET) fills in its settings.
-    """
-
-    __tablename__ = "conversations"
-    __table_args__ = (
-        Index("ix_conversations_tenant_updated", "tenant_id", "updated_at"),
-        Index("ix_conversations_tenant_subject", "tenant_id", "subject"),
-    )
-
-    # The router's conversation id.
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
-    # The owner (the principal's subject; the router's user id).
-    subject: Mapped[str] = mapped_column(String(200))
-    model: Mapped[str] = mapped_column(String(200), default="")
-    collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    # Last activity: the creation, then the end of the newest completed turn.
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    message_count: Mapped[int] = mapped_column(Integer, default=0)
-    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -6,19 +6,25 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from aimesh.llm.v1 import llm_pb2
+from aimesh_common.limits import DEFAULT_TOP_K, MAX_ASK_TOP_K, MAX_QUERY_CHARS
+from aimesh_common.structs import from_struct
 from aimesh_gateway.schemas.common import (
     CollectionName,
     MetadataFilter,
     ModelAlias,
     StrictModel,
     Usage,
+    score,
 )
 
 
 class AskRequest(StrictModel):
-    question: str = Field(min_length=1, max_length=8192, examples=["What is aimesh?"])
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["What is aimesh?"])
     collection: CollectionName
-    top_k: int = Field(5, ge=1, le=50, description="Chunks to retrieve as sources.")
+    top_k: int = Field(
+        DEFAULT_TOP_K, ge=1, le=MAX_ASK_TOP_K, description="Chunks to retrieve as sources."
+    )
     model: ModelAlias = "default"
     filter: MetadataFilter = None
     stream: bool = Field(False, description="Stream typed server-sent events.")
@@ -31,6 +37,17 @@ class Citation(BaseModel):
     text: str = Field(examples=["aimesh is an open AI backend."])
     score: float = Field(examples=[0.83])
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, citation: llm_pb2.Citation) -> Citation:
+        return cls(
+            source=citation.source,
+            document_id=citation.document_id,
+            chunk_id=citation.chunk_id,
+            text=citation.text,
+            score=score(citation.score),
+            metadata=from_struct(citation.metadata),
+        )
 
 
 class AskResponse(BaseModel):

@@ -7,14 +7,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aimesh.llm.v1 import llm_pb2
-
-COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+from aimesh_common.limits import COLLECTION_NAME_PATTERN, COLLECTION_NAME_RULE
 
 CollectionName = Annotated[
     str,
     Field(
-        pattern=COLLECTION_PATTERN,
-        description="1-64 characters of [A-Za-z0-9_-], starting with a letter or digit.",
+        pattern=COLLECTION_NAME_PATTERN,
+        description=f"{COLLECTION_NAME_RULE}.",
         examples=["docs"],
     ),
 ]
@@ -35,6 +34,11 @@ MetadataFilter = Annotated[
         examples=[{"lang": "en"}, {"$and": [{"year": {"$gte": 2020}}, {"tag": {"$in": ["a"]}}]}],
     ),
 ]
+
+
+def score(value: float) -> float:
+    """A float32 score from the wire, without the float32 noise (0.83, not 0.8299999833)."""
+    return round(value, 6)
 
 
 class StrictModel(BaseModel):

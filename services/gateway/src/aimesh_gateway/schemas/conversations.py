@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from aimesh_gateway.schemas.common import COLLECTION_PATTERN, ModelAlias, StrictModel
+from aimesh.llm.v1 import llm_pb2
+from aimesh_common.limits import COLLECTION_NAME_PATTERN
+from aimesh_gateway.schemas.common import ModelAlias, StrictModel
 
 
 class CreateConversationRequest(StrictModel):
     model: ModelAlias = "default"
     collection: str | None = Field(
         None,
-        pattern=COLLECTION_PATTERN,
+        pattern=COLLECTION_NAME_PATTERN,
         description="Collection of your tenant that grounds the replies (optional).",
     )
     title: str = Field("", max_length=200, examples=["Onboarding questions"])
@@ -56,9 +58,7 @@ class SendMessageRequest(StrictModel):
 
 
 class ConversationRecordItem(BaseModel):
-    """A conversation of the tenant as the gateway recorded it: metadata, never messages."""
-
-    model_config = ConfigDict(from_attributes=True)  # read from the database row
+    """A conversation of the tenant as the router keeps it: metadata, never messages."""
 
     id: str = Field(examples=["5f0c3e9a2b6d4f1e8a7c9d0b1e2f3a4b"])
     subject: str = Field(
@@ -73,6 +73,24 @@ class ConversationRecordItem(BaseModel):
     updated_at: datetime = Field(description="Last activity: the creation or the last turn.")
     message_count: int = Field(description="Messages so far (user and assistant).")
     deleted_at: datetime | None = Field(description="When its owner deleted it, if so.")
+
+    @classmethod
+    def from_proto(cls, conversation: llm_pb2.Conversation) -> ConversationRecordItem:
+        return cls(
+            id=conversation.id,
+            subject=conversation.user_id,
+            model=conversation.model,
+            collection=conversation.collection or None,
+            title=conversation.title,
+            created_at=_utc(conversation.created_at),
+            updated_at=_utc(conversation.updated_at),
+            message_count=conversation.message_count,
+            deleted_at=_utc(conversation.deleted_at) if conversation.deleted_at else None,
+        )
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class ConversationRecordList(BaseModel):

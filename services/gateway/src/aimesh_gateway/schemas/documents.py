@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aimesh_common.limits import MAX_DOCUMENT_ID_CHARS
 from aimesh_gateway.schemas.common import StrictModel
 
 MAX_DOCUMENTS_PER_REQUEST = 1000
@@ -16,7 +17,7 @@ class DocumentIn(StrictModel):
 
     id: str = Field(
         min_length=1,
-        max_length=256,
+        max_length=MAX_DOCUMENT_ID_CHARS,
         description="Caller-chosen id, unique within the collection. Reusing one replaces it.",
         examples=["handbook-ch1"],
     )

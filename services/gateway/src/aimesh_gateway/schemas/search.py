@@ -6,14 +6,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from aimesh_common.limits import DEFAULT_TOP_K, MAX_QUERY_CHARS, MAX_SEARCH_TOP_K
 from aimesh_gateway.schemas.common import MetadataFilter, StrictModel
 
 
 class SearchRequest(StrictModel):
     query: str = Field(
-        min_length=1, max_length=8192, description="Query text.", examples=["What is aimesh?"]
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description="Query text.",
+        examples=["What is aimesh?"],
     )
-    top_k: int = Field(5, ge=1, le=100, description="Number of chunks to return.")
+    top_k: int = Field(
+        DEFAULT_TOP_K, ge=1, le=MAX_SEARCH_TOP_K, description="Number of chunks to return."
+    )
     filter: MetadataFilter = None
     mode: Literal["dense", "bm25", "hybrid"] = Field(
         "dense",

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
-from aimesh_gateway.api.structs import from_struct, score, to_struct
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
@@ -62,17 +62,7 @@ async def ask(
     )
     return AskResponse(
         answer=reply.answer,
-        citations=[
-            Citation(
-                source=citation.source,
-                document_id=citation.document_id,
-                chunk_id=citation.chunk_id,
-                text=citation.text,
-                score=score(citation.score),
-                metadata=from_struct(citation.metadata),
-            )
-            for citation in reply.citations
-        ],
+        citations=[Citation.from_proto(citation) for citation in reply.citations],
         model=reply.model,
         usage=Usage.from_proto(reply.usage),
         provider=reply.provider,

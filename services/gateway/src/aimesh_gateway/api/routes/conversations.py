@@ -3,9 +3,9 @@
 The router keeps them (Redis or SQLite); a conversation of another user or tenant answers
 404 like a missing one. Replies are always streamed as typed server-sent events.
 
-The gateway records each conversation's metadata (owner, settings, size, last activity;
-never the messages) in its own database, off the request path, for the tenant's admins:
-GET /v1/admin/conversations.
+The router also owns their metadata (owner, settings, size, last activity, deletion) and
+lists it for the tenant's admins: GET /v1/admin/conversations asks its
+ListTenantConversations.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     AdminPrincipal,
-    ConversationLogDep,
     UpstreamDep,
     UsageDep,
     UserPrincipal,
@@ -36,10 +35,9 @@ from aimesh_gateway.schemas.conversations import (
     SendMessageRequest,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
-from aimesh_gateway.stores.conversations import ConversationInfo
 
 router = APIRouter(prefix=API_PREFIX, tags=["conversations"])
-# The tenant's admins read the recorded metadata (registered in api/main.py).
+# The tenant's admins read the router's metadata (registered in api/main.py).
 admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 
 
@@ -67,7 +65,6 @@ async def create_conversation(
     body: CreateConversationRequest,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-    conversations: ConversationLogDep,
 ) -> Conversation:
     reply = await upstream.llm_router.CreateConversation(
         llm_pb2.CreateConversationRequest(
@@ -80,7 +77,6 @@ async def create_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
-    conversations.started(principal, ConversationInfo.from_router(reply))
     return _conversation(reply)
 
 
@@ -123,7 +119,6 @@ async def delete_conversation(
     conversation_id: str,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-    conversations: ConversationLogDep,
 ) -> Response:
     await upstream.llm_router.DeleteConversation(
         llm_pb2.DeleteConversationRequest(
@@ -134,7 +129,6 @@ async def delete_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
-    conversations.deleted(principal, conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -147,7 +141,6 @@ async def get_conversation(
     conversation_id: str,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-    conversations: ConversationLogDep,
 ) -> Conversation:
     reply = await upstream.llm_router.GetConversation(
         llm_pb2.GetConversationRequest(
@@ -158,8 +151,6 @@ async def get_conversation(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
-    # Fills in what the recorded metadata lacks (a conversation older than the record).
-    conversations.seen(principal, ConversationInfo.from_router(reply))
     return _conversation(reply)
 
 
@@ -180,7 +171,6 @@ async def send_message(
     principal: UserPrincipal,
     upstream: UpstreamDep,
     usage_meter: UsageDep,
-    conversations: ConversationLogDep,
     http_request: Request,
 ) -> StreamingResponse | Response:
     request = llm_pb2.SendMessageRequest(
@@ -195,13 +185,7 @@ async def send_message(
     stream = upstream.llm_router.SendMessage(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
-    return await event_stream(
-        stream,
-        usage_meter.record,
-        http_request,
-        # The router stores the turn before it reports done: count it then.
-        on_done=lambda done: conversations.turn(principal, conversation_id, done.model),
-    )
+    return await event_stream(stream, usage_meter.record, http_request)
 
 
 @admin_router.get(
@@ -211,7 +195,7 @@ async def send_message(
 )
 async def list_tenant_conversations(
     principal: AdminPrincipal,
-    conversations: ConversationLogDep,
+    upstream: UpstreamDep,
     subject: Annotated[
         str | None,
         Query(
@@ -226,10 +210,18 @@ async def list_tenant_conversations(
         bool, Query(description="Also the conversations their owners deleted.")
     ] = False,
 ) -> ConversationRecordList:
-    """The conversations of the admin's tenant as the gateway recorded them, most recently
+    """The conversations of the admin's tenant as the router keeps them, most recently
     active first: owner, model, collection, title, times and size; never their messages."""
-    await conversations.drain()  # written off the request path: include the pending ones
-    rows = await conversations.recent(
-        principal.tenant_id, subject=subject, include_deleted=include_deleted, limit=limit
+    reply = await upstream.llm_router.ListTenantConversations(
+        llm_pb2.ListTenantConversationsRequest(
+            tenant_id=principal.tenant_id,
+            user_id=subject or "",
+            include_deleted=include_deleted,
+            limit=limit,
+        ),
+        timeout=upstream.timeout,
+        metadata=upstream.metadata,
     )
-    return ConversationRecordList(data=[ConversationRecordItem.model_validate(row) for row in rows])
+    return ConversationRecordList(
+        data=[ConversationRecordItem.from_proto(item) for item in reply.conversations]
+    )

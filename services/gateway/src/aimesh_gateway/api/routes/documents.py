@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_common.limits import DEFAULT_LIST_LIMIT, MAX_DOCUMENT_ID_CHARS, MAX_LIST_LIMIT
+from aimesh_common.structs import from_struct, to_struct
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     CollectionPath,
@@ -14,7 +16,6 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
-from aimesh_gateway.api.structs import from_struct, to_struct
 from aimesh_gateway.schemas.documents import (
     DeleteDocumentResponse,
     DocumentInfo,
@@ -65,7 +66,9 @@ async def list_documents(
     collection: CollectionPath,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Most documents to return.")] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIST_LIMIT, description="Most documents to return.")
+    ] = DEFAULT_LIST_LIMIT,
 ) -> DocumentList:
     reply = await upstream.retrieval.ListDocuments(
         retrieval_pb2.ListDocumentsRequest(
@@ -89,7 +92,7 @@ async def list_documents(
 )
 async def delete_document(
     collection: CollectionPath,
-    document_id: Annotated[str, Path(min_length=1, max_length=256)],
+    document_id: Annotated[str, Path(min_length=1, max_length=MAX_DOCUMENT_ID_CHARS)],
     principal: EditorPrincipal,
     upstream: UpstreamDep,
 ) -> DeleteDocumentResponse:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, status
 
 from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     CollectionPath,
@@ -17,7 +18,6 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
-from aimesh_gateway.api.structs import to_struct
 from aimesh_gateway.parsing import FileRejected, ParsedDocument, parse_file
 from aimesh_gateway.schemas.jobs import JobProgress, JobStatus, UploadAccepted, UploadedDocument
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_common.structs import from_struct, to_struct
 from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
-from aimesh_gateway.api.structs import from_struct, score, to_struct
+from aimesh_gateway.schemas.common import score
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
 
