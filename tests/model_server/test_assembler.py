@@ -57,7 +57,35 @@ def test_the_earliest_of_several_stops_wins() -> None:
     assert assembler.stopped
 
 
+BYTES = {1: b"caf", 2: b"\xc3", 3: b"\xa9", 4: b"!"}
+
+
+def _decode_bytes(ids: Sequence[int]) -> str:
+    return b"".join(BYTES[i] for i in ids).decode("utf-8", errors="replace")
+
+
 def test_an_unfinished_character_waits_for_its_bytes() -> None:
-    outputs = {(1,): "caf", (1, 2): "caf\ufffd", (1, 2, 3): "café"}
-    assembler = TextAssembler(lambda ids: outputs[tuple(ids)], [])
-    assert [assembler.push(1), assembler.push(2), assembler.push(3)] == ["caf", "", "é"]
+    assembler = TextAssembler(_decode_bytes, [])
+    pushed = [assembler.push(1), assembler.push(2), assembler.push(3), assembler.push(4)]
+    assert pushed == ["caf", "", "é", "!"]
+
+
+def test_an_unfinished_character_at_the_end_is_flushed_as_it_is() -> None:
+    assembler = TextAssembler(_decode_bytes, [])
+    assert [assembler.push(1), assembler.push(2)] == ["caf", ""]
+    assert assembler.flush() == "\ufffd"
+
+
+def test_each_token_decodes_a_short_window() -> None:
+    """A long reply is not decoded whole for every token (linear, not quadratic)."""
+    longest = 0
+
+    def decode(ids: Sequence[int]) -> str:
+        nonlocal longest
+        longest = max(longest, len(ids))
+        return _decode(ids)
+
+    assembler = TextAssembler(decode, ["never"])
+    text = "".join(assembler.push(1 + i % 5) for i in range(2000)) + assembler.flush()
+    assert text == "".join(PIECES[1 + i % 5] for i in range(2000))
+    assert longest <= 3

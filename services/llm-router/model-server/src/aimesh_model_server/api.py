@@ -69,6 +69,8 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # vLLM's extension: the reply is not ended before this many tokens (benchmarks, tests).
+    min_tokens: int = Field(0, ge=0)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
@@ -99,41 +101,62 @@ def _error(status: int, message: str, code: str, param: str | None = None) -> JS
 
 class TextAssembler:
     """Turns token ids into text deltas, holding back what might start a stop string or an
-    unfinished character, and cutting the text where the first stop string begins."""
+    unfinished character, and cutting the text where the first stop string begins.
+
+    Decoding is incremental (as vLLM does it): each new token decodes only a short window,
+    the tokens since the last emitted text plus those just before them as context, so a
+    long reply costs linear time, not a decode of the whole reply per token.
+    """
 
     def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str]) -> None:
         self._decode = decode
         self._stops = list(stops)
+        self._longest_stop = max((len(stop) for stop in self._stops), default=0)
         self._ids: list[int] = []
-        self._emitted = 0
+        self._prefix = 0  # the window's context starts here
+        self._read = 0  # the tokens from here on are not yet text
+        self._text = ""  # the reply's text so far
+        self._emitted = 0  # characters of _text handed out
         self.stopped = False
 
     def push(self, token: int) -> str:
         self._ids.append(token)
-        text = self._decode(self._ids)
-        if text.endswith("\ufffd"):
-            return ""  # an incomplete UTF-8 character: wait for its next byte
-        horizon = max(0, self._emitted - max((len(s) for s in self._stops), default=0))
-        cut = min((i for s in self._stops if (i := text.find(s, horizon)) >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            return self._take(text, cut)
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:size]):
-                    hold = max(hold, size)
-                    break
-        return self._take(text, len(text) - hold)
+        if not self._advance(final=False):
+            return ""
+        return self._release()
 
     def flush(self) -> str:
         if self.stopped:
             return ""
-        return self._take(self._decode(self._ids), None)
+        self._advance(final=True)
+        return self._take(len(self._text))
 
-    def _take(self, text: str, end: int | None) -> str:
-        end = len(text) if end is None else end
-        delta = text[self._emitted : end] if end > self._emitted else ""
+    def _advance(self, *, final: bool) -> bool:
+        """Append the new tokens' text; False while they end inside a character."""
+        context = self._decode(self._ids[self._prefix : self._read])
+        text = self._decode(self._ids[self._prefix :])
+        if len(text) <= len(context) or (text.endswith("\ufffd") and not final):
+            return False
+        self._text += text[len(context) :]
+        self._prefix, self._read = self._read, len(self._ids)
+        return True
+
+    def _release(self) -> str:
+        horizon = max(0, self._emitted - self._longest_stop)
+        found = [i for stop in self._stops if (i := self._text.find(stop, horizon)) >= 0]
+        if found:
+            self.stopped = True
+            return self._take(min(found))
+        hold = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(self._text)), 0, -1):
+                if self._text.endswith(stop[:size]):
+                    hold = max(hold, size)
+                    break
+        return self._take(len(self._text) - hold)
+
+    def _take(self, end: int) -> str:
+        delta = self._text[self._emitted : end] if end > self._emitted else ""
         self._emitted = max(self._emitted, end)
         return delta
 
@@ -206,6 +229,7 @@ def create_app(engine: Engine, *, model_name: str, settings: Any) -> FastAPI:
         wanted = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
         sampling = Sampling(
             max_tokens=min(wanted, room),
+            min_tokens=min(body.min_tokens, wanted, room),
             temperature=body.temperature or 0.0,
             top_p=body.top_p or 1.0,
             repetition_penalty=settings.repetition_penalty,

@@ -46,6 +46,7 @@ class Sampling:
     """How one request's tokens are chosen."""
 
     max_tokens: int
+    min_tokens: int = 0  # the end of the turn is not chosen before this many tokens
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     repetition_penalty: float = 1.0
@@ -303,6 +304,8 @@ class OrtGenaiEngine(Engine):
         request = self._engine.create_request()
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(job.sampling.max_tokens)
+        if job.sampling.min_tokens:
+            options.set_min_generated_tokens(job.sampling.min_tokens)
         options.set_repetition_penalty(job.sampling.repetition_penalty)
         if job.sampling.no_repeat_ngram_size:
             options.set_no_repeat_ngram_size(job.sampling.no_repeat_ngram_size)
@@ -444,6 +447,8 @@ class TransformersEngine(Engine):
                 scores = processors(
                     torch.tensor([state["ids"]], device=self._device), output.logits[:, -1, :]
                 )
+                if state["made"] < sampling.min_tokens:
+                    scores[:, list(self._eos)] = -float("inf")
                 if sampling.greedy:
                     token = int(scores.argmax(dim=-1)[0])
                 else:
