@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aimesh_common.relevance import METRICS, documents_in_order, evaluate
+from aimesh_cli.eval import METRICS, documents_in_order, evaluate
+from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval import fusion
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.embedder import EmbeddingClient
 from aimesh_retrieval.store import CollectionRef, MilvusStore, SearchOptions
 from scripts.bench.doc import write_section
 from scripts.eval_sets import beir
@@ -153,7 +153,7 @@ async def measure(folders: Sequence[Path], data: Path) -> dict[str, dict[str, An
         milvus_timeout_seconds=120,
     )
     store = MilvusStore.open(settings)
-    embedder = EmbeddingClient(
+    embedder = EmbeddingClient.connect(
         settings.embedding_service_addr,
         batch_size=settings.embed_batch_size,
         concurrency=settings.embed_concurrency,
