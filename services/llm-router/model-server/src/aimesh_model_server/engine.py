@@ -77,7 +77,9 @@ class _Job:
     turn: int = 0
 
     def emit(self, item: int | Finished | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        # A request whose event loop has closed (the server stopped) has nobody to tell.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
 
 class Engine(ABC):
