@@ -94,7 +94,10 @@ async def test_eval_on_the_shipped_dataset(
     for mode in ("dense", "bm25", "hybrid"):
         assert 0.0 <= metrics[mode]["ndcg@10"] <= 1.0
         assert metrics[mode]["recall@1"] <= metrics[mode]["recall@5"] <= metrics[mode]["recall@10"]
-    # The service's default hybrid fusion does not fall below the better single mode.
-    best = max(metrics["dense"]["ndcg@10"], metrics["bm25"]["ndcg@10"])
-    assert metrics["hybrid"]["ndcg@10"] >= best - 1e-9, metrics
-    assert metrics["hybrid"]["mrr@10"] >= max(m["mrr@10"] for m in metrics.values()) - 1e-9
+    # The service's default hybrid fusion keeps up with the better single mode: recall@5
+    # within 0.01 (issue 16's target). Adaptive fusion, the default chosen by its worst case
+    # over five sets, gives up one first place on this 30-query set (0.017 MRR@10 below
+    # dense, as make bench-quality measured offline), hence 0.02 for the rank-aware metrics.
+    for metric, tolerance in (("recall@5", 0.01), ("ndcg@10", 0.02), ("mrr@10", 0.02)):
+        best = max(metrics["dense"][metric], metrics["bm25"][metric])
+        assert metrics["hybrid"][metric] >= best - tolerance, (metric, metrics)

@@ -228,12 +228,17 @@ async def test_bm25_and_hybrid(retrieval: Retrieval) -> None:
     assert all(hit.score > 0 for hit in bm25)
     assert [h.score for h in bm25] == sorted((h.score for h in bm25), reverse=True)
 
-    for fusion in (pb.FUSION_RRF, pb.FUSION_WEIGHTED):
+    fusions = (pb.FUSION_UNSPECIFIED, pb.FUSION_ADAPTIVE, pb.FUSION_RRF, pb.FUSION_WEIGHTED)
+    for fusion in fusions:
         hybrid = await search(retrieval, name, query, pb.SEARCH_MODE_HYBRID, fusion=fusion)
         ids = [hit.document_id for hit in hybrid]
         # Every document appears once (dense finds all), the rare token pulls "part" up.
         assert sorted(ids) == sorted(doc[0] for doc in DOCS)
         assert ids.index("part") <= 1
+        if fusion in (pb.FUSION_UNSPECIFIED, pb.FUSION_ADAPTIVE):
+            # Adaptive (the default) scores are the fused ones, in [0, 1], best first.
+            assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+            assert all(0.0 <= h.score <= 1.0 for h in hybrid)
     # Weight 1 is dense order; weight 0 is BM25 order (for the BM25 matches).
     dense = [h.document_id for h in await search(retrieval, name, query, pb.SEARCH_MODE_DENSE)]
     only_dense = await search(

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from pymilvus import RRFRanker, WeightedRanker
 
+from aimesh_retrieval import fusion
 from aimesh_retrieval.store.model import CollectionMeta, IndexConfig, SearchOptions
 from aimesh_retrieval.store.search import (
+    ADAPTIVE_MAX,
+    ADAPTIVE_MIN,
     RRF_K,
     SEARCHES,
     fusion_ranker,
@@ -129,3 +132,76 @@ def test_mmr_select_by_hand() -> None:
     assert mmr_select(query, candidates, 2, 0.3) == [0, 2]
     assert mmr_select(query, candidates, 5, 0.5)[:1] == [0]
     assert mmr_select(query, [], 3, 0.5) == []
+
+
+class FakeClient:
+    """A MilvusClient answering ``search`` from canned rows per field, recording each call."""
+
+    def __init__(self, answers: dict[str, list[dict[str, Any]]]) -> None:
+        self.answers = answers
+        self.calls: list[dict[str, Any]] = []
+
+    def search(self, collection: str, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        self.calls.append({"collection": collection, **kwargs})
+        return [self.answers[kwargs["anns_field"]][: kwargs["limit"]]]
+
+    def hybrid_search(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("adaptive fusion must not use hybrid_search")
+
+
+# Dense: "a" stands out; BM25 (negated, as Milvus Lite reports it): "c" stands out.
+DENSE_ROWS = [row("a", 0.9, [1.0, 0.0]), row("b", 0.5, [0.9, 0.1]), row("c", 0.45, [0.0, 1.0])]
+BM25_ROWS = [row("c", -12.0, [0.0, 1.0]), row("d", -2.0, [0.7, 0.7]), row("b", -1.5, [0.9, 0.1])]
+
+
+def test_adaptive_runs_both_searches_with_the_filter_and_enough_candidates() -> None:
+    client = FakeClient({"embedding": DENSE_ROWS, "sparse": BM25_ROWS})
+    search_hybrid(client, plan(top_k=5, meta=HNSW, mode="hybrid", fusion="adaptive"), timeout=3)
+    dense, bm25 = client.calls
+    assert (dense["anns_field"], bm25["anns_field"]) == ("embedding", "sparse")
+    # Each search carries the tenant/metadata filter itself (no hybrid_search involved).
+    assert dense["filter"] == bm25["filter"] == TENANT_FILTER
+    assert dense["limit"] == bm25["limit"] == ADAPTIVE_MIN
+    # HNSW's ef (64 here) never below the candidates asked for.
+    assert dense["search_params"] == {"metric_type": "COSINE", "params": {"ef": 64}}
+    assert bm25["search_params"] == {"metric_type": "BM25"}
+    assert dense["data"] == [[1.0, 0.0]]
+    assert bm25["data"] == ["volcano"]
+    client.calls.clear()
+    search_hybrid(client, plan(top_k=20, meta=HNSW, mode="hybrid", fusion="adaptive"), timeout=3)
+    assert [call["limit"] for call in client.calls] == [80, 80]
+    assert client.calls[0]["search_params"]["params"] == {"ef": 80}
+    client.calls.clear()
+    search_hybrid(client, plan(top_k=200, mode="hybrid", fusion="adaptive"), timeout=3)
+    assert [call["limit"] for call in client.calls] == [ADAPTIVE_MAX, ADAPTIVE_MAX]
+
+
+def test_adaptive_returns_the_fused_order_and_score_cut_to_top_k() -> None:
+    client = FakeClient({"embedding": DENSE_ROWS, "sparse": BM25_ROWS})
+    searched = plan(top_k=2, mode="hybrid", fusion="adaptive")
+    hits = to_hits(search_hybrid(client, searched, timeout=3), searched)
+    expected = fusion.adaptive(
+        [("a#0", 0.9), ("b#0", 0.5), ("c#0", 0.45)],
+        [("c#0", 12.0), ("d#0", 2.0), ("b#0", 1.5)],
+        normalise=fusion.minmax,
+    )[:2]
+    assert [(hit.chunk_id, hit.score) for hit in hits] == expected
+    assert hits[0].document_id == "c"  # BM25's confident top hit wins this query
+    assert {hit.text for hit in hits} == {"c text", "a text"}
+
+
+def test_adaptive_with_one_empty_ranking_keeps_the_other() -> None:
+    client = FakeClient({"embedding": DENSE_ROWS, "sparse": []})
+    searched = plan(top_k=3, mode="hybrid", fusion="adaptive")
+    hits = to_hits(search_hybrid(client, searched, timeout=3), searched)
+    assert [hit.document_id for hit in hits] == ["a", "b", "c"]
+
+
+def test_adaptive_candidates_are_reranked_by_mmr() -> None:
+    client = FakeClient({"embedding": DENSE_ROWS, "sparse": BM25_ROWS})
+    searched = plan(top_k=2, mode="hybrid", fusion="adaptive", mmr=True, mmr_lambda=0.3)
+    assert "embedding" in searched.output_fields
+    hits = to_hits(search_hybrid(client, searched, timeout=3), searched)
+    # MMR picks among the fused candidates by their vectors: the closest to the query
+    # first ("a"), then the most novel one ("c", orthogonal to "a").
+    assert [hit.document_id for hit in hits] == ["a", "c"]

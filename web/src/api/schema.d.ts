@@ -1865,9 +1865,9 @@ export interface components {
             } | null;
             /**
              * Fusion
-             * @description Hybrid fusion: reciprocal rank or weighted scores (server default).
+             * @description Hybrid fusion: adaptive (a per-query dense weight, the server default unless configured otherwise), reciprocal rank, or weighted scores.
              */
-            fusion?: ("rrf" | "weighted") | null;
+            fusion?: ("adaptive" | "rrf" | "weighted") | null;
             /**
              * Mmr
              * @description Diversify results by maximal marginal relevance.

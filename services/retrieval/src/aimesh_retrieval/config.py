@@ -81,10 +81,12 @@ class Settings(GrpcServiceSettings):
     chunk_overlap: int = Field(
         DEFAULT_OVERLAP_TOKENS, ge=0, description="Default tokens shared by neighbouring chunks."
     )
-    hybrid_fusion: Literal["rrf", "weighted"] = Field(
-        "weighted",
-        description="Default fusion of hybrid search (weighted 0.9 dense beat RRF and both "
-        "single modes on tests/data/retrieval-eval; equal weights fell below dense).",
+    hybrid_fusion: Literal["adaptive", "rrf", "weighted"] = Field(
+        "adaptive",
+        description="Default fusion of hybrid search: adaptive (a per-query dense weight from "
+        "the two rankings' score profiles) had the best worst case over the eval sets of "
+        "docs/benchmarks.md (-0.009 recall@5 against the better single mode; weighted 0.9: "
+        "-0.066).",
     )
     hybrid_dense_weight: float = Field(
         0.9, ge=0, le=1, description="Default dense weight of weighted fusion (BM25: 1 - it)."

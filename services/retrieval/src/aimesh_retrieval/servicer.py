@@ -59,6 +59,7 @@ _MODES: dict[int, SearchMode] = {
     retrieval_pb2.SEARCH_MODE_HYBRID: "hybrid",
 }
 _FUSIONS: dict[int, FusionKind] = {
+    retrieval_pb2.FUSION_ADAPTIVE: "adaptive",
     retrieval_pb2.FUSION_RRF: "rrf",
     retrieval_pb2.FUSION_WEIGHTED: "weighted",
 }
@@ -126,7 +127,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         *,
         max_documents_per_request: int,
         max_document_chars: int,
-        fusion: FusionKind = "weighted",
+        fusion: FusionKind = "adaptive",
         dense_weight: float = 0.9,
         jobs: JobStore | None = None,
         job_lease: float = 30.0,

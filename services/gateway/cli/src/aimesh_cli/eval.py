@@ -59,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--modes", default=",".join(MODES), help="Comma-separated search modes, or none"
     )
-    parser.add_argument("--fusion", choices=("rrf", "weighted"), help="Hybrid fusion override")
+    parser.add_argument(
+        "--fusion", choices=("adaptive", "rrf", "weighted"), help="Hybrid fusion override"
+    )
     parser.add_argument("--dense-weight", type=float, help="Weighted fusion: dense weight")
     parser.add_argument(
         "--qa", action="store_true", help="Also ask every query through /v1/ask, per model"

@@ -26,8 +26,10 @@ class SearchRequest(StrictModel):
         description="dense (embeddings), bm25 (full text) or hybrid (both, fused). bm25 and "
         "hybrid need Milvus Lite or Milvus >= 2.5 (409 otherwise).",
     )
-    fusion: Literal["rrf", "weighted"] | None = Field(
-        None, description="Hybrid fusion: reciprocal rank or weighted scores (server default)."
+    fusion: Literal["adaptive", "rrf", "weighted"] | None = Field(
+        None,
+        description="Hybrid fusion: adaptive (a per-query dense weight, the server default "
+        "unless configured otherwise), reciprocal rank, or weighted scores.",
     )
     dense_weight: float | None = Field(
         None, ge=0, le=1, description="Weighted fusion: weight of dense (BM25 gets 1 - it)."

@@ -15,7 +15,7 @@ from aimesh_common.errors import AimeshError, NotFound
 from aimesh_retrieval.chunking import ChunkingConfig
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-FusionKind = Literal["rrf", "weighted"]
+FusionKind = Literal["adaptive", "rrf", "weighted"]
 # Written into collection descriptions; collections without it predate the settings.
 SETTINGS_VERSION = 1
 

@@ -2,23 +2,30 @@
 the mapping of Milvus results to hits (with the MMR re-ranking).
 
 Each search function is a blocking call of the client, run by ``MilvusStore`` in its thread
-pool. Hybrid search passes the filter in EACH ``AnnSearchRequest``: a top-level ``filter``
-of ``hybrid_search`` is silently ignored by pymilvus + Milvus Lite (a tenant leak).
+pool. Hybrid search with Milvus' rankers (``weighted``, ``rrf``) passes the filter in EACH
+``AnnSearchRequest``: a top-level ``filter`` of ``hybrid_search`` is silently ignored by
+pymilvus + Milvus Lite (a tenant leak). ``adaptive`` fusion runs the dense and the BM25
+search of the same plan (each with the plan's filter) and fuses them here, with
+:func:`aimesh_retrieval.fusion.adaptive`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
 from pymilvus.client.abstract import BaseRanker
 
+from aimesh_retrieval import fusion
 from aimesh_retrieval.store.model import CollectionMeta, Hit, SearchMode, SearchOptions
 
 RRF_K = 60
+# Candidates per ranking of adaptive fusion: at least this many, at most ADAPTIVE_MAX.
+ADAPTIVE_MIN = 50
+ADAPTIVE_MAX = 300
 # Fields every hit reads; MMR also needs the vectors.
 HIT_FIELDS = ("document_id", "chunk_index", "text", "metadata")
 
@@ -110,7 +117,10 @@ def _search_field(
 
 
 def search_hybrid(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
-    """Dense and BM25 candidates fused by the ranker of ``plan.options``."""
+    """Dense and BM25 candidates fused as ``plan.options.fusion`` says: ``adaptive`` here,
+    the others by Milvus' ranker in one ``hybrid_search``."""
+    if plan.options.fusion == "adaptive":
+        return search_adaptive(client, plan, timeout=timeout)
     results: Results = client.hybrid_search(
         plan.collection,
         hybrid_requests(plan),
@@ -121,6 +131,40 @@ def search_hybrid(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> 
         timeout=timeout,
     )
     return results
+
+
+def search_adaptive(client: MilvusClient, plan: SearchPlan, *, timeout: float) -> Results:
+    """The dense and the BM25 search of ``plan`` (each with its filter), fused per query."""
+    candidates = adaptive_plan(plan)
+    dense = search_dense(client, candidates, timeout=timeout)
+    bm25 = search_bm25(client, candidates, timeout=timeout)
+    return fuse_adaptive(dense, bm25, plan.limit)
+
+
+def adaptive_plan(plan: SearchPlan) -> SearchPlan:
+    """``plan`` asking each ranking for enough candidates to fuse (HNSW ``ef`` to match)."""
+    limit = min(max(plan.limit * 4, ADAPTIVE_MIN), ADAPTIVE_MAX)
+    params = dict(plan.dense_params)
+    if "params" in params:
+        params["params"] = {**params["params"], "ef": max(params["params"]["ef"], limit)}
+    return replace(plan, limit=limit, dense_params=params)
+
+
+def fuse_adaptive(dense: Results, bm25: Results, limit: int) -> Results:
+    """The first ``limit`` rows of :func:`fusion.adaptive` over the two answers, min-max
+    normalised, each row carrying its fused score as its ``distance``."""
+    dense_rows = dense[0] if dense else []
+    bm25_rows = bm25[0] if bm25 else []
+    rows: dict[str, dict[str, Any]] = {}
+    for row in [*dense_rows, *bm25_rows]:
+        rows.setdefault(str(row["id"]), row)
+    fused = fusion.adaptive(
+        [(str(row["id"]), float(row["distance"])) for row in dense_rows],
+        # Milvus Lite reports BM25 scores negated; the server, positive.
+        [(str(row["id"]), abs(float(row["distance"]))) for row in bm25_rows],
+        normalise=fusion.minmax,
+    )
+    return [[{**rows[key], "distance": score} for key, score in fused[:limit]]]
 
 
 SEARCHES: dict[SearchMode, Callable[..., Results]] = {
@@ -155,9 +199,9 @@ def hybrid_requests(plan: SearchPlan) -> list[AnnSearchRequest]:
 
 
 def fusion_ranker(options: SearchOptions) -> BaseRanker:
-    """How a hybrid search fuses its dense and BM25 rankings: the one place to add a
-    fusion method. ``weighted`` mixes the scores (``dense_weight`` for the dense one);
-    ``rrf`` sums reciprocal ranks (k = 60)."""
+    """The Milvus ranker of a hybrid search fusing in Milvus: ``weighted`` mixes the
+    scores (``dense_weight`` for the dense one); ``rrf`` sums reciprocal ranks (k = 60).
+    (``adaptive`` fusion runs in :func:`search_adaptive` instead.)"""
     if options.fusion == "weighted":
         return WeightedRanker(options.dense_weight, 1.0 - options.dense_weight)
     return RRFRanker(RRF_K)

@@ -60,6 +60,10 @@ class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueTy
     """Reciprocal rank fusion (k = 60)."""
     FUSION_WEIGHTED: _Fusion.ValueType  # 2
     """Weighted sum of normalized scores, dense_weight for dense and 1 - dense_weight for BM25."""
+    FUSION_ADAPTIVE: _Fusion.ValueType  # 3
+    """A dense weight per query, c_d / (c_d + c_b), from how far each ranking's best score
+    stands out of its first 20 ((top1 - mean) / std), over min-max normalised scores.
+    """
 
 class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
     """How hybrid search combines its rankings."""
@@ -70,6 +74,10 @@ FUSION_RRF: Fusion.ValueType  # 1
 """Reciprocal rank fusion (k = 60)."""
 FUSION_WEIGHTED: Fusion.ValueType  # 2
 """Weighted sum of normalized scores, dense_weight for dense and 1 - dense_weight for BM25."""
+FUSION_ADAPTIVE: Fusion.ValueType  # 3
+"""A dense weight per query, c_d / (c_d + c_b), from how far each ranking's best score
+stands out of its first 20 ((top1 - mean) / std), over min-max normalised scores.
+"""
 Global___Fusion: _TypeAlias = Fusion  # noqa: Y015
 
 class _JobState:
@@ -377,7 +385,9 @@ class SearchRequest(_message.Message):
     mode: Global___SearchMode.ValueType
     """Dense (vector), BM25 (full text) or hybrid (both, fused). Unspecified means dense."""
     fusion: Global___Fusion.ValueType
-    """How hybrid search fuses the two rankings. Unspecified means the service default."""
+    """How hybrid search fuses the two rankings. Unspecified means the service default
+    (FUSION_ADAPTIVE unless configured otherwise).
+    """
     dense_weight: _builtins.float
     """Weighted fusion only: weight of the dense ranking in [0, 1]; BM25 gets 1 - weight.
     Unset means the service default.

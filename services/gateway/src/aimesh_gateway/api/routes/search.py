@@ -20,6 +20,7 @@ _MODES = {
 }
 _FUSIONS = {
     None: retrieval_pb2.FUSION_UNSPECIFIED,
+    "adaptive": retrieval_pb2.FUSION_ADAPTIVE,
     "rrf": retrieval_pb2.FUSION_RRF,
     "weighted": retrieval_pb2.FUSION_WEIGHTED,
 }
