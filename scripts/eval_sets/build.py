@@ -62,6 +62,16 @@ class EvalSet:
     queries: dict[str, str] = field(default_factory=dict)
     qrels: dict[str, str] = field(default_factory=dict)  # query id -> corpus id
 
+    def add_queries(self, candidates: list[tuple[str, str]], count: int) -> None:
+        """``count`` of the (doc id, query) candidates, chosen at random (seeded by the set's
+        name), numbered q0000... in document order."""
+        rng = para.rng_for(SEED, self.name, "queries")
+        chosen = sorted(rng.sample(range(len(candidates)), min(count, len(candidates))))
+        for number, index in enumerate(chosen):
+            doc_id, query = candidates[index]
+            self.queries[f"q{number:04d}"] = query
+            self.qrels[f"q{number:04d}"] = doc_id
+
     @property
     def folder_name(self) -> str:
         return f"retrieval-eval-{self.name}"
@@ -126,15 +136,6 @@ def _make_query(make: Callable[[random.Random], str], document: str, *seed: obje
     return None
 
 
-def _pick_queries(
-    candidates: list[tuple[str, str]], count: int, name: str
-) -> list[tuple[str, str]]:
-    """``count`` of the (doc id, query) candidates, chosen at random (seeded), in doc order."""
-    rng = para.rng_for(SEED, name, "queries")
-    chosen = sorted(rng.sample(range(len(candidates)), min(count, len(candidates))))
-    return [candidates[i] for i in chosen]
-
-
 # (a) questions over prose
 
 
@@ -173,9 +174,7 @@ def build_manpages(
         )
         if query is not None:
             candidates.append((doc_id, query))
-    for number, (doc_id, query) in enumerate(_pick_queries(candidates, queries, "manpages")):
-        result.queries[f"q{number:04d}"] = query
-        result.qrels[f"q{number:04d}"] = doc_id
+    result.add_queries(candidates, queries)
     return result
 
 
@@ -243,9 +242,7 @@ def build_identifiers(
         query = _make_query(make, f"{title}\n{text}", doc_id)
         if query is not None:
             candidates.append((doc_id, query))
-    for number, (doc_id, query) in enumerate(_pick_queries(candidates, queries, "identifiers")):
-        result.queries[f"q{number:04d}"] = query
-        result.qrels[f"q{number:04d}"] = doc_id
+    result.add_queries(candidates, queries)
     return result
 
 
@@ -293,9 +290,7 @@ def build_modules(
         )
         if query is not None:
             candidates.append((doc_id, query))
-    for number, (doc_id, query) in enumerate(_pick_queries(candidates, queries, "modules")):
-        result.queries[f"q{number:04d}"] = query
-        result.qrels[f"q{number:04d}"] = doc_id
+    result.add_queries(candidates, queries)
     return result
 
 
@@ -382,9 +377,7 @@ def build_manpage_options(
         )
         if query is not None:
             candidates.append((doc_id, query))
-    for number, (doc_id, query) in enumerate(_pick_queries(candidates, queries, "manpage-options")):
-        result.queries[f"q{number:04d}"] = query
-        result.qrels[f"q{number:04d}"] = doc_id
+    result.add_queries(candidates, queries)
     return result
 
 
