@@ -544,3 +544,32 @@ async def test_a_tenant_token_budget_refuses_once_spent(fake_mesh: FakeMesh) -> 
     # Two callers, one budget: admitted while the tenant had tokens left, then refused.
     assert response.status_code == 429, response.text
     assert sum(spent[:-1]) < 30 <= sum(spent), spent
+
+
+async def test_local_buckets_forget_callers_whose_period_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    buckets = LocalBuckets()
+    clock = [1_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    for index in range(100):
+        verdict = await buckets.run("check", [Bucket(f"caller-{index}", limit=60, cost=1)])
+        assert verdict.allowed
+    assert len(buckets) == 100
+    # A second later the 100 buckets still hold state (each is one request into its minute).
+    clock[0] += 1
+    await buckets.run("check", [Bucket("late", limit=60, cost=1)])
+    assert len(buckets) == 101
+
+    # After a whole period every one of them is back to empty: the next call sweeps them.
+    clock[0] += 61
+    verdict = await buckets.run("check", [Bucket("caller-0", limit=60, cost=1)])
+    assert verdict.allowed
+    assert verdict.remaining == [59]
+    assert len(buckets) == 1
+
+    metrics = HttpMetrics()
+    limiter = RateLimiter(Settings(), metrics, None)
+    await limiter.local.run("check", [Bucket("x", limit=5, cost=1)])
+    value = metrics.registry.get_sample_value("aimesh_rate_limit_local_entries", {"kind": "bucket"})
+    assert value == 1

@@ -124,3 +124,68 @@ async def test_a_dead_redis_is_left_alone_for_a_while_then_tried_again(
             writer.close()
         server.close()
         await redis.aclose()
+
+
+def _size(key: str, value: bytes) -> int:
+    return len(key) + len(value) + cache_module.ENTRY_OVERHEAD_BYTES
+
+
+def _gauge(metrics: HttpMetrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    assert value is not None
+    return value
+
+
+async def test_the_local_store_is_bounded_in_bytes_least_recently_used_first() -> None:
+    entry = _size("k00", b"x" * 1000)
+    metrics = HttpMetrics()
+    cache = ResponseCache(None, "p:", 60, metrics, max_bytes=10 * entry, max_entry_bytes=5000)
+    for index in range(10):
+        await cache.set(f"k{index:02d}", b"x" * 1000)
+    assert await cache.get("k00", "/r") is not None  # k00 is now the most recently used
+    for index in range(10, 15):
+        await cache.set(f"k{index:02d}", b"x" * 1000)
+
+    assert cache.local.bytes <= 10 * entry
+    assert cache.local.bytes == sum(_size(k, v) for k, (_, v) in cache.local.entries.items())
+    assert await cache.get("k00", "/r") is not None
+    assert [await cache.get(f"k{i:02d}", "/r") for i in range(1, 6)] == [None] * 5
+    assert _gauge(metrics, "aimesh_cache_entries") == 10
+    assert _gauge(metrics, "aimesh_cache_bytes") == cache.local.bytes
+
+    # Replacing an entry counts its new size once, not both.
+    await cache.set("k00", b"y" * 10)
+    assert cache.local.bytes == sum(_size(k, v) for k, (_, v) in cache.local.entries.items())
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_response_over_the_entry_limit_is_not_cached(backend: str) -> None:
+    redis = Redis.from_url("redis://127.0.0.1:6379/0") if backend == "redis" else None
+    metrics = HttpMetrics()
+    prefix = f"aimesh-test-{uuid.uuid4().hex[:8]}:"
+    cache = ResponseCache(redis, prefix, 60, metrics, max_entry_bytes=100)
+    try:
+        await cache.set(f"{prefix}big", b"x" * 101, "/r")
+        await cache.set(f"{prefix}small", b"x" * 100, "/r")
+        assert await cache.get(f"{prefix}big", "/r") is None
+        assert await cache.get(f"{prefix}small", "/r") == b"x" * 100
+        assert metrics.cache.labels("/r", "too_large")._value.get() == 1
+    finally:
+        if redis is not None:
+            await redis.delete(f"{prefix}small")
+            await redis.aclose()
+
+
+async def test_expired_entries_are_swept_without_being_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache_module, "SWEEP_SECONDS", 0.0)
+    metrics = HttpMetrics()
+    cache = ResponseCache(None, "p:", 0.1, metrics)
+    for index in range(50):
+        await cache.set(f"old{index}", b"x" * 100)
+    await asyncio.sleep(0.2)
+    await cache.set("new", b"{}")  # a write sweeps: the 50 expired entries go, unread
+    assert list(cache.local.entries) == ["new"]
+    assert cache.local.bytes == _size("new", b"{}")
+    assert _gauge(metrics, "aimesh_cache_entries") == 1

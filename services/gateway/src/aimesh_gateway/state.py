@@ -104,7 +104,14 @@ async def open_state(
     authenticator = Authenticator(settings, key_store, oidc)
     limiter = RateLimiter(settings, metrics, redis, tenant_limits)
     stack.push_async_callback(limiter.close)
-    cache = ResponseCache(redis, settings.redis_key_prefix, settings.cache_ttl_seconds, metrics)
+    cache = ResponseCache(
+        redis,
+        settings.redis_key_prefix,
+        settings.cache_ttl_seconds,
+        metrics,
+        max_bytes=settings.cache_max_bytes,
+        max_entry_bytes=settings.cache_max_entry_bytes,
+    )
     usage = UsageMeter(sessions, limiter, metrics)
     stack.push_async_callback(usage.drain)
     feedback = FeedbackStore(sessions, usage)

@@ -52,6 +52,7 @@ log = logging.getLogger("aimesh.retrieval")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+MAX_CHUNKERS = 32
 _MODES: dict[int, SearchMode] = {
     retrieval_pb2.SEARCH_MODE_UNSPECIFIED: "dense",
     retrieval_pb2.SEARCH_MODE_DENSE: "dense",
@@ -153,6 +154,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self._dense_weight = dense_weight
         self._max_documents = max_documents_per_request
         self._max_chars = max_document_chars
+        # One lock per collection written through this process: bounded by the collections.
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _lock(self, ref: CollectionRef) -> asyncio.Lock:
@@ -171,9 +173,13 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     def _chunker_for(self, meta: CollectionMeta | None) -> Chunker:
         config = meta.chunking if meta and meta.chunking else self._default_chunking
-        if config not in self._chunkers:
-            self._chunkers[config] = Chunker.from_config(config)
-        return self._chunkers[config]
+        chunker = self._chunkers.get(config)
+        if chunker is None:
+            # One per distinct chunking setting in use; bounded, the oldest dropped first.
+            if len(self._chunkers) >= MAX_CHUNKERS:
+                del self._chunkers[next(iter(self._chunkers))]
+            chunker = self._chunkers[config] = Chunker.from_config(config)
+        return chunker
 
     def _prepare(
         self,

@@ -312,7 +312,7 @@ class CacheContext:
 
     async def store(self, key: str | None, model: BaseModel) -> None:
         if key is not None:
-            await self.cache.set(key, model.model_dump_json().encode())
+            await self.cache.set(key, model.model_dump_json().encode(), self.route)
 
 
 async def get_cache(request: Request, principal: CurrentPrincipal) -> CacheContext:

@@ -97,6 +97,8 @@ class KeyStore:
         self.sessions = sessions
         self.cache_seconds = cache_seconds
         self.invalidations = invalidations
+        # Both maps hold only keys that exist in the database (an unknown prefix is not
+        # cached), so they are bounded by the stored keys, not by traffic.
         self._last_touch: dict[str, float] = {}
         # prefix -> (trusted until, expires; both per time.monotonic(); secret hash; record)
         self._verified: dict[str, tuple[float, float, str, KeyRecord]] = {}

@@ -174,7 +174,8 @@ class Authenticator:
         self.settings = settings
         self.keys = keys
         self.oidc = oidc
-        # The principal of each key, while the key store returns the same (cached) record.
+        # The principal of each key, while the key store returns the same (cached) record;
+        # one entry per verified key: bounded by the stored keys.
         self._key_principals: dict[str, tuple[KeyRecord, Principal]] = {}
 
     async def authenticate(self, credential: str) -> Principal:

@@ -184,6 +184,18 @@ class Settings(ServiceSettings):
         description="Lifetime of cached deterministic answers (search, embeddings, "
         "temperature-0 chat); 0 disables the cache.",
     )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Most bytes the in-process response cache holds (keys, values and about "
+        "230 bytes per entry); least recently used entries go first. Not used with Redis, "
+        "whose own maxmemory applies.",
+    )
+    cache_max_entry_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="A response larger than this is not cached (in-process or Redis).",
+    )
 
     otlp_endpoint: str | None = Field(
         None,

@@ -123,13 +123,31 @@ class LimiterBackendError(Exception):
 
 
 class LocalBuckets:
-    """The same GCRA in process memory (the embedded default, one process)."""
+    """The same GCRA in process memory (the embedded default, one process).
+
+    A bucket whose theoretical arrival time has passed holds no state (a missing bucket
+    means the same), so buckets are swept every ``SWEEP_MS``: the map holds only the keys
+    that made a request within the last period.
+    """
+
+    SWEEP_MS = PERIOD_MS
 
     def __init__(self) -> None:
         self._tats: dict[str, float] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    def sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_MS
+        for key in [key for key, tat in self._tats.items() if tat <= now]:
+            del self._tats[key]
 
     async def run(self, mode: str, buckets: list[Bucket]) -> Verdict:
         now = time.monotonic() * 1000
+        if now >= self._next_sweep:
+            self.sweep(now)
         allowed, retry = True, 0.0
         plans: list[tuple[float, float, float]] = []
         for bucket in buckets:
@@ -228,6 +246,8 @@ class RateLimiter:
         self.lease_max = settings.rate_limit_lease if redis is not None else 0
         self.lease_min_remaining = lease_min_remaining
         self._leases: dict[str, Lease] = {}  # by the principal's bucket prefix
+        metrics.limiter_state.labels("bucket").set_function(lambda: len(self.local))
+        metrics.limiter_state.labels("lease").set_function(lambda: len(self._leases))
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _limits(self, principal: Principal) -> tuple[int, int, int, int]:
@@ -396,6 +416,8 @@ class TenantLimitSource:
 
     def __init__(self, load: TenantLimitLoader, invalidations: Invalidations | None = None) -> None:
         self._load = load
+        # One entry per tenant that made a request: bounded by the tenants stored, which
+        # only an operator creates (a principal's tenant comes from a verified credential).
         self._cache: dict[str, tuple[float, tuple[int | None, int | None] | None]] = {}
         self.invalidations = invalidations
         if invalidations is not None:

@@ -63,10 +63,29 @@ class HttpMetrics:
             "Rate-limit checks that could not reach the shared store (policy applied).",
             registry=self.registry,
         )
+        self.limiter_state = Gauge(
+            "aimesh_rate_limit_local_entries",
+            "In-process rate-limit state, by kind: bucket (the in-process limiter, one per "
+            "caller active within a minute) and lease (requests reserved from Redis).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.cache = Counter(
             "aimesh_cache_requests_total",
-            "Response cache lookups, by route and result (hit, miss, bypass, error).",
+            "Response cache lookups, by route and result (hit, miss, bypass, error; "
+            "too_large: a response over cache_max_entry_bytes, not stored).",
             ["route", "result"],
+            registry=self.registry,
+        )
+        self.cache_entries = Gauge(
+            "aimesh_cache_entries",
+            "Entries in the in-process response cache (0 when the cache is in Redis).",
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "aimesh_cache_bytes",
+            "Bytes held by the in-process response cache: keys, values and per-entry "
+            "overhead; bounded by cache_max_bytes.",
             registry=self.registry,
         )
         self.upstream_errors = Counter(

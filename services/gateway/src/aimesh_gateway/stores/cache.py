@@ -8,6 +8,12 @@ generation, which document writes bump, so an upsert or delete is visible at onc
 A cache failure is a miss, never an error; after one the cache leaves Redis alone for
 ``RETRY_SECONDS`` (requests then go without it instead of each waiting for a dead server),
 and the outage is logged once.
+
+Memory: the in-process store is bounded in bytes (``cache_max_bytes``: keys, values and a
+fixed per-entry overhead), least recently used entries go first, expired entries are swept
+at most every ``SWEEP_SECONDS`` (not left until the bound pushes them out), and a response
+larger than ``cache_max_entry_bytes`` is never cached (in Redis either). Entries and bytes
+are exported as ``aimesh_cache_entries`` and ``aimesh_cache_bytes``.
 """
 
 from __future__ import annotations
@@ -26,41 +32,86 @@ from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.cache")
 
-LOCAL_MAX_ENTRIES = 10_000
 RETRY_SECONDS = 1.0
+# What one entry costs beyond the characters of its key and value, measured on CPython 3.11:
+# the OrderedDict node, tuple and float (146 bytes by tracemalloc) and the str and bytes
+# object headers (49 + 33 by sys.getsizeof).
+ENTRY_OVERHEAD_BYTES = 230
+SWEEP_SECONDS = 30.0
 
 
 class _LocalStore:
-    def __init__(self) -> None:
+    """An LRU map bounded by bytes, whose expired entries are swept periodically."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self.bytes = 0
+        # One generation counter per (tenant, collection) ever written: bounded by the
+        # number of collections, not by traffic.
         self.counters: dict[str, int] = {}
+        self._next_sweep = 0.0
+
+    @staticmethod
+    def _size(key: str, value: bytes) -> int:
+        return len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+
+    def _drop(self, key: str) -> None:
+        _, value = self.entries.pop(key)
+        self.bytes -= self._size(key, value)
 
     def get(self, key: str) -> bytes | None:
         entry = self.entries.get(key)
         if entry is None:
             return None
         if entry[0] < time.monotonic():
-            del self.entries[key]
+            self._drop(key)
             return None
         self.entries.move_to_end(key)
         return entry[1]
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
-        self.entries[key] = (time.monotonic() + ttl, value)
-        self.entries.move_to_end(key)
-        while len(self.entries) > LOCAL_MAX_ENTRIES:
-            self.entries.popitem(last=False)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self.sweep(now)
+        size = self._size(key, value)
+        if size > self.max_bytes:
+            return
+        if key in self.entries:
+            self._drop(key)
+        self.entries[key] = (now + ttl, value)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
+    def sweep(self, now: float) -> int:
+        """Drop every expired entry; returns how many (O(entries), at most every SWEEP_SECONDS)."""
+        self._next_sweep = now + SWEEP_SECONDS
+        expired = [key for key, (expires, _) in self.entries.items() if expires < now]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
 
 
 class ResponseCache:
     def __init__(
-        self, redis: Redis | None, prefix: str, ttl_seconds: float, metrics: HttpMetrics
+        self,
+        redis: Redis | None,
+        prefix: str,
+        ttl_seconds: float,
+        metrics: HttpMetrics,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_entry_bytes: int = 1024 * 1024,
     ) -> None:
         self.redis = redis
         self.prefix = f"{prefix}cache:"
         self.ttl = ttl_seconds
         self.metrics = metrics
-        self.local = _LocalStore()
+        self.max_entry_bytes = max_entry_bytes
+        self.local = _LocalStore(max_bytes)
+        metrics.cache_entries.set_function(lambda: len(self.local.entries))
+        metrics.cache_bytes.set_function(lambda: self.local.bytes)
         self._down_until = 0.0  # time.monotonic() before which Redis is not asked
         self._down = False
 
@@ -143,7 +194,10 @@ class ResponseCache:
         self.metrics.cache.labels(route, "hit" if value is not None else "miss").inc()
         return value
 
-    async def set(self, key: str, value: bytes) -> None:
+    async def set(self, key: str, value: bytes, route: str = "") -> None:
+        if len(value) > self.max_entry_bytes:
+            self.metrics.cache.labels(route, "too_large").inc()
+            return
         if self.redis is None:
             self.local.set(key, value, self.ttl)
             return
