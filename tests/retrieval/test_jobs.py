@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -154,7 +155,15 @@ async def wait_for_job(
         await asyncio.sleep(0.2)
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_job_through_the_service(retrieval: Retrieval) -> None:
+    submitted = _sample("aimesh_retrieval_jobs_submitted_total")
+    succeeded = _sample("aimesh_retrieval_jobs_finished_total", outcome="succeeded")
+    embedded = _sample("aimesh_retrieval_job_chunks_embedded_total")
+    timed = _sample("aimesh_retrieval_job_duration_seconds_count", outcome="succeeded")
     collection = new_collection()
     documents: list[tuple[str, str, dict[str, Any]]] = [
         (f"doc-{i}", " ".join(f"Sentence {j} of document {i} about tides." for j in range(12)), {})
@@ -169,6 +178,17 @@ async def test_job_through_the_service(retrieval: Retrieval) -> None:
     done = await wait_for_job(retrieval.stub, "tenant-a", job.id)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors
     assert (done.documents_done, done.chunks_embedded) == (10, job.chunks_total)
+    assert _sample("aimesh_retrieval_jobs_submitted_total") == submitted + 1
+    assert _sample("aimesh_retrieval_jobs_finished_total", outcome="succeeded") == succeeded + 1
+    assert _sample("aimesh_retrieval_job_chunks_embedded_total") == embedded + job.chunks_total
+    assert _sample("aimesh_retrieval_job_duration_seconds_count", outcome="succeeded") == (
+        timed + 1
+    )
+    # The runner reports the job table by state before each claim (every poll at least).
+    deadline = time.monotonic() + 5
+    while _sample("aimesh_retrieval_jobs", state="succeeded") < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
     ref = CollectionRef("tenant-a", collection)
     assert sum([await retrieval.store.count_chunks(ref, d[0]) for d in documents]) == (
         job.chunks_total
@@ -370,6 +390,8 @@ async def test_a_job_settles_its_writes_before_it_succeeds(tmp_path: Path) -> No
 
 
 async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
+    invalid = _sample("aimesh_retrieval_job_failures_total", reason="invalid")
+    failed = _sample("aimesh_retrieval_jobs_finished_total", outcome="failed")
     jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=96)
 
     async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
@@ -386,6 +408,8 @@ async def test_a_failed_settle_fails_the_job_visibly(tmp_path: Path) -> None:
         await submission.add(docs(2))
     job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-s", submission.id)
     assert (job.state, job.errors) == (FAILED, ["collection 'c' not found"])
+    assert _sample("aimesh_retrieval_job_failures_total", reason="invalid") == invalid + 1
+    assert _sample("aimesh_retrieval_jobs_finished_total", outcome="failed") == failed + 1
 
 
 async def test_the_next_batch_is_embedded_while_the_previous_one_is_written(

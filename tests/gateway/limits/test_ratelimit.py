@@ -323,6 +323,7 @@ async def test_redis_outage_applies_the_policy_never_a_500(
         assert during == ([200] * 5 if policy == "open" else [503] * 5)
         metrics = (await client.get("/metrics")).text
     assert "aimesh_rate_limit_store_errors_total 5.0" in metrics
+    assert 'aimesh_rate_limited_total{limit="rpm",scope="user"} 1.0' in metrics
     assert any("rate-limit store unreachable" in r.getMessage() for r in caplog.records)
 
 
@@ -512,6 +513,8 @@ async def test_a_tenant_budget_is_shared_by_all_its_callers(fake_mesh: FakeMesh)
             (await client.get("/v1/models", headers=callers[i % 3])).status_code for i in range(8)
         ]
         assert statuses == [200] * 5 + [429] * 3
+        metrics = (await client.get("/metrics")).text
+        assert 'aimesh_rate_limited_total{limit="rpm",scope="tenant"} 3.0' in metrics
         # Another tenant has its own budget.
         other = bearer(token(f"other-{tenant}", ["user"]))
         assert (await client.get("/v1/models", headers=other)).status_code == 200
@@ -541,8 +544,10 @@ async def test_a_tenant_token_budget_refuses_once_spent(fake_mesh: FakeMesh) -> 
             if response.status_code != 200:
                 break
             spent.append(response.json()["usage"]["total_tokens"])
+        metrics = (await client.get("/metrics")).text
     # Two callers, one budget: admitted while the tenant had tokens left, then refused.
     assert response.status_code == 429, response.text
+    assert 'aimesh_rate_limited_total{limit="tpm",scope="tenant"} 1.0' in metrics
     assert sum(spent[:-1]) < 30 <= sum(spent), spent
 
 

@@ -45,4 +45,4 @@ async def test_tokens_are_charged_recorded_and_limited(
 
     metrics = (await client.get("/metrics")).text
     assert 'aimesh_tokens_total{kind="prompt"}' in metrics
-    assert "aimesh_rate_limited_total" in metrics
+    assert 'aimesh_rate_limited_total{limit="tpm",scope="key"} 1.0' in metrics

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    func,
     or_,
     select,
     update,
@@ -46,6 +48,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aimesh_common import db
 from aimesh_common.errors import AimeshError, NotFound, Unavailable
+from aimesh_retrieval import metrics
 from aimesh_retrieval.migrations import MIGRATIONS
 
 log = logging.getLogger("aimesh.retrieval.jobs")
@@ -208,6 +211,12 @@ class JobStore:
         if row is None or row.tenant_id != tenant_id:
             raise NotFound(f"job '{job_id[:64]}' not found")
         return _job(row)
+
+    async def count_by_state(self) -> dict[str, int]:
+        """Jobs per state in the table (one indexed GROUP BY)."""
+        async with self._sessions() as session:
+            rows = await session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            return dict(rows.tuples())
 
     async def claim(self, owner: str, lease: float) -> Job | None:
         """Take the oldest queued job, or a running one whose lease ran out."""
@@ -456,9 +465,15 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _report(self) -> None:
+        counts = await self._jobs.count_by_state()
+        for state in (QUEUED, RUNNING, SUCCEEDED, FAILED):
+            metrics.JOBS.labels(state).set(counts.get(state, 0))
+
     async def _loop(self) -> None:
         while True:
             try:
+                await self._report()
                 job = await self._jobs.claim(self._owner, self._lease)
             except Exception:
                 log.exception("cannot claim ingestion jobs")
@@ -476,28 +491,40 @@ class JobRunner:
 
     async def _run_steps(self, job: Job) -> None:
         log.info("running ingestion job", extra={"job": job.id, "collection": job.collection})
+        started = time.perf_counter()
+        outcome = await self._attempt(job)
+        metrics.JOB_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+        if outcome != "retry":
+            metrics.JOBS_FINISHED.labels(outcome).inc()
+
+    async def _attempt(self, job: Job) -> str:
+        """Run the job once: "succeeded", "failed", or "retry" (left for a later attempt)."""
         try:
             await self._store_documents(job)
             # "Succeeded" promises that a search on any replica finds every document.
             await self._settle(job.tenant_id, job.collection)
         except Unavailable as error:
+            metrics.JOB_FAILURES.labels("unavailable").inc()
             attempts = await self._jobs.failed_attempt(job.id, error.message)
             if attempts >= MAX_ATTEMPTS:
                 await self._jobs.finish(job.id, FAILED)
-            else:
-                # Leave it RUNNING with its lease: it is retried once the lease ran out.
-                log.warning("ingestion job will be retried", extra={"job": job.id})
-                await asyncio.sleep(min(self._lease, 2.0 * attempts))
-            return
+                return FAILED
+            # Leave it RUNNING with its lease: it is retried once the lease ran out.
+            log.warning("ingestion job will be retried", extra={"job": job.id})
+            await asyncio.sleep(min(self._lease, 2.0 * attempts))
+            return "retry"
         except AimeshError as error:
+            metrics.JOB_FAILURES.labels("invalid").inc()
             await self._jobs.finish(job.id, FAILED, error.message)
-            return
+            return FAILED
         except Exception as error:
+            metrics.JOB_FAILURES.labels("internal").inc()
             log.exception("ingestion job failed", extra={"job": job.id})
             await self._jobs.finish(job.id, FAILED, f"internal error: {type(error).__name__}")
-            return
+            return FAILED
         await self._jobs.finish(job.id, SUCCEEDED)
         log.info("ingestion job done", extra={"job": job.id})
+        return SUCCEEDED
 
     async def _store_documents(self, job: Job) -> None:
         """Prepare (split, embed) batches in one task and write them, in order, in this one.
@@ -551,6 +578,7 @@ class JobRunner:
                 seqs, plan = item
                 chunks = await self._write_batch(plan)
                 await self._jobs.mark_done(job.id, self._owner, seqs, chunks, self._lease)
+                metrics.JOB_CHUNKS_EMBEDDED.inc(chunks)
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -392,6 +392,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             if ref is None or submission.documents == 0:
                 raise InvalidArgument("a job needs at least one document")
         assert submission.job is not None
+        metrics.JOBS_SUBMITTED.inc()
         self.runner.wake()
         return _job_message(submission.job)
 

@@ -322,13 +322,33 @@ class RateLimiter:
         header = self._grant(who, buckets, verdict)
         request.state.rate_limit = header
         if not verdict.allowed:
-            self.metrics.rate_limited.inc()
+            self.metrics.rate_limited.labels(*self._refused_by(principal, buckets, verdict)).inc()
             retry = max(1, math.ceil(verdict.retry_after_ms / 1000))
             raise HTTPException(
                 429,
                 "rate limit exceeded; retry after the time in Retry-After",
                 headers={"Retry-After": str(retry)},
             )
+
+    def _refused_by(
+        self, principal: Principal, buckets: list[Bucket], verdict: Verdict
+    ) -> tuple[str, str]:
+        """``(limit, scope)`` of the bucket that refused: rpm or tpm; key, user or tenant.
+
+        A refusing bucket has fewer requests left than the check costs (a token budget,
+        checked at cost 0, has none left), so the first such bucket is named."""
+        refused = next(
+            (
+                bucket
+                for bucket, left in zip(buckets, verdict.remaining, strict=True)
+                if left < max(bucket.cost, 1)
+            ),
+            buckets[0],
+        )
+        limit = refused.key.rpartition(":")[2]
+        if refused.key.startswith(f"{self.prefix}t:"):
+            return limit, "tenant"
+        return limit, "key" if principal.method == "api_key" else "user"
 
     def _grant(self, who: str, buckets: list[Bucket], verdict: Verdict) -> tuple[int, int, int]:
         """Keep the requests a check leased; the RateLimit-* values of the tightest bucket."""

@@ -55,7 +55,9 @@ class HttpMetrics:
 
         self.rate_limited = Counter(
             "aimesh_rate_limited_total",
-            "Requests refused with 429 by the rate limiter.",
+            "Requests refused with 429 by the rate limiter, by the limit that refused "
+            "(rpm, tpm) and its scope (key, user: one caller; tenant: all of a tenant).",
+            ["limit", "scope"],
             registry=self.registry,
         )
         self.limiter_errors = Counter(
