@@ -57,7 +57,13 @@ async def test_upstream_errors_reach_the_client_as_status_codes(
     assert TEST_KEY not in (raised.value.details() or "")
     failed = REGISTRY.get_sample_value(
         "aimesh_llm_requests_total",
-        {"alias": "default", "provider": "openai", "task": "generate", "outcome": code.name},
+        {
+            "alias": "default",
+            "provider": "openai",
+            "task": "generate",
+            "prompt_version": "none",
+            "outcome": code.name,
+        },
     )
     assert failed is not None
     assert failed >= 1
@@ -67,8 +73,17 @@ async def test_local_provider_models_and_generate(local_router: RunningRouter) -
     models = await local_router.stub.ListModels(llm_pb2.ListModelsRequest())
     assert {model.context_window for model in models.models} == {4096}
     assert all("extractive" in model.description for model in models.models)
+    labels = {
+        "alias": "default",
+        "provider": "local",
+        "task": "generate",
+        "prompt_version": "none",  # the extractive provider renders no template
+        "outcome": "OK",
+    }
+    before = REGISTRY.get_sample_value("aimesh_llm_requests_total", labels) or 0
     request = llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="Hi")])
     replies = [reply async for reply in local_router.stub.Generate(request)]
     assert "cannot compose free text" in "".join(reply.delta for reply in replies)
     assert replies[-1].finish_reason == "stop"
     assert replies[-1].usage.estimated
+    assert REGISTRY.get_sample_value("aimesh_llm_requests_total", labels) == before + 1

@@ -56,7 +56,13 @@ async def test_summarize(openai_router: RunningRouter, fake_openai: FakeOpenAI) 
     fake_openai.enqueue(Reply(content="A summary.", usage=USAGE))
     before = REGISTRY.get_sample_value(
         "aimesh_llm_requests_total",
-        {"alias": "fast", "provider": "openai", "task": "summarize", "outcome": "OK"},
+        {
+            "alias": "fast",
+            "provider": "openai",
+            "task": "summarize",
+            "prompt_version": "summarize/v1",
+            "outcome": "OK",
+        },
     )
     reply = await openai_router.stub.Summarize(
         llm_pb2.SummarizeRequest(text="Long text.", model="fast", style="detailed", tenant_id="t1")
@@ -69,12 +75,24 @@ async def test_summarize(openai_router: RunningRouter, fake_openai: FakeOpenAI) 
     assert "every main point" in fake_openai.requests[-1].messages[1]["content"]
     after = REGISTRY.get_sample_value(
         "aimesh_llm_requests_total",
-        {"alias": "fast", "provider": "openai", "task": "summarize", "outcome": "OK"},
+        {
+            "alias": "fast",
+            "provider": "openai",
+            "task": "summarize",
+            "prompt_version": "summarize/v1",
+            "outcome": "OK",
+        },
     )
     assert after == (before or 0) + 1
     tokens = REGISTRY.get_sample_value(
         "aimesh_llm_tokens_total",
-        {"alias": "fast", "provider": "openai", "task": "summarize", "kind": "completion"},
+        {
+            "alias": "fast",
+            "provider": "openai",
+            "task": "summarize",
+            "prompt_version": "summarize/v1",
+            "kind": "completion",
+        },
     )
     assert tokens is not None
     assert tokens >= 12

@@ -1,6 +1,10 @@
 """Prometheus metrics of the LLM router (aimesh_llm_*), labelled by alias, provider and task.
 
-Label values are bounded: aliases are validated before anything is recorded. Usage and
+Label values are bounded: aliases are validated before anything is recorded, and
+``prompt_version`` is one of the versioned templates (``qa/v1``, ``summarize/v2``) of the
+alias that answered, or ``none`` when no template was rendered (the extractive provider, or
+a task that failed before any alias answered), so an A/B of two prompt versions shows on a
+dashboard. Usage and
 cost are also counted per tenant (``aimesh_llm_tenant_*``) for chargeback; tenant ids are
 bounded by the gateway's tenants, and they are kept out of the per-task series.
 """
@@ -20,13 +24,14 @@ from aimesh_llm_router.tokens import Usage
 
 LLM_REQUESTS = Counter(
     "aimesh_llm_requests_total",
-    "LLM router tasks by model alias, provider, task and outcome (OK or a status code name).",
-    ["alias", "provider", "task", "outcome"],
+    "LLM router tasks by model alias, provider, task, prompt template version and outcome "
+    "(OK or a status code name).",
+    ["alias", "provider", "task", "prompt_version", "outcome"],
 )
 LLM_TOKENS = Counter(
     "aimesh_llm_tokens_total",
-    "Tokens used by LLM router tasks; kind is prompt or completion.",
-    ["alias", "provider", "task", "kind"],
+    "Tokens used by LLM router tasks, by prompt template version; kind is prompt or completion.",
+    ["alias", "provider", "task", "prompt_version", "kind"],
 )
 LLM_TENANT_TOKENS = Counter(
     "aimesh_llm_tenant_tokens_total",
@@ -42,7 +47,7 @@ LLM_TENANT_COST = Counter(
 LLM_LATENCY = Histogram(
     "aimesh_llm_request_seconds",
     "Time to complete an LLM router task (for Generate: until the last delta).",
-    ["alias", "provider", "task"],
+    ["alias", "provider", "task", "prompt_version"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
 )
 
@@ -53,13 +58,16 @@ class TaskRecord:
 
     alias: str
     provider: str
+    task: str = ""
     tenant: str = ""
     usage: Usage | None = None
     cost_usd: float = 0.0
+    prompt_version: str = ""
 
-    def answered_by(self, alias: str, provider: str) -> None:
+    def answered_by(self, alias: str, provider: str, prompt_version: str = "") -> None:
         self.alias = alias
         self.provider = provider
+        self.prompt_version = prompt_version
 
 
 @contextmanager
@@ -69,7 +77,7 @@ def observe(alias: str, provider: str, task: str, tenant: str = "") -> Iterator[
     Series are labelled with the alias that answered (set by ``answered_by``; the
     requested alias when none did).
     """
-    record = TaskRecord(alias=alias, provider=provider, tenant=tenant)
+    record = TaskRecord(alias=alias, provider=provider, task=task, tenant=tenant)
     start = time.perf_counter()
     outcome = "OK"
     try:
@@ -85,11 +93,14 @@ def observe(alias: str, provider: str, task: str, tenant: str = "") -> Iterator[
         raise
     finally:
         alias, provider = record.alias, record.provider
-        LLM_LATENCY.labels(alias, provider, task).observe(time.perf_counter() - start)
-        LLM_REQUESTS.labels(alias, provider, task, outcome).inc()
+        version = record.prompt_version or "none"
+        LLM_LATENCY.labels(alias, provider, task, version).observe(time.perf_counter() - start)
+        LLM_REQUESTS.labels(alias, provider, task, version, outcome).inc()
         if record.usage is not None:
-            LLM_TOKENS.labels(alias, provider, task, "prompt").inc(record.usage.prompt_tokens)
-            LLM_TOKENS.labels(alias, provider, task, "completion").inc(
+            LLM_TOKENS.labels(alias, provider, task, version, "prompt").inc(
+                record.usage.prompt_tokens
+            )
+            LLM_TOKENS.labels(alias, provider, task, version, "completion").inc(
                 record.usage.completion_tokens
             )
             tenant = record.tenant or "-"

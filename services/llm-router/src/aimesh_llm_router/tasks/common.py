@@ -101,9 +101,21 @@ def temperature(request: llm_pb2.GenerateRequest | llm_pb2.SendMessageRequest) -
     return request.temperature
 
 
+# The template each metrics task name renders.
+_TEMPLATE_OF: dict[str, Task] = {
+    "answer": "qa",
+    "summarize": "summarize",
+    "chat": "chat",
+    "generate": "chat",
+}
+
+
 def account(record: TaskRecord, model: ResolvedModel, usage: Usage) -> None:
-    """Charge ``usage`` to the task's metrics, under the alias that answered."""
-    record.answered_by(model.alias, model.provider.name)
+    """Charge ``usage`` to the task's metrics, under the alias that answered and the
+    version of the template it rendered."""
+    template = _TEMPLATE_OF.get(record.task)
+    version = prompt_version(model, template) if template is not None else ""
+    record.answered_by(model.alias, model.provider.name, version)
     record.usage = usage
     record.cost_usd = model.config.cost(usage.prompt_tokens, usage.completion_tokens)
 
