@@ -5,6 +5,11 @@ in Anthropic's error shape, a slow answer, a malformed body, or a stream that dr
 connection. Streams follow the documented event sequence: ``message_start``,
 ``content_block_start``, ``content_block_delta``..., ``content_block_stop``,
 ``message_delta`` (stop reason and output tokens), ``message_stop``.
+
+Usage in a stream: ``message_start`` carries the input (and cache) tokens; ``message_delta``
+carries cumulative counts, by default input and output. A reply's usage may say
+``"delta_output_only": 1`` (the documented minimum: only ``output_tokens`` in
+``message_delta``), and ``cache_read_input_tokens`` / ``cache_creation_input_tokens``.
 """
 
 from __future__ import annotations
@@ -79,6 +84,15 @@ class FakeAnthropic(FakeOpenAI):
             }
         )
 
+    @staticmethod
+    def _input_usage(reply: Reply, input_tokens: int) -> dict[str, int]:
+        usage = reply.usage or {}
+        counts = {"input_tokens": input_tokens}
+        for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            if key in usage:
+                counts[key] = usage[key]
+        return counts
+
     async def _events(
         self,
         body: dict[str, Any],
@@ -98,7 +112,7 @@ class FakeAnthropic(FakeOpenAI):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+            "usage": {**self._input_usage(reply, input_tokens), "output_tokens": 1},
         }
         yield event("message_start", {"message": message})
         yield event(
@@ -129,7 +143,11 @@ class FakeAnthropic(FakeOpenAI):
             {
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                 # Cumulative counts, as the API reports them in message_delta.
-                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                "usage": (
+                    {"output_tokens": output_tokens}
+                    if (reply.usage or {}).get("delta_output_only")
+                    else {**self._input_usage(reply, input_tokens), "output_tokens": output_tokens}
+                ),
             },
         )
         yield event("message_stop", {})

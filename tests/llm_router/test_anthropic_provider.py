@@ -100,6 +100,38 @@ async def test_generate_streams_sse_events_with_usage_and_length(
     assert fake_anthropic.requests[0].body["temperature"] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize(
+    ("usage", "prompt_tokens"),
+    [
+        # The documented minimum: message_delta has only output_tokens; the input tokens
+        # come from message_start.
+        ({**USAGE, "delta_output_only": 1}, 31),
+        # Cached input counts as input: 31 new + 100 read from the cache + 20 written to it.
+        (
+            {
+                **USAGE,
+                "delta_output_only": 1,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+            },
+            151,
+        ),
+        # Cumulative counts in message_delta override message_start's, never add to them.
+        ({**USAGE, "cache_read_input_tokens": 100}, 131),
+    ],
+)
+async def test_streamed_usage_takes_input_tokens_from_message_start(
+    fake_anthropic: FakeAnthropic, usage: dict[str, int], prompt_tokens: int
+) -> None:
+    fake_anthropic.enqueue(Reply(content="one two three", usage=usage))
+    task = GenerateTask(messages=[Message("user", "Count")], max_tokens=16, temperature=0.0)
+    deltas = [delta async for delta in provider_for(fake_anthropic).generate(task)]
+    last = deltas[-1].usage
+    assert last is not None
+    assert (last.prompt_tokens, last.completion_tokens) == (prompt_tokens, 4)
+    assert not last.estimated
+
+
 async def test_errors_are_mapped_with_retry_after(fake_anthropic: FakeAnthropic) -> None:
     provider = provider_for(fake_anthropic)
     fake_anthropic.enqueue(Reply(status=429, headers={"retry-after": "3"}))

@@ -131,6 +131,10 @@ async def test_tgi_endpoint_streams_through_the_messages_api(fake_tgi: FakeTGI) 
     sent = fake_tgi.requests[0]
     assert sent.body["model"] == "tgi"
     assert sent.body["stream"] is True
+    # TGI's Messages API reads max_tokens and ignores max_completion_tokens (it would
+    # generate its default 100 tokens); vLLM and the HF router accept max_tokens too.
+    assert sent.body["max_tokens"] == 20
+    assert "max_completion_tokens" not in sent.body
     assert sent.headers["authorization"] == f"Bearer {TEST_KEY}"
     assert "traceparent" not in sent.headers  # the router does not trace here
 

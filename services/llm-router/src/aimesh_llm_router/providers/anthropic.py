@@ -6,6 +6,7 @@ can be named instead. Retries are left to the router's resilience layer.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Self
 
 from langchain_core.language_models import LanguageModelInput
@@ -20,6 +21,47 @@ from aimesh_llm_router.providers.chat import ChatModelProvider, traced_http_clie
 from aimesh_llm_router.tools import ToolOptions
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+
+
+def _input_tokens(usage: Any) -> int:
+    """Input tokens of an Anthropic usage object, the cached ones included (the API's
+    ``input_tokens`` counts only those neither read from nor written to the cache)."""
+    return sum(
+        getattr(usage, name, None) or 0
+        for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
+
+
+@cache
+def _chat_model_class() -> type[Any]:
+    """ChatAnthropic that also reports the input tokens of ``message_start``.
+
+    LangChain reads a stream's usage only from ``message_delta``, whose usage the API
+    documents as cumulative but guarantees only ``output_tokens`` in: a server that sends
+    just that would leave the prompt at 0 tokens, reported as exact. Here the
+    ``message_start`` chunk carries its input tokens (and no output); the provider merges a
+    stream's usage by taking the largest count of each kind, so a later cumulative count
+    replaces the start's instead of adding to it.
+    """
+    from langchain_anthropic import ChatAnthropic
+
+    class StartUsageChatAnthropic(ChatAnthropic):
+        def _make_message_chunk_from_anthropic_event(  # type: ignore[no-untyped-def]
+            self, event, *, stream_usage=True, **kwargs
+        ):
+            chunk, start = super()._make_message_chunk_from_anthropic_event(
+                event, stream_usage=stream_usage, **kwargs
+            )
+            if event.type == "message_start" and stream_usage and chunk is not None:
+                tokens = _input_tokens(event.message.usage)
+                chunk.usage_metadata = {
+                    "input_tokens": tokens,
+                    "output_tokens": 0,
+                    "total_tokens": tokens,
+                }
+            return chunk, start
+
+    return StartUsageChatAnthropic
 
 
 class AnthropicProvider(ChatModelProvider):
@@ -52,16 +94,16 @@ class AnthropicProvider(ChatModelProvider):
         }
         # Imported here: the SDK takes seconds to import and most deployments never use it.
         import anthropic
-        from langchain_anthropic import ChatAnthropic
 
-        self._chat = ChatAnthropic(**options)
+        chat = _chat_model_class()(**options)
+        self._chat = chat
         self._http = traced_http_client(context, anthropic.DefaultAsyncHttpxClient)
         if self._http is not None:
             # ChatAnthropic takes no HTTP client: its SDK client (a cached property, built
             # on first use from _client_params with a shared client) is built here, with
             # the same parameters and the traced client.
-            self._chat.__dict__["_async_client"] = anthropic.AsyncClient(
-                **self._chat._client_params, http_client=self._http
+            chat.__dict__["_async_client"] = anthropic.AsyncClient(
+                **chat._client_params, http_client=self._http
             )
 
     @classmethod

@@ -24,6 +24,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
@@ -234,8 +235,9 @@ class ChatModelProvider(Provider):
         pieces: list[str] = []
         finish: FinishReason = "stop"
         calls: AIMessageChunk | None = None
-        # Usage may arrive in pieces (Anthropic: input tokens first, output tokens last);
-        # LangChain chunk usage is additive, so the pieces are summed.
+        # Usage may arrive in pieces (Anthropic: input tokens in message_start, cumulative
+        # counts in message_delta; OpenAI: once, in the last chunk), so each kind is the
+        # largest count seen: a cumulative count replaces an earlier one, never adds to it.
         usage_message: AIMessageChunk | None = None
         with self._translated():
             async for chunk in (model or self._chat).astream(messages, **options):
@@ -253,8 +255,7 @@ class ChatModelProvider(Provider):
                 ):
                     finish = _finish(chunk.response_metadata)
                 if chunk.usage_metadata:
-                    piece = AIMessageChunk(content="", usage_metadata=chunk.usage_metadata)
-                    usage_message = piece if usage_message is None else usage_message + piece
+                    usage_message = _largest_usage(usage_message, chunk.usage_metadata)
         tool_calls = calls_from_chunks(calls.tool_call_chunks) if calls is not None else ()
         if tool_calls and finish == "stop":
             finish = "tool_calls"  # some servers end a tool call with "stop"
@@ -265,6 +266,21 @@ class ChatModelProvider(Provider):
             usage=self._usage(usage_message, messages, completion),
             tool_calls=tool_calls,
         )
+
+
+def _largest_usage(seen: AIMessageChunk | None, piece: UsageMetadata) -> AIMessageChunk:
+    """The usage so far with ``piece`` merged in, each count the largest seen."""
+    before = seen.usage_metadata if seen is not None and seen.usage_metadata else None
+    prompt = max(piece.get("input_tokens", 0), before["input_tokens"] if before else 0)
+    completion = max(piece.get("output_tokens", 0), before["output_tokens"] if before else 0)
+    return AIMessageChunk(
+        content="",
+        usage_metadata={
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    )
 
 
 def _call_text(call: ToolCall) -> str:

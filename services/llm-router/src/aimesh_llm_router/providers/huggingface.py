@@ -15,7 +15,7 @@ used here.)
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from langchain_openai import ChatOpenAI
 from openai import DefaultAsyncHttpxClient
@@ -35,6 +35,23 @@ def messages_api_url(base_url: str) -> str:
     return root if root.endswith("/v1") else f"{root}/v1"
 
 
+class _MessagesApiChat(ChatOpenAI):
+    """ChatOpenAI that sends ``max_tokens``, which TGI's Messages API reads.
+
+    LangChain renames it ``max_completion_tokens`` (OpenAI's newer name). TGI ignores that
+    field and generates its default 100 tokens; vLLM, TGI and the Hugging Face router all
+    read ``max_tokens``.
+    """
+
+    def _get_request_payload(
+        self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        if "max_completion_tokens" in payload:
+            payload["max_tokens"] = payload.pop("max_completion_tokens")
+        return payload
+
+
 class HuggingFaceProvider(ChatModelProvider):
     """Hugging Face models, served by TGI or loaded locally with transformers."""
 
@@ -49,7 +66,7 @@ class HuggingFaceProvider(ChatModelProvider):
             # TGI's Messages API takes OpenAI function tools; the local model does not.
             self.supports_tools = True
             self._http = traced_http_client(context, DefaultAsyncHttpxClient)
-            self._chat = ChatOpenAI(
+            self._chat = _MessagesApiChat(
                 model=spec.model or "tgi",
                 base_url=messages_api_url(spec.base_url),
                 api_key=spec.api_key or SecretStr(_NO_KEY),
