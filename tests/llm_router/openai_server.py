@@ -67,8 +67,10 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Recorded] = []
-        # Requests whose client went away while the server was still delaying its reply.
+        # Requests whose client went away while the server was still delaying its reply,
+        # and when each noticed it (time.monotonic()).
         self.disconnects = 0
+        self.left_at: list[float] = []
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +90,7 @@ class FakeOpenAI:
         self.replies.clear()
         self.requests.clear()
         self.disconnects = 0
+        self.left_at.clear()
 
     async def start(self) -> None:
         config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="warning")
@@ -108,6 +111,7 @@ class FakeOpenAI:
         reply = self.replies.popleft() if self.replies else Reply()
         if reply.delay and await self._client_left_during(request, reply.delay):
             self.disconnects += 1
+            self.left_at.append(time.monotonic())
             return Response(status_code=499)
         if reply.raw is not None:
             return Response(reply.raw, media_type="application/json")
@@ -205,3 +209,4 @@ class FakeOpenAI:
             if not finished:
                 # The client went away mid-stream (the body was cancelled).
                 self.disconnects += 1
+                self.left_at.append(time.monotonic())

@@ -18,7 +18,11 @@ from aimesh_gateway.api.main import routers
 from aimesh_gateway.api.web import install_web_app
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import install_exception_handlers
-from aimesh_gateway.limits.http import BodyLimitMiddleware, TimeoutMiddleware
+from aimesh_gateway.limits.http import (
+    BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    TimeoutMiddleware,
+)
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from aimesh_gateway.observability.tracing import create_tracer_provider, instrument_app
@@ -98,6 +102,7 @@ def _add_middleware(
     # Added innermost first: the request context wraps everything, the body limit is inside.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.http_timeout_seconds)
+    app.add_middleware(CancelOnDisconnectMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

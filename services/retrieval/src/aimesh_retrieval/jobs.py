@@ -216,7 +216,7 @@ class JobStore:
         """Jobs per state in the table (one indexed GROUP BY)."""
         async with self._sessions() as session:
             rows = await session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
-            return dict(rows.tuples())
+            return {state: count for state, count in rows.all()}  # noqa: C416 - Row pairs
 
     async def claim(self, owner: str, lease: float) -> Job | None:
         """Take the oldest queued job, or a running one whose lease ran out."""
@@ -474,6 +474,9 @@ class JobRunner:
         while True:
             try:
                 await self._report()
+            except Exception:
+                log.exception("cannot count ingestion jobs for the metrics")
+            try:
                 job = await self._jobs.claim(self._owner, self._lease)
             except Exception:
                 log.exception("cannot claim ingestion jobs")

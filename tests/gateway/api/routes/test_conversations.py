@@ -8,88 +8,25 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from aimesh.retrieval.v1 import retrieval_pb2_grpc
-from aimesh_common.server import GrpcServer, build_grpc_server
-from aimesh_gateway.main import create_app
-from tests.conftest import free_port
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import bearer, settings_for, token
-from tests.llm_router.conftest import (
-    FixedRetrieval,
-    RunningRouter,
-    models_config,
-    openai_model,
-    openai_settings,
-    start_router,
-    stop_router,
-)
-from tests.llm_router.openai_server import FakeOpenAI, Reply
-
-
-@dataclass
-class Stack:
-    upstream: FakeOpenAI
-    retrieval: FixedRetrieval
-    router: RunningRouter
-    app: FastAPI
-    live_url: str
+from tests.gateway.helpers import bearer, token
+from tests.gateway.live_stack import Stack, real_router_stack
+from tests.llm_router.openai_server import Reply
 
 
 @pytest.fixture(scope="module")
 async def stack(
     fake_mesh: FakeMesh, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    upstream = FakeOpenAI()
-    await upstream.start()
-    retrieval = FixedRetrieval()
-    retrieval_server: GrpcServer = build_grpc_server(
-        host="127.0.0.1",
-        port=0,
-        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(retrieval, s),
-        service_names=["aimesh.retrieval.v1.RetrievalService"],
-    )
-    await retrieval_server.start()
-    data_dir: Path = tmp_path_factory.mktemp("router-conversations")
-    router = await start_router(
-        openai_settings(
-            upstream.base_url,
-            retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
-            data_dir=data_dir,
-        ),
-        models_config({"default": openai_model(upstream.base_url)}),
-    )
-    settings = settings_for(
-        router_addr=f"127.0.0.1:{router.server.port}",
-        retrieval_addr=f"127.0.0.1:{retrieval_server.port}",
-        embedding_addr=fake_mesh.embedding_addr,
-    )
-    app = create_app(settings)
-    port = free_port()
-    live = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(live.serve())
-    while not live.started:  # noqa: ASYNC110 - uvicorn has no startup event
-        await asyncio.sleep(0.02)
-    async with app.router.lifespan_context(app):
-        yield Stack(upstream, retrieval, router, app, f"http://127.0.0.1:{port}")
-    live.should_exit = True
-    await task
-    await stop_router(router)
-    await retrieval_server.stop(0)
-    await upstream.stop()
+    async with real_router_stack(fake_mesh, tmp_path_factory.mktemp("router-conversations")) as s:
+        yield s
 
 
 @pytest.fixture

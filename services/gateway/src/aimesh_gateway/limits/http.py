@@ -1,5 +1,5 @@
-"""Per-request limits as pure ASGI middleware: the request body's size and the time until
-the response starts.
+"""Per-request limits as pure ASGI middleware: the request body's size, the time until
+the response starts, and the client's presence while a generating route works.
 
 Pure ASGI rather than ``BaseHTTPMiddleware`` so streamed responses (SSE) pass through
 untouched and the body limit can count bytes as they arrive, with or without Content-Length.
@@ -127,3 +127,89 @@ class TimeoutMiddleware:
         await JSONResponse(body, status_code=504, media_type=PROBLEM_MEDIA_TYPE)(
             scope, receive, send
         )
+
+
+CANCEL_ON_DISCONNECT_EXTRA = "x-cancel-on-disconnect"
+"""``openapi_extra`` key of the routes whose work stops when the client leaves (the ones that
+generate: chat completions, ask, summarize, conversation messages)."""
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded for a request whose client left before its response ended (nginx's
+and Envoy's convention); nothing is sent, the connection is gone."""
+
+
+def _cancels_on_disconnect(scope: Scope) -> bool:
+    extra = getattr(scope.get("route"), "openapi_extra", None)
+    return isinstance(extra, dict) and extra.get(CANCEL_ON_DISCONNECT_EXTRA) is True
+
+
+class CancelOnDisconnectMiddleware:
+    """Stops a generating route's work as soon as its client disconnects.
+
+    Once such a route has read its whole body, a watcher task waits on the server's
+    ``receive`` for ``http.disconnect``. If the client leaves before the response has ended
+    (before the first byte, while a non-streamed answer is computed, or mid-stream), the
+    request's task is cancelled: the gRPC call it awaits is cancelled with it, which cancels
+    the router's task and its upstream request. The request is then recorded as 499
+    (``scope["state"]["client_closed"]``). Later ``receive`` calls of the app (Starlette's own
+    disconnect listener) are answered from the watcher, so nothing else reads the socket.
+
+    Routes opt in with ``openapi_extra={"x-cancel-on-disconnect": True}``: a write (a
+    document upsert) is never cut off half-way by a client that left.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+        gone = asyncio.Event()
+        fired = False
+        complete = False
+
+        async def watch() -> None:
+            nonlocal fired
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            if not complete:
+                fired = True
+                task.cancel()
+
+        async def watched_receive() -> Message:
+            nonlocal watcher
+            if watcher is not None:
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if (
+                message["type"] == "http.request"
+                and not message.get("more_body", False)
+                and _cancels_on_disconnect(scope)
+            ):
+                watcher = asyncio.create_task(watch(), name="client-disconnect-watch")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, tracking_send)
+        except asyncio.CancelledError:
+            if not fired or task.uncancel() > 0:
+                raise  # not (only) this middleware's cancellation: the server is stopping
+        else:
+            if fired and task.cancelling():
+                task.uncancel()  # the app caught it (a stream noticed the disconnect itself)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if fired:
+            scope.setdefault("state", {})["client_closed"] = True

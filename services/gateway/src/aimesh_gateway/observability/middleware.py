@@ -20,6 +20,7 @@ from aimesh_common.logging import RequestIdLogFilter as RequestIdLogFilter
 from aimesh_common.request_id import request_id_var as request_id_var
 from aimesh_common.request_id import valid_request_id
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, PROBLEM_MEDIA_TYPE, path_problem_body
+from aimesh_gateway.limits.http import CLIENT_CLOSED_REQUEST
 from aimesh_gateway.observability.metrics import UNMATCHED_ROUTE, HttpMetrics
 
 access_log = logging.getLogger("aimesh.gateway.access")
@@ -141,6 +142,8 @@ class RequestContextMiddleware:
             await self._internal_error(scope, request_id)(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
+            if state.get("client_closed"):
+                status = CLIENT_CLOSED_REQUEST
             self._record(scope, status, time.perf_counter() - start, request_id)
             request_id_var.reset(token)
 

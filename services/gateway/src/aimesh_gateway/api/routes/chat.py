@@ -37,6 +37,7 @@ from aimesh_gateway.core.errors import (
     grpc_status_to_http,
     openai_error,
 )
+from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
     ChatCompletion,
@@ -119,6 +120,7 @@ def _chat_usage(usage: llm_pb2.Usage | None) -> ChatUsage:
 
 @router.post(
     "/chat/completions",
+    openapi_extra={CANCEL_ON_DISCONNECT_EXTRA: True},
     responses={
         **COMMON_ERRORS,
         **NOT_FOUND,

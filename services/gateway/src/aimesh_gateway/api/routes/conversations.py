@@ -24,6 +24,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.conversations import (
     Conversation,
     ConversationList,
@@ -156,6 +157,7 @@ async def get_conversation(
 
 @router.post(
     "/conversations/{conversation_id}/messages",
+    openapi_extra={CANCEL_ON_DISCONNECT_EXTRA: True},
     responses={
         **COMMON_ERRORS,
         **NOT_FOUND,

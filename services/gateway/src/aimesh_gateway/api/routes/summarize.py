@@ -8,6 +8,7 @@ from fastapi.responses import Response, StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.schemas.summarize import SummarizeRequest, SummarizeResponse
@@ -17,6 +18,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 
 @router.post(
     "/summarize",
+    openapi_extra={CANCEL_ON_DISCONNECT_EXTRA: True},
     responses={
         **COMMON_ERRORS,
         200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},

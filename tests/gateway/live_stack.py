@@ -1,0 +1,76 @@
+"""The gateway served by uvicorn in front of the real LLM router (SQLite store), whose
+model is an OpenAI-protocol test server, and a fixed retrieval service: for tests that need
+real TCP and real gRPC between the gateway and the router (streams, disconnects)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.server import GrpcServer, build_grpc_server
+from aimesh_gateway.main import create_app
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
+from tests.gateway.helpers import settings_for
+from tests.llm_router.conftest import (
+    FixedRetrieval,
+    RunningRouter,
+    models_config,
+    openai_model,
+    openai_settings,
+    start_router,
+    stop_router,
+)
+from tests.llm_router.openai_server import FakeOpenAI
+
+
+@dataclass
+class Stack:
+    upstream: FakeOpenAI
+    retrieval: FixedRetrieval
+    router: RunningRouter
+    app: FastAPI
+    live_url: str
+
+
+@asynccontextmanager
+async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterator[Stack]:
+    """``app`` runs its lifespan here and is also served at ``live_url``."""
+    upstream = FakeOpenAI()
+    await upstream.start()
+    retrieval = FixedRetrieval()
+    retrieval_server: GrpcServer = build_grpc_server(
+        host="127.0.0.1",
+        port=0,
+        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(retrieval, s),
+        service_names=["aimesh.retrieval.v1.RetrievalService"],
+    )
+    await retrieval_server.start()
+    router = await start_router(
+        openai_settings(
+            upstream.base_url,
+            retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
+            data_dir=data_dir,
+        ),
+        models_config({"default": openai_model(upstream.base_url)}),
+    )
+    settings = settings_for(
+        router_addr=f"127.0.0.1:{router.server.port}",
+        retrieval_addr=f"127.0.0.1:{retrieval_server.port}",
+        embedding_addr=fake_mesh.embedding_addr,
+    )
+    app = create_app(settings)
+    try:
+        async with (
+            serve_on_free_port(app, lifespan=False) as url,
+            app.router.lifespan_context(app),
+        ):
+            yield Stack(upstream, retrieval, router, app, url)
+    finally:
+        await stop_router(router)
+        await retrieval_server.stop(0)
+        await upstream.stop()
