@@ -1,34 +1,61 @@
 """``model: "rag:<collection>"`` on the chat completions route: any OpenAI client gets RAG.
 
 The last user message is the question; the router answers it from the collection
-(``LLMRouterService.Answer``) and the reply's content is the answer followed by its numbered
-sources, so a client that only reads ``message.content`` still sees the citations.
+(``LLMRouterService.Answer``, or ``StreamAnswer`` when streamed: the answer's tokens are
+relayed as they are generated). The citations come in structure, in the shape OpenAI
+clients read: ``message.annotations`` (in a streamed reply, on the last content chunk),
+one ``url_citation`` per cited span with the span's start and end index in ``content`` and
+the source's document id, chunk id, title and text. By default the content also ends with
+the numbered sources as text, for clients that only show ``content``
+(``AIMESH_RAG_SOURCES_IN_CONTENT``, or ``rag.sources_in_content`` per request).
+
+``extra_body={"rag": {"model": ..., "top_k": ..., "filter": ...}}`` chooses the answering
+alias and the retrieval settings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import grpc
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import valid_collection_name
+from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import Upstream, UsageContext
 from aimesh_gateway.auth.security import Principal
+from aimesh_gateway.core.errors import (
+    GENERIC_INTERNAL,
+    backend_error_fields,
+    grpc_status_to_http,
+    openai_error,
+)
 from aimesh_gateway.schemas.chat import (
+    Annotation,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessageOut,
     ChatUsage,
+    SourceCitation,
 )
+
+log = logging.getLogger("aimesh.gateway.rag")
 
 RAG_PREFIX = "rag:"
 _SNIPPET_CHARS = 160
+_MARKER = re.compile(r"\[(\d+)\]")
+# Where a cited span starts: after the end of the previous sentence or line, or of the
+# previous marker.
+_SPAN_START = re.compile(r"(?:[.!?]\s+|\n|\]\s*)")
 
 
 def is_rag_model(model: str) -> bool:
@@ -42,11 +69,12 @@ def _collection(model: str) -> str:
     return collection
 
 
-def _content(reply: llm_pb2.AnswerResponse) -> str:
-    if not reply.citations:
-        return reply.answer
-    lines = [reply.answer, "", "Sources:"]
-    for citation in reply.citations:
+def sources_block(citations: Sequence[llm_pb2.Citation]) -> str:
+    """The numbered sources as text, appended to the answer ("" without citations)."""
+    if not citations:
+        return ""
+    lines = ["", "", "Sources:"]
+    for citation in citations:
         snippet = " ".join(citation.text.split())
         if len(snippet) > _SNIPPET_CHARS:
             snippet = snippet[: _SNIPPET_CHARS - 1] + "…"
@@ -54,23 +82,101 @@ def _content(reply: llm_pb2.AnswerResponse) -> str:
     return "\n".join(lines)
 
 
+def _title(citation: llm_pb2.Citation) -> str:
+    title = citation.metadata.fields.get("title") if citation.HasField("metadata") else None
+    if title is not None and title.HasField("string_value") and title.string_value.strip():
+        return title.string_value
+    return citation.document_id
+
+
+def cited_spans(
+    answer: str, citations: Sequence[llm_pb2.Citation], collection: str
+) -> list[Annotation]:
+    """One ``url_citation`` per ``[n]`` marker in ``answer`` naming a given source: the
+    span runs from the start of the sentence the marker closes (after the previous
+    sentence's end, line break or marker) to the end of the marker."""
+    by_number = {citation.source: citation for citation in citations}
+    found: list[Annotation] = []
+    for marker in _MARKER.finditer(answer):
+        citation = by_number.get(int(marker.group(1)))
+        if citation is None:
+            continue
+        # The last boundary that leaves some text before the marker ("It rains. [1]" cites
+        # "It rains.", not just the marker).
+        start = 0
+        for boundary in _SPAN_START.finditer(answer, 0, marker.start()):
+            if answer[boundary.end() : marker.start()].strip():
+                start = boundary.end()
+        found.append(
+            Annotation(
+                url_citation=SourceCitation(
+                    start_index=start,
+                    end_index=marker.end(),
+                    url=f"aimesh://{collection}/{citation.document_id}#{citation.chunk_id}",
+                    title=_title(citation),
+                    source=citation.source,
+                    document_id=citation.document_id,
+                    chunk_id=citation.chunk_id,
+                    text=citation.text,
+                )
+            )
+        )
+    return found
+
+
+def _answer_request(
+    body: ChatCompletionRequest, principal: Principal, collection: str
+) -> llm_pb2.AnswerRequest:
+    # No user text leaves the question empty: the router, which owns that rule, answers 400.
+    question = next(
+        (m.text() for m in reversed(body.messages) if m.role == "user" and m.text().strip()), ""
+    )
+    options = body.rag
+    if options is None:
+        return llm_pb2.AnswerRequest(
+            question=question, collection=collection, tenant_id=principal.tenant_id
+        )
+    return llm_pb2.AnswerRequest(
+        question=question,
+        collection=collection,
+        tenant_id=principal.tenant_id,
+        model=options.model or "",
+        top_k=options.top_k or 0,
+        filter=to_struct(options.filter),
+    )
+
+
 async def rag_completion(
     body: ChatCompletionRequest,
     principal: Principal,
     upstream: Upstream,
     usage_meter: UsageContext,
+    sources_in_content: bool,
 ) -> ChatCompletion | StreamingResponse:
     collection = _collection(body.model)
-    # No user text leaves the question empty: the router, which owns that rule, answers 400.
-    question = next(
-        (m.text() for m in reversed(body.messages) if m.role == "user" and m.text().strip()), ""
-    )
+    if body.rag is not None and body.rag.sources_in_content is not None:
+        sources_in_content = body.rag.sources_in_content
+    request = _answer_request(body, principal, collection)
+    if body.stream:
+        call = upstream.llm_router.StreamAnswer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        )
+        events = call.__aiter__()
+        try:
+            # Errors reported up front (unknown collection, bad filter) stay problem+json.
+            first = await anext(events, None)
+        except BaseException:
+            call.cancel()
+            raise
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        writer = _RagStream(body.model, collection, sources_in_content)
+        return StreamingResponse(
+            writer.events(call, events, first, include_usage, usage_meter),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     reply = await upstream.llm_router.Answer(
-        llm_pb2.AnswerRequest(
-            question=question, collection=collection, tenant_id=principal.tenant_id
-        ),
-        timeout=upstream.timeout,
-        metadata=upstream.metadata,
+        request, timeout=upstream.timeout, metadata=upstream.metadata
     )
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,
@@ -84,47 +190,112 @@ async def rag_completion(
         provider=reply.provider,
         prompt_version=reply.prompt_version,
     )
-    completion = ChatCompletion(
+    content = reply.answer + (sources_block(reply.citations) if sources_in_content else "")
+    return ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
         model=body.model,
-        choices=[ChatChoice(message=ChatMessageOut(content=_content(reply)), finish_reason="stop")],
+        choices=[
+            ChatChoice(
+                message=ChatMessageOut(
+                    content=content,
+                    annotations=cited_spans(reply.answer, reply.citations, collection),
+                ),
+                finish_reason="stop",
+            )
+        ],
         usage=usage,
     )
-    if not body.stream:
-        return completion
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-    return StreamingResponse(
-        _events(completion, include_usage),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
-async def _events(completion: ChatCompletion, include_usage: bool) -> AsyncIterator[str]:
-    """The answer as OpenAI chunks: role, the content, the finish, optional usage, [DONE]."""
+class _RagStream:
+    """The router's answer events as OpenAI chat.completion.chunk events."""
 
-    def event(delta: dict[str, str], finish: str | None = None) -> str:
+    def __init__(self, model: str, collection: str, sources_in_content: bool) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.collection = collection
+        self.sources_in_content = sources_in_content
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
         payload = {
-            "id": completion.id,
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": completion.created,
-            "model": completion.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
         }
         return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
-    yield event({"role": "assistant", "content": ""})
-    yield event({"content": completion.choices[0].message.content or ""})
-    yield event({}, "stop")
-    if include_usage:
-        payload = {
-            "id": completion.id,
-            "object": "chat.completion.chunk",
-            "created": completion.created,
-            "model": completion.model,
-            "choices": [],
-            "usage": completion.usage.model_dump(),
-        }
-        yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-    yield "data: [DONE]\n\n"
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        return self._event(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        )
+
+    async def events(
+        self,
+        call: grpc.aio.UnaryStreamCall[llm_pb2.AnswerRequest, llm_pb2.StreamEvent],
+        events: AsyncIterator[llm_pb2.StreamEvent],
+        first: llm_pb2.StreamEvent | None,
+        include_usage: bool,
+        usage_meter: UsageContext,
+    ) -> AsyncIterator[str]:
+        answer: list[str] = []
+        citations: Sequence[llm_pb2.Citation] = ()
+        usage: llm_pb2.Usage | None = None
+        finish_reason = "stop"
+        event = first
+        try:
+            yield self.chunk({"role": "assistant", "content": ""})
+            while event is not None:
+                kind = event.WhichOneof("event")
+                if kind == "delta" and event.delta:
+                    answer.append(event.delta)
+                    yield self.chunk({"content": event.delta})
+                elif kind == "citations":
+                    citations = list(event.citations.items)
+                elif kind == "usage":
+                    usage = event.usage
+                elif kind == "done":
+                    finish_reason = event.done.finish_reason or finish_reason
+                    if usage is not None:
+                        await usage_meter.record(
+                            self.model,
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                            provider=event.done.provider,
+                            prompt_version=event.done.prompt_version,
+                        )
+                event = await anext(events, None)
+            found = cited_spans("".join(answer), citations, self.collection)
+            tail = sources_block(citations) if self.sources_in_content else ""
+            if found or tail:
+                yield self.chunk(
+                    {
+                        "content": tail,
+                        "annotations": [annotation.model_dump() for annotation in found],
+                    }
+                )
+            yield self.chunk({}, finish_reason)
+            if include_usage:
+                usage_dict = ChatUsage(
+                    prompt_tokens=usage.prompt_tokens if usage else 0,
+                    completion_tokens=usage.completion_tokens if usage else 0,
+                    total_tokens=usage.total_tokens if usage else 0,
+                ).model_dump()
+                yield self._event([], usage=usage_dict)
+            yield "data: [DONE]\n\n"
+        except grpc.aio.AioRpcError as error:
+            status, detail = grpc_status_to_http(error.code(), error.details())
+            log.warning(
+                "rag stream failed",
+                extra=backend_error_fields(error.code(), error.details(), status),
+            )
+            yield self._event([], error=openai_error(status, detail))
+        except Exception:
+            log.exception("rag stream failed")
+            yield self._event([], error=openai_error(500, GENERIC_INTERNAL))
+        finally:
+            call.cancel()

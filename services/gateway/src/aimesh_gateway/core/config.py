@@ -197,6 +197,13 @@ class Settings(ServiceSettings):
         description="A response larger than this is not cached (in-process or Redis).",
     )
 
+    rag_sources_in_content: bool = Field(
+        True,
+        description='A "rag:<collection>" chat completion appends its numbered sources to '
+        "the content as text (for chat UIs that show only content); the annotations carry "
+        "them either way. A request can override it (rag.sources_in_content).",
+    )
+
     otlp_endpoint: str | None = Field(
         None,
         description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); traces "

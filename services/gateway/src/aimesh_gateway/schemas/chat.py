@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aimesh_gateway.schemas.common import ModelAlias
+from aimesh_common.limits import MAX_ASK_TOP_K
+from aimesh_gateway.schemas.common import MetadataFilter, ModelAlias, StrictModel
 
 
 class _Lenient(BaseModel):
@@ -128,6 +129,24 @@ class StreamOptions(_Lenient):
     include_usage: bool = Field(False, description="Send a last chunk carrying the usage.")
 
 
+class RagOptions(StrictModel):
+    """How a ``rag:<collection>`` model answers; OpenAI SDKs send it with
+    ``extra_body={"rag": {...}}``."""
+
+    model: ModelAlias | None = Field(
+        None, description="Alias that writes the answer (default: the server's default alias)."
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_ASK_TOP_K, description="Chunks to retrieve as sources (default 5)."
+    )
+    filter: MetadataFilter = None
+    sources_in_content: bool | None = Field(
+        None,
+        description="Append the numbered sources to the content as text (default: the "
+        "server's AIMESH_RAG_SOURCES_IN_CONTENT, on); the annotations carry them either way.",
+    )
+
+
 class ChatCompletionRequest(_Lenient):
     model_config = ConfigDict(
         json_schema_extra={
@@ -164,6 +183,11 @@ class ChatCompletionRequest(_Lenient):
         description="Up to 4 sequences where generation stops: the reply ends right before "
         'the first of them, which is not returned (finish_reason "stop").',
         examples=[["\n\n"]],
+    )
+    rag: RagOptions | None = Field(
+        None,
+        description='Only with a "rag:<collection>" model: the answering alias and the '
+        "retrieval settings.",
     )
     user: str | None = Field(
         None,
@@ -223,6 +247,24 @@ class ChatCompletionRequest(_Lenient):
         return self.max_completion_tokens or self.max_tokens or 0
 
 
+class SourceCitation(BaseModel):
+    """OpenAI's ``url_citation`` with the source chunk's own fields beside it."""
+
+    start_index: int = Field(ge=0, description="Start of the cited span in content.")
+    end_index: int = Field(ge=0, description="End of the cited span (exclusive), after [n].")
+    url: str = Field(description="aimesh://<collection>/<document id>#<chunk id>")
+    title: str = Field(description="The document's title metadata, else its id.")
+    source: int = Field(ge=1, description='The number the answer uses ("[1]").')
+    document_id: str
+    chunk_id: str
+    text: str = Field(description="Text of the cited chunk.")
+
+
+class Annotation(BaseModel):
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: SourceCitation
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = Field(description="null when the model only called tools.")
@@ -230,6 +272,11 @@ class ChatMessageOut(BaseModel):
         None,
         description="Tools the model called (finish_reason tool_calls); omitted if none.",
         exclude_if=lambda calls: calls is None,
+    )
+    annotations: list[Annotation] | None = Field(
+        None,
+        description='The sources a "rag:" answer cites, one per cited span; omitted otherwise.',
+        exclude_if=lambda annotations: annotations is None,
     )
 
 

@@ -25,6 +25,7 @@ from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     CacheDep,
+    SettingsDep,
     UpstreamDep,
     UsageContext,
     UsageDep,
@@ -139,11 +140,16 @@ async def chat_completions(
     upstream: UpstreamDep,
     usage_meter: UsageDep,
     cache: CacheDep,
+    settings: SettingsDep,
 ) -> ChatCompletion | StreamingResponse | Response:
     if is_rag_model(body.model):
         if body.uses_tools():
             raise HTTPException(400, f"model {body.model!r} does not support tools")
-        return await rag_completion(body, principal, upstream, usage_meter)
+        return await rag_completion(
+            body, principal, upstream, usage_meter, settings.rag_sources_in_content
+        )
+    if body.rag is not None:
+        raise HTTPException(400, 'rag options need a "rag:<collection>" model')
     # Only temperature-0, non-streamed completions are deterministic enough to cache.
     cacheable = body.temperature == 0 and not body.stream
     key = None
