@@ -43,6 +43,7 @@ from aimesh_retrieval.jobs import (
     JobDocument,
     JobRunner,
     JobStore,
+    LeaseLost,
     PrepareBatch,
     Settle,
     WriteBatch,
@@ -114,7 +115,8 @@ async def test_claim_batches_progress_and_lease(job_store: JobStore) -> None:
     batch = await job_store.next_batch(job.id)
     # At most 96 chunks (3 each): 32 documents.
     assert [seq for seq, _ in batch] == list(range(32))
-    await job_store.mark_done(job.id, "runner-1", [seq for seq, _ in batch], 96, 0.0)
+    seqs = [seq for seq, _ in batch]
+    assert await job_store.mark_done(job.id, "runner-1", seqs, 0.0) == 96
     progressed = await job_store.get(tenant, job.id)
     assert (progressed.documents_done, progressed.chunks_embedded) == (32, 96)
     # The lease was renewed with 0 s: it ran out, so another runner takes over and
@@ -124,7 +126,22 @@ async def test_claim_batches_progress_and_lease(job_store: JobStore) -> None:
     assert taken.id == job.id
     assert (await job_store.next_batch(job.id))[0][0] == 32
 
-    await job_store.finish(job.id, FAILED, "embedding service unavailable")
+    # The old runner is fenced: its heartbeat, progress, attempts and end are refused.
+    with pytest.raises(LeaseLost):
+        await job_store.renew(job.id, "runner-1", 60)
+    with pytest.raises(LeaseLost):
+        await job_store.mark_done(job.id, "runner-1", [32, 33], 60)
+    with pytest.raises(LeaseLost):
+        await job_store.failed_attempt(job.id, "late", owner="runner-1")
+    with pytest.raises(LeaseLost):
+        await job_store.finish(job.id, SUCCEEDED, owner="runner-1")
+    # The new one marking documents already done counts each once.
+    await job_store.renew(job.id, "runner-2", 60)
+    assert await job_store.mark_done(job.id, "runner-2", [30, 31, 32], 60) == 3
+    progressed = await job_store.get(tenant, job.id)
+    assert (progressed.documents_done, progressed.chunks_embedded) == (33, 99)
+
+    await job_store.finish(job.id, FAILED, "embedding service unavailable", owner="runner-2")
     final = await job_store.get(tenant, job.id)
     assert (final.state, final.errors) == (FAILED, ["embedding service unavailable"])
 
@@ -441,7 +458,8 @@ async def test_the_next_batch_is_embedded_while_the_previous_one_is_written(
     job = await run_to_end(jobs, prepare_batch, write_batch, settle, "tenant-p", submission.id)
     assert (job.state, job.errors) == (SUCCEEDED, [])
     assert written == [32, 32, 6]
-    assert (job.documents_done, job.chunks_embedded) == (70, 70)
+    # Chunks are counted from the submission (3 per document), once per document.
+    assert (job.documents_done, job.chunks_embedded) == (70, 210)
 
 
 async def test_a_failing_preparation_keeps_the_batches_written_before_it(tmp_path: Path) -> None:
@@ -579,3 +597,95 @@ async def test_a_jobs_embedding_calls_are_in_the_trace_of_its_upload(
         assert embed.context.trace_id == submit.context.trace_id
         assert embed.parent is not None
         assert embed.parent.span_id == submit.context.span_id
+
+
+async def test_a_step_longer_than_the_lease_runs_once_on_one_of_two_runners(
+    tmp_path: Path,
+) -> None:
+    """Issue 21: with two runners and a step slower than the lease, the lease is renewed
+    while the step runs, so the other runner never takes the job: every document is
+    prepared (embedded) and written once and the counters end at their totals."""
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=6)
+    prepared: list[str] = []
+    written: list[str] = []
+
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        await asyncio.sleep(1.0)  # twice the lease
+        prepared.extend(document.id for document in documents)
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        written.extend(document.id for document in documents)
+        return sum(document.chunks for document in documents)
+
+    async def settle(tenant: str, collection: str) -> None:
+        return None
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-l", "c")
+        await submission.add(docs(6))  # 3 chunks each, 2 per batch: 3 steps
+    runners = [
+        JobRunner(jobs, prepare_batch, write_batch, settle, lease=0.5, poll=0.05) for _ in range(2)
+    ]
+    for runner in runners:
+        runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await jobs.get("tenant-l", submission.id)).state not in (SUCCEEDED, FAILED):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        for runner in runners:
+            await runner.stop()
+        await jobs.close()
+    assert job.state == SUCCEEDED, job.errors
+    assert (job.documents_done, job.documents_total) == (6, 6)
+    assert (job.chunks_embedded, job.chunks_total) == (18, 18)
+    assert sorted(prepared) == sorted(written) == sorted(f"d{i}" for i in range(6))
+
+
+async def test_a_runner_that_lost_its_lease_stops_and_records_nothing(tmp_path: Path) -> None:
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", batch_chunks=6)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    written: list[str] = []
+
+    async def prepare_batch(tenant: str, collection: str, documents: Any) -> Any:
+        started.set()
+        await release.wait()
+        return documents
+
+    async def write_batch(documents: Any) -> int:
+        written.extend(document.id for document in documents)
+        return 0
+
+    async def settle(tenant: str, collection: str) -> None:
+        return None
+
+    async with jobs.submission() as submission:
+        submission.target("tenant-f", "c")
+        await submission.add(docs(2))
+    lost = _sample("aimesh_retrieval_job_failures_total", reason="lease_lost")
+    runner = JobRunner(jobs, prepare_batch, write_batch, settle, lease=0.6, poll=0.05)
+    runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        # Another runner takes the job over (as if this one had stalled past its lease).
+        async with jobs._sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE retrieval_ingest_jobs SET owner = 'other' WHERE id = :id"),
+                {"id": submission.id},
+            )
+        deadline = time.monotonic() + 10
+        while _sample("aimesh_retrieval_job_failures_total", reason="lease_lost") == lost:
+            assert time.monotonic() < deadline, "the runner did not notice"
+            await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.sleep(0.3)
+        job = await jobs.get("tenant-f", submission.id)
+        # The fenced runner wrote nothing and recorded nothing; the job is still the other's.
+        assert written == []
+        assert (job.state, job.documents_done) == (RUNNING, 0)
+    finally:
+        await runner.stop()
+        await jobs.close()

@@ -10,6 +10,12 @@ with the first batch not marked done; re-storing a batch whose rows were written
 yet marked is harmless because upserts skip unchanged content and replace chunk rows by
 their deterministic ids (no duplicates).
 
+While it works, a runner renews its lease every third of it (a heartbeat), so a step that
+takes longer than the lease is not taken over. A runner that could not renew in time has
+lost the job: everything it would still record (progress, the end state, an attempt) is
+refused (:class:`LeaseLost`, fencing), and its heartbeat stops its run. Progress counts
+each document once, whoever stores it: the counters never pass their totals.
+
 A job keeps the W3C ``traceparent`` of the request that submitted it (when that request was
 traced), and the runner continues that trace: the job's embedding calls, made later and
 maybe by another replica, belong to the trace of the upload that asked for them.
@@ -54,6 +60,13 @@ from aimesh_retrieval.migrations import MIGRATIONS
 log = logging.getLogger("aimesh.retrieval.jobs")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+
+
+class LeaseLost(Exception):
+    """The runner no longer holds the job: its lease ran out and another runner took the
+    job over. Whatever the old runner would still record is refused (fencing)."""
+
+
 # Chunks stored per step (a document bigger than this is a step of its own): one embedding
 # request's worth of work per Milvus write and per progress update, while memory stays
 # bounded (a few batches of text and vectors at a time, whatever the job's size).
@@ -293,27 +306,69 @@ class JobStore:
                 for row in rows
             ]
 
-    async def mark_done(
-        self, job_id: str, owner: str, seqs: Sequence[int], chunks: int, lease: float
-    ) -> None:
+    @staticmethod
+    async def _owned(session: AsyncSession, job_id: str, owner: str) -> JobRow:
+        """The job's row, locked; LeaseLost unless ``owner`` still runs it."""
+        row = await session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.state != RUNNING or row.owner != owner:
+            raise LeaseLost(job_id)
+        return row
+
+    async def renew(self, job_id: str, owner: str, lease: float) -> None:
+        """Extend ``owner``'s lease (the runner's heartbeat); LeaseLost if it was taken over."""
         now = _now()
         async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(JobDocumentRow)
-                .where(JobDocumentRow.job_id == job_id, JobDocumentRow.seq.in_(list(seqs)))
-                .values(done=True)
+            renewed = await session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.owner == owner, JobRow.state == RUNNING)
+                .values(lease_until=now + timedelta(seconds=lease))
             )
-            row = await session.get(JobRow, job_id, with_for_update=True)
-            assert row is not None
-            row.documents_done += len(seqs)
+            if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(job_id)
+
+    async def mark_done(self, job_id: str, owner: str, seqs: Sequence[int], lease: float) -> int:
+        """Record the documents ``seqs`` as stored, once each: counters advance only by the
+        documents not yet done, so they never pass their totals. LeaseLost (nothing recorded)
+        when ``owner`` no longer holds the job. Returns the chunks newly counted."""
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            row = await self._owned(session, job_id, owner)
+            pending = (
+                await session.execute(
+                    select(JobDocumentRow.seq, JobDocumentRow.chunks).where(
+                        JobDocumentRow.job_id == job_id,
+                        JobDocumentRow.seq.in_(list(seqs)),
+                        JobDocumentRow.done.is_(False),
+                    )
+                )
+            ).all()
+            chunks = sum(count for _, count in pending)
+            if pending:
+                await session.execute(
+                    update(JobDocumentRow)
+                    .where(
+                        JobDocumentRow.job_id == job_id,
+                        JobDocumentRow.seq.in_([seq for seq, _ in pending]),
+                    )
+                    .values(done=True)
+                )
+            row.documents_done += len(pending)
             row.chunks_embedded += chunks
             row.lease_until = now + timedelta(seconds=lease)
             row.updated_at = now
+            return chunks
 
-    async def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+    async def finish(
+        self, job_id: str, state: str, error: str | None = None, *, owner: str | None = None
+    ) -> None:
+        """End the job; with ``owner``, only while that runner holds it (else LeaseLost)."""
         async with self._sessions() as session, session.begin():
-            row = await session.get(JobRow, job_id, with_for_update=True)
-            assert row is not None
+            if owner is not None:
+                row = await self._owned(session, job_id, owner)
+            else:
+                found = await session.get(JobRow, job_id, with_for_update=True)
+                assert found is not None
+                row = found
             row.state = state
             if error:
                 row.errors = json.dumps([*json.loads(row.errors), error])
@@ -321,11 +376,10 @@ class JobStore:
             row.lease_until = None
             row.updated_at = _now()
 
-    async def failed_attempt(self, job_id: str, error: str) -> int:
-        """Count a failed attempt; returns the attempts so far."""
+    async def failed_attempt(self, job_id: str, error: str, *, owner: str) -> int:
+        """Count a failed attempt of ``owner``'s run; returns the attempts so far."""
         async with self._sessions() as session, session.begin():
-            row = await session.get(JobRow, job_id, with_for_update=True)
-            assert row is not None
+            row = await self._owned(session, job_id, owner)
             row.attempts += 1
             row.errors = json.dumps([*json.loads(row.errors), error][-20:])
             row.updated_at = _now()
@@ -490,7 +544,38 @@ class JobRunner:
 
     async def _run(self, job: Job) -> None:
         with _continuing(job.traceparent):
-            await self._run_steps(job)
+            run = asyncio.current_task()
+            assert run is not None
+            heartbeat = asyncio.create_task(self._heartbeat(job, run), name=f"lease-{job.id}")
+            try:
+                await self._run_steps(job)
+            except LeaseLost:
+                metrics.JOB_FAILURES.labels("lease_lost").inc()
+                log.warning("ingestion job taken over by another runner", extra={"job": job.id})
+            except asyncio.CancelledError:
+                if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result():
+                    # The heartbeat found the lease lost and stopped this run.
+                    run.uncancel()
+                    metrics.JOB_FAILURES.labels("lease_lost").inc()
+                    log.warning("ingestion job lease lost; run stopped", extra={"job": job.id})
+                else:
+                    raise
+            finally:
+                heartbeat.cancel()
+
+    async def _heartbeat(self, job: Job, run: asyncio.Task[Any]) -> bool:
+        """Renew the lease every third of it while the job runs. When it cannot (another
+        runner took the job over), stop the run and return True."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                await self._jobs.renew(job.id, self._owner, self._lease)
+            except LeaseLost:
+                run.cancel()
+                return True
+            except Exception:  # noqa: BLE001 - logged; the next beat tries again
+                # A database hiccup: the lease still has 2/3 left when the next beat runs.
+                log.warning("cannot renew the lease of an ingestion job", extra={"job": job.id})
 
     async def _run_steps(self, job: Job) -> None:
         log.info("running ingestion job", extra={"job": job.id, "collection": job.collection})
@@ -508,24 +593,28 @@ class JobRunner:
             await self._settle(job.tenant_id, job.collection)
         except Unavailable as error:
             metrics.JOB_FAILURES.labels("unavailable").inc()
-            attempts = await self._jobs.failed_attempt(job.id, error.message)
+            attempts = await self._jobs.failed_attempt(job.id, error.message, owner=self._owner)
             if attempts >= MAX_ATTEMPTS:
-                await self._jobs.finish(job.id, FAILED)
+                await self._jobs.finish(job.id, FAILED, owner=self._owner)
                 return FAILED
             # Leave it RUNNING with its lease: it is retried once the lease ran out.
             log.warning("ingestion job will be retried", extra={"job": job.id})
             await asyncio.sleep(min(self._lease, 2.0 * attempts))
             return "retry"
+        except LeaseLost:
+            raise
         except AimeshError as error:
             metrics.JOB_FAILURES.labels("invalid").inc()
-            await self._jobs.finish(job.id, FAILED, error.message)
+            await self._jobs.finish(job.id, FAILED, error.message, owner=self._owner)
             return FAILED
         except Exception as error:
             metrics.JOB_FAILURES.labels("internal").inc()
             log.exception("ingestion job failed", extra={"job": job.id})
-            await self._jobs.finish(job.id, FAILED, f"internal error: {type(error).__name__}")
+            await self._jobs.finish(
+                job.id, FAILED, f"internal error: {type(error).__name__}", owner=self._owner
+            )
             return FAILED
-        await self._jobs.finish(job.id, SUCCEEDED)
+        await self._jobs.finish(job.id, SUCCEEDED, owner=self._owner)
         log.info("ingestion job done", extra={"job": job.id})
         return SUCCEEDED
 
@@ -579,8 +668,8 @@ class JobRunner:
                 if isinstance(item, Exception):
                     raise item
                 seqs, plan = item
-                chunks = await self._write_batch(plan)
-                await self._jobs.mark_done(job.id, self._owner, seqs, chunks, self._lease)
+                await self._write_batch(plan)
+                chunks = await self._jobs.mark_done(job.id, self._owner, seqs, self._lease)
                 metrics.JOB_CHUNKS_EMBEDDED.inc(chunks)
         finally:
             producer.cancel()
