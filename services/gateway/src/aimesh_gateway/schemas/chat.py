@@ -1,7 +1,10 @@
 """The OpenAI chat completions shape (the subset aimesh serves).
 
-Requests ignore unknown fields: OpenAI clients send many (``seed``, ``logprobs`` ...) that have
-no meaning here, and rejecting them would break those clients. Function ``tools`` (with
+Parameters of OpenAI's API that have no meaning here (``seed``, ``logprobs``, ``top_p`` ...:
+:data:`IGNORED_CHAT_PARAMETERS`) are accepted and ignored, as OpenAI clients send them; OpenAI
+parameters whose effect aimesh cannot give (``response_format``, ``audio`` ...) and names
+OpenAI does not know either are refused with a 400, as OpenAI answers an unrecognized
+argument. Inside messages and tools, unknown members are ignored. Function ``tools`` (with
 ``tool_choice``, assistant ``tool_calls`` and ``tool`` messages) are passed through to models
 whose provider supports them; other models answer 400 rather than dropping them.
 """
@@ -13,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aimesh_gateway.schemas.common import ModelAlias
+from aimesh_gateway.schemas.common import ModelAlias, RequestModel
 
 
-class _Lenient(BaseModel):
+class _Lenient(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -29,6 +32,9 @@ FUNCTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # The router's limits on stop sequences (aimesh_llm_router.stops), checked here for a 422.
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
+# The most tokens a request may ask for (also POST /v1/conversations/{id}/messages); an
+# alias's own maximum caps it further.
+MAX_COMPLETION_TOKENS = 1_000_000
 
 
 class FunctionCall(_Lenient):
@@ -128,20 +134,74 @@ class StreamOptions(_Lenient):
     include_usage: bool = Field(False, description="Send a last chunk carrying the usage.")
 
 
+# OpenAI chat parameters accepted and ignored: they change nothing here that a client relies
+# on (sampling details, logging and routing hints of OpenAI's own service).
+IGNORED_CHAT_PARAMETERS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "seed",
+        "top_p",
+        "service_tier",
+        "store",
+        "metadata",
+        "prompt_cache_key",
+        "safety_identifier",
+        "reasoning_effort",
+        "verbosity",
+    }
+)
+# OpenAI chat parameters whose effect aimesh cannot give: 400 rather than an answer that
+# silently lacks it (a JSON-schema reply, audio, the deprecated ``functions``).
+UNSUPPORTED_CHAT_PARAMETERS = frozenset(
+    {
+        "response_format",
+        "audio",
+        "modalities",
+        "prediction",
+        "web_search_options",
+        "functions",
+        "function_call",
+    }
+)
+
+
+def refused_parameters(extra: dict[str, Any] | None, ignored: frozenset[str]) -> str | None:
+    """The 400 detail for the top-level members of a request to an OpenAI route that are
+    neither fields of its model nor in ``ignored``; None when there are none."""
+    names = sorted(set(extra or {}) - ignored)
+    if not names:
+        return None
+    unsupported = [name for name in names if name in UNSUPPORTED_CHAT_PARAMETERS]
+    if unsupported:
+        return f"Unsupported request argument supplied: {', '.join(unsupported)}"
+    return f"Unrecognized request argument supplied: {', '.join(names)}"
+
+
 class ChatCompletionRequest(_Lenient):
     model_config = ConfigDict(
+        # Kept, so the route can refuse what is neither a field nor ignored (400).
+        extra="allow",
         json_schema_extra={
             "examples": [
                 {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]}
             ]
-        }
+        },
     )
 
     model: ModelAlias = "default"
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_COMPLETION_TOKENS, description="Most tokens to generate."
+    )
     max_completion_tokens: int | None = Field(
-        None, ge=1, description="Newer name of max_tokens; wins when both are set."
+        None,
+        ge=1,
+        le=MAX_COMPLETION_TOKENS,
+        description="Newer name of max_tokens; wins when both are set.",
     )
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = Field(False, description="Stream the reply as server-sent events.")
@@ -217,6 +277,10 @@ class ChatCompletionRequest(_Lenient):
     def uses_tools(self) -> bool:
         """Whether the call needs a tool-capable model (tools or tool messages)."""
         return bool(self.tools) or any(message.uses_tools() for message in self.messages)
+
+    def refused(self) -> str | None:
+        """The 400 detail for top-level parameters this route does not take, if any."""
+        return refused_parameters(self.model_extra, IGNORED_CHAT_PARAMETERS)
 
     def token_limit(self) -> int:
         """The limit for the router: 0 means the alias's configured maximum."""

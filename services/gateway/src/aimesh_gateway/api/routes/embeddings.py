@@ -24,6 +24,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.tokenids import decode_token_ids
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -33,7 +34,7 @@ from aimesh_gateway.schemas.embeddings import (
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 from aimesh_gateway.state import state_of
 
-router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRoute)
 
 INFO_TTL_SECONDS = 60.0
 
@@ -74,12 +75,15 @@ async def create_embeddings(
 ) -> EmbeddingList | Response:
     """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``). Answers are
     cached (``X-Cache: hit``, no tokens charged); ``Cache-Control: no-cache`` skips the cache."""
+    if (refused := body.refused()) is not None:
+        raise HTTPException(400, refused)
     info = await embedding_info(request, upstream)
     if body.model != info.model:
         raise HTTPException(
             404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
         )
-    key, cached = await cache.lookup(body.model, body.model_dump(mode="json"))
+    payload = body.model_dump(mode="json", exclude=set(body.model_extra or ()))
+    key, cached = await cache.lookup(body.model, payload)
     if cached is not None:
         return cached
     reply = await upstream.embedding.Embed(

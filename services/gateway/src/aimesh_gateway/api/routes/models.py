@@ -13,13 +13,14 @@ from aimesh.embedding.v1 import embedding_pb2
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, Upstream, UpstreamDep, UserPrincipal
 from aimesh_gateway.api.routes.embeddings import cached_embedding_info, embedding_info
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.models import ModelCard, ModelList
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.state import state_of
 
 log = logging.getLogger("aimesh.gateway.models")
 
-router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRoute)
 
 # After the embedding service failed to answer Info, the list goes without the embedding model
 # for this long before asking again (rather than one failing call and warning per request).
