@@ -111,12 +111,17 @@ async def test_a_stream_failing_before_its_first_token_falls_back(
 async def test_after_the_first_token_a_failure_ends_the_stream_with_an_error(
     chain: RunningRouter, fake_openai: FakeOpenAI, backup_openai: FakeOpenAI, break_after: int
 ) -> None:
-    fake_openai.enqueue(Reply(content="one two three four five", break_after=break_after))
+    words = ["one", "two", "three", "four", "five"]
+    fake_openai.enqueue(Reply(content=" ".join(words), break_after=break_after))
     received: list[str] = []
     request = llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="Hi")])
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+
+    async def read_all() -> None:
         async for reply in chain.stub.Generate(request, timeout=30):
             received.append(reply.delta)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_all()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "".join(received) == " ".join("one two three four five".split()[:break_after]) + " "
+    assert "".join(received) == " ".join(words[:break_after]) + " "
     assert not backup_openai.requests, "a started stream must not switch models"

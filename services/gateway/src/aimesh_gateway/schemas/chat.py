@@ -11,11 +11,11 @@ whose provider supports them; other models answer 400 rather than dropping them.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aimesh_common import jsonlimits
 from aimesh_gateway.schemas.common import ModelAlias, RequestModel
 
 
@@ -48,7 +48,9 @@ class FunctionCall(_Lenient):
     def _json_object(cls, value: str) -> str:
         if value.strip():
             try:
-                parsed = json.loads(value)
+                parsed = jsonlimits.loads(value, "arguments", max_depth=jsonlimits.MAX_BODY_DEPTH)
+            except jsonlimits.JsonLimitError as error:
+                raise ValueError(str(error)) from None
             except ValueError:
                 raise ValueError("arguments must be JSON text") from None
             if not isinstance(parsed, dict):
