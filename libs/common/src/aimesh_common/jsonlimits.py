@@ -39,9 +39,17 @@ class JsonLimitError(ValueError):
     """A JSON value breaks a limit; ``path`` names the place (``body.metadata.a``)."""
 
     def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{_short(path)}: {problem}")
         self.path = path
         self.problem = problem
+
+
+def _short(path: str, limit: int = 160) -> str:
+    """``path`` for a message: long ones keep their start and end (keys may be long)."""
+    if len(path) <= limit:
+        return path
+    half = (limit - 3) // 2
+    return f"{path[:half]}...{path[-half:]}"
 
 
 def _check_string(value: str, path: str) -> None:
@@ -118,7 +126,7 @@ def check_struct(struct: struct_pb2.Struct, field: str, max_depth: int = MAX_STR
     while stack:
         container, where, depth = stack.pop()
         if depth > max_depth:
-            raise InvalidArgument(f"{where} is nested deeper than {max_depth} levels")
+            raise InvalidArgument(f"{_short(where)} is nested deeper than {max_depth} levels")
         if isinstance(container, struct_pb2.Struct):
             items = [(f"{where}.{key}", value) for key, value in container.fields.items()]
         else:
@@ -130,7 +138,7 @@ def check_struct(struct: struct_pb2.Struct, field: str, max_depth: int = MAX_STR
             elif kind == "list_value":
                 stack.append((value.list_value, place, depth + 1))
             elif kind == "number_value" and not math.isfinite(value.number_value):
-                raise InvalidArgument(f"{place} is not a finite number")
+                raise InvalidArgument(f"{_short(place)} is not a finite number")
 
 
 def loads_argument(text: str, field: str, max_depth: int = MAX_STRUCT_DEPTH) -> Any:

@@ -80,7 +80,7 @@ def _pdf(stream: IO[bytes], name: str) -> tuple[str, str | None]:
 def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
     import docx
     from docx.opc.exceptions import OpcError
-    from lxml.etree import LxmlError
+    from lxml.etree import LxmlError  # type: ignore[import-untyped]
 
     # Broken XML in any part ([Content_Types].xml, the document, the properties) raises from
     # lxml, while opening or later while the parts are read: both are inside the try.
