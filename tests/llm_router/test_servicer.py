@@ -4,7 +4,8 @@ resolution and upstream errors. Each task family is tested in tests/llm_router/t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
+from typing import Any
 
 import grpc
 import pytest
@@ -84,7 +85,7 @@ def _nested(levels: int) -> dict[str, object]:
     return value
 
 
-async def _first(stream: AsyncIterator[llm_pb2.StreamEvent]) -> llm_pb2.StreamEvent | None:
+async def _first(stream: AsyncIterable[llm_pb2.StreamEvent]) -> llm_pb2.StreamEvent | None:
     async for item in stream:
         return item
     return None
@@ -98,7 +99,7 @@ async def _first(stream: AsyncIterator[llm_pb2.StreamEvent]) -> llm_pb2.StreamEv
     ],
 )
 async def test_a_filter_past_the_limits_is_invalid_argument(
-    openai_router: RunningRouter, fake_openai: FakeOpenAI, spec: dict[str, object], message: str
+    openai_router: RunningRouter, fake_openai: FakeOpenAI, spec: dict[str, Any], message: str
 ) -> None:
     """The router checks an Answer's filter itself, as retrieval would, before any search
     or model call (the gateway's limits, enforced again for internal callers)."""

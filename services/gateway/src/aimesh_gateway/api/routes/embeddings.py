@@ -36,27 +36,20 @@ from aimesh_gateway.state import state_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRoute)
 
-INFO_TTL_SECONDS = 60.0
-
 
 async def embedding_info(request: Request, upstream: Upstream) -> embedding_pb2.InfoResponse:
-    """The embedding service's Info, cached in the app's state for ``INFO_TTL_SECONDS``."""
-    cached = cached_embedding_info(request)
-    if cached is not None:
-        return cached
+    """The embedding model's Info from the app's cache (refreshed in the background when
+    old); asked for directly only while none was ever fetched, as this route needs it."""
+    cache = state_of(request.app).embedding_info
+    cache.refresh(upstream.embedding)
+    info = cache.current()
+    if info is not None:
+        return info
     info = await upstream.embedding.Info(
         embedding_pb2.InfoRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
-    state_of(request.app).embedding_info.fetched = (time.monotonic(), info)
+    cache.fetched = (time.monotonic(), info)
     return info
-
-
-def cached_embedding_info(request: Request) -> embedding_pb2.InfoResponse | None:
-    """The Info cached by :func:`embedding_info` while it is fresh, else None (no call)."""
-    cached = state_of(request.app).embedding_info.fetched
-    if cached is not None and time.monotonic() - cached[0] < INFO_TTL_SECONDS:
-        return cached[1]
-    return None
 
 
 @router.post(
