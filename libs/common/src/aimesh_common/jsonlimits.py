@@ -91,7 +91,9 @@ def check_json(value: Any, path: str, *, max_depth: int, max_int: int = MAX_INT)
             _check_number(item, where, max_int)
 
 
-_MAX_INT_DIGITS = len(str(MAX_INT)) + 1  # a sign
+_MAX_INT_DIGITS = 400
+"""Integer literals longer than this are refused while parsing (the place is unknown there);
+shorter ones out of range are reported with their place by :func:`check_json`."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -99,7 +101,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse_int(text: str) -> int:
-    # Refuse huge literals before converting them (int() of 4300+ digits raises anyway).
+    # Refuse huge literals before converting them (int() of 4300+ digits raises anyway, and
+    # the conversion's cost grows with the square of the length).
     if len(text) > _MAX_INT_DIGITS:
         raise JsonLimitError("body", f"integer out of range (magnitude at most {MAX_INT})")
     return int(text)
