@@ -11,6 +11,7 @@ whose provider supports them; other models answer 400 rather than dropping them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -183,15 +184,32 @@ def refused_parameters(extra: dict[str, Any] | None, ignored: frozenset[str]) ->
     return f"Unrecognized request argument supplied: {', '.join(names)}"
 
 
+def openai_request_schema(
+    example: dict[str, Any], ignored: frozenset[str]
+) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a request model of an OpenAI route: the model keeps unknown
+    members (``extra="allow"``) only so the route can refuse them with OpenAI's 400, so the
+    schema says what is accepted: its fields, and ``ignored`` in the description."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        schema.pop("additionalProperties", None)
+        schema["examples"] = [example]
+        schema["description"] = (
+            "Other OpenAI parameters accepted and ignored: "
+            f"{', '.join(sorted(ignored))}. Any other member is a 400."
+        )
+
+    return edit
+
+
 class ChatCompletionRequest(_Lenient):
     model_config = ConfigDict(
         # Kept, so the route can refuse what is neither a field nor ignored (400).
         extra="allow",
-        json_schema_extra={
-            "examples": [
-                {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]}
-            ]
-        },
+        json_schema_extra=openai_request_schema(
+            {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]},
+            IGNORED_CHAT_PARAMETERS,
+        ),
     )
 
     model: ModelAlias = "default"

@@ -14,16 +14,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aimesh_gateway.schemas.chat import refused_parameters
+from aimesh_gateway.schemas.chat import openai_request_schema, refused_parameters
 from aimesh_gateway.schemas.common import RequestModel
+
+IGNORED_EMBEDDING_PARAMETERS = frozenset({"user"})
 
 
 class EmbeddingRequest(RequestModel):
     model_config = ConfigDict(
         extra="allow",  # the route refuses what is not a field or ``user`` (400)
-        json_schema_extra={
-            "examples": [{"model": "all-MiniLM-L6-v2", "input": ["first text", "second text"]}]
-        },
+        json_schema_extra=openai_request_schema(
+            {"model": "all-MiniLM-L6-v2", "input": ["first text", "second text"]},
+            IGNORED_EMBEDDING_PARAMETERS,
+        ),
     )
 
     model: str = Field(
@@ -58,7 +61,7 @@ class EmbeddingRequest(RequestModel):
 
     def refused(self) -> str | None:
         """The 400 detail for top-level parameters this route does not take, if any."""
-        return refused_parameters(self.model_extra, frozenset({"user"}))
+        return refused_parameters(self.model_extra, IGNORED_EMBEDDING_PARAMETERS)
 
     def texts(self, decode: Callable[[list[int]], str]) -> list[str]:
         """The input texts; token-id arrays turned into text by ``decode``."""

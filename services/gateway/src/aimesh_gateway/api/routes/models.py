@@ -23,10 +23,11 @@ router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRo
 async def list_models(
     request: Request, principal: UserPrincipal, upstream: UpstreamDep
 ) -> ModelList:
-    """The router's aliases, then the embedding model. The embedding model's Info comes from
-    the gateway's cache, refreshed in the background with a short deadline: a hung embedding
-    service holds up only the listings of the first half second after a start, then they go
-    without it."""
+    """The model aliases, then the embedding model (left out while the embedding service has
+    not answered since the gateway started)."""
+    # The embedding model's Info comes from the gateway's cache, refreshed in the background
+    # with a short deadline (core/embedding_info.py): a hung embedding service holds up only
+    # the listings of the first half second after a refresh starts with nothing cached.
     list_call = upstream.llm_router.ListModels(
         llm_pb2.ListModelsRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
