@@ -325,6 +325,52 @@ def test_bad_input_gets_a_clear_4xx(client: httpx.Client, admin: dict[str, str])
         client.post("/v1/collections/bad name!/search", json={"query": "q"}, headers=admin), 422
     )
     _is_problem(client.post("/v1/summarize", json={"text": ""}, headers=admin), 422)
+    _is_problem(client.post(search, json={"query": "q", "top_k": True}, headers=admin), 422)
+    # Issue 19: input that once answered 500 from deep inside the mesh.
+    deep: dict[str, object] = {"x": 1}
+    for _ in range(100):
+        deep = {"a": deep}
+    nested_and: dict[str, object] = {"x": 1}
+    for _ in range(20):
+        nested_and = {"$and": [nested_and]}
+    json_body = {**admin, "Content-Type": "application/json"}
+    refused = [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**12},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2**63},
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "bogus": 1},
+            400,
+        ),
+        (
+            "/v1/collections/inputs/documents",
+            {"documents": [{"id": "deep", "text": "t", "metadata": deep}]},
+            400,
+        ),
+        (search, {"query": "q", "filter": nested_and}, 400),
+        (search, {"query": "q", "filter": {"x": 2**70}}, 400),
+    ]
+    for path, body, status in refused:
+        _is_problem(client.post(path, json=body, headers=admin), status)
+    surrogate = b'{"model": "all-MiniLM-L6-v2", "input": "\\ud800"}'
+    _is_problem(client.post("/v1/embeddings", content=surrogate, headers=json_body), 400)
+    document = b'{"documents": [{"id": "lone", "text": "\\udc00"}]}'
+    _is_problem(
+        client.post("/v1/collections/inputs/documents", content=document, headers=json_body), 400
+    )
+    deep_file = ("deep.json", b"[" * 100_000 + b"]" * 100_000, "application/json")
+    _is_problem(
+        client.post("/v1/collections/inputs/files", files={"files": deep_file}, headers=admin),
+        422,
+    )
     # Nothing half-stored: the collection holds exactly the one good document.
     listed = client.get("/v1/collections/inputs/documents", headers=admin).json()
     assert [d["id"] for d in listed["documents"]] == ["one"]

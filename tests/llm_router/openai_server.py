@@ -5,8 +5,9 @@ on a free port, records every request (JSON body and headers), and answers with
 scripted replies: a completion (JSON, or SSE ``data: {...}`` chunks ending in
 ``data: [DONE]`` when the request asks to stream), tool calls (streamed as OpenAI does: the
 call's id and name first, then its arguments in pieces), an HTTP error, a slow answer, a
-malformed body (``raw``), or a stream that drops the connection after some chunks
-(``break_after``).
+malformed body (``raw``, with any ``raw_content_type``), a body cut off by a dropped
+connection (``reset_mid_body``), or a stream that drops the connection after some chunks
+(``break_after``). ``always`` answers every request once the scripted replies are used up.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class Reply:
     error: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
-    # Sent verbatim as an application/json 200 body instead of a completion.
+    # Sent verbatim as a 200 body (``raw_content_type``) instead of a completion.
     raw: str | None = None
+    raw_content_type: str = "application/json"
+    # Announce a completion's full length, send half of it, then drop the connection.
+    reset_mid_body: bool = False
     # For streams: close the connection abruptly after this many content chunks.
     break_after: int | None = None
     # For streams: pause between content chunks (seconds).
@@ -66,6 +70,8 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
+        # The answer to every request once ``replies`` is empty (None: a default completion).
+        self.always: Reply | None = None
         self.requests: list[Recorded] = []
         # Requests whose client went away while the server was still delaying its reply,
         # and when each noticed it (time.monotonic()).
@@ -88,6 +94,7 @@ class FakeOpenAI:
 
     def reset(self) -> None:
         self.replies.clear()
+        self.always = None
         self.requests.clear()
         self.disconnects = 0
         self.left_at.clear()
@@ -108,13 +115,15 @@ class FakeOpenAI:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(Recorded(body=body, headers=dict(request.headers)))
-        reply = self.replies.popleft() if self.replies else Reply()
+        reply = self.replies.popleft() if self.replies else self.always or Reply()
         if reply.delay and await self._client_left_during(request, reply.delay):
             self.disconnects += 1
             self.left_at.append(time.monotonic())
             return Response(status_code=499)
         if reply.raw is not None:
-            return Response(reply.raw, media_type="application/json")
+            return Response(reply.raw, media_type=reply.raw_content_type)
+        if reply.reset_mid_body:
+            return self._cut_off(body, reply)
         if reply.status != 200:
             error = reply.error or {"message": f"scripted error {reply.status}", "type": "error"}
             return JSONResponse({"error": error}, status_code=reply.status, headers=reply.headers)
@@ -144,6 +153,33 @@ class FakeOpenAI:
         if reply.usage is not None:
             payload["usage"] = reply.usage
         return JSONResponse(payload)
+
+    @staticmethod
+    def _cut_off(body: dict[str, Any], reply: Reply) -> Response:
+        """A 200 whose body stops halfway: Content-Length promises the whole completion (or
+        the whole event stream), then the connection drops."""
+        message = {"role": "assistant", "content": reply.content}
+        whole = json.dumps(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        ).encode()
+        media_type = "application/json"
+        if body.get("stream"):
+            whole = b"data: " + whole + b"\n\n"
+            media_type = "text/event-stream"
+
+        async def half() -> AsyncIterator[bytes]:
+            yield whole[: len(whole) // 2]
+            raise Disconnect
+
+        return StreamingResponse(
+            half(), media_type=media_type, headers={"content-length": str(len(whole))}
+        )
 
     @staticmethod
     async def _client_left_during(request: Request, seconds: float) -> bool:

@@ -4,6 +4,9 @@ resolution and upstream errors. Each task family is tested in tests/llm_router/t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from typing import Any
+
 import grpc
 import pytest
 from prometheus_client import REGISTRY
@@ -87,3 +90,41 @@ async def test_local_provider_models_and_generate(local_router: RunningRouter) -
     assert replies[-1].finish_reason == "stop"
     assert replies[-1].usage.estimated
     assert REGISTRY.get_sample_value("aimesh_llm_requests_total", labels) == before + 1
+
+
+def _nested(levels: int) -> dict[str, object]:
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    assert isinstance(value, dict)
+    return value
+
+
+async def _first(stream: AsyncIterable[llm_pb2.StreamEvent]) -> llm_pb2.StreamEvent | None:
+    async for item in stream:
+        return item
+    return None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (_nested(17), "nested deeper than 16 levels"),
+        ({"year": {"$gt": float("inf")}}, "filter.year.$gt is not a finite number"),
+    ],
+)
+async def test_a_filter_past_the_limits_is_invalid_argument(
+    openai_router: RunningRouter, fake_openai: FakeOpenAI, spec: dict[str, Any], message: str
+) -> None:
+    """The router checks an Answer's filter itself, as retrieval would, before any search
+    or model call (the gateway's limits, enforced again for internal callers)."""
+    request = llm_pb2.AnswerRequest(question="Where?", collection="kb", tenant_id="acme")
+    request.filter.update(spec)
+    for call in (
+        openai_router.stub.Answer(request),
+        _first(openai_router.stub.StreamAnswer(request)),
+    ):
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in (error.details() or "")
+    assert not fake_openai.requests

@@ -207,6 +207,26 @@ async def test_the_fallback_chain_skips_aliases_without_tools(
             None,
             "tools[0].parameters_json must be a JSON object",
         ),
+        (
+            {"tools": [llm_pb2.Tool(name="f", parameters_json='{"a": ' * 40 + "1" + "}" * 40)]},
+            None,
+            "a.a.a: nested deeper than 32 levels",
+        ),
+        (
+            {"tools": [llm_pb2.Tool(name="f", parameters_json="[" * 100_000 + "]" * 100_000)]},
+            None,
+            "tools[0].parameters_json: nested deeper than 32 levels",
+        ),
+        (
+            {"tools": [llm_pb2.Tool(name="f", parameters_json='{"max": NaN}')]},
+            None,
+            "tools[0].parameters_json: NaN is not JSON",
+        ),
+        (
+            {"tools": [llm_pb2.Tool(name="f", parameters_json='{"n": 99999999999999999999}')]},
+            None,
+            "tools[0].parameters_json.n: integer out of range",
+        ),
         ({"tools": [WEATHER, WEATHER]}, None, "given twice"),
         ({"tools": [WEATHER], "tool_choice": "always"}, None, "tool_choice must be"),
         ({"tools": [WEATHER], "tool_choice_name": "other"}, None, "not a tool"),

@@ -341,6 +341,15 @@ async def test_metadata_filter(retrieval: Retrieval) -> None:
     assert [hit.document_id for hit in hits] == ["de-2024"]
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    """``{"a": {"a": ... 1}}``, ``levels`` objects deep."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    assert isinstance(value, dict)
+    return value
+
+
 BAD_UPSERTS: list[tuple[str, dict[str, Any], str]] = [
     ("empty tenant", {"tenant_id": ""}, "tenant_id must not be empty"),
     ("long tenant", {"tenant_id": "t" * 129}, "tenant_id must be at most 128 characters"),
@@ -380,6 +389,17 @@ BAD_UPSERTS: list[tuple[str, dict[str, Any], str]] = [
         "huge metadata",
         {"documents": [("d", "text", {"blob": "x" * 40_000})]},
         "documents[0].metadata is",
+    ),
+    # The gateway's limits on free-form JSON, enforced again for internal callers.
+    (
+        "deep metadata",
+        {"documents": [("d", "text", _nested(17))]},
+        "documents[0].metadata.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a is nested deeper than 16 levels",
+    ),
+    (
+        "metadata not finite",
+        {"documents": [("d", "text", {"x": [1.0, float("nan")]})]},
+        "documents[0].metadata.x[1] is not a finite number",
     ),
 ]
 
@@ -444,6 +464,12 @@ BAD_SEARCHES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown operator", {"filter": {"lang": {"$regex": "e.*"}}}, "filter.lang.$regex"),
     ("null value", {"filter": {"lang": None}}, "filter.lang: expected a string"),
     ("empty $in", {"filter": {"lang": {"$in": []}}}, "filter.lang.$in: list must not be empty"),
+    ("deep filter", {"filter": _nested(17)}, "is nested deeper than 16 levels"),
+    (
+        "infinite filter value",
+        {"filter": {"year": {"$gt": float("inf")}}},
+        "filter.year.$gt is not a finite number",
+    ),
 ]
 
 

@@ -294,10 +294,19 @@ async def test_tenant_in_the_body_is_ignored(
         headers=user(),
     )
     assert_problem(response, 422)
-    # The OpenAI route ignores unknown fields; the tenant still comes from the token.
+    # The OpenAI route refuses arguments OpenAI does not know either (400, as OpenAI does),
+    # before any backend call; the tenant always comes from the token.
+    calls = len(fake_mesh.router.recorder.calls)
     response = await client.post(
         "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "tenant_id": "victim"},
+        headers=user("tenant-x"),
+    )
+    assert "tenant_id" in assert_problem(response, 400)["detail"]
+    assert len(fake_mesh.router.recorder.calls) == calls
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
         headers=user("tenant-x"),
     )
     assert response.status_code == 200, response.text

@@ -552,7 +552,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List model aliases */
+        /**
+         * List model aliases
+         * @description The model aliases, then the embedding model (left out while the embedding service has
+         *     not answered since the gateway started).
+         */
         get: operations["list_models_v1_models_get"];
         put?: never;
         post?: never;
@@ -749,6 +753,7 @@ export interface components {
         };
         /**
          * ChatCompletionRequest
+         * @description Other OpenAI parameters accepted and ignored: frequency_penalty, logit_bias, logprobs, metadata, presence_penalty, prompt_cache_key, reasoning_effort, safety_identifier, seed, service_tier, store, top_logprobs, top_p, verbosity. Any other member is a 400.
          * @example {
          *       "messages": [
          *         {
@@ -1251,6 +1256,7 @@ export interface components {
         };
         /**
          * EmbeddingRequest
+         * @description Other OpenAI parameters accepted and ignored: user. Any other member is a 400.
          * @example {
          *       "input": [
          *         "first text",

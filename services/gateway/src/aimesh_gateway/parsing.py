@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
 
+from aimesh_common import jsonlimits
+
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".json")
 
 
@@ -77,18 +79,22 @@ def _pdf(stream: IO[bytes], name: str) -> tuple[str, str | None]:
 
 def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
     import docx
+    from docx.opc.exceptions import OpcError
+    from lxml.etree import LxmlError  # type: ignore[import-untyped]
 
+    # Broken XML in any part ([Content_Types].xml, the document, the properties) raises from
+    # lxml, while opening or later while the parts are read: both are inside the try.
     try:
         document = docx.Document(stream)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
+        for table in document.tables:
+            for row in table.rows:
+                paragraphs.append(" | ".join(cell.text.strip() for cell in row.cells))
+        title = document.core_properties.title or None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, LxmlError, OpcError) as error:
         raise FileRejected(
             422, name, f"is not a readable .docx document ({type(error).__name__})"
         ) from None
-    paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
-    for table in document.tables:
-        for row in table.rows:
-            paragraphs.append(" | ".join(cell.text.strip() for cell in row.cells))
-    title = document.core_properties.title or None
     return "\n\n".join(paragraphs), title
 
 
@@ -112,11 +118,13 @@ def _csv(data: bytes, name: str) -> str:
 
 def _json(data: bytes, name: str, stem: str) -> list[ParsedDocument]:
     try:
-        value = json.loads(_decode(data, name))
+        value = jsonlimits.loads(_decode(data, name), "file", max_depth=jsonlimits.MAX_BODY_DEPTH)
     except json.JSONDecodeError as error:
         raise FileRejected(
             422, name, f"is not valid JSON (line {error.lineno}, column {error.colno})"
         ) from None
+    except jsonlimits.JsonLimitError as error:
+        raise FileRejected(422, name, f"is refused: {error}") from None
     # A list of {"id"?, "text", "metadata"?} objects is a batch of text documents.
     if (
         isinstance(value, list)
@@ -128,6 +136,15 @@ def _json(data: bytes, name: str, stem: str) -> list[ParsedDocument]:
             meta = item.get("metadata") or {}
             if not isinstance(meta, dict):
                 raise FileRejected(422, name, f"item {index}: metadata must be an object")
+            try:
+                jsonlimits.check_json(
+                    meta,
+                    f"item {index}: metadata",
+                    max_depth=jsonlimits.MAX_STRUCT_DEPTH,
+                    max_int=jsonlimits.MAX_EXACT_INT,
+                )
+            except jsonlimits.JsonLimitError as error:
+                raise FileRejected(422, name, str(error)) from None
             doc_id = str(item.get("id") or f"{stem}#{index}")
             documents.append(ParsedDocument(doc_id, item["text"], meta))
         return documents
@@ -182,6 +199,10 @@ def parse_file(
             text = _decode(data, name)
     if not text.strip():
         raise FileRejected(422, name, "contains no text")
+    try:  # a PDF's broken UTF-16 text can hold lone surrogates, which no service can carry
+        jsonlimits.check_json([text, title or ""], "text", max_depth=2)
+    except jsonlimits.JsonLimitError as error:
+        raise FileRejected(422, name, str(error)) from None
     meta["title"] = title or PurePosixPath(name).stem
     parts = split_text(text, max_chars)
     if len(parts) == 1:

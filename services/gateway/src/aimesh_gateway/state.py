@@ -17,6 +17,7 @@ from aimesh_gateway.auth.security import Authenticator
 from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.config import Settings
+from aimesh_gateway.core.embedding_info import EmbeddingInfoCache
 from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.db.engine import create_engine, migrate, session_factory
 from aimesh_gateway.limits.ratelimit import RateLimiter, TenantLimitSource
@@ -28,17 +29,6 @@ from aimesh_gateway.stores.usage import UsageMeter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-
-    from aimesh.embedding.v1 import embedding_pb2
-
-
-@dataclass
-class EmbeddingInfoCache:
-    """The embedding model's Info as the routes last saw it (``/v1/embeddings``,
-    ``/v1/models``): when it was fetched, and since when the embedding service fails."""
-
-    fetched: tuple[float, embedding_pb2.InfoResponse] | None = None
-    failed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +107,10 @@ async def open_state(
     feedback = FeedbackStore(sessions, usage)
     backends = Backends.connect(settings, UpstreamErrors(metrics.upstream_errors))
     stack.push_async_callback(backends.close)
+    # Fetched in the background from the start; no route waits for it (core/embedding_info).
+    embedding_info = EmbeddingInfoCache()
+    stack.push_async_callback(embedding_info.aclose)
+    embedding_info.refresh(backends.embedding)
     if tracer_provider is not None:
         stack.callback(tracer_provider.shutdown)
     return GatewayState(
@@ -135,6 +129,7 @@ async def open_state(
         usage=usage,
         feedback=feedback,
         backends=backends,
+        embedding_info=embedding_info,
     )
 
 

@@ -15,6 +15,7 @@ import grpc
 
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.jsonlimits import check_struct
 from aimesh_llm_router.conversations import ConversationStore
 from aimesh_llm_router.models import ModelRegistry
 from aimesh_llm_router.resilience import Resilience
@@ -86,6 +87,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
     async def Answer(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.AnswerRequest, context: Context
     ) -> llm_pb2.AnswerResponse:
+        _check_filter(request)
         question = answer.parse(self._deps, request)
         reply = await answer.answer(self._deps, question, context.time_remaining())
         return _answer_response(reply)
@@ -93,6 +95,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
     async def StreamAnswer(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.AnswerRequest, context: Context
     ) -> AsyncIterator[llm_pb2.StreamEvent]:
+        _check_filter(request)
         question = answer.parse(self._deps, request)
         async for event in answer.stream_answer(self._deps, question, context.time_remaining()):
             yield event
@@ -155,3 +158,10 @@ def _answer_response(reply: Reply) -> llm_pb2.AnswerResponse:
         provider=reply.provider,
         prompt_version=reply.prompt_version,
     )
+
+
+def _check_filter(request: llm_pb2.AnswerRequest) -> None:
+    """The search filter within the depth every service accepts (INVALID_ARGUMENT), checked
+    here too rather than only when retrieval gets it."""
+    if request.HasField("filter"):
+        check_struct(request.filter, "filter")

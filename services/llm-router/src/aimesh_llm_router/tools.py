@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_common import jsonlimits
 from aimesh_common.errors import InvalidArgument
 
 # OpenAI's rule for function names.
@@ -75,8 +76,12 @@ NO_TOOLS = ToolOptions()
 
 
 def _json_object(text: str, field: str) -> dict[str, Any]:
+    """The JSON object in ``text``, within the limits the gateway also applies to request
+    bodies (nesting depth, integer size, no NaN): INVALID_ARGUMENT otherwise."""
     try:
-        value = json.loads(text)
+        value = jsonlimits.loads(text, field, max_depth=jsonlimits.MAX_BODY_DEPTH)
+    except jsonlimits.JsonLimitError as error:
+        raise InvalidArgument(str(error)) from None
     except ValueError:
         raise InvalidArgument(f"{field} must be JSON text, got {text[:80]!r}") from None
     if not isinstance(value, dict):

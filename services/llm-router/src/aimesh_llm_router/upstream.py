@@ -10,7 +10,10 @@ map their HTTP statuses as follows:
 - other 4xx (e.g. 400 context too long): INVALID_ARGUMENT with the upstream reason;
 - 5xx and connection errors: UNAVAILABLE;
 - timeouts: DEADLINE_EXCEEDED;
-- a malformed reply (invalid JSON, unexpected shape): UNAVAILABLE.
+- a malformed reply (invalid JSON, HTML, unexpected shape, an empty stream): UNAVAILABLE.
+
+Every one of these but the caller's own mistakes (INVALID_ARGUMENT) moves a call that has
+not yet produced a token to the next model of its alias's chain (:mod:`resilience`).
 """
 
 from __future__ import annotations
@@ -157,4 +160,12 @@ def from_sdk_error(error: BaseException, secret: str | None) -> AimeshError | No
         return Unavailable(f"the model provider failed: {_reason(error, secret)}")
     if isinstance(error, httpx.TransportError):
         return Unavailable("the connection to the model provider failed")
+    if isinstance(error, _MALFORMED_REPLY):
+        # What the SDK and LangChain raise on a 200 reply they cannot read: a body that is
+        # not the JSON they expect ("Unexpected response type", "null value for 'choices'"),
+        # or a stream without one completion chunk ("No generation chunks were returned").
+        return Unavailable("the model provider sent a malformed response")
     return None
+
+
+_MALFORMED_REPLY = (ValueError, TypeError, KeyError, IndexError, AttributeError)

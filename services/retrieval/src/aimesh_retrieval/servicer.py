@@ -23,7 +23,7 @@ from aimesh_common.limits import (
     MAX_QUERY_CHARS,
     MAX_SEARCH_TOP_K,
 )
-from aimesh_common.structs import from_struct, to_struct
+from aimesh_common.structs import to_struct
 from aimesh_retrieval import metrics, validation
 from aimesh_retrieval.chunking import Chunker, ChunkingConfig
 from aimesh_retrieval.filters import translate_filter
@@ -489,7 +489,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         options = self._search_options(request)
         expr = ""
         if request.HasField("filter"):
-            expr = translate_filter(from_struct(request.filter))
+            expr = translate_filter(validation.search_filter(request.filter))
         stored_dim = await self._store.require(ref)
         await self._model_for(ref, stored_dim)
 

@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from aimesh_common.errors import InvalidArgument
+from aimesh_common.jsonlimits import check_struct
 from aimesh_common.limits import (
     COLLECTION_NAME_RULE,
     MAX_DOCUMENT_ID_CHARS,
@@ -33,6 +34,13 @@ def shown(value: str, limit: int = 80) -> str:
     """A client value safe to echo in a message: printable and bounded."""
     clean = "".join("?" if _has_control(char) else char for char in value)
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def search_filter(message: struct_pb2.Struct, field: str = "filter") -> dict[str, Any]:
+    """A metadata filter as a dict, bounded in depth like metadata (the filter's own rules
+    are :func:`aimesh_retrieval.filters.translate_filter`'s)."""
+    check_struct(message, field)
+    return from_struct(message)
 
 
 def collection_ref(tenant_id: str, collection: str) -> CollectionRef:
@@ -62,7 +70,8 @@ def document_id(value: str, field: str) -> str:
 
 
 def metadata(message: struct_pb2.Struct, field: str) -> dict[str, Any]:
-    """Document metadata as a dict, bounded in size."""
+    """Document metadata as a dict, bounded in depth and size."""
+    check_struct(message, field)
     result = from_struct(message)
     size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode())
     if size > MAX_METADATA_BYTES:

@@ -18,6 +18,7 @@ The tenant therefore always comes from the credential, never from a request body
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -146,8 +147,33 @@ def _decode_hs256(
     raise jwt.InvalidSignatureError("no secret configured")
 
 
+def check_registered_claims(claims: dict[str, Any]) -> None:
+    """The registered claims of RFC 7519 section 4.1 have the types it gives them: ``exp``,
+    ``nbf`` and ``iat`` a NumericDate (a JSON number; PyJWT itself takes the string
+    ``"1700000000"`` too), ``iss``, ``sub`` and ``jti`` a string, ``aud`` a string or an
+    array of strings. Any other type fails the token, whichever verifier decoded it."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise AuthenticationError(f"token claim {name!r} is not a NumericDate (a number)")
+    for name in ("iss", "sub", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise AuthenticationError(f"token claim {name!r} is not a string")
+    if "aud" in claims:
+        audience = claims["aud"]
+        if not isinstance(audience, str) and not (
+            isinstance(audience, list) and all(isinstance(item, str) for item in audience)
+        ):
+            raise AuthenticationError("token claim 'aud' is not a string or array of strings")
+
+
 def principal_from_claims(claims: dict[str, Any], settings: Settings) -> Principal:
     """The principal of verified claims: tenant and roles from the configured claim names."""
+    check_registered_claims(claims)
     tenant = claims.get(settings.jwt_tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"token lacks the tenant claim {settings.jwt_tenant_claim!r}")

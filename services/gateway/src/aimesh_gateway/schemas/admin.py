@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aimesh_gateway.schemas.common import RequestModel
+
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@+-]+$"
 RoleName = Literal["admin", "editor", "user"]
@@ -17,7 +19,7 @@ TenantId = Annotated[
 Limit = Annotated[int, Field(ge=1, le=10_000_000)]
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", max_length=200, description="A label for people.")
@@ -54,14 +56,14 @@ class KeyList(BaseModel):
     keys: list[KeyInfo]
 
 
-class Limits(BaseModel):
+class Limits(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     rpm: Limit | None = Field(None, description="Requests per minute; null: server default.")
     tpm: Limit | None = Field(None, description="Tokens per minute; null: server default.")
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(min_length=1, max_length=128, pattern=USERNAME_PATTERN)
@@ -86,7 +88,7 @@ class UserList(BaseModel):
     users: list[UserInfo]
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestModel):
     """What to change; at least one field. Fields left out stay as they are."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})

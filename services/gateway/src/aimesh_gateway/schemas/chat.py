@@ -1,23 +1,27 @@
 """The OpenAI chat completions shape (the subset aimesh serves).
 
-Requests ignore unknown fields: OpenAI clients send many (``seed``, ``logprobs`` ...) that have
-no meaning here, and rejecting them would break those clients. Function ``tools`` (with
+Parameters of OpenAI's API that have no meaning here (``seed``, ``logprobs``, ``top_p`` ...:
+:data:`IGNORED_CHAT_PARAMETERS`) are accepted and ignored, as OpenAI clients send them; OpenAI
+parameters whose effect aimesh cannot give (``response_format``, ``audio`` ...) and names
+OpenAI does not know either are refused with a 400, as OpenAI answers an unrecognized
+argument. Inside messages and tools, unknown members are ignored. Function ``tools`` (with
 ``tool_choice``, assistant ``tool_calls`` and ``tool`` messages) are passed through to models
 whose provider supports them; other models answer 400 rather than dropping them.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aimesh_common import jsonlimits
 from aimesh_common.limits import MAX_ASK_TOP_K
-from aimesh_gateway.schemas.common import MetadataFilter, ModelAlias, StrictModel
+from aimesh_gateway.schemas.common import MetadataFilter, ModelAlias, RequestModel
 
 
-class _Lenient(BaseModel):
+class _Lenient(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -30,6 +34,9 @@ FUNCTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # The router's limits on stop sequences (aimesh_llm_router.stops), checked here for a 422.
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
+# The most tokens a request may ask for (also POST /v1/conversations/{id}/messages); an
+# alias's own maximum caps it further.
+MAX_COMPLETION_TOKENS = 1_000_000
 
 
 class FunctionCall(_Lenient):
@@ -43,7 +50,9 @@ class FunctionCall(_Lenient):
     def _json_object(cls, value: str) -> str:
         if value.strip():
             try:
-                parsed = json.loads(value)
+                parsed = jsonlimits.loads(value, "arguments", max_depth=jsonlimits.MAX_BODY_DEPTH)
+            except jsonlimits.JsonLimitError as error:
+                raise ValueError(str(error)) from None
             except ValueError:
                 raise ValueError("arguments must be JSON text") from None
             if not isinstance(parsed, dict):
@@ -129,9 +138,11 @@ class StreamOptions(_Lenient):
     include_usage: bool = Field(False, description="Send a last chunk carrying the usage.")
 
 
-class RagOptions(StrictModel):
+class RagOptions(RequestModel):
     """How a ``rag:<collection>`` model answers; OpenAI SDKs send it with
     ``extra_body={"rag": {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: ModelAlias | None = Field(
         None, description="Alias that writes the answer (default: the server's default alias)."
@@ -147,20 +158,91 @@ class RagOptions(StrictModel):
     )
 
 
+# OpenAI chat parameters accepted and ignored: they change nothing here that a client relies
+# on (sampling details, logging and routing hints of OpenAI's own service).
+IGNORED_CHAT_PARAMETERS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "seed",
+        "top_p",
+        "service_tier",
+        "store",
+        "metadata",
+        "prompt_cache_key",
+        "safety_identifier",
+        "reasoning_effort",
+        "verbosity",
+    }
+)
+# OpenAI chat parameters whose effect aimesh cannot give: 400 rather than an answer that
+# silently lacks it (a JSON-schema reply, audio, the deprecated ``functions``).
+UNSUPPORTED_CHAT_PARAMETERS = frozenset(
+    {
+        "response_format",
+        "audio",
+        "modalities",
+        "prediction",
+        "web_search_options",
+        "functions",
+        "function_call",
+    }
+)
+
+
+def refused_parameters(extra: dict[str, Any] | None, ignored: frozenset[str]) -> str | None:
+    """The 400 detail for the top-level members of a request to an OpenAI route that are
+    neither fields of its model nor in ``ignored``; None when there are none."""
+    names = sorted(set(extra or {}) - ignored)
+    if not names:
+        return None
+    unsupported = [name for name in names if name in UNSUPPORTED_CHAT_PARAMETERS]
+    if unsupported:
+        return f"Unsupported request argument supplied: {', '.join(unsupported)}"
+    return f"Unrecognized request argument supplied: {', '.join(names)}"
+
+
+def openai_request_schema(
+    example: dict[str, Any], ignored: frozenset[str]
+) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a request model of an OpenAI route: the model keeps unknown
+    members (``extra="allow"``) only so the route can refuse them with OpenAI's 400, so the
+    schema says what is accepted: its fields, and ``ignored`` in the description."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        schema.pop("additionalProperties", None)
+        schema["examples"] = [example]
+        schema["description"] = (
+            "Other OpenAI parameters accepted and ignored: "
+            f"{', '.join(sorted(ignored))}. Any other member is a 400."
+        )
+
+    return edit
+
+
 class ChatCompletionRequest(_Lenient):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]}
-            ]
-        }
+        # Kept, so the route can refuse what is neither a field nor ignored (400).
+        extra="allow",
+        json_schema_extra=openai_request_schema(
+            {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]},
+            IGNORED_CHAT_PARAMETERS,
+        ),
     )
 
     model: ModelAlias = "default"
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_COMPLETION_TOKENS, description="Most tokens to generate."
+    )
     max_completion_tokens: int | None = Field(
-        None, ge=1, description="Newer name of max_tokens; wins when both are set."
+        None,
+        ge=1,
+        le=MAX_COMPLETION_TOKENS,
+        description="Newer name of max_tokens; wins when both are set.",
     )
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = Field(False, description="Stream the reply as server-sent events.")
@@ -241,6 +323,10 @@ class ChatCompletionRequest(_Lenient):
     def uses_tools(self) -> bool:
         """Whether the call needs a tool-capable model (tools or tool messages)."""
         return bool(self.tools) or any(message.uses_tools() for message in self.messages)
+
+    def refused(self) -> str | None:
+        """The 400 detail for top-level parameters this route does not take, if any."""
+        return refused_parameters(self.model_extra, IGNORED_CHAT_PARAMETERS)
 
     def token_limit(self) -> int:
         """The limit for the router: 0 means the alias's configured maximum."""

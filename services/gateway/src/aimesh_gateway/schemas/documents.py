@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aimesh_common.limits import MAX_DOCUMENT_ID_CHARS
-from aimesh_gateway.schemas.common import StrictModel
+from aimesh_gateway.schemas.common import FreeFormObject, StrictModel
 
 MAX_DOCUMENTS_PER_REQUEST = 1000
 
@@ -22,7 +22,7 @@ class DocumentIn(StrictModel):
         examples=["handbook-ch1"],
     )
     text: str = Field(min_length=1, description="Full text.", examples=["aimesh is ..."])
-    metadata: dict[str, Any] = Field(
+    metadata: FreeFormObject = Field(
         default_factory=dict,
         description="Arbitrary JSON kept with every chunk and returned by search.",
         examples=[{"lang": "en", "year": 2024}],

@@ -1,6 +1,7 @@
 """The OpenAI embeddings shape (``POST /v1/embeddings``).
 
-Requests ignore unknown fields (OpenAI clients may send ``user`` and others). Token-array
+Unknown top-level fields are refused with a 400 as OpenAI does, except ``user`` (accepted
+and ignored). Token-array
 inputs (lists of integers, as LangChain's ``OpenAIEmbeddings`` sends by default) are OpenAI's
 ``cl100k_base`` token ids: the gateway decodes them to text, which the served model then
 tokenizes with its own tokenizer.
@@ -13,13 +14,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimesh_gateway.schemas.chat import openai_request_schema, refused_parameters
+from aimesh_gateway.schemas.common import RequestModel
 
-class EmbeddingRequest(BaseModel):
+IGNORED_EMBEDDING_PARAMETERS = frozenset({"user"})
+
+
+class EmbeddingRequest(RequestModel):
     model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "examples": [{"model": "all-MiniLM-L6-v2", "input": ["first text", "second text"]}]
-        },
+        extra="allow",  # the route refuses what is not a field or ``user`` (400)
+        json_schema_extra=openai_request_schema(
+            {"model": "all-MiniLM-L6-v2", "input": ["first text", "second text"]},
+            IGNORED_EMBEDDING_PARAMETERS,
+        ),
     )
 
     model: str = Field(
@@ -40,7 +47,10 @@ class EmbeddingRequest(BaseModel):
         description="float: arrays of numbers; base64: base64 of little-endian float32 bytes.",
     )
     dimensions: int | None = Field(
-        None, ge=1, description="Shorten each vector to this many dimensions (re-normalized)."
+        None,
+        ge=1,
+        le=65_536,
+        description="Shorten each vector to this many dimensions (re-normalized).",
     )
     truncate: bool = Field(
         False,
@@ -48,6 +58,10 @@ class EmbeddingRequest(BaseModel):
             "aimesh extension: cut inputs longer than the model's maximum instead of answering 400."
         ),
     )
+
+    def refused(self) -> str | None:
+        """The 400 detail for top-level parameters this route does not take, if any."""
+        return refused_parameters(self.model_extra, IGNORED_EMBEDDING_PARAMETERS)
 
     def texts(self, decode: Callable[[list[int]], str]) -> list[str]:
         """The input texts; token-id arrays turned into text by ``decode``."""

@@ -28,6 +28,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
+from aimesh_common.errors import Unavailable
 from aimesh_llm_router.citations import render_sources
 from aimesh_llm_router.providers.base import (
     AnswerTask,
@@ -239,10 +240,16 @@ class ChatModelProvider(Provider):
         # counts in message_delta; OpenAI: once, in the last chunk), so each kind is the
         # largest count seen: a cumulative count replaces an earlier one, never adds to it.
         usage_message: AIMessageChunk | None = None
+        # Whether the upstream sent any part of a completion (text, a tool call, a finish
+        # reason): a 200 stream of events in another schema carries none, and is a failure
+        # (so the call falls back), not an empty answer.
+        completed = False
         with self._translated():
             async for chunk in (model or self._chat).astream(messages, **options):
                 if not isinstance(chunk, AIMessageChunk):
                     continue
+                if chunk.tool_call_chunks or text_of(chunk) or _finish_reason(chunk):
+                    completed = True
                 if chunk.tool_call_chunks:
                     piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
                     calls = piece if calls is None else calls + piece
@@ -250,12 +257,13 @@ class ChatModelProvider(Provider):
                 if text:
                     pieces.append(text)
                     yield Delta(text=text)
-                if chunk.response_metadata.get("finish_reason") or chunk.response_metadata.get(
-                    "stop_reason"
-                ):
+                if _finish_reason(chunk):
                     finish = _finish(chunk.response_metadata)
                 if chunk.usage_metadata:
                     usage_message = _largest_usage(usage_message, chunk.usage_metadata)
+        if not completed:
+            log.warning("model provider stream carried no completion")
+            raise Unavailable("the model provider's stream carried no completion")
         tool_calls = calls_from_chunks(calls.tool_call_chunks) if calls is not None else ()
         if tool_calls and finish == "stop":
             finish = "tool_calls"  # some servers end a tool call with "stop"
@@ -280,6 +288,12 @@ def _largest_usage(seen: AIMessageChunk | None, piece: UsageMetadata) -> AIMessa
             "output_tokens": completion,
             "total_tokens": prompt + completion,
         },
+    )
+
+
+def _finish_reason(chunk: AIMessageChunk) -> object:
+    return chunk.response_metadata.get("finish_reason") or chunk.response_metadata.get(
+        "stop_reason"
     )
 
 

@@ -23,6 +23,7 @@ from aimesh_gateway.api.deps import (
 from aimesh_gateway.auth.keys import KeyRecord
 from aimesh_gateway.auth.security import BOOTSTRAP_SUBJECT, Principal
 from aimesh_gateway.auth.users import UsernameTaken, UserRecord, UserStore, user_subject
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import MAX_BODY_EXTRA
 from aimesh_gateway.limits.tenants import set_tenant_limits
 from aimesh_gateway.schemas.admin import (
@@ -41,7 +42,7 @@ from aimesh_gateway.schemas.admin import (
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 
-router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], route_class=CheckedJSONRoute)
 # Admin bodies are a few fields: a small per-route limit.
 SMALL_BODY = {MAX_BODY_EXTRA: 16 * 1024}
 

@@ -9,12 +9,13 @@ from aimesh.llm.v1 import llm_pb2
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
-router = APIRouter(prefix=API_PREFIX, tags=["generation"])
+router = APIRouter(prefix=API_PREFIX, tags=["generation"], route_class=CheckedJSONRoute)
 
 
 @router.post(

@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 
 from aimesh_gateway.api.deps import API_PREFIX, SettingsDep, UserStoreDep
 from aimesh_gateway.auth.users import TokenPair, UserUnavailable
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import MAX_BODY_EXTRA
 from aimesh_gateway.schemas.auth import TokenError, TokenResponse
 from aimesh_gateway.schemas.problem import problem_doc
 
-router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=CheckedJSONRoute)
 
 
 def _token_error(status: int, error: str, description: str) -> JSONResponse:

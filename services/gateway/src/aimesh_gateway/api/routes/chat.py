@@ -38,6 +38,7 @@ from aimesh_gateway.core.errors import (
     grpc_status_to_http,
     openai_error,
 )
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.chat import (
     ChatChoice,
@@ -54,7 +55,7 @@ from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
 log = logging.getLogger("aimesh.gateway.chat")
 
-router = APIRouter(prefix=API_PREFIX, tags=["openai"])
+router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRoute)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -142,6 +143,8 @@ async def chat_completions(
     cache: CacheDep,
     settings: SettingsDep,
 ) -> ChatCompletion | StreamingResponse | Response:
+    if (refused := body.refused()) is not None:
+        raise HTTPException(400, refused)
     if is_rag_model(body.model):
         if body.uses_tools():
             raise HTTPException(400, f"model {body.model!r} does not support tools")
@@ -154,7 +157,10 @@ async def chat_completions(
     cacheable = body.temperature == 0 and not body.stream
     key = None
     if cacheable:
-        payload = body.model_dump(mode="json", exclude={"user", "stream", "stream_options"})
+        ignored = set(body.model_extra or ())
+        payload = body.model_dump(
+            mode="json", exclude={"user", "stream", "stream_options", *ignored}
+        )
         key, cached = await cache.lookup(body.model, payload)
         if cached is not None:
             return cached

@@ -14,6 +14,7 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.collections import (
     ChunkingSettings,
     CollectionInfo,
@@ -22,7 +23,9 @@ from aimesh_gateway.schemas.collections import (
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 
-router = APIRouter(prefix=f"{API_PREFIX}/collections", tags=["collections"])
+router = APIRouter(
+    prefix=f"{API_PREFIX}/collections", tags=["collections"], route_class=CheckedJSONRoute
+)
 
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: problem_doc("A collection of that name exists already.")

@@ -24,6 +24,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.conversations import (
     Conversation,
@@ -37,9 +38,9 @@ from aimesh_gateway.schemas.conversations import (
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
-router = APIRouter(prefix=API_PREFIX, tags=["conversations"])
+router = APIRouter(prefix=API_PREFIX, tags=["conversations"], route_class=CheckedJSONRoute)
 # The tenant's admins read the router's metadata (registered in api/main.py).
-admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
+admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], route_class=CheckedJSONRoute)
 
 
 def _conversation(reply: llm_pb2.Conversation) -> Conversation:

@@ -16,6 +16,7 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.documents import (
     DeleteDocumentResponse,
     DocumentInfo,
@@ -26,7 +27,11 @@ from aimesh_gateway.schemas.documents import (
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 
-router = APIRouter(prefix=f"{API_PREFIX}/collections/{{collection}}/documents", tags=["documents"])
+router = APIRouter(
+    prefix=f"{API_PREFIX}/collections/{{collection}}/documents",
+    tags=["documents"],
+    route_class=CheckedJSONRoute,
+)
 
 
 @router.post("", responses=COMMON_ERRORS, summary="Store documents (role editor)")

@@ -24,6 +24,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.tokenids import decode_token_ids
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.embeddings import (
     EmbeddingItem,
     EmbeddingList,
@@ -33,29 +34,22 @@ from aimesh_gateway.schemas.embeddings import (
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 from aimesh_gateway.state import state_of
 
-router = APIRouter(prefix=API_PREFIX, tags=["openai"])
-
-INFO_TTL_SECONDS = 60.0
+router = APIRouter(prefix=API_PREFIX, tags=["openai"], route_class=CheckedJSONRoute)
 
 
 async def embedding_info(request: Request, upstream: Upstream) -> embedding_pb2.InfoResponse:
-    """The embedding service's Info, cached in the app's state for ``INFO_TTL_SECONDS``."""
-    cached = cached_embedding_info(request)
-    if cached is not None:
-        return cached
+    """The embedding model's Info from the app's cache (refreshed in the background when
+    old); asked for directly only while none was ever fetched, as this route needs it."""
+    cache = state_of(request.app).embedding_info
+    cache.refresh(upstream.embedding)
+    info = cache.current()
+    if info is not None:
+        return info
     info = await upstream.embedding.Info(
         embedding_pb2.InfoRequest(), timeout=upstream.timeout, metadata=upstream.metadata
     )
-    state_of(request.app).embedding_info.fetched = (time.monotonic(), info)
+    cache.fetched = (time.monotonic(), info)
     return info
-
-
-def cached_embedding_info(request: Request) -> embedding_pb2.InfoResponse | None:
-    """The Info cached by :func:`embedding_info` while it is fresh, else None (no call)."""
-    cached = state_of(request.app).embedding_info.fetched
-    if cached is not None and time.monotonic() - cached[0] < INFO_TTL_SECONDS:
-        return cached[1]
-    return None
 
 
 @router.post(
@@ -74,12 +68,15 @@ async def create_embeddings(
 ) -> EmbeddingList | Response:
     """One L2-normalized vector per input, in order (OpenAI ``/v1/embeddings``). Answers are
     cached (``X-Cache: hit``, no tokens charged); ``Cache-Control: no-cache`` skips the cache."""
+    if (refused := body.refused()) is not None:
+        raise HTTPException(400, refused)
     info = await embedding_info(request, upstream)
     if body.model != info.model:
         raise HTTPException(
             404, f"model {body.model!r} does not exist; the embedding model is {info.model!r}"
         )
-    key, cached = await cache.lookup(body.model, body.model_dump(mode="json"))
+    payload = body.model_dump(mode="json", exclude=set(body.model_extra or ()))
+    key, cached = await cache.lookup(body.model, payload)
     if cached is not None:
         return cached
     reply = await upstream.embedding.Embed(

@@ -17,6 +17,7 @@ from aimesh_gateway.api.deps import (
     FeedbackStoreDep,
     UserPrincipal,
 )
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.db.models import Feedback
 from aimesh_gateway.limits.http import MAX_BODY_EXTRA
 from aimesh_gateway.schemas.feedback import (
@@ -31,7 +32,7 @@ from aimesh_gateway.schemas.feedback import (
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 from aimesh_gateway.stores.feedback import UnknownAnswer
 
-router = APIRouter(prefix=API_PREFIX, tags=["feedback"])
+router = APIRouter(prefix=API_PREFIX, tags=["feedback"], route_class=CheckedJSONRoute)
 
 ANSWER_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_doc("No answer with this request id in the caller's tenant.")

@@ -10,9 +10,10 @@ from pydantic import BaseModel
 
 from aimesh_gateway.api.deps import BackendsDep, MetricsDep, SettingsDep
 from aimesh_gateway.core.errors import problem_response
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.problem import problem_doc
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=CheckedJSONRoute)
 
 
 class Liveness(BaseModel):

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, status
 
 from aimesh.retrieval.v1 import retrieval_pb2
+from aimesh_common import jsonlimits
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import (
     API_PREFIX,
@@ -18,11 +19,12 @@ from aimesh_gateway.api.deps import (
     UpstreamDep,
     UserPrincipal,
 )
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.parsing import FileRejected, ParsedDocument, parse_file
 from aimesh_gateway.schemas.jobs import JobProgress, JobStatus, UploadAccepted, UploadedDocument
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 
-router = APIRouter(prefix=API_PREFIX, tags=["ingestion"])
+router = APIRouter(prefix=API_PREFIX, tags=["ingestion"], route_class=CheckedJSONRoute)
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 """Largest multipart body (all files together)."""
@@ -93,7 +95,14 @@ async def upload_files(
     extra: dict[str, Any] = {}
     if metadata:
         try:
-            extra = json.loads(metadata)
+            extra = jsonlimits.loads(
+                metadata,
+                "metadata",
+                max_depth=jsonlimits.MAX_STRUCT_DEPTH,
+                max_int=jsonlimits.MAX_EXACT_INT,
+            )
+        except jsonlimits.JsonLimitError as error:
+            raise HTTPException(422, str(error)) from None
         except json.JSONDecodeError:
             extra = None  # type: ignore[assignment]
         if not isinstance(extra, dict):

@@ -7,11 +7,12 @@ from fastapi import APIRouter, Response
 from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_common.structs import from_struct, to_struct
 from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.common import score
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
 
-router = APIRouter(prefix=API_PREFIX, tags=["search"])
+router = APIRouter(prefix=API_PREFIX, tags=["search"], route_class=CheckedJSONRoute)
 
 _MODES = {
     "dense": retrieval_pb2.SEARCH_MODE_DENSE,

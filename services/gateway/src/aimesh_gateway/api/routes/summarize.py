@@ -8,12 +8,13 @@ from fastapi.responses import Response, StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.schemas.summarize import SummarizeRequest, SummarizeResponse
 
-router = APIRouter(prefix=API_PREFIX, tags=["generation"])
+router = APIRouter(prefix=API_PREFIX, tags=["generation"], route_class=CheckedJSONRoute)
 
 
 @router.post(

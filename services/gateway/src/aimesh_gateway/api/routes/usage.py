@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from aimesh_gateway.api.deps import API_PREFIX, AdminPrincipal, DbSessionsDep, UsageMeterDep
+from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.schemas.usage import UsageByDay, UsageByKey, UsageReport, UsageTotals
 from aimesh_gateway.stores.usage_report import UsageRow, usage_summary, window_start
 
-router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], route_class=CheckedJSONRoute)
 
 
 def _totals(row: UsageRow) -> UsageTotals:

@@ -1,0 +1,148 @@
+"""Fallbacks seen by a client of /v1/chat/completions (issue 19 §2).
+
+The full path is real: the OpenAI SDK over TCP -> the gateway (uvicorn) -> the real llm-router
+over gRPC -> two OpenAI-protocol test servers. The alias ``default`` (chain ``[default,
+fast]``) is on one that misbehaves; ``fast`` is on one that answers. Each kind of failure
+before the first token gives the client ``fast``'s answer, streamed or not; a failure after
+the first token ends the stream with an error event, which the SDK raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from aimesh_common.server import GrpcServer
+from aimesh_gateway.main import create_app
+from aimesh_llm_router.config import Settings as RouterSettings
+from aimesh_llm_router.modelconfig import validate_models_config
+from aimesh_llm_router.providers import PROVIDERS
+from aimesh_llm_router.server import build_dependencies, create_server
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
+from tests.gateway.helpers import settings_for, user
+from tests.llm_router.openai_server import FakeOpenAI, Reply
+
+MISBEHAVIOURS = {
+    "connection reset mid-body": Reply(content="cut off", reset_mid_body=True),
+    "200 with an HTML body": Reply(raw="<html>Bad gateway</html>", raw_content_type="text/html"),
+    "200 with JSON of the wrong schema": Reply(raw='{"unexpected": true}'),
+    "HTTP 503": Reply(status=503),
+    "HTTP 429": Reply(status=429),
+}
+
+
+@dataclass
+class ChainMesh:
+    upstream: FakeOpenAI
+    fast: FakeOpenAI
+    url: str
+
+
+@pytest.fixture(scope="module")
+async def chain_mesh(fake_mesh: FakeMesh) -> AsyncIterator[ChainMesh]:
+    upstream, fast = FakeOpenAI(), FakeOpenAI()
+    for server in (upstream, fast):
+        await server.start()
+
+    def alias(server: FakeOpenAI, **more: object) -> dict[str, object]:
+        return {
+            "provider": "openai",
+            "model": "test-model",
+            "base_url": server.base_url,
+            "timeout_seconds": 2,
+            "max_retries": 0,
+            **more,
+        }
+
+    config = validate_models_config(
+        {
+            "models": {
+                "default": alias(upstream, fallbacks=["fast"], deadline_seconds=8),
+                "fast": alias(fast),
+            },
+            "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
+            "circuit_breaker": {"failure_threshold": 1000, "cooldown_seconds": 60},
+        },
+        "test",
+        frozenset(PROVIDERS),
+        environ={},
+    )
+    router_settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
+    retrieval_channel = grpc.aio.insecure_channel(fake_mesh.retrieval_addr)
+    embedding_channel = grpc.aio.insecure_channel(fake_mesh.embedding_addr)
+    deps = build_dependencies(
+        router_settings,
+        config=config,
+        retrieval_channel=retrieval_channel,
+        embedding_channel=embedding_channel,
+    )
+    router: GrpcServer = create_server(router_settings, deps)
+    await router.start()
+    gateway = create_app(
+        settings_for(
+            router_addr=f"127.0.0.1:{router.port}",
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    async with serve_on_free_port(gateway) as url:
+        yield ChainMesh(upstream, fast, url)
+    await router.stop(0)
+    await deps.aclose()
+    for channel in (retrieval_channel, embedding_channel):
+        await channel.close()
+    for server in (upstream, fast):
+        await server.stop()
+
+
+@pytest.fixture
+async def sdk(chain_mesh: ChainMesh) -> AsyncIterator[openai.AsyncOpenAI]:
+    chain_mesh.upstream.reset()
+    chain_mesh.fast.reset()
+    key = user("fallback-t")["Authorization"].removeprefix("Bearer ")
+    client = openai.AsyncOpenAI(base_url=f"{chain_mesh.url}/v1", api_key=key, max_retries=0)
+    async with client:
+        yield client
+
+
+@pytest.mark.parametrize("kind", list(MISBEHAVIOURS))
+async def test_the_client_gets_the_next_models_answer(
+    sdk: openai.AsyncOpenAI, chain_mesh: ChainMesh, kind: str
+) -> None:
+    chain_mesh.upstream.always = MISBEHAVIOURS[kind]
+    chain_mesh.fast.enqueue(Reply(content="an answer from fast"), Reply(content="streamed by fast"))
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+    completion = await sdk.chat.completions.create(model="default", messages=messages)
+    assert completion.choices[0].message.content == "an answer from fast"
+    assert completion.model == "fast"
+    stream = await sdk.chat.completions.create(model="default", messages=messages, stream=True)
+    chunks = [chunk async for chunk in stream]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "streamed by fast"
+    assert {chunk.model for chunk in chunks} == {"fast"}
+    assert len(chain_mesh.upstream.requests) == 2
+
+
+async def test_a_failure_after_the_first_token_ends_the_stream_with_an_error(
+    sdk: openai.AsyncOpenAI, chain_mesh: ChainMesh
+) -> None:
+    chain_mesh.upstream.enqueue(Reply(content="one two three four", break_after=2))
+    stream = await sdk.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
+    received: list[str] = []
+
+    async def read_all() -> None:
+        async for chunk in stream:
+            if chunk.choices:
+                received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError):
+        await read_all()
+    assert "".join(received) == "one two "
+    assert not chain_mesh.fast.requests, "a started stream must not switch models"
