@@ -1,4 +1,5 @@
-"""A real local HTTP server speaking the rerank APIs of TEI and Cohere/Jina/vLLM, for tests.
+"""A real local HTTP server speaking the rerank APIs of TEI and Cohere/Jina/vLLM, for tests,
+and a retrieval server with a configured reranker.
 
 It scores a text by word overlap with the query (the share of the query's distinct words
 that the text contains), serves both dialects (``POST /rerank`` and ``POST /v1/rerank``),
@@ -14,11 +15,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from aimesh.retrieval.v1 import retrieval_pb2_grpc
+from aimesh_common.embedding_client import EmbeddingClient
+from aimesh_retrieval.config import Settings
+from aimesh_retrieval.rerank import build_reranker
+from aimesh_retrieval.server import create_server
+from aimesh_retrieval.store import MilvusStore
+from tests.retrieval.conftest import Retrieval
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -99,3 +109,30 @@ async def serve_rerank(api_key: str | None = None) -> AsyncIterator[RerankServer
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+async def serve_retrieval(
+    store: MilvusStore, embedding_addr: str, **rerank_settings: Any
+) -> AsyncIterator[Retrieval]:
+    """A retrieval server on ``store`` with the reranker ``rerank_settings`` configure."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        embedding_service_addr=embedding_addr,
+        embed_timeout_seconds=30,
+        **rerank_settings,
+    )
+    embedder = EmbeddingClient.connect(embedding_addr, timeout=30)
+    reranker = build_reranker(settings, embedder)
+    server = create_server(settings, store, embedder, reranker=reranker)
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(address)
+    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    yield Retrieval(stub=stub, store=store, settings=settings, channel=channel, address=address)
+    await channel.close()
+    await server.stop(0)
+    if reranker is not None:
+        await reranker.close()
+    await embedder.close()

@@ -13,17 +13,15 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from aimesh_common.embedding_client import EmbeddingClient
+from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_common.errors import Unavailable
 from aimesh_retrieval.config import Settings
-from aimesh_retrieval.rerank import HttpReranker, build_reranker
-from aimesh_retrieval.server import create_server
+from aimesh_retrieval.rerank import HttpReranker
 from aimesh_retrieval.store import MilvusStore
 from tests.conftest import free_port
 from tests.embedding.cross_encoder import build_tiny_cross_encoder
 from tests.retrieval.conftest import Retrieval, new_collection
-from tests.retrieval.rerank_server import RerankServer, overlap, serve_rerank
+from tests.retrieval.rerank_server import RerankServer, overlap, serve_rerank, serve_retrieval
 
 if TYPE_CHECKING:
     from aimesh_embedding.model import TorchEncoder
@@ -37,33 +35,6 @@ DOCS = {
     "beacon": "A tall coastal beacon guides ships at night; its guardian climbs the stairs.",
     "cake": "Bake the cake for forty minutes at a moderate heat.",
 }
-
-
-async def serve_retrieval(
-    store: MilvusStore, embedding_addr: str, **rerank_settings: Any
-) -> AsyncIterator[Retrieval]:
-    """A retrieval server on ``store`` with the reranker ``rerank_settings`` configure."""
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        embedding_service_addr=embedding_addr,
-        embed_timeout_seconds=30,
-        **rerank_settings,
-    )
-    embedder = EmbeddingClient.connect(embedding_addr, timeout=30)
-    reranker = build_reranker(settings, embedder)
-    server = create_server(settings, store, embedder, reranker=reranker)
-    await server.start()
-    address = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(address)
-    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    yield Retrieval(stub=stub, store=store, settings=settings, channel=channel, address=address)
-    await channel.close()
-    await server.stop(0)
-    if reranker is not None:
-        await reranker.close()
-    await embedder.close()
 
 
 @pytest.fixture(scope="module")

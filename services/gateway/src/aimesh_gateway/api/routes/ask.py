@@ -42,6 +42,8 @@ async def ask(
         model=body.model,
         filter=to_struct(body.filter),
     )
+    if body.rerank is not None:
+        request.rerank = body.rerank
     if body.stream:
         return await event_stream(
             upstream.llm_router.StreamAnswer(

@@ -58,6 +58,8 @@ async def search(
         request.dense_weight = body.dense_weight
     if body.mmr_lambda is not None:
         request.mmr_lambda = body.mmr_lambda
+    if body.rerank is not None:
+        request.rerank = body.rerank
     reply = await upstream.retrieval.Search(
         request,
         timeout=upstream.timeout,
