@@ -630,6 +630,11 @@ export interface components {
              */
             question: string;
             /**
+             * Rerank
+             * @description Rerank the retrieved sources (as in search). null: the collection's default. true without a reranker configured: 409.
+             */
+            rerank?: boolean | null;
+            /**
              * Stream
              * @description Stream typed server-sent events.
              * @default false
@@ -959,6 +964,12 @@ export interface components {
              * @example docs
              */
             name: string;
+            /**
+             * Rerank
+             * @description Searches rerank by default.
+             * @default false
+             */
+            rerank?: boolean;
         };
         /** CollectionList */
         CollectionList: {
@@ -1129,6 +1140,12 @@ export interface components {
              * @example docs
              */
             name: string;
+            /**
+             * Rerank
+             * @description Rerank searches and asks of this collection unless they say otherwise (409 when no reranker is configured).
+             * @default false
+             */
+            rerank?: boolean;
         };
         /** CreateConversationRequest */
         CreateConversationRequest: {
@@ -1893,6 +1910,11 @@ export interface components {
              */
             query: string;
             /**
+             * Rerank
+             * @description Rerank the best fused candidates with the configured reranker and return them in its order, scored by it. null: the collection's default. true without a reranker configured: 409; together with mmr: 400.
+             */
+            rerank?: boolean | null;
+            /**
              * Top K
              * @description Number of chunks to return.
              * @default 5
@@ -1936,7 +1958,7 @@ export interface components {
             };
             /**
              * Score
-             * @description Cosine similarity (dense), BM25 score (bm25) or fused score (hybrid); higher is better.
+             * @description Cosine similarity (dense), BM25 score (bm25), fused score (hybrid) or the reranker's score (rerank); higher is better.
              * @example 0.83
              */
             score: number;
