@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import httpx
 
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.errors import FailedPrecondition, Unavailable
+from aimesh_retrieval import metrics
 from aimesh_retrieval.config import Settings
+from aimesh_retrieval.store import Hit
 
 log = logging.getLogger("aimesh.retrieval.rerank")
 
@@ -137,6 +140,17 @@ class HttpReranker:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    """The ``top_k`` best of ``hits`` by ``reranker``, each scored by it; ties keep the order
+    of ``hits`` (the fused order)."""
+    if not hits:
+        return []
+    scores = await reranker.scores(query, [hit.text for hit in hits])
+    metrics.RERANKED.labels(reranker.name).inc(len(hits))
+    order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))[:top_k]
+    return [replace(hits[i], score=scores[i]) for i in order]
 
 
 def build_reranker(settings: Settings, embedder: EmbeddingClient) -> Reranker | None:

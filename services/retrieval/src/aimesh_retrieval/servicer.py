@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -37,13 +37,12 @@ from aimesh_retrieval.jobs import (
     JobRunner,
     JobStore,
 )
-from aimesh_retrieval.rerank import Reranker
+from aimesh_retrieval.rerank import Reranker, rerank_hits
 from aimesh_retrieval.store import (
     ChunkRow,
     CollectionMeta,
     CollectionRef,
     FusionKind,
-    Hit,
     IndexConfig,
     MilvusStore,
     SearchMode,
@@ -507,7 +506,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         metrics.SEARCH_SECONDS.labels("embed").observe(embedded - started)
         metrics.SEARCH_SECONDS.labels("milvus").observe(searched - embedded)
         if reranker is not None and hits:
-            hits = await self._rerank(reranker, request.query, hits, top_k)
+            hits = await rerank_hits(reranker, request.query, hits, top_k)
             metrics.SEARCH_SECONDS.labels("rerank").observe(time.perf_counter() - searched)
         return retrieval_pb2.SearchResponse(
             chunks=[
@@ -545,15 +544,6 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 + ("" if request.HasField("rerank") else " (the collection reranks by default)")
             )
         return self._reranker
-
-    async def _rerank(
-        self, reranker: Reranker, query: str, hits: list[Hit], top_k: int
-    ) -> list[Hit]:
-        """The ``top_k`` best of ``hits`` by the reranker, scored by it."""
-        scores = await reranker.scores(query, [hit.text for hit in hits])
-        metrics.RERANKED.labels(reranker.name).inc(len(hits))
-        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))[:top_k]
-        return [replace(hits[i], score=scores[i]) for i in order]
 
     def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:
         mode = _MODES.get(request.mode)
