@@ -55,10 +55,10 @@ def decode_rerank_request(data: bytes) -> embedding_pb2.RerankRequest | Undecoda
         return UndecodableRequest(str(error))
 
 
-def _undecodable(request: UndecodableRequest, what: str) -> InvalidArgument:
+def _undecodable(request: UndecodableRequest, message: str, not_utf8: str) -> InvalidArgument:
     if "UTF-8" in request.error:
-        return InvalidArgument(f"{what} is not valid UTF-8; text must be UTF-8")
-    return InvalidArgument(f"the request is not a valid message: {request.error}")
+        return InvalidArgument(not_utf8)
+    return InvalidArgument(f"the request is not a valid {message}: {request.error}")
 
 
 EmbedContext = grpc.aio.ServicerContext[embedding_pb2.EmbedRequest, embedding_pb2.EmbedResponse]
@@ -118,7 +118,9 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         received = time.perf_counter()
         if isinstance(request, UndecodableRequest):
             metrics.REJECTIONS.labels(reason="invalid").inc()
-            raise _undecodable(request, "an input")
+            raise _undecodable(
+                request, "EmbedRequest", "an input is not valid UTF-8; inputs must be UTF-8 text"
+            )
         inputs = list(request.inputs)
         try:
             self._validate(inputs, request.dimensions)
@@ -174,7 +176,11 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         reranker = self._reranker
         try:
             if isinstance(request, UndecodableRequest):
-                raise _undecodable(request, "the query or a text")
+                raise _undecodable(
+                    request,
+                    "RerankRequest",
+                    "the query or a text is not valid UTF-8; they must be UTF-8 text",
+                )
             texts = list(request.texts)
             self._validate_rerank(request.query, texts)
             pairs = await self._offload(
