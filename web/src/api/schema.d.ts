@@ -4044,6 +4044,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description rerank asked for without a reranker configured. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Request body too large. */
             413: {
                 headers: {
@@ -4416,7 +4425,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A collection of that name exists already. */
+            /** @description A collection of that name exists already, or rerank was asked for without a reranker configured. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5101,6 +5110,15 @@ export interface operations {
             };
             /** @description Collection or document not found. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rerank asked for without a reranker configured, or bm25/hybrid on a backend without full-text search. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

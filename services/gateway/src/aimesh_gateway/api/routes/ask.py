@@ -11,7 +11,7 @@ from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrinc
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
-from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 
 router = APIRouter(prefix=API_PREFIX, tags=["generation"])
 
@@ -21,6 +21,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["generation"])
     responses={
         **COMMON_ERRORS,
         **NOT_FOUND,
+        409: problem_doc("rerank asked for without a reranker configured."),
         200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},
     },
     response_model=AskResponse,

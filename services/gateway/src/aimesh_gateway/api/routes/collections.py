@@ -25,7 +25,10 @@ from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 router = APIRouter(prefix=f"{API_PREFIX}/collections", tags=["collections"])
 
 CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: problem_doc("A collection of that name exists already.")
+    409: problem_doc(
+        "A collection of that name exists already, or rerank was asked for without a "
+        "reranker configured."
+    )
 }
 
 

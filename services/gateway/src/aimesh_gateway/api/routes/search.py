@@ -8,7 +8,7 @@ from aimesh.retrieval.v1 import retrieval_pb2
 from aimesh_common.structs import from_struct, to_struct
 from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
 from aimesh_gateway.schemas.common import score
-from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"])
@@ -29,7 +29,14 @@ _FUSIONS = {
 @router.post(
     "/collections/{collection}/search",
     response_model=SearchResponse,
-    responses={**COMMON_ERRORS, **NOT_FOUND},
+    responses={
+        **COMMON_ERRORS,
+        **NOT_FOUND,
+        409: problem_doc(
+            "rerank asked for without a reranker configured, or bm25/hybrid on a backend "
+            "without full-text search."
+        ),
+    },
     summary="Search a collection",
 )
 async def search(
