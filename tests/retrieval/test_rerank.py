@@ -241,6 +241,24 @@ async def test_an_answer_that_does_not_score_every_text_is_unavailable(
         await reranker.close()
 
 
+@pytest.mark.parametrize("protocol", ["tei", "cohere"])
+async def test_long_lists_go_in_calls_of_the_batch_size(
+    rerank_http: RerankServer, protocol: str
+) -> None:
+    reranker = HttpReranker(
+        rerank_http.url, protocol=protocol, api_key="secret-test-key", timeout=5, batch_size=2
+    )
+    texts = ["a cake", "the harbour", "harbour keeper", "lighthouse", "quiet harbour keeper"]
+    before = len(rerank_http.requests)
+    try:
+        scores = await reranker.scores(QUERY, texts)
+    finally:
+        await reranker.close()
+    assert scores == [overlap(QUERY, text) for text in texts]
+    sent = rerank_http.requests[before:]
+    assert [len(body.get("texts") or body["documents"]) for _, body, _ in sent] == [2, 2, 1]
+
+
 @pytest.fixture(scope="module")
 async def cross_encoder_embedding(
     embedding_encoder: TorchEncoder, tmp_path_factory: pytest.TempPathFactory

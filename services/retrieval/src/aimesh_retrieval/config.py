@@ -125,6 +125,13 @@ class Settings(GrpcServiceSettings):
     rerank_timeout_seconds: float = Field(
         30.0, gt=0, le=600, description="Deadline of one rerank call."
     )
+    rerank_http_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most texts per call to the rerank HTTP API (TEI refuses more than its "
+        "--max-client-batch-size, 32 by default); more candidates go in several calls.",
+    )
     jobs_database_url: str = Field(
         "",
         description=(

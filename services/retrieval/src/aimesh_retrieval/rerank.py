@@ -77,20 +77,25 @@ class HttpReranker:
         model: str = "",
         api_key: str | None = None,
         timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        batch_size: int = 32,
     ) -> None:
         if protocol not in ("tei", "cohere"):
             raise ValueError(f"unknown rerank protocol {protocol!r}")
         self._protocol = protocol
         self._model = model
+        self._batch_size = max(1, batch_size)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
-        )
+        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     async def scores(self, query: str, texts: Sequence[str]) -> list[float]:
-        if not texts:
-            return []
+        # A server caps the texts of one call (TEI's --max-client-batch-size is 32 by
+        # default); scores are per pair, so bigger lists go in several calls.
+        scores: list[float] = []
+        for start in range(0, len(texts), self._batch_size):
+            scores.extend(await self._call(query, texts[start : start + self._batch_size]))
+        return scores
+
+    async def _call(self, query: str, texts: Sequence[str]) -> list[float]:
         if self._protocol == "tei":
             path = "/rerank"
             body: dict[str, Any] = {"query": query, "texts": list(texts), "truncate": True}
@@ -165,5 +170,6 @@ def build_reranker(settings: Settings, embedder: EmbeddingClient) -> Reranker | 
             model=settings.rerank_model,
             api_key=key.get_secret_value() if key is not None else None,
             timeout=settings.rerank_timeout_seconds,
+            batch_size=settings.rerank_http_batch_size,
         )
     return None
