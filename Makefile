@@ -131,5 +131,5 @@ web-schema: install ## Export the gateway's OpenAPI to web/src/api/openapi.json 
 .PHONY: eval-sets bench-quality
 eval-sets: install ## Rebuild the retrieval eval sets from the man pages and Python docs installed here
 	$(BIN)/python -m scripts.eval_sets.build
-bench-quality: install ## Retrieval quality of every eval set x search mode, fusion compared offline; writes docs/benchmarks.md
+bench-quality: install ## Retrieval quality of every eval set x search mode (a rerank row with RERANK_MODEL_DIR=dir), fusion compared offline; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.quality

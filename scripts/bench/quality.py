@@ -12,6 +12,12 @@ settings (chunker, fusion), Milvus Lite; documents go in through UpsertDocuments
 search with the options its Search RPC builds (the code under the RPC), each query
 embedded once by the service's embedding client rather than once per mode.
 
+With a cross-encoder directory (``--rerank-model DIR`` or ``RERANK_MODEL_DIR=DIR make
+bench-quality``) the embedding server also serves it, and a ``hybrid+rerank`` row reranks
+the default hybrid's best ``AIMESH_RERANK_CANDIDATES`` chunks with it through the Rerank
+RPC (the retrieval service's own :func:`~aimesh_retrieval.rerank.rerank_hits`), keeping
+the first ``HYBRID_TOP_K``.
+
 Fusion, offline: each query's dense and BM25 chunk lists with scores (top 100 each) are
 fetched once and kept (``.aimesh/bench-quality/<set>.json``); the fusion methods of
 ``aimesh_retrieval.fusion`` are evaluated on them in Python, with each method's recall@5
@@ -38,6 +44,7 @@ from aimesh_cli.eval import METRICS, documents_in_order, evaluate
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval import fusion
 from aimesh_retrieval.config import Settings
+from aimesh_retrieval.rerank import EmbeddingReranker, rerank_hits
 from aimesh_retrieval.store import CollectionRef, MilvusStore, SearchOptions
 from scripts.bench.doc import write_section
 from scripts.eval_sets import beir
@@ -69,6 +76,8 @@ async def measure_set(
     settings: Settings,
     eval_set: beir.BeirSet,
     concurrency: int = 2,
+    *,
+    rerank: bool = False,
 ) -> tuple[Lists, float]:
     from google.protobuf import struct_pb2
 
@@ -115,15 +124,21 @@ async def measure_set(
     }
     lists: Lists = {}
     gate = asyncio.Semaphore(concurrency)
+    reranker = EmbeddingReranker(embedder) if rerank else None
+    candidates = max(HYBRID_TOP_K, settings.rerank_candidates)
 
     async def run(query_id: str, vector: Sequence[float]) -> None:
+        query = eval_set.queries[query_id]
         async with gate:
             found: dict[str, list[tuple[str, str, float]]] = {}
             for mode, (options, top_k) in modes.items():
-                hits = await store.search(
-                    ref, vector, top_k, "", query=eval_set.queries[query_id], options=options
-                )
+                hits = await store.search(ref, vector, top_k, "", query=query, options=options)
                 found[mode] = [(h.chunk_id, h.document_id, h.score) for h in hits]
+            if reranker is not None:
+                options = modes["hybrid"][0]
+                hits = await store.search(ref, vector, candidates, "", query=query, options=options)
+                hits = await rerank_hits(reranker, query, hits, HYBRID_TOP_K)
+                found["hybrid+rerank"] = [(h.chunk_id, h.document_id, h.score) for h in hits]
             lists[query_id] = found
 
     await asyncio.gather(*(run(q, v) for q, v in zip(query_ids, vectors, strict=True)))
@@ -131,17 +146,25 @@ async def measure_set(
     return lists, ingest_seconds
 
 
-async def measure(folders: Sequence[Path], data: Path) -> dict[str, dict[str, Any]]:
+async def measure(
+    folders: Sequence[Path], data: Path, rerank_model: str = ""
+) -> dict[str, dict[str, Any]]:
     import grpc
 
     from aimesh.retrieval.v1 import retrieval_pb2_grpc
     from aimesh_embedding.config import Settings as EmbeddingSettings
     from aimesh_embedding.model import load_encoder
+    from aimesh_embedding.rerank import load_reranker
     from aimesh_embedding.server import create_server as embedding_server
     from aimesh_retrieval.server import create_server
 
-    embedding_settings = EmbeddingSettings(port=0, host="127.0.0.1", metrics_port=None)
-    embedding = embedding_server(embedding_settings, load_encoder(embedding_settings))
+    embedding_settings = EmbeddingSettings(
+        port=0, host="127.0.0.1", metrics_port=None, rerank_model=rerank_model
+    )
+    cross_encoder = load_reranker(embedding_settings)
+    embedding = embedding_server(
+        embedding_settings, load_encoder(embedding_settings), reranker=cross_encoder
+    )
     await embedding.start()
     settings = Settings(
         host="127.0.0.1",
@@ -168,7 +191,9 @@ async def measure(folders: Sequence[Path], data: Path) -> dict[str, dict[str, An
             for folder in folders:
                 eval_set = beir.load(folder)
                 started = time.perf_counter()
-                lists, ingest = await measure_set(stub, store, embedder, settings, eval_set)
+                lists, ingest = await measure_set(
+                    stub, store, embedder, settings, eval_set, rerank=cross_encoder is not None
+                )
                 results[eval_set.name] = {
                     "documents": len(eval_set.corpus),
                     "queries": len(eval_set.qrels),
@@ -176,6 +201,8 @@ async def measure(folders: Sequence[Path], data: Path) -> dict[str, dict[str, An
                     "seconds": time.perf_counter() - started,
                     "fusion": settings.hybrid_fusion,
                     "dense_weight": settings.hybrid_dense_weight,
+                    "rerank_model": cross_encoder.name if cross_encoder is not None else "",
+                    "rerank_candidates": settings.rerank_candidates,
                     "lists": lists,
                 }
                 KEPT.mkdir(parents=True, exist_ok=True)
@@ -288,6 +315,15 @@ def render(
         "under the Search RPC, each embedded once (hybrid asks "
         f"for {HYBRID_TOP_K} chunks, as `aimesh eval`). Sets: `make bench-quality` builds the "
         "run-time ones with `scripts/eval_sets/build.py`; a document's rank is its best chunk's.",
+    ]
+    if first.get("rerank_model"):
+        lines += [
+            "",
+            f"hybrid+rerank: the default hybrid's best {first['rerank_candidates']} chunks "
+            f"reranked by the cross-encoder `{first['rerank_model']}` (Rerank RPC of the "
+            f"embedding server), first {HYBRID_TOP_K} kept.",
+        ]
+    lines += [
         "",
         "| set | docs / queries | mode | " + " | ".join(METRICS) + " |",
         "|---|---|---|" + "---:|" * len(METRICS),
@@ -381,6 +417,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", help="Comma-separated set names (default: all)")
     parser.add_argument("--offline", action="store_true", help="Score the kept lists only")
     parser.add_argument("--no-write", action="store_true", help="Print only")
+    parser.add_argument(
+        "--rerank-model",
+        default=os.environ.get("RERANK_MODEL_DIR", ""),
+        help="Cross-encoder directory: adds a hybrid+rerank row (env RERANK_MODEL_DIR)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folders = eval_sets()
@@ -395,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         data = Path(tempfile.mkdtemp(prefix="aimesh-bench-quality-"))
         try:
-            results = asyncio.run(measure(folders, data))
+            results = asyncio.run(measure(folders, data, args.rerank_model))
         finally:
             shutil.rmtree(data, ignore_errors=True)
     section, summary = render(folders, results)

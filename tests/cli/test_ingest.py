@@ -112,3 +112,23 @@ async def test_search_without_credentials_fails_readably(
     monkeypatch.delenv("AIMESH_API_KEY", raising=False)
     assert await cli("search", "x", "-c", "any", "--url", gateway_url) == 1
     assert "HTTP 401" in capsys.readouterr().err
+
+
+async def test_search_rerank_without_a_reranker_says_why(
+    gateway_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIMESH_API_KEY", token(roles=["editor"]))
+    (tmp_path / "note.txt").write_text("The harbour master watches the tides.")
+    collection = f"cli-{uuid.uuid4().hex[:8]}"
+    assert await cli("ingest", str(tmp_path), "-c", collection, "--url", gateway_url) == 0
+    code = await cli("search", "tides", "-c", collection, "--no-rerank", "--url", gateway_url)
+    assert code == 0
+    assert "note.txt#0" in capsys.readouterr().out
+    code = await cli("search", "x", "-c", collection, "--rerank", "--url", gateway_url)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "HTTP 409" in err
+    assert "no reranker configured" in err

@@ -38,7 +38,8 @@ def record(method: str, context: grpc.aio.ServicerContext[Any, Any], into: list[
 
 @dataclass
 class RecordingEmbedding(embedding_pb2_grpc.EmbeddingServiceServicer):
-    """Answers Info and Embed (the same unit vector for every text) and records each call."""
+    """Answers Info, Embed (the same unit vector for every text) and Rerank (longer texts
+    first) and records each call."""
 
     dimension: int = 8
     seen: list[Seen] = field(default_factory=list)
@@ -64,6 +65,19 @@ class RecordingEmbedding(embedding_pb2_grpc.EmbeddingServiceServicer):
             embeddings=[embedding_pb2.Embedding(values=vector) for _ in request.inputs],
             model="recording",
             dimension=self.dimension,
+        )
+
+    async def Rerank(
+        self, request: embedding_pb2.RerankRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> embedding_pb2.RerankResponse:
+        """Scores each text by its length, answered best first (as the real service)."""
+        record("Rerank", context, self.seen)
+        order = sorted(range(len(request.texts)), key=lambda i: -len(request.texts[i]))
+        return embedding_pb2.RerankResponse(
+            results=[
+                embedding_pb2.RerankResult(index=i, score=len(request.texts[i])) for i in order
+            ],
+            model="recording",
         )
 
 

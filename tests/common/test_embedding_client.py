@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from aimesh_common.embedding_client import EmbeddingClient
-from aimesh_common.errors import Unavailable
+from aimesh_common.errors import FailedPrecondition, Unavailable
 from tests.common.embed_calls import recorded_channel
 from tests.common.fakes import recording_embedding
 from tests.conftest import free_port
@@ -99,3 +99,29 @@ async def test_the_callers_channel_stays_open_and_carries_the_calls(embedding_ad
         assert calls.calls == [["one"], ["one"]]
     finally:
         await channel.close()
+
+
+async def test_rerank_splits_long_lists_and_keeps_the_text_order() -> None:
+    texts = [f"text {'x' * (i % 17)} {i}" for i in range(130)]
+    async with recording_embedding() as (servicer, addr):
+        client = EmbeddingClient.connect(addr)
+        try:
+            scores = await client.rerank("query", texts)
+        finally:
+            await client.close()
+    # The fake scores a text by its length and answers best first; the client puts the
+    # scores back in text order across the 64 + 64 + 2 calls Info allows.
+    assert scores == [float(len(text)) for text in texts]
+    assert [seen.method for seen in servicer.seen] == ["Info", "Rerank", "Rerank", "Rerank"]
+
+
+async def test_rerank_without_a_rerank_model_is_a_failed_precondition(
+    embedding_addr: str,
+) -> None:
+    client = EmbeddingClient.connect(embedding_addr)
+    try:
+        with pytest.raises(FailedPrecondition, match="AIMESH_RERANK_MODEL"):
+            await client.rerank("query", ["a text"])
+        assert await client.rerank("query", []) == []
+    finally:
+        await client.close()

@@ -38,6 +38,12 @@ class Failing(embedding_pb2_grpc.EmbeddingServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "only Embed fails on purpose")
         raise AssertionError("abort returns no more")
 
+    async def Rerank(
+        self, request: embedding_pb2.RerankRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> embedding_pb2.RerankResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "only Embed fails on purpose")
+        raise AssertionError("abort returns no more")
+
 
 @dataclass
 class Backend:

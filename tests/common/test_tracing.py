@@ -151,6 +151,11 @@ class _Echo(embedding_pb2_grpc.EmbeddingServiceServicer):
         await self.backend.Info(embedding_pb2.InfoRequest(), timeout=5)
         return embedding_pb2.EmbedResponse()
 
+    async def Rerank(
+        self, request: embedding_pb2.RerankRequest, context: object
+    ) -> embedding_pb2.RerankResponse:
+        return embedding_pb2.RerankResponse()
+
 
 async def test_rpcs_continue_the_callers_trace_and_pass_it_on(receiver: OtlpReceiver) -> None:
     provider = create_tracer_provider(receiver.endpoint, "echo")

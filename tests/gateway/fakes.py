@@ -20,10 +20,12 @@ from google.protobuf import json_format, struct_pb2
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from aimesh_common.channels import create_channel
-from aimesh_common.errors import InvalidArgument, NotFound
+from aimesh_common.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
 from aimesh_common.server import GrpcServer, build_grpc_server
 
 CHUNK_WORDS = 8
+# What the real retrieval service says to rerank=true without a reranker (the fake has none).
+NO_RERANKER = "rerank was requested but this retrieval service has no reranker configured"
 ALIASES = {"default": ("Echo model for tests", 4096), "fast": ("Shorter replies", 2048)}
 
 
@@ -155,6 +157,8 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.CreateCollectionRequest, context: Any
     ) -> retrieval_pb2.CollectionInfo:
         self.recorder.record("CreateCollection", request.tenant_id, context, request)
+        if request.rerank:
+            raise FailedPrecondition(NO_RERANKER)
         self.store.setdefault((request.tenant_id, request.collection), {})
         info = _collection_info(request.collection)
         if request.HasField("chunking") and request.chunking.chunk_size:
@@ -225,6 +229,8 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.SearchRequest, context: Any
     ) -> retrieval_pb2.SearchResponse:
         self.recorder.record("Search", request.tenant_id, context, request)
+        if request.rerank:
+            raise FailedPrecondition(NO_RERANKER)
         collection = self._collection(request.tenant_id, request.collection)
         query = {word.lower().strip("?.,!") for word in _words(request.query)}
         flt = json_format.MessageToDict(request.filter) if request.HasField("filter") else {}
@@ -491,11 +497,13 @@ class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServic
         )
         if request.HasField("filter"):
             search.filter.CopyFrom(request.filter)
+        if request.HasField("rerank"):
+            search.rerank = request.rerank
         try:
             found = await self.retrieval.Search(search, timeout=10)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(error.details() or "not found") from None
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise from_rpc_error(error, "retrieval") from None
             raise
         cited = [chunk for chunk in found.chunks if chunk.score > 0]
         if not cited:

@@ -61,6 +61,12 @@ class FixedRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "disk on fire")
         if request.filter.fields and "bad" in json_format.MessageToDict(request.filter):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter: unknown operator $bad")
+        if request.rerank:
+            # As the real service without a reranker configured.
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "rerank was requested but this retrieval service has no reranker configured",
+            )
         chunks = self.collections.get((request.tenant_id, request.collection))
         if chunks is None:
             await context.abort(

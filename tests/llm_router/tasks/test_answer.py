@@ -116,6 +116,23 @@ async def test_answer_filter_error_from_retrieval_propagates(
     assert error.details() == "filter: unknown operator $bad"
 
 
+async def test_answer_passes_rerank_to_the_search(
+    openai_router: RunningRouter, fake_openai: FakeOpenAI, retrieval: FixedRetrieval
+) -> None:
+    retrieval.put("t1", "docs", CHUNKS)
+    fake_openai.enqueue(Reply(content="Rome [1].", usage=USAGE))
+    await openai_router.stub.Answer(answer_request())
+    assert not retrieval.searches[-1].HasField("rerank")  # the collection's default
+    fake_openai.enqueue(Reply(content="Rome [1].", usage=USAGE))
+    await openai_router.stub.Answer(answer_request(rerank=False))
+    assert retrieval.searches[-1].HasField("rerank")
+    assert retrieval.searches[-1].rerank is False
+    error = await rpc_error(openai_router.stub.Answer(answer_request(rerank=True)))
+    assert retrieval.searches[-1].rerank is True
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no reranker configured" in (error.details() or "")
+
+
 async def test_answer_sources_are_packed_into_the_context_window(
     fake_openai: FakeOpenAI, retrieval_server: tuple[FixedRetrieval, str]
 ) -> None:

@@ -634,6 +634,11 @@ export interface components {
              */
             question: string;
             /**
+             * Rerank
+             * @description Rerank the retrieved sources (as in search). null: the collection's default. true without a reranker configured: 409.
+             */
+            rerank?: boolean | null;
+            /**
              * Stream
              * @description Stream typed server-sent events.
              * @default false
@@ -964,6 +969,12 @@ export interface components {
              * @example docs
              */
             name: string;
+            /**
+             * Rerank
+             * @description Searches rerank by default.
+             * @default false
+             */
+            rerank?: boolean;
         };
         /** CollectionList */
         CollectionList: {
@@ -1134,6 +1145,12 @@ export interface components {
              * @example docs
              */
             name: string;
+            /**
+             * Rerank
+             * @description Rerank searches and asks of this collection unless they say otherwise (409 when no reranker is configured).
+             * @default false
+             */
+            rerank?: boolean;
         };
         /** CreateConversationRequest */
         CreateConversationRequest: {
@@ -1899,6 +1916,11 @@ export interface components {
              */
             query: string;
             /**
+             * Rerank
+             * @description Rerank the best fused candidates with the configured reranker and return them in its order, scored by it. null: the collection's default. true without a reranker configured: 409; together with mmr: 400.
+             */
+            rerank?: boolean | null;
+            /**
              * Top K
              * @description Number of chunks to return.
              * @default 5
@@ -1942,7 +1964,7 @@ export interface components {
             };
             /**
              * Score
-             * @description Cosine similarity (dense), BM25 score (bm25) or fused score (hybrid); higher is better.
+             * @description Cosine similarity (dense), BM25 score (bm25), fused score (hybrid) or the reranker's score (rerank); higher is better.
              * @example 0.83
              */
             score: number;
@@ -4028,6 +4050,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description rerank asked for without a reranker configured. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Request body too large. */
             413: {
                 headers: {
@@ -4400,7 +4431,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A collection of that name exists already. */
+            /** @description A collection of that name exists already, or rerank was asked for without a reranker configured. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5085,6 +5116,15 @@ export interface operations {
             };
             /** @description Collection or document not found. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rerank asked for without a reranker configured, or bm25/hybrid on a backend without full-text search. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

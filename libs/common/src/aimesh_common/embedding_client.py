@@ -1,5 +1,6 @@
 """The client of the embedding service (``aimesh.embedding.v1``), for every service that
-embeds text: retrieval (chunks and queries) and the router's local provider (sentences).
+embeds text: retrieval (chunks and queries) and the router's local provider (sentences);
+and of its Rerank RPC (retrieval's ``embedding`` reranker).
 
 Texts go in batches no larger than the service accepts (learned once from Info), a few
 batches at a time so replicas behind round_robin share the work; the first failure
@@ -150,6 +151,43 @@ class EmbeddingClient:
                 )
             vectors.append(array("f", embedding.values))
         return vectors
+
+    async def rerank(self, query: str, texts: Sequence[str]) -> list[float]:
+        """The cross-encoder's relevance score of each text to ``query``, in text order
+        (higher is more relevant). Pairs too long for the model are truncated.
+
+        FailedPrecondition when the embedding service has no rerank model.
+        """
+        if not texts:
+            return []
+        info = await self.info()
+        size = info.max_inputs_per_request or len(texts)
+        scores: list[float] = []
+        # Scores are per pair, so texts beyond one call's limit go in further calls.
+        for start in range(0, len(texts), size):
+            batch = list(texts[start : start + size])
+            try:
+                reply = await self._stub.Rerank(
+                    embedding_pb2.RerankRequest(query=query, texts=batch, truncate=True),
+                    timeout=self._timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise FailedPrecondition(
+                        f"the embedding service cannot rerank: {error.details()}"
+                    ) from None
+                raise from_rpc_error(error, BACKEND, caller_errors=False) from None
+            batch_scores = [float("nan")] * len(batch)
+            for result in reply.results:
+                if result.index < len(batch):
+                    batch_scores[result.index] = result.score
+            if len(reply.results) != len(batch) or any(s != s for s in batch_scores):
+                raise Unavailable(
+                    f"embedding service returned {len(reply.results)} rerank scores "
+                    f"for {len(batch)} texts"
+                )
+            scores.extend(batch_scores)
+        return scores
 
     async def close(self) -> None:
         """Close the channel if :meth:`connect` created it (else its owner closes it)."""

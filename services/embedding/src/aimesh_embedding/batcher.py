@@ -1,4 +1,8 @@
-"""Dynamic batching: the inputs of concurrent Embed calls share model batches.
+"""Dynamic batching: the inputs of concurrent calls share model batches.
+
+One batcher serves one model: the embedding model (inputs are token ids, rows are vectors)
+and, when configured, the rerank cross-encoder (inputs are query/text pairs, rows are one
+score each). Both use the same packing below.
 
 Each call is tokenized when it arrives and its inputs join one pool. Whenever the model is
 free, the batcher picks the next batch from the pool:
@@ -23,21 +27,26 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from aimesh_common.errors import ResourceExhausted, Unavailable
 from aimesh_embedding import metrics
-from aimesh_embedding.model import Encoder, TokenIds, Vectors
+from aimesh_embedding.model import Vectors
 
 log = logging.getLogger("aimesh.embedding.batcher")
 
 # Below this fill ratio a neighbour is left for a later batch: running it separately costs
 # less than padding the whole batch to its length (or it to the batch's).
 MIN_FILL = 0.5
+
+# What one input of a call is: anything whose len() is its model tokens (an array of token
+# ids for the embedding model, a tokenized pair for the cross-encoder).
+InputT = TypeVar("InputT", bound=Sized)
 
 
 @dataclass(eq=False)
@@ -50,10 +59,10 @@ class _Call:
 
 
 @dataclass(eq=False)
-class _Item:
+class _Item(Generic[InputT]):
     call: _Call
     index: int
-    ids: TokenIds
+    ids: InputT
     seq: int
     length: int = field(init=False)
 
@@ -61,50 +70,60 @@ class _Item:
         self.length = len(self.ids)
 
 
-class Batcher:
-    """Packs the token ids of concurrent calls into shared, length-bucketed model batches."""
+class Batcher(Generic[InputT]):
+    """Packs the inputs of concurrent calls into shared, length-bucketed model batches.
+
+    ``run_batch`` is the model: it maps a batch of inputs to one row of ``width`` floats
+    per input. ``stage_metrics`` names the metrics it reports to (embedding or rerank).
+    """
 
     def __init__(
         self,
-        encoder: Encoder,
+        run_batch: Callable[[list[InputT]], Vectors],
+        width: int,
         *,
         max_batch_tokens: int,
         max_batch_inputs: int,
         max_wait_seconds: float,
         max_queue_inputs: int,
+        stage_metrics: metrics.BatchMetrics = metrics.EMBED_BATCHES,
+        what: str = "embedding",
     ) -> None:
-        self._encoder = encoder
+        self._run_batch = run_batch
+        self._width = width
+        self._metrics = stage_metrics
+        self._what = what
         self._max_tokens = max_batch_tokens
         self._max_inputs = max_batch_inputs
         self._max_wait = max_wait_seconds
         self._max_queue = max_queue_inputs
-        self._pool: list[_Item] = []
+        self._pool: list[_Item[InputT]] = []
         self._queued = 0
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-model")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{what}-model")
 
-    async def submit(self, ids: Sequence[TokenIds]) -> Vectors:
-        """The L2-normalized vectors of ``ids``, in order.
+    async def submit(self, ids: Sequence[InputT]) -> Vectors:
+        """The model's rows for ``ids`` (vectors or scores), in order.
 
         Raises ResourceExhausted when the pool cannot take ``len(ids)`` more inputs, and
         Unavailable once the batcher is closing.
         """
         if self._closing:
-            raise Unavailable("the embedding service is shutting down; retry on another replica")
+            raise Unavailable(f"the {self._what} model is shutting down; retry on another replica")
         count = len(ids)
         if self._queued + count > self._max_queue:
-            metrics.REJECTIONS.labels(reason="queue_full").inc()
+            self._metrics.rejections.labels(reason="queue_full").inc()
             raise ResourceExhausted(
-                f"the embedding queue is full ({self._queued} of {self._max_queue} inputs "
+                f"the {self._what} queue is full ({self._queued} of {self._max_queue} inputs "
                 f"waiting, this call brings {count}); retry with backoff"
             )
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
         call = _Call(
-            vectors=np.zeros((count, self._encoder.dimension), dtype=np.float32),
+            vectors=np.zeros((count, self._width), dtype=np.float32),
             remaining=count,
             enqueued=time.perf_counter(),
             future=asyncio.get_running_loop().create_future(),
@@ -124,7 +143,7 @@ class Batcher:
 
     def _add_queued(self, delta: int) -> None:
         self._queued += delta
-        metrics.QUEUE_INPUTS.set(self._queued)
+        self._metrics.queue_inputs.set(self._queued)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,10 +163,10 @@ class Batcher:
             for item in batch:
                 if not item.call.started:
                     item.call.started = True
-                    metrics.QUEUE_SECONDS.observe(started - item.call.enqueued)
+                    self._metrics.queue_seconds.observe(started - item.call.enqueued)
             try:
                 vectors = await loop.run_in_executor(
-                    self._executor, self._encoder.encode_ids, [item.ids for item in batch]
+                    self._executor, self._run_batch, [item.ids for item in batch]
                 )
             except Exception as error:
                 log.exception("model batch failed", extra={"inputs": len(batch)})
@@ -155,12 +174,12 @@ class Batcher:
                 continue
             elapsed = time.perf_counter() - started
             padded = len(batch) * max(item.length for item in batch)
-            metrics.INFERENCE_SECONDS.observe(elapsed)
-            metrics.BATCH_INPUTS.observe(len(batch))
-            metrics.BATCH_PADDING.observe(sum(item.length for item in batch) / padded)
+            self._metrics.inference_seconds.observe(elapsed)
+            self._metrics.batch_inputs.observe(len(batch))
+            self._metrics.batch_fill.observe(sum(item.length for item in batch) / padded)
             self._deliver(batch, vectors)
 
-    def _select(self) -> list[_Item]:
+    def _select(self) -> list[_Item[InputT]]:
         """Take the next batch out of the pool (see the module docstring)."""
         live = [item for item in self._pool if not item.call.future.done()]
         dropped = len(self._pool) - len(live)
@@ -199,7 +218,7 @@ class Batcher:
         self._pool = live[:low] + live[high + 1 :]
         return batch
 
-    def _deliver(self, batch: list[_Item], vectors: Vectors) -> None:
+    def _deliver(self, batch: list[_Item[InputT]], vectors: Vectors) -> None:
         for item, row in zip(batch, vectors, strict=True):
             call = item.call
             if call.future.done():
@@ -210,7 +229,7 @@ class Batcher:
                 call.future.set_result(call.vectors)
         self._add_queued(-len(batch))
 
-    def _fail(self, batch: list[_Item], error: Exception) -> None:
+    def _fail(self, batch: list[_Item[InputT]], error: Exception) -> None:
         for item in batch:
             if not item.call.future.done():
                 item.call.future.set_exception(error)

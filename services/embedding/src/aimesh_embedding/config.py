@@ -107,6 +107,43 @@ class Settings(GrpcServiceSettings):
         ),
     )
 
+    rerank_model: str = Field(
+        "",
+        description=(
+            "Directory of a sentence-transformers CrossEncoder (a one-label sequence "
+            "classification model with its tokenizer.json), loaded offline, that serves the "
+            "Rerank RPC. Empty: no rerank model (Rerank answers FAILED_PRECONDITION)."
+        ),
+    )
+    rerank_model_name: str = Field(
+        "", description="Rerank model name reported to callers. Empty: the directory's name."
+    )
+
+    @field_validator("rerank_model")
+    @classmethod
+    def _check_rerank_dir(cls, value: str) -> str:
+        path = value.strip()
+        if not path:
+            return ""
+        if not os.path.isdir(path):
+            raise ValueError(f"rerank model directory {path!r} does not exist")
+        for name in ("config.json", "tokenizer.json"):
+            if not os.path.isfile(os.path.join(path, name)):
+                raise ValueError(
+                    f"{path!r} is not a cross-encoder model directory (it has no {name})"
+                )
+        return os.path.abspath(path)
+
+    @field_validator("rerank_model_name")
+    @classmethod
+    def _derive_rerank_name(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip():
+            return value.strip()
+        model_dir = info.data.get("rerank_model")
+        if not isinstance(model_dir, str) or not model_dir:
+            return ""
+        return os.path.basename(os.path.normpath(model_dir))
+
     @field_validator("embedding_model")
     @classmethod
     def _resolve_model_dir(cls, value: str, info: ValidationInfo) -> str:

@@ -12,15 +12,16 @@ from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
 from aimesh_embedding.config import Settings
 from aimesh_embedding.model import Encoder, ModelLoadError, load_backend
+from aimesh_embedding.rerank import CrossEncoderScorer, load_reranker
 from aimesh_embedding.server import create_server
 
 log = logging.getLogger("aimesh.embedding")
 
 
-async def _serve(settings: Settings, encoder: Encoder) -> None:
+async def _serve(settings: Settings, encoder: Encoder, reranker: CrossEncoderScorer | None) -> None:
     # Built inside the running loop: grpc.aio objects belong to the loop that creates them.
     tracer_provider = tracer_provider_for(settings.otlp_endpoint, "aimesh-embedding")
-    server = create_server(settings, encoder, tracer_provider)
+    server = create_server(settings, encoder, tracer_provider, reranker)
     if tracer_provider is not None:
         server.on_stop.append(tracer_provider.shutdown)
     await server.serve(settings.grace_seconds)
@@ -46,7 +47,17 @@ def main() -> None:
                 "metrics_port": metrics_port,
             },
         )
-        asyncio.run(_serve(settings, encoder))
+        reranker = load_reranker(settings)
+        if reranker is not None:
+            log.info(
+                "rerank model loaded",
+                extra={
+                    "rerank_model": reranker.name,
+                    "rerank_model_dir": settings.rerank_model,
+                    "max_input_tokens": reranker.max_input_tokens,
+                },
+            )
+        asyncio.run(_serve(settings, encoder, reranker))
     except (ModelLoadError, OSError) as error:
         log.error("cannot start: %s", error)
         raise SystemExit(1) from None

@@ -9,22 +9,33 @@ from aimesh.embedding.v1 import embedding_pb2
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_embedding.config import Settings
 from aimesh_embedding.model import Encoder
-from aimesh_embedding.servicer import EmbeddingServicer, decode_embed_request
+from aimesh_embedding.rerank import CrossEncoderScorer
+from aimesh_embedding.servicer import (
+    EmbeddingServicer,
+    decode_embed_request,
+    decode_rerank_request,
+)
 
 SERVICE_NAME: str = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
 
 def create_server(
-    settings: Settings, encoder: Encoder, tracer_provider: TracerProvider | None = None
+    settings: Settings,
+    encoder: Encoder,
+    tracer_provider: TracerProvider | None = None,
+    reranker: CrossEncoderScorer | None = None,
 ) -> GrpcServer:
     """A server for ``encoder`` on ``settings.host:settings.port`` (port 0 picks a free one).
 
+    With ``reranker`` the Rerank RPC scores with it; without, Rerank is FAILED_PRECONDITION.
+
     With ``tracer_provider`` every RPC gets a server span (the caller owns the provider).
     """
-    servicer = EmbeddingServicer(encoder, settings)
+    servicer = EmbeddingServicer(encoder, settings, reranker)
 
-    # The generated registration, except that Embed decodes its request itself, so bytes
-    # that are not a valid EmbedRequest (bad UTF-8) get INVALID_ARGUMENT instead of UNKNOWN.
+    # The generated registration, except that Embed and Rerank decode their requests
+    # themselves, so bytes that are not a valid message (bad UTF-8) get INVALID_ARGUMENT
+    # instead of UNKNOWN.
     handlers = grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
@@ -32,6 +43,11 @@ def create_server(
                 servicer.Embed,
                 request_deserializer=decode_embed_request,
                 response_serializer=embedding_pb2.EmbedResponse.SerializeToString,
+            ),
+            "Rerank": grpc.unary_unary_rpc_method_handler(
+                servicer.Rerank,
+                request_deserializer=decode_rerank_request,
+                response_serializer=embedding_pb2.RerankResponse.SerializeToString,
             ),
             "Info": grpc.unary_unary_rpc_method_handler(
                 servicer.Info,

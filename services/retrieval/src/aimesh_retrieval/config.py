@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from aimesh_common.settings import GrpcServiceSettings, service_addr
@@ -91,6 +91,47 @@ class Settings(GrpcServiceSettings):
     hybrid_dense_weight: float = Field(
         0.9, ge=0, le=1, description="Default dense weight of weighted fusion (BM25: 1 - it)."
     )
+    reranker: Literal["none", "embedding", "http"] = Field(
+        "none",
+        description="What reranks searches that ask for it: none (such a search is "
+        "FAILED_PRECONDITION), embedding (the embedding service's cross-encoder, "
+        "AIMESH_RERANK_MODEL there) or http (a rerank API at AIMESH_RERANK_URL).",
+    )
+    rerank_candidates: int = Field(
+        50,
+        ge=1,
+        le=200,
+        description="How many of the best fused candidates a reranked search scores (at least "
+        "its top_k); more finds more, each costs one cross-encoder pair.",
+    )
+    rerank_url: str = Field(
+        "",
+        description="Base URL of the rerank HTTP API (reranker=http), e.g. http://tei:8080.",
+    )
+    rerank_protocol: Literal["tei", "cohere"] = Field(
+        "tei",
+        description="Dialect of the rerank HTTP API: tei (POST /rerank, query + texts) or "
+        "cohere (POST /v1/rerank, model + query + documents; also Jina and vLLM).",
+    )
+    rerank_model: str = Field(
+        "", description="Model name sent to a cohere-dialect rerank API (empty: not sent)."
+    )
+    rerank_api_key: SecretStr | None = Field(
+        None, description="Bearer token of the rerank HTTP API (env only; never logged)."
+    )
+    rerank_api_key_file: Path | None = Field(
+        None, description="File holding the rerank API key (a mounted Kubernetes secret)."
+    )
+    rerank_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Deadline of one rerank call."
+    )
+    rerank_http_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most texts per call to the rerank HTTP API (TEI refuses more than its "
+        "--max-client-batch-size, 32 by default); more candidates go in several calls.",
+    )
     jobs_database_url: str = Field(
         "",
         description=(
@@ -124,6 +165,29 @@ class Settings(GrpcServiceSettings):
     def _overlap_below_size(self) -> Self:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+    @field_validator("rerank_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _reranker_is_complete(self) -> Self:
+        if self.rerank_api_key is None and self.rerank_api_key_file is not None:
+            try:
+                key = self.rerank_api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise ValueError(
+                    f"AIMESH_RERANK_API_KEY_FILE cannot be read: {error.strerror}"
+                ) from None
+            if not key:
+                raise ValueError("AIMESH_RERANK_API_KEY_FILE is empty")
+            object.__setattr__(self, "rerank_api_key", SecretStr(key))
+        if self.reranker == "http" and not self.rerank_url.startswith(("http://", "https://")):
+            raise ValueError("AIMESH_RERANKER=http needs AIMESH_RERANK_URL, an http(s):// base URL")
         return self
 
     @property

@@ -16,6 +16,7 @@ from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.jobs import JobStore
+from aimesh_retrieval.rerank import build_reranker
 from aimesh_retrieval.server import create_server
 from aimesh_retrieval.store import MilvusStore
 
@@ -63,8 +64,11 @@ async def run(settings: Settings) -> None:
         await embedder.close()
         await store.close()
         raise SystemExit(1) from None
-    server = create_server(settings, store, embedder, jobs, tracer_provider)
+    reranker = build_reranker(settings, embedder)
+    server = create_server(settings, store, embedder, jobs, tracer_provider, reranker)
     server.on_stop.extend([embedder.close, store.close, jobs.close])
+    if reranker is not None:
+        server.on_stop.append(reranker.close)
     if tracer_provider is not None:
         server.on_stop.append(tracer_provider.shutdown)
     log.info(
@@ -72,6 +76,7 @@ async def run(settings: Settings) -> None:
         extra={
             "milvus": _milvus_location(settings),
             "embedding_service": settings.embedding_service_addr,
+            "reranker": settings.reranker,
         },
     )
     await server.serve(settings.grace_seconds)

@@ -19,7 +19,8 @@ CHUNKS_DELETED = Counter(
 )
 SEARCH_SECONDS = Histogram(
     "aimesh_retrieval_search_seconds",
-    "Time of a Search call, by stage (embed: the query vector, milvus: the vector search).",
+    "Time of a Search call, by stage (embed: the query vector, milvus: the vector search, "
+    "rerank: scoring the candidates with the reranker).",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -58,4 +59,9 @@ JOB_SECONDS = Histogram(
     "failed, retry: stopped to be retried).",
     ["outcome"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+RERANKED = Counter(
+    "aimesh_retrieval_reranked_candidates_total",
+    "Search candidates scored by a reranker, by reranker (embedding, http).",
+    ["reranker"],
 )

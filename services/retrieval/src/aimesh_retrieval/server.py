@@ -11,6 +11,7 @@ from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_retrieval.chunking import Chunker
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.jobs import JobStore
+from aimesh_retrieval.rerank import Reranker
 from aimesh_retrieval.servicer import RetrievalServicer
 from aimesh_retrieval.store import MilvusStore
 
@@ -23,6 +24,7 @@ def create_server(
     embedder: EmbeddingClient,
     jobs: JobStore | None = None,
     tracer_provider: TracerProvider | None = None,
+    reranker: Reranker | None = None,
 ) -> GrpcServer:
     """A bound, not yet started, server for the retrieval service.
 
@@ -30,6 +32,7 @@ def create_server(
     stopped (``main`` does so through ``GrpcServer.on_stop``). With ``jobs``, the job
     runner starts at once (so this must run inside the event loop) and stops first. With
     ``tracer_provider`` every RPC gets a server span (the caller owns the provider).
+    With ``reranker`` (the caller owns it too) searches can rerank their candidates.
     """
     servicer = RetrievalServicer(
         store,
@@ -41,6 +44,8 @@ def create_server(
         dense_weight=settings.hybrid_dense_weight,
         jobs=jobs,
         job_lease=settings.job_lease_seconds,
+        reranker=reranker,
+        rerank_candidates=settings.rerank_candidates,
     )
 
     def register(server: grpc.aio.Server) -> None:

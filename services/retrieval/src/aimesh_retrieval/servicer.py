@@ -37,6 +37,7 @@ from aimesh_retrieval.jobs import (
     JobRunner,
     JobStore,
 )
+from aimesh_retrieval.rerank import Reranker, rerank_hits
 from aimesh_retrieval.store import (
     ChunkRow,
     CollectionMeta,
@@ -132,7 +133,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         dense_weight: float = 0.9,
         jobs: JobStore | None = None,
         job_lease: float = 30.0,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 50,
     ) -> None:
+        self._reranker = reranker
+        self._rerank_candidates = rerank_candidates
         self._jobs = jobs
         self.runner: JobRunner | None = (
             JobRunner(
@@ -490,19 +495,26 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         expr = ""
         if request.HasField("filter"):
             expr = translate_filter(validation.search_filter(request.filter))
-        stored_dim = await self._store.require(ref)
-        await self._model_for(ref, stored_dim)
+        meta = await self._store.require_meta(ref)
+        await self._model_for(ref, meta.dimension)
+        reranker = self._reranker_for(request, meta, options)
 
         started = time.perf_counter()
         vector: Sequence[float] = ()
         if options.mode != "bm25" or options.mmr:
             [vector] = await self._embedder.embed([request.query])
         embedded = time.perf_counter()
+        # A reranked search scores more candidates than it returns.
+        candidates = max(top_k, self._rerank_candidates) if reranker is not None else top_k
         hits = await self._store.search(
-            ref, vector, top_k, expr, query=request.query, options=options
+            ref, vector, candidates, expr, query=request.query, options=options
         )
+        searched = time.perf_counter()
         metrics.SEARCH_SECONDS.labels("embed").observe(embedded - started)
-        metrics.SEARCH_SECONDS.labels("milvus").observe(time.perf_counter() - embedded)
+        metrics.SEARCH_SECONDS.labels("milvus").observe(searched - embedded)
+        if reranker is not None and hits:
+            hits = await rerank_hits(reranker, request.query, hits, top_k)
+            metrics.SEARCH_SECONDS.labels("rerank").observe(time.perf_counter() - searched)
         return retrieval_pb2.SearchResponse(
             chunks=[
                 retrieval_pb2.ScoredChunk(
@@ -517,6 +529,28 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             ],
             query_vector=vector if request.return_query_vector else (),
         )
+
+    def _reranker_for(
+        self, request: retrieval_pb2.SearchRequest, meta: CollectionMeta, options: SearchOptions
+    ) -> Reranker | None:
+        """The reranker of this search: asked for by the request, else by the collection's
+        default; None when neither asks (or only the default does and none is configured)."""
+        if request.HasField("rerank"):
+            if not request.rerank:
+                return None
+            if self._reranker is None:
+                raise FailedPrecondition(
+                    "rerank was requested but this retrieval service has no reranker "
+                    "configured (AIMESH_RERANKER=none)"
+                )
+        elif not meta.rerank or self._reranker is None:
+            return None
+        if options.mmr:
+            raise InvalidArgument(
+                "mmr and rerank exclude each other: set rerank=false to diversify with mmr"
+                + ("" if request.HasField("rerank") else " (the collection reranks by default)")
+            )
+        return self._reranker
 
     def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:
         mode = _MODES.get(request.mode)
@@ -570,10 +604,20 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             if reason:
                 raise InvalidArgument(f"chunking.{reason}")
         index = self._index_settings(request)
+        if request.rerank and self._reranker is None:
+            raise FailedPrecondition(
+                "rerank was requested as the collection's default but this retrieval service "
+                "has no reranker configured (AIMESH_RERANKER=none)"
+            )
         async with self._lock(ref):
             info = await self._model_for(ref, None)
             meta = await self._store.create(
-                ref, info.dimension, chunking=chunking, index=index, exist_ok=False
+                ref,
+                info.dimension,
+                chunking=chunking,
+                index=index,
+                exist_ok=False,
+                rerank=request.rerank,
             )
         log.info("created collection", extra={"collection": ref.name})
         return _collection_info(meta, self._default_chunking)
@@ -661,4 +705,5 @@ def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval
         ),
         full_text=meta.full_text,
         dimension=meta.dimension,
+        rerank=meta.rerank,
     )

@@ -108,3 +108,21 @@ async def test_other_tenants_collection_is_404(client: httpx.AsyncClient) -> Non
 )
 async def test_invalid_ask_is_422(client: httpx.AsyncClient, body: object) -> None:
     assert_problem(await client.post("/v1/ask", json=body, headers=user()), 422)
+
+
+async def test_rerank_is_passed_to_the_router(
+    client: httpx.AsyncClient, fake_mesh: FakeMesh
+) -> None:
+    await _store(client)
+    question = {"question": "When was the Eiffel Tower completed?", "collection": COLLECTION}
+    response = await client.post("/v1/ask", json=question, headers=user())
+    assert response.status_code == 200, response.text
+    assert not fake_mesh.router.recorder.last("Answer").request.HasField("rerank")
+    response = await client.post("/v1/ask", json={**question, "rerank": False}, headers=user())
+    assert response.status_code == 200, response.text
+    sent = fake_mesh.router.recorder.last("Answer").request
+    assert sent.HasField("rerank")
+    assert sent.rerank is False
+    # The fake retrieval has no reranker, as a real one without AIMESH_RERANKER.
+    response = await client.post("/v1/ask", json={**question, "rerank": True}, headers=user())
+    assert "no reranker configured" in assert_problem(response, 409)["detail"]

@@ -87,3 +87,36 @@ async def test_filter_is_passed_through(client: httpx.AsyncClient) -> None:
 async def test_invalid_search_is_422(client: httpx.AsyncClient, body: object) -> None:
     response = await client.post(f"/v1/collections/{COLLECTION}/search", json=body, headers=user())
     assert_problem(response, 422)
+
+
+async def test_rerank_is_passed_through_and_null_leaves_the_collection_default(
+    client: httpx.AsyncClient, fake_mesh: FakeMesh
+) -> None:
+    url = f"/v1/collections/{COLLECTION}/search"
+    response = await client.post(url, json={"query": "capital"}, headers=user())
+    assert response.status_code == 200, response.text
+    assert not fake_mesh.retrieval.recorder.last("Search").request.HasField("rerank")
+    response = await client.post(url, json={"query": "capital", "rerank": False}, headers=user())
+    assert response.status_code == 200, response.text
+    sent = fake_mesh.retrieval.recorder.last("Search").request
+    assert sent.HasField("rerank")
+    assert sent.rerank is False
+
+
+async def test_rerank_without_a_reranker_is_a_409_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/collections/{COLLECTION}/search",
+        json={"query": "capital", "rerank": True},
+        headers={**user(), "Cache-Control": "no-cache"},
+    )
+    body = assert_problem(response, 409)
+    assert "no reranker configured" in body["detail"]
+
+
+async def test_rerank_must_be_a_boolean(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/collections/{COLLECTION}/search",
+        json={"query": "capital", "rerank": "sometimes"},
+        headers=user(),
+    )
+    assert_problem(response, 422)

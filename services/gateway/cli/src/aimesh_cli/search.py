@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--top-k", "-k", type=int, default=5)
     parser.add_argument("--mode", choices=("dense", "bm25", "hybrid"), default="dense")
     parser.add_argument("--filter", type=_json_object, help='Metadata filter, e.g. {"lang":"en"}')
+    parser.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Rerank with the service's reranker (default: the collection's setting)",
+    )
     parser.add_argument("--json", action="store_true", help="Print the raw JSON response")
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
@@ -38,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"query": args.query, "top_k": args.top_k, "mode": args.mode}
     if args.filter is not None:
         body["filter"] = args.filter
+    if args.rerank is not None:
+        body["rerank"] = args.rerank
     try:
         with client(args) as http:
             response = http.post(f"/v1/collections/{args.collection}/search", json=body)

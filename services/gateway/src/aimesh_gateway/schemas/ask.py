@@ -27,6 +27,11 @@ class AskRequest(StrictModel):
     )
     model: ModelAlias = "default"
     filter: MetadataFilter = None
+    rerank: bool | None = Field(
+        None,
+        description="Rerank the retrieved sources (as in search). null: the collection's "
+        "default. true without a reranker configured: 409.",
+    )
     stream: bool = Field(False, description="Stream typed server-sent events.")
 
 

@@ -39,6 +39,11 @@ class CreateCollectionRequest(StrictModel):
     name: CollectionName
     chunking: ChunkingSettings | None = Field(None, description="Defaults when absent.")
     index: IndexSettings | None = Field(None, description="Backend defaults when absent.")
+    rerank: bool = Field(
+        False,
+        description="Rerank searches and asks of this collection unless they say otherwise "
+        "(409 when no reranker is configured).",
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -51,6 +56,7 @@ class CollectionInfo(BaseModel):
         description="True when BM25 and hybrid search are available for this collection."
     )
     dimension: int = Field(description="Vector dimension.", examples=[384])
+    rerank: bool = Field(False, description="Searches rerank by default.")
 
 
 class CollectionList(BaseModel):

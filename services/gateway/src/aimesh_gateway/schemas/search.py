@@ -38,6 +38,12 @@ class SearchRequest(StrictModel):
     mmr_lambda: float | None = Field(
         None, ge=0, le=1, description="MMR: 1 ranks by relevance only, 0 by novelty (0.5)."
     )
+    rerank: bool | None = Field(
+        None,
+        description="Rerank the best fused candidates with the configured reranker and return "
+        "them in its order, scored by it. null: the collection's default. true without a "
+        "reranker configured: 409; together with mmr: 400.",
+    )
 
 
 class SearchResult(BaseModel):
@@ -46,8 +52,8 @@ class SearchResult(BaseModel):
     chunk_index: int = Field(ge=0, examples=[0])
     text: str = Field(examples=["aimesh is an open AI backend."])
     score: float = Field(
-        description="Cosine similarity (dense), BM25 score (bm25) or fused score (hybrid); "
-        "higher is better.",
+        description="Cosine similarity (dense), BM25 score (bm25), fused score (hybrid) or the "
+        "reranker's score (rerank); higher is better.",
         examples=[0.83],
     )
     metadata: dict[str, Any] = Field(default_factory=dict, examples=[{"lang": "en"}])

@@ -49,6 +49,8 @@ class Question:
     search_filter: struct_pb2.Struct | None
     chain: list[ResolvedModel]
     budget: int
+    # Rerank the sources (None: the collection's default).
+    rerank: bool | None = None
 
 
 def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
@@ -75,6 +77,7 @@ def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
         search_filter=request.filter if request.HasField("filter") else None,
         chain=chain,
         budget=budget,
+        rerank=request.rerank if request.HasField("rerank") else None,
     )
 
 
@@ -155,6 +158,7 @@ async def _search(deps: TaskDeps, question: Question) -> Found:
         question.text,
         question.top_k,
         question.search_filter,
+        rerank=question.rerank,
     )
 
 

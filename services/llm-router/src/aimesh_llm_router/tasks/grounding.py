@@ -31,8 +31,11 @@ async def search_chunks(
     question: str,
     top_k: int,
     search_filter: struct_pb2.Struct | None = None,
+    *,
+    rerank: bool | None = None,
 ) -> Found:
-    """The chunks retrieval finds for ``question`` (those with text), best first."""
+    """The chunks retrieval finds for ``question`` (those with text), best first; reranked
+    when ``rerank`` says so (None: as the collection's default says)."""
     search = retrieval_pb2.SearchRequest(
         tenant_id=tenant_id,
         collection=collection,
@@ -42,6 +45,8 @@ async def search_chunks(
     )
     if search_filter is not None:
         search.filter.CopyFrom(search_filter)
+    if rerank is not None:
+        search.rerank = rerank
     try:
         reply = await deps.retrieval.Search(search, timeout=deps.backend_timeout)
     except grpc.aio.AioRpcError as error:

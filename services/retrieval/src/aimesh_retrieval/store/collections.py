@@ -110,6 +110,7 @@ def meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
         chunking=ChunkingConfig(**chunking) if isinstance(chunking, dict) else None,
         index=IndexConfig(**index) if isinstance(index, dict) else IndexConfig(),
         full_text="sparse" in fields,
+        rerank=settings.get("rerank") is True,
     )
 
 

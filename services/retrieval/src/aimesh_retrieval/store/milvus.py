@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -182,10 +183,12 @@ class MilvusStore:
         chunking: ChunkingConfig | None = None,
         index: IndexConfig | None = None,
         exist_ok: bool = True,
+        rerank: bool = False,
     ) -> CollectionMeta:
         """Create (if missing) and load the collection with ``dim``-dimensional vectors.
 
-        With ``exist_ok=False`` an existing collection is ALREADY_EXISTS.
+        With ``exist_ok=False`` an existing collection is ALREADY_EXISTS. ``rerank`` is
+        the collection's default for searches that do not say whether to rerank.
         """
         known = self._ready.get(ref.physical)
         if known is not None and exist_ok:
@@ -193,7 +196,7 @@ class MilvusStore:
         # Several jobs of one upload may create the same new collection at once: one
         # creates it, the others wait and find it. Creating is rare, so one lock serves.
         async with self._creating:
-            return await self._create(ref, dim, chunking, index, exist_ok=exist_ok)
+            return await self._create(ref, dim, chunking, index, exist_ok=exist_ok, rerank=rerank)
 
     async def _create(
         self,
@@ -203,6 +206,7 @@ class MilvusStore:
         index: IndexConfig | None,
         *,
         exist_ok: bool,
+        rerank: bool = False,
     ) -> CollectionMeta:
         """Create the collection unless it exists (or another replica creates it first)."""
         existing = await self.meta(ref)
@@ -210,7 +214,7 @@ class MilvusStore:
             if not exist_ok:
                 raise AlreadyExists(f"collection '{ref.name}' already exists")
             return existing
-        meta = await self._new_meta(ref, dim, chunking, index)
+        meta = replace(await self._new_meta(ref, dim, chunking, index), rerank=rerank)
         if not await self._create_marked(ref, meta):
             return await self._created_elsewhere(ref, exist_ok=exist_ok)
         # Load right away: the first search on a growing segment is slow otherwise.

@@ -80,6 +80,8 @@ class CollectionMeta:
     chunking: ChunkingConfig | None
     index: IndexConfig
     full_text: bool
+    # Searches rerank unless they say otherwise.
+    rerank: bool = False
 
     def describe(self, tenant_id: str) -> str:
         return json.dumps(
@@ -90,6 +92,7 @@ class CollectionMeta:
                 "chunking": asdict(self.chunking) if self.chunking else None,
                 "index": asdict(self.index),
                 "full_text": self.full_text,
+                "rerank": self.rerank,
             },
             sort_keys=True,
         )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aimesh/embedding/v1/embedding.proto\x12\x13\x61imesh.embedding.v1\"D\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x12\n\ndimensions\x18\x03 \x01(\r\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"9\n\nEmbedUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\x95\x01\n\rEmbedResponse\x12\x32\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.aimesh.embedding.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.aimesh.embedding.v1.EmbedUsage\"\r\n\x0bInfoRequest\"{\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\r\x12\x1e\n\x16max_inputs_per_request\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t2\xaf\x01\n\x10\x45mbeddingService\x12N\n\x05\x45mbed\x12!.aimesh.embedding.v1.EmbedRequest\x1a\".aimesh.embedding.v1.EmbedResponse\x12K\n\x04Info\x12 .aimesh.embedding.v1.InfoRequest\x1a!.aimesh.embedding.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aimesh/embedding/v1/embedding.proto\x12\x13\x61imesh.embedding.v1\"D\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x10\n\x08truncate\x18\x02 \x01(\x08\x12\x12\n\ndimensions\x18\x03 \x01(\r\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"9\n\nEmbedUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"\x95\x01\n\rEmbedResponse\x12\x32\n\nembeddings\x18\x01 \x03(\x0b\x32\x1e.aimesh.embedding.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.aimesh.embedding.v1.EmbedUsage\"\r\n\x0bInfoRequest\"\x91\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\r\x12\x1e\n\x16max_inputs_per_request\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x14\n\x0crerank_model\x18\x06 \x01(\t\"N\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x10\n\x08truncate\x18\x03 \x01(\x08\x12\r\n\x05top_n\x18\x04 \x01(\r\",\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\"\x83\x01\n\x0eRerankResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.aimesh.embedding.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x1f.aimesh.embedding.v1.EmbedUsage2\x82\x02\n\x10\x45mbeddingService\x12N\n\x05\x45mbed\x12!.aimesh.embedding.v1.EmbedRequest\x1a\".aimesh.embedding.v1.EmbedResponse\x12K\n\x04Info\x12 .aimesh.embedding.v1.InfoRequest\x1a!.aimesh.embedding.v1.InfoResponse\x12Q\n\x06Rerank\x12\".aimesh.embedding.v1.RerankRequest\x1a#.aimesh.embedding.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_end=368
   _globals['_INFOREQUEST']._serialized_start=370
   _globals['_INFOREQUEST']._serialized_end=383
-  _globals['_INFORESPONSE']._serialized_start=385
-  _globals['_INFORESPONSE']._serialized_end=508
-  _globals['_EMBEDDINGSERVICE']._serialized_start=511
-  _globals['_EMBEDDINGSERVICE']._serialized_end=686
+  _globals['_INFORESPONSE']._serialized_start=386
+  _globals['_INFORESPONSE']._serialized_end=531
+  _globals['_RERANKREQUEST']._serialized_start=533
+  _globals['_RERANKREQUEST']._serialized_end=611
+  _globals['_RERANKRESULT']._serialized_start=613
+  _globals['_RERANKRESULT']._serialized_end=657
+  _globals['_RERANKRESPONSE']._serialized_start=660
+  _globals['_RERANKRESPONSE']._serialized_end=791
+  _globals['_EMBEDDINGSERVICE']._serialized_start=794
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1052
 # @@protoc_insertion_point(module_scope)

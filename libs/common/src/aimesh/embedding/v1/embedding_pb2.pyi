@@ -162,6 +162,7 @@ class InfoResponse(_message.Message):
     MAX_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_INPUTS_PER_REQUEST_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    RERANK_MODEL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Name of the served model."""
     dimension: _builtins.int
@@ -172,6 +173,10 @@ class InfoResponse(_message.Message):
     """Most inputs accepted in one Embed call."""
     backend: _builtins.str
     """Inference backend in use ("torch" or "onnx")."""
+    rerank_model: _builtins.str
+    """Name of the rerank cross-encoder; empty when the service has none (Rerank then
+    answers FAILED_PRECONDITION).
+    """
     def __init__(
         self,
         *,
@@ -180,11 +185,109 @@ class InfoResponse(_message.Message):
         max_input_tokens: _builtins.int = ...,
         max_inputs_per_request: _builtins.int = ...,
         backend: _builtins.str = ...,
+        rerank_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dimension", b"dimension", "max_input_tokens", b"max_input_tokens", "max_inputs_per_request", b"max_inputs_per_request", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dimension", b"dimension", "max_input_tokens", b"max_input_tokens", "max_inputs_per_request", b"max_inputs_per_request", "model", b"model", "rerank_model", b"rerank_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InfoResponse: _TypeAlias = InfoResponse  # noqa: Y015
+
+@_typing.final
+class RerankRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    TRUNCATE_FIELD_NUMBER: _builtins.int
+    TOP_N_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The query the texts are scored against: non-empty UTF-8."""
+    truncate: _builtins.bool
+    """When true, a query/text pair longer than the cross-encoder's max sequence length is
+    truncated (longest part first); when false, such a pair is rejected with
+    INVALID_ARGUMENT naming the text.
+    """
+    top_n: _builtins.int
+    """Return only the best top_n results; 0 returns all of them."""
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Texts to score, each non-empty UTF-8; at most max_inputs_per_request of them."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+        truncate: _builtins.bool = ...,
+        top_n: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "texts", b"texts", "top_n", b"top_n", "truncate", b"truncate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerankRequest: _TypeAlias = RerankRequest  # noqa: Y015
+
+@_typing.final
+class RerankResult(_message.Message):
+    """The score of one text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the text in RerankRequest.texts."""
+    score: _builtins.float
+    """Relevance to the query: the cross-encoder's score after its activation (sigmoid for
+    a one-label model, so in [0, 1]); higher is more relevant.
+    """
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerankResult: _TypeAlias = RerankResult  # noqa: Y015
+
+@_typing.final
+class RerankResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Name of the cross-encoder that scored them."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RerankResult]:
+        """Results sorted by score, best first (ties in text order); all texts unless top_n."""
+
+    @_builtins.property
+    def usage(self) -> Global___EmbedUsage:
+        """Token usage of this call (query/text pairs after truncation)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RerankResult] | None = ...,
+        model: _builtins.str = ...,
+        usage: Global___EmbedUsage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "results", b"results", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerankResponse: _TypeAlias = RerankResponse  # noqa: Y015

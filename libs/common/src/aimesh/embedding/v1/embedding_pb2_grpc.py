@@ -46,6 +46,11 @@ class EmbeddingServiceStub:
                 request_serializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoRequest.SerializeToString,
                 response_deserializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/aimesh.embedding.v1.EmbeddingService/Rerank',
+                request_serializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankRequest.SerializeToString,
+                response_deserializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -69,6 +74,17 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Rerank scores each text's relevance to the query with the service's cross-encoder
+        (AIMESH_RERANK_MODEL) and returns the texts best first.
+        FAILED_PRECONDITION when the service has no rerank model; INVALID_ARGUMENT names the
+        offending field (empty query or text, too long, too many texts);
+        RESOURCE_EXHAUSTED when the service is overloaded; retry with backoff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +97,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoRequest.FromString,
                     response_serializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankRequest.FromString,
+                    response_serializer=aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +160,33 @@ class EmbeddingService:
             '/aimesh.embedding.v1.EmbeddingService/Info',
             aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoRequest.SerializeToString,
             aimesh_dot_embedding_dot_v1_dot_embedding__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.embedding.v1.EmbeddingService/Rerank',
+            aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankRequest.SerializeToString,
+            aimesh_dot_embedding_dot_v1_dot_embedding__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class EmbeddingServiceStub:
     """
     Info: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.InfoRequest, _embedding_pb2.InfoResponse]
     """Info describes the served model."""
+    Rerank: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.RerankRequest, _embedding_pb2.RerankResponse]
+    """Rerank scores each text's relevance to the query with the service's cross-encoder
+    (AIMESH_RERANK_MODEL) and returns the texts best first.
+    FAILED_PRECONDITION when the service has no rerank model; INVALID_ARGUMENT names the
+    offending field (empty query or text, too long, too many texts);
+    RESOURCE_EXHAUSTED when the service is overloaded; retry with backoff.
+    """
 
 @_typing.type_check_only
 class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
@@ -57,6 +64,13 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
     """
     Info: _aio.UnaryUnaryMultiCallable[_embedding_pb2.InfoRequest, _embedding_pb2.InfoResponse]  # type: ignore[assignment]
     """Info describes the served model."""
+    Rerank: _aio.UnaryUnaryMultiCallable[_embedding_pb2.RerankRequest, _embedding_pb2.RerankResponse]  # type: ignore[assignment]
+    """Rerank scores each text's relevance to the query with the service's cross-encoder
+    (AIMESH_RERANK_MODEL) and returns the texts best first.
+    FAILED_PRECONDITION when the service has no rerank model; INVALID_ARGUMENT names the
+    offending field (empty query or text, too long, too many texts);
+    RESOURCE_EXHAUSTED when the service is overloaded; retry with backoff.
+    """
 
 class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     """EmbeddingService serves one embedding model. Callers (retrieval, router, gateway)
@@ -81,5 +95,18 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.InfoResponse, _abc.Awaitable[_embedding_pb2.InfoResponse]]:
         """Info describes the served model."""
+
+    @_abc_1.abstractmethod
+    def Rerank(
+        self,
+        request: _embedding_pb2.RerankRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_pb2.RerankResponse, _abc.Awaitable[_embedding_pb2.RerankResponse]]:
+        """Rerank scores each text's relevance to the query with the service's cross-encoder
+        (AIMESH_RERANK_MODEL) and returns the texts best first.
+        FAILED_PRECONDITION when the service has no rerank model; INVALID_ARGUMENT names the
+        offending field (empty query or text, too long, too many texts);
+        RESOURCE_EXHAUSTED when the service is overloaded; retry with backoff.
+        """
 
 def add_EmbeddingServiceServicer_to_server(servicer: EmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -359,6 +359,7 @@ class AnswerRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    RERANK_FIELD_NUMBER: _builtins.int
     question: _builtins.str
     """The question (non-empty)."""
     collection: _builtins.str
@@ -369,6 +370,10 @@ class AnswerRequest(_message.Message):
     """Number of chunks to retrieve, 1-50 (0 means 5)."""
     model: _builtins.str
     """Model alias; empty means "default"."""
+    rerank: _builtins.bool
+    """Rerank the retrieved sources, as aimesh.retrieval.v1.SearchRequest.rerank (unset:
+    the collection's default).
+    """
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
         """Optional metadata filter, as in aimesh.retrieval.v1.SearchRequest.filter."""
@@ -382,12 +387,15 @@ class AnswerRequest(_message.Message):
         top_k: _builtins.int = ...,
         model: _builtins.str = ...,
         filter: _struct_pb2.Struct | None = ...,
+        rerank: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rerank", b"_rerank", "filter", b"filter", "rerank", b"rerank"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "filter", b"filter", "model", b"model", "question", b"question", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rerank", b"_rerank", "collection", b"collection", "filter", b"filter", "model", b"model", "question", b"question", "rerank", b"rerank", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__rerank: _TypeAlias = _typing.Literal["rerank"]  # noqa: Y015
+    _WhichOneofArgType__rerank: _TypeAlias = _typing.Literal["_rerank", b"_rerank"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rerank) -> _WhichOneofReturnType__rerank | None: ...
 
 Global___AnswerRequest: _TypeAlias = AnswerRequest  # noqa: Y015
 

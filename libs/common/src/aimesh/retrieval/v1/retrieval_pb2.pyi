@@ -372,6 +372,7 @@ class SearchRequest(_message.Message):
     MMR_FIELD_NUMBER: _builtins.int
     MMR_LAMBDA_FIELD_NUMBER: _builtins.int
     RETURN_QUERY_VECTOR_FIELD_NUMBER: _builtins.int
+    RERANK_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     collection: _builtins.str
     query: _builtins.str
@@ -400,6 +401,12 @@ class SearchRequest(_message.Message):
     """Return the query's embedding in SearchResponse.query_vector, so a caller that needs
     it as well (the router's local provider) does not have the query embedded twice.
     """
+    rerank: _builtins.bool
+    """Rerank the best candidates (AIMESH_RERANK_CANDIDATES of them, at least top_k) with
+    the service's reranker and return them in the reranker's order, scored by it. Unset:
+    the collection's default (CollectionInfo.rerank). true without a configured reranker
+    is FAILED_PRECONDITION; true together with mmr is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
         """Optional metadata filter in aimesh's JSON filter language, e.g.
@@ -421,19 +428,24 @@ class SearchRequest(_message.Message):
         mmr: _builtins.bool = ...,
         mmr_lambda: _builtins.float | None = ...,
         return_query_vector: _builtins.bool = ...,
+        rerank: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "dense_weight", b"dense_weight", "filter", b"filter", "mmr_lambda", b"mmr_lambda"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "_rerank", b"_rerank", "dense_weight", b"dense_weight", "filter", b"filter", "mmr_lambda", b"mmr_lambda", "rerank", b"rerank"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "collection", b"collection", "dense_weight", b"dense_weight", "filter", b"filter", "fusion", b"fusion", "mmr", b"mmr", "mmr_lambda", b"mmr_lambda", "mode", b"mode", "query", b"query", "return_query_vector", b"return_query_vector", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_mmr_lambda", b"_mmr_lambda", "_rerank", b"_rerank", "collection", b"collection", "dense_weight", b"dense_weight", "filter", b"filter", "fusion", b"fusion", "mmr", b"mmr", "mmr_lambda", b"mmr_lambda", "mode", b"mode", "query", b"query", "rerank", b"rerank", "return_query_vector", b"return_query_vector", "tenant_id", b"tenant_id", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
     _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
     _WhichOneofReturnType__mmr_lambda: _TypeAlias = _typing.Literal["mmr_lambda"]  # noqa: Y015
     _WhichOneofArgType__mmr_lambda: _TypeAlias = _typing.Literal["_mmr_lambda", b"_mmr_lambda"]  # noqa: Y015
+    _WhichOneofReturnType__rerank: _TypeAlias = _typing.Literal["rerank"]  # noqa: Y015
+    _WhichOneofArgType__rerank: _TypeAlias = _typing.Literal["_rerank", b"_rerank"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mmr_lambda) -> _WhichOneofReturnType__mmr_lambda | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rerank) -> _WhichOneofReturnType__rerank | None: ...
 
 Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
 
@@ -509,9 +521,14 @@ class CreateCollectionRequest(_message.Message):
     COLLECTION_FIELD_NUMBER: _builtins.int
     CHUNKING_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
+    RERANK_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     collection: _builtins.str
     """Collection name, same rules as elsewhere."""
+    rerank: _builtins.bool
+    """Rerank searches of this collection by default (a search's own rerank field wins).
+    FAILED_PRECONDITION when the service has no reranker configured.
+    """
     @_builtins.property
     def chunking(self) -> Global___ChunkingSettings:
         """Chunking settings; defaults when absent."""
@@ -527,10 +544,11 @@ class CreateCollectionRequest(_message.Message):
         collection: _builtins.str = ...,
         chunking: Global___ChunkingSettings | None = ...,
         index: Global___IndexSettings | None = ...,
+        rerank: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "collection", b"collection", "index", b"index", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "collection", b"collection", "index", b"index", "rerank", b"rerank", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,12 +565,15 @@ class CollectionInfo(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     FULL_TEXT_FIELD_NUMBER: _builtins.int
     DIMENSION_FIELD_NUMBER: _builtins.int
+    RERANK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Collection name."""
     full_text: _builtins.bool
     """True when BM25 and hybrid search are available for this collection."""
     dimension: _builtins.int
     """Vector dimension of the embedding model at creation."""
+    rerank: _builtins.bool
+    """Searches rerank by default (see SearchRequest.rerank)."""
     @_builtins.property
     def chunking(self) -> Global___ChunkingSettings:
         """Chunking in effect."""
@@ -569,10 +590,11 @@ class CollectionInfo(_message.Message):
         index: Global___IndexSettings | None = ...,
         full_text: _builtins.bool = ...,
         dimension: _builtins.int = ...,
+        rerank: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "index", b"index", "name", b"name", "rerank", b"rerank"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -678,7 +700,9 @@ class ScoredChunk(_message.Message):
     text: _builtins.str
     """Chunk text."""
     score: _builtins.float
-    """Cosine similarity to the query (higher is better)."""
+    """Cosine similarity to the query, BM25 or fused score, or the reranker's score when
+    the search reranked (higher is better in every case).
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Metadata of the document."""

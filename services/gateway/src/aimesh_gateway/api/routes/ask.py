@@ -13,7 +13,7 @@ from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
-from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 
 router = APIRouter(prefix=API_PREFIX, tags=["generation"], route_class=CheckedJSONRoute)
 
@@ -24,6 +24,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["generation"], route_class=CheckedJS
     responses={
         **COMMON_ERRORS,
         **NOT_FOUND,
+        409: problem_doc("rerank asked for without a reranker configured."),
         200: {"description": STREAM_DESCRIPTION, "content": {"text/event-stream": {}}},
     },
     response_model=AskResponse,
@@ -45,6 +46,8 @@ async def ask(
         model=body.model,
         filter=to_struct(body.filter),
     )
+    if body.rerank is not None:
+        request.rerank = body.rerank
     if body.stream:
         return await event_stream(
             upstream.llm_router.StreamAnswer(

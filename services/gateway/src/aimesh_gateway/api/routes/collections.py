@@ -28,7 +28,10 @@ router = APIRouter(
 )
 
 CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: problem_doc("A collection of that name exists already.")
+    409: problem_doc(
+        "A collection of that name exists already, or rerank was asked for without a "
+        "reranker configured."
+    )
 }
 
 
@@ -46,6 +49,7 @@ def _info(message: retrieval_pb2.CollectionInfo) -> CollectionInfo:
         hnsw_ef_construction=message.index.hnsw_ef_construction if hnsw else None,
         full_text=message.full_text,
         dimension=message.dimension,
+        rerank=message.rerank,
     )
 
 
@@ -63,7 +67,7 @@ async def create_collection(
     """Create an empty collection with its chunking and index settings. Upserting into a
     collection that does not exist creates it with the defaults."""
     request = retrieval_pb2.CreateCollectionRequest(
-        tenant_id=principal.tenant_id, collection=body.name
+        tenant_id=principal.tenant_id, collection=body.name, rerank=body.rerank
     )
     if body.chunking is not None:
         request.chunking.CopyFrom(

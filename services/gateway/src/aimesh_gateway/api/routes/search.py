@@ -9,7 +9,7 @@ from aimesh_common.structs import from_struct, to_struct
 from aimesh_gateway.api.deps import API_PREFIX, CacheDep, CollectionPath, UpstreamDep, UserPrincipal
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.common import score
-from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND
+from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 from aimesh_gateway.schemas.search import SearchRequest, SearchResponse, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"], route_class=CheckedJSONRoute)
@@ -30,7 +30,14 @@ _FUSIONS = {
 @router.post(
     "/collections/{collection}/search",
     response_model=SearchResponse,
-    responses={**COMMON_ERRORS, **NOT_FOUND},
+    responses={
+        **COMMON_ERRORS,
+        **NOT_FOUND,
+        409: problem_doc(
+            "rerank asked for without a reranker configured, or bm25/hybrid on a backend "
+            "without full-text search."
+        ),
+    },
     summary="Search a collection",
 )
 async def search(
@@ -59,6 +66,8 @@ async def search(
         request.dense_weight = body.dense_weight
     if body.mmr_lambda is not None:
         request.mmr_lambda = body.mmr_lambda
+    if body.rerank is not None:
+        request.rerank = body.rerank
     reply = await upstream.retrieval.Search(
         request,
         timeout=upstream.timeout,
