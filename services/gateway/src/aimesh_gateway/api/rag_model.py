@@ -60,7 +60,8 @@ async def rag_completion(
     upstream: Upstream,
     usage_meter: UsageContext,
 ) -> ChatCompletion | StreamingResponse:
-    collection = _collection(body.model)
+    model = body.model or ""
+    collection = _collection(model)
     # No user text leaves the question empty: the router, which owns that rule, answers 400.
     question = next(
         (m.text() for m in reversed(body.messages) if m.role == "user" and m.text().strip()), ""
@@ -78,7 +79,7 @@ async def rag_completion(
         total_tokens=reply.usage.total_tokens,
     )
     await usage_meter.record(
-        body.model,
+        model,
         usage.prompt_tokens,
         usage.completion_tokens,
         provider=reply.provider,
@@ -87,7 +88,7 @@ async def rag_completion(
     completion = ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
-        model=body.model,
+        model=model,
         choices=[ChatChoice(message=ChatMessageOut(content=_content(reply)), finish_reason="stop")],
         usage=usage,
     )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aimesh_gateway.schemas.common import ModelAlias
+from aimesh_gateway.schemas.common import TaskModel
 
 
 class _Lenient(BaseModel):
@@ -137,7 +137,7 @@ class ChatCompletionRequest(_Lenient):
         }
     )
 
-    model: ModelAlias = "default"
+    model: TaskModel = None
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
     max_completion_tokens: int | None = Field(
