@@ -140,6 +140,7 @@ def test_without_a_file_the_model_server_serves_chat_only(
     )
     assert spec.fallbacks == ["default"]
     assert spec.max_retries == 0
+    assert (spec.max_tokens, spec.context_window) == (256, 4096)
     assert (config.defaults.chat, config.defaults.summarize, config.defaults.qa) == (
         LOCAL_MODEL_ALIAS,
         "default",

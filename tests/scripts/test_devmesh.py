@@ -118,7 +118,10 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
             assert answer.json()["citations"][0]["document_id"] == "about"
             assert answer.json()["model"] == "default"  # grounded answers stay extractive
 
-            chat = {"messages": [{"role": "user", "content": "Say hello to Ada."}]}
+            chat = {
+                "messages": [{"role": "user", "content": "Say hello to Ada."}],
+                "max_tokens": 32,
+            }
             # Whether or not the model is ready yet, chat answers (the fallback before).
             early = client.post("/v1/chat/completions", json=chat, headers=headers)
             assert early.status_code == 200, early.text

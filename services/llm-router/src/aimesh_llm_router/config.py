@@ -105,6 +105,13 @@ class Settings(GrpcServiceSettings):
         min_length=1,
         description="Model id the local model server serves (its GET /v1/models).",
     )
+    llm_local_model_max_tokens: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most tokens a reply of the local model may have (a small CPU model is "
+        "slow on long replies).",
+    )
     llm_local_model_context: int = Field(
         4096,
         ge=512,

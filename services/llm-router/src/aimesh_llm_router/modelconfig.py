@@ -303,7 +303,9 @@ def default_models_config(settings: Settings) -> ModelsConfig:
             max_retries=0,
             timeout_seconds=settings.request_timeout_seconds,
             deadline_seconds=max(120.0, settings.request_timeout_seconds * 2),
-            max_tokens=min(settings.max_tokens, settings.llm_local_model_context // 2),
+            max_tokens=min(
+                settings.llm_local_model_max_tokens, settings.llm_local_model_context // 2
+            ),
             context_window=settings.llm_local_model_context,
             fallbacks=[DEFAULT_ALIAS],
         )
