@@ -149,7 +149,7 @@ try {
     // local model, streams its reply token by token.
     await page.getByLabel('Ground in collection').selectOption('')
     await page.getByLabel('Model', { exact: true }).selectOption('')
-    await page.getByRole('button', { name: 'New conversation' }).click()
+    await page.getByRole('button', { name: 'New conversation', exact: true }).click()
     await page.getByLabel('Message', { exact: true }).fill('Say hello to Ada in one short sentence.')
     await page.getByLabel('Message', { exact: true }).press('Enter')
     await page.waitForFunction(() => {
