@@ -1,8 +1,13 @@
 """Run the whole aimesh mesh as local processes: what `make run` and the test suite use.
 
 Each service starts with its own console script, exactly as its image does, configured
-only through environment variables. Children run in their own process groups and get
-SIGTERM when this process dies (Linux ``PR_SET_PDEATHSIG``), so no orphans are left.
+only through environment variables. With ``model_server`` the local model server
+(``aimesh-model-server``, SmolLM2-135M-Instruct converted into ``<data>/models`` on its
+first start) runs too, and the router serves chat from it (alias ``local-model``); it is
+optional: the mesh is ready before the model is, chat falls back to the extractive
+provider until then, and the mesh keeps running if the model server exits. Children run
+in their own process groups and get SIGTERM when this process dies (Linux
+``PR_SET_PDEATHSIG``), so no orphans are left.
 """
 
 from __future__ import annotations
@@ -60,11 +65,12 @@ class Ports:
     embedding_metrics: int = 9101
     retrieval_metrics: int = 9102
     llm_router_metrics: int = 9103
+    model_server: int = 8090
 
     @classmethod
     def free(cls) -> Ports:
         """All ports picked free: for tests, which may run beside a `make run`."""
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in range(8)))
 
 
 @dataclass
@@ -72,6 +78,9 @@ class ServiceProcess:
     name: str
     command: list[str]
     env: dict[str, str]
+    # An optional service may exit (or be slow to start) without stopping the mesh.
+    optional: bool = False
+    exit_reported: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _pump: threading.Thread | None = field(default=None, repr=False)
@@ -150,8 +159,10 @@ class Mesh:
         extra_env: Mapping[str, str | None] | None = None,
         log_dir: Path | None = None,
         log_format: str = "text",
+        model_server: bool = False,
     ) -> None:
         self.data_dir = data_dir
+        self.model_server = model_server
         self.ports = ports or Ports()
         self.admin_api_key = admin_api_key or "am_dev_" + secrets.token_urlsafe(24)
         self.jwt_secret = jwt_secret or secrets.token_urlsafe(48)
@@ -179,6 +190,9 @@ class Mesh:
             return values
 
         p = self.ports
+        router_more: dict[str, str] = {}
+        if model_server:
+            router_more["AIMESH_LLM_LOCAL_MODEL_URL"] = self.model_server_url + "/v1"
         self.services = [
             ServiceProcess(
                 "embedding",
@@ -193,7 +207,7 @@ class Mesh:
             ServiceProcess(
                 "llm-router",
                 [str(BIN / "aimesh-llm-router")],
-                env(p.llm_router, p.llm_router_metrics, "127.0.0.1"),
+                env(p.llm_router, p.llm_router_metrics, "127.0.0.1", **router_more),
             ),
             ServiceProcess(
                 "gateway",
@@ -207,6 +221,28 @@ class Mesh:
                 ),
             ),
         ]
+        if model_server:
+            # Its own process, started first: the model loads while the mesh starts.
+            self.services.insert(
+                0,
+                ServiceProcess(
+                    "model",
+                    [str(BIN / "aimesh-model-server")],
+                    env(p.model_server, None, "127.0.0.1"),
+                    optional=True,
+                ),
+            )
+
+    @property
+    def model_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.model_server}"
+
+    def model_ready(self) -> bool:
+        """Whether the model server answers (it binds its port once the model is loaded)."""
+        try:
+            return httpx.get(f"{self.model_server_url}/health", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
 
     @property
     def url(self) -> str:
@@ -227,6 +263,7 @@ class Mesh:
                 p.embedding_metrics,
                 p.retrieval_metrics,
                 p.llm_router_metrics,
+                *((p.model_server,) if self.model_server else ()),
             )
             if port_in_use(port)
         ]
@@ -250,7 +287,7 @@ class Mesh:
             while time.monotonic() < deadline:
                 for service in self.services:
                     code = service.exited()
-                    if code is not None:
+                    if code is not None and not service.optional:
                         raise MeshStartError(
                             f"{service.name} exited with status {code}\n{service.log_tail()}"
                         )
@@ -264,7 +301,8 @@ class Mesh:
 
     def stop(self, grace: float = 15.0) -> None:
         # Gateway first so no new work reaches the backends, then the rest together.
-        gateway, *backends = reversed(self.services)
+        gateway = self.service("gateway")
+        backends = [service for service in self.services if service is not gateway]
         gateway.terminate()
         gateway.wait_or_kill(grace)
         for service in backends:
@@ -313,13 +351,42 @@ def web_note(url: str, web_dir: str | None) -> str:
     return f"{url}/  (sign in with the dev API key, or a user made with POST /v1/admin/users)"
 
 
-def main() -> int:
+def model_note(data_dir: Path, url: str, hosted: bool) -> str:
+    """What the banner says about the local model server (started, converting, serving)."""
+    converted = data_dir / "models"
+    first = not converted.is_dir() or not any(
+        path.name.endswith(("-int4-cpu", "-int4-cuda")) for path in converted.iterdir()
+    )
+    serves = "listed as local-model" if hosted else "serves chat (alias local-model)"
+    loading = (
+        f"first start: converting SmolLM2-135M-Instruct into {converted} (about a minute)"
+        if first
+        else "loading the converted model"
+    )
+    return (
+        f"{url} {serves}; {loading}. Until it is ready chat answers extractively "
+        "(fallback to default); summaries and ask stay extractive (better grounded)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start the whole aimesh mesh locally.")
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("AIMESH_DATA_DIR", ".aimesh"))
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIMESH_PORT", "8000")))
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-model",
+        action="store_true",
+        help="Do not start the local model server (chat then answers extractively).",
+    )
+    parser.add_argument(
+        "--model-port",
+        type=int,
+        default=int(os.environ.get("AIMESH_MODEL_SERVER_PORT", "8090")),
+        help="Port of the local model server.",
+    )
+    args = parser.parse_args(argv)
     data_dir: Path = args.data_dir.resolve()
     admin_key = os.environ.get("AIMESH_ADMIN_API_KEY") or _stable_secret(
         data_dir / "dev-admin-api-key", "am_dev_"
@@ -328,10 +395,11 @@ def main() -> int:
     web_dir = web_dir_setting(os.environ)
     mesh = Mesh(
         data_dir,
-        ports=Ports(gateway=args.port),
+        ports=Ports(gateway=args.port, model_server=args.model_port),
         admin_api_key=admin_key,
         jwt_secret=jwt_secret,
         extra_env={"AIMESH_WEB_DIR": web_dir},
+        model_server=not args.no_model,
     )
 
     stop = threading.Event()
@@ -339,6 +407,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     provider = "openai" if os.environ.get("OPENAI_API_KEY") else "local (extractive, no key)"
     print(f"starting aimesh (data in {data_dir}, LLM provider: {provider}) ...", flush=True)
+    model_line = "off (--no-model): chat answers extractively"
+    if mesh.model_server:
+        hosted = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("AIMESH_MODELS_FILE"))
+        model_line = model_note(data_dir, mesh.model_server_url, hosted)
+        print(f"starting the local model server: {model_line}", flush=True)
     try:
         mesh.start()
     except MeshStartError as error:
@@ -349,6 +422,7 @@ def main() -> int:
         "\n"
         f"  aimesh is ready: {mesh.url}   (API docs: {mesh.url}/docs)\n"
         f"  web app:         {web_note(mesh.url, web_dir)}\n"
+        f"  local model:     {model_line}\n"
         f"  dev API key:     {admin_key}\n\n"
         f'  curl -s {mesh.url}/v1/ask -H "Authorization: Bearer {admin_key}" \\\n'
         '       -H "Content-Type: application/json" \\\n'
@@ -356,12 +430,24 @@ def main() -> int:
         "  Ctrl-C stops every service.\n",
         flush=True,
     )
+    model_announced = False
     while not stop.is_set():
         for service in mesh.services:
             code = service.exited()
-            if code is not None:
+            if code is not None and service.optional:
+                if not service.exit_reported:
+                    print(
+                        f"{service.name} exited with status {code}; the mesh goes on without "
+                        "it (chat answers extractively)",
+                        file=sys.stderr,
+                    )
+                    service.exit_reported = True
+            elif code is not None:
                 print(f"{service.name} exited with status {code}; stopping", file=sys.stderr)
                 stop.set()
+        if mesh.model_server and not model_announced and mesh.model_ready():
+            model_announced = True
+            print(f"  local model ready: chat now streams from {mesh.model_server_url}", flush=True)
         stop.wait(1.0)
     print("stopping aimesh ...", flush=True)
     mesh.stop()

@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
 # Every image: the services and the web front end (web/Dockerfile).
-IMAGES = sorted([*SERVICES, "web"])
-DOCKERFILES = {name: f"services/{name}/Dockerfile" for name in SERVICES} | {"web": "web/Dockerfile"}
+IMAGES = sorted([*SERVICES, "web", "model-server"])
+DOCKERFILES = {name: f"services/{name}/Dockerfile" for name in SERVICES} | {
+    "web": "web/Dockerfile",
+    "model-server": "services/llm-router/model-server/Dockerfile",
+}
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 Obj = dict[str, Any]

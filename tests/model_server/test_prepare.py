@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aimesh_model_server.prepare import ModelSourceError, is_engine_dir, resolve
+from aimesh_model_server.prepare import ModelSourceError, is_engine_dir, main, resolve
 
 
 def test_an_engine_directory_is_loaded_as_it_is(tiny_engine_dir: Path, tmp_path: Path) -> None:
@@ -67,3 +67,21 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
     assert [
         p.name for p in (tmp_path / "data" / "models").iterdir() if p.name != "builder-cache"
     ] == []
+
+
+def test_ahead_of_time_conversion_writes_an_engine_directory(
+    tiny_hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the image build runs: the engine directory the server then loads as it is."""
+    out = tmp_path / "model"
+    assert main(["--model-path", str(tiny_hf_dir), "--out", str(out)]) == 0
+    assert is_engine_dir(out)
+    assert (
+        resolve(out, tmp_path / "d", engine="onnxruntime-genai", precision="int4", device="cpu")
+        == out
+    )
+    # An existing target is never overwritten; a bad source says why.
+    assert main(["--model-path", str(tiny_hf_dir), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["--model-path", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err

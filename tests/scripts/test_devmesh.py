@@ -1,4 +1,6 @@
-"""`make run`'s launcher as a new user meets it: prints URL and key, serves, stops cleanly."""
+"""`make run`'s launcher as a new user meets it: prints URL and key, serves (chat from the
+local model server once it has converted and loaded the packaged model, extractively
+before), stops cleanly."""
 
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
         pytest.skip(f"default backend ports {busy} in use (a `make run` is going?)")
     data_dir = tmp_path / "data"
     port = free_port()
+    model_port = free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "AIMESH_ADMIN_API_KEY"}
     }
@@ -81,6 +84,8 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
             str(port),
             "--data-dir",
             str(data_dir),
+            "--model-port",
+            str(model_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -91,6 +96,9 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
     try:
         output = _read_until(process, r"Ctrl-C stops", timeout=240)
         assert f"http://127.0.0.1:{port}" in output
+        # The model server is its own process; its first start converts the model.
+        assert re.search(rf"local model:\s+http://127.0.0.1:{model_port} serves chat", output)
+        assert "first start: converting SmolLM2-135M-Instruct" in output
         key_match = re.search(r"dev API key:\s+(\S+)", output)
         assert key_match, output
         key = key_match.group(1)
@@ -108,7 +116,28 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
             )
             assert answer.status_code == 200, answer.text
             assert answer.json()["citations"][0]["document_id"] == "about"
-        assert len(_processes_using(data_dir)) >= 4
+            assert answer.json()["model"] == "default"  # grounded answers stay extractive
+
+            chat = {
+                "messages": [{"role": "user", "content": "Say hello to Ada."}],
+                "max_tokens": 32,
+            }
+            # Whether or not the model is ready yet, chat answers (the fallback before).
+            early = client.post("/v1/chat/completions", json=chat, headers=headers)
+            assert early.status_code == 200, early.text
+            assert early.json()["model"] in {"default", "local-model"}
+            assert early.json()["choices"][0]["message"]["content"]
+
+            _read_until(process, r"local model ready", timeout=300)
+            reply = client.post("/v1/chat/completions", json=chat, headers=headers)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["model"] == "local-model"
+            assert reply.json()["usage"]["completion_tokens"] > 0
+            listed = client.get("/v1/models", headers=headers).json()["data"]
+            served = {card["id"]: card["default_for"] for card in listed if "default_for" in card}
+            assert served["local-model"] == ["chat"]
+            assert served["default"] == ["summarize", "qa"]
+        assert len(_processes_using(data_dir)) >= 5
     finally:
         process.send_signal(signal.SIGINT)
         try:

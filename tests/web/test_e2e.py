@@ -1,12 +1,15 @@
 """The web app end to end in Debian's Chromium, against the real four-service mesh serving
 the built app (AIMESH_WEB_DIR): sign in -> upload a file -> its job finishes -> search ->
-a chat grounded in the collection streams an answer citing the file -> summarize the stored
-document -> admin (create and revoke a key) -> phone width -> sign out -> sign in with an
-API key (service user) -> sign out.
+a chat grounded in the collection streams an answer citing the file -> a plain chat streams
+from the local model server (alias local-model, in more than one chunk) -> summarize the
+stored document -> admin (create and revoke a key) -> phone width -> sign out -> sign in with
+an API key (service user) -> sign out.
 
 The browser side is web/e2e/run.mjs (playwright-core driving /usr/bin/chromium); its
-screenshots land in tests/artifacts/web/ (gitignored). The local LLM provider is extractive,
-so the test document's sentences answer the question and the answer must quote "1874".
+screenshots land in tests/artifacts/web/ (gitignored). Grounded answers are served by the
+extractive provider by default, so the test document's sentences answer the question and
+the answer must quote "1874"; plain chat is served by the model server, which the mesh
+starts beside the four services (its first start converts the packaged model).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 DOCUMENT = Path(__file__).parent / "data" / "lighthouse.md"
 QUESTION = "When was the Harbor Lighthouse built?"
 EXPECTED = "1874"
+CHAT_MODEL = "local-model"
+# The model server converts the packaged model on its first start (GGUF -> int4).
+MODEL_READY_SECONDS = 420
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +63,15 @@ def web_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             "AIMESH_OPENAI_API_KEY": None,
             "AIMESH_WEB_DIR": str(DIST),
         },
+        model_server=True,
     )
     with running:
+        deadline = time.monotonic() + MODEL_READY_SECONDS
+        while not running.model_ready():
+            model = running.service("model")
+            assert model.exited() is None, model.log_tail()
+            assert time.monotonic() < deadline, "the model server was not ready in time"
+            time.sleep(1)
         yield running
 
 
@@ -92,11 +105,12 @@ def test_web_app_end_to_end(web_mesh: Mesh, tmp_path: Path) -> None:
             "AIMESH_E2E_EXPECT": EXPECTED,
             "AIMESH_E2E_SCREENSHOTS": str(shots),
             "AIMESH_E2E_CHROMIUM": str(CHROMIUM),
+            "AIMESH_E2E_CHAT_MODEL": CHAT_MODEL,
         },
         capture_output=True,
         text=True,
         check=False,
-        timeout=240,
+        timeout=300,
     )
     elapsed = time.monotonic() - started
     if shots.exists():
@@ -114,6 +128,7 @@ def test_web_app_end_to_end(web_mesh: Mesh, tmp_path: Path) -> None:
         "upload",
         "search",
         "chat",
+        "model-chat",
         "summarize",
         "admin",
         "phone-width",
@@ -121,6 +136,9 @@ def test_web_app_end_to_end(web_mesh: Mesh, tmp_path: Path) -> None:
         "api-key",
         "all",
     ]
+    model_chat = next(s for s in steps if s["step"] == "model-chat")
+    assert model_chat["model"] == CHAT_MODEL
+    assert model_chat["chunks"] > 1  # streamed token by token, not in one piece
     for name in ("01-sign-in", "02-documents", "03-search", "04-chat-citation", "05-chat"):
         assert (shots / f"{name}.png").stat().st_size > 5_000, name
     print(f"web e2e: {elapsed:.1f} s in the browser; steps {steps}")

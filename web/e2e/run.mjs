@@ -9,7 +9,8 @@
 // Flow: sign in -> create a collection -> upload the file -> wait for its job -> search ->
 // chat grounded in the collection: the streamed answer cites the file, the citation opens
 // the chunk, thumbs up -> summarize the stored document -> admin (keys, usage, feedback) ->
-// phone width -> sign out -> sign in again with an API key (service user) -> sign out.
+// a plain chat streams from the local model (AIMESH_E2E_CHAT_MODEL) -> phone width ->
+// sign out -> sign in again with an API key (service user) -> sign out.
 // Prints one JSON line per step ({"step", "ms"}); exits 1 with a failure screenshot.
 import { mkdirSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
@@ -31,6 +32,8 @@ const shots = env('AIMESH_E2E_SCREENSHOTS', 'test-results')
 const collection = env('AIMESH_E2E_COLLECTION', 'e2e')
 const chromiumPath = env('AIMESH_E2E_CHROMIUM', '/usr/bin/chromium')
 const timeout = Number(env('AIMESH_E2E_TIMEOUT_MS', '60000'))
+// The alias a plain chat (no collection) must be answered by: the local model server's.
+const chatModel = env('AIMESH_E2E_CHAT_MODEL', '')
 const fileName = basename(file)
 
 mkdirSync(shots, { recursive: true })
@@ -64,8 +67,8 @@ let serviceKey = ''
 async function step(name, body) {
   current = name
   const t0 = Date.now()
-  await body()
-  console.log(JSON.stringify({ step: name, ms: Date.now() - t0 }))
+  const facts = (await body()) ?? {}
+  console.log(JSON.stringify({ step: name, ms: Date.now() - t0, ...facts }))
 }
 const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true })
 const nav = (name) => page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name, exact: true }).click()
@@ -139,6 +142,30 @@ try {
     await page.getByRole('button', { name: /^Delete conversation/ }).first().waitFor()
     await page.locator('.conversation-button').first().click()
     await page.getByTestId('messages').getByText(expectText || question).first().waitFor()
+  })
+
+  await step('model-chat', async () => {
+    // A plain chat (no collection, model "Automatic"): the server's chat default, the
+    // local model, streams its reply token by token.
+    await page.getByLabel('Ground in collection').selectOption('')
+    await page.getByLabel('Model', { exact: true }).selectOption('')
+    await page.getByRole('button', { name: 'New conversation', exact: true }).click()
+    await page.getByLabel('Message', { exact: true }).fill('Say hello to Ada in one short sentence.')
+    await page.getByLabel('Message', { exact: true }).press('Enter')
+    await page.waitForFunction(() => {
+      const answers = document.querySelectorAll('[data-testid="answer"]')
+      const last = answers[answers.length - 1]
+      return last !== undefined && last.getAttribute('aria-busy') === 'false' && last.getAttribute('data-model') !== ''
+    })
+    const answer = page.getByTestId('answer').last()
+    const model = await answer.getAttribute('data-model')
+    const chunks = Number(await answer.getAttribute('data-chunks'))
+    const text = (await answer.innerText()).trim()
+    if (chatModel && model !== chatModel) throw new Error(`the chat was answered by ${model}, not ${chatModel}`)
+    if (chatModel && chunks < 2) throw new Error(`the reply arrived in ${chunks} chunk(s), not streamed`)
+    if (!text) throw new Error('the chat reply is empty')
+    await shot('05b-model-chat')
+    return { model, chunks }
   })
 
   await step('summarize', async () => {

@@ -623,11 +623,10 @@ export interface components {
             } | null;
             /**
              * Model
-             * @description Model alias configured on the server (see GET /v1/models), e.g. "default".
-             * @default default
+             * @description Model alias (see GET /v1/models); unset: the alias the server serves this task with by default (listed in the alias's default_for).
              * @example default
              */
-            model?: string;
+            model?: string | null;
             /**
              * Question
              * @example What is aimesh?
@@ -664,6 +663,13 @@ export interface components {
              */
             citations: components["schemas"]["Citation"][];
             /**
+             * Fallback Reason
+             * @description "invalid_citations" when the requested model's answer cited no source or one never given and the extractive answer replaced it (model and provider then name the extractive alias); empty otherwise.
+             * @default
+             * @example
+             */
+            fallback_reason?: string;
+            /**
              * Model
              * @description Alias that served the request.
              * @example default
@@ -683,6 +689,12 @@ export interface components {
              * @example local
              */
             provider?: string;
+            /**
+             * Replaced Model
+             * @description The alias whose answer was replaced (with fallback_reason).
+             * @default
+             */
+            replaced_model?: string;
             usage: components["schemas"]["Usage"];
         };
         /** Body_token_v1_auth_token_post */
@@ -784,11 +796,10 @@ export interface components {
             messages: components["schemas"]["ChatMessageIn"][];
             /**
              * Model
-             * @description Model alias configured on the server (see GET /v1/models), e.g. "default".
-             * @default default
+             * @description Model alias (see GET /v1/models); unset: the alias the server serves this task with by default (listed in the alias's default_for).
              * @example default
              */
-            model?: string;
+            model?: string | null;
             /**
              * N
              * @description Only one choice is supported.
@@ -1161,11 +1172,10 @@ export interface components {
             collection?: string | null;
             /**
              * Model
-             * @description Model alias configured on the server (see GET /v1/models), e.g. "default".
-             * @default default
+             * @description Model alias (see GET /v1/models); unset: the alias the server serves this task with by default (listed in the alias's default_for).
              * @example default
              */
-            model?: string;
+            model?: string | null;
             /**
              * Title
              * @default
@@ -1739,6 +1749,14 @@ export interface components {
              */
             created?: number;
             /**
+             * Default For
+             * @description Tasks this alias serves when a request names no model: "chat" (chat completions, conversations without a collection), "summarize", "qa" (ask, grounded conversations).
+             * @example [
+             *       "chat"
+             *     ]
+             */
+            default_for?: string[];
+            /**
              * Description
              * @default
              */
@@ -2004,11 +2022,10 @@ export interface components {
             max_words?: number | null;
             /**
              * Model
-             * @description Model alias configured on the server (see GET /v1/models), e.g. "default".
-             * @default default
+             * @description Model alias (see GET /v1/models); unset: the alias the server serves this task with by default (listed in the alias's default_for).
              * @example default
              */
-            model?: string;
+            model?: string | null;
             /**
              * Stream
              * @description Stream typed server-sent events.

@@ -31,6 +31,10 @@ export interface ChatMessage {
   citations: Citation[]
   requestId: string | null
   model: string
+  /** Text chunks (delta events) the reply arrived in: more than one when it streamed. */
+  chunks: number
+  /** "invalid_citations" when the model's answer was replaced by the extractive one. */
+  fallbackReason: string
   error: string
 }
 
@@ -39,7 +43,14 @@ export function applyEvent(message: ChatMessage, event: StreamEvent): void {
   const data = event.data
   switch (event.event) {
     case 'delta':
-      if (typeof data.text === 'string') message.content += data.text
+      if (typeof data.text === 'string') {
+        message.content += data.text
+        message.chunks += 1
+      }
+      break
+    case 'replace':
+      // The model's citations did not check out: the extractive answer replaces its text.
+      if (typeof data.text === 'string') message.content = data.text
       break
     case 'sources':
       if (Array.isArray(data.sources)) message.sources = data.sources as Citation[]
@@ -50,6 +61,7 @@ export function applyEvent(message: ChatMessage, event: StreamEvent): void {
     case 'done':
       if (typeof data.model === 'string') message.model = data.model
       if (typeof data.request_id === 'string') message.requestId = data.request_id
+      if (typeof data.fallback_reason === 'string') message.fallbackReason = data.fallback_reason
       break
   }
 }
@@ -63,6 +75,8 @@ export function newReply(): ChatMessage {
     citations: [],
     requestId: null,
     model: '',
+    chunks: 0,
+    fallbackReason: '',
     error: '',
   }
 }
@@ -93,10 +107,12 @@ export const useChatStore = defineStore('chat', () => {
     }
   }
 
+  /** A new conversation; an empty model lets the server choose its default for the task
+   * (chat without a collection, grounded answers with one). */
   async function start(options: { model: string; collection: string | null; title: string }): Promise<void> {
     error.value = ''
     const created = await api.createConversation({
-      model: options.model,
+      model: options.model || null,
       collection: options.collection,
       title: options.title.slice(0, 200),
     })

@@ -42,6 +42,17 @@ describe('applyEvent', () => {
     expect(reply.citations[0]?.document_id).toBe('lighthouse.md')
     expect(reply.model).toBe('default')
     expect(reply.requestId).toBe('r1')
+    expect(reply.chunks).toBe(2)
+    expect(reply.fallbackReason).toBe('')
+  })
+
+  it('replaces the streamed text when the model\'s citations did not check out', () => {
+    const reply = newReply()
+    applyEvent(reply, { event: 'delta', data: { text: 'It was built in 1999 [7].' } })
+    applyEvent(reply, { event: 'replace', data: { text: 'Built in 1874 [1].' } })
+    applyEvent(reply, { event: 'done', data: { model: 'default', fallback_reason: 'invalid_citations' } })
+    expect(reply.content).toBe('Built in 1874 [1].')
+    expect(reply.fallbackReason).toBe('invalid_citations')
   })
 })
 

@@ -101,3 +101,18 @@ def filter_citations(answer: str, valid: Sequence[int] | set[int]) -> CitedAnswe
     parts.append(answer[position:])
     text = "".join(parts).strip()
     return CitedAnswer(text=text, cited=tuple(sorted(cited)))
+
+
+def citations_valid(answer: str, valid: Sequence[int] | set[int]) -> bool:
+    """Whether ``answer`` cites at least one source and only sources of ``valid``.
+
+    A grounded answer from a model is kept only when this holds; otherwise the router
+    replaces it with the extractive answer (which quotes its sources by construction).
+    """
+    allowed = set(valid)
+    numbers = [
+        int(number)
+        for match in _CITATION.finditer(answer)
+        for number in re.split(r"\s*,\s*", match.group(1))
+    ]
+    return bool(numbers) and all(number in allowed for number in numbers)

@@ -93,6 +93,32 @@ class Settings(GrpcServiceSettings):
         "auto",
         description="auto: openai when an OpenAI key is configured, else local (extractive).",
     )
+    llm_local_model_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of the local model server (aimesh-model-server, e.g. "
+        "http://127.0.0.1:8090/v1). Without a models file it adds the alias local-model, "
+        "which then serves chat by default (falling back to the extractive default).",
+    )
+    llm_local_model_name: str = Field(
+        "smollm2-135m-instruct",
+        min_length=1,
+        description="Model id the local model server serves (its GET /v1/models).",
+    )
+    llm_local_model_max_tokens: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most tokens a reply of the local model may have (a small CPU model is "
+        "slow on long replies).",
+    )
+    llm_local_model_context: int = Field(
+        4096,
+        ge=512,
+        le=1_000_000,
+        description="Context window of the local model server in tokens (its "
+        "AIMESH_CONTEXT_TOKENS).",
+    )
     openai_base_url: str = Field(
         DEFAULT_OPENAI_BASE_URL,
         pattern=r"^https?://",

@@ -51,6 +51,13 @@ LLM_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
 )
 
+CITATION_FALLBACKS = Counter(
+    "aimesh_llm_citation_fallbacks_total",
+    "Grounded answers whose citations did not validate (none, or a source never given) and "
+    "that the extractive answer replaced, by the alias replaced and the one that answered.",
+    ["from_alias", "to_alias", "task"],
+)
+
 
 @dataclass
 class TaskRecord:

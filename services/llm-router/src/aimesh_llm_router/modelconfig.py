@@ -115,12 +115,35 @@ class BreakerSpec(BaseModel):
     cooldown_seconds: float = Field(30.0, gt=0, le=3600)
 
 
+Task = Literal["chat", "summarize", "qa"]
+TASKS: tuple[Task, ...] = ("chat", "summarize", "qa")
+
+
+class TaskDefaults(BaseModel):
+    """The alias that serves each task when a request names none.
+
+    ``chat`` serves Generate (and /v1/chat/completions) and conversations without a
+    collection; ``summarize`` serves Summarize; ``qa`` serves Answer (ask, ``rag:``) and
+    conversations grounded in a collection.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chat: str = Field(DEFAULT_ALIAS, min_length=1, description="Chat without sources.")
+    summarize: str = Field(DEFAULT_ALIAS, min_length=1, description="Summaries.")
+    qa: str = Field(DEFAULT_ALIAS, min_length=1, description="Grounded answers.")
+
+    def alias(self, task: Task) -> str:
+        return str(getattr(self, task))
+
+
 class ModelsConfig(BaseModel):
     """The whole model configuration file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: dict[str, ModelSpec]
+    defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     circuit_breaker: BreakerSpec = Field(default_factory=BreakerSpec)
 
@@ -176,6 +199,12 @@ def validate_models_config(
         problems.append("models: at least one alias is required")
     elif DEFAULT_ALIAS not in config.models:
         problems.append(f"models: an alias named {DEFAULT_ALIAS!r} is required")
+    if config.models:
+        for task in TASKS:
+            chosen = config.defaults.alias(task)
+            # A missing "default" alias is reported once, above.
+            if chosen not in config.models and chosen != DEFAULT_ALIAS:
+                problems.append(f"defaults.{task}: unknown alias {chosen!r}")
     resolved: dict[str, ModelSpec] = {}
     for alias, spec in config.models.items():
         if spec.provider not in providers:
@@ -227,11 +256,20 @@ def load_models_config(
     return validate_models_config(data, source, providers, environ)
 
 
+LOCAL_MODEL_ALIAS = "local-model"
+
+
 def default_models_config(settings: Settings) -> ModelsConfig:
     """The configuration without a file: ``default`` and ``fast`` on the configured provider.
 
     This reproduces the behaviour of the ``AIMESH_LLM_PROVIDER`` / ``OPENAI_*`` settings:
     the local extractive provider, or openai when a key (or a keyless base URL) is set.
+
+    With ``AIMESH_LLM_LOCAL_MODEL_URL`` (the model server, ``aimesh-model-server``) an alias
+    ``local-model`` on the ``openai`` provider is added, falling back to ``default``; when
+    ``default`` is the extractive provider, chat (no sources) goes to ``local-model`` by
+    default while summaries and grounded answers stay on the extractor, which answers
+    grounded questions right more often than the small packaged model (60 % against 20 %).
     """
     provider = settings.provider
     common: dict[str, Any] = {
@@ -250,9 +288,27 @@ def default_models_config(settings: Settings) -> ModelsConfig:
         )
     else:
         common.update(max_retries=0, options={"answer_threshold": settings.local_answer_threshold})
-    return ModelsConfig(
-        models={
-            "default": ModelSpec(description="General-purpose model", **common),
-            "fast": ModelSpec(description="Low-latency model", **common),
-        }
-    )
+    models = {
+        "default": ModelSpec(description="General-purpose model", **common),
+        "fast": ModelSpec(description="Low-latency model", **common),
+    }
+    defaults = TaskDefaults()
+    if settings.llm_local_model_url is not None:
+        models[LOCAL_MODEL_ALIAS] = ModelSpec(
+            description="Local model server",
+            provider="openai",
+            model=settings.llm_local_model_name,
+            base_url=settings.llm_local_model_url,
+            # A model server still loading refuses connections: fall back at once.
+            max_retries=0,
+            timeout_seconds=settings.request_timeout_seconds,
+            deadline_seconds=max(120.0, settings.request_timeout_seconds * 2),
+            max_tokens=min(
+                settings.llm_local_model_max_tokens, settings.llm_local_model_context // 2
+            ),
+            context_window=settings.llm_local_model_context,
+            fallbacks=[DEFAULT_ALIAS],
+        )
+        if provider == "local":
+            defaults = TaskDefaults(chat=LOCAL_MODEL_ALIAS)
+    return ModelsConfig(models=models, defaults=defaults)

@@ -11,11 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from aimesh_common.errors import NotFound
-from aimesh_llm_router.modelconfig import DEFAULT_ALIAS, ModelsConfig, ModelSpec
+from aimesh_llm_router.modelconfig import DEFAULT_ALIAS, TASKS, ModelsConfig, ModelSpec, Task
 from aimesh_llm_router.providers import Provider, ProviderContext, build_provider
 from aimesh_llm_router.templates import load_prompt_library
 
-__all__ = ["DEFAULT_ALIAS", "ModelRegistry", "ResolvedModel", "build_registry"]
+__all__ = [
+    "DEFAULT_ALIAS",
+    "EXTRACTIVE_PROVIDER",
+    "ModelRegistry",
+    "ResolvedModel",
+    "build_registry",
+]
+
+# The provider that answers from the sources themselves (quotes; no model).
+EXTRACTIVE_PROVIDER = "local"
 
 
 @dataclass(frozen=True)
@@ -51,19 +60,37 @@ class ModelRegistry:
     def aliases(self) -> list[ResolvedModel]:
         return list(self._models.values())
 
-    def resolve(self, alias: str) -> ResolvedModel:
-        """The model for ``alias`` ("" means default); NotFound names the valid aliases."""
-        name = alias or DEFAULT_ALIAS
+    def default_alias(self, task: Task | None) -> str:
+        """The alias serving ``task`` when a request names none (``defaults`` in the file)."""
+        return DEFAULT_ALIAS if task is None else self.config.defaults.alias(task)
+
+    def resolve(self, alias: str, task: Task | None = None) -> ResolvedModel:
+        """The model for ``alias``; "" means the default alias of ``task`` ("default"
+        without one). NotFound names the valid aliases."""
+        name = alias or self.default_alias(task)
         model = self._models.get(name)
         if model is None:
             available = ", ".join(self._models)
             raise NotFound(f"unknown model {name!r}; available: {available}")
         return model
 
-    def chain(self, alias: str) -> list[ResolvedModel]:
-        """``alias`` followed by its configured fallbacks, in order."""
-        first = self.resolve(alias)
+    def chain(self, alias: str, task: Task | None = None) -> list[ResolvedModel]:
+        """``alias`` (or ``task``'s default) followed by its configured fallbacks, in order."""
+        first = self.resolve(alias, task)
         return [first, *(self._models[name] for name in first.config.fallbacks)]
+
+    def defaults_of(self, alias: str) -> list[str]:
+        """The tasks ``alias`` serves when a request names no model."""
+        defaults = self.config.defaults
+        return [task for task in TASKS if defaults.alias(task) == alias]
+
+    def extractive(self, preferred: list[ResolvedModel]) -> ResolvedModel | None:
+        """An alias on the extractive provider: the first of ``preferred``, else the first
+        configured; None when no alias is extractive."""
+        for model in [*preferred, *self._models.values()]:
+            if model.provider.name == EXTRACTIVE_PROVIDER:
+                return model
+        return None
 
     async def aclose(self) -> None:
         for model in self._models.values():

@@ -59,6 +59,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                     id=model.alias,
                     description=model.description,
                     context_window=model.config.context_window,
+                    default_for=self._deps.models.defaults_of(model.alias),
                 )
                 for model in self._deps.models.aliases
             ]
@@ -157,6 +158,8 @@ def _answer_response(reply: Reply) -> llm_pb2.AnswerResponse:
         usage=usage_message(reply.usage, reply.model),
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        fallback_reason=reply.fallback_reason,
+        replaced_model=reply.replaced_model,
     )
 
 

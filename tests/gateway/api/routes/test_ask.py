@@ -48,7 +48,7 @@ async def test_answer_with_citations(client: httpx.AsyncClient, fake_mesh: FakeM
     )
     sent = fake_mesh.router.recorder.last("Answer")
     assert (sent.tenant_id, sent.request.collection, sent.request.top_k) == ("acme", COLLECTION, 5)
-    assert sent.request.model == "default"
+    assert sent.request.model == ""  # the router's default alias for answers
     # The router's retrieval call ran for the same tenant.
     assert fake_mesh.retrieval.recorder.last("Search").tenant_id == "acme"
 

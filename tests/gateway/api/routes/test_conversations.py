@@ -92,6 +92,8 @@ async def test_conversation_round_trip(client: httpx.AsyncClient, stack: Stack) 
         "finish_reason": "stop",
         "provider": "openai",
         "prompt_version": "chat/v1",
+        "fallback_reason": "",
+        "replaced_model": "",
         "request_id": reply.headers["x-request-id"],
     }
     stored = await client.get(f"/v1/conversations/{conversation['id']}", headers=as_user())

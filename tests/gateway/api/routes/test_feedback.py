@@ -176,6 +176,8 @@ async def test_streamed_answers_and_summaries_carry_the_request_id(
         "finish_reason": "stop",
         "provider": "fake",
         "prompt_version": "qa/v1",
+        "fallback_reason": "",
+        "replaced_model": "",
         "request_id": streamed.headers["x-request-id"],
     }
     assert (await rate(client, acme, done["request_id"], -1)).status_code == 201

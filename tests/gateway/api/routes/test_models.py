@@ -37,6 +37,7 @@ async def test_models_in_openai_shape(client: httpx.AsyncClient) -> None:
                 "owned_by": "aimesh",
                 "description": "Echo model for tests",
                 "context_window": 4096,
+                "default_for": ["chat", "summarize", "qa"],
             },
             {
                 "id": "fast",
@@ -45,6 +46,7 @@ async def test_models_in_openai_shape(client: httpx.AsyncClient) -> None:
                 "owned_by": "aimesh",
                 "description": "Shorter replies",
                 "context_window": 2048,
+                "default_for": [],
             },
         ],
     }

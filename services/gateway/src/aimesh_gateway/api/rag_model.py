@@ -153,7 +153,8 @@ async def rag_completion(
     usage_meter: UsageContext,
     sources_in_content: bool,
 ) -> ChatCompletion | StreamingResponse:
-    collection = _collection(body.model)
+    model = body.model or ""
+    collection = _collection(model)
     if body.rag is not None and body.rag.sources_in_content is not None:
         sources_in_content = body.rag.sources_in_content
     request = _answer_request(body, principal, collection)
@@ -169,7 +170,7 @@ async def rag_completion(
             call.cancel()
             raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        writer = _RagStream(body.model, collection, sources_in_content)
+        writer = _RagStream(model, collection, sources_in_content)
         return StreamingResponse(
             writer.events(call, events, first, include_usage, usage_meter),
             media_type="text/event-stream",
@@ -184,7 +185,7 @@ async def rag_completion(
         total_tokens=reply.usage.total_tokens,
     )
     await usage_meter.record(
-        body.model,
+        model,
         usage.prompt_tokens,
         usage.completion_tokens,
         provider=reply.provider,
@@ -194,7 +195,7 @@ async def rag_completion(
     return ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
-        model=body.model,
+        model=model,
         choices=[
             ChatChoice(
                 message=ChatMessageOut(

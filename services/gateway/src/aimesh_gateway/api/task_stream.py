@@ -5,10 +5,13 @@ what it carries::
 
     event: sources    data: {"sources": [Citation, ...]}    (answers, grounded chats)
     event: delta      data: {"text": "..."}
+    event: replace    data: {"text": "..."}   (the whole reply, replacing the deltas: the
+                                              model's citations did not validate)
     event: citations  data: {"citations": [Citation, ...]}  (only sources actually given)
     event: usage      data: {"prompt_tokens": ..., "completion_tokens": ..., ...}
     event: done       data: {"model": "default", "finish_reason": "stop", "provider": "local",
-                             "prompt_version": "qa/v1", "request_id": "..."}
+                             "prompt_version": "qa/v1", "fallback_reason": "",
+                             "replaced_model": "", "request_id": "..."}
     event: error      data: {"status": 503, "detail": "..."}
 
 The first event is awaited before the response starts, so errors reported up front
@@ -74,6 +77,8 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
     kind = event.WhichOneof("event")
     if kind == "delta":
         return _sse("delta", {"text": event.delta})
+    if kind == "replace":
+        return _sse("replace", {"text": event.replace})
     if kind in ("sources", "citations"):
         items = (event.sources if kind == "sources" else event.citations).items
         return _sse(kind, {kind: [Citation.from_proto(item).model_dump() for item in items]})
@@ -91,6 +96,8 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
                 "finish_reason": done.finish_reason,
                 "provider": done.provider,
                 "prompt_version": done.prompt_version,
+                "fallback_reason": done.fallback_reason,
+                "replaced_model": done.replaced_model,
                 "request_id": request_id,
             },
         )

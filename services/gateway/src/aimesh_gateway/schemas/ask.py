@@ -12,8 +12,8 @@ from aimesh_common.structs import from_struct
 from aimesh_gateway.schemas.common import (
     CollectionName,
     MetadataFilter,
-    ModelAlias,
     StrictModel,
+    TaskModel,
     Usage,
     score,
 )
@@ -25,7 +25,7 @@ class AskRequest(StrictModel):
     top_k: int = Field(
         DEFAULT_TOP_K, ge=1, le=MAX_ASK_TOP_K, description="Chunks to retrieve as sources."
     )
-    model: ModelAlias = "default"
+    model: TaskModel = None
     filter: MetadataFilter = None
     rerank: bool | None = Field(
         None,
@@ -69,4 +69,14 @@ class AskResponse(BaseModel):
         "",
         description='Prompt template used ("<task>/v<n>"); empty when none.',
         examples=["qa/v1"],
+    )
+    fallback_reason: str = Field(
+        "",
+        description='"invalid_citations" when the requested model\'s answer cited no source or '
+        "one never given and the extractive answer replaced it (model and provider then name "
+        "the extractive alias); empty otherwise.",
+        examples=[""],
+    )
+    replaced_model: str = Field(
+        "", description="The alias whose answer was replaced (with fallback_reason)."
     )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aimesh_common import jsonlimits
 from aimesh_common.limits import MAX_ASK_TOP_K
-from aimesh_gateway.schemas.common import MetadataFilter, ModelAlias, RequestModel
+from aimesh_gateway.schemas.common import MetadataFilter, ModelAlias, RequestModel, TaskModel
 
 
 class _Lenient(RequestModel):
@@ -233,7 +233,7 @@ class ChatCompletionRequest(_Lenient):
         ),
     )
 
-    model: ModelAlias = "default"
+    model: TaskModel = None
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
     max_tokens: int | None = Field(
         None, ge=1, le=MAX_COMPLETION_TOKENS, description="Most tokens to generate."

@@ -43,6 +43,14 @@ ModelAlias = Annotated[
         examples=["default"],
     ),
 ]
+TaskModel = Annotated[
+    ModelAlias | None,
+    Field(
+        description="Model alias (see GET /v1/models); unset: the alias the server serves this "
+        "task with by default (listed in the alias's default_for).",
+        examples=["default"],
+    ),
+]
 MetadataFilter = Annotated[
     dict[str, Any] | None,
     AfterValidator(_free_form),

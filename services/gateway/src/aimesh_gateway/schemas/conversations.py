@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import COLLECTION_NAME_PATTERN
-from aimesh_gateway.schemas.common import ModelAlias, StrictModel
+from aimesh_gateway.schemas.common import StrictModel, TaskModel
 
 
 class CreateConversationRequest(StrictModel):
-    model: ModelAlias = "default"
+    model: TaskModel = None
     collection: str | None = Field(
         None,
         pattern=COLLECTION_NAME_PATTERN,

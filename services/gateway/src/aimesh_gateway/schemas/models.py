@@ -14,6 +14,13 @@ class ModelCard(BaseModel):
     owned_by: str = "aimesh"
     description: str = ""
     context_window: int = Field(0, ge=0, description="Context window in tokens.")
+    default_for: list[str] = Field(
+        default_factory=list,
+        description='Tasks this alias serves when a request names no model: "chat" (chat '
+        'completions, conversations without a collection), "summarize", "qa" (ask, '
+        "grounded conversations).",
+        examples=[["chat"]],
+    )
 
 
 class ModelList(BaseModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from aimesh_gateway.schemas.common import ModelAlias, StrictModel, Usage
+from aimesh_gateway.schemas.common import StrictModel, TaskModel, Usage
 
 
 class SummarizeRequest(StrictModel):
@@ -15,7 +15,7 @@ class SummarizeRequest(StrictModel):
     max_words: int | None = Field(
         None, ge=1, le=10_000, description="Approximate upper bound; unset uses the style's."
     )
-    model: ModelAlias = "default"
+    model: TaskModel = None
     stream: bool = Field(False, description="Stream typed server-sent events.")
 
 

@@ -66,7 +66,13 @@ class Settings(ServiceSettings):
         "loop without one.",
     )
     no_repeat_ngram_size: int = Field(
-        0, ge=0, le=32, description="Never repeat an n-gram of this many tokens (0 = off)."
+        6,
+        ge=0,
+        le=32,
+        description="Never repeat an n-gram of this many tokens (0 = off). With the penalty "
+        "alone SmolLM2-135M still looped on some prompts ('architecture, architecture, ...'); "
+        "6 stopped it on every prompt tried. A term longer than this many tokens cannot be "
+        "repeated verbatim.",
     )
     threads: int = Field(
         0, ge=0, le=256, description="CPU threads of the engine (0 = the library's choice)."

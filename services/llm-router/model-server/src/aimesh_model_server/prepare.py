@@ -15,6 +15,7 @@ a changed source converts again and an unchanged one loads in seconds.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import json
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from aimesh_model_server.config import Precision
@@ -170,3 +172,39 @@ def resolve(
     if engine == "transformers":
         return hf_dir
     return build_engine_model(hf_dir, cache, precision, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert once, ahead of time, into ``--out`` (an engine directory the server then
+    loads as it is, with AIMESH_MODEL_PATH): the image build's step, so the image runs
+    without torch and starts without converting."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="Engine directory to write.")
+    parser.add_argument(
+        "--model-path", type=Path, default=None, help="GGUF file or transformers directory."
+    )
+    parser.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        print(f"{args.out} exists; not overwritten", file=sys.stderr)
+        return 2
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            built = resolve(
+                args.model_path,
+                Path(work),
+                engine="onnxruntime-genai",
+                precision=args.precision,
+                device=args.device,
+            )
+            shutil.copytree(built, args.out)
+    except ModelSourceError as error:
+        print(f"cannot convert: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,19 +3,25 @@ model's context as numbered sources, and keep only the citations of sources give
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh.retrieval.v1 import retrieval_pb2
-from aimesh_common.errors import InvalidArgument, Unavailable
+from aimesh_common.errors import AimeshError, InvalidArgument, Unavailable
 from aimesh_common.limits import DEFAULT_TOP_K, MAX_ASK_TOP_K
-from aimesh_llm_router.citations import Source, filter_citations, pack_sources
-from aimesh_llm_router.metrics import observe
-from aimesh_llm_router.models import ResolvedModel
+from aimesh_llm_router.citations import (
+    Source,
+    citations_valid,
+    filter_citations,
+    pack_sources,
+)
+from aimesh_llm_router.metrics import CITATION_FALLBACKS, observe
+from aimesh_llm_router.models import EXTRACTIVE_PROVIDER, ResolvedModel
 from aimesh_llm_router.providers.base import AnswerTask, Completion, Delta
 from aimesh_llm_router.tasks.common import (
     Reply,
@@ -29,6 +35,8 @@ from aimesh_llm_router.tasks.common import (
 )
 from aimesh_llm_router.tasks.grounding import Found, citations, search_chunks
 from aimesh_llm_router.tokens import NO_USAGE, estimate_tokens
+
+log = logging.getLogger("aimesh.llm_router")
 
 NO_MATCHING_DOCUMENTS = "I don't know: no documents in the collection match the question."
 # The token estimate counts words and punctuation; real tokenizers produce roughly a
@@ -65,7 +73,7 @@ def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
         raise InvalidArgument("collection must not be empty")
     if request.top_k > MAX_ASK_TOP_K:
         raise InvalidArgument(f"top_k must be between 1 and {MAX_ASK_TOP_K}, got {request.top_k}")
-    chain = deps.models.chain(request.model)
+    chain = deps.models.chain(request.model, "qa")
     budget = source_budget(deps, chain[0], question)
     if budget <= 0:
         raise _too_long(chain[0])
@@ -101,9 +109,62 @@ async def answer(deps: TaskDeps, question: Question, time_remaining: float | Non
         model, result = await deps.resilience.complete(chain, run, deadline)
         sources = packed(model)
         account(record, model, result.usage)
-    cited = filter_citations(result.text, {source.number for source in sources})
     log_usage("answer", question.tenant_id, model, result.usage, sources=len(sources))
+    replacement = await _extractive_instead(
+        deps, chain, model, result.text, len(sources), run, deadline
+    )
+    if replacement is not None:
+        extractor, extracted = replacement
+        cited = filter_citations(extracted.text, {source.number for source in packed(extractor)})
+        return Reply.answered(
+            cited.text,
+            extractor,
+            result.usage.plus(extracted.usage),
+            "qa",
+            citations(cited.cited, chunks),
+            replaced=model,
+        )
+    cited = filter_citations(result.text, {source.number for source in sources})
     return Reply.answered(cited.text, model, result.usage, "qa", citations(cited.cited, chunks))
+
+
+async def _extractive_instead(
+    deps: TaskDeps,
+    chain: list[ResolvedModel],
+    model: ResolvedModel,
+    text: str,
+    given: int,
+    run: Callable[[ResolvedModel], Awaitable[Completion]],
+    deadline: float,
+) -> tuple[ResolvedModel, Completion] | None:
+    """The extractive answer when ``model`` (not itself extractive) answered from ``given``
+    sources with citations that do not validate: none, or a source never given.
+
+    None keeps the model's answer: its citations are valid, no alias is extractive, or the
+    extractor failed (the model's answer, with its invalid citations removed, is then
+    better than no answer).
+    """
+    if model.provider.name == EXTRACTIVE_PROVIDER:
+        return None
+    if citations_valid(text, set(range(1, given + 1))):
+        return None
+    extractor = deps.models.extractive(chain)
+    if extractor is None:
+        return None
+    try:
+        result = await deps.resilience.complete([extractor], run, deadline)
+    except AimeshError as error:
+        log.warning(
+            "the extractive answer could not replace an answer with invalid citations",
+            extra={"model": model.alias, "fallback": extractor.alias, "error": str(error)},
+        )
+        return None
+    CITATION_FALLBACKS.labels(model.alias, extractor.alias, "answer").inc()
+    log.info(
+        "answer with invalid citations replaced by the extractive answer",
+        extra={"model": model.alias, "fallback": extractor.alias},
+    )
+    return result
 
 
 async def stream_answer(
@@ -134,9 +195,27 @@ async def stream_answer(
         async for event in relay(deps.resilience, chain, start, deadline, record, outcome, sources):
             yield event
     answered = outcome.model or model
-    cited = filter_citations(outcome.text, set(range(1, len(packed(answered)) + 1)))
+    text = outcome.text
+    replaced: ResolvedModel | None = None
+
+    async def run(candidate: ResolvedModel) -> Completion:
+        return await candidate.provider.answer(_task(question, packed, candidate, found))
+
+    if outcome.model is not None:
+        replacement = await _extractive_instead(
+            deps, chain, answered, text, len(packed(answered)), run, deadline
+        )
+        if replacement is not None:
+            replaced = answered
+            answered, extracted = replacement
+            text = extracted.text
+            outcome.model = answered
+            outcome.usage = outcome.usage.plus(extracted.usage)
+    cited = filter_citations(text, set(range(1, len(packed(answered)) + 1)))
+    if replaced is not None:
+        yield llm_pb2.StreamEvent(replace=cited.text)
     yield llm_pb2.StreamEvent(citations=llm_pb2.SourceList(items=citations(cited.cited, chunks)))
-    for event in closing_events(outcome, "qa"):
+    for event in closing_events(outcome, "qa", replaced):
         yield event
 
 

@@ -19,6 +19,8 @@ from aimesh_llm_router.tokens import NO_USAGE, Usage
 
 log = logging.getLogger("aimesh.llm_router")
 
+# Why an answer came from the extractor instead of the model asked (fallback_reason).
+INVALID_CITATIONS = "invalid_citations"
 # Share of the computed room filled with text (the token estimate and tokenizers differ).
 TEXT_BUDGET_SHARE = 0.9
 
@@ -49,6 +51,9 @@ class Reply:
     provider: str
     prompt_version: str
     citations: list[llm_pb2.Citation] = field(default_factory=list)
+    # "invalid_citations" when the extractive answer replaced ``replaced_model``'s.
+    fallback_reason: str = ""
+    replaced_model: str = ""
 
     @classmethod
     def answered(
@@ -58,8 +63,9 @@ class Reply:
         usage: Usage,
         task: Task,
         citations: list[llm_pb2.Citation] | None = None,
+        replaced: ResolvedModel | None = None,
     ) -> Reply:
-        """A reply ``model`` produced for ``task``."""
+        """A reply ``model`` produced for ``task`` (replacing ``replaced``'s answer)."""
         return cls(
             text=text,
             model=model,
@@ -67,6 +73,8 @@ class Reply:
             provider=model.provider.name,
             prompt_version=prompt_version(model, task),
             citations=citations or [],
+            fallback_reason=INVALID_CITATIONS if replaced is not None else "",
+            replaced_model=replaced.alias if replaced is not None else "",
         )
 
 
@@ -182,8 +190,11 @@ async def relay(
         account(record, outcome.model, outcome.usage)
 
 
-def closing_events(outcome: StreamOutcome, task: Task) -> list[llm_pb2.StreamEvent]:
-    """The usage and done events that end a relayed stream."""
+def closing_events(
+    outcome: StreamOutcome, task: Task, replaced: ResolvedModel | None = None
+) -> list[llm_pb2.StreamEvent]:
+    """The usage and done events that end a relayed stream (``replaced``: the alias whose
+    streamed answer a "replace" event replaced)."""
     model = outcome.model
     if model is None:  # an empty stream: nothing answered
         return [llm_pb2.StreamEvent(done=llm_pb2.StreamDone(finish_reason="stop"))]
@@ -195,6 +206,8 @@ def closing_events(outcome: StreamOutcome, task: Task) -> list[llm_pb2.StreamEve
                 finish_reason=outcome.finish_reason,
                 provider=model.provider.name,
                 prompt_version=prompt_version(model, task),
+                fallback_reason=INVALID_CITATIONS if replaced is not None else "",
+                replaced_model=replaced.alias if replaced is not None else "",
             )
         ),
     ]

@@ -79,7 +79,7 @@ def conversation_message(record: ConversationRecord) -> llm_pb2.Conversation:
 async def create(deps: TaskDeps, request: llm_pb2.CreateConversationRequest) -> ConversationRecord:
     """A new empty conversation with a known alias (stored under its resolved name)."""
     check_owner(request.tenant_id, request.user_id)
-    model = deps.models.resolve(request.model)
+    model = deps.models.resolve(request.model, "qa" if request.collection else "chat")
     if len(request.title) > MAX_TITLE_CHARS:
         raise InvalidArgument(f"title must be at most {MAX_TITLE_CHARS} characters")
     return await deps.conversations.create(

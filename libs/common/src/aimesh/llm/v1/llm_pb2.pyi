@@ -449,6 +449,8 @@ class AnswerResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     PROMPT_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    REPLACED_MODEL_FIELD_NUMBER: _builtins.int
     answer: _builtins.str
     """Answer text with bracketed source numbers, e.g. "Paris is the capital [1]." """
     model: _builtins.str
@@ -461,6 +463,13 @@ class AnswerResponse(_message.Message):
     """Prompt template used, "<task>/v<version>" (e.g. "qa/v1"); "" when the provider renders
     no template or no model was called.
     """
+    fallback_reason: _builtins.str
+    """Why the answer is not the requested model's: "invalid_citations" when that model's
+    answer cited no source or one never given, and the extractive answer replaced it
+    (model and provider then name the extractive alias); "" otherwise.
+    """
+    replaced_model: _builtins.str
+    """The alias whose answer was replaced (set with fallback_reason)."""
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """Sources cited by the answer, in source-number order; only sources that were
@@ -478,10 +487,12 @@ class AnswerResponse(_message.Message):
         usage: Global___Usage | None = ...,
         provider: _builtins.str = ...,
         prompt_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        replaced_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "citations", b"citations", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "citations", b"citations", "fallback_reason", b"fallback_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "replaced_model", b"replaced_model", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,22 +522,28 @@ class ModelInfo(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    DEFAULT_FOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Alias, e.g. "default"."""
     description: _builtins.str
     """Human description; never an upstream URL or key."""
     context_window: _builtins.int
     """Context window in tokens."""
+    @_builtins.property
+    def default_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks this alias serves when a request names no model: "chat", "summarize", "qa"."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         description: _builtins.str = ...,
         context_window: _builtins.int = ...,
+        default_for: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "description", b"description", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "default_for", b"default_for", "description", b"description", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -584,6 +601,8 @@ class StreamDone(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     PROMPT_VERSION_FIELD_NUMBER: _builtins.int
+    FALLBACK_REASON_FIELD_NUMBER: _builtins.int
+    REPLACED_MODEL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Alias that answered (after any fallback)."""
     finish_reason: _builtins.str
@@ -596,6 +615,12 @@ class StreamDone(_message.Message):
     """Prompt template used, "<task>/v<version>" (e.g. "qa/v1"); "" when the provider renders
     no template.
     """
+    fallback_reason: _builtins.str
+    """"invalid_citations" when a "replace" event replaced the model's streamed answer with
+    the extractive one (model and provider then name the extractive alias); "" otherwise.
+    """
+    replaced_model: _builtins.str
+    """The alias whose answer was replaced (set with fallback_reason)."""
     def __init__(
         self,
         *,
@@ -603,10 +628,12 @@ class StreamDone(_message.Message):
         finish_reason: _builtins.str = ...,
         provider: _builtins.str = ...,
         prompt_version: _builtins.str = ...,
+        fallback_reason: _builtins.str = ...,
+        replaced_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallback_reason", b"fallback_reason", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "replaced_model", b"replaced_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -623,8 +650,13 @@ class StreamEvent(_message.Message):
     CITATIONS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    REPLACE_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply text."""
+    replace: _builtins.str
+    """The whole reply text, replacing every delta sent before it: the model's answer
+    cited no source or one never given, and the extractive answer replaces it.
+    """
     @_builtins.property
     def sources(self) -> Global___SourceList:
         """The numbered sources given to the model (answers and grounded conversations)."""
@@ -649,12 +681,13 @@ class StreamEvent(_message.Message):
         citations: Global___SourceList | None = ...,
         usage: Global___Usage | None = ...,
         done: Global___StreamDone | None = ...,
+        replace: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["sources", "delta", "citations", "usage", "done"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["sources", "delta", "citations", "usage", "done", "replace"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

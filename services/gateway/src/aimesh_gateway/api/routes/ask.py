@@ -43,7 +43,7 @@ async def ask(
         collection=body.collection,
         tenant_id=principal.tenant_id,
         top_k=body.top_k,
-        model=body.model,
+        model=body.model or "",
         filter=to_struct(body.filter),
     )
     if body.rerank is not None:
@@ -73,4 +73,6 @@ async def ask(
         usage=Usage.from_proto(reply.usage),
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        fallback_reason=reply.fallback_reason,
+        replaced_model=reply.replaced_model,
     )

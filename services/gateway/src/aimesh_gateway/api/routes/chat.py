@@ -76,7 +76,7 @@ def _chat_message(message: ChatMessageIn) -> llm_pb2.ChatMessage:
 
 def _generate_request(body: ChatCompletionRequest, tenant_id: str) -> llm_pb2.GenerateRequest:
     request = llm_pb2.GenerateRequest(
-        model=body.model,
+        model=body.model or "",
         messages=[_chat_message(message) for message in body.messages],
         max_tokens=body.token_limit(),
         tenant_id=tenant_id,
@@ -145,7 +145,7 @@ async def chat_completions(
 ) -> ChatCompletion | StreamingResponse | Response:
     if (refused := body.refused()) is not None:
         raise HTTPException(400, refused)
-    if is_rag_model(body.model):
+    if body.model is not None and is_rag_model(body.model):
         if body.uses_tools():
             raise HTTPException(400, f"model {body.model!r} does not support tools")
         return await rag_completion(
@@ -161,7 +161,7 @@ async def chat_completions(
         payload = body.model_dump(
             mode="json", exclude={"user", "stream", "stream_options", *ignored}
         )
-        key, cached = await cache.lookup(body.model, payload)
+        key, cached = await cache.lookup(body.model or "", payload)
         if cached is not None:
             return cached
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -179,7 +179,7 @@ async def chat_completions(
             stream.cancel()
             raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _ChunkWriter(completion_id, created, body.model)
+        chunks = _ChunkWriter(completion_id, created, body.model or "")
         return StreamingResponse(
             chunks.events(stream, messages, first, include_usage, usage_meter),
             media_type="text/event-stream",
@@ -187,7 +187,7 @@ async def chat_completions(
         )
 
     parts: list[str] = []
-    model = body.model
+    model = body.model or ""
     finish_reason = "stop"
     usage: llm_pb2.Usage | None = None
     answered_by = ("", "")  # provider and prompt version, as the router reports them

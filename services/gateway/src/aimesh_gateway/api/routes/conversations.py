@@ -72,7 +72,7 @@ async def create_conversation(
         llm_pb2.CreateConversationRequest(
             tenant_id=principal.tenant_id,
             user_id=principal.subject,
-            model=body.model,
+            model=body.model or "",
             collection=body.collection or "",
             title=body.title,
         ),

@@ -40,7 +40,12 @@ async def list_models(
     else:
         reply, info = await asyncio.gather(list_call, cache.first(refresh))
     cards = [
-        ModelCard(id=model.id, description=model.description, context_window=model.context_window)
+        ModelCard(
+            id=model.id,
+            description=model.description,
+            context_window=model.context_window,
+            default_for=list(model.default_for),
+        )
         for model in reply.models
     ]
     if info is not None:

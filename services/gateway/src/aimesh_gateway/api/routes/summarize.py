@@ -36,7 +36,7 @@ async def summarize(
 ) -> SummarizeResponse | StreamingResponse | Response:
     request = llm_pb2.SummarizeRequest(
         text=body.text,
-        model=body.model,
+        model=body.model or "",
         style=body.style,
         max_words=body.max_words or 0,
         tenant_id=principal.tenant_id,
