@@ -152,7 +152,7 @@ async def test_rag_options_are_checked(live_gateway: str, client: httpx.AsyncCli
         )
         assert plain.status_code == 400
         assert "rag:" in plain.json()["detail"]
-        for bad in ({"top_k": 0}, {"top_k": 500}, {"unknown": 1}, {"filter": "x"}):
+        for bad in ({"top_k": 0}, {"top_k": 500}, {"unknown": 1}, {"filter": "x"}, {"top_k": True}):
             reply = await http.post(
                 "/v1/chat/completions",
                 json={**base, "model": "rag:handbook", "rag": bad},
@@ -166,6 +166,14 @@ async def test_rag_options_are_checked(live_gateway: str, client: httpx.AsyncCli
         )
         assert unknown.status_code == 404
         assert "gpt-9" in unknown.json()["detail"]
+        # rerank reaches retrieval: the fake mesh has no reranker, so asking for one is 409.
+        rerank = await http.post(
+            "/v1/chat/completions",
+            json={**base, "model": "rag:handbook", "rag": {"rerank": True}},
+            headers=headers,
+        )
+        assert rerank.status_code == 409, rerank.text
+        assert "no reranker" in rerank.json()["detail"]
         # A filter that matches nothing: no sources, so nothing is cited.
         none = await http.post(
             "/v1/chat/completions",

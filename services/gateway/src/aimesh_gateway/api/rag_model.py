@@ -9,8 +9,8 @@ the source's document id, chunk id, title and text. By default the content also 
 the numbered sources as text, for clients that only show ``content``
 (``AIMESH_RAG_SOURCES_IN_CONTENT``, or ``rag.sources_in_content`` per request).
 
-``extra_body={"rag": {"model": ..., "top_k": ..., "filter": ...}}`` chooses the answering
-alias and the retrieval settings.
+``extra_body={"rag": {"model": ..., "top_k": ..., "filter": ..., "rerank": ...}}`` chooses
+the answering alias and the retrieval settings.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _answer_request(
         return llm_pb2.AnswerRequest(
             question=question, collection=collection, tenant_id=principal.tenant_id
         )
-    return llm_pb2.AnswerRequest(
+    request = llm_pb2.AnswerRequest(
         question=question,
         collection=collection,
         tenant_id=principal.tenant_id,
@@ -144,6 +144,9 @@ def _answer_request(
         top_k=options.top_k or 0,
         filter=to_struct(options.filter),
     )
+    if options.rerank is not None:
+        request.rerank = options.rerank
+    return request
 
 
 async def rag_completion(

@@ -151,6 +151,9 @@ class RagOptions(RequestModel):
         None, ge=1, le=MAX_ASK_TOP_K, description="Chunks to retrieve as sources (default 5)."
     )
     filter: MetadataFilter = None
+    rerank: bool | None = Field(
+        None, description="Rerank the sources (default: the collection's setting)."
+    )
     sources_in_content: bool | None = Field(
         None,
         description="Append the numbered sources to the content as text (default: the "
