@@ -587,6 +587,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** Annotation */
+        Annotation: {
+            /**
+             * Type
+             * @default url_citation
+             * @constant
+             */
+            type?: "url_citation";
+            url_citation: components["schemas"]["SourceCitation"];
+        };
         /** AskRequest */
         AskRequest: {
             /**
@@ -810,6 +820,8 @@ export interface components {
              * @description Whether the model may call several tools in one turn (passed to the provider; unset: its default). Needs tools.
              */
             parallel_tool_calls?: boolean | null;
+            /** @description Only with a "rag:<collection>" model: the answering alias and the retrieval settings. */
+            rag?: components["schemas"]["RagOptions"] | null;
             /**
              * Stop
              * @description Up to 4 sequences where generation stops: the reply ends right before the first of them, which is not returned (finish_reason "stop").
@@ -866,6 +878,11 @@ export interface components {
         };
         /** ChatMessageOut */
         ChatMessageOut: {
+            /**
+             * Annotations
+             * @description The sources a "rag:" answer cites, one per cited span; omitted otherwise.
+             */
+            annotations?: components["schemas"]["Annotation"][] | null;
             /**
              * Content
              * @description null when the model only called tools.
@@ -1853,6 +1870,59 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * RagOptions
+         * @description How a ``rag:<collection>`` model answers; OpenAI SDKs send it with
+         *     ``extra_body={"rag": {...}}``.
+         */
+        RagOptions: {
+            /**
+             * Filter
+             * @description Metadata filter: {field: value} or operators $eq $ne $in $gt $gte $lt $lte $and $or.
+             * @example {
+             *       "lang": "en"
+             *     }
+             * @example {
+             *       "$and": [
+             *         {
+             *           "year": {
+             *             "$gte": 2020
+             *           }
+             *         },
+             *         {
+             *           "tag": {
+             *             "$in": [
+             *               "a"
+             *             ]
+             *           }
+             *         }
+             *       ]
+             *     }
+             */
+            filter?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Model
+             * @description Alias that writes the answer (default: the server's default alias).
+             */
+            model?: string | null;
+            /**
+             * Rerank
+             * @description Rerank the sources (default: the collection's setting).
+             */
+            rerank?: boolean | null;
+            /**
+             * Sources In Content
+             * @description Append the numbered sources to the content as text (default: the server's AIMESH_RAG_SOURCES_IN_CONTENT, on); the annotations carry them either way.
+             */
+            sources_in_content?: boolean | null;
+            /**
+             * Top K
+             * @description Chunks to retrieve as sources (default 5).
+             */
+            top_k?: number | null;
+        };
+        /**
          * RatingFilter
          * @description A rating as a query parameter (a Literal would not accept the text "-1").
          * @enum {integer}
@@ -2003,6 +2073,46 @@ export interface components {
             max_tokens?: number | null;
             /** Temperature */
             temperature?: number | null;
+        };
+        /**
+         * SourceCitation
+         * @description OpenAI's ``url_citation`` with the source chunk's own fields beside it.
+         */
+        SourceCitation: {
+            /** Chunk Id */
+            chunk_id: string;
+            /** Document Id */
+            document_id: string;
+            /**
+             * End Index
+             * @description End of the cited span (exclusive), after [n].
+             */
+            end_index: number;
+            /**
+             * Source
+             * @description The number the answer uses ("[1]").
+             */
+            source: number;
+            /**
+             * Start Index
+             * @description Start of the cited span in content.
+             */
+            start_index: number;
+            /**
+             * Text
+             * @description Text of the cited chunk.
+             */
+            text: string;
+            /**
+             * Title
+             * @description The document's title metadata, else its id.
+             */
+            title: string;
+            /**
+             * Url
+             * @description aimesh://<collection>/<document id>#<chunk id>
+             */
+            url: string;
         };
         /** StreamOptions */
         StreamOptions: {
