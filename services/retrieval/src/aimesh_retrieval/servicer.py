@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -25,7 +25,14 @@ from aimesh_common.limits import (
 )
 from aimesh_common.structs import from_struct, to_struct
 from aimesh_retrieval import metrics, validation
-from aimesh_retrieval.chunking import Chunker, ChunkingConfig
+from aimesh_retrieval.chunking import (
+    HEADING_TYPES,
+    MAX_TITLE_CHARS,
+    ChunkContext,
+    Chunker,
+    ChunkingConfig,
+    sections,
+)
 from aimesh_retrieval.filters import translate_filter
 from aimesh_retrieval.jobs import (
     FAILED,
@@ -44,6 +51,7 @@ from aimesh_retrieval.store import (
     FusionKind,
     IndexConfig,
     MilvusStore,
+    RowContext,
     SearchMode,
     SearchOptions,
 )
@@ -74,6 +82,14 @@ class _Prepared:
     chunks: list[str]
     metadata: dict[str, Any]
     chunking: ChunkingConfig
+    # Per chunk, with chunk context: its title, section and header (else None).
+    contexts: list[RowContext] | None = None
+
+    def embedded_texts(self) -> list[str]:
+        """What is embedded of each chunk: its header line, a blank line, and its text."""
+        if self.contexts is None:
+            return self.chunks
+        return [c.prefix + chunk for c, chunk in zip(self.contexts, self.chunks, strict=True)]
 
     def content_hash(self, model: str) -> str:
         """What decides whether a stored copy is up to date: the text, the metadata, the
@@ -88,6 +104,8 @@ class _Prepared:
                     self.chunking.chunk_overlap,
                     self.chunking.markdown,
                     self.chunking.unit,
+                    # Only when on: hashes of documents without it stay as they were.
+                    *(["context"] if self.chunking.context else []),
                 ],
             },
             sort_keys=True,
@@ -171,6 +189,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     def _chunker_for(self, meta: CollectionMeta | None) -> Chunker:
         config = meta.chunking if meta and meta.chunking else self._default_chunking
+        if meta is not None and config.context != meta.context:
+            # A collection from before the settings: its schema has no context fields.
+            config = replace(config, context=meta.context)
         if config not in self._chunkers:
             self._chunkers[config] = Chunker.from_config(config)
         return self._chunkers[config]
@@ -214,7 +235,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         # All texts at once: the tokenizer spreads a batch over the cores.
         split = chunker.split_many([text for _, text, _ in valid])
         return [
-            _Prepared(doc_id, text, chunks, meta, chunker.config)
+            _Prepared(
+                doc_id,
+                text,
+                chunks,
+                meta,
+                chunker.config,
+                chunk_contexts(text, chunks, meta, chunker.config),
+            )
             for (doc_id, text, meta), chunks in zip(valid, split, strict=True)
         ]
 
@@ -284,7 +312,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if stored_dim is None and create_early and changed:
             creating = asyncio.create_task(self._create(ref, info.dimension, chunker.config))
         if changed:
-            texts = [chunk for doc, _ in changed for chunk in doc.chunks]
+            texts = [text for doc, _ in changed for text in doc.embedded_texts()]
             try:
                 embedded = await self._embedder.embed(texts)
             finally:
@@ -300,6 +328,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     content_hash=content_hash,
                     metadata=doc.metadata,
                     embedding=next(vectors),
+                    context=doc.contexts[index] if doc.contexts is not None else None,
                 )
                 for doc, content_hash in changed
                 for index, chunk in enumerate(doc.chunks)
@@ -505,6 +534,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     text=hit.text,
                     score=hit.score,
                     metadata=to_struct(hit.metadata),
+                    title=hit.title,
+                    section=hit.section,
                 )
                 for hit in hits
             ],
@@ -551,13 +582,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     else chunking.chunk_overlap
                 ),
                 markdown=given.markdown,
+                context=given.context if given.HasField("context") else chunking.context,
             )
             if given.chunk_size and not given.HasField("chunk_overlap"):
                 # Keep the default overlap's proportion for a smaller custom size.
-                chunking = ChunkingConfig(
-                    chunking.chunk_size,
-                    min(chunking.chunk_overlap, chunking.chunk_size // 4),
-                    chunking.markdown,
+                chunking = replace(
+                    chunking, chunk_overlap=min(chunking.chunk_overlap, chunking.chunk_size // 4)
                 )
             reason = chunking.validate()
             if reason:
@@ -636,6 +666,30 @@ def _job_message(job: Job) -> retrieval_pb2.IngestJob:
     )
 
 
+def chunk_contexts(
+    text: str, chunks: list[str], metadata: dict[str, Any], config: ChunkingConfig
+) -> list[RowContext] | None:
+    """Each chunk's context in a collection with chunk context (else None): the document's
+    ``title`` from its metadata, and the Markdown heading path at the chunk's start when the
+    collection splits Markdown or the document's ``type`` is one whose text carries
+    Markdown headings (the gateway writes HTML, DOCX and PDF headings as such)."""
+    if not config.context:
+        return None
+    title = metadata.get("title")
+    title = " ".join(title.split())[:MAX_TITLE_CHARS] if isinstance(title, str) else ""
+    if config.markdown or metadata.get("type") in HEADING_TYPES:
+        paths = sections(text, chunks, title=title)
+    else:
+        paths = [""] * len(chunks)
+    headers: dict[str, str] = {}
+    contexts: list[RowContext] = []
+    for path in paths:
+        if path not in headers:
+            headers[path] = ChunkContext(title, path).header(config.context_tokens)
+        contexts.append(RowContext(title, path, headers[path]))
+    return contexts
+
+
 def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval_pb2.CollectionInfo:
     chunking = meta.chunking or default
     return retrieval_pb2.CollectionInfo(
@@ -644,6 +698,7 @@ def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval
             chunk_size=chunking.chunk_size,
             chunk_overlap=chunking.chunk_overlap,
             markdown=chunking.markdown,
+            context=meta.context,
         ),
         index=retrieval_pb2.IndexSettings(
             index_type=meta.index.index_type,

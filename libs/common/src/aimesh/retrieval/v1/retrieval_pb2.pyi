@@ -446,26 +446,39 @@ class ChunkingSettings(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
     MARKDOWN_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
     """Largest chunk in tokens of the embedding model's tokenizer (1-254; 0: default 200)."""
     chunk_overlap: _builtins.int
     """Tokens shared by neighbouring chunks (below chunk_size). Unset: default 32."""
     markdown: _builtins.bool
     """Prefer markdown structure (headings, code fences, rules) as chunk boundaries."""
+    context: _builtins.bool
+    """Each chunk carries its document's title (metadata "title") and the path of Markdown
+    headings above it into its embedding and its BM25 text; hits return them as title and
+    section. Unset: the service default (AIMESH_CHUNK_CONTEXT, on). Collections created
+    before this setting have no context.
+    """
     def __init__(
         self,
         *,
         chunk_size: _builtins.int = ...,
         chunk_overlap: _builtins.int | None = ...,
         markdown: _builtins.bool = ...,
+        context: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_context", b"_context", "chunk_overlap", b"chunk_overlap", "context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "markdown", b"markdown"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_context", b"_context", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "context", b"context", "markdown", b"markdown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__chunk_overlap: _TypeAlias = _typing.Literal["chunk_overlap"]  # noqa: Y015
     _WhichOneofArgType__chunk_overlap: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap"]  # noqa: Y015
+    _WhichOneofReturnType__context: _TypeAlias = _typing.Literal["context"]  # noqa: Y015
+    _WhichOneofArgType__context: _TypeAlias = _typing.Literal["_context", b"_context"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__chunk_overlap) -> _WhichOneofReturnType__chunk_overlap | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__context) -> _WhichOneofReturnType__context | None: ...
 
 Global___ChunkingSettings: _TypeAlias = ChunkingSettings  # noqa: Y015
 
@@ -669,6 +682,8 @@ class ScoredChunk(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     """Id of the document the chunk belongs to."""
     chunk_id: _builtins.str
@@ -679,6 +694,10 @@ class ScoredChunk(_message.Message):
     """Chunk text."""
     score: _builtins.float
     """Cosine similarity to the query (higher is better)."""
+    title: _builtins.str
+    """The document's title, with chunk context (else empty)."""
+    section: _builtins.str
+    """The path of headings above the chunk, outermost first, joined by " > " (else empty)."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Metadata of the document."""
@@ -692,10 +711,12 @@ class ScoredChunk(_message.Message):
         text: _builtins.str = ...,
         score: _builtins.float = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        title: _builtins.str = ...,
+        section: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "document_id", b"document_id", "metadata", b"metadata", "score", b"score", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "document_id", b"document_id", "metadata", b"metadata", "score", b"score", "section", b"section", "text", b"text", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
