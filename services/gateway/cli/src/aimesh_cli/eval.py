@@ -218,19 +218,30 @@ def _aliases(text: str) -> list[str]:
     return aliases
 
 
-def _ingest(http: httpx.Client, collection: str, dataset: Dataset) -> None:
+def corpus_document(
+    doc_id: str, title: str, text: str, *, context: bool
+) -> tuple[str, dict[str, Any]]:
+    """The text and metadata a corpus entry is stored with. In a collection with chunk
+    context the title goes into the metadata, from where every chunk carries it; without,
+    it heads the text (and so only the first chunk)."""
+    # Citations carry the chunk's metadata: how --qa maps them back to qrels.
+    metadata: dict[str, Any] = {CORPUS_ID_KEY: doc_id}
+    if not title:
+        return text, metadata
+    if context and text.strip():
+        return text, {**metadata, "title": title}
+    return f"{title}\n\n{text}", metadata
+
+
+def _ingest(http: httpx.Client, collection: str, dataset: Dataset, *, context: bool) -> None:
     items = list(dataset.corpus.items())
     for start in range(0, len(items), INGEST_BATCH):
-        documents = [
-            {
-                "id": doc_id,
-                "text": f"{title}\n\n{text}" if title else text,
-                # Citations carry the chunk's metadata: how --qa maps them back to qrels.
-                "metadata": {CORPUS_ID_KEY: doc_id},
-            }
-            for doc_id, (title, text) in items[start : start + INGEST_BATCH]
-            if text.strip() or title.strip()
-        ]
+        documents = []
+        for doc_id, (title, text) in items[start : start + INGEST_BATCH]:
+            if not (text.strip() or title.strip()):
+                continue
+            body, metadata = corpus_document(doc_id, title, text, context=context)
+            documents.append({"id": doc_id, "text": body, "metadata": metadata})
         _check(
             http.post(f"/v1/collections/{collection}/documents", json=documents),
             "storing the corpus",
@@ -293,9 +304,12 @@ def run_eval(http: httpx.Client, dataset: Dataset, args: argparse.Namespace) -> 
     if not modes and not args.qa:
         raise EvalError("nothing to measure: --modes none without --qa")
     collection = f"eval-{uuid.uuid4().hex[:12]}"
-    _check(http.post("/v1/collections", json={"name": collection}), "creating the collection")
+    created = _check(
+        http.post("/v1/collections", json={"name": collection}), "creating the collection"
+    )
     try:
-        _ingest(http, collection, dataset)
+        context = bool((created or {}).get("chunking", {}).get("context"))
+        _ingest(http, collection, dataset, context=context)
         report: dict[str, Any] = {
             "collection": collection,
             "documents": len(dataset.corpus),

@@ -21,6 +21,12 @@ class ChunkingSettings(StrictModel):
     markdown: bool = Field(
         False, description="Prefer markdown headings, code fences and rules as chunk boundaries."
     )
+    context: bool | None = Field(
+        None,
+        description="Each chunk carries its document's title and heading path into its "
+        "embedding and BM25 text, and search results return them as title and section. "
+        "Unset: the service default (on).",
+    )
 
 
 class IndexSettings(StrictModel):

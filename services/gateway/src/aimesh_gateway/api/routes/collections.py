@@ -37,6 +37,7 @@ def _info(message: retrieval_pb2.CollectionInfo) -> CollectionInfo:
             chunk_size=message.chunking.chunk_size,
             chunk_overlap=message.chunking.chunk_overlap,
             markdown=message.chunking.markdown,
+            context=message.chunking.context,
         ),
         index_type=message.index.index_type,
         hnsw_m=message.index.hnsw_m if hnsw else None,
@@ -68,6 +69,7 @@ async def create_collection(
                 chunk_size=body.chunking.chunk_size,
                 chunk_overlap=body.chunking.chunk_overlap,
                 markdown=body.chunking.markdown,
+                context=body.chunking.context,
             )
         )
     if body.index is not None:
