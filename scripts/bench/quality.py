@@ -8,9 +8,10 @@ dense weight) and hybrid rrf; recall@1/5/10, MRR@10, nDCG@10 and the per-set win
 On the real path: the real embedding model (all-MiniLM-L6-v2) behind the embedding gRPC
 server, the retrieval gRPC server from ``create_server`` on port 0 with its default
 settings (chunker, fusion), Milvus Lite; documents go in through UpsertDocuments as
-``aimesh eval`` sends them ("title\\n\\ntext"). Queries run through the service's own store
-search with the options its Search RPC builds (the code under the RPC), each query
-embedded once by the service's embedding client rather than once per mode.
+``aimesh eval`` sends them (with chunk context the title in the metadata, from where
+every chunk carries it; without, "title\\n\\ntext"). Queries run through the service's
+own store search with the options its Search RPC builds (the code under the RPC), each
+query embedded once by the service's embedding client rather than once per mode.
 
 Fusion, offline: each query's dense and BM25 chunk lists with scores (top 100 each) are
 fetched once and kept (``.aimesh/bench-quality/<set>.json``); the fusion methods of
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aimesh_cli.eval import METRICS, documents_in_order, evaluate
+from aimesh_cli.eval import METRICS, corpus_document, documents_in_order, evaluate
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval import fusion
 from aimesh_retrieval.config import Settings
@@ -70,23 +71,22 @@ async def measure_set(
     eval_set: beir.BeirSet,
     concurrency: int = 2,
 ) -> tuple[Lists, float]:
-    from google.protobuf import struct_pb2
 
     from aimesh.retrieval.v1 import retrieval_pb2 as pb
 
     collection = f"q-{eval_set.name}-{int(time.time())}"
-    await stub.CreateCollection(pb.CreateCollectionRequest(tenant_id=TENANT, collection=collection))
+    info = await stub.CreateCollection(
+        pb.CreateCollectionRequest(tenant_id=TENANT, collection=collection)
+    )
     started = time.perf_counter()
     items = list(eval_set.corpus.items())
     for start in range(0, len(items), UPSERT_DOCUMENTS):
-        documents = [
-            pb.Document(
-                id=doc_id,
-                text=f"{title}\n\n{text}" if title else text,
-                metadata=struct_pb2.Struct(),
-            )
-            for doc_id, (title, text) in items[start : start + UPSERT_DOCUMENTS]
-        ]
+        documents = []
+        for doc_id, (title, text) in items[start : start + UPSERT_DOCUMENTS]:
+            body, metadata = corpus_document(doc_id, title, text, context=info.chunking.context)
+            document = pb.Document(id=doc_id, text=body)
+            document.metadata.update(metadata)
+            documents.append(document)
         await stub.UpsertDocuments(
             pb.UpsertDocumentsRequest(tenant_id=TENANT, collection=collection, documents=documents)
         )
