@@ -149,7 +149,7 @@ async def measure(folders: Sequence[Path], data: Path) -> dict[str, dict[str, An
         metrics_port=None,
         data_dir=data,
         embedding_service_addr=f"127.0.0.1:{embedding.port}",
-        embed_timeout_seconds=120,
+        embed_timeout_seconds=600,
         milvus_timeout_seconds=120,
     )
     store = MilvusStore.open(settings)
