@@ -133,6 +133,13 @@ def test_collections_without_context_fields_read_as_without_context() -> None:
     assert not meta_from("old", description).context
     description["fields"].append({"name": "body_start"})
     assert meta_from("new", description).context
+    # Settings of a newer version with keys this one does not know still load.
+    description["properties"]["aimesh.settings"] = description["properties"][
+        "aimesh.settings"
+    ].replace('"unit": "tokens"', '"unit": "tokens", "later": 1')
+    meta = meta_from("newer", description)
+    assert meta.chunking is not None
+    assert meta.chunking.chunk_size == 200
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -10,10 +10,10 @@ gets an analyzer and a BM25 function fills a sparse vector field.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
@@ -113,10 +113,16 @@ def meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
     settings = settings_of(description) or {}
     chunking = settings.get("chunking")
     index = settings.get("index")
-    config = ChunkingConfig(**chunking) if isinstance(chunking, dict) else None
+    # Only the keys this version knows: settings written by a newer one still load.
+    known = {f.name for f in dataclasses.fields(ChunkingConfig)}
+    config = (
+        ChunkingConfig(**{k: v for k, v in chunking.items() if k in known})
+        if isinstance(chunking, dict)
+        else None
+    )
     if config is not None:
         # Chunk context exactly when the schema has its fields (older collections lack them).
-        config = replace(config, context="body_start" in fields)
+        config = dataclasses.replace(config, context="body_start" in fields)
     return CollectionMeta(
         name=name,
         dimension=dim,
