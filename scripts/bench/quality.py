@@ -63,6 +63,22 @@ def eval_sets() -> list[Path]:
 # Online: the real services
 
 
+async def upsert_retrying(stub: Any, request: Any, attempts: int = 5) -> None:
+    """UpsertDocuments, again when the server closed the connection under it (its
+    maximum connection age passes during a slow upsert on a busy machine); an upsert of
+    the same documents is idempotent."""
+    import grpc
+
+    for attempt in range(attempts):
+        try:
+            await stub.UpsertDocuments(request)
+            return
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def measure_set(
     stub: Any,
     store: MilvusStore,
@@ -87,8 +103,9 @@ async def measure_set(
             document = pb.Document(id=doc_id, text=body)
             document.metadata.update(metadata)
             documents.append(document)
-        await stub.UpsertDocuments(
-            pb.UpsertDocumentsRequest(tenant_id=TENANT, collection=collection, documents=documents)
+        await upsert_retrying(
+            stub,
+            pb.UpsertDocumentsRequest(tenant_id=TENANT, collection=collection, documents=documents),
         )
     ingest_seconds = time.perf_counter() - started
     # Searches: the service's own code path below the RPC (its store's search with the
