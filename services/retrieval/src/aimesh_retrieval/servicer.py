@@ -48,6 +48,7 @@ from aimesh_retrieval.store import (
     ChunkRow,
     CollectionMeta,
     CollectionRef,
+    FusionDefault,
     FusionKind,
     IndexConfig,
     MilvusStore,
@@ -508,11 +509,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if top_k > MAX_SEARCH_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_SEARCH_TOP_K} (got {top_k})")
-        options = self._search_options(request)
         expr = ""
         if request.HasField("filter"):
             expr = translate_filter(from_struct(request.filter))
-        stored_dim = await self._store.require(ref)
+        meta = await self._store.require_meta(ref)
+        options = self._search_options(request, meta.fusion)
+        stored_dim = meta.dimension
         await self._model_for(ref, stored_dim)
 
         started = time.perf_counter()
@@ -542,16 +544,24 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             query_vector=vector if request.return_query_vector else (),
         )
 
-    def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:
+    def _search_options(
+        self, request: retrieval_pb2.SearchRequest, default: FusionDefault | None = None
+    ) -> SearchOptions:
+        """The request's options; a search naming no fusion uses the collection's default
+        (``default``) if it has one, else the service's."""
         mode = _MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument(f"mode {request.mode} is not a known search mode")
         fusion = self._fusion
+        weight = self._dense_weight
         if request.fusion:
             if request.fusion not in _FUSIONS:
                 raise InvalidArgument(f"fusion {request.fusion} is not a known fusion")
             fusion = _FUSIONS[request.fusion]
-        weight = self._dense_weight
+        elif default is not None:
+            fusion = default.fusion
+            if default.dense_weight is not None:
+                weight = default.dense_weight
         if request.HasField("dense_weight"):
             weight = request.dense_weight
             if not 0.0 <= weight <= 1.0:
@@ -633,6 +643,23 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             collections=[_collection_info(meta, self._default_chunking) for meta in metas]
         )
 
+    async def UpdateCollectionSettings(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.UpdateCollectionSettingsRequest, context: Context
+    ) -> retrieval_pb2.CollectionInfo:
+        ref = validation.collection_ref(request.tenant_id, request.collection)
+        fusion: FusionDefault | None = None
+        if request.clear_fusion:
+            if request.HasField("fusion"):
+                raise InvalidArgument("give either fusion or clear_fusion, not both")
+        elif not request.HasField("fusion"):
+            raise InvalidArgument("nothing to update: give fusion or clear_fusion")
+        else:
+            fusion = _fusion_default(request.fusion)
+        async with self._lock(ref):
+            meta = await self._store.set_fusion(ref, fusion)
+        log.info("updated collection settings", extra={"collection": ref.name})
+        return _collection_info(meta, self._default_chunking)
+
     async def DeleteCollection(  # noqa: N802 - gRPC method name
         self, request: retrieval_pb2.DeleteCollectionRequest, context: Context
     ) -> retrieval_pb2.DeleteCollectionResponse:
@@ -690,9 +717,38 @@ def chunk_contexts(
     return contexts
 
 
+def _fusion_default(given: retrieval_pb2.FusionSettings) -> FusionDefault:
+    kind = _FUSIONS.get(given.fusion)
+    if kind is None:
+        raise InvalidArgument(f"fusion.fusion {given.fusion} is not a known fusion")
+    weight: float | None = None
+    if given.HasField("dense_weight"):
+        weight = given.dense_weight
+        if not 0.0 <= weight <= 1.0:
+            raise InvalidArgument(f"fusion.dense_weight must be between 0 and 1 (got {weight:g})")
+        if kind != "weighted":
+            raise InvalidArgument("fusion.dense_weight applies to weighted fusion only")
+    return FusionDefault(kind, weight)
+
+
+_FUSION_ENUMS: dict[FusionKind, retrieval_pb2.Fusion.ValueType] = {
+    "adaptive": retrieval_pb2.FUSION_ADAPTIVE,
+    "rrf": retrieval_pb2.FUSION_RRF,
+    "weighted": retrieval_pb2.FUSION_WEIGHTED,
+}
+
+
 def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval_pb2.CollectionInfo:
     chunking = meta.chunking or default
+    fusion = (
+        retrieval_pb2.FusionSettings(
+            fusion=_FUSION_ENUMS[meta.fusion.fusion], dense_weight=meta.fusion.dense_weight
+        )
+        if meta.fusion
+        else None
+    )
     return retrieval_pb2.CollectionInfo(
+        fusion=fusion,
         name=meta.name,
         chunking=retrieval_pb2.ChunkingSettings(
             chunk_size=chunking.chunk_size,

@@ -20,7 +20,12 @@ from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusC
 from pymilvus.milvus_client import IndexParams
 
 from aimesh_retrieval.chunking import ChunkingConfig
-from aimesh_retrieval.store.model import SETTINGS_VERSION, CollectionMeta, IndexConfig
+from aimesh_retrieval.store.model import (
+    SETTINGS_VERSION,
+    CollectionMeta,
+    FusionDefault,
+    IndexConfig,
+)
 
 # VARCHAR lengths: Milvus Lite counts characters, a Milvus server may count UTF-8 bytes;
 # these fit a 256-character id of four-byte characters either way.
@@ -126,9 +131,20 @@ def meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
     return CollectionMeta(
         name=name,
         dimension=dim,
+        fusion=_fusion(settings.get("fusion")),
         chunking=config,
         index=IndexConfig(**index) if isinstance(index, dict) else IndexConfig(),
         full_text="sparse" in fields,
+    )
+
+
+def _fusion(value: object) -> FusionDefault | None:
+    """A stored fusion default; None when absent or not one this version knows."""
+    if not isinstance(value, dict) or value.get("fusion") not in ("adaptive", "rrf", "weighted"):
+        return None
+    weight = value.get("dense_weight")
+    return FusionDefault(
+        value["fusion"], float(weight) if isinstance(weight, int | float) else None
     )
 
 

@@ -72,6 +72,15 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class FusionDefault:
+    """A collection's default hybrid fusion (``dense_weight`` for weighted fusion; None:
+    the service default weight)."""
+
+    fusion: FusionKind
+    dense_weight: float | None = None
+
+
+@dataclass(frozen=True)
 class CollectionMeta:
     """What is known of an existing collection."""
 
@@ -80,6 +89,7 @@ class CollectionMeta:
     chunking: ChunkingConfig | None
     index: IndexConfig
     full_text: bool
+    fusion: FusionDefault | None = None
 
     @property
     def context(self) -> bool:
@@ -95,6 +105,7 @@ class CollectionMeta:
                 "chunking": asdict(self.chunking) if self.chunking else None,
                 "index": asdict(self.index),
                 "full_text": self.full_text,
+                "fusion": asdict(self.fusion) if self.fusion else None,
             },
             sort_keys=True,
         )

@@ -560,6 +560,7 @@ class CollectionInfo(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     FULL_TEXT_FIELD_NUMBER: _builtins.int
     DIMENSION_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Collection name."""
     full_text: _builtins.bool
@@ -574,6 +575,10 @@ class CollectionInfo(_message.Message):
     def index(self) -> Global___IndexSettings:
         """Index in effect (index_type filled in)."""
 
+    @_builtins.property
+    def fusion(self) -> Global___FusionSettings:
+        """The collection's default hybrid fusion (unset: the service default)."""
+
     def __init__(
         self,
         *,
@@ -582,14 +587,74 @@ class CollectionInfo(_message.Message):
         index: Global___IndexSettings | None = ...,
         full_text: _builtins.bool = ...,
         dimension: _builtins.int = ...,
+        fusion: Global___FusionSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "fusion", b"fusion", "index", b"index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "fusion", b"fusion", "index", b"index", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CollectionInfo: _TypeAlias = CollectionInfo  # noqa: Y015
+
+@_typing.final
+class FusionSettings(_message.Message):
+    """A hybrid fusion with its parameter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUSION_FIELD_NUMBER: _builtins.int
+    DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
+    fusion: Global___Fusion.ValueType
+    dense_weight: _builtins.float
+    """Weighted fusion's dense weight in [0, 1] (BM25: 1 - it); unset: the service default."""
+    def __init__(
+        self,
+        *,
+        fusion: Global___Fusion.ValueType = ...,
+        dense_weight: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "dense_weight", b"dense_weight"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "dense_weight", b"dense_weight", "fusion", b"fusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
+    _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
+
+Global___FusionSettings: _TypeAlias = FusionSettings  # noqa: Y015
+
+@_typing.final
+class UpdateCollectionSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
+    CLEAR_FUSION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    collection: _builtins.str
+    clear_fusion: _builtins.bool
+    """Remove the collection's fusion (back to the service default); fusion must be unset."""
+    @_builtins.property
+    def fusion(self) -> Global___FusionSettings:
+        """The hybrid fusion searches use when they name none; see clear_fusion."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        fusion: Global___FusionSettings | None = ...,
+        clear_fusion: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fusion", b"fusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_fusion", b"clear_fusion", "collection", b"collection", "fusion", b"fusion", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCollectionSettingsRequest: _TypeAlias = UpdateCollectionSettingsRequest  # noqa: Y015
 
 @_typing.final
 class ListCollectionsRequest(_message.Message):
