@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from aimesh_gateway.schemas.common import CollectionName, StrictModel
 
@@ -41,6 +41,28 @@ class IndexSettings(StrictModel):
     )
 
 
+class FusionSettings(StrictModel):
+    fusion: Literal["adaptive", "rrf", "weighted"] = Field(
+        description="Hybrid fusion searches of this collection use when they name none."
+    )
+    dense_weight: float | None = Field(
+        None, ge=0, le=1, description="Weighted fusion only: the dense weight (BM25: 1 - it)."
+    )
+
+    @model_validator(mode="after")
+    def _weight_for_weighted_only(self) -> Self:
+        if self.dense_weight is not None and self.fusion != "weighted":
+            raise ValueError("dense_weight applies to weighted fusion only")
+        return self
+
+
+class UpdateCollectionRequest(StrictModel):
+    fusion: FusionSettings | None = Field(
+        description="The collection's default hybrid fusion (`aimesh eval --fit` measures "
+        "one on labelled queries); null: back to the service default."
+    )
+
+
 class CreateCollectionRequest(StrictModel):
     name: CollectionName
     chunking: ChunkingSettings | None = Field(None, description="Defaults when absent.")
@@ -57,6 +79,9 @@ class CollectionInfo(BaseModel):
         description="True when BM25 and hybrid search are available for this collection."
     )
     dimension: int = Field(description="Vector dimension.", examples=[384])
+    fusion: FusionSettings | None = Field(
+        None, description="The collection's default hybrid fusion; null: the service default."
+    )
 
 
 class CollectionList(BaseModel):
