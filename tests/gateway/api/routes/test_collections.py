@@ -97,6 +97,35 @@ async def test_create_list_search_delete(real_client: httpx.AsyncClient) -> None
         # Chunk context: the title and heading path come back beside the chunk's text.
         assert (best["title"], best["section"]) == ("Shop notes", "Spare parts"), mode
         assert best["text"].startswith("## Spare parts"), mode
+    # The collection's default fusion: editors set and clear it, users may not.
+    patched = await real_client.patch(
+        f"/v1/collections/{name}",
+        json={"fusion": {"fusion": "weighted", "dense_weight": 0.25}},
+        headers=editor(),
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["fusion"] == {"fusion": "weighted", "dense_weight": 0.25}
+    listed_again = await real_client.get("/v1/collections", headers=user())
+    [mine] = [c for c in listed_again.json()["collections"] if c["name"] == name]
+    assert mine["fusion"] == {"fusion": "weighted", "dense_weight": 0.25}
+    forbidden = await real_client.patch(
+        f"/v1/collections/{name}", json={"fusion": None}, headers=user()
+    )
+    assert forbidden.status_code == 403
+    bad = await real_client.patch(
+        f"/v1/collections/{name}",
+        json={"fusion": {"fusion": "rrf", "dense_weight": 0.5}},
+        headers=editor(),
+    )
+    assert_problem(bad, 422)
+    unknown = await real_client.patch(
+        f"/v1/collections/{name}-missing", json={"fusion": None}, headers=editor()
+    )
+    assert_problem(unknown, 404)
+    cleared = await real_client.patch(
+        f"/v1/collections/{name}", json={"fusion": None}, headers=editor()
+    )
+    assert cleared.json()["fusion"] is None
     plain = await real_client.post(
         "/v1/collections",
         json={"name": f"{name}-plain", "chunking": {"context": False}},
