@@ -77,9 +77,9 @@ async def test_fit_stores_the_best_fusion_on_the_collection(
         gateway_url,
     ]
     code = await asyncio.to_thread(main, argv)
-    out = capsys.readouterr().out
-    assert code == 0, out
-    fitted = json.loads(out)["fit"]
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    fitted = json.loads(captured.out)["fit"]
     assert fitted["stored_on"] == "fit-target"
     assert len(fitted["candidates"]) == len(CANDIDATES)
     winner = max(c["metrics"]["recall@5"] for c in fitted["candidates"])
