@@ -8,9 +8,10 @@ dense weight) and hybrid rrf; recall@1/5/10, MRR@10, nDCG@10 and the per-set win
 On the real path: the real embedding model (all-MiniLM-L6-v2) behind the embedding gRPC
 server, the retrieval gRPC server from ``create_server`` on port 0 with its default
 settings (chunker, fusion), Milvus Lite; documents go in through UpsertDocuments as
-``aimesh eval`` sends them ("title\\n\\ntext"). Queries run through the service's own store
-search with the options its Search RPC builds (the code under the RPC), each query
-embedded once by the service's embedding client rather than once per mode.
+``aimesh eval`` sends them (with chunk context the title in the metadata, from where
+every chunk carries it; without, "title\\n\\ntext"). Queries run through the service's
+own store search with the options its Search RPC builds (the code under the RPC), each
+query embedded once by the service's embedding client rather than once per mode.
 
 With a cross-encoder directory (``--rerank-model DIR`` or ``RERANK_MODEL_DIR=DIR make
 bench-quality``) the embedding server also serves it, and a ``hybrid+rerank`` row reranks
@@ -40,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aimesh_cli.eval import METRICS, documents_in_order, evaluate
+from aimesh_cli.eval import METRICS, corpus_document, documents_in_order, evaluate
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_retrieval import fusion
 from aimesh_retrieval.config import Settings
@@ -69,6 +70,22 @@ def eval_sets() -> list[Path]:
 # Online: the real services
 
 
+async def upsert_retrying(stub: Any, request: Any, attempts: int = 5) -> None:
+    """UpsertDocuments, again when the server closed the connection under it (its
+    maximum connection age passes during a slow upsert on a busy machine); an upsert of
+    the same documents is idempotent."""
+    import grpc
+
+    for attempt in range(attempts):
+        try:
+            await stub.UpsertDocuments(request)
+            return
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def measure_set(
     stub: Any,
     store: MilvusStore,
@@ -79,25 +96,25 @@ async def measure_set(
     *,
     rerank: bool = False,
 ) -> tuple[Lists, float]:
-    from google.protobuf import struct_pb2
 
     from aimesh.retrieval.v1 import retrieval_pb2 as pb
 
     collection = f"q-{eval_set.name}-{int(time.time())}"
-    await stub.CreateCollection(pb.CreateCollectionRequest(tenant_id=TENANT, collection=collection))
+    info = await stub.CreateCollection(
+        pb.CreateCollectionRequest(tenant_id=TENANT, collection=collection)
+    )
     started = time.perf_counter()
     items = list(eval_set.corpus.items())
     for start in range(0, len(items), UPSERT_DOCUMENTS):
-        documents = [
-            pb.Document(
-                id=doc_id,
-                text=f"{title}\n\n{text}" if title else text,
-                metadata=struct_pb2.Struct(),
-            )
-            for doc_id, (title, text) in items[start : start + UPSERT_DOCUMENTS]
-        ]
-        await stub.UpsertDocuments(
-            pb.UpsertDocumentsRequest(tenant_id=TENANT, collection=collection, documents=documents)
+        documents = []
+        for doc_id, (title, text) in items[start : start + UPSERT_DOCUMENTS]:
+            body, metadata = corpus_document(doc_id, title, text, context=info.chunking.context)
+            document = pb.Document(id=doc_id, text=body)
+            document.metadata.update(metadata)
+            documents.append(document)
+        await upsert_retrying(
+            stub,
+            pb.UpsertDocumentsRequest(tenant_id=TENANT, collection=collection, documents=documents),
         )
     ingest_seconds = time.perf_counter() - started
     # Searches: the service's own code path below the RPC (its store's search with the
@@ -172,7 +189,7 @@ async def measure(
         metrics_port=None,
         data_dir=data,
         embedding_service_addr=f"127.0.0.1:{embedding.port}",
-        embed_timeout_seconds=120,
+        embed_timeout_seconds=600,
         milvus_timeout_seconds=120,
     )
     store = MilvusStore.open(settings)

@@ -86,8 +86,9 @@ async def test_eval_on_the_shipped_dataset(
     monkeypatch.setenv("AIMESH_API_KEY", token(roles=["editor"]))
     argv = ["eval", "--dataset", str(DATASET), "--json", "--url", gateway_url]
     code = await asyncio.to_thread(main, argv)
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
     report = json.loads(out)
     metrics = report["metrics"]
     assert report["queries"] == 30

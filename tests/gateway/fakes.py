@@ -188,6 +188,15 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
             raise NotFound(f"collection {request.collection!r} does not exist")
         return retrieval_pb2.DeleteCollectionResponse()
 
+    async def UpdateCollectionSettings(
+        self, request: retrieval_pb2.UpdateCollectionSettingsRequest, context: Any
+    ) -> retrieval_pb2.CollectionInfo:
+        self.recorder.record("UpdateCollectionSettings", request.tenant_id, context, request)
+        if (request.tenant_id, request.collection) not in self.store:
+            raise NotFound(f"collection {request.collection!r} does not exist")
+        fusion = request.fusion if request.HasField("fusion") else None
+        return retrieval_pb2.CollectionInfo(name=request.collection, fusion=fusion)
+
     async def SubmitIngestJob(self, request_iterator: Any, context: Any) -> retrieval_pb2.IngestJob:
         """Ingests the streamed documents at once and reports a finished job."""
         tenant_id = collection = ""

@@ -107,6 +107,11 @@ class FixedRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> retrieval_pb2.DeleteCollectionResponse:
         return await self._unused(context)  # type: ignore[no-any-return]
 
+    async def UpdateCollectionSettings(
+        self, request: retrieval_pb2.UpdateCollectionSettingsRequest, context: Any
+    ) -> retrieval_pb2.CollectionInfo:
+        return await self._unused(context)  # type: ignore[no-any-return]
+
     async def SubmitIngestJob(self, request_iterator: Any, context: Any) -> Any:
         return await self._unused(context)
 

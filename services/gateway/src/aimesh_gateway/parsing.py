@@ -1,5 +1,10 @@
 """Text out of uploaded files: .txt .md .html .pdf .docx .csv .json.
 
+Document structure survives as Markdown heading lines ("## Install"): HTML h1-h6, DOCX
+"Title" and "Heading N" paragraphs, and a PDF's outline (bookmarks: the line that reads as
+the entry's title becomes the heading, else the heading opens the entry's page). The
+retrieval service reads each chunk's section path from them (chunk context).
+
 Every failure is a :class:`FileRejected` with the HTTP status to answer and a reason
 that names the file, so one bad file fails the whole upload before anything is stored.
 Parsers read from a file object (FastAPI spools uploads to disk beyond 1 MiB), and the
@@ -19,6 +24,12 @@ from typing import IO, Any
 from aimesh_common import jsonlimits
 
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".json")
+HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+
+
+def markdown_heading(level: int, words: str) -> str:
+    """A Markdown heading line (levels past 6 are 6)."""
+    return f"{'#' * min(max(level, 1), 6)} {words}"
 
 
 class FileRejected(Exception):
@@ -56,6 +67,11 @@ def _html(data: bytes, name: str) -> tuple[str, str | None]:
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     title = soup.title.get_text(strip=True) if soup.title else None
+    # Headings become Markdown heading lines: retrieval reads the section path from them.
+    for heading in soup.find_all(HTML_HEADINGS):
+        words = " ".join(heading.get_text(" ").split())
+        if words:
+            heading.string = f"\n{markdown_heading(int(heading.name[1]), words)}\n"
     lines = (line.strip() for line in soup.get_text("\n").splitlines())
     return "\n".join(line for line in lines if line), title or None
 
@@ -70,11 +86,57 @@ def _pdf(stream: IO[bytes], name: str) -> tuple[str, str | None]:
             raise FileRejected(422, name, "is an encrypted PDF")
         pages = [page.extract_text() or "" for page in reader.pages]
         title = reader.metadata.title if reader.metadata else None
+        outline = _pdf_outline(reader)
     except FileRejected:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as error:
         raise FileRejected(422, name, f"is not a readable PDF ({type(error).__name__})") from None
+    for number, entries in outline.items():
+        pages[number] = _with_headings(pages[number], entries)
     return "\n\n".join(page.strip() for page in pages if page.strip()), title
+
+
+def _pdf_outline(reader: Any) -> dict[int, list[tuple[int, str]]]:
+    """The PDF's outline (bookmarks) as (level, title) per page index, in outline order;
+    empty when the PDF has none or it cannot be read."""
+    from pypdf.errors import PyPdfError
+
+    found: dict[int, list[tuple[int, str]]] = {}
+
+    def walk(items: list[Any], level: int) -> None:
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+                continue
+            words = " ".join(str(getattr(item, "title", "") or "").split())
+            try:
+                page = reader.get_destination_page_number(item)
+            except (PyPdfError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if words and page is not None and 0 <= page < len(reader.pages):
+                found.setdefault(page, []).append((level, words))
+
+    try:
+        walk(list(reader.outline), 1)
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return {}
+    return found
+
+
+def _with_headings(page: str, entries: list[tuple[int, str]]) -> str:
+    """``page`` with each outline entry on it as a Markdown heading: the line that reads
+    the same as its title becomes the heading, else it goes before the page's text."""
+    lines = page.splitlines()
+    before: list[str] = []
+    for level, words in entries:
+        wanted = words.casefold()
+        for index, line in enumerate(lines):
+            if " ".join(line.split()).casefold() == wanted:
+                lines[index] = markdown_heading(level, words)
+                break
+        else:
+            before.append(markdown_heading(level, words))
+    return "\n".join([*before, *lines])
 
 
 def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
@@ -86,7 +148,7 @@ def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
     # lxml, while opening or later while the parts are read: both are inside the try.
     try:
         document = docx.Document(stream)
-        paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
+        paragraphs = [_docx_paragraph(p) for p in document.paragraphs if p.text.strip()]
         for table in document.tables:
             for row in table.rows:
                 paragraphs.append(" | ".join(cell.text.strip() for cell in row.cells))
@@ -96,6 +158,17 @@ def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
             422, name, f"is not a readable .docx document ({type(error).__name__})"
         ) from None
     return "\n\n".join(paragraphs), title
+
+
+def _docx_paragraph(paragraph: Any) -> str:
+    """A paragraph's text; a "Title" or "Heading N" paragraph as a Markdown heading."""
+    style = str(getattr(paragraph.style, "name", "") or "")
+    words = " ".join(paragraph.text.split())
+    if style == "Title":
+        return markdown_heading(1, words)
+    if style.startswith("Heading ") and style[8:].strip().isdigit():
+        return markdown_heading(int(style[8:]), words)
+    return str(paragraph.text)
 
 
 def _csv(data: bytes, name: str) -> str:

@@ -99,6 +99,19 @@ class ChunkingConfig:
     chunk_overlap: int = DEFAULT_OVERLAP_TOKENS
     markdown: bool = False
     unit: Unit = "tokens"
+    # Whether each chunk carries its document's title and section path (see
+    # ``ChunkContext``). Collections created before it existed have no context.
+    context: bool = False
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens of context a chunk may carry into its embedding: what the model's window
+        leaves beside a full chunk, at most ``CONTEXT_TOKENS`` (0: none)."""
+        if not self.context:
+            return 0
+        if self.unit == "chars":
+            return CONTEXT_TOKENS
+        return max(0, min(CONTEXT_TOKENS, MAX_CHUNK_TOKENS - self.chunk_size))
 
     def validate(self) -> str | None:
         """A readable reason why the settings are unusable, or None."""
@@ -338,12 +351,13 @@ class Chunker:
         *,
         markdown: bool = False,
         unit: Unit = "tokens",
+        context: bool = False,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         if not 0 <= chunk_overlap < chunk_size:
             raise ValueError("chunk_overlap must be in [0, chunk_size)")
-        self.config = ChunkingConfig(chunk_size, chunk_overlap, markdown, unit)
+        self.config = ChunkingConfig(chunk_size, chunk_overlap, markdown, unit, context)
         self._separators = (
             [re.compile(separator) for separator in MARKDOWN_SEPARATORS]
             if markdown
@@ -353,7 +367,11 @@ class Chunker:
     @classmethod
     def from_config(cls, config: ChunkingConfig) -> Chunker:
         return cls(
-            config.chunk_size, config.chunk_overlap, markdown=config.markdown, unit=config.unit
+            config.chunk_size,
+            config.chunk_overlap,
+            markdown=config.markdown,
+            unit=config.unit,
+            context=config.context,
         )
 
     @property
@@ -431,3 +449,99 @@ class Chunker:
         # Replace from the last so earlier indices stay valid.
         for (number, index), part in reversed(list(zip(oversized, parts, strict=True))):
             chunks[number][index : index + 1] = part
+
+
+# Chunk context: the title and heading path of the place a chunk comes from.
+
+# Document types (metadata "type", as the gateway sets it) whose text carries Markdown
+# headings; in other documents a line starting with "# " may be a shell comment.
+HEADING_TYPES = frozenset({"md", "markdown", "html", "htm", "docx", "pdf"})
+# The separator of a heading path ("Title > Install > Linux").
+PATH_SEPARATOR = " > "
+# At most this many tokens of context go before a chunk's text (with the default 200-token
+# chunks the two stay within the model's 254).
+CONTEXT_TOKENS = 48
+# Longest stored title and section path, in characters (VARCHAR fields of 4,096 bytes).
+MAX_TITLE_CHARS = 500
+MAX_SECTION_CHARS = 1_000
+# An ATX heading ("## Install", optional closing #s) or a code fence line, which switches
+# headings off until the fence closes. Setext headings (underlined) are not read.
+_HEADING_OR_FENCE = re.compile(
+    r"^ {0,3}(?:(?P<fence>```|~~~)[^\n]*"
+    r"|(?P<marks>#{1,6})[ \t]+(?P<title>[^\n]*?)(?:[ \t]+#+)?[ \t]*)$",
+    re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """Where a chunk comes from: its document's title and the path of headings in effect
+    at its start (outermost first, joined by ``PATH_SEPARATOR``); either may be empty."""
+
+    title: str = ""
+    section: str = ""
+
+    def header(self, max_tokens: int = CONTEXT_TOKENS) -> str:
+        """``title > section`` in one line, cut to ``max_tokens`` tokens ("" if none)."""
+        header = PATH_SEPARATOR.join(part for part in (self.title, self.section) if part)
+        header = " ".join(header.split())  # one line, whatever the headings held
+        if not header or max_tokens <= 0:
+            return ""
+        encoding = model_tokenizer().encode(header, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return header
+        return header[: encoding.offsets[max_tokens - 1][1]].rstrip() + "…"
+
+
+def headings(text: str) -> list[tuple[int, int, str]]:
+    """The Markdown headings of ``text`` outside code fences: (position, level, title)."""
+    found: list[tuple[int, int, str]] = []
+    fence = ""
+    for match in _HEADING_OR_FENCE.finditer(text):
+        marker = match.group("fence")
+        if marker:
+            if not fence:
+                fence = marker
+            elif marker == fence:
+                fence = ""
+            continue
+        title = " ".join(match.group("title").split())
+        if not fence and title:
+            found.append((match.start(), len(match.group("marks")), title))
+    return found
+
+
+def chunk_starts(text: str, chunks: Sequence[str]) -> list[int]:
+    """Where each chunk of ``text`` (in order, as :meth:`Chunker.split` returns them)
+    starts: each is a slice of the text starting after the previous one's start."""
+    starts: list[int] = []
+    cursor = 0
+    for chunk in chunks:
+        found = text.find(chunk, cursor)
+        at = found if found >= 0 else cursor
+        starts.append(at)
+        cursor = at + 1
+    return starts
+
+
+def sections(text: str, chunks: Sequence[str], *, title: str = "") -> list[str]:
+    """The heading path in effect at the start of each chunk ("" before any heading). A
+    first heading equal to ``title`` is left out: the title already says it."""
+    found = headings(text)
+    if not found:
+        return [""] * len(chunks)
+    paths: list[str] = []
+    stack: list[tuple[int, str]] = []
+    next_heading = 0
+    for start in chunk_starts(text, chunks):
+        while next_heading < len(found) and found[next_heading][0] <= start:
+            _, level, heading = found[next_heading]
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, heading))
+            next_heading += 1
+        names = [heading for _, heading in stack]
+        if names and title and names[0].casefold() == title.casefold():
+            names = names[1:]
+        paths.append(PATH_SEPARATOR.join(names)[:MAX_SECTION_CHARS])
+    return paths

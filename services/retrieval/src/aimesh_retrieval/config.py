@@ -81,6 +81,13 @@ class Settings(GrpcServiceSettings):
     chunk_overlap: int = Field(
         DEFAULT_OVERLAP_TOKENS, ge=0, description="Default tokens shared by neighbouring chunks."
     )
+    chunk_context: bool = Field(
+        True,
+        description=(
+            "New collections carry each chunk's document title and Markdown heading path "
+            "into its embedding and BM25 text (hits return them as title and section)."
+        ),
+    )
     hybrid_fusion: Literal["adaptive", "rrf", "weighted"] = Field(
         "adaptive",
         description="Default fusion of hybrid search: adaptive (a per-query dense weight from "

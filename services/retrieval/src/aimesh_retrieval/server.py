@@ -37,7 +37,7 @@ def create_server(
     servicer = RetrievalServicer(
         store,
         embedder,
-        Chunker(settings.chunk_size, settings.chunk_overlap),
+        Chunker(settings.chunk_size, settings.chunk_overlap, context=settings.chunk_context),
         max_documents_per_request=settings.max_documents_per_request,
         max_document_chars=settings.max_document_chars,
         fusion=settings.hybrid_fusion,

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -25,7 +25,14 @@ from aimesh_common.limits import (
 )
 from aimesh_common.structs import to_struct
 from aimesh_retrieval import metrics, validation
-from aimesh_retrieval.chunking import Chunker, ChunkingConfig
+from aimesh_retrieval.chunking import (
+    HEADING_TYPES,
+    MAX_TITLE_CHARS,
+    ChunkContext,
+    Chunker,
+    ChunkingConfig,
+    sections,
+)
 from aimesh_retrieval.filters import translate_filter
 from aimesh_retrieval.jobs import (
     FAILED,
@@ -42,9 +49,11 @@ from aimesh_retrieval.store import (
     ChunkRow,
     CollectionMeta,
     CollectionRef,
+    FusionDefault,
     FusionKind,
     IndexConfig,
     MilvusStore,
+    RowContext,
     SearchMode,
     SearchOptions,
 )
@@ -76,6 +85,14 @@ class _Prepared:
     chunks: list[str]
     metadata: dict[str, Any]
     chunking: ChunkingConfig
+    # Per chunk, with chunk context: its title, section and header (else None).
+    contexts: list[RowContext] | None = None
+
+    def embedded_texts(self) -> list[str]:
+        """What is embedded of each chunk: its header line, a blank line, and its text."""
+        if self.contexts is None:
+            return self.chunks
+        return [c.prefix + chunk for c, chunk in zip(self.contexts, self.chunks, strict=True)]
 
     def content_hash(self, model: str) -> str:
         """What decides whether a stored copy is up to date: the text, the metadata, the
@@ -90,6 +107,8 @@ class _Prepared:
                     self.chunking.chunk_overlap,
                     self.chunking.markdown,
                     self.chunking.unit,
+                    # Only when on: hashes of documents without it stay as they were.
+                    *(["context"] if self.chunking.context else []),
                 ],
             },
             sort_keys=True,
@@ -178,6 +197,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     def _chunker_for(self, meta: CollectionMeta | None) -> Chunker:
         config = meta.chunking if meta and meta.chunking else self._default_chunking
+        if meta is not None and config.context != meta.context:
+            # A collection from before the settings: its schema has no context fields.
+            config = replace(config, context=meta.context)
         chunker = self._chunkers.get(config)
         if chunker is None:
             # One per distinct chunking setting in use; bounded, the oldest dropped first.
@@ -225,7 +247,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         # All texts at once: the tokenizer spreads a batch over the cores.
         split = chunker.split_many([text for _, text, _ in valid])
         return [
-            _Prepared(doc_id, text, chunks, meta, chunker.config)
+            _Prepared(
+                doc_id,
+                text,
+                chunks,
+                meta,
+                chunker.config,
+                chunk_contexts(text, chunks, meta, chunker.config),
+            )
             for (doc_id, text, meta), chunks in zip(valid, split, strict=True)
         ]
 
@@ -295,7 +324,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if stored_dim is None and create_early and changed:
             creating = asyncio.create_task(self._create(ref, info.dimension, chunker.config))
         if changed:
-            texts = [chunk for doc, _ in changed for chunk in doc.chunks]
+            texts = [text for doc, _ in changed for text in doc.embedded_texts()]
             try:
                 embedded = await self._embedder.embed(texts)
             finally:
@@ -311,6 +340,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     content_hash=content_hash,
                     metadata=doc.metadata,
                     embedding=next(vectors),
+                    context=doc.contexts[index] if doc.contexts is not None else None,
                 )
                 for doc, content_hash in changed
                 for index, chunk in enumerate(doc.chunks)
@@ -491,11 +521,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if top_k > MAX_SEARCH_TOP_K:
             raise InvalidArgument(f"top_k must be between 1 and {MAX_SEARCH_TOP_K} (got {top_k})")
-        options = self._search_options(request)
         expr = ""
         if request.HasField("filter"):
             expr = translate_filter(validation.search_filter(request.filter))
         meta = await self._store.require_meta(ref)
+        options = self._search_options(request, meta.fusion)
         await self._model_for(ref, meta.dimension)
         reranker = self._reranker_for(request, meta, options)
 
@@ -524,6 +554,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     text=hit.text,
                     score=hit.score,
                     metadata=to_struct(hit.metadata),
+                    title=hit.title,
+                    section=hit.section,
                 )
                 for hit in hits
             ],
@@ -552,16 +584,24 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             )
         return self._reranker
 
-    def _search_options(self, request: retrieval_pb2.SearchRequest) -> SearchOptions:
+    def _search_options(
+        self, request: retrieval_pb2.SearchRequest, default: FusionDefault | None = None
+    ) -> SearchOptions:
+        """The request's options; a search naming no fusion uses the collection's default
+        (``default``) if it has one, else the service's."""
         mode = _MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument(f"mode {request.mode} is not a known search mode")
         fusion = self._fusion
+        weight = self._dense_weight
         if request.fusion:
             if request.fusion not in _FUSIONS:
                 raise InvalidArgument(f"fusion {request.fusion} is not a known fusion")
             fusion = _FUSIONS[request.fusion]
-        weight = self._dense_weight
+        elif default is not None:
+            fusion = default.fusion
+            if default.dense_weight is not None:
+                weight = default.dense_weight
         if request.HasField("dense_weight"):
             weight = request.dense_weight
             if not 0.0 <= weight <= 1.0:
@@ -592,13 +632,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     else chunking.chunk_overlap
                 ),
                 markdown=given.markdown,
+                context=given.context if given.HasField("context") else chunking.context,
             )
             if given.chunk_size and not given.HasField("chunk_overlap"):
                 # Keep the default overlap's proportion for a smaller custom size.
-                chunking = ChunkingConfig(
-                    chunking.chunk_size,
-                    min(chunking.chunk_overlap, chunking.chunk_size // 4),
-                    chunking.markdown,
+                chunking = replace(
+                    chunking, chunk_overlap=min(chunking.chunk_overlap, chunking.chunk_size // 4)
                 )
             reason = chunking.validate()
             if reason:
@@ -654,6 +693,23 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             collections=[_collection_info(meta, self._default_chunking) for meta in metas]
         )
 
+    async def UpdateCollectionSettings(  # noqa: N802 - gRPC method name
+        self, request: retrieval_pb2.UpdateCollectionSettingsRequest, context: Context
+    ) -> retrieval_pb2.CollectionInfo:
+        ref = validation.collection_ref(request.tenant_id, request.collection)
+        fusion: FusionDefault | None = None
+        if request.clear_fusion:
+            if request.HasField("fusion"):
+                raise InvalidArgument("give either fusion or clear_fusion, not both")
+        elif not request.HasField("fusion"):
+            raise InvalidArgument("nothing to update: give fusion or clear_fusion")
+        else:
+            fusion = _fusion_default(request.fusion)
+        async with self._lock(ref):
+            meta = await self._store.set_fusion(ref, fusion)
+        log.info("updated collection settings", extra={"collection": ref.name})
+        return _collection_info(meta, self._default_chunking)
+
     async def DeleteCollection(  # noqa: N802 - gRPC method name
         self, request: retrieval_pb2.DeleteCollectionRequest, context: Context
     ) -> retrieval_pb2.DeleteCollectionResponse:
@@ -687,14 +743,68 @@ def _job_message(job: Job) -> retrieval_pb2.IngestJob:
     )
 
 
+def chunk_contexts(
+    text: str, chunks: list[str], metadata: dict[str, Any], config: ChunkingConfig
+) -> list[RowContext] | None:
+    """Each chunk's context in a collection with chunk context (else None): the document's
+    ``title`` from its metadata, and the Markdown heading path at the chunk's start when the
+    collection splits Markdown or the document's ``type`` is one whose text carries
+    Markdown headings (the gateway writes HTML, DOCX and PDF headings as such)."""
+    if not config.context:
+        return None
+    title = metadata.get("title")
+    title = " ".join(title.split())[:MAX_TITLE_CHARS] if isinstance(title, str) else ""
+    if config.markdown or metadata.get("type") in HEADING_TYPES:
+        paths = sections(text, chunks, title=title)
+    else:
+        paths = [""] * len(chunks)
+    headers: dict[str, str] = {}
+    contexts: list[RowContext] = []
+    for path in paths:
+        if path not in headers:
+            headers[path] = ChunkContext(title, path).header(config.context_tokens)
+        contexts.append(RowContext(title, path, headers[path]))
+    return contexts
+
+
+def _fusion_default(given: retrieval_pb2.FusionSettings) -> FusionDefault:
+    kind = _FUSIONS.get(given.fusion)
+    if kind is None:
+        raise InvalidArgument(f"fusion.fusion {given.fusion} is not a known fusion")
+    weight: float | None = None
+    if given.HasField("dense_weight"):
+        weight = given.dense_weight
+        if not 0.0 <= weight <= 1.0:
+            raise InvalidArgument(f"fusion.dense_weight must be between 0 and 1 (got {weight:g})")
+        if kind != "weighted":
+            raise InvalidArgument("fusion.dense_weight applies to weighted fusion only")
+    return FusionDefault(kind, weight)
+
+
+_FUSION_ENUMS: dict[FusionKind, retrieval_pb2.Fusion.ValueType] = {
+    "adaptive": retrieval_pb2.FUSION_ADAPTIVE,
+    "rrf": retrieval_pb2.FUSION_RRF,
+    "weighted": retrieval_pb2.FUSION_WEIGHTED,
+}
+
+
 def _collection_info(meta: CollectionMeta, default: ChunkingConfig) -> retrieval_pb2.CollectionInfo:
     chunking = meta.chunking or default
+    fusion = (
+        retrieval_pb2.FusionSettings(
+            fusion=_FUSION_ENUMS[meta.fusion.fusion], dense_weight=meta.fusion.dense_weight
+        )
+        if meta.fusion
+        else None
+    )
     return retrieval_pb2.CollectionInfo(
+        fusion=fusion,
         name=meta.name,
         chunking=retrieval_pb2.ChunkingSettings(
             chunk_size=chunking.chunk_size,
             chunk_overlap=chunking.chunk_overlap,
             markdown=chunking.markdown,
+            context=meta.context,
         ),
         index=retrieval_pb2.IndexSettings(
             index_type=meta.index.index_type,

@@ -55,7 +55,12 @@ async def test_create_list_search_delete(real_client: httpx.AsyncClient) -> None
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["name"] == name
-    assert body["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "markdown": True}
+    assert body["chunking"] == {
+        "chunk_size": 64,
+        "chunk_overlap": 8,
+        "markdown": True,
+        "context": True,
+    }
     assert (body["index_type"], body["full_text"], body["dimension"]) == ("FLAT", True, 384)
 
     again = await real_client.post("/v1/collections", json={"name": name}, headers=editor())
@@ -70,7 +75,11 @@ async def test_create_list_search_delete(real_client: httpx.AsyncClient) -> None
     stored = await real_client.post(
         f"/v1/collections/{name}/documents",
         json=[
-            {"id": "part", "text": "Replacement part zorblax-7731 fits old grinders."},
+            {
+                "id": "part",
+                "text": "## Spare parts\n\nReplacement part zorblax-7731 fits old grinders.",
+                "metadata": {"title": "Shop notes"},
+            },
             {"id": "coffee", "text": "Espresso is brewed with hot water and coffee."},
         ],
         headers=editor(),
@@ -83,7 +92,48 @@ async def test_create_list_search_delete(real_client: httpx.AsyncClient) -> None
             headers=user(),
         )
         assert found.status_code == 200, found.text
-        assert found.json()["results"][0]["document_id"] == "part", mode
+        best = found.json()["results"][0]
+        assert best["document_id"] == "part", mode
+        # Chunk context: the title and heading path come back beside the chunk's text.
+        assert (best["title"], best["section"]) == ("Shop notes", "Spare parts"), mode
+        assert best["text"].startswith("## Spare parts"), mode
+    # The collection's default fusion: editors set and clear it, users may not.
+    patched = await real_client.patch(
+        f"/v1/collections/{name}",
+        json={"fusion": {"fusion": "weighted", "dense_weight": 0.25}},
+        headers=editor(),
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["fusion"] == {"fusion": "weighted", "dense_weight": 0.25}
+    listed_again = await real_client.get("/v1/collections", headers=user())
+    [mine] = [c for c in listed_again.json()["collections"] if c["name"] == name]
+    assert mine["fusion"] == {"fusion": "weighted", "dense_weight": 0.25}
+    forbidden = await real_client.patch(
+        f"/v1/collections/{name}", json={"fusion": None}, headers=user()
+    )
+    assert forbidden.status_code == 403
+    bad = await real_client.patch(
+        f"/v1/collections/{name}",
+        json={"fusion": {"fusion": "rrf", "dense_weight": 0.5}},
+        headers=editor(),
+    )
+    assert_problem(bad, 422)
+    unknown = await real_client.patch(
+        f"/v1/collections/{name}-missing", json={"fusion": None}, headers=editor()
+    )
+    assert_problem(unknown, 404)
+    cleared = await real_client.patch(
+        f"/v1/collections/{name}", json={"fusion": None}, headers=editor()
+    )
+    assert cleared.json()["fusion"] is None
+    plain = await real_client.post(
+        "/v1/collections",
+        json={"name": f"{name}-plain", "chunking": {"context": False}},
+        headers=editor(),
+    )
+    assert plain.status_code == 201, plain.text
+    assert plain.json()["chunking"]["context"] is False
+    await real_client.delete(f"/v1/collections/{name}-plain", headers=editor())
     weighted = await real_client.post(
         f"/v1/collections/{name}/search",
         json={"query": "brewing coffee", "mode": "hybrid", "fusion": "weighted", "dense_weight": 1},

@@ -48,6 +48,8 @@ async def test_results_are_ranked_chunks(client: httpx.AsyncClient, fake_mesh: F
         "text": "Paris is the capital of France",
         "score": 1.0,
         "metadata": {"lang": "en"},
+        "title": "",
+        "section": "",
     }
     assert results[1]["document_id"] == "rome"
     assert results[1]["score"] == pytest.approx(2 / 3, abs=1e-6)

@@ -16,7 +16,8 @@ Search returns chunks; a document's rank is that of its best chunk.
 With ``--qa`` every query is also asked through ``/v1/ask`` once per alias of ``--models``
 and the aliases are compared side by side (citation hit rate and precision, latency,
 tokens, cost): see :mod:`aimesh_cli.eval_qa`. ``--modes none`` skips the
-retrieval metrics.
+retrieval metrics. With ``--fit`` every hybrid fusion setting is measured and the best
+reported (``--fit-collection C`` stores it on collection C): see :mod:`aimesh_cli.eval_fit`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from aimesh_cli import eval_fit
 from aimesh_cli.eval_qa import CORPUS_ID_KEY, AliasReport, print_qa_table, run_qa
 from aimesh_cli.http import add_connection_arguments, async_client, client, problem
 
@@ -79,6 +81,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--limit", type=_positive, help="--qa: ask only the first N queries (a quick check)"
+    )
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="Try every hybrid fusion setting and report the best (see --fit-objective)",
+    )
+    parser.add_argument(
+        "--fit-objective",
+        choices=eval_fit.OBJECTIVES,
+        default="mrr@10",
+        help="--fit: the metric the best setting maximises (default mrr@10)",
+    )
+    parser.add_argument(
+        "--fit-collection",
+        metavar="C",
+        help="Store the fitted fusion as collection C's default (implies --fit)",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the collection afterwards")
     parser.add_argument("--json", action="store_true", help="Print the metrics as JSON")
@@ -218,19 +236,30 @@ def _aliases(text: str) -> list[str]:
     return aliases
 
 
-def _ingest(http: httpx.Client, collection: str, dataset: Dataset) -> None:
+def corpus_document(
+    doc_id: str, title: str, text: str, *, context: bool
+) -> tuple[str, dict[str, Any]]:
+    """The text and metadata a corpus entry is stored with. In a collection with chunk
+    context the title goes into the metadata, from where every chunk carries it; without,
+    it heads the text (and so only the first chunk)."""
+    # Citations carry the chunk's metadata: how --qa maps them back to qrels.
+    metadata: dict[str, Any] = {CORPUS_ID_KEY: doc_id}
+    if not title:
+        return text, metadata
+    if context and text.strip():
+        return text, {**metadata, "title": title}
+    return f"{title}\n\n{text}", metadata
+
+
+def _ingest(http: httpx.Client, collection: str, dataset: Dataset, *, context: bool) -> None:
     items = list(dataset.corpus.items())
     for start in range(0, len(items), INGEST_BATCH):
-        documents = [
-            {
-                "id": doc_id,
-                "text": f"{title}\n\n{text}" if title else text,
-                # Citations carry the chunk's metadata: how --qa maps them back to qrels.
-                "metadata": {CORPUS_ID_KEY: doc_id},
-            }
-            for doc_id, (title, text) in items[start : start + INGEST_BATCH]
-            if text.strip() or title.strip()
-        ]
+        documents = []
+        for doc_id, (title, text) in items[start : start + INGEST_BATCH]:
+            if not (text.strip() or title.strip()):
+                continue
+            body, metadata = corpus_document(doc_id, title, text, context=context)
+            documents.append({"id": doc_id, "text": body, "metadata": metadata})
         _check(
             http.post(f"/v1/collections/{collection}/documents", json=documents),
             "storing the corpus",
@@ -246,19 +275,45 @@ def _retrieval(
 ) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
-        rankings: dict[str, list[str]] = {}
-        for query_id in dataset.qrels:
-            body: dict[str, Any] = {"query": dataset.queries[query_id], "top_k": 30, "mode": mode}
-            if mode == "hybrid" and args.fusion:
-                body["fusion"] = args.fusion
-            if mode == "hybrid" and args.dense_weight is not None:
-                body["dense_weight"] = args.dense_weight
-            found = _check(
-                http.post(f"/v1/collections/{collection}/search", json=body), f"{mode} search"
-            )
-            rankings[query_id] = documents_in_order([h["document_id"] for h in found["results"]])
-        results[mode] = evaluate(rankings, dataset.qrels)
+        fusion: dict[str, Any] = {}
+        if mode == "hybrid" and args.fusion:
+            fusion["fusion"] = args.fusion
+        if mode == "hybrid" and args.dense_weight is not None:
+            fusion["dense_weight"] = args.dense_weight
+        results[mode] = _measure(http, collection, dataset, mode, fusion)
     return results
+
+
+def _measure(
+    http: httpx.Client, collection: str, dataset: Dataset, mode: str, fusion: Mapping[str, Any]
+) -> dict[str, float]:
+    """The metrics of one search mode (with ``fusion``'s fields in each request)."""
+    rankings: dict[str, list[str]] = {}
+    for query_id in dataset.qrels:
+        body: dict[str, Any] = {"query": dataset.queries[query_id], "top_k": 30, "mode": mode}
+        body.update(fusion)
+        found = _check(
+            http.post(f"/v1/collections/{collection}/search", json=body), f"{mode} search"
+        )
+        rankings[query_id] = documents_in_order([h["document_id"] for h in found["results"]])
+    return evaluate(rankings, dataset.qrels)
+
+
+def _fit(
+    http: httpx.Client, collection: str, dataset: Dataset, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every fusion candidate measured on the dataset; the best stored on --fit-collection."""
+    result = eval_fit.fit(
+        lambda candidate: _measure(http, collection, dataset, "hybrid", candidate),
+        args.fit_objective,
+    )
+    if args.fit_collection:
+        _check(
+            http.patch(f"/v1/collections/{args.fit_collection}", json={"fusion": result["best"]}),
+            f"storing the fusion on collection '{args.fit_collection}'",
+        )
+        result["stored_on"] = args.fit_collection
+    return result
 
 
 async def _qa(
@@ -292,16 +347,27 @@ def run_eval(http: httpx.Client, dataset: Dataset, args: argparse.Namespace) -> 
     aliases = _aliases(args.models) if args.qa else []
     if not modes and not args.qa:
         raise EvalError("nothing to measure: --modes none without --qa")
+    if args.fit_collection:
+        # Fail before the corpus is ingested, not after every candidate ran.
+        listed = _check(http.get("/v1/collections"), "listing the collections")
+        names = [c["name"] for c in listed["collections"]]
+        if args.fit_collection not in names:
+            raise EvalError(f"--fit-collection: collection '{args.fit_collection}' not found")
     collection = f"eval-{uuid.uuid4().hex[:12]}"
-    _check(http.post("/v1/collections", json={"name": collection}), "creating the collection")
+    created = _check(
+        http.post("/v1/collections", json={"name": collection}), "creating the collection"
+    )
     try:
-        _ingest(http, collection, dataset)
+        context = bool((created or {}).get("chunking", {}).get("context"))
+        _ingest(http, collection, dataset, context=context)
         report: dict[str, Any] = {
             "collection": collection,
             "documents": len(dataset.corpus),
             "queries": len(dataset.qrels),
             "metrics": _retrieval(http, collection, dataset, modes, args),
         }
+        if args.fit or args.fit_collection:
+            report["fit"] = _fit(http, collection, dataset, args)
         if args.qa:
             report["qa"] = asyncio.run(_qa(args, collection, dataset, aliases))
         return report
@@ -329,6 +395,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'mode':<8}" + "".join(f"{name:>11}" for name in METRICS))
         for mode, metrics in report["metrics"].items():
             print(f"{mode:<8}" + "".join(f"{metrics[name]:>11.4f}" for name in METRICS))
+    if "fit" in report:
+        fitted = report["fit"]
+        print(f"hybrid fusion fit (objective {fitted['objective']}):")
+        print(f"{'fusion':<14}" + "".join(f"{name:>11}" for name in METRICS))
+        for row in fitted["candidates"]:
+            mark = " *" if row["fusion"] == fitted["best"] else ""
+            print(
+                f"{row['label']:<14}"
+                + "".join(f"{row['metrics'][name]:>11.4f}" for name in METRICS)
+                + mark
+            )
+        where = f"; stored on collection '{fitted['stored_on']}'" if "stored_on" in fitted else ""
+        print(f"best: {eval_fit.label(fitted['best'])}{where}")
     if "qa" in report:
         reports = [AliasReport(**values) for values in report["qa"]["models"].values()]
         print_qa_table(reports, Console(highlight=False))

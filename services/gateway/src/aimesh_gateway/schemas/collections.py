@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from aimesh_gateway.schemas.common import CollectionName, StrictModel
 
@@ -21,6 +21,12 @@ class ChunkingSettings(StrictModel):
     markdown: bool = Field(
         False, description="Prefer markdown headings, code fences and rules as chunk boundaries."
     )
+    context: bool | None = Field(
+        None,
+        description="Each chunk carries its document's title and heading path into its "
+        "embedding and BM25 text, and search results return them as title and section. "
+        "Unset: the service default (on).",
+    )
 
 
 class IndexSettings(StrictModel):
@@ -32,6 +38,28 @@ class IndexSettings(StrictModel):
     hnsw_m: int | None = Field(None, ge=4, le=64, description="HNSW graph degree M (default 16).")
     hnsw_ef_construction: int | None = Field(
         None, ge=8, le=512, description="HNSW efConstruction (default 200)."
+    )
+
+
+class FusionSettings(StrictModel):
+    fusion: Literal["adaptive", "rrf", "weighted"] = Field(
+        description="Hybrid fusion searches of this collection use when they name none."
+    )
+    dense_weight: float | None = Field(
+        None, ge=0, le=1, description="Weighted fusion only: the dense weight (BM25: 1 - it)."
+    )
+
+    @model_validator(mode="after")
+    def _weight_for_weighted_only(self) -> Self:
+        if self.dense_weight is not None and self.fusion != "weighted":
+            raise ValueError("dense_weight applies to weighted fusion only")
+        return self
+
+
+class UpdateCollectionRequest(StrictModel):
+    fusion: FusionSettings | None = Field(
+        description="The collection's default hybrid fusion (`aimesh eval --fit` measures "
+        "one on labelled queries); null: back to the service default."
     )
 
 
@@ -57,6 +85,9 @@ class CollectionInfo(BaseModel):
     )
     dimension: int = Field(description="Vector dimension.", examples=[384])
     rerank: bool = Field(False, description="Searches rerank by default.")
+    fusion: FusionSettings | None = Field(
+        None, description="The collection's default hybrid fusion; null: the service default."
+    )
 
 
 class CollectionList(BaseModel):

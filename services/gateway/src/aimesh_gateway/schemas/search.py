@@ -57,6 +57,17 @@ class SearchResult(BaseModel):
         examples=[0.83],
     )
     metadata: dict[str, Any] = Field(default_factory=dict, examples=[{"lang": "en"}])
+    title: str = Field(
+        "",
+        description="The document's title (metadata title), in collections with chunk context.",
+        examples=["Install guide"],
+    )
+    section: str = Field(
+        "",
+        description='The headings above the chunk, outermost first, joined by " > " (chunk '
+        "context; empty before the first heading or in text without headings).",
+        examples=["Linux > Packages"],
+    )
 
 
 class SearchResponse(BaseModel):

@@ -10,6 +10,7 @@ gets an analyzer and a BM25 function fills a sparse vector field.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -19,13 +20,20 @@ from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusC
 from pymilvus.milvus_client import IndexParams
 
 from aimesh_retrieval.chunking import ChunkingConfig
-from aimesh_retrieval.store.model import SETTINGS_VERSION, CollectionMeta, IndexConfig
+from aimesh_retrieval.store.model import (
+    SETTINGS_VERSION,
+    CollectionMeta,
+    FusionDefault,
+    IndexConfig,
+)
 
 # VARCHAR lengths: Milvus Lite counts characters, a Milvus server may count UTF-8 bytes;
 # these fit a 256-character id of four-byte characters either way.
 MAX_DOCUMENT_ID_BYTES = 1024
 MAX_CHUNK_ID_BYTES = MAX_DOCUMENT_ID_BYTES + 24
 MAX_TEXT_BYTES = 65_535
+# Title and section path of a chunk (at most 1,000 characters of up to four bytes).
+MAX_CONTEXT_BYTES = 4_096
 SETTINGS_PROPERTY = "aimesh.settings"
 # A random mark set by the create that made the collection (see MilvusStore._create).
 CREATION_PROPERTY = "aimesh.creation"
@@ -41,8 +49,9 @@ def has_full_text(server_version: str) -> bool:
 
 
 def collection_schema(meta: CollectionMeta) -> CollectionSchema:
-    """The chunk rows: id, document, position, text, hash, metadata, dense vector, and
-    with full text a BM25 function filling a sparse vector from the analyzed text."""
+    """The chunk rows: id, document, position, text, hash, metadata, with chunk context
+    the title and section path, the dense vector, and with full text a BM25 function
+    filling a sparse vector from the analyzed text."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_CHUNK_ID_BYTES)
     schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_DOCUMENT_ID_BYTES)
@@ -52,6 +61,11 @@ def collection_schema(meta: CollectionMeta) -> CollectionSchema:
     schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **text_options)
     schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
     schema.add_field("metadata", DataType.JSON)
+    if meta.context:
+        # ``text`` holds "title > section\n\n" before the chunk's own text from body_start.
+        schema.add_field("body_start", DataType.INT64)
+        schema.add_field("title", DataType.VARCHAR, max_length=MAX_CONTEXT_BYTES)
+        schema.add_field("section", DataType.VARCHAR, max_length=MAX_CONTEXT_BYTES)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=meta.dimension)
     if meta.full_text:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
@@ -104,13 +118,34 @@ def meta_from(name: str, description: Mapping[str, Any]) -> CollectionMeta:
     settings = settings_of(description) or {}
     chunking = settings.get("chunking")
     index = settings.get("index")
+    # Only the keys this version knows: settings written by a newer one still load.
+    known = {f.name for f in dataclasses.fields(ChunkingConfig)}
+    config = (
+        ChunkingConfig(**{k: v for k, v in chunking.items() if k in known})
+        if isinstance(chunking, dict)
+        else None
+    )
+    if config is not None:
+        # Chunk context exactly when the schema has its fields (older collections lack them).
+        config = dataclasses.replace(config, context="body_start" in fields)
     return CollectionMeta(
         name=name,
         dimension=dim,
-        chunking=ChunkingConfig(**chunking) if isinstance(chunking, dict) else None,
+        fusion=_fusion(settings.get("fusion")),
+        chunking=config,
         index=IndexConfig(**index) if isinstance(index, dict) else IndexConfig(),
         full_text="sparse" in fields,
         rerank=settings.get("rerank") is True,
+    )
+
+
+def _fusion(value: object) -> FusionDefault | None:
+    """A stored fusion default; None when absent or not one this version knows."""
+    if not isinstance(value, dict) or value.get("fusion") not in ("adaptive", "rrf", "weighted"):
+        return None
+    weight = value.get("dense_weight")
+    return FusionDefault(
+        value["fusion"], float(weight) if isinstance(weight, int | float) else None
     )
 
 

@@ -8,8 +8,10 @@ Milvus Lite (``create_collection`` answers UNIMPLEMENTED there). Collection layo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,7 @@ from aimesh_retrieval.store.model import (
     ChunkRow,
     CollectionMeta,
     CollectionRef,
+    FusionDefault,
     Hit,
     IndexConfig,
     SearchMode,
@@ -58,6 +61,10 @@ from aimesh_retrieval.store.writes import (
 log = logging.getLogger("aimesh.retrieval.store")
 
 T = TypeVar("T")
+
+# Seconds a replica trusts its cached collection settings before reading them again: how
+# long a settings change made through another replica may take to show.
+SETTINGS_TTL = 30.0
 
 # Milvus failures that mean "cannot reach Milvus": gRPC codes after pymilvus' own retries,
 # and the code pymilvus raises when it cannot (re)connect.
@@ -91,6 +98,8 @@ class MilvusStore:
         # process. A collection dropped by another replica shows up as a Milvus error on
         # the next use, which evicts the entry (see ``_gone``).
         self._ready: dict[str, CollectionMeta] = {}
+        # When each entry's settings were last read (monotonic seconds).
+        self._described: dict[str, float] = {}
         self._full_text: bool | None = None
         self._creating = asyncio.Lock()
 
@@ -144,6 +153,16 @@ class MilvusStore:
         """An existing collection's metadata (loading the collection), or None."""
         name = ref.physical
         if name in self._ready:
+            if time.monotonic() - self._described.get(name, 0.0) < SETTINGS_TTL:
+                return self._ready[name]
+            # Loaded already; read the settings again (another replica may change them).
+            try:
+                description = await self._run(self._client.describe_collection, name)
+            except MilvusException as error:
+                if self._gone(ref, error):
+                    return None
+                raise
+            self._remember(name, meta_from(ref.name, description))
             return self._ready[name]
         if not await self._run(self._client.has_collection, name):
             return None
@@ -151,7 +170,7 @@ class MilvusStore:
         meta = meta_from(ref.name, description)
         # Collections are released after a restart; searching needs them loaded.
         await self._run(self._client.load_collection, name)
-        self._ready[name] = meta
+        self._remember(name, meta)
         return meta
 
     async def dimension(self, ref: CollectionRef) -> int | None:
@@ -219,7 +238,7 @@ class MilvusStore:
             return await self._created_elsewhere(ref, exist_ok=exist_ok)
         # Load right away: the first search on a growing segment is slow otherwise.
         await self._run(self._client.load_collection, ref.physical)
-        self._ready[ref.physical] = meta
+        self._remember(ref.physical, meta)
         log.info("created collection", extra={"collection": ref.physical, "dimension": dim})
         return meta
 
@@ -317,6 +336,29 @@ class MilvusStore:
                 continue
             found.append(meta_from(str(settings.get("name", "")), description))
         return sorted(found, key=lambda meta: meta.name)
+
+    async def set_fusion(self, ref: CollectionRef, fusion: FusionDefault | None) -> CollectionMeta:
+        """Store ``fusion`` as the collection's default hybrid fusion (None: remove it);
+        NOT_FOUND when the collection does not exist. Other replicas see it once their
+        cached settings expire (``SETTINGS_TTL``)."""
+        meta = await self.require_meta(ref)
+        updated = dataclasses.replace(meta, fusion=fusion)
+        try:
+            await self._run(
+                self._client.alter_collection_properties,
+                ref.physical,
+                properties={SETTINGS_PROPERTY: updated.describe(ref.tenant_id)},
+            )
+        except MilvusException as error:
+            if self._gone(ref, error):
+                raise ref.not_found() from None
+            raise
+        self._remember(ref.physical, updated)
+        return updated
+
+    def _remember(self, name: str, meta: CollectionMeta) -> None:
+        self._ready[name] = meta
+        self._described[name] = time.monotonic()
 
     async def drop(self, ref: CollectionRef) -> None:
         """Drop the collection and all its rows; NOT_FOUND when it does not exist."""

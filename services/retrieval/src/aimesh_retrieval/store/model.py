@@ -72,6 +72,15 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class FusionDefault:
+    """A collection's default hybrid fusion (``dense_weight`` for weighted fusion; None:
+    the service default weight)."""
+
+    fusion: FusionKind
+    dense_weight: float | None = None
+
+
+@dataclass(frozen=True)
 class CollectionMeta:
     """What is known of an existing collection."""
 
@@ -82,6 +91,12 @@ class CollectionMeta:
     full_text: bool
     # Searches rerank unless they say otherwise.
     rerank: bool = False
+    fusion: FusionDefault | None = None
+
+    @property
+    def context(self) -> bool:
+        """Whether the collection's chunks carry title and section (the schema has them)."""
+        return self.chunking is not None and self.chunking.context
 
     def describe(self, tenant_id: str) -> str:
         return json.dumps(
@@ -93,6 +108,7 @@ class CollectionMeta:
                 "index": asdict(self.index),
                 "full_text": self.full_text,
                 "rerank": self.rerank,
+                "fusion": asdict(self.fusion) if self.fusion else None,
             },
             sort_keys=True,
         )
@@ -110,8 +126,24 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
+class RowContext:
+    """The context columns of a chunk row in a collection with chunk context: the title,
+    the section path, and the header (``title > section``) put before the chunk's text in
+    the stored ``text`` (which BM25 indexes) as ``header + "\n\n"``."""
+
+    title: str
+    section: str
+    header: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.header}\n\n" if self.header else ""
+
+
+@dataclass(frozen=True)
 class ChunkRow:
-    """One stored chunk. ``chunk_count`` and ``content_hash`` repeat the document's."""
+    """One stored chunk. ``chunk_count`` and ``content_hash`` repeat the document's.
+    ``context`` is set exactly in collections with chunk context."""
 
     document_id: str
     chunk_index: int
@@ -120,9 +152,10 @@ class ChunkRow:
     content_hash: str
     metadata: Mapping[str, Any]
     embedding: Sequence[float]
+    context: RowContext | None = None
 
     def to_entity(self) -> dict[str, Any]:
-        return {
+        entity = {
             "id": chunk_id(self.document_id, self.chunk_index),
             "document_id": self.document_id,
             "chunk_index": self.chunk_index,
@@ -132,6 +165,13 @@ class ChunkRow:
             "metadata": dict(self.metadata),
             "embedding": list(self.embedding),
         }
+        if self.context is not None:
+            prefix = self.context.prefix
+            entity["text"] = prefix + self.text
+            entity["body_start"] = len(prefix)
+            entity["title"] = self.context.title
+            entity["section"] = self.context.section
+        return entity
 
 
 @dataclass(frozen=True)
@@ -154,3 +194,6 @@ class Hit:
     text: str
     score: float
     metadata: Mapping[str, Any]
+    # The chunk's document title and heading path (empty without chunk context).
+    title: str = ""
+    section: str = ""

@@ -28,6 +28,8 @@ ADAPTIVE_MIN = 50
 ADAPTIVE_MAX = 300
 # Fields every hit reads; MMR also needs the vectors.
 HIT_FIELDS = ("document_id", "chunk_index", "text", "metadata")
+# And in collections with chunk context (``text`` starts with the header until body_start).
+CONTEXT_FIELDS = ("body_start", "title", "section")
 
 # The raw answer of a Milvus search: one list of results per query vector.
 Results = list[list[dict[str, Any]]]
@@ -65,7 +67,9 @@ def plan_search(
     """The plan of a search of ``collection``, sized and parametrized for its index."""
     # MMR picks among more candidates than it returns, comparing their vectors.
     limit = min(max(top_k * 4, 20), 200) if options.mmr else top_k
-    fields = [*HIT_FIELDS, "embedding"] if options.mmr else list(HIT_FIELDS)
+    fields = [*HIT_FIELDS, *(CONTEXT_FIELDS if meta.context else ())]
+    if options.mmr:
+        fields.append("embedding")
     dense_params: dict[str, Any] = {"metric_type": "COSINE"}
     if meta.index.index_type == "HNSW":
         dense_params["params"] = {"ef": max(search_ef, limit)}
@@ -221,11 +225,16 @@ def to_hits(results: Results, plan: SearchPlan) -> list[Hit]:
 def _hit(row: dict[str, Any], mode: SearchMode) -> Hit:
     entity = row["entity"]
     distance = float(row["distance"])
+    # With chunk context the stored text starts with "title > section\n\n": the hit's
+    # text is the chunk's own, so quotes and citations never show the header as body.
+    body_start = int(entity.get("body_start") or 0)
     return Hit(
         document_id=entity["document_id"],
         chunk_id=str(row["id"]),
         chunk_index=int(entity["chunk_index"]),
-        text=entity["text"],
+        text=entity["text"][body_start:],
+        title=entity.get("title") or "",
+        section=entity.get("section") or "",
         # Milvus Lite reports BM25 scores negated (as distances); show them as the
         # positive, higher-is-better scores a server returns.
         score=abs(distance) if mode == "bm25" else distance,

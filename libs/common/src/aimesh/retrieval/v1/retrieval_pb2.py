@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aimesh/retrieval/v1/retrieval.proto\x12\x13\x61imesh.retrieval.v1\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x16UpsertDocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x30\n\tdocuments\x18\x03 \x03(\x0b\x32\x1d.aimesh.retrieval.v1.Document\"<\n\x0cUpsertResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\x12\x10\n\x08replaced\x18\x03 \x01(\x08\"M\n\x17UpsertDocumentsResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.aimesh.retrieval.v1.UpsertResult\"S\n\x15\x44\x65leteDocumentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\r\"L\n\x14ListDocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"U\n\x0c\x44ocumentInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"M\n\x15ListDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.aimesh.retrieval.v1.DocumentInfo\"\xf7\x02\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.aimesh.retrieval.v1.SearchMode\x12+\n\x06\x66usion\x18\x07 \x01(\x0e\x32\x1b.aimesh.retrieval.v1.Fusion\x12\x19\n\x0c\x64\x65nse_weight\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x0b\n\x03mmr\x18\t \x01(\x08\x12\x17\n\nmmr_lambda\x18\n \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x13return_query_vector\x18\x0b \x01(\x08\x12\x13\n\x06rerank\x18\x0c \x01(\x08H\x02\x88\x01\x01\x42\x0f\n\r_dense_weightB\r\n\x0b_mmr_lambdaB\t\n\x07_rerank\"f\n\x10\x43hunkingSettings\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x1a\n\rchunk_overlap\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x10\n\x08markdown\x18\x03 \x01(\x08\x42\x10\n\x0e_chunk_overlap\"Q\n\rIndexSettings\x12\x12\n\nindex_type\x18\x01 \x01(\t\x12\x0e\n\x06hnsw_m\x18\x02 \x01(\r\x12\x1c\n\x14hnsw_ef_construction\x18\x03 \x01(\r\"\xbc\x01\n\x17\x43reateCollectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x37\n\x08\x63hunking\x18\x03 \x01(\x0b\x32%.aimesh.retrieval.v1.ChunkingSettings\x12\x31\n\x05index\x18\x04 \x01(\x0b\x32\".aimesh.retrieval.v1.IndexSettings\x12\x0e\n\x06rerank\x18\n \x01(\x08\"\xc0\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x08\x63hunking\x18\x02 \x01(\x0b\x32%.aimesh.retrieval.v1.ChunkingSettings\x12\x31\n\x05index\x18\x03 \x01(\x0b\x32\".aimesh.retrieval.v1.IndexSettings\x12\x11\n\tfull_text\x18\x04 \x01(\x08\x12\x11\n\tdimension\x18\x05 \x01(\r\x12\x0e\n\x06rerank\x18\n \x01(\x08\"+\n\x16ListCollectionsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"S\n\x17ListCollectionsResponse\x12\x38\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32#.aimesh.retrieval.v1.CollectionInfo\"@\n\x17\x44\x65leteCollectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"\x91\x01\n\x0bScoredChunk\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x0eSearchResponse\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .aimesh.retrieval.v1.ScoredChunk\x12\x14\n\x0cquery_vector\x18\x02 \x03(\x02\"q\n\x16SubmitIngestJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x30\n\tdocuments\x18\x03 \x03(\x0b\x32\x1d.aimesh.retrieval.v1.Document\"8\n\x13GetIngestJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\xf1\x01\n\tIngestJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.aimesh.retrieval.v1.JobState\x12\x17\n\x0f\x64ocuments_total\x18\x04 \x01(\r\x12\x16\n\x0e\x64ocuments_done\x18\x05 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x06 \x01(\r\x12\x17\n\x0f\x63hunks_embedded\x18\x07 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x08 \x03(\t\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x12\n\nupdated_at\x18\n \x01(\t*n\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x14\n\x10SEARCH_MODE_BM25\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*Z\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x13\n\x0f\x46USION_WEIGHTED\x10\x02\x12\x13\n\x0f\x46USION_ADAPTIVE\x10\x03*\x81\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x32\xa8\x07\n\x10RetrievalService\x12l\n\x0fUpsertDocuments\x12+.aimesh.retrieval.v1.UpsertDocumentsRequest\x1a,.aimesh.retrieval.v1.UpsertDocumentsResponse\x12i\n\x0e\x44\x65leteDocument\x12*.aimesh.retrieval.v1.DeleteDocumentRequest\x1a+.aimesh.retrieval.v1.DeleteDocumentResponse\x12\x66\n\rListDocuments\x12).aimesh.retrieval.v1.ListDocumentsRequest\x1a*.aimesh.retrieval.v1.ListDocumentsResponse\x12Q\n\x06Search\x12\".aimesh.retrieval.v1.SearchRequest\x1a#.aimesh.retrieval.v1.SearchResponse\x12\x65\n\x10\x43reateCollection\x12,.aimesh.retrieval.v1.CreateCollectionRequest\x1a#.aimesh.retrieval.v1.CollectionInfo\x12l\n\x0fListCollections\x12+.aimesh.retrieval.v1.ListCollectionsRequest\x1a,.aimesh.retrieval.v1.ListCollectionsResponse\x12o\n\x10\x44\x65leteCollection\x12,.aimesh.retrieval.v1.DeleteCollectionRequest\x1a-.aimesh.retrieval.v1.DeleteCollectionResponse\x12`\n\x0fSubmitIngestJob\x12+.aimesh.retrieval.v1.SubmitIngestJobRequest\x1a\x1e.aimesh.retrieval.v1.IngestJob(\x01\x12X\n\x0cGetIngestJob\x12(.aimesh.retrieval.v1.GetIngestJobRequest\x1a\x1e.aimesh.retrieval.v1.IngestJobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aimesh/retrieval/v1/retrieval.proto\x12\x13\x61imesh.retrieval.v1\x1a\x1cgoogle/protobuf/struct.proto\"O\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x16UpsertDocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x30\n\tdocuments\x18\x03 \x03(\x0b\x32\x1d.aimesh.retrieval.v1.Document\"<\n\x0cUpsertResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\x12\x10\n\x08replaced\x18\x03 \x01(\x08\"M\n\x17UpsertDocumentsResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.aimesh.retrieval.v1.UpsertResult\"S\n\x15\x44\x65leteDocumentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\r\"L\n\x14ListDocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"U\n\x0c\x44ocumentInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"M\n\x15ListDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.aimesh.retrieval.v1.DocumentInfo\"\xf7\x02\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.aimesh.retrieval.v1.SearchMode\x12+\n\x06\x66usion\x18\x07 \x01(\x0e\x32\x1b.aimesh.retrieval.v1.Fusion\x12\x19\n\x0c\x64\x65nse_weight\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x0b\n\x03mmr\x18\t \x01(\x08\x12\x17\n\nmmr_lambda\x18\n \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x13return_query_vector\x18\x0b \x01(\x08\x12\x13\n\x06rerank\x18\x0c \x01(\x08H\x02\x88\x01\x01\x42\x0f\n\r_dense_weightB\r\n\x0b_mmr_lambdaB\t\n\x07_rerank\"\x88\x01\n\x10\x43hunkingSettings\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x1a\n\rchunk_overlap\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x10\n\x08markdown\x18\x03 \x01(\x08\x12\x14\n\x07\x63ontext\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x10\n\x0e_chunk_overlapB\n\n\x08_context\"Q\n\rIndexSettings\x12\x12\n\nindex_type\x18\x01 \x01(\t\x12\x0e\n\x06hnsw_m\x18\x02 \x01(\r\x12\x1c\n\x14hnsw_ef_construction\x18\x03 \x01(\r\"\xbc\x01\n\x17\x43reateCollectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x37\n\x08\x63hunking\x18\x03 \x01(\x0b\x32%.aimesh.retrieval.v1.ChunkingSettings\x12\x31\n\x05index\x18\x04 \x01(\x0b\x32\".aimesh.retrieval.v1.IndexSettings\x12\x0e\n\x06rerank\x18\n \x01(\x08\"\xf5\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x08\x63hunking\x18\x02 \x01(\x0b\x32%.aimesh.retrieval.v1.ChunkingSettings\x12\x31\n\x05index\x18\x03 \x01(\x0b\x32\".aimesh.retrieval.v1.IndexSettings\x12\x11\n\tfull_text\x18\x04 \x01(\x08\x12\x11\n\tdimension\x18\x05 \x01(\r\x12\x0e\n\x06rerank\x18\n \x01(\x08\x12\x33\n\x06\x66usion\x18\x06 \x01(\x0b\x32#.aimesh.retrieval.v1.FusionSettings\"i\n\x0e\x46usionSettings\x12+\n\x06\x66usion\x18\x01 \x01(\x0e\x32\x1b.aimesh.retrieval.v1.Fusion\x12\x19\n\x0c\x64\x65nse_weight\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_dense_weight\"\x93\x01\n\x1fUpdateCollectionSettingsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x33\n\x06\x66usion\x18\x03 \x01(\x0b\x32#.aimesh.retrieval.v1.FusionSettings\x12\x14\n\x0c\x63lear_fusion\x18\x04 \x01(\x08\"+\n\x16ListCollectionsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"S\n\x17ListCollectionsResponse\x12\x38\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32#.aimesh.retrieval.v1.CollectionInfo\"@\n\x17\x44\x65leteCollectionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"\xb1\x01\n\x0bScoredChunk\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05title\x18\x07 \x01(\t\x12\x0f\n\x07section\x18\x08 \x01(\t\"X\n\x0eSearchResponse\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .aimesh.retrieval.v1.ScoredChunk\x12\x14\n\x0cquery_vector\x18\x02 \x03(\x02\"q\n\x16SubmitIngestJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x30\n\tdocuments\x18\x03 \x03(\x0b\x32\x1d.aimesh.retrieval.v1.Document\"8\n\x13GetIngestJobRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\xf1\x01\n\tIngestJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.aimesh.retrieval.v1.JobState\x12\x17\n\x0f\x64ocuments_total\x18\x04 \x01(\r\x12\x16\n\x0e\x64ocuments_done\x18\x05 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x06 \x01(\r\x12\x17\n\x0f\x63hunks_embedded\x18\x07 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x08 \x03(\t\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x12\n\nupdated_at\x18\n \x01(\t*n\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x14\n\x10SEARCH_MODE_BM25\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*Z\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x13\n\x0f\x46USION_WEIGHTED\x10\x02\x12\x13\n\x0f\x46USION_ADAPTIVE\x10\x03*\x81\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x32\x9f\x08\n\x10RetrievalService\x12l\n\x0fUpsertDocuments\x12+.aimesh.retrieval.v1.UpsertDocumentsRequest\x1a,.aimesh.retrieval.v1.UpsertDocumentsResponse\x12i\n\x0e\x44\x65leteDocument\x12*.aimesh.retrieval.v1.DeleteDocumentRequest\x1a+.aimesh.retrieval.v1.DeleteDocumentResponse\x12\x66\n\rListDocuments\x12).aimesh.retrieval.v1.ListDocumentsRequest\x1a*.aimesh.retrieval.v1.ListDocumentsResponse\x12Q\n\x06Search\x12\".aimesh.retrieval.v1.SearchRequest\x1a#.aimesh.retrieval.v1.SearchResponse\x12\x65\n\x10\x43reateCollection\x12,.aimesh.retrieval.v1.CreateCollectionRequest\x1a#.aimesh.retrieval.v1.CollectionInfo\x12l\n\x0fListCollections\x12+.aimesh.retrieval.v1.ListCollectionsRequest\x1a,.aimesh.retrieval.v1.ListCollectionsResponse\x12o\n\x10\x44\x65leteCollection\x12,.aimesh.retrieval.v1.DeleteCollectionRequest\x1a-.aimesh.retrieval.v1.DeleteCollectionResponse\x12u\n\x18UpdateCollectionSettings\x12\x34.aimesh.retrieval.v1.UpdateCollectionSettingsRequest\x1a#.aimesh.retrieval.v1.CollectionInfo\x12`\n\x0fSubmitIngestJob\x12+.aimesh.retrieval.v1.SubmitIngestJobRequest\x1a\x1e.aimesh.retrieval.v1.IngestJob(\x01\x12X\n\x0cGetIngestJob\x12(.aimesh.retrieval.v1.GetIngestJobRequest\x1a\x1e.aimesh.retrieval.v1.IngestJobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aimesh.retrieval.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=2636
-  _globals['_SEARCHMODE']._serialized_end=2746
-  _globals['_FUSION']._serialized_start=2748
-  _globals['_FUSION']._serialized_end=2838
-  _globals['_JOBSTATE']._serialized_start=2841
-  _globals['_JOBSTATE']._serialized_end=2970
+  _globals['_SEARCHMODE']._serialized_start=3013
+  _globals['_SEARCHMODE']._serialized_end=3123
+  _globals['_FUSION']._serialized_start=3125
+  _globals['_FUSION']._serialized_end=3215
+  _globals['_JOBSTATE']._serialized_start=3218
+  _globals['_JOBSTATE']._serialized_end=3347
   _globals['_DOCUMENT']._serialized_start=90
   _globals['_DOCUMENT']._serialized_end=169
   _globals['_UPSERTDOCUMENTSREQUEST']._serialized_start=171
@@ -58,32 +58,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=804
   _globals['_SEARCHREQUEST']._serialized_start=807
   _globals['_SEARCHREQUEST']._serialized_end=1182
-  _globals['_CHUNKINGSETTINGS']._serialized_start=1184
-  _globals['_CHUNKINGSETTINGS']._serialized_end=1286
-  _globals['_INDEXSETTINGS']._serialized_start=1288
-  _globals['_INDEXSETTINGS']._serialized_end=1369
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=1372
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=1560
-  _globals['_COLLECTIONINFO']._serialized_start=1563
-  _globals['_COLLECTIONINFO']._serialized_end=1755
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1757
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1800
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1802
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1885
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1887
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1951
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=1953
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=1979
-  _globals['_SCOREDCHUNK']._serialized_start=1982
-  _globals['_SCOREDCHUNK']._serialized_end=2127
-  _globals['_SEARCHRESPONSE']._serialized_start=2129
-  _globals['_SEARCHRESPONSE']._serialized_end=2217
-  _globals['_SUBMITINGESTJOBREQUEST']._serialized_start=2219
-  _globals['_SUBMITINGESTJOBREQUEST']._serialized_end=2332
-  _globals['_GETINGESTJOBREQUEST']._serialized_start=2334
-  _globals['_GETINGESTJOBREQUEST']._serialized_end=2390
-  _globals['_INGESTJOB']._serialized_start=2393
-  _globals['_INGESTJOB']._serialized_end=2634
-  _globals['_RETRIEVALSERVICE']._serialized_start=2973
-  _globals['_RETRIEVALSERVICE']._serialized_end=3909
+  _globals['_CHUNKINGSETTINGS']._serialized_start=1185
+  _globals['_CHUNKINGSETTINGS']._serialized_end=1321
+  _globals['_INDEXSETTINGS']._serialized_start=1323
+  _globals['_INDEXSETTINGS']._serialized_end=1404
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=1407
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=1595
+  _globals['_COLLECTIONINFO']._serialized_start=1598
+  _globals['_COLLECTIONINFO']._serialized_end=1843
+  _globals['_FUSIONSETTINGS']._serialized_start=1845
+  _globals['_FUSIONSETTINGS']._serialized_end=1950
+  _globals['_UPDATECOLLECTIONSETTINGSREQUEST']._serialized_start=1953
+  _globals['_UPDATECOLLECTIONSETTINGSREQUEST']._serialized_end=2100
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=2102
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=2145
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=2147
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=2230
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=2232
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=2296
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=2298
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=2324
+  _globals['_SCOREDCHUNK']._serialized_start=2327
+  _globals['_SCOREDCHUNK']._serialized_end=2504
+  _globals['_SEARCHRESPONSE']._serialized_start=2506
+  _globals['_SEARCHRESPONSE']._serialized_end=2594
+  _globals['_SUBMITINGESTJOBREQUEST']._serialized_start=2596
+  _globals['_SUBMITINGESTJOBREQUEST']._serialized_end=2709
+  _globals['_GETINGESTJOBREQUEST']._serialized_start=2711
+  _globals['_GETINGESTJOBREQUEST']._serialized_end=2767
+  _globals['_INGESTJOB']._serialized_start=2770
+  _globals['_INGESTJOB']._serialized_end=3011
+  _globals['_RETRIEVALSERVICE']._serialized_start=3350
+  _globals['_RETRIEVALSERVICE']._serialized_end=4405
 # @@protoc_insertion_point(module_scope)

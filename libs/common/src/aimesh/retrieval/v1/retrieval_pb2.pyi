@@ -458,26 +458,39 @@ class ChunkingSettings(_message.Message):
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
     MARKDOWN_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
     """Largest chunk in tokens of the embedding model's tokenizer (1-254; 0: default 200)."""
     chunk_overlap: _builtins.int
     """Tokens shared by neighbouring chunks (below chunk_size). Unset: default 32."""
     markdown: _builtins.bool
     """Prefer markdown structure (headings, code fences, rules) as chunk boundaries."""
+    context: _builtins.bool
+    """Each chunk carries its document's title (metadata "title") and the path of Markdown
+    headings above it into its embedding and its BM25 text; hits return them as title and
+    section. Unset: the service default (AIMESH_CHUNK_CONTEXT, on). Collections created
+    before this setting have no context.
+    """
     def __init__(
         self,
         *,
         chunk_size: _builtins.int = ...,
         chunk_overlap: _builtins.int | None = ...,
         markdown: _builtins.bool = ...,
+        context: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_context", b"_context", "chunk_overlap", b"chunk_overlap", "context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "markdown", b"markdown"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_context", b"_context", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "context", b"context", "markdown", b"markdown"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__chunk_overlap: _TypeAlias = _typing.Literal["chunk_overlap"]  # noqa: Y015
     _WhichOneofArgType__chunk_overlap: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap"]  # noqa: Y015
+    _WhichOneofReturnType__context: _TypeAlias = _typing.Literal["context"]  # noqa: Y015
+    _WhichOneofArgType__context: _TypeAlias = _typing.Literal["_context", b"_context"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__chunk_overlap) -> _WhichOneofReturnType__chunk_overlap | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__context) -> _WhichOneofReturnType__context | None: ...
 
 Global___ChunkingSettings: _TypeAlias = ChunkingSettings  # noqa: Y015
 
@@ -566,6 +579,7 @@ class CollectionInfo(_message.Message):
     FULL_TEXT_FIELD_NUMBER: _builtins.int
     DIMENSION_FIELD_NUMBER: _builtins.int
     RERANK_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Collection name."""
     full_text: _builtins.bool
@@ -582,6 +596,10 @@ class CollectionInfo(_message.Message):
     def index(self) -> Global___IndexSettings:
         """Index in effect (index_type filled in)."""
 
+    @_builtins.property
+    def fusion(self) -> Global___FusionSettings:
+        """The collection's default hybrid fusion (unset: the service default)."""
+
     def __init__(
         self,
         *,
@@ -591,14 +609,74 @@ class CollectionInfo(_message.Message):
         full_text: _builtins.bool = ...,
         dimension: _builtins.int = ...,
         rerank: _builtins.bool = ...,
+        fusion: Global___FusionSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "index", b"index"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "fusion", b"fusion", "index", b"index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "index", b"index", "name", b"name", "rerank", b"rerank"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "dimension", b"dimension", "full_text", b"full_text", "fusion", b"fusion", "index", b"index", "name", b"name", "rerank", b"rerank"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CollectionInfo: _TypeAlias = CollectionInfo  # noqa: Y015
+
+@_typing.final
+class FusionSettings(_message.Message):
+    """A hybrid fusion with its parameter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUSION_FIELD_NUMBER: _builtins.int
+    DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
+    fusion: Global___Fusion.ValueType
+    dense_weight: _builtins.float
+    """Weighted fusion's dense weight in [0, 1] (BM25: 1 - it); unset: the service default."""
+    def __init__(
+        self,
+        *,
+        fusion: Global___Fusion.ValueType = ...,
+        dense_weight: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "dense_weight", b"dense_weight"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "dense_weight", b"dense_weight", "fusion", b"fusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
+    _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
+
+Global___FusionSettings: _TypeAlias = FusionSettings  # noqa: Y015
+
+@_typing.final
+class UpdateCollectionSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
+    CLEAR_FUSION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    collection: _builtins.str
+    clear_fusion: _builtins.bool
+    """Remove the collection's fusion (back to the service default); fusion must be unset."""
+    @_builtins.property
+    def fusion(self) -> Global___FusionSettings:
+        """The hybrid fusion searches use when they name none; see clear_fusion."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        fusion: Global___FusionSettings | None = ...,
+        clear_fusion: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fusion", b"fusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_fusion", b"clear_fusion", "collection", b"collection", "fusion", b"fusion", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCollectionSettingsRequest: _TypeAlias = UpdateCollectionSettingsRequest  # noqa: Y015
 
 @_typing.final
 class ListCollectionsRequest(_message.Message):
@@ -691,6 +769,8 @@ class ScoredChunk(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     """Id of the document the chunk belongs to."""
     chunk_id: _builtins.str
@@ -703,6 +783,10 @@ class ScoredChunk(_message.Message):
     """Cosine similarity to the query, BM25 or fused score, or the reranker's score when
     the search reranked (higher is better in every case).
     """
+    title: _builtins.str
+    """The document's title, with chunk context (else empty)."""
+    section: _builtins.str
+    """The path of headings above the chunk, outermost first, joined by " > " (else empty)."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Metadata of the document."""
@@ -716,10 +800,12 @@ class ScoredChunk(_message.Message):
         text: _builtins.str = ...,
         score: _builtins.float = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        title: _builtins.str = ...,
+        section: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "document_id", b"document_id", "metadata", b"metadata", "score", b"score", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "document_id", b"document_id", "metadata", b"metadata", "score", b"score", "section", b"section", "text", b"text", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,6 +72,11 @@ class RetrievalServiceStub:
                 request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.SerializeToString,
                 response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
                 _registered_method=True)
+        self.UpdateCollectionSettings = channel.unary_unary(
+                '/aimesh.retrieval.v1.RetrievalService/UpdateCollectionSettings',
+                request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.UpdateCollectionSettingsRequest.SerializeToString,
+                response_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.FromString,
+                _registered_method=True)
         self.SubmitIngestJob = channel.stream_unary(
                 '/aimesh.retrieval.v1.RetrievalService/SubmitIngestJob',
                 request_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.SubmitIngestJobRequest.SerializeToString,
@@ -143,6 +148,13 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCollectionSettings(self, request, context):
+        """Change a collection's stored search defaults (today: its hybrid fusion).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitIngestJob(self, request_iterator, context):
         """SubmitIngestJob validates the documents, records them durably as a background job
         and returns at once; the job chunks, embeds and upserts them in bounded batches and
@@ -197,6 +209,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.DeleteCollection,
                     request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.FromString,
                     response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'UpdateCollectionSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCollectionSettings,
+                    request_deserializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.UpdateCollectionSettingsRequest.FromString,
+                    response_serializer=aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.SerializeToString,
             ),
             'SubmitIngestJob': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitIngestJob,
@@ -401,6 +418,33 @@ class RetrievalService:
             '/aimesh.retrieval.v1.RetrievalService/DeleteCollection',
             aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionRequest.SerializeToString,
             aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCollectionSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.retrieval.v1.RetrievalService/UpdateCollectionSettings',
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.UpdateCollectionSettingsRequest.SerializeToString,
+            aimesh_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,8 @@ class RetrievalServiceStub:
     """ListCollections lists the tenant's collections, sorted by name."""
     DeleteCollection: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteCollectionRequest, _retrieval_pb2.DeleteCollectionResponse]
     """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+    UpdateCollectionSettings: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.UpdateCollectionSettingsRequest, _retrieval_pb2.CollectionInfo]
+    """Change a collection's stored search defaults (today: its hybrid fusion)."""
     SubmitIngestJob: _grpc.StreamUnaryMultiCallable[_retrieval_pb2.SubmitIngestJobRequest, _retrieval_pb2.IngestJob]
     """SubmitIngestJob validates the documents, records them durably as a background job
     and returns at once; the job chunks, embeds and upserts them in bounded batches and
@@ -95,6 +97,8 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     """ListCollections lists the tenant's collections, sorted by name."""
     DeleteCollection: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteCollectionRequest, _retrieval_pb2.DeleteCollectionResponse]  # type: ignore[assignment]
     """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+    UpdateCollectionSettings: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.UpdateCollectionSettingsRequest, _retrieval_pb2.CollectionInfo]  # type: ignore[assignment]
+    """Change a collection's stored search defaults (today: its hybrid fusion)."""
     SubmitIngestJob: _aio.StreamUnaryMultiCallable[_retrieval_pb2.SubmitIngestJobRequest, _retrieval_pb2.IngestJob]  # type: ignore[assignment]
     """SubmitIngestJob validates the documents, records them durably as a background job
     and returns at once; the job chunks, embeds and upserts them in bounded batches and
@@ -172,6 +176,14 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.DeleteCollectionResponse, _abc.Awaitable[_retrieval_pb2.DeleteCollectionResponse]]:
         """DeleteCollection drops a collection and every document in it. NOT_FOUND when unknown."""
+
+    @_abc_1.abstractmethod
+    def UpdateCollectionSettings(
+        self,
+        request: _retrieval_pb2.UpdateCollectionSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.CollectionInfo, _abc.Awaitable[_retrieval_pb2.CollectionInfo]]:
+        """Change a collection's stored search defaults (today: its hybrid fusion)."""
 
     @_abc_1.abstractmethod
     def SubmitIngestJob(

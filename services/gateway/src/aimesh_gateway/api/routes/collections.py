@@ -20,6 +20,8 @@ from aimesh_gateway.schemas.collections import (
     CollectionInfo,
     CollectionList,
     CreateCollectionRequest,
+    FusionSettings,
+    UpdateCollectionRequest,
 )
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, NOT_FOUND, problem_doc
 
@@ -35,14 +37,32 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+_FUSIONS = {
+    retrieval_pb2.FUSION_ADAPTIVE: "adaptive",
+    retrieval_pb2.FUSION_RRF: "rrf",
+    retrieval_pb2.FUSION_WEIGHTED: "weighted",
+}
+_FUSION_ENUMS = {name: number for number, name in _FUSIONS.items()}
+
+
+def _fusion(message: retrieval_pb2.CollectionInfo) -> FusionSettings | None:
+    if not message.HasField("fusion") or message.fusion.fusion not in _FUSIONS:
+        return None
+    given = message.fusion
+    weight = round(given.dense_weight, 6) if given.HasField("dense_weight") else None
+    return FusionSettings.model_validate({"fusion": _FUSIONS[given.fusion], "dense_weight": weight})
+
+
 def _info(message: retrieval_pb2.CollectionInfo) -> CollectionInfo:
     hnsw = message.index.index_type == "HNSW"
     return CollectionInfo(
+        fusion=_fusion(message),
         name=message.name,
         chunking=ChunkingSettings(
             chunk_size=message.chunking.chunk_size,
             chunk_overlap=message.chunking.chunk_overlap,
             markdown=message.chunking.markdown,
+            context=message.chunking.context,
         ),
         index_type=message.index.index_type,
         hnsw_m=message.index.hnsw_m if hnsw else None,
@@ -75,6 +95,7 @@ async def create_collection(
                 chunk_size=body.chunking.chunk_size,
                 chunk_overlap=body.chunking.chunk_overlap,
                 markdown=body.chunking.markdown,
+                context=body.chunking.context,
             )
         )
     if body.index is not None:
@@ -100,6 +121,36 @@ async def list_collections(principal: UserPrincipal, upstream: UpstreamDep) -> C
         metadata=upstream.metadata,
     )
     return CollectionList(collections=[_info(item) for item in reply.collections])
+
+
+@router.patch(
+    "/{collection}",
+    responses={**COMMON_ERRORS, **NOT_FOUND},
+    summary="Change a collection's search defaults (role editor)",
+)
+async def update_collection(
+    collection: CollectionPath,
+    body: UpdateCollectionRequest,
+    principal: EditorPrincipal,
+    upstream: UpstreamDep,
+) -> CollectionInfo:
+    """Set (or with null clear) the hybrid fusion that searches of this collection use when
+    they name none. Other retrieval replicas apply it within 30 seconds."""
+    request = retrieval_pb2.UpdateCollectionSettingsRequest(
+        tenant_id=principal.tenant_id, collection=collection
+    )
+    if body.fusion is None:
+        request.clear_fusion = True
+    else:
+        request.fusion.CopyFrom(
+            retrieval_pb2.FusionSettings(
+                fusion=_FUSION_ENUMS[body.fusion.fusion], dense_weight=body.fusion.dense_weight
+            )
+        )
+    reply = await upstream.retrieval.UpdateCollectionSettings(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
+    )
+    return _info(reply)
 
 
 @router.delete(

@@ -82,6 +82,8 @@ async def search(
                 text=chunk.text,
                 score=score(chunk.score),
                 metadata=from_struct(chunk.metadata),
+                title=chunk.title,
+                section=chunk.section,
             )
             for chunk in reply.chunks
         ]
