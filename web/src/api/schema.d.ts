@@ -338,7 +338,12 @@ export interface paths {
         delete: operations["delete_collection_v1_collections__collection__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change a collection's search defaults (role editor)
+         * @description Set (or with null clear) the hybrid fusion that searches of this collection use when
+         *     they name none. Other retrieval replicas apply it within 30 seconds.
+         */
+        patch: operations["update_collection_v1_collections__collection__patch"];
         trace?: never;
     };
     "/v1/collections/{collection}/documents": {
@@ -924,6 +929,11 @@ export interface components {
              */
             chunk_size?: number;
             /**
+             * Context
+             * @description Each chunk carries its document's title and heading path into its embedding and BM25 text, and search results return them as title and section. Unset: the service default (on).
+             */
+            context?: boolean | null;
+            /**
              * Markdown
              * @description Prefer markdown headings, code fences and rules as chunk boundaries.
              * @default false
@@ -977,6 +987,8 @@ export interface components {
              * @description True when BM25 and hybrid search are available for this collection.
              */
             full_text: boolean;
+            /** @description The collection's default hybrid fusion; null: the service default. */
+            fusion?: components["schemas"]["FusionSettings"] | null;
             /**
              * Hnsw Ef Construction
              * @example null
@@ -1556,6 +1568,20 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
+        /** FusionSettings */
+        FusionSettings: {
+            /**
+             * Dense Weight
+             * @description Weighted fusion only: the dense weight (BM25: 1 - it).
+             */
+            dense_weight?: number | null;
+            /**
+             * Fusion
+             * @description Hybrid fusion searches of this collection use when they name none.
+             * @enum {string}
+             */
+            fusion: "adaptive" | "rrf" | "weighted";
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -2057,10 +2083,24 @@ export interface components {
              */
             score: number;
             /**
+             * Section
+             * @description The headings above the chunk, outermost first, joined by " > " (chunk context; empty before the first heading or in text without headings).
+             * @default
+             * @example Linux > Packages
+             */
+            section?: string;
+            /**
              * Text
              * @example aimesh is an open AI backend.
              */
             text: string;
+            /**
+             * Title
+             * @description The document's title (metadata title), in collections with chunk context.
+             * @default
+             * @example Install guide
+             */
+            title?: string;
         };
         /** SendMessageRequest */
         SendMessageRequest: {
@@ -2229,6 +2269,11 @@ export interface components {
              * @constant
              */
             type: "function";
+        };
+        /** UpdateCollectionRequest */
+        UpdateCollectionRequest: {
+            /** @description The collection's default hybrid fusion (`aimesh eval --fit` measures one on labelled queries); null: back to the service default. */
+            fusion: components["schemas"]["FusionSettings"] | null;
         };
         /** UploadAccepted */
         UploadAccepted: {
@@ -4641,6 +4686,123 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Malformed request (e.g. invalid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credential. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the required role. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Collection or document not found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request validation failed; `errors` names the fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is overloaded; retry later. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is unavailable; retry later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_collection_v1_collections__collection__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Collection name: 1-64 characters of [A-Za-z0-9_-], starting with a letter or digit. */
+                collection: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateCollectionRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CollectionInfo"];
+                };
             };
             /** @description Malformed request (e.g. invalid JSON). */
             400: {
