@@ -128,8 +128,11 @@ web-schema: install ## Export the gateway's OpenAPI to web/src/api/openapi.json 
 	$(BIN)/python scripts/export_openapi.py
 	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/node_modules/.installed && cd web && npm run schema; \
 	else echo "Node.js >= 20.19 and npm not found: web/src/api/schema.d.ts not regenerated"; fi
-.PHONY: eval-sets bench-quality
-eval-sets: install ## Rebuild the retrieval eval sets from the man pages and Python docs installed here
+.PHONY: eval-sets qa-sets bench-quality
+eval-sets: install ## Rebuild the retrieval and QA eval sets from the man pages and Python docs installed here
 	$(BIN)/python -m scripts.eval_sets.build
+	$(BIN)/python -m scripts.eval_sets.qa
+qa-sets: install ## Rebuild only the QA eval sets (short gold answers): tests/data/qa-eval-*
+	$(BIN)/python -m scripts.eval_sets.qa
 bench-quality: install ## Retrieval quality of every eval set x search mode (a rerank row with RERANK_MODEL_DIR=dir), fusion compared offline; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.quality

@@ -22,10 +22,14 @@ from aimesh_cli.eval_qa import (
     AskOutcome,
     citation_hit_rate,
     citation_precision,
+    correct_over_ceiling,
     is_answered,
+    outcome_from_events,
     outcome_from_reply,
+    parse_sse,
     percentile,
     print_qa_table,
+    share,
     summarize,
 )
 from aimesh_cli.main import main
@@ -156,6 +160,98 @@ def test_table_shows_aliases_side_by_side() -> None:
     assert "1.000" in hit_row
     assert "n/a" in hit_row
     assert "broken: 1 of 1 failed; first error: HTTP 503: [b]down[/b]" in text
+
+
+def test_grading_by_hand() -> None:
+    qrels = {f"q{n}": {"a": 1} for n in range(1, 7)}
+    outcomes = [
+        AskOutcome("q1", 1.0, True, ("a",), correct=True, gold_in_passages=True),
+        AskOutcome("q2", 1.0, True, ("a",), correct=False, gold_in_passages=True),
+        AskOutcome("q3", 1.0, True, ("a",), correct=False, gold_in_passages=True),
+        AskOutcome("q4", 1.0, False, (), correct=False, gold_in_passages=False),
+        AskOutcome("q5", 1.0, True, ("a",)),  # no gold answers: not graded
+        AskOutcome("q6", error="HTTP 503: down"),  # errors are not graded either
+    ]
+    report = summarize("default", outcomes, qrels)
+    assert report.graded == 4
+    assert report.correct_rate == 0.25  # q1 of q1-q4
+    assert report.gold_in_passages_rate == 0.75  # q1-q3
+    assert report.correct_of_gold_in_passages == pytest.approx(1 / 3)
+    assert share([]) is None
+    assert correct_over_ceiling(0.0, 0.0) is None  # no passage held a gold answer
+    assert correct_over_ceiling(None, 0.5) is None
+    ungraded = summarize("default", outcomes[4:], qrels)
+    assert (ungraded.graded, ungraded.correct_rate, ungraded.gold_in_passages_rate) == (
+        0,
+        None,
+        None,
+    )
+
+
+STREAM = (
+    'event: sources\ndata: {"sources": [{"document_id": "x", "text": "Use -r, --recursive.",'
+    ' "metadata": {"corpus_id": "d1"}}, {"document_id": "y", "text": "Use -v to talk.",'
+    ' "metadata": {}}]}\n\n'
+    'event: delta\ndata: {"text": "Pass -v"}\n\n'
+    'event: delta\ndata: {"text": " [2]."}\n\n'
+    'event: citations\ndata: {"citations": [{"document_id": "y", "text": "Use -v to talk.",'
+    ' "metadata": {}}]}\n\n'
+    'event: usage\ndata: {"prompt_tokens": 30, "completion_tokens": 4, "estimated": true}\n\n'
+    'event: done\ndata: {"model": "default", "provider": "local", "finish_reason": "stop"}\n\n'
+)
+
+
+def test_parse_sse() -> None:
+    events = parse_sse(STREAM)
+    assert [name for name, _ in events] == [
+        "sources", "delta", "delta", "citations", "usage", "done",
+    ]  # fmt: skip
+    assert events[1][1] == {"text": "Pass -v"}
+    assert parse_sse('data: {"a": 1}\n\n: a comment\n\n') == [("message", {"a": 1})]
+    with pytest.raises(ValueError, match="Expecting"):
+        parse_sse("event: delta\ndata: {not json\n\n")
+
+
+def test_outcome_from_events_grades_reply_and_passages() -> None:
+    events = parse_sse(STREAM)
+    # Gold -r: in source 1 (the passages), not in the reply, which quotes -v.
+    missed = outcome_from_events("q1", 9.0, events, ["-r", "--recursive"])
+    assert (missed.correct, missed.gold_in_passages) == (False, True)
+    assert missed.answer == "Pass -v [2]."
+    assert missed.cited_documents == ("y",)
+    assert (missed.prompt_tokens, missed.completion_tokens) == (30, 4)
+    assert missed.estimated_tokens
+    assert (missed.served_by, missed.provider, missed.error) == ("default", "local", None)
+    hit = outcome_from_events("q1", 9.0, events, ["-V", "-v"])
+    assert (hit.correct, hit.gold_in_passages) == (True, True)
+    nowhere = outcome_from_events("q1", 9.0, events, ["--force"])
+    assert (nowhere.correct, nowhere.gold_in_passages) == (False, False)
+    ungraded = outcome_from_events("q1", 9.0, events, [])
+    assert (ungraded.correct, ungraded.gold_in_passages) == (None, None)
+    failed = outcome_from_events(
+        "q1", 9.0, [*events[:2], ("error", {"status": 503, "detail": "router down"})], ["-r"]
+    )
+    assert failed.error == "HTTP 503: router down"
+    cut = outcome_from_events("q1", 9.0, events[:3], ["-r"])
+    assert cut.error is not None
+    assert cut.error.startswith("unexpected stream")
+
+
+def test_table_shows_correctness_rows_only_when_graded() -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"a": 1}}
+    graded = AskOutcome("q1", 1.0, True, ("a",), correct=True, gold_in_passages=True)
+    missed = AskOutcome("q2", 1.0, True, ("a",), correct=False, gold_in_passages=True)
+    out = StringIO()
+    print_qa_table([summarize("default", [graded, missed], qrels)], Console(file=out, width=100))
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if "correct (gold in reply)" in line)
+    assert "0.500" in row
+    row = next(line for line in text.splitlines() if line.lstrip("│ ").startswith("gold in"))
+    assert "1.000" in row
+    assert "correct / gold in passages" in text
+    out = StringIO()
+    print_qa_table([summarize("default", [AskOutcome("q1", 1.0)], qrels)], Console(file=out))
+    assert "gold in passages" not in out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +413,98 @@ async def test_eval_qa_prints_the_table(
     assert "broken: 2 of 2 failed; first error: HTTP 5" in out
     # A mistyped alias is a client error naming the valid ones, not a crash.
     assert "nope: 2 of 2 failed; first error: HTTP 404: unknown model 'nope'" in out
+
+
+# A small QA dataset in the layout of tests/data/qa-eval-*: man-page-like documents, short
+# questions, gold answers (the full sets take minutes to ingest on a busy machine).
+QA_CORPUS = {
+    "tar": "tar - an archiving utility. -x, --extract: extract files from an archive. "
+    "-c, --create: create a new archive. -v, --verbose: verbosely list files processed.",
+    "grep": "grep - print lines that match patterns. -i, --ignore-case: ignore case "
+    "distinctions in patterns and input data. -c, --count: print a count of matching lines.",
+    "sort": "sort - sort lines of text files. -r, --reverse: reverse the result of "
+    "comparisons. -u, --unique: output only the first of an equal run.",
+    "gzip": "gzip - compress or expand files. -d, --decompress: decompress. -k, --keep: "
+    "keep (don't delete) input files during compression or decompression.",
+}
+QA_QUESTIONS = {
+    "q1": ("which tar option unpacks the documents stored in a bundle", "tar", ["-x", "--extract"]),
+    "q2": ("grep: what flag matches without caring about upper or lower case", "grep",
+           ["-i", "--ignore-case"]),
+    "q3": ("which option of sort gives the output in descending order", "sort",
+           ["-r", "--reverse"]),
+}  # fmt: skip
+
+
+def small_qa_dataset(folder: Path) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": d, "text": t}) + "\n" for d, t in QA_CORPUS.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _, _) in QA_QUESTIONS.items())
+    )
+    (folder / "answers.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": q, "answers": a}) + "\n" for q, (_, _, a) in QA_QUESTIONS.items()
+        )
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t1\n" for q, (_, d, _) in QA_QUESTIONS.items())
+    )
+
+
+@pytest.mark.slow
+async def test_eval_qa_grades_replies_against_gold_answers(
+    qa_gateway_url: str,
+    hosted_llm: FakeOpenAI,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIMESH_API_KEY", token(roles=["editor"]))
+    monkeypatch.setenv("COLUMNS", "140")
+    small_qa_dataset(tmp_path / "qa")
+    gold = [answers for _, _, answers in QA_QUESTIONS.values()]
+    # The hosted stand-in (asked one question at a time, in order) names the first answer of
+    # questions 1 and 3 and not question 2's: 2 of 3 correct, whatever the passages hold.
+    hosted_llm.enqueue(
+        Reply(content=f"Pass {gold[0][0]} [1]."),
+        Reply(content="I don't know."),
+        Reply(content=f"It is `{gold[2][-1].upper()}` [2]."),  # case and quotes do not matter
+    )
+    argv = [
+        "eval", "--dataset", str(tmp_path / "qa"), "--qa", "--models", "default,hosted",
+        "--modes", "none", "--concurrency", "1", "--json", "--url", qa_gateway_url,
+    ]  # fmt: skip
+    code = await asyncio.to_thread(main, argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["qa"]["with_gold_answers"] == 3
+    hosted = report["qa"]["models"]["hosted"]
+    default = report["qa"]["models"]["default"]
+    assert hosted["graded"] == default["graded"] == 3
+    assert hosted["correct_rate"] == pytest.approx(2 / 3)
+    # Both aliases are grounded on the same retrieved passages.
+    assert hosted["gold_in_passages_rate"] == default["gold_in_passages_rate"]
+    assert 0.0 < default["gold_in_passages_rate"] <= 1.0
+    assert hosted["correct_of_gold_in_passages"] == pytest.approx(
+        hosted["correct_rate"] / hosted["gold_in_passages_rate"]
+    )
+    # The extractive provider quotes passages: it cannot be right where they hold no answer.
+    assert default["correct_rate"] <= default["gold_in_passages_rate"]
+    assert hosted["citation_hit_rate"] is not None
+    assert all(r.body.get("stream") for r in hosted_llm.requests[-3:])
+    # The table shows the grading rows.
+    hosted_llm.enqueue(*(Reply(content="No idea.") for _ in range(3)))
+    argv = [a for a in argv if a != "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if "correct (gold in reply)" in line)
+    assert re.findall(r"\d+\.\d+", row)[-1] == "0.000"  # hosted: "No idea." three times
+    assert "gold in passages" in table
 
 
 async def test_eval_rejects_bad_options(

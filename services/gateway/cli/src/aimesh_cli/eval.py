@@ -15,9 +15,12 @@ Search returns chunks; a document's rank is that of its best chunk.
 
 With ``--qa`` every query is also asked through ``/v1/ask`` once per alias of ``--models``
 and the aliases are compared side by side (citation hit rate and precision, latency,
-tokens, cost): see :mod:`aimesh_cli.eval_qa`. ``--modes none`` skips the
-retrieval metrics. With ``--fit`` every hybrid fusion setting is measured and the best
-reported (``--fit-collection C`` stores it on collection C): see :mod:`aimesh_cli.eval_fit`.
+tokens, cost): see :mod:`aimesh_cli.eval_qa`. When the dataset has an ``answers.jsonl``
+(``{"_id": query id, "answers": [short gold answers]}`` a line, see
+:mod:`aimesh_cli.answers`), ``--qa`` also grades the replies: correct, gold answer in the
+passages, and their ratio. ``--modes none`` skips the retrieval metrics. With ``--fit``
+every hybrid fusion setting is measured and the best reported (``--fit-collection C``
+stores it on collection C): see :mod:`aimesh_cli.eval_fit`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import httpx
 from rich.console import Console
 
 from aimesh_cli import eval_fit
+from aimesh_cli.answers import load_answers
 from aimesh_cli.eval_qa import CORPUS_ID_KEY, AliasReport, print_qa_table, run_qa
 from aimesh_cli.http import add_connection_arguments, async_client, client, problem
 
@@ -170,6 +174,7 @@ class Dataset:
     corpus: dict[str, tuple[str, str]]  # id -> (title, text)
     queries: dict[str, str]
     qrels: Qrels
+    answers: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # short gold answers
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -207,7 +212,11 @@ def load_dataset(folder: Path) -> Dataset:
             raise EvalError(f"{qrels_path}:{number}: expected query-id<TAB>corpus-id<TAB>score")
         if parts[0] in queries:
             qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return Dataset(corpus, queries, qrels)
+    try:
+        answers = load_answers(folder)
+    except ValueError as error:
+        raise EvalError(str(error)) from None
+    return Dataset(corpus, queries, qrels, {q: a for q, a in answers.items() if q in queries})
 
 
 # Running
@@ -333,9 +342,11 @@ async def _qa(
             aliases,
             top_k=args.top_k,
             concurrency=args.concurrency,
+            answers=dataset.answers or None,
         )
     return {
         "questions": len(questions),
+        "with_gold_answers": sum(1 for query_id, _ in questions if query_id in dataset.answers),
         "top_k": args.top_k,
         "concurrency": args.concurrency,
         "models": {report.alias: dataclasses.asdict(report) for report in reports},

@@ -15,6 +15,19 @@ streamed) on the evaluation's collection, once per alias of ``--models``, at mos
   them; cost: the sum of ``usage.cost_usd`` (the router prices each call with the answering
   alias's configured prices), "n/a" when the gateway reports no cost.
 
+When the dataset gives short gold answers (``answers.jsonl`` beside ``queries.jsonl``, see
+:mod:`aimesh_cli.answers`), each question is asked with ``stream: true`` instead, so the
+client sees every passage the answer was grounded on (the ``sources`` event: all chunks
+packed into the model's context, not only the cited ones), and per alias also:
+
+* correct: share of the graded replies (replies to questions with gold answers) that
+  contain a gold answer (:func:`aimesh_cli.answers.contains_answer`: NFKC, case folded,
+  quotes dropped, whitespace collapsed, matched as whole tokens);
+* gold in passages: share of the graded replies whose passages contain a gold answer, the
+  same way; the ceiling of an answer that quotes its passages;
+* correct / gold in passages: the first over the second, how much of that ceiling the
+  answers reach.
+
 Rates and token figures are over replies, so an alias that errors is not rewarded by it: the
 errors column and the first error message are shown next to them.
 """
@@ -22,6 +35,7 @@ errors column and the first error message are shown next to them.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections import Counter
@@ -33,6 +47,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from aimesh_cli.answers import contains_answer
 from aimesh_cli.http import problem
 
 # Metadata key under which the evaluation stores each document's corpus id at ingestion.
@@ -55,6 +70,9 @@ class AskOutcome:
     served_by: str = ""
     provider: str = ""
     error: str | None = None
+    correct: bool | None = None  # None: no gold answers for this question
+    gold_in_passages: bool | None = None
+    answer: str = ""
 
 
 @dataclass
@@ -80,6 +98,10 @@ class AliasReport:
     served_by: dict[str, int] = field(default_factory=dict)
     providers: dict[str, int] = field(default_factory=dict)
     first_error: str | None = None
+    graded: int = 0
+    correct_rate: float | None = None
+    gold_in_passages_rate: float | None = None
+    correct_of_gold_in_passages: float | None = None
 
 
 # Pure functions (tests check them by hand)
@@ -123,6 +145,19 @@ def citation_precision(
     return good / total
 
 
+def share(flags: Sequence[bool]) -> float | None:
+    """The share of true values; None for none at all."""
+    return sum(1 for flag in flags if flag) / len(flags) if flags else None
+
+
+def correct_over_ceiling(correct: float | None, ceiling: float | None) -> float | None:
+    """Correct answers over the questions whose passages hold a gold answer; None when no
+    passages hold one (nothing to reach)."""
+    if correct is None or not ceiling:
+        return None
+    return correct / ceiling
+
+
 # Its own copy of aimesh_common.stats.percentile: a client without the server kit (grpcio).
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least q % of the values at or
@@ -148,6 +183,9 @@ def summarize(
     prompt = sum(o.prompt_tokens for o in replies)
     completion = sum(o.completion_tokens for o in replies)
     priced = bool(replies) and all(o.cost_usd is not None for o in replies)
+    graded = [o for o in replies if o.correct is not None]
+    correct = share([bool(o.correct) for o in graded])
+    in_passages = share([bool(o.gold_in_passages) for o in graded])
     return AliasReport(
         alias=alias,
         asked=len(outcomes),
@@ -168,6 +206,10 @@ def summarize(
         served_by=dict(Counter(o.served_by for o in replies if o.served_by)),
         providers=dict(Counter(o.provider for o in replies if o.provider)),
         first_error=errors[0].error if errors else None,
+        graded=len(graded),
+        correct_rate=correct,
+        gold_in_passages_rate=in_passages,
+        correct_of_gold_in_passages=correct_over_ceiling(correct, in_passages),
     )
 
 
@@ -199,6 +241,78 @@ def outcome_from_reply(query_id: str, latency_ms: float, body: Any) -> AskOutcom
         return AskOutcome(query_id, latency_ms, error="unexpected reply: " + str(body)[:200])
 
 
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """``(event name, JSON data)`` of a text/event-stream body; an event without a name is
+    ``message`` (as in the SSE spec); data that is not JSON raises ``ValueError``."""
+    events: list[tuple[str, Any]] = []
+    name, data = "", list[str]()
+    for line in [*text.splitlines(), ""]:
+        if not line:
+            if data:
+                events.append((name or "message", json.loads("\n".join(data))))
+            name, data = "", []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    return events
+
+
+def outcome_from_events(
+    query_id: str, latency_ms: float, events: Sequence[tuple[str, Any]], answers: Sequence[str]
+) -> AskOutcome:
+    """Read a streamed ``/v1/ask`` reply (its events in order), graded against ``answers``
+    (the question's gold answers; empty: not graded). An ``error`` event, or a stream
+    without ``usage`` and ``done``, is an error outcome."""
+    try:
+        text: list[str] = []
+        passages: list[str] = []
+        cited: tuple[str, ...] = ()
+        usage: Mapping[str, Any] | None = None
+        done: Mapping[str, Any] | None = None
+        for name, data in events:
+            if name == "error":
+                return AskOutcome(
+                    query_id, latency_ms, error=f"HTTP {data.get('status')}: {data.get('detail')}"
+                )
+            if name == "sources":
+                passages.extend(str(item["text"]) for item in data["sources"])
+            elif name == "delta":
+                text.append(str(data["text"]))
+            elif name == "citations":
+                cited = tuple(
+                    str((c.get("metadata") or {}).get(CORPUS_ID_KEY) or c["document_id"])
+                    for c in data["citations"]
+                )
+            elif name == "usage":
+                usage = data
+            elif name == "done":
+                done = data
+        if usage is None or done is None:
+            raise ValueError("no usage or done event")
+        answer = "".join(text)
+        cost = usage.get("cost_usd")
+        return AskOutcome(
+            query_id=query_id,
+            latency_ms=latency_ms,
+            answered=is_answered(answer),
+            cited_documents=cited,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            estimated_tokens=bool(usage.get("estimated", False)),
+            cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            served_by=str(done.get("model") or ""),
+            provider=str(done.get("provider") or ""),
+            correct=contains_answer(answer, answers) if answers else None,
+            gold_in_passages=any(contains_answer(p, answers) for p in passages)
+            if answers
+            else None,
+            answer=answer,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return AskOutcome(query_id, latency_ms, error=f"unexpected stream: {error}"[:200])
+
+
 async def ask_all(
     http: httpx.AsyncClient,
     collection: str,
@@ -207,13 +321,22 @@ async def ask_all(
     *,
     top_k: int,
     concurrency: int,
+    answers: Mapping[str, Sequence[str]] | None = None,
 ) -> list[AskOutcome]:
-    """Ask every ``(query_id, text)`` with ``alias``, at most ``concurrency`` at a time."""
+    """Ask every ``(query_id, text)`` with ``alias``, at most ``concurrency`` at a time; with
+    ``answers`` (gold answers by query id) streamed and graded (see the module docstring)."""
     gate = asyncio.BoundedSemaphore(concurrency)
+    stream = answers is not None
 
     async def one(query_id: str, text: str) -> AskOutcome:
         async with gate:
-            body = {"question": text, "collection": collection, "model": alias, "top_k": top_k}
+            body = {
+                "question": text,
+                "collection": collection,
+                "model": alias,
+                "top_k": top_k,
+                "stream": stream,
+            }
             started = time.perf_counter()
             try:
                 response = await http.post("/v1/ask", json=body)
@@ -222,6 +345,13 @@ async def ask_all(
             latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code >= 400:
             return AskOutcome(query_id, latency_ms, error=problem(response))
+        if stream:
+            try:
+                events = parse_sse(response.text)
+            except ValueError:
+                return AskOutcome(query_id, latency_ms, error="stream data is not JSON")
+            gold = (answers or {}).get(query_id, ())
+            return outcome_from_events(query_id, latency_ms, events, gold)
         try:
             payload = response.json()
         except ValueError:
@@ -240,12 +370,19 @@ async def run_qa(
     *,
     top_k: int,
     concurrency: int,
+    answers: Mapping[str, Sequence[str]] | None = None,
 ) -> list[AliasReport]:
     """One report per alias; the aliases run one after the other, so they do not compete."""
     reports = []
     for alias in aliases:
         outcomes = await ask_all(
-            http, collection, questions, alias, top_k=top_k, concurrency=concurrency
+            http,
+            collection,
+            questions,
+            alias,
+            top_k=top_k,
+            concurrency=concurrency,
+            answers=answers,
         )
         reports.append(summarize(alias, outcomes, qrels))
     return reports
@@ -287,6 +424,15 @@ def print_qa_table(reports: Sequence[AliasReport], console: Console) -> None:
         ("citation hit rate", [_rate(r.citation_hit_rate) for r in reports]),
         ("citation precision", [_rate(r.citation_precision) for r in reports]),
         ("citations", [str(r.citations) for r in reports]),
+    ]
+    if any(r.graded for r in reports):
+        rows += [
+            ("graded replies", [str(r.graded) for r in reports]),
+            ("correct (gold in reply)", [_rate(r.correct_rate) for r in reports]),
+            ("gold in passages", [_rate(r.gold_in_passages_rate) for r in reports]),
+            ("correct / gold in passages", [_rate(r.correct_of_gold_in_passages) for r in reports]),
+        ]
+    rows += [
         ("latency p50 (ms)", [_ms(r.latency_p50_ms) for r in reports]),
         ("latency p95 (ms)", [_ms(r.latency_p95_ms) for r in reports]),
         ("prompt tokens", [str(r.prompt_tokens) for r in reports]),
