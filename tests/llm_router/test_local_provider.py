@@ -420,3 +420,27 @@ async def test_summary_of_reference_docs_has_no_structure_marks(provider: LocalP
     # Whole sentences of the text, printed in document order.
     units = split_sentences(text)
     assert " ".join(unit for unit in units if unit in result.text) == result.text
+
+
+async def test_answer_to_which_exception_quotes_the_sentence_naming_it(
+    provider: LocalProvider,
+) -> None:
+    queue = Source(
+        1,
+        "Queue.task_done()\nIndicate that a formerly enqueued task is complete.\n\n"
+        "Used by queue consumers. For each get() used to fetch a task, a subsequent call "
+        "to task_done() tells the queue that the processing on the task is complete.\n\n"
+        "Raises ValueError if called more times than there were items placed in\nthe queue.",
+    )
+    result = await provider.answer(
+        AnswerTask(
+            question="Which exception does Queue.task_done raise when called too many times?",
+            sources=[queue],
+            max_tokens=100,
+        )
+    )
+    assert cited_sentences(result.text)[0] == (
+        "Queue.task_done(): Raises ValueError if called more times than there were items "
+        "placed in the queue.",
+        1,
+    )

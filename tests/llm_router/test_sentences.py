@@ -167,3 +167,42 @@ def test_clean_inline() -> None:
     assert clean_inline("Use `--top-k` (see [the docs](http://x/y)) **carefully**") == (
         "Use --top-k (see the docs) carefully"
     )
+
+
+def test_words_hyphenated_across_lines_by_man_are_mended() -> None:
+    text = (
+        "       The default oper\u2010\n       ation is to exit immediately on error "
+        "writing to a pipe, and to diagnose errors writing to non-\n       pipe outputs.\n"
+    )
+    assert split_sentences(text) == [
+        "The default operation is to exit immediately on error writing to a pipe, and to "
+        "diagnose errors writing to non- pipe outputs."
+    ]
+
+
+# An API reference as the QA sets carry it: each signature heads its docstring's
+# paragraphs, up to the next signature.
+API_REFERENCE = """Queue(maxsize=0)
+A queue, useful for coordinating producer and consumer coroutines.
+
+If maxsize is less than or equal to zero, the queue size is infinite.
+
+Queue.task_done()
+Indicate that a formerly enqueued task is complete.
+
+Raises ValueError if called more times than there were items placed in
+the queue.
+"""
+
+
+def test_api_docstring_paragraphs_keep_their_signature() -> None:
+    units = split_units(API_REFERENCE)
+    assert texts(units) == [
+        "Queue(maxsize=0): A queue, useful for coordinating producer and consumer coroutines.",
+        "Queue(maxsize=0): If maxsize is less than or equal to zero, the queue size is infinite.",
+        "Queue.task_done(): Indicate that a formerly enqueued task is complete.",
+        "Queue.task_done(): Raises ValueError if called more times than there were items "
+        "placed in the queue.",
+    ]
+    # Only the first sentence of each entry is its lead.
+    assert [unit.lead for unit in units] == [True, False, True, False]

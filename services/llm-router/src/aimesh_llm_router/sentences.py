@@ -68,6 +68,8 @@ _INLINE_TERM = re.compile(
     r"\s*(?:[:\u2014\u2013]|\s-)\s*(\S.*)$"
 )
 _COLON_TERM = re.compile(r"^([^:.!?]{1,60}?):\s+(\S.*)$")
+# An API signature line: "Queue.put(item)", "dumps(obj, *, indent=None) -> str".
+_SIGNATURE = re.compile(r"^[A-Za-z_][\w.]*\((?:[^()]|\([^()]*\))*\)(?:\s*->\s*[^.]+)?$")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _TERMINAL = re.compile(r"[.!?:;,]$")
@@ -112,6 +114,8 @@ class _Block:
     # Definitions whose description is indented under the term go on, blank lines
     # included, while lines are indented at least this deep; None: ends at a blank line.
     desc_indent: int | None = None
+    # A later paragraph of the same definition: its first sentence is not the lead.
+    continued: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ def _blocks(text: str) -> list[_Block]:
     blocks: list[_Block] = []
     current: _Block | None = None
     header_cells: list[str] = []
+    signature = ""  # the API signature the paragraphs being read document
+    signature_used = False
 
     def close() -> None:
         nonlocal current
@@ -199,6 +205,7 @@ def _blocks(text: str) -> list[_Block]:
         # Headings, rules, table separators: never quoted.
         if _MD_HEADING.match(text_) or _RULE.match(text_) or _page_title(text_):
             close()
+            signature = ""
             continue
         if (
             following is not None
@@ -288,16 +295,39 @@ def _blocks(text: str) -> list[_Block]:
         if starts_item or current is None or previous_blank:
             close()
             inline = _INLINE_TERM.match(body) or (
-                _COLON_TERM.match(body) if starts_item or previous_blank else None
+                _COLON_TERM.match(body)
+                if (starts_item or previous_blank) and not signature
+                else None
             )
+            if _SIGNATURE.match(body) and nxt is not None:
+                # "Queue.put_nowait(item)" or "HelpFormatter(prog, width=None)" heading its
+                # docstring: the term of every paragraph up to the next signature.
+                signature, signature_used = clean_inline(body), False
+                continue
             if inline and len(inline.group(1).split()) <= 5:
+                signature = ""
                 current = _Block(clean_inline(inline.group(1)), [inline.group(2)], line.indent)
+            elif signature:
+                current = _Block(signature, [body], line.indent, continued=signature_used)
+                signature_used = True
             else:
                 current = _Block("", [body], line.indent)
             continue
         current.lines.append(body)
     close()
     return blocks
+
+
+def _join_lines(lines: list[str]) -> str:
+    """Wrapped lines as one text; a word hyphenated across lines by a typesetter
+    ("oper\u2010" + "ation", as man renders it) is mended."""
+    text = ""
+    for line in lines:
+        if text.endswith("\u2010") and line[:1].islower():
+            text = text[:-1] + line
+        else:
+            text = f"{text} {line}" if text else line
+    return text
 
 
 def _join_term(term: str, sentence: str) -> str:
@@ -309,7 +339,7 @@ def split_units(text: str) -> list[Sentence]:
     """The quotable sentences of ``text`` in order, each definition sentence with its term."""
     result: list[Sentence] = []
     for block in _blocks(text):
-        body = clean_inline(" ".join(block.lines))
+        body = clean_inline(_join_lines(block.lines))
         pieces = [p for p in _pieces(body) if any(c.isalnum() for c in p)] if body else []
         if block.term and not pieces:
             continue  # a term whose description is not in this text says nothing
@@ -317,10 +347,11 @@ def split_units(text: str) -> list[Sentence]:
             cleaned = _BULLET.sub("", piece)
             if not any(c.isalnum() for c in cleaned):
                 continue
+            lead = position == 0 and not block.continued
             if block.term:
-                result.append(Sentence(_join_term(block.term, cleaned), block.term, position == 0))
+                result.append(Sentence(_join_term(block.term, cleaned), block.term, lead))
             else:
-                result.append(Sentence(cleaned, "", position == 0))
+                result.append(Sentence(cleaned, "", lead))
     return result
 
 

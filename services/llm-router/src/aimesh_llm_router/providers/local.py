@@ -73,13 +73,15 @@ LEXICAL_WEIGHT = 0.3
 TERM_WEIGHT = 0.25
 TERM_LEAD_WEIGHT = 0.1
 LEAD_WEIGHT = 0.03
-# Bonus for a sentence of the kind the question asks for: a date for "when" (a sentence
-# without one cannot answer it, however close its topic), a number for "how many", an
-# option for "which option".
+# Bonus for a sentence of the kind the question asks for: a date for "when" and an
+# exception name for "which exception" (a sentence without one cannot answer it, however
+# close its topic), a number for "how many", an option for "which option", a defined
+# term for "which parameter".
 DATE_WEIGHT = 0.3
 NUMBER_WEIGHT = 0.15
 OPTION_WEIGHT = 0.1
 # Sentences closer than this to an already chosen one add nothing to a summary.
+MIN_SUMMARY_WORDS = 4
 DUPLICATE_SIMILARITY = 0.92
 MAX_SENTENCES = 2000
 
@@ -127,12 +129,21 @@ def _lexical_overlap(question: str, sentences: Sequence[str]) -> npt.NDArray[np.
 # ("chunk_size", "max_tokens", "os.path.join", "GREP_COLORS"), code spans.
 _FLAG = re.compile(r"(?<![\w-])--?[A-Za-z0-9][\w-]*")
 _IDENTIFIER = re.compile(
-    r"\b[A-Za-z_][\w]*(?:[._][\w]+)+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z][A-Z0-9_]{2,}\b"
+    r"\b[A-Za-z_]\w*(?:[._]\w+)+\b"  # snake_case, dotted.names
+    r"|\b[A-Za-z][a-z]+[A-Z]\w*\b"  # camelCase, PascalCase
+    r"|\b[A-Z][A-Z0-9_]{2,}\b"  # CONSTANTS, ENVIRONMENT_VARIABLES
 )
 _CODE = re.compile(r"`([^`]+)`")
-_OPTION_QUESTION = re.compile(
-    r"\b(?:which|what)\b[^?]*\b(?:option|flag|switch|argument|parameter|setting)s?\b", re.I
+_WORD_OR_DOTTED = re.compile(r"[a-z_][\w]*(?:\.[a-z_]\w*)*")
+_OPTION_QUESTION = re.compile(r"\b(?:which|what)\b[^?]*\b(?:option|flag|switch)s?\b", re.I)
+_PARAMETER_QUESTION = re.compile(
+    r"\b(?:which|what)\b[^?]*\b(?:parameter|argument|keyword|setting|field|attribute)s?\b",
+    re.I,
 )
+_EXCEPTION_QUESTION = re.compile(
+    r"\b(?:which|what)\b[^?]*\b(?:exception|error)s?\b|\braises?\b", re.I
+)
+_EXCEPTION = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning|Exit|Interrupt)\b")
 _NUMBER_QUESTION = re.compile(
     r"\bhow (?:many|much|long|large|big|old|often|far|tall|high|wide|deep|heavy)\b"
     r"|\bwhat (?:number|size|percentage|port|version|limit|maximum|minimum)\b|\bdefault\b",
@@ -161,6 +172,8 @@ def _term_names(term: str) -> set[str]:
     names.update(match.lstrip("-") for match in list(names) if match.startswith("--"))
     names.update(part.strip() for part in re.split(r"[,/]|\s+or\s+", lowered) if part.strip())
     names.update(re.split(r"[\s(:=\[]", lowered.strip(), maxsplit=1)[:1])
+    # A signature names its function and parameters: "HelpFormatter(prog, width=None)".
+    names.update(_WORD_OR_DOTTED.findall(lowered))
     return names
 
 
@@ -169,11 +182,17 @@ def _answer_types(question: str, units: Sequence[Sentence]) -> npt.NDArray[np.fl
     wants_option = bool(_OPTION_QUESTION.search(question))
     wants_number = bool(_NUMBER_QUESTION.search(question))
     wants_date = bool(_DATE_QUESTION.search(question))
+    wants_parameter = bool(_PARAMETER_QUESTION.search(question))
+    wants_exception = bool(_EXCEPTION_QUESTION.search(question))
     bonus = np.zeros(len(units))
     for index, unit in enumerate(units):
         value = 0.0
         if wants_option and unit.term and _FLAG.match(unit.term.lstrip()):
             value += OPTION_WEIGHT
+        if wants_parameter and unit.term:
+            value += OPTION_WEIGHT
+        if wants_exception and _EXCEPTION.search(unit.text.removeprefix(unit.term)):
+            value += DATE_WEIGHT
         if wants_number and _DIGITS.search(unit.text.removeprefix(unit.term)):
             value += NUMBER_WEIGHT
         if wants_date and _DATE.search(unit.text):
@@ -295,11 +314,15 @@ class LocalProvider(Provider):
         centrality = vectors @ centroid
         picked: list[int] = []
         words_left = max_words
+        # Fragments ("[FILE...]", a lone label) say nothing on their own in a summary.
+        shortest = (
+            MIN_SUMMARY_WORDS if any(_words(s) >= MIN_SUMMARY_WORDS for s in sentences) else 0
+        )
         for index in np.argsort(-centrality, kind="stable"):
             if len(picked) >= max_sentences:
                 break
             count = _words(sentences[index])
-            if count > words_left:
+            if count > words_left or count < shortest:
                 continue
             if picked and float(np.max(vectors[picked] @ vectors[index])) > DUPLICATE_SIMILARITY:
                 continue
