@@ -241,11 +241,11 @@ async def retrieve(qa: QaSet, embedding_addr: str, data: Path, top_k: int) -> Re
         metrics_port=None,
         data_dir=data,
         embedding_service_addr=embedding_addr,
-        embed_timeout_seconds=900,
+        embed_timeout_seconds=600,
         milvus_timeout_seconds=120,
     )
     store = MilvusStore.open(settings)
-    embedder = EmbeddingClient.connect(embedding_addr, timeout=900)
+    embedder = EmbeddingClient.connect(embedding_addr, timeout=600)
     server = create_server(settings, store, embedder)
     await server.start()
     found: Retrieved = {}
