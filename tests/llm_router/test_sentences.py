@@ -206,3 +206,14 @@ def test_api_docstring_paragraphs_keep_their_signature() -> None:
     ]
     # Only the first sentence of each entry is its lead.
     assert [unit.lead for unit in units] == [True, False, True, False]
+
+
+def test_numpy_raises_section_and_doctests() -> None:
+    text = (
+        "Compile one or more source files.\n\nRaises\n------\nCompileError\n"
+        "    If compilation fails.\n\nExamples\n--------\n>>> compile(['a.c'])\n['a.o']\n"
+    )
+    assert split_sentences(text) == [
+        "Compile one or more source files.",
+        "CompileError: If compilation fails.",
+    ]

@@ -173,6 +173,7 @@ def _blocks(text: str) -> list[_Block]:
     header_cells: list[str] = []
     signature = ""  # the API signature the paragraphs being read document
     signature_used = False
+    in_doctest = False
 
     def close() -> None:
         nonlocal current
@@ -191,6 +192,7 @@ def _blocks(text: str) -> list[_Block]:
         previous_blank = index == 0 or lines[index - 1].blank
         text_ = line.text
         if line.blank:
+            in_doctest = False
             # A blank line ends a paragraph; a definition goes on while its description
             # stays indented deeper than its term.
             if current is not None and current.desc_indent is None:
@@ -203,6 +205,10 @@ def _blocks(text: str) -> list[_Block]:
         ):
             close()
         # Headings, rules, table separators: never quoted.
+        if text_.startswith(">>>") or (in_doctest and not line.blank):
+            close()  # a doctest example and its output, up to a blank line: code
+            in_doctest = True
+            continue
         if _MD_HEADING.match(text_) or _RULE.match(text_) or _page_title(text_):
             close()
             signature = ""

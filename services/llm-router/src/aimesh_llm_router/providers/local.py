@@ -191,7 +191,7 @@ def _answer_types(question: str, units: Sequence[Sentence]) -> npt.NDArray[np.fl
             value += OPTION_WEIGHT
         if wants_parameter and unit.term:
             value += OPTION_WEIGHT
-        if wants_exception and _EXCEPTION.search(unit.text.removeprefix(unit.term)):
+        if wants_exception and _EXCEPTION.search(unit.text):
             value += DATE_WEIGHT
         if wants_number and _DIGITS.search(unit.text.removeprefix(unit.term)):
             value += NUMBER_WEIGHT
