@@ -291,3 +291,156 @@ async def test_embedding_service_down_is_unavailable() -> None:
             )
     finally:
         await channel.close()
+
+
+# Reference documentation as retrieval returns it: man page option entries (rendered by
+# `man grep`), a Markdown settings page with a heading, a table and a list.
+GREP_OPTIONS = Source(
+    1,
+    """-v, --invert-match
+              Invert the sense of matching, to select non-matching lines.
+
+       -w, --word-regexp
+              Select only those  lines  containing  matches  that  form  whole
+              words.   The  test is that the matching substring must either be
+              at the  beginning  of  the  line,  or  preceded  by  a  non-word
+              constituent  character.  This option has no effect if -x is also
+              specified.
+
+       -x, --line-regexp
+              Select only those matches that exactly  match  the  whole  line.""",
+)
+GREP_OUTPUT = Source(
+    2,
+    """   General Output Control
+       -c, --count
+              Suppress normal output; instead print a count of matching  lines
+              for  each  input  file.  With the -v, --invert-match option (see
+              above), count non-matching lines.
+
+       -L, --files-without-match
+              Suppress  normal  output;  instead  print the name of each input
+              file from which no output would normally have been printed.""",
+)
+SETTINGS_PAGE = Source(
+    3,
+    """## Retrieval settings
+
+| Setting | Default | Meaning |
+|---|---|---|
+| `chunk_size` | 512 | Longest chunk of new collections, in tokens. |
+| `chunk_overlap` | 64 | Tokens shared by neighbouring chunks. |
+
+- `AIMESH_DATA_DIR`: where Milvus Lite keeps its files.
+- `hybrid_fusion`: how hybrid search fuses the dense and BM25 rankings.""",
+)
+REFERENCE = [GREP_OPTIONS, GREP_OUTPUT, SETTINGS_PAGE]
+
+
+def cited_sentences(text: str) -> list[tuple[str, int]]:
+    """``"a [1]. b [2]."`` -> [("a.", 1), ("b.", 2)]: each quote with its source number."""
+    found = re.findall(r"(.+?) \[(\d+)\]([.!?]*)(?:\s+|$)", text)
+    return [(f"{quote}{end}", int(number)) for quote, number, end in found]
+
+
+async def test_answer_to_which_option_quotes_the_flag_with_its_description(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.answer(
+        AnswerTask(
+            question="Which grep option selects only matches that form whole words?",
+            sources=REFERENCE,
+            max_tokens=100,
+        )
+    )
+    quotes = cited_sentences(result.text)
+    assert quotes[0] == (
+        "-w, --word-regexp: Select only those lines containing matches that form whole words.",
+        1,
+    )
+
+
+async def test_answer_about_a_named_flag_quotes_its_own_definition_first(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.answer(
+        AnswerTask(question="What does --count do?", sources=REFERENCE, max_tokens=100)
+    )
+    quotes = cited_sentences(result.text)
+    assert quotes[0] == (
+        "-c, --count: Suppress normal output; instead print a count of matching lines for "
+        "each input file.",
+        2,
+    )
+    # Never the subsection title the chunk starts with.
+    assert "General Output Control" not in result.text
+
+
+async def test_answer_from_markdown_has_no_pipes_headings_or_markers(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.answer(
+        AnswerTask(question="What is the default chunk_size?", sources=REFERENCE, max_tokens=100)
+    )
+    quotes = cited_sentences(result.text)
+    assert quotes[0] == (
+        "chunk_size: Default: 512; Meaning: Longest chunk of new collections, in tokens.",
+        3,
+    )
+    assert not re.search(r"[|#`]|(?:^|\s)[-*] ", result.text)
+
+
+async def test_answer_type_prefers_the_sentence_with_a_date(provider: LocalProvider) -> None:
+    lighthouse = Source(
+        1,
+        "The Harbor Lighthouse stands on the northern breakwater of the old port. "
+        "Its lamp was built and first lit in 1874 by the city council. "
+        "The lighthouse is built of local granite and painted white.",
+    )
+    result = await provider.answer(
+        AnswerTask(
+            question="When was the Harbor Lighthouse built?", sources=[lighthouse], max_tokens=100
+        )
+    )
+    assert cited_sentences(result.text)[0] == (
+        "Its lamp was built and first lit in 1874 by the city council.",
+        1,
+    )
+
+
+async def test_summary_of_reference_docs_has_no_structure_marks(provider: LocalProvider) -> None:
+    text = "\n\n".join(source.text for source in REFERENCE)
+    result = await provider.summarize(
+        SummarizeTask(text=text, style="detailed", max_words=0, max_tokens=400)
+    )
+    assert result.text
+    assert not re.search(
+        r"[|#`]|(?:^|\s)[-*] |General Output Control|Retrieval settings", result.text
+    )
+    # Whole sentences of the text, printed in document order.
+    units = split_sentences(text)
+    assert " ".join(unit for unit in units if unit in result.text) == result.text
+
+
+async def test_answer_to_which_exception_quotes_the_sentence_naming_it(
+    provider: LocalProvider,
+) -> None:
+    queue = Source(
+        1,
+        "Queue.task_done()\nIndicate that a formerly enqueued task is complete.\n\n"
+        "Used by queue consumers. For each get() used to fetch a task, a subsequent call "
+        "to task_done() tells the queue that the processing on the task is complete.\n\n"
+        "Raises ValueError if called more times than there were items placed in\nthe queue.",
+    )
+    result = await provider.answer(
+        AnswerTask(
+            question="Which exception does Queue.task_done raise when called too many times?",
+            sources=[queue],
+            max_tokens=100,
+        )
+    )
+    assert cited_sentences(result.text)[0] == (
+        "Queue.task_done(): Raises ValueError if called more times than there were items "
+        "placed in the queue.",
+        1,
+    )

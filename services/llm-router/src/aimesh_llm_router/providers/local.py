@@ -41,7 +41,7 @@ from aimesh_llm_router.providers.base import (
     Style,
     SummarizeTask,
 )
-from aimesh_llm_router.sentences import split_sentences
+from aimesh_llm_router.sentences import Sentence, split_units
 from aimesh_llm_router.tokens import Usage, estimate_tokens
 
 I_DONT_KNOW = "I don't know: the sources do not answer this question."
@@ -66,7 +66,22 @@ MAX_QUOTES = 3
 RELATIVE_MARGIN = 0.2
 # Weight of the shared-rare-words bonus (0-1) next to cosine similarity when ranking.
 LEXICAL_WEIGHT = 0.3
+# Bonus for a sentence of the definition of a term the question names ("What does
+# --recursive do?" -> the sentences of "-r, --recursive"), more for the first sentence of
+# that definition, which states what the term is or does; a little for the first
+# sentence of any definition or paragraph, which usually says what the rest qualifies.
+TERM_WEIGHT = 0.25
+TERM_LEAD_WEIGHT = 0.1
+LEAD_WEIGHT = 0.03
+# Bonus for a sentence of the kind the question asks for: a date for "when" and an
+# exception name for "which exception" (a sentence without one cannot answer it, however
+# close its topic), a number for "how many", an option for "which option", a defined
+# term for "which parameter".
+DATE_WEIGHT = 0.3
+NUMBER_WEIGHT = 0.15
+OPTION_WEIGHT = 0.1
 # Sentences closer than this to an already chosen one add nothing to a summary.
+MIN_SUMMARY_WORDS = 4
 DUPLICATE_SIMILARITY = 0.92
 MAX_SENTENCES = 2000
 
@@ -110,6 +125,94 @@ def _lexical_overlap(question: str, sentences: Sequence[str]) -> npt.NDArray[np.
     )
 
 
+# Names a question can ask about verbatim: flags ("-r", "--no-clobber"), identifiers
+# ("chunk_size", "max_tokens", "os.path.join", "GREP_COLORS"), code spans.
+_FLAG = re.compile(r"(?<![\w-])--?[A-Za-z0-9][\w-]*")
+_IDENTIFIER = re.compile(
+    r"\b[A-Za-z_]\w*(?:[._]\w+)+\b"  # snake_case, dotted.names
+    r"|\b[A-Za-z][a-z]+[A-Z]\w*\b"  # camelCase, PascalCase
+    r"|\b[A-Z][A-Z0-9_]{2,}\b"  # CONSTANTS, ENVIRONMENT_VARIABLES
+)
+_CODE = re.compile(r"`([^`]+)`")
+_WORD_OR_DOTTED = re.compile(r"[a-z_][\w]*(?:\.[a-z_]\w*)*")
+_OPTION_QUESTION = re.compile(r"\b(?:which|what)\b[^?]*\b(?:option|flag|switch)s?\b", re.I)
+_PARAMETER_QUESTION = re.compile(
+    r"\b(?:which|what)\b[^?]*\b(?:parameter|argument|keyword|setting|field|attribute)s?\b",
+    re.I,
+)
+_EXCEPTION_QUESTION = re.compile(
+    r"\b(?:which|what)\b[^?]*\b(?:exception|error)s?\b|\braises?\b", re.I
+)
+_EXCEPTION = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning|Exit|Interrupt)\b")
+_NUMBER_QUESTION = re.compile(
+    r"\bhow (?:many|much|long|large|big|old|often|far|tall|high|wide|deep|heavy)\b"
+    r"|\bwhat (?:number|size|percentage|port|version|limit|maximum|minimum)\b|\bdefault\b",
+    re.I,
+)
+_DATE_QUESTION = re.compile(r"^\s*when\b|\b(?:what|which) (?:year|date|day|month|century)\b", re.I)
+_DIGITS = re.compile(r"\d")
+_DATE = re.compile(
+    r"\b(?:1[0-9]{3}|20[0-9]{2})\b|\b(?:January|February|March|April|May|June|July|August|"
+    r"September|October|November|December)\b"
+)
+
+
+def _named(question: str) -> set[str]:
+    """The flags, identifiers and code spans ``question`` names, lower case."""
+    names = {match.lower() for match in _FLAG.findall(question)}
+    names.update(match.lower() for match in _IDENTIFIER.findall(question))
+    names.update(match.strip().lower() for match in _CODE.findall(question))
+    return {name for name in names if len(name.strip("-")) >= 1}
+
+
+def _term_names(term: str) -> set[str]:
+    """``-f FILE, --file=FILE`` -> {"-f", "--file", "file"}: what a question may call it."""
+    lowered = term.lower()
+    names = set(_FLAG.findall(lowered))
+    names.update(match.lstrip("-") for match in list(names) if match.startswith("--"))
+    names.update(part.strip() for part in re.split(r"[,/]|\s+or\s+", lowered) if part.strip())
+    names.update(re.split(r"[\s(:=\[]", lowered.strip(), maxsplit=1)[:1])
+    # A signature names its function and parameters: "HelpFormatter(prog, width=None)".
+    names.update(_WORD_OR_DOTTED.findall(lowered))
+    return names
+
+
+def _answer_types(question: str, units: Sequence[Sentence]) -> npt.NDArray[np.float64]:
+    """Bonus of each unit for being of the kind the question asks for (0 when untyped)."""
+    wants_option = bool(_OPTION_QUESTION.search(question))
+    wants_number = bool(_NUMBER_QUESTION.search(question))
+    wants_date = bool(_DATE_QUESTION.search(question))
+    wants_parameter = bool(_PARAMETER_QUESTION.search(question))
+    wants_exception = bool(_EXCEPTION_QUESTION.search(question))
+    bonus = np.zeros(len(units))
+    for index, unit in enumerate(units):
+        value = 0.0
+        if wants_option and unit.term and _FLAG.match(unit.term.lstrip()):
+            value += OPTION_WEIGHT
+        if wants_parameter and unit.term:
+            value += OPTION_WEIGHT
+        if wants_exception and _EXCEPTION.search(unit.text):
+            value += DATE_WEIGHT
+        if wants_number and _DIGITS.search(unit.text.removeprefix(unit.term)):
+            value += NUMBER_WEIGHT
+        if wants_date and _DATE.search(unit.text):
+            value += DATE_WEIGHT
+        bonus[index] = value
+    return bonus
+
+
+def _structure_bonus(question: str, units: Sequence[Sentence]) -> npt.NDArray[np.float64]:
+    """Bonuses for defining what the question names and for lead sentences."""
+    named = _named(question)
+    bonus = np.zeros(len(units))
+    for index, unit in enumerate(units):
+        value = LEAD_WEIGHT if unit.lead else 0.0
+        if unit.term and named and named & _term_names(unit.term):
+            value += TERM_WEIGHT + (TERM_LEAD_WEIGHT if unit.lead else 0.0)
+        bonus[index] = value
+    return bonus
+
+
 Matrix = npt.NDArray[np.float32]
 
 
@@ -147,6 +250,7 @@ class _Quote:
     text: str
     source: int
     score: float
+    typed: bool = False
 
 
 class LocalProvider(Provider):
@@ -175,7 +279,11 @@ class LocalProvider(Provider):
 
     @staticmethod
     def _sentences(text: str) -> list[str]:
-        sentences = split_sentences(text)
+        return [unit.text for unit in LocalProvider._units(text)]
+
+    @staticmethod
+    def _units(text: str) -> list[Sentence]:
+        sentences = split_units(text)
         if len(sentences) > MAX_SENTENCES:
             raise InvalidArgument(
                 f"text has {len(sentences)} sentences; the local provider handles at most "
@@ -206,11 +314,15 @@ class LocalProvider(Provider):
         centrality = vectors @ centroid
         picked: list[int] = []
         words_left = max_words
+        # Fragments ("[FILE...]", a lone label) say nothing on their own in a summary.
+        shortest = (
+            MIN_SUMMARY_WORDS if any(_words(s) >= MIN_SUMMARY_WORDS for s in sentences) else 0
+        )
         for index in np.argsort(-centrality, kind="stable"):
             if len(picked) >= max_sentences:
                 break
             count = _words(sentences[index])
-            if count > words_left:
+            if count > words_left or count < shortest:
                 continue
             if picked and float(np.max(vectors[picked] @ vectors[index])) > DUPLICATE_SIMILARITY:
                 continue
@@ -238,9 +350,9 @@ class LocalProvider(Provider):
         topic ("Eiffel Tower ...") and misses the sentence with the asked-for fact
         ("... completed in 1889").
         """
-        candidates: list[tuple[int, str]] = []
+        candidates: list[tuple[int, Sentence]] = []
         for number, text in passages:
-            candidates.extend((number, sentence) for sentence in self._sentences(text))
+            candidates.extend((number, unit) for unit in self._units(text))
         if not candidates:
             return []
         if len(candidates) > MAX_SENTENCES:
@@ -248,7 +360,8 @@ class LocalProvider(Provider):
                 f"the input has {len(candidates)} sentences; the local provider handles at "
                 f"most {MAX_SENTENCES}"
             )
-        texts = [text for _, text in candidates]
+        units = [unit for _, unit in candidates]
+        texts = [unit.text for unit in units]
         dimension = (await self._embedder.info()).dimension
         if len(question_vector) == dimension:
             vectors = _unit_rows([question_vector, *await self._embedder.embed(texts)])
@@ -256,8 +369,11 @@ class LocalProvider(Provider):
             # None given, or one of another model (its similarities would mean nothing).
             vectors = _unit_rows(await self._embedder.embed([question, *texts]))
         similarity = vectors[1:] @ vectors[0]
-        ranking = similarity + LEXICAL_WEIGHT * _lexical_overlap(
-            question, [text for _, text in candidates]
+        ranking = (
+            similarity
+            + LEXICAL_WEIGHT * _lexical_overlap(question, texts)
+            + _structure_bonus(question, units)
+            + (typed := _answer_types(question, units))
         )
         qualifying = similarity >= self._threshold
         if not qualifying.any():
@@ -269,12 +385,14 @@ class LocalProvider(Provider):
             score = float(ranking[index])
             if score < floor or len(quotes) >= MAX_QUOTES:
                 break
-            number, text = candidates[index]
+            number, unit = candidates[index]
+            text = unit.text
             if not qualifying[index] or text.lower() in seen:
                 continue
             seen.add(text.lower())
-            quotes.append(_Quote(text=text, source=number, score=score))
-        return quotes
+            quotes.append(_Quote(text=text, source=number, score=score, typed=typed[index] > 0))
+        # A quote of the asked-for kind (the one with the date, for "when") leads.
+        return sorted(quotes, key=lambda quote: not quote.typed)
 
     async def answer(self, task: AnswerTask) -> Completion:
         quotes = await self._quotes(
