@@ -194,8 +194,14 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
         self.recorder.record("UpdateCollectionSettings", request.tenant_id, context, request)
         if (request.tenant_id, request.collection) not in self.store:
             raise NotFound(f"collection {request.collection!r} does not exist")
-        fusion = request.fusion if request.HasField("fusion") else None
-        return retrieval_pb2.CollectionInfo(name=request.collection, fusion=fusion)
+        key = (request.tenant_id, request.collection)
+        info = retrieval_pb2.CollectionInfo()
+        info.CopyFrom(self.collection_infos.get(key) or _collection_info(request.collection))
+        info.ClearField("fusion")
+        if request.HasField("fusion"):
+            info.fusion.CopyFrom(request.fusion)
+        self.collection_infos[key] = info
+        return info
 
     async def SubmitIngestJob(self, request_iterator: Any, context: Any) -> retrieval_pb2.IngestJob:
         """Ingests the streamed documents at once and reports a finished job."""

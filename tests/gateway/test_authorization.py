@@ -179,6 +179,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/admin/keys/{key_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
     ("PUT", "/v1/admin/tenants/{tenant_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
     ("PATCH", "/v1/admin/users/{user}"): {"json": {"disabled": True}},
+    ("PATCH", "/v1/collections/{collection}"): {"json": {"fusion": {"fusion": "rrf"}}},
 }
 
 
