@@ -39,12 +39,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aimesh_cli.answers import contains_answer
 from scripts.bench.doc import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,40 +52,9 @@ KEPT = ROOT / ".aimesh" / "bench-answers"
 TENANT = "bench-answers"
 UPSERT_DOCUMENTS = 8
 
-_QUOTES = str.maketrans("", "", "'\"`\u2018\u2019\u201c\u201d")
-_SPACE = re.compile(r"\s+")
 _CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-
-
-def normalize(text: str) -> str:
-    """NFKC, case folded, quotes removed, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
-    return _SPACE.sub(" ", text).strip()
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char in "_-"
-
-
-def contains(text: str, answers: Sequence[str]) -> bool:
-    """Whether ``text`` holds a gold answer as a whole token run, after normalizing.
-
-    The QA sets' own rule (``aimesh_cli.answers.contains_answer``): the characters just
-    before and after the match are not letters, digits, "_" or "-", so "-r" is not found
-    in "-rf" and "8192" not in "81920".
-    """
-    haystack = normalize(text)
-    for answer in answers:
-        needle = normalize(answer)
-        start = haystack.find(needle) if needle else -1
-        while start >= 0:
-            end = start + len(needle)
-            before = haystack[start - 1] if start > 0 else " "
-            after = haystack[end] if end < len(haystack) else " "
-            if not _is_word(before) and not _is_word(after):
-                return True
-            start = haystack.find(needle, start + 1)
-    return False
+# The QA sets' own matching rule (whole token runs after normalising).
+contains = contains_answer
 
 
 @dataclass(frozen=True)

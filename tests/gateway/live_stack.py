@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 from fastapi import FastAPI
 
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
 from aimesh_common.server import GrpcServer, build_grpc_server
 from aimesh_gateway.main import create_app
+from aimesh_llm_router.config import Settings as RouterSettings
+from aimesh_llm_router.modelconfig import validate_models_config
+from aimesh_llm_router.providers import PROVIDERS
+from aimesh_llm_router.server import build_dependencies, create_server
 from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import settings_for
 from tests.llm_router.conftest import (
@@ -74,3 +80,37 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
         await stop_router(router)
         await retrieval_server.stop(0)
         await upstream.stop()
+
+
+@asynccontextmanager
+async def gateway_on_router(fake_mesh: FakeMesh, models: dict[str, Any]) -> AsyncIterator[str]:
+    """A real router configured with ``models`` (the models file's content, validated as the
+    service validates it) on the fake mesh's retrieval and embedding, behind the gateway
+    served by uvicorn; yields the gateway's base URL."""
+    config = validate_models_config(models, "test", frozenset(PROVIDERS), environ={})
+    router_settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
+    retrieval_channel = grpc.aio.insecure_channel(fake_mesh.retrieval_addr)
+    embedding_channel = grpc.aio.insecure_channel(fake_mesh.embedding_addr)
+    deps = build_dependencies(
+        router_settings,
+        config=config,
+        retrieval_channel=retrieval_channel,
+        embedding_channel=embedding_channel,
+    )
+    router: GrpcServer = create_server(router_settings, deps)
+    await router.start()
+    gateway = create_app(
+        settings_for(
+            router_addr=f"127.0.0.1:{router.port}",
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+        )
+    )
+    try:
+        async with serve_on_free_port(gateway) as url:
+            yield url
+    finally:
+        await router.stop(0)
+        await deps.aclose()
+        for channel in (retrieval_channel, embedding_channel):
+            await channel.close()

@@ -12,19 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from aimesh_common.server import GrpcServer
-from aimesh_gateway.main import create_app
-from aimesh_llm_router.config import Settings as RouterSettings
-from aimesh_llm_router.modelconfig import validate_models_config
-from aimesh_llm_router.providers import PROVIDERS
-from aimesh_llm_router.server import build_dependencies, create_server
-from tests.gateway.conftest import FakeMesh, serve_on_free_port
-from tests.gateway.helpers import settings_for, user
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import user
+from tests.gateway.live_stack import gateway_on_router
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 MISBEHAVIOURS = {
@@ -59,7 +53,8 @@ async def chain_mesh(fake_mesh: FakeMesh) -> AsyncIterator[ChainMesh]:
             **more,
         }
 
-    config = validate_models_config(
+    async with gateway_on_router(
+        fake_mesh,
         {
             "models": {
                 "default": alias(upstream, fallbacks=["fast"], deadline_seconds=8),
@@ -68,34 +63,8 @@ async def chain_mesh(fake_mesh: FakeMesh) -> AsyncIterator[ChainMesh]:
             "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
             "circuit_breaker": {"failure_threshold": 1000, "cooldown_seconds": 60},
         },
-        "test",
-        frozenset(PROVIDERS),
-        environ={},
-    )
-    router_settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
-    retrieval_channel = grpc.aio.insecure_channel(fake_mesh.retrieval_addr)
-    embedding_channel = grpc.aio.insecure_channel(fake_mesh.embedding_addr)
-    deps = build_dependencies(
-        router_settings,
-        config=config,
-        retrieval_channel=retrieval_channel,
-        embedding_channel=embedding_channel,
-    )
-    router: GrpcServer = create_server(router_settings, deps)
-    await router.start()
-    gateway = create_app(
-        settings_for(
-            router_addr=f"127.0.0.1:{router.port}",
-            retrieval_addr=fake_mesh.retrieval_addr,
-            embedding_addr=fake_mesh.embedding_addr,
-        )
-    )
-    async with serve_on_free_port(gateway) as url:
+    ) as url:
         yield ChainMesh(upstream, fast, url)
-    await router.stop(0)
-    await deps.aclose()
-    for channel in (retrieval_channel, embedding_channel):
-        await channel.close()
     for server in (upstream, fast):
         await server.stop()
 
