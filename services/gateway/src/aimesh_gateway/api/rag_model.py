@@ -31,6 +31,7 @@ from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import Upstream, UsageContext
+from aimesh_gateway.api.task_stream import first_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
@@ -166,12 +167,8 @@ async def rag_completion(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
         events = call.__aiter__()
-        try:
-            # Errors reported up front (unknown collection, bad filter) stay problem+json.
-            first = await anext(events, None)
-        except BaseException:
-            call.cancel()
-            raise
+        # Errors reported up front (unknown collection, bad filter) stay problem+json.
+        first = await first_message(call, events)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         writer = _RagStream(model, collection, sources_in_content)
         return StreamingResponse(

@@ -16,22 +16,21 @@ what it carries::
 
 The first event is awaited before the response starts, so errors reported up front
 (validation, unknown model or conversation, backend down) are ordinary problem+json
-responses. A later failure is sent as an ``error`` event. When the client disconnects,
-Starlette cancels the generator and the gRPC call is cancelled, which cancels the
-upstream model call in the router.
+responses. A later failure is sent as an ``error`` event. When the client disconnects
+(before the first event or later), ``CancelOnDisconnectMiddleware`` cancels the request's
+task and with it the gRPC call, which cancels the upstream model call in the router.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
@@ -45,7 +44,6 @@ from aimesh_gateway.schemas.ask import Citation
 
 log = logging.getLogger("aimesh.gateway.task_stream")
 
-DISCONNECT_POLL_SECONDS = 0.25
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_DESCRIPTION = (
     "With `stream: true`, a text/event-stream of typed events: `sources`, `delta`..., "
@@ -53,6 +51,7 @@ STREAM_DESCRIPTION = (
 )
 
 EventCall = grpc.aio.UnaryStreamCall[Any, llm_pb2.StreamEvent]
+T = TypeVar("T")
 
 
 class UsageRecorder(Protocol):
@@ -104,43 +103,26 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
     raise ValueError(f"unknown stream event {kind!r}")
 
 
-async def _first_event(
-    call: EventCall, events: AsyncIterator[llm_pb2.StreamEvent], request: Request | None
-) -> llm_pb2.StreamEvent | None:
-    """The first event; the call is cancelled if the client leaves while it is awaited."""
-    waiting = asyncio.ensure_future(anext(events, None))
+async def first_message(call: grpc.aio.Call, messages: AsyncIterator[T]) -> T | None:
+    """The first message of a streamed call (None when it ends at once), awaited before a
+    response starts so that an error reported up front is an ordinary problem response.
+    The call is cancelled when the wait fails or is cancelled (the client left)."""
     try:
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
-            if done:
-                return waiting.result()
-            if request is not None and await request.is_disconnected():
-                raise ClientDisconnected
+        return await anext(messages, None)
     except BaseException:
-        waiting.cancel()
         call.cancel()
         raise
-
-
-class ClientDisconnected(Exception):
-    """The client went away before the first event; nothing is left to answer."""
 
 
 async def event_stream(
     call: EventCall,
     record_usage: UsageRecorder | None = None,
     request: Request | None = None,
-) -> StreamingResponse | Response:
+) -> StreamingResponse:
     """The SSE response relaying ``call``; raises its error if it fails before any event.
-
-    With ``request``, a client that disconnects while the first event is awaited cancels
-    the call (and so the upstream model call) at once.
-    """
+    ``request`` gives the response's request id."""
     events = call.__aiter__()
-    try:
-        first = await _first_event(call, events, request)
-    except ClientDisconnected:
-        return Response(status_code=499)
+    first = await first_message(call, events)
     request_id = (request_id_of(request) if request is not None else None) or ""
     return StreamingResponse(
         _relay(call, events, first, record_usage, request_id),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.structs import to_struct
@@ -36,7 +36,7 @@ async def ask(
     upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
-) -> AskResponse | StreamingResponse | Response:
+) -> AskResponse | StreamingResponse:
     """Retrieve sources from the collection and answer citing them ("[1]" is source 1)."""
     request = llm_pb2.AnswerRequest(
         question=body.question,

@@ -32,6 +32,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
+from aimesh_gateway.api.task_stream import first_message
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
@@ -173,11 +174,7 @@ async def chat_completions(
     )
     if body.stream:
         messages = stream.__aiter__()
-        try:
-            first = await anext(messages, None)
-        except BaseException:
-            stream.cancel()
-            raise
+        first = await first_message(stream, messages)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model or "")
         return StreamingResponse(

@@ -175,7 +175,7 @@ async def send_message(
     upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
-) -> StreamingResponse | Response:
+) -> StreamingResponse:
     request = llm_pb2.SendMessageRequest(
         tenant_id=principal.tenant_id,
         user_id=principal.subject,

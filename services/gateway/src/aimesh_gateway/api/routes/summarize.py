@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
@@ -33,7 +33,7 @@ async def summarize(
     upstream: UpstreamDep,
     usage_meter: UsageDep,
     http_request: Request,
-) -> SummarizeResponse | StreamingResponse | Response:
+) -> SummarizeResponse | StreamingResponse:
     request = llm_pb2.SummarizeRequest(
         text=body.text,
         model=body.model or "",
