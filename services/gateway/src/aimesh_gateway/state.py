@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
+from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.auth.keys import KeyStore
 from aimesh_gateway.auth.oidc import OidcVerifier
 from aimesh_gateway.auth.security import Authenticator
@@ -20,6 +21,7 @@ from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.embedding_info import EmbeddingInfoCache
 from aimesh_gateway.core.invalidation import Invalidations
 from aimesh_gateway.db.engine import create_engine, migrate, session_factory
+from aimesh_gateway.limits.budgets import BudgetList, Budgets, PriceBook
 from aimesh_gateway.limits.ratelimit import RateLimiter, TenantLimitSource
 from aimesh_gateway.limits.tenants import tenant_limit_loader
 from aimesh_gateway.observability.metrics import HttpMetrics, UpstreamErrors
@@ -50,6 +52,7 @@ class GatewayState:
     usage: UsageMeter
     feedback: FeedbackStore
     backends: Backends
+    budgets: Budgets
     embedding_info: EmbeddingInfoCache = field(default_factory=EmbeddingInfoCache)
 
 
@@ -107,6 +110,20 @@ async def open_state(
     feedback = FeedbackStore(sessions, usage)
     backends = Backends.connect(settings, UpstreamErrors(metrics.upstream_errors))
     stack.push_async_callback(backends.close)
+    budgets = Budgets(
+        settings,
+        metrics,
+        redis,
+        sessions,
+        BudgetList(sessions, settings.budget_cache_seconds, invalidations),
+        PriceBook(
+            lambda: backends.llm_router.ListModels(
+                llm_pb2.ListModelsRequest(), timeout=settings.request_timeout_seconds
+            )
+        ),
+    )
+    if budgets.webhook is not None:
+        stack.push_async_callback(budgets.webhook.drain)
     # Fetched in the background from the start; no route waits for it (core/embedding_info).
     embedding_info = EmbeddingInfoCache()
     stack.push_async_callback(embedding_info.aclose)
@@ -129,6 +146,7 @@ async def open_state(
         usage=usage,
         feedback=feedback,
         backends=backends,
+        budgets=budgets,
         embedding_info=embedding_info,
     )
 

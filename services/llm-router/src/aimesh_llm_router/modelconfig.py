@@ -89,6 +89,14 @@ class ModelSpec(BaseModel):
         """Identifies the upstream for the circuit breaker: one per provider endpoint."""
         return f"{self.provider}|{self.base_url or ''}|{self.model}"
 
+    @property
+    def priced(self) -> bool:
+        """Whether calls can be billed: a price is set in the file (0 included: the operator
+        says it is free), or the provider is the in-process extractive one, which costs
+        nothing. Budgets refuse an unpriced alias under a hard budget."""
+        prices = {"price_per_1k_input", "price_per_1k_output"}
+        return bool(prices & self.model_fields_set) or self.provider == "local"
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
             prompt_tokens * self.price_per_1k_input + completion_tokens * self.price_per_1k_output
@@ -308,6 +316,9 @@ def default_models_config(settings: Settings) -> ModelsConfig:
             ),
             context_window=settings.llm_local_model_context,
             fallbacks=[DEFAULT_ALIAS],
+            # It runs on this machine: free, and billable under a hard budget.
+            price_per_1k_input=0.0,
+            price_per_1k_output=0.0,
         )
         if provider == "local":
             defaults = TaskDefaults(chat=LOCAL_MODEL_ALIAS)

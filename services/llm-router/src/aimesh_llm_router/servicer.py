@@ -60,6 +60,11 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
                     description=model.description,
                     context_window=model.config.context_window,
                     default_for=self._deps.models.defaults_of(model.alias),
+                    priced=model.config.priced,
+                    price_per_1k_input=model.config.price_per_1k_input,
+                    price_per_1k_output=model.config.price_per_1k_output,
+                    max_tokens=model.config.max_tokens,
+                    fallbacks=model.config.fallbacks,
                 )
                 for model in self._deps.models.aliases
             ]

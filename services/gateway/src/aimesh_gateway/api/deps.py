@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
@@ -22,6 +22,7 @@ from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import request_id_of
+from aimesh_gateway.limits.budgets import Budgets, Hold, to_micros
 from aimesh_gateway.limits.ratelimit import TenantLimitSource
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.tracing import trace_metadata
@@ -62,6 +63,7 @@ DbSessionsDep = Annotated[
 UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
+BudgetsDep = Annotated[Budgets, from_state(lambda state: state.budgets)]
 
 
 @dataclass(frozen=True)
@@ -242,12 +244,25 @@ AdminPrincipal = Annotated[Principal, Depends(role_and_admission(Role.ADMIN))]
 @dataclass(frozen=True)
 class UsageContext:
     """Records the tokens of this request's call for its principal (TPM budgets, metrics,
-    usage records), with the request id and what answered (feedback refers to it)."""
+    usage records), with the request id and what answered (feedback refers to it); and
+    the call's budget reservation (:meth:`reserve` before the call, settled by
+    :meth:`record` to its real cost, or by :meth:`release` / :meth:`settle_spent`)."""
 
     meter: UsageMeter
     principal: Principal
     route: str
     request_id: str = ""
+    budgets: Budgets | None = None
+    holds: list[Hold] = field(default_factory=list)
+
+    async def reserve(self, model: str, task: str, prompt_tokens: int, max_tokens: int = 0) -> None:
+        """Reserve the call's largest possible cost against the budgets that apply
+        (429 ``budget_exceeded`` when a hard one cannot cover it)."""
+        if self.budgets is None:
+            return
+        hold = await self.budgets.reserve(self.principal, model, task, prompt_tokens, max_tokens)
+        if hold is not None:
+            self.holds.append(hold)
 
     async def record(
         self,
@@ -257,7 +272,10 @@ class UsageContext:
         *,
         provider: str = "",
         prompt_version: str = "",
+        cost_usd: float = 0.0,
     ) -> None:
+        for hold in self.holds:
+            await hold.settle(cost_usd)
         await self.meter.record(
             self.principal,
             self.route,
@@ -267,13 +285,29 @@ class UsageContext:
             request_id=self.request_id,
             provider=provider,
             prompt_version=prompt_version,
+            cost_micros=to_micros(cost_usd),
         )
+
+    async def settle_spent(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """A call cut short (cancelled stream): settle and record what it spent so far,
+        at the quoted prices (no-op when nothing was reserved or it is settled)."""
+        open_holds = [hold for hold in self.holds if not hold.settled]
+        if not open_holds:
+            return
+        cost = open_holds[0].quote.cost_micros(prompt_tokens, completion_tokens) / 1_000_000
+        await self.record(model, prompt_tokens, completion_tokens, cost_usd=cost)
+
+    async def release(self) -> None:
+        """The call failed before answering: give the reservations back."""
+        for hold in self.holds:
+            await hold.release()
 
 
 async def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:
     route = getattr(request.scope.get("route"), "path_format", request.url.path)
+    state = state_of(request.app)
     return UsageContext(
-        state_of(request.app).usage, principal, str(route), request_id_of(request) or ""
+        state.usage, principal, str(route), request_id_of(request) or "", state.budgets
     )
 
 

@@ -12,6 +12,7 @@ from aimesh_gateway.api.routes import (
     admin,
     ask,
     auth,
+    budgets,
     chat,
     collections,
     conversations,
@@ -44,6 +45,7 @@ routers: tuple[APIRouter, ...] = (
     feedback.router,
     auth.router,
     admin.router,
+    budgets.router,
     usage.router,
     conversations.admin_router,
 )

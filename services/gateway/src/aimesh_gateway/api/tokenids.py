@@ -43,3 +43,21 @@ def decode_token_ids(ids: list[int]) -> str:
         return encoding.decode(ids, errors="replace")
     except KeyError:  # a gap in the vocabulary (no token has that id)
         raise HTTPException(400, "token ids must be cl100k_base ids") from None
+
+
+# What the chat format adds per message (role and separators), as OpenAI counts it.
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def count_tokens(*texts: str) -> int:
+    """cl100k_base tokens of ``texts`` with a per-text overhead (budget reservations).
+    Without an encoding, UTF-8 bytes: no byte-level tokenizer makes more tokens than that."""
+    encoding = _encoding()
+    total = 0
+    for text in texts:
+        if encoding is None:
+            total += len(text.encode())
+        else:
+            total += len(encoding.encode(text, disallowed_special=()))
+        total += MESSAGE_OVERHEAD_TOKENS
+    return total

@@ -174,6 +174,37 @@ class Settings(ServiceSettings):
         "open",
         description="When Redis is unreachable: open admits requests, closed answers 503.",
     )
+    budget_redis_failure: Literal["open", "closed"] = Field(
+        "closed",
+        description="When Redis is unreachable and a hard budget applies: closed answers 503 "
+        "(no call can overrun it), open lets calls through uncounted (their usage records "
+        "still count once Redis is back).",
+    )
+    budget_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="How long a process caches a tenant's budget list."
+    )
+    budget_prompt_margin: float = Field(
+        1.1,
+        ge=1.0,
+        le=4.0,
+        description="Factor on the counted prompt tokens of a reservation (upstream "
+        "tokenizers differ from cl100k_base).",
+    )
+    budget_alert_thresholds: list[int] = Field(
+        default_factory=lambda: [50, 80, 100],
+        description="Percentages of a budget at which an alert is counted and the webhook "
+        "called (JSON list).",
+    )
+    budget_webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Optional URL that receives a signed POST when a budget crosses a threshold.",
+    )
+    budget_webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the webhook's X-Aimesh-Signature header (needed with "
+        "the URL).",
+    )
     redis_key_prefix: str = Field(
         "aimesh:", description="Prefix of every Redis key the gateway writes."
     )
@@ -273,6 +304,21 @@ class Settings(ServiceSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
         return value
+
+    @field_validator("budget_alert_thresholds")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= threshold <= 1000 for threshold in value):
+            raise ValueError("every threshold must be a percentage between 1 and 1000")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Self:
+        if self.budget_webhook_url is not None and self.budget_webhook_secret is None:
+            raise _settings_error(
+                "budget_webhook_secret", "is required with budget_webhook_url (it signs the calls)"
+            )
+        return self
 
     @field_validator("web_dir")
     @classmethod

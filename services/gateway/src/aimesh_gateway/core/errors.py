@@ -107,7 +107,10 @@ def path_problem_body(
     """The problem about a request to ``path``, with OpenAI's ``error`` object on the
     OpenAI-compatible routes (see :func:`problem_response`)."""
     if path in OPENAI_PATHS:
-        extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
+        error = openai_error(status, detail or _phrase(status))
+        if extra and isinstance(extra.get("code"), str):
+            error["code"] = extra["code"]  # e.g. budget_exceeded rather than a rate limit
+        extra = {**(extra or {}), "error": error}
     return problem_body(status, detail, instance=path, request_id=request_id, extra=extra)
 
 
@@ -162,7 +165,15 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    # Extension members of a refusal that says more (a budget's scope and window).
+    extra = getattr(exc, "extra", None)
+    return problem_response(
+        request,
+        exc.status_code,
+        detail,
+        headers=exc.headers,
+        extra=extra if isinstance(extra, dict) else None,
+    )
 
 
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:

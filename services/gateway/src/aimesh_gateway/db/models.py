@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -122,6 +123,36 @@ class UsageRecord(Base):
     # ("qa/v1"); "" when unknown or none.
     provider: Mapped[str] = mapped_column(String(64), default="")
     prompt_version: Mapped[str] = mapped_column(String(64), default="")
+    # What the call cost in millionths of a US dollar at the answering alias's prices (0 for
+    # rows from before 0005 and for unpriced aliases): the truth budgets are rebuilt from.
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Budget(Base):
+    """A spending cap in US dollars over a window, for one API key, user or a whole tenant,
+    optionally narrowed to one model alias (see ``limits/budgets.py``)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        CheckConstraint("scope IN ('key', 'user', 'tenant')", name="ck_budgets_scope"),
+        CheckConstraint("period IN ('day', 'month', 'rolling')", name="ck_budgets_period"),
+        CheckConstraint("mode IN ('hard', 'soft')", name="ck_budgets_mode"),
+        Index("ix_budgets_tenant", "tenant_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    # The API key's id (scope key) or the user's subject (scope user); "" for the tenant.
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    model: Mapped[str] = mapped_column(String(200), default="")  # "": every alias
+    period: Mapped[str] = mapped_column(String(16))  # day, month or rolling (the window)
+    rolling_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[str] = mapped_column(String(16), default="hard")
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Feedback(Base):

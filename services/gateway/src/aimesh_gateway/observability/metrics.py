@@ -56,8 +56,34 @@ class HttpMetrics:
         self.rate_limited = Counter(
             "aimesh_rate_limited_total",
             "Requests refused with 429 by the rate limiter, by the limit that refused "
-            "(rpm, tpm) and its scope (key, user: one caller; tenant: all of a tenant).",
+            "(rpm, tpm; budget: a hard budget in money) and its scope (key, user: one "
+            "caller; tenant: all of a tenant).",
             ["limit", "scope"],
+            registry=self.registry,
+        )
+        self.budget_spend_ratio = Gauge(
+            "aimesh_budget_spend_ratio",
+            "Spend of a budget's current window over its limit (1: spent), as this replica "
+            "last saw it; by budget id, tenant, scope, window and mode.",
+            ["budget", "tenant", "scope", "window", "mode"],
+            registry=self.registry,
+        )
+        self.budget_alerts = Counter(
+            "aimesh_budget_alerts_total",
+            "Budgets whose spend crossed an alert threshold (percent of the limit), by "
+            "threshold, scope and mode; counted once, by the replica whose call crossed it.",
+            ["threshold", "scope", "mode"],
+            registry=self.registry,
+        )
+        self.budget_store_errors = Counter(
+            "aimesh_budget_store_errors_total",
+            "Budget reservations or settlements that could not reach Redis (policy applied).",
+            registry=self.registry,
+        )
+        self.budget_webhooks = Counter(
+            "aimesh_budget_webhooks_total",
+            "Budget alert webhooks, by result (sent, failed after retries).",
+            ["result"],
             registry=self.registry,
         )
         self.limiter_errors = Counter(

@@ -40,6 +40,7 @@ class UsageMeter:
         request_id: str = "",
         provider: str = "",
         prompt_version: str = "",
+        cost_micros: int = 0,
     ) -> None:
         self.metrics.tokens.labels("prompt").inc(max(prompt, 0))
         self.metrics.tokens.labels("completion").inc(max(completion, 0))
@@ -55,6 +56,7 @@ class UsageMeter:
             request_id=request_id,
             provider=provider,
             prompt_version=prompt_version,
+            cost_micros=cost_micros,
         )
         self._writes.spawn(self._write(row))
 

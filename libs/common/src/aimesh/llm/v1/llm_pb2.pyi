@@ -523,15 +523,35 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     DEFAULT_FOR_FIELD_NUMBER: _builtins.int
+    PRICED_FIELD_NUMBER: _builtins.int
+    PRICE_PER_1K_INPUT_FIELD_NUMBER: _builtins.int
+    PRICE_PER_1K_OUTPUT_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Alias, e.g. "default"."""
     description: _builtins.str
     """Human description; never an upstream URL or key."""
     context_window: _builtins.int
     """Context window in tokens."""
+    priced: _builtins.bool
+    """Whether the alias has prices the gateway may bill by: prices set in the models file
+    (0 included, an operator's statement that it is free) or the in-process extractive
+    provider. An unpriced alias is refused under a hard budget.
+    """
+    price_per_1k_input: _builtins.float
+    """Price of 1000 prompt tokens, in US dollars (0 when unpriced)."""
+    price_per_1k_output: _builtins.float
+    """Price of 1000 output tokens, in US dollars (0 when unpriced)."""
+    max_tokens: _builtins.int
+    """Most tokens one reply may have (the alias's default cap of max_tokens)."""
     @_builtins.property
     def default_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tasks this alias serves when a request names no model: "chat", "summarize", "qa"."""
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Aliases a failed call is passed on to, in order (budgets reserve the dearest)."""
 
     def __init__(
         self,
@@ -540,10 +560,15 @@ class ModelInfo(_message.Message):
         description: _builtins.str = ...,
         context_window: _builtins.int = ...,
         default_for: _abc.Iterable[_builtins.str] | None = ...,
+        priced: _builtins.bool = ...,
+        price_per_1k_input: _builtins.float = ...,
+        price_per_1k_output: _builtins.float = ...,
+        max_tokens: _builtins.int = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "default_for", b"default_for", "description", b"description", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "default_for", b"default_for", "description", b"description", "fallbacks", b"fallbacks", "id", b"id", "max_tokens", b"max_tokens", "price_per_1k_input", b"price_per_1k_input", "price_per_1k_output", b"price_per_1k_output", "priced", b"priced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

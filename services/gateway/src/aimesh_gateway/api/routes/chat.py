@@ -33,6 +33,7 @@ from aimesh_gateway.api.deps import (
 )
 from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
 from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
@@ -167,18 +168,23 @@ async def chat_completions(
             return cached
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    request = _generate_request(body, principal.tenant_id)
+    prompt_tokens = _prompt_tokens(request)
+    await usage_meter.reserve(body.model or "", "chat", prompt_tokens, body.token_limit())
     stream = upstream.llm_router.Generate(
-        _generate_request(body, principal.tenant_id),
-        timeout=upstream.timeout,
-        metadata=upstream.metadata,
+        request, timeout=upstream.timeout, metadata=upstream.metadata
     )
     if body.stream:
         messages = stream.__aiter__()
-        first = await first_message(stream, messages)
+        try:
+            first = await first_message(stream, messages)
+        except BaseException:
+            await usage_meter.release()
+            raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model or "")
         return StreamingResponse(
-            chunks.events(stream, messages, first, include_usage, usage_meter),
+            chunks.events(stream, messages, first, include_usage, usage_meter, prompt_tokens),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -189,14 +195,19 @@ async def chat_completions(
     usage: llm_pb2.Usage | None = None
     answered_by = ("", "")  # provider and prompt version, as the router reports them
     calls: list[llm_pb2.ToolCall] = []
-    async for message in stream:
-        parts.append(message.delta)
-        model = message.model or model
-        answered_by = (message.provider, message.prompt_version)
-        finish_reason = message.finish_reason or finish_reason
-        if message.HasField("usage"):
-            usage = message.usage
-        calls.extend(message.tool_calls)
+    try:
+        async for message in stream:
+            parts.append(message.delta)
+            model = message.model or model
+            answered_by = (message.provider, message.prompt_version)
+            finish_reason = message.finish_reason or finish_reason
+            if message.HasField("usage"):
+                usage = message.usage
+            calls.extend(message.tool_calls)
+    except BaseException:
+        # Failed or cancelled: what was generated is what was spent.
+        await usage_meter.settle_spent(model, prompt_tokens, count_tokens(*parts))
+        raise
     if usage is not None:
         await usage_meter.record(
             model,
@@ -204,7 +215,9 @@ async def chat_completions(
             usage.completion_tokens,
             provider=answered_by[0],
             prompt_version=answered_by[1],
+            cost_usd=usage.cost_usd,
         )
+    await usage_meter.release()
     completion = ChatCompletion(
         id=completion_id,
         created=created,
@@ -272,17 +285,20 @@ class _ChunkWriter:
         first: llm_pb2.GenerateResponse | None,
         include_usage: bool,
         usage_meter: UsageContext,
+        prompt_tokens: int = 0,
     ) -> AsyncIterator[str]:
         finish_reason = "stop"
         usage: llm_pb2.Usage | None = None
         answered_by = ("", "")
         message = first
+        sent: list[str] = []  # the deltas so far: what a cut-short stream spent
         try:
             if message is not None and message.model:
                 self.model = message.model
             yield self.chunk({"role": "assistant", "content": ""})
             while message is not None:
                 if message.delta:
+                    sent.append(message.delta)
                     yield self.chunk({"content": message.delta})
                 if message.tool_calls:
                     yield self.chunk({"tool_calls": _tool_call_deltas(message.tool_calls)})
@@ -299,6 +315,7 @@ class _ChunkWriter:
                     usage.completion_tokens,
                     provider=answered_by[0],
                     prompt_version=answered_by[1],
+                    cost_usd=usage.cost_usd,
                 )
             if include_usage:
                 yield self.usage_chunk(usage)
@@ -315,6 +332,16 @@ class _ChunkWriter:
             yield self.error(500, GENERIC_INTERNAL)
         finally:
             stream.cancel()
+            # A stream cancelled (client gone) or failed settles what it streamed.
+            await usage_meter.settle_spent(self.model, prompt_tokens, count_tokens(*sent))
+
+
+def _prompt_tokens(request: llm_pb2.GenerateRequest) -> int:
+    """The prompt's tokens as a budget reservation counts them: every message and tool."""
+    texts = [message.content for message in request.messages]
+    texts += [call.arguments_json for message in request.messages for call in message.tool_calls]
+    texts += [f"{tool.name} {tool.description} {tool.parameters_json}" for tool in request.tools]
+    return count_tokens(*texts)
 
 
 def _tool_call_deltas(calls: Iterable[llm_pb2.ToolCall]) -> list[dict[str, Any]]:

@@ -1,0 +1,311 @@
+"""Budgets in money: reservation before a call and settlement after, exact across two
+gateway replicas sharing the real Redis; refusals; the rebuild from the usage records."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from aimesh_common.server import GrpcServer
+from aimesh_gateway.core.config import default_database_url
+from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.main import create_app
+from aimesh_gateway.state import state_of
+from aimesh_llm_router.config import Settings as RouterSettings
+from aimesh_llm_router.modelconfig import validate_models_config
+from aimesh_llm_router.providers import PROVIDERS
+from aimesh_llm_router.server import build_dependencies, create_server
+from tests.gateway.conftest import FakeMesh
+from tests.gateway.helpers import assert_problem, bearer, settings_for, token
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+PRICED = {"provider": "local", "price_per_1k_input": 1.0, "price_per_1k_output": 2.0}
+MODELS: dict[str, Any] = {
+    "models": {
+        "default": {**PRICED, "max_tokens": 40},
+        "capped": {**PRICED, "max_tokens": 40},
+        # Unpriced: an upstream that is never called (the gateway refuses first).
+        "remote": {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
+    }
+}
+
+
+@dataclass
+class Replicas:
+    apps: list[FastAPI]
+    clients: list[httpx.AsyncClient]
+    redis: Redis
+    prefix: str
+
+
+@pytest.fixture(scope="module")
+async def router_addr(fake_mesh: FakeMesh) -> AsyncIterator[str]:
+    """The real LLM router serving priced aliases with the local provider."""
+    config = validate_models_config(MODELS, "test", frozenset(PROVIDERS), environ={})
+    settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
+    channels = [
+        grpc.aio.insecure_channel(addr)
+        for addr in (fake_mesh.retrieval_addr, fake_mesh.embedding_addr)
+    ]
+    deps = build_dependencies(
+        settings, config=config, retrieval_channel=channels[0], embedding_channel=channels[1]
+    )
+    server: GrpcServer = create_server(settings, deps)
+    await server.start()
+    yield f"127.0.0.1:{server.port}"
+    await server.stop(0)
+    await deps.aclose()
+    for channel in channels:
+        await channel.close()
+
+
+@pytest.fixture
+async def replicas(
+    fake_mesh: FakeMesh, router_addr: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Replicas]:
+    """Two gateway apps (two replicas) sharing the real Redis (a prefix of their own) and
+    one database."""
+    prefix = f"test-budget-{uuid.uuid4().hex[:8]}:"
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    settings = settings_for(
+        router_addr=router_addr,
+        retrieval_addr=fake_mesh.retrieval_addr,
+        embedding_addr=fake_mesh.embedding_addr,
+        redis_url=overrides.get("redis_url", SHARED_REDIS),
+        redis_key_prefix=prefix,
+        database_url=default_database_url(tmp_path),
+        budget_cache_seconds=0.0,
+        **{k: v for k, v in overrides.items() if k != "redis_url"},
+    )
+    redis = Redis.from_url(SHARED_REDIS)
+    async with AsyncExitStack() as stack:
+        apps, clients = [], []
+        for _ in range(2):
+            app = create_app(settings)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
+            await stack.enter_async_context(client)
+            apps.append(app)
+            clients.append(client)
+        yield Replicas(apps, clients, redis, prefix)
+    keys = [key async for key in redis.scan_iter(f"{prefix}*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+TENANT = "budget-co"
+
+
+def caller(subject: str = "alice") -> dict[str, str]:
+    return bearer(token(TENANT, ["user"], subject=subject))
+
+
+def tenant_admin() -> dict[str, str]:
+    return bearer(token(TENANT, ["admin"], subject="boss"))
+
+
+async def create_budget(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    body = {"scope": "tenant", "window": "day", "mode": "hard", **fields}
+    response = await client.post("/v1/admin/budgets", json=body, headers=tenant_admin())
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def chat(max_tokens: int = 30, model: str = "default", text: str = "Hello there") -> dict[str, Any]:
+    return {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": text}],
+    }
+
+
+async def recorded_spend(replicas: Replicas) -> int:
+    """The tenant's spend in the usage records, once both replicas have written theirs."""
+    for app in replicas.apps:
+        await state_of(app).usage.drain()
+    async with state_of(replicas.apps[0]).db_sessions() as session:
+        total = await session.scalar(
+            select(func.coalesce(func.sum(UsageRecord.cost_micros), 0)).where(
+                UsageRecord.tenant_id == TENANT
+            )
+        )
+    return int(total or 0)
+
+
+async def one_call_cost(replicas: Replicas) -> tuple[int, float]:
+    """(reservation in micros, real cost in USD) of the test's call, measured once."""
+    response = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    assert response.status_code == 200, response.text
+    real = await recorded_spend(replicas)
+    return real, real / 1e6
+
+
+async def test_fifty_concurrent_calls_on_two_replicas_never_overrun(replicas: Replicas) -> None:
+    real, _ = await one_call_cost(replicas)
+    assert real > 0, "the priced alias must cost something"
+    # A budget of a few calls' reservations above what is already spent.
+    probe = await create_budget(replicas.clients[0], limit_usd=1.0)
+    refused = await replicas.clients[0].patch(
+        "/v1/admin/budgets/" + probe["id"], json={"limit_usd": 1e-6}, headers=tenant_admin()
+    )
+    assert refused.status_code == 200
+    response = await replicas.clients[1].post("/v1/chat/completions", json=chat(), headers=caller())
+    body = assert_problem(response, 429)
+    reservation = body["call_usd"]
+    await replicas.clients[0].delete(f"/v1/admin/budgets/{probe['id']}", headers=tenant_admin())
+    limit = real / 1e6 + 3.5 * reservation
+    budget = await create_budget(replicas.clients[0], limit_usd=limit)
+
+    async def call(index: int) -> httpx.Response:
+        client = replicas.clients[index % 2]
+        return await client.post("/v1/chat/completions", json=chat(), headers=caller())
+
+    responses = await asyncio.gather(*(call(i) for i in range(50)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}, statuses
+    spent = await recorded_spend(replicas)
+    assert spent <= round(limit * 1e6), (spent, limit)
+    # At least the calls whose reservations fit were let through...
+    assert statuses.count(200) >= 3
+    # ...and every refusal was due: what was spent and reserved left too little for it.
+    for response in responses:
+        if response.status_code == 429:
+            problem = response.json()
+            assert problem["code"] == "budget_exceeded"
+            assert problem["budget_id"] == budget["id"]
+            covered = problem["spent_usd"] + problem["reserved_usd"] + problem["call_usd"]
+            assert covered > limit - 1e-9, problem
+    # The admin view reads the same spend from the usage records.
+    shown = await replicas.clients[1].get(
+        f"/v1/admin/budgets/{budget['id']}", headers=tenant_admin()
+    )
+    assert shown.status_code == 200
+    assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)
+    assert shown.json()["spend"]["reserved_usd"] == 0
+
+
+async def test_refusal_shape_on_openai_route(replicas: Replicas) -> None:
+    await create_budget(replicas.clients[0], limit_usd=1e-6, window="month")
+    response = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    body = assert_problem(response, 429)
+    assert body["code"] == "budget_exceeded"
+    assert body["scope"] == "tenant"
+    assert body["window"] == "month"
+    assert body["error"]["code"] == "budget_exceeded"
+    assert body["error"]["type"] == "rate_limit_error"
+    retry = int(response.headers["Retry-After"])
+    assert 0 < retry <= 31 * 86_400
+    metrics = (await replicas.clients[0].get("/metrics")).text
+    assert 'aimesh_rate_limited_total{limit="budget",scope="tenant"} 1.0' in metrics
+
+
+async def test_budget_narrowed_to_an_alias_and_a_user(replicas: Replicas) -> None:
+    await create_budget(replicas.clients[0], limit_usd=1e-6, model="capped")
+    await create_budget(replicas.clients[0], limit_usd=1e-6, scope="user", subject="bob")
+    ok = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    assert ok.status_code == 200, ok.text
+    capped = await replicas.clients[0].post(
+        "/v1/chat/completions", json=chat(model="capped"), headers=caller()
+    )
+    assert assert_problem(capped, 429)["scope"] == "tenant"
+    bob = await replicas.clients[1].post("/v1/chat/completions", json=chat(), headers=caller("bob"))
+    assert assert_problem(bob, 429)["scope"] == "user"
+
+
+async def test_unpriced_alias_is_refused_under_a_hard_budget(replicas: Replicas) -> None:
+    await create_budget(replicas.clients[0], limit_usd=100.0)
+    response = await replicas.clients[0].post(
+        "/v1/chat/completions", json=chat(model="remote"), headers=caller()
+    )
+    body = assert_problem(response, 403)
+    assert "no prices configured" in body["detail"]
+
+
+async def test_soft_budget_only_alerts(replicas: Replicas) -> None:
+    await create_budget(replicas.clients[0], limit_usd=1e-6, mode="soft")
+    response = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    assert response.status_code == 200, response.text
+    metrics = (await replicas.clients[0].get("/metrics")).text
+    assert 'aimesh_budget_alerts_total{mode="soft",scope="tenant",threshold="100"} 1.0' in metrics
+
+
+async def test_streamed_call_settles_and_releases(replicas: Replicas) -> None:
+    budget = await create_budget(replicas.clients[0], limit_usd=1.0)
+    async with replicas.clients[0].stream(
+        "POST", "/v1/chat/completions", json={**chat(), "stream": True}, headers=caller()
+    ) as response:
+        assert response.status_code == 200
+        text = "".join([part async for part in response.aiter_text()])
+    assert "[DONE]" in text
+    spent = await recorded_spend(replicas)
+    assert spent > 0
+    shown = await replicas.clients[1].get(
+        f"/v1/admin/budgets/{budget['id']}", headers=tenant_admin()
+    )
+    assert shown.json()["spend"]["reserved_usd"] == 0
+    assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)
+
+
+async def test_counters_are_rebuilt_from_usage_records_after_a_flush(replicas: Replicas) -> None:
+    real, cost = await one_call_cost(replicas)
+    # Room for the spend so far plus about one reservation.
+    budget = await create_budget(replicas.clients[0], limit_usd=cost * 1.5)
+    refused = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    assert refused.status_code == 429
+    # Redis loses everything of this deployment: the spend must come back from SQL.
+    keys = [key async for key in replicas.redis.scan_iter(f"{replicas.prefix}bg:*")]
+    assert keys
+    await replicas.redis.delete(*keys)
+    again = await replicas.clients[1].post("/v1/chat/completions", json=chat(), headers=caller())
+    problem = assert_problem(again, 429)
+    assert problem["spent_usd"] == pytest.approx(real / 1e6)
+    assert problem["budget_id"] == budget["id"]
+
+
+@pytest.mark.parametrize(
+    "replicas", [{"redis_url": "redis://127.0.0.1:1/0"}], indirect=True, ids=["redis-down"]
+)
+async def test_redis_down_fails_closed_under_a_hard_budget(replicas: Replicas) -> None:
+    await create_budget(replicas.clients[0], limit_usd=100.0)
+    response = await replicas.clients[0].post("/v1/chat/completions", json=chat(), headers=caller())
+    assert_problem(response, 503)
+    ready = await replicas.clients[0].get("/readyz")
+    assert ready.json()["budgets"] == "degraded"
+
+
+async def test_admin_routes_validate_and_hide_other_tenants(replicas: Replicas) -> None:
+    client = replicas.clients[0]
+    budget = await create_budget(client, limit_usd=5.0)
+    bad = await client.post(
+        "/v1/admin/budgets",
+        json={"scope": "key", "window": "rolling", "limit_usd": 1},
+        headers=tenant_admin(),
+    )
+    assert assert_problem(bad, 422)["errors"]
+    assert (await client.get("/v1/admin/budgets", headers=caller())).status_code == 403
+    assert (await client.get("/v1/admin/budgets")).status_code == 401
+    other = bearer(token("other-co", ["admin"], subject="eve"))
+    assert (await client.get(f"/v1/admin/budgets/{budget['id']}", headers=other)).status_code == 404
+    listed = (await client.get("/v1/admin/budgets", headers=other)).json()
+    assert listed == {"budgets": []}
+    assert (
+        await client.delete(f"/v1/admin/budgets/{budget['id']}", headers=other)
+    ).status_code == 404
+    mine = (await client.get("/v1/admin/budgets", headers=tenant_admin())).json()["budgets"]
+    assert [b["id"] for b in mine] == [budget["id"]]
+    assert mine[0]["spend"]["percent"] == 0
