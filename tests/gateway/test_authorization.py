@@ -73,6 +73,11 @@ EXPECTED_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/v1/admin/users"): Role.ADMIN,
     ("PATCH", "/v1/admin/users/{user}"): Role.ADMIN,
     ("DELETE", "/v1/admin/users/{user}"): Role.ADMIN,
+    ("POST", "/v1/admin/budgets"): Role.ADMIN,
+    ("GET", "/v1/admin/budgets"): Role.ADMIN,
+    ("GET", "/v1/admin/budgets/{budget_id}"): Role.ADMIN,
+    ("PATCH", "/v1/admin/budgets/{budget_id}"): Role.ADMIN,
+    ("DELETE", "/v1/admin/budgets/{budget_id}"): Role.ADMIN,
     ("POST", "/v1/ask"): Role.USER,
     ("POST", "/v1/summarize"): Role.USER,
     ("POST", "/v1/chat/completions"): Role.USER,
@@ -179,6 +184,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/admin/keys/{key_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
     ("PUT", "/v1/admin/tenants/{tenant_id}/limits"): {"json": {"rpm": 1, "tpm": None}},
     ("PATCH", "/v1/admin/users/{user}"): {"json": {"disabled": True}},
+    ("PATCH", "/v1/admin/budgets/{budget_id}"): {"json": {"limit_usd": 0.01}},
     ("PATCH", "/v1/collections/{collection}"): {"json": {"fusion": {"fusion": "rrf"}}},
 }
 
@@ -216,6 +222,12 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         headers=owner_admin,
     )
     assert created_user.status_code == 201, created_user.text
+    budget = await client.post(
+        "/v1/admin/budgets",
+        json={"scope": "tenant", "window": "month", "limit_usd": 5},
+        headers=owner_admin,
+    )
+    assert budget.status_code == 201, budget.text
     resources = {
         "collection": collection,
         "document_id": "d1",
@@ -224,6 +236,7 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         "key_id": key.json()["id"],
         "user": username,
         "tenant_id": owner,
+        "budget_id": budget.json()["id"],
     }
 
     intruder_admin = bearer(token(intruder, ["admin", "editor", "user"], subject="owner"))
@@ -255,9 +268,12 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         f"/v1/jobs/{resources['job_id']}",
         f"/v1/conversations/{resources['conversation_id']}",
         f"/v1/admin/keys/{resources['key_id']}",
+        f"/v1/admin/budgets/{resources['budget_id']}",
     ):
         assert (await client.get(url, headers=owner_admin)).status_code == 200, url
     users = (await client.get("/v1/admin/users", headers=owner_admin)).json()["users"]
     assert [(u["username"], u["disabled_at"]) for u in users] == [(username, None)]
+    budgets = (await client.get("/v1/admin/budgets", headers=owner_admin)).json()["budgets"]
+    assert [b["limit_usd"] for b in budgets] == [5.0], budgets
     keys = (await client.get("/v1/admin/keys", headers=owner_admin)).json()
     assert all(k.get("rpm") is None for k in keys["keys"]), keys

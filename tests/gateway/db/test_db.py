@@ -29,7 +29,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _tenant() -> str:
@@ -48,8 +48,8 @@ async def test_migrations_create_every_table_and_are_idempotent(db_engine: Async
             lambda sync: {i["name"] for i in inspect(sync).get_indexes("usage_records")}
         )
     assert {"api_keys", "users", "refresh_tokens", "tenant_limits", "usage_records"} <= tables
-    assert "feedback" in tables
-    assert {"request_id", "provider", "prompt_version"} <= usage_columns
+    assert {"feedback", "budgets"} <= tables
+    assert {"request_id", "provider", "prompt_version", "cost_micros"} <= usage_columns
     assert "ix_usage_records_request_id" in usage_indexes
     assert "conversations" not in tables  # 0003 made it, 0004 dropped it (the router owns it)
 

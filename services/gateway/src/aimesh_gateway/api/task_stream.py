@@ -34,6 +34,7 @@ from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
@@ -65,7 +66,14 @@ class UsageRecorder(Protocol):
         *,
         provider: str = "",
         prompt_version: str = "",
+        cost_usd: float = 0.0,
     ) -> None: ...
+
+
+class SpentSettler(Protocol):
+    """Settles what a stream cut short spent (the budget reservation of its call)."""
+
+    async def __call__(self, model: str, prompt_tokens: int, completion_tokens: int) -> None: ...
 
 
 def _sse(name: str, payload: dict[str, Any]) -> str:
@@ -118,6 +126,8 @@ async def event_stream(
     call: EventCall,
     record_usage: UsageRecorder | None = None,
     request: Request | None = None,
+    settle_spent: SpentSettler | None = None,
+    prompt_text: str = "",
 ) -> StreamingResponse:
     """The SSE response relaying ``call``; raises its error if it fails before any event.
     ``request`` gives the response's request id."""
@@ -125,7 +135,7 @@ async def event_stream(
     first = await first_message(call, events)
     request_id = (request_id_of(request) if request is not None else None) or ""
     return StreamingResponse(
-        _relay(call, events, first, record_usage, request_id),
+        _relay(call, events, first, record_usage, request_id, settle_spent, prompt_text),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -137,11 +147,20 @@ async def _relay(
     first: llm_pb2.StreamEvent | None,
     record_usage: UsageRecorder | None,
     request_id: str,
+    settle_spent: SpentSettler | None = None,
+    prompt_text: str = "",
 ) -> AsyncIterator[str]:
     event = first
     usage: llm_pb2.Usage | None = None
+    # What a stream cut short spent: the prompt, the sources given to the model, the deltas.
+    given: list[str] = [prompt_text]
+    written: list[str] = []
     try:
         while event is not None:
+            if event.HasField("sources"):
+                given.extend(item.text for item in event.sources.items)
+            if event.delta:
+                written.append(event.delta)
             if event.HasField("usage"):
                 usage = event.usage
             if event.HasField("done") and usage is not None and record_usage is not None:
@@ -151,6 +170,7 @@ async def _relay(
                     usage.completion_tokens,
                     provider=event.done.provider,
                     prompt_version=event.done.prompt_version,
+                    cost_usd=usage.cost_usd,
                 )
             yield format_event(event, request_id)
             event = await anext(events, None)
@@ -166,3 +186,5 @@ async def _relay(
         yield _sse("error", {"status": 500, "detail": GENERIC_INTERNAL})
     finally:
         call.cancel()
+        if settle_spent is not None:  # a no-op once the usage was recorded
+            await settle_spent("", count_tokens(*given), count_tokens(*written))

@@ -59,6 +59,9 @@ REDIS_RETRY_SECONDS = 1.0
 RESERVATION_GRACE_MS = 30_000
 # A rolling window is kept in about this many time buckets (at least a minute each).
 ROLLING_BUCKETS = 100
+# A reservation's prompt tokens when the router fills the prompt (retrieved sources packed
+# into the alias's context window): the whole window.
+FILL_CONTEXT = -1
 
 # KEYS: per budget: spend hash, held counter, reservations zset. ARGV: now (ms), reservation
 # id, its expiry (ms), then per budget: limit, window start (s), amount, hard (1/0).
@@ -431,7 +434,10 @@ class Budgets:
                 "price_per_1k_output in the models file)",
             )
         completion = min(max_tokens, quote.max_tokens) if max_tokens else quote.max_tokens
-        prompt = math.ceil(prompt_tokens * self.settings.budget_prompt_margin)
+        if prompt_tokens == FILL_CONTEXT:
+            prompt = quote.context_window
+        else:
+            prompt = math.ceil(prompt_tokens * self.settings.budget_prompt_margin)
         amount = quote.cost_micros(prompt, completion)
         now = time.time()
         applied = [_Applied(b, window_of(b, now), amount) for b in applied_budgets]

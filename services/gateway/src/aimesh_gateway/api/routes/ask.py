@@ -10,6 +10,7 @@ from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
+from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.ask import AskRequest, AskResponse, Citation
 from aimesh_gateway.schemas.common import Usage
@@ -48,23 +49,36 @@ async def ask(
     )
     if body.rerank is not None:
         request.rerank = body.rerank
+    # Sources are packed into the alias's context window: the prompt may fill it.
+    await usage_meter.reserve(body.model or "", "qa", FILL_CONTEXT, 0)
     if body.stream:
-        return await event_stream(
-            upstream.llm_router.StreamAnswer(
-                request, timeout=upstream.timeout, metadata=upstream.metadata
-            ),
-            usage_meter.record,
-            request=http_request,
+        try:
+            return await event_stream(
+                upstream.llm_router.StreamAnswer(
+                    request, timeout=upstream.timeout, metadata=upstream.metadata
+                ),
+                usage_meter.record,
+                request=http_request,
+                settle_spent=usage_meter.settle_spent,
+                prompt_text=body.question,
+            )
+        except BaseException:
+            await usage_meter.release()
+            raise
+    try:
+        reply = await upstream.llm_router.Answer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
         )
-    reply = await upstream.llm_router.Answer(
-        request, timeout=upstream.timeout, metadata=upstream.metadata
-    )
+    except BaseException:
+        await usage_meter.release()
+        raise
     await usage_meter.record(
         reply.model,
         reply.usage.prompt_tokens,
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        cost_usd=reply.usage.cost_usd,
     )
     return AskResponse(
         answer=reply.answer,

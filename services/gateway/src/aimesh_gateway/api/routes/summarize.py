@@ -8,11 +8,15 @@ from fastapi.responses import StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.common import Usage
 from aimesh_gateway.schemas.problem import COMMON_ERRORS
 from aimesh_gateway.schemas.summarize import SummarizeRequest, SummarizeResponse
+
+# The summarize template around the text (instructions, style), generously.
+SUMMARY_TEMPLATE_TOKENS = 256
 
 router = APIRouter(prefix=API_PREFIX, tags=["generation"], route_class=CheckedJSONRoute)
 
@@ -41,23 +45,37 @@ async def summarize(
         max_words=body.max_words or 0,
         tenant_id=principal.tenant_id,
     )
-    if body.stream:
-        return await event_stream(
-            upstream.llm_router.StreamSummarize(
-                request, timeout=upstream.timeout, metadata=upstream.metadata
-            ),
-            usage_meter.record,
-            request=http_request,
-        )
-    reply = await upstream.llm_router.Summarize(
-        request, timeout=upstream.timeout, metadata=upstream.metadata
+    await usage_meter.reserve(
+        body.model or "", "summarize", count_tokens(body.text) + SUMMARY_TEMPLATE_TOKENS, 0
     )
+    if body.stream:
+        try:
+            return await event_stream(
+                upstream.llm_router.StreamSummarize(
+                    request, timeout=upstream.timeout, metadata=upstream.metadata
+                ),
+                usage_meter.record,
+                request=http_request,
+                settle_spent=usage_meter.settle_spent,
+                prompt_text=body.text,
+            )
+        except BaseException:
+            await usage_meter.release()
+            raise
+    try:
+        reply = await upstream.llm_router.Summarize(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        )
+    except BaseException:
+        await usage_meter.release()
+        raise
     await usage_meter.record(
         reply.model,
         reply.usage.prompt_tokens,
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        cost_usd=reply.usage.cost_usd,
     )
     return SummarizeResponse(
         summary=reply.summary,
