@@ -4,6 +4,9 @@ gateway replicas sharing the real Redis; refusals; the rebuild from the usage re
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -14,7 +17,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
@@ -27,7 +30,7 @@ from aimesh_llm_router.config import Settings as RouterSettings
 from aimesh_llm_router.modelconfig import validate_models_config
 from aimesh_llm_router.providers import PROVIDERS
 from aimesh_llm_router.server import build_dependencies, create_server
-from tests.gateway.conftest import FakeMesh
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import assert_problem, bearer, settings_for, token
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -309,3 +312,96 @@ async def test_admin_routes_validate_and_hide_other_tenants(replicas: Replicas) 
     mine = (await client.get("/v1/admin/budgets", headers=tenant_admin())).json()["budgets"]
     assert [b["id"] for b in mine] == [budget["id"]]
     assert mine[0]["spend"]["percent"] == 0
+
+
+async def test_every_spending_route_is_refused_under_a_spent_budget(replicas: Replicas) -> None:
+    """ask, summarize, rag: models and conversations reserve too (streamed or not)."""
+    client = replicas.clients[0]
+    conversation = await client.post("/v1/conversations", json={}, headers=caller())
+    assert conversation.status_code == 201, conversation.text
+    await create_budget(client, limit_usd=1e-6)
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/ask", {"question": "what?", "collection": "docs"}),
+        ("/v1/ask", {"question": "what?", "collection": "docs", "stream": True}),
+        ("/v1/summarize", {"text": "A long text to summarize. " * 5}),
+        ("/v1/summarize", {"text": "A long text to summarize. " * 5, "stream": True}),
+        ("/v1/chat/completions", {**chat(), "model": "rag:docs"}),
+        ("/v1/chat/completions", {**chat(), "model": "rag:docs", "stream": True}),
+        ("/v1/chat/completions", {**chat(), "stream": True}),
+        (f"/v1/conversations/{conversation.json()['id']}/messages", {"content": "hi"}),
+    ]
+    for url, body in calls:
+        response = await client.post(url, json=body, headers=caller())
+        assert assert_problem(response, 429)["code"] == "budget_exceeded", url
+    assert await recorded_spend(replicas) == 0
+
+
+async def _webhook_receiver() -> tuple[FastAPI, list[tuple[bytes, str]]]:
+    received: list[tuple[bytes, str]] = []
+    hook = FastAPI()
+
+    @hook.post("/hook")
+    async def receive(request: Request) -> dict[str, bool]:
+        received.append((await request.body(), request.headers["x-aimesh-signature"]))
+        return {"ok": True}
+
+    return hook, received
+
+
+async def test_threshold_crossing_calls_the_signed_webhook(
+    fake_mesh: FakeMesh, router_addr: str, tmp_path: Path
+) -> None:
+    hook, received = await _webhook_receiver()
+    async with serve_on_free_port(hook) as hook_url:
+        settings = settings_for(
+            router_addr=router_addr,
+            retrieval_addr=fake_mesh.retrieval_addr,
+            embedding_addr=fake_mesh.embedding_addr,
+            database_url=default_database_url(tmp_path),
+            budget_webhook_url=f"{hook_url}/hook",
+            budget_webhook_secret="webhook-secret-for-tests",
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                budget = await create_budget(client, limit_usd=1e-6, mode="soft")
+                response = await client.post("/v1/chat/completions", json=chat(), headers=caller())
+                assert response.status_code == 200, response.text
+                webhook = state_of(app).budgets.webhook
+                assert webhook is not None
+                await webhook.drain()
+    # One call crossed 50, 80 and 100 % at once: one signed POST each.
+    assert len(received) == 3
+    for body, signature in received:
+        expected = hmac.new(b"webhook-secret-for-tests", body, hashlib.sha256).hexdigest()
+        assert signature == f"sha256={expected}"
+    events = [json.loads(body) for body, _ in received]
+    assert sorted(e["threshold_percent"] for e in events) == [50, 80, 100]
+    assert {e["budget_id"] for e in events} == {budget["id"]}
+
+
+async def test_in_process_budgets_without_redis(
+    fake_mesh: FakeMesh, router_addr: str, tmp_path: Path
+) -> None:
+    """The embedded default (no Redis): the same reservation in process, seeded from SQL."""
+    settings = settings_for(
+        router_addr=router_addr,
+        retrieval_addr=fake_mesh.retrieval_addr,
+        embedding_addr=fake_mesh.embedding_addr,
+        database_url=default_database_url(tmp_path),
+        budget_cache_seconds=0.0,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            first = await client.post("/v1/chat/completions", json=chat(), headers=caller())
+            assert first.status_code == 200
+            await state_of(app).usage.drain()
+            await create_budget(client, limit_usd=1e-6)
+            refused = await client.post("/v1/chat/completions", json=chat(), headers=caller())
+            problem = assert_problem(refused, 429)
+            assert problem["spent_usd"] > 0  # the earlier call, from the usage records
+            ready = await client.get("/readyz")
+            assert ready.json()["budgets"] == "local"

@@ -264,6 +264,12 @@ class UsageContext:
         if hold is not None:
             self.holds.append(hold)
 
+    async def budgeted(self) -> bool:
+        """Whether the caller's tenant has any budget (a call may then need a reservation)."""
+        if self.budgets is None:
+            return False
+        return bool(await self.budgets.budgets.of_tenant(self.principal.tenant_id))
+
     async def record(
         self,
         model: str,

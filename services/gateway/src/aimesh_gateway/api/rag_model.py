@@ -32,6 +32,7 @@ from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import Upstream, UsageContext
 from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
@@ -39,6 +40,7 @@ from aimesh_gateway.core.errors import (
     grpc_status_to_http,
     openai_error,
 )
+from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.schemas.chat import (
     Annotation,
     ChatChoice,
@@ -162,13 +164,19 @@ async def rag_completion(
     if body.rag is not None and body.rag.sources_in_content is not None:
         sources_in_content = body.rag.sources_in_content
     request = _answer_request(body, principal, collection)
+    # The router packs sources into the alias's context window: the prompt may fill it.
+    await usage_meter.reserve(request.model, "qa", FILL_CONTEXT, 0)
     if body.stream:
         call = upstream.llm_router.StreamAnswer(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
         events = call.__aiter__()
         # Errors reported up front (unknown collection, bad filter) stay problem+json.
-        first = await first_message(call, events)
+        try:
+            first = await first_message(call, events)
+        except BaseException:
+            await usage_meter.release()
+            raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         writer = _RagStream(model, collection, sources_in_content)
         return StreamingResponse(
@@ -176,9 +184,13 @@ async def rag_completion(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    reply = await upstream.llm_router.Answer(
-        request, timeout=upstream.timeout, metadata=upstream.metadata
-    )
+    try:
+        reply = await upstream.llm_router.Answer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        )
+    except BaseException:
+        await usage_meter.release()
+        raise
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,
@@ -190,6 +202,7 @@ async def rag_completion(
         usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        cost_usd=reply.usage.cost_usd,
     )
     content = reply.answer + (sources_block(reply.citations) if sources_in_content else "")
     return ChatCompletion(
@@ -244,6 +257,7 @@ class _RagStream:
         usage_meter: UsageContext,
     ) -> AsyncIterator[str]:
         answer: list[str] = []
+        given: list[str] = []  # the sources given to the model: what a cut stream spent
         citations: Sequence[llm_pb2.Citation] = ()
         usage: llm_pb2.Usage | None = None
         finish_reason = "stop"
@@ -255,6 +269,8 @@ class _RagStream:
                 if kind == "delta" and event.delta:
                     answer.append(event.delta)
                     yield self.chunk({"content": event.delta})
+                elif kind == "sources":
+                    given.extend(item.text for item in event.sources.items)
                 elif kind == "citations":
                     citations = list(event.citations.items)
                 elif kind == "usage":
@@ -268,6 +284,7 @@ class _RagStream:
                             usage.completion_tokens,
                             provider=event.done.provider,
                             prompt_version=event.done.prompt_version,
+                            cost_usd=usage.cost_usd,
                         )
                 event = await anext(events, None)
             found = cited_spans("".join(answer), citations, self.collection)
@@ -300,3 +317,5 @@ class _RagStream:
             yield self._event([], error=openai_error(500, GENERIC_INTERNAL))
         finally:
             call.cancel()
+            # A no-op once the usage was recorded.
+            await usage_meter.settle_spent(self.model, count_tokens(*given), count_tokens(*answer))

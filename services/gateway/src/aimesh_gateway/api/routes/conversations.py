@@ -25,6 +25,7 @@ from aimesh_gateway.api.deps import (
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
+from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
 from aimesh_gateway.schemas.conversations import (
     Conversation,
@@ -185,10 +186,34 @@ async def send_message(
     )
     if body.temperature is not None:
         request.temperature = body.temperature
+    if await usage_meter.budgeted():
+        # The conversation's alias is the router's to know; a budget needs it first. Its
+        # history (and a grounded one's sources) may fill the alias's context window.
+        conversation = await upstream.llm_router.GetConversation(
+            llm_pb2.GetConversationRequest(
+                tenant_id=principal.tenant_id,
+                user_id=principal.subject,
+                conversation_id=conversation_id,
+            ),
+            timeout=upstream.timeout,
+            metadata=upstream.metadata,
+        )
+        task = "qa" if conversation.collection else "chat"
+        await usage_meter.reserve(conversation.model, task, FILL_CONTEXT, request.max_tokens)
     stream = upstream.llm_router.SendMessage(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
-    return await event_stream(stream, usage_meter.record, http_request)
+    try:
+        return await event_stream(
+            stream,
+            usage_meter.record,
+            http_request,
+            settle_spent=usage_meter.settle_spent,
+            prompt_text=body.content,
+        )
+    except BaseException:
+        await usage_meter.release()
+        raise
 
 
 @admin_router.get(
