@@ -107,6 +107,9 @@ bench-llm: install ## The model server's engines (onnxruntime-genai int4/int8/fp
 .PHONY: bench-gateway
 bench-gateway: install ## Benchmark the gateway hop against direct gRPC and a bare proxy; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.gateway bench
+.PHONY: bench-budget
+bench-budget: install ## What a budget reservation costs a chat completion (3 budgets against none, real Redis); writes docs/benchmarks.md
+	$(BIN)/python -m scripts.bench.budget
 .PHONY: web web-test web-schema
 # The web app needs Node.js >= 20.19 (Vite 7) and npm; without them these targets say so.
 HAVE_NODE = command -v node >/dev/null && command -v npm >/dev/null && node -e \

@@ -162,7 +162,14 @@ async def test_list_models_shows_aliases_never_urls_or_keys(
     config = models_config(
         {
             "default": openai_model(fake_openai.base_url, description="Main model"),
-            "summarizer": openai_model(fake_openai.base_url, context_window=32000),
+            "summarizer": openai_model(
+                fake_openai.base_url,
+                context_window=32000,
+                price_per_1k_input=0.5,
+                price_per_1k_output=1.5,
+                max_tokens=300,
+                fallbacks=["default"],
+            ),
         }
     )
     router = await start_router(
@@ -178,6 +185,12 @@ async def test_list_models_shows_aliases_never_urls_or_keys(
         assert "127.0.0.1" not in text
         assert TEST_KEY not in text
         assert reply.models[0].description.startswith("Main model: ")
+        # What budgets reserve by: prices (an unpriced alias says so), caps, fallbacks.
+        default, summarizer = reply.models
+        assert not default.priced
+        assert (summarizer.priced, summarizer.price_per_1k_input) == (True, 0.5)
+        assert (summarizer.price_per_1k_output, summarizer.max_tokens) == (1.5, 300)
+        assert list(summarizer.fallbacks) == ["default"]
     finally:
         await stop_router(router)
 
