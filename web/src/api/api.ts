@@ -29,6 +29,9 @@ export type FeedbackItem = Schemas['FeedbackItem']
 export type FeedbackAdminItem = Schemas['FeedbackAdminItem']
 export type FeedbackSummaryRow = Schemas['FeedbackSummaryRow']
 export type UsageReport = Schemas['UsageReport']
+export type BudgetInfo = Schemas['BudgetInfo']
+export type BudgetCreate = Schemas['BudgetCreate']
+export type BudgetUpdate = Schemas['BudgetUpdate']
 
 export type ApiPath = keyof paths
 
@@ -170,6 +173,23 @@ export class Api {
 
   async revokeKey(id: string): Promise<KeyInfo> {
     return (await this.client.request<KeyInfo>('DELETE', route('/v1/admin/keys/{key_id}', { key_id: id }))).data
+  }
+
+  async budgets(): Promise<BudgetInfo[]> {
+    return (await this.client.request<Schemas['BudgetList']>('GET', route('/v1/admin/budgets'))).data.budgets
+  }
+
+  async createBudget(body: BudgetCreate): Promise<BudgetInfo> {
+    return (await this.client.request<BudgetInfo>('POST', route('/v1/admin/budgets'), { json: body })).data
+  }
+
+  async updateBudget(id: string, body: BudgetUpdate): Promise<BudgetInfo> {
+    const path = route('/v1/admin/budgets/{budget_id}', { budget_id: id })
+    return (await this.client.request<BudgetInfo>('PATCH', path, { json: body })).data
+  }
+
+  async deleteBudget(id: string): Promise<void> {
+    await this.client.request<unknown>('DELETE', route('/v1/admin/budgets/{budget_id}', { budget_id: id }))
   }
 
   async usage(days: number): Promise<UsageReport> {

@@ -27,7 +27,7 @@ export interface TestServer {
 const CORS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Allow-Headers': 'Authorization, Content-Type, Accept',
-  'Access-Control-Allow-Methods': 'GET, POST, DELETE, PUT',
+  'Access-Control-Allow-Methods': 'GET, POST, DELETE, PUT, PATCH',
   'Access-Control-Expose-Headers': 'X-Request-ID, Retry-After',
 }
 

@@ -38,6 +38,7 @@ async def test_readyz_follows_the_backends_health(
     assert ready.json() == {
         "status": "ready",
         "backends": {"llm-router": True, "retrieval": True, "embedding": True},
+        "budgets": "local",  # no Redis: budgets are checked in process
     }
 
 
