@@ -32,6 +32,7 @@ from aimesh_llm_router.providers import PROVIDERS
 from aimesh_llm_router.server import build_dependencies, create_server
 from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.helpers import assert_problem, bearer, settings_for, token
+from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 PRICED = {"provider": "local", "price_per_1k_input": 1.0, "price_per_1k_output": 2.0}
@@ -54,9 +55,21 @@ class Replicas:
 
 
 @pytest.fixture(scope="module")
-async def router_addr(fake_mesh: FakeMesh) -> AsyncIterator[str]:
-    """The real LLM router serving priced aliases with the local provider."""
-    config = validate_models_config(MODELS, "test", frozenset(PROVIDERS), environ={})
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    """An OpenAI-protocol upstream for the alias ``slow`` (streams paced by the test)."""
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def router_addr(fake_mesh: FakeMesh, upstream: FakeOpenAI) -> AsyncIterator[str]:
+    """The real LLM router serving priced aliases with the local provider, and ``slow``:
+    priced, on the OpenAI-protocol test upstream."""
+    slow = {**PRICED, "provider": "openai", "model": "m", "base_url": upstream.base_url}
+    models = {"models": {**MODELS["models"], "slow": {**slow, "max_retries": 0}}}
+    config = validate_models_config(models, "test", frozenset(PROVIDERS), environ={})
     settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
     channels = [
         grpc.aio.insecure_channel(addr)
@@ -405,3 +418,41 @@ async def test_in_process_budgets_without_redis(
             assert problem["spent_usd"] > 0  # the earlier call, from the usage records
             ready = await client.get("/readyz")
             assert ready.json()["budgets"] == "local"
+
+
+async def test_a_cancelled_stream_settles_what_it_spent(
+    replicas: Replicas, upstream: FakeOpenAI
+) -> None:
+    """A client that goes away mid-stream: the reservation is settled to the prompt and the
+    deltas streamed so far (a usage record says so), and nothing stays reserved."""
+    budget = await create_budget(replicas.clients[0], limit_usd=10.0)
+    words = " ".join(f"word{n}" for n in range(200))
+    upstream.enqueue(Reply(content=words, chunk_delay=0.05))
+    app = replicas.apps[0]
+    async with serve_on_free_port(app, lifespan=False) as url, httpx.AsyncClient() as http:
+        async with http.stream(
+            "POST",
+            f"{url}/v1/chat/completions",
+            json={**chat(model="slow", max_tokens=400), "stream": True},
+            headers=caller(),
+        ) as response:
+            assert response.status_code == 200
+            seen = 0
+            async for line in response.aiter_lines():
+                seen += line.count("word")
+                if seen >= 3:
+                    break  # the client goes away
+        for _ in range(100):
+            spent = await recorded_spend(replicas)
+            if spent:
+                break
+            await asyncio.sleep(0.05)
+    assert spent > 0
+    # Far less than the whole reply (400 tokens at most) would have cost.
+    full = (400 * 2.0) / 1000 * 1e6
+    assert spent < full / 4, spent
+    shown = await replicas.clients[1].get(
+        f"/v1/admin/budgets/{budget['id']}", headers=tenant_admin()
+    )
+    assert shown.json()["spend"]["reserved_usd"] == 0
+    assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)

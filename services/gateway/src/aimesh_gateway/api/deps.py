@@ -303,6 +303,17 @@ class UsageContext:
         cost = open_holds[0].quote.cost_micros(prompt_tokens, completion_tokens) / 1_000_000
         await self.record(model, prompt_tokens, completion_tokens, cost_usd=cost)
 
+    def settle_spent_soon(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """:meth:`settle_spent` in the background: from a stream's ``finally``, where the
+        request's task may be cancelled (a client gone) and every await there with it."""
+        if any(not hold.settled for hold in self.holds):
+            self.meter.spawn(self.settle_spent(model, prompt_tokens, completion_tokens))
+
+    def release_soon(self) -> None:
+        """:meth:`release` in the background (from an ``except`` a cancellation may run)."""
+        if any(not hold.settled for hold in self.holds):
+            self.meter.spawn(self.release())
+
     async def release(self) -> None:
         """The call failed before answering: give the reservations back."""
         for hold in self.holds:

@@ -175,7 +175,7 @@ async def rag_completion(
         try:
             first = await first_message(call, events)
         except BaseException:
-            await usage_meter.release()
+            usage_meter.release_soon()
             raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         writer = _RagStream(model, collection, sources_in_content)
@@ -189,7 +189,7 @@ async def rag_completion(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
     except BaseException:
-        await usage_meter.release()
+        usage_meter.release_soon()
         raise
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,
@@ -318,4 +318,4 @@ class _RagStream:
         finally:
             call.cancel()
             # A no-op once the usage was recorded.
-            await usage_meter.settle_spent(self.model, count_tokens(*given), count_tokens(*answer))
+            usage_meter.settle_spent_soon(self.model, count_tokens(*given), count_tokens(*answer))

@@ -71,9 +71,10 @@ class UsageRecorder(Protocol):
 
 
 class SpentSettler(Protocol):
-    """Settles what a stream cut short spent (the budget reservation of its call)."""
+    """Settles what a stream cut short spent (the budget reservation of its call), in the
+    background: it is called from a ``finally`` that a cancellation may be running."""
 
-    async def __call__(self, model: str, prompt_tokens: int, completion_tokens: int) -> None: ...
+    def __call__(self, model: str, prompt_tokens: int, completion_tokens: int) -> None: ...
 
 
 def _sse(name: str, payload: dict[str, Any]) -> str:
@@ -187,4 +188,4 @@ async def _relay(
     finally:
         call.cancel()
         if settle_spent is not None:  # a no-op once the usage was recorded
-            await settle_spent("", count_tokens(*given), count_tokens(*written))
+            settle_spent("", count_tokens(*given), count_tokens(*written))

@@ -4,6 +4,8 @@ a usage record in the database (written off the request path)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -66,6 +68,11 @@ class UsageMeter:
                 session.add(row)
         except SQLAlchemyError as error:
             log.warning("could not store a usage record: %s", type(error).__name__)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` off the request path (also when the request's task is cancelled:
+        what a cancelled stream spent is settled this way)."""
+        self._writes.spawn(work)
 
     async def drain(self) -> None:
         """Wait for the records still being written (at shutdown)."""

@@ -179,7 +179,7 @@ async def chat_completions(
         try:
             first = await first_message(stream, messages)
         except BaseException:
-            await usage_meter.release()
+            usage_meter.release_soon()
             raise
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model or "")
@@ -206,7 +206,7 @@ async def chat_completions(
             calls.extend(message.tool_calls)
     except BaseException:
         # Failed or cancelled: what was generated is what was spent.
-        await usage_meter.settle_spent(model, prompt_tokens, count_tokens(*parts))
+        usage_meter.settle_spent_soon(model, prompt_tokens, count_tokens(*parts))
         raise
     if usage is not None:
         await usage_meter.record(
@@ -333,7 +333,7 @@ class _ChunkWriter:
         finally:
             stream.cancel()
             # A stream cancelled (client gone) or failed settles what it streamed.
-            await usage_meter.settle_spent(self.model, prompt_tokens, count_tokens(*sent))
+            usage_meter.settle_spent_soon(self.model, prompt_tokens, count_tokens(*sent))
 
 
 def _prompt_tokens(request: llm_pb2.GenerateRequest) -> int:

@@ -208,11 +208,11 @@ async def send_message(
             stream,
             usage_meter.record,
             http_request,
-            settle_spent=usage_meter.settle_spent,
+            settle_spent=usage_meter.settle_spent_soon,
             prompt_text=body.content,
         )
     except BaseException:
-        await usage_meter.release()
+        usage_meter.release_soon()
         raise
 
 

@@ -56,18 +56,18 @@ async def summarize(
                 ),
                 usage_meter.record,
                 request=http_request,
-                settle_spent=usage_meter.settle_spent,
+                settle_spent=usage_meter.settle_spent_soon,
                 prompt_text=body.text,
             )
         except BaseException:
-            await usage_meter.release()
+            usage_meter.release_soon()
             raise
     try:
         reply = await upstream.llm_router.Summarize(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
     except BaseException:
-        await usage_meter.release()
+        usage_meter.release_soon()
         raise
     await usage_meter.record(
         reply.model,
