@@ -313,6 +313,20 @@ async def test_admin_routes_validate_and_hide_other_tenants(replicas: Replicas) 
         headers=tenant_admin(),
     )
     assert assert_problem(bad, 422)["errors"]
+    unknown_key = await client.post(
+        "/v1/admin/budgets",
+        json={"scope": "key", "subject": "0" * 32, "window": "day", "limit_usd": 1},
+        headers=tenant_admin(),
+    )
+    assert "no API key" in assert_problem(unknown_key, 422)["detail"]
+    key = await client.post("/v1/admin/keys", json={"roles": ["user"]}, headers=tenant_admin())
+    key_budget = await create_budget(client, scope="key", subject=key.json()["id"], limit_usd=1)
+    assert key_budget["subject"] == key.json()["id"]
+    allowed = await client.post(
+        "/v1/chat/completions", json=chat(), headers=bearer(key.json()["key"])
+    )
+    assert allowed.status_code == 200  # 1 USD covers a call
+    await client.delete(f"/v1/admin/budgets/{key_budget['id']}", headers=tenant_admin())
     assert (await client.get("/v1/admin/budgets", headers=caller())).status_code == 403
     assert (await client.get("/v1/admin/budgets")).status_code == 401
     other = bearer(token("other-co", ["admin"], subject="eve"))
@@ -324,7 +338,8 @@ async def test_admin_routes_validate_and_hide_other_tenants(replicas: Replicas) 
     ).status_code == 404
     mine = (await client.get("/v1/admin/budgets", headers=tenant_admin())).json()["budgets"]
     assert [b["id"] for b in mine] == [budget["id"]]
-    assert mine[0]["spend"]["percent"] == 0
+    # The key's call counts against the tenant's budget too.
+    assert mine[0]["spend"]["percent"] > 0
 
 
 async def test_every_spending_route_is_refused_under_a_spent_budget(replicas: Replicas) -> None:

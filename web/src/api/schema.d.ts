@@ -2938,7 +2938,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Request validation failed; `errors` names the fields. */
+            /** @description Invalid fields, or no such API key. */
             422: {
                 headers: {
                     [name: string]: unknown;

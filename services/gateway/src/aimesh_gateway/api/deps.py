@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
 from aimesh_common.limits import COLLECTION_NAME_PATTERN, COLLECTION_NAME_RULE
+from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.auth.keys import KeyStore
 from aimesh_gateway.auth.security import AuthenticationError, Principal, Role
 from aimesh_gateway.auth.users import UserStore
@@ -303,11 +304,14 @@ class UsageContext:
         cost = open_holds[0].quote.cost_micros(prompt_tokens, completion_tokens) / 1_000_000
         await self.record(model, prompt_tokens, completion_tokens, cost_usd=cost)
 
-    def settle_spent_soon(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def settle_spent_soon(
+        self, model: str, prompt: int | Sequence[str], completion: int | Sequence[str]
+    ) -> None:
         """:meth:`settle_spent` in the background: from a stream's ``finally``, where the
-        request's task may be cancelled (a client gone) and every await there with it."""
+        request's task may be cancelled (a client gone) and every await there with it.
+        Token counts or the texts to count (counted only when a reservation is open)."""
         if any(not hold.settled for hold in self.holds):
-            self.meter.spawn(self.settle_spent(model, prompt_tokens, completion_tokens))
+            self.meter.spawn(self.settle_spent(model, _tokens(prompt), _tokens(completion)))
 
     def release_soon(self) -> None:
         """:meth:`release` in the background (from an ``except`` a cancellation may run)."""
@@ -318,6 +322,12 @@ class UsageContext:
         """The call failed before answering: give the reservations back."""
         for hold in self.holds:
             await hold.release()
+
+
+def _tokens(count_or_texts: int | Sequence[str]) -> int:
+    if isinstance(count_or_texts, int):
+        return count_or_texts
+    return count_tokens(*count_or_texts)
 
 
 async def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:

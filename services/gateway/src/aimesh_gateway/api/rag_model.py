@@ -32,7 +32,6 @@ from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import Upstream, UsageContext
 from aimesh_gateway.api.task_stream import first_message
-from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
@@ -318,4 +317,4 @@ class _RagStream:
         finally:
             call.cancel()
             # A no-op once the usage was recorded.
-            usage_meter.settle_spent_soon(self.model, count_tokens(*given), count_tokens(*answer))
+            usage_meter.settle_spent_soon(self.model, given, answer)

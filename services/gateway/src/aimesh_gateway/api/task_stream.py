@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -34,7 +34,6 @@ from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
-from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
@@ -74,7 +73,9 @@ class SpentSettler(Protocol):
     """Settles what a stream cut short spent (the budget reservation of its call), in the
     background: it is called from a ``finally`` that a cancellation may be running."""
 
-    def __call__(self, model: str, prompt_tokens: int, completion_tokens: int) -> None: ...
+    def __call__(
+        self, model: str, prompt: int | Sequence[str], completion: int | Sequence[str]
+    ) -> None: ...
 
 
 def _sse(name: str, payload: dict[str, Any]) -> str:
@@ -188,4 +189,4 @@ async def _relay(
     finally:
         call.cancel()
         if settle_spent is not None:  # a no-op once the usage was recorded
-            settle_spent("", count_tokens(*given), count_tokens(*written))
+            settle_spent("", given, written)

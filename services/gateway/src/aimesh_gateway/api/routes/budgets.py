@@ -10,7 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 from sqlalchemy import select
 
-from aimesh_gateway.api.deps import API_PREFIX, AdminPrincipal, BudgetsDep, DbSessionsDep
+from aimesh_gateway.api.deps import (
+    API_PREFIX,
+    AdminPrincipal,
+    BudgetsDep,
+    DbSessionsDep,
+    KeyStoreDep,
+)
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.db.models import Budget, utcnow
@@ -69,12 +75,21 @@ async def _owned(sessions: DbSessionsDep, principal: Principal, budget_id: str) 
     "",
     status_code=201,
     openapi_extra=SMALL_BODY,
-    responses={**COMMON_ERRORS},
+    responses={**COMMON_ERRORS, 422: problem_doc("Invalid fields, or no such API key.")},
     summary="Create a budget",
 )
 async def create_budget(
-    body: BudgetCreate, principal: AdminPrincipal, sessions: DbSessionsDep, budgets: BudgetsDep
+    body: BudgetCreate,
+    principal: AdminPrincipal,
+    sessions: DbSessionsDep,
+    budgets: BudgetsDep,
+    keys: KeyStoreDep,
 ) -> BudgetInfo:
+    if body.scope == "key":
+        key_id = body.subject.removeprefix("key:")
+        if await keys.get(principal.tenant_id, key_id) is None:
+            # A budget no call could match would cap nothing, silently.
+            raise HTTPException(422, f"subject: no API key {key_id!r} in this tenant")
     now = utcnow()
     budget = Budget(
         id=uuid.uuid4().hex,

@@ -169,7 +169,8 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     request = _generate_request(body, principal.tenant_id)
-    prompt_tokens = _prompt_tokens(request)
+    # Counted only for a tenant with budgets: the reservation is all it serves.
+    prompt_tokens = _prompt_tokens(request) if await usage_meter.budgeted() else 0
     await usage_meter.reserve(body.model or "", "chat", prompt_tokens, body.token_limit())
     stream = upstream.llm_router.Generate(
         request, timeout=upstream.timeout, metadata=upstream.metadata
@@ -206,7 +207,7 @@ async def chat_completions(
             calls.extend(message.tool_calls)
     except BaseException:
         # Failed or cancelled: what was generated is what was spent.
-        usage_meter.settle_spent_soon(model, prompt_tokens, count_tokens(*parts))
+        usage_meter.settle_spent_soon(model, prompt_tokens, parts)
         raise
     if usage is not None:
         await usage_meter.record(
@@ -333,7 +334,7 @@ class _ChunkWriter:
         finally:
             stream.cancel()
             # A stream cancelled (client gone) or failed settles what it streamed.
-            usage_meter.settle_spent_soon(self.model, prompt_tokens, count_tokens(*sent))
+            usage_meter.settle_spent_soon(self.model, prompt_tokens, sent)
 
 
 def _prompt_tokens(request: llm_pb2.GenerateRequest) -> int:

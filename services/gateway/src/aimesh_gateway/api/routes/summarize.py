@@ -45,9 +45,9 @@ async def summarize(
         max_words=body.max_words or 0,
         tenant_id=principal.tenant_id,
     )
-    await usage_meter.reserve(
-        body.model or "", "summarize", count_tokens(body.text) + SUMMARY_TEMPLATE_TOKENS, 0
-    )
+    if await usage_meter.budgeted():  # the text is counted only when a budget may apply
+        prompt = count_tokens(body.text) + SUMMARY_TEMPLATE_TOKENS
+        await usage_meter.reserve(body.model or "", "summarize", prompt, 0)
     if body.stream:
         try:
             return await event_stream(
