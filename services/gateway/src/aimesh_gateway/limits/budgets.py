@@ -39,6 +39,7 @@ from fastapi import HTTPException
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aimesh.llm.v1 import llm_pb2
@@ -391,6 +392,9 @@ class Budgets:
             self._settle = redis.register_script(SETTLE_SCRIPT)
             self._seed = redis.register_script(SEED_SCRIPT)
         self._redis_down_until = 0.0
+        # Spend hashes that missed settlements while Redis was unreachable: reseeded from the
+        # usage records (which have them) at the next reservation that reaches Redis.
+        self._stale: set[str] = set()
         self.webhook = (
             BudgetWebhook(settings, metrics) if settings.budget_webhook_url is not None else None
         )
@@ -415,7 +419,14 @@ class Budgets:
         """Reserve the call's largest possible cost against every budget that applies; None
         when none does. Raises BudgetExceeded (429), 403 for an unpriced alias under a hard
         budget, 503 when Redis is down and the policy is fail-closed."""
-        budgets = await self.budgets.of_tenant(principal.tenant_id)
+        try:
+            budgets = await self.budgets.of_tenant(principal.tenant_id)
+        except SQLAlchemyError:
+            raise HTTPException(
+                503,
+                "budgets cannot be read: the database is unreachable; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         if not budgets:
             return None
         quote = await self.prices.quote(alias, task)
@@ -456,6 +467,7 @@ class Budgets:
                     headers={"Retry-After": "1"},
                 ) from None
             hold.unchecked = True
+            self._stale.update(self.keys(i.budget, i.window)[0] for i in applied)
             return hold
         refused, spent, held, oldest = verdict
         for item, total in zip(applied, spent, strict=True):
@@ -494,6 +506,10 @@ class Budgets:
             args += [item.budget.limit_micros, item.window.start, item.amount, hard]
         for _ in range(3):
             try:
+                if self._stale and self.redis is not None:
+                    stale, self._stale = self._stale, set()
+                    for key in stale:
+                        await self.redis.hdel(key, SEEDED)
                 reply = [int(v) for v in await self._reserve(keys=keys, args=args)]
             except RedisError as error:
                 self._down(error)
@@ -562,8 +578,12 @@ class Budgets:
             else:
                 totals = await self._settle_remote(hold, cost_micros, now)
         except BudgetStoreUnavailable:
-            # The usage record still carries the cost: the next rebuild counts it.
+            # The usage record still carries the cost: the window is rebuilt from the usage
+            # records at the next reservation that reaches Redis.
             self.metrics.budget_store_errors.inc()
+            self._stale.update(
+                self.keys(i.budget, window_of(i.budget, now))[0] for i in hold.applied
+            )
             return
         for item, total in zip(hold.applied, totals, strict=True):
             self._observe(item.budget, total)
