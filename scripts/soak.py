@@ -256,7 +256,7 @@ class Soak:
         end = self.started + self.plan.seconds
         while not self.stop.is_set():
             due = self.started + (index - first + 1) * self.plan.upsert_every
-            if due >= end:
+            if due >= end or time.monotonic() >= end:  # a slow upsert does not overrun
                 return
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             if self.stop.is_set():
