@@ -141,3 +141,6 @@ bench-quality: install ## Retrieval quality of every eval set x search mode (a r
 # SOAK_ARGS passes more (--json FILE, --out DIR, --profile 60); the exit status is the verdict.
 soak: install ## The mesh under a steady mixed load for 2 h: memory slope, p50 drift, errors (pass/fail)
 	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
+.PHONY: bench-memory
+bench-memory: install ## Memory per service at rest, per cached byte, per open stream, per stored chunk (figures of docs/operations.md)
+	$(BIN)/python -m scripts.bench.memory

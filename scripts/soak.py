@@ -296,10 +296,9 @@ class Soak:
             ("early", self.plan.warmup),
             ("late", self.plan.seconds - length - 5),
         ):
-            delay = self.started + at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.stop.is_set():
+            # Waits on the stop event (in a thread), so that Ctrl-C is not kept waiting.
+            delay = max(0.0, self.started + at - time.monotonic())
+            if await asyncio.to_thread(self.stop.wait, delay):
                 return
             runs = []
             for name in ("gateway", "retrieval"):
@@ -624,8 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         soak = Soak(plan, mesh, out)
         interrupted = threading.Event()
+        loading = threading.Event()
 
         def on_signal(*_: object) -> None:
+            # The first Ctrl-C during the load ends it and reports; before the load, or a
+            # second one, stops at once (every service is stopped on the way out).
+            if interrupted.is_set() or not loading.is_set():
+                interrupted.set()
+                raise KeyboardInterrupt
             interrupted.set()
             soak.stop.set()
 
@@ -639,15 +644,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             mesh.start()
-        except MeshStartError as error:
-            print(f"soak: the mesh did not start: {error}", file=sys.stderr)
-            mesh.stop()
-            return 2
-        try:
+            loading.set()
             asyncio.run(soak.run())
         except MeshStartError as error:
-            print(f"soak: setting up the load failed: {error}", file=sys.stderr)
+            print(
+                f"soak: the mesh did not start or the load could not begin: {error}",
+                file=sys.stderr,
+            )
             return 2
+        except KeyboardInterrupt:
+            print("soak: interrupted; services stopped", file=sys.stderr)
+            return 130
         finally:
             mesh.stop()
         result = analyse(plan, soak.records, soak.samples, soak.elapsed)
