@@ -136,3 +136,11 @@ qa-sets: install ## Rebuild only the QA eval sets (short gold answers): tests/da
 	$(BIN)/python -m scripts.eval_sets.qa
 bench-quality: install ## Retrieval quality of every eval set x search mode (a rerank row with RERANK_MODEL_DIR=dir), fusion compared offline; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.quality
+.PHONY: soak
+# Not part of `make test`: hours by default. SOAK_SECONDS / SOAK_RATE shorten or slow it;
+# SOAK_ARGS passes more (--json FILE, --out DIR, --profile 60); the exit status is the verdict.
+soak: install ## The mesh under a steady mixed load for 2 h: memory slope, p50 drift, errors (pass/fail)
+	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
+.PHONY: bench-memory
+bench-memory: install ## Memory per service at rest, per cached byte, per open stream, per stored chunk (figures of docs/operations.md)
+	$(BIN)/python -m scripts.bench.memory

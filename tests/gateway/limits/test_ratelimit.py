@@ -578,3 +578,28 @@ async def test_local_buckets_forget_callers_whose_period_has_passed(
     await limiter.local.run("check", [Bucket("x", limit=5, cost=1)])
     value = metrics.registry.get_sample_value("aimesh_rate_limit_local_entries", {"kind": "bucket"})
     assert value == 1
+
+
+async def test_tenant_limit_cache_drops_tenants_not_seen_lately() -> None:
+    """Issue 28: one entry per tenant seen within CACHE_SECONDS, not per tenant ever seen."""
+    from aimesh_gateway.limits.ratelimit import TenantLimitSource
+
+    loads: list[str] = []
+
+    async def load(tenant: str) -> tuple[int | None, int | None] | None:
+        loads.append(tenant)
+        return (10, None) if tenant == "t0" else None
+
+    source = TenantLimitSource(load)
+    for index in range(100):
+        await source.get(f"t{index}")
+    assert len(source) == 100
+    assert await source.get("t0") == (10, None)
+    assert loads.count("t0") == 1  # served from the cache
+    now = time.monotonic()
+    source.sweep(now)
+    assert len(source) == 100
+    source.sweep(now + source.CACHE_SECONDS)
+    assert len(source) == 0
+    assert await source.get("t0") == (10, None)
+    assert loads.count("t0") == 2
