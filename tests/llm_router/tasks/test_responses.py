@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -185,7 +186,7 @@ async def test_the_rpcs_store_read_and_delete_with_the_routers_retention(
 async def test_invalid_stores_name_the_field(
     router: RunningRouter, fields: dict[str, str], named: str
 ) -> None:
-    values = {
+    values: dict[str, Any] = {
         "id": "resp_x",
         "tenant_id": "acme",
         "user_id": "ann",

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -70,6 +71,11 @@ async def mesh(
     await upstream.stop()
 
 
+def _texts(items: Sequence[object]) -> list[str]:
+    """The text of each listed input message."""
+    return [part.text for item in items for part in getattr(item, "content", None) or ()]
+
+
 def _client(mesh: Mesh, tenant: str, subject: str = "ann") -> openai.AsyncOpenAI:
     key = token(tenant, ["user"], subject=subject)
     return openai.AsyncOpenAI(base_url=f"{mesh.url}/v1", api_key=key, max_retries=0)
@@ -111,8 +117,10 @@ async def test_create_retrieve_input_items_and_delete(sdk: openai.AsyncOpenAI, m
     again = await sdk.responses.retrieve(response.id)
     assert again.model_dump() == response.model_dump()
     items = await sdk.responses.input_items.list(response.id)
-    assert [(item.type, item.role) for item in items.data] == [("message", "user")]  # type: ignore[union-attr]
-    assert items.data[0].content[0].text == "Say hello."  # type: ignore[union-attr]
+    assert [(item.type, getattr(item, "role", None)) for item in items.data] == [
+        ("message", "user")
+    ]
+    assert _texts(items.data) == ["Say hello."]
 
     await sdk.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError) as gone:
@@ -155,7 +163,7 @@ async def test_previous_response_id_continues_over_three_turns(
     assert "Only the first turn." not in json.dumps(mesh.upstream.requests[-1].body)
     # Only the turn's own input is listed.
     items = await sdk.responses.input_items.list(third.id)
-    assert [item.content[0].text for item in items.data] == ["Who am I?"]  # type: ignore[union-attr]
+    assert _texts(items.data) == ["Who am I?"]
 
 
 async def test_streaming_sends_every_typed_event_in_sequence(
@@ -184,7 +192,8 @@ async def test_streaming_sends_every_typed_event_in_sequence(
     completed = events[-1].response  # type: ignore[union-attr]
     assert completed.status == "completed"
     assert completed.output_text == "one two three"
-    assert completed.usage is not None and completed.usage.output_tokens == 9
+    assert completed.usage is not None
+    assert completed.usage.output_tokens == 9
     stored = await sdk.responses.retrieve(completed.id)
     assert stored.output_text == "one two three"
 
@@ -227,7 +236,8 @@ async def test_an_upstream_failure_mid_stream_is_response_failed(
     last = events[-1]
     assert last.type == "response.failed"
     assert last.response.status == "failed"
-    assert last.response.error is not None and last.response.error.message
+    assert last.response.error is not None
+    assert last.response.error.message
     assert [event.sequence_number for event in events] == list(range(len(events)))
 
 
@@ -332,16 +342,11 @@ async def test_what_an_alias_cannot_do_is_a_400_naming_it(sdk: openai.AsyncOpenA
     with pytest.raises(openai.BadRequestError) as web:
         await sdk.responses.create(model="default", input="Hi", tools=[{"type": "web_search"}])
     assert "tools[0].type 'web_search'" in web.value.message
+    image_input: Any = [
+        {"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}
+    ]
     with pytest.raises(openai.BadRequestError) as image:
-        await sdk.responses.create(
-            model="default",
-            input=[
-                {
-                    "role": "user",
-                    "content": [{"type": "input_image", "image_url": "https://x/y.png"}],
-                }
-            ],
-        )
+        await sdk.responses.create(model="default", input=image_input)
     assert "input[0].content[0].type 'input_image'" in image.value.message
 
 

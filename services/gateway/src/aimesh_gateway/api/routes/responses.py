@@ -112,9 +112,14 @@ def _text_of(content: Any, where: str) -> str:
 def _input(body: CreateResponseRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The input as chat messages and as listed input items (each with an id)."""
     if isinstance(body.input, str):
-        item = {"type": "message", "id": _new_id("msg"), "role": "user", "status": "completed"}
-        item["content"] = [{"type": "input_text", "text": body.input}]
-        return [{"role": "user", "content": body.input}], [item]
+        only: dict[str, Any] = {
+            "type": "message",
+            "id": _new_id("msg"),
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": body.input}],
+        }
+        return [{"role": "user", "content": body.input}], [only]
     messages: list[dict[str, Any]] = []
     listed: list[dict[str, Any]] = []
     for index, item in enumerate(body.input):
@@ -301,7 +306,7 @@ class ResponseBuilder:
     def message_item(self, status: str) -> OutputMessage:
         return OutputMessage(
             id=self.message_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             content=[OutputText(text=self.text)],
         )
 
@@ -350,7 +355,7 @@ class ResponseBuilder:
             id=self.id,
             created_at=self.created_at,
             completed_at=int(time.time()) if status == "completed" else None,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             error=error,
             incomplete_details=incomplete,
             instructions=body.instructions,
