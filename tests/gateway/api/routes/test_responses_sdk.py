@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.responses import FunctionToolParam
 
 from tests.gateway.conftest import FakeMesh
-from tests.gateway.helpers import token
+from tests.gateway.helpers import editor, token
 from tests.gateway.live_stack import gateway_on_router
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
@@ -403,3 +404,84 @@ async def test_a_client_that_leaves_a_stream_cancels_the_model_call(
             break
         await asyncio.sleep(0.05)
     assert mesh.upstream.disconnects == 1
+
+
+FILE_SEARCH: Any = {"type": "file_search", "vector_store_ids": ["handbook"]}
+
+
+async def test_file_search_answers_from_a_collection_with_a_valid_citation(
+    sdk: openai.AsyncOpenAI, mesh: Mesh
+) -> None:
+    """The router searches the caller's collection, gives the model the sources and checks
+    the answer's [n] against them; the citation comes back as a file_citation."""
+    async with httpx.AsyncClient(base_url=mesh.url) as http:
+        ingest = await http.post(
+            "/v1/collections/handbook/documents",
+            json={"documents": [{"id": "leave-policy", "text": "Employees get 30 days of leave."}]},
+            headers=editor("resp-t"),
+        )
+    assert ingest.status_code == 200, ingest.text
+    answer = "Employees get 30 days of leave [1]."
+    mesh.upstream.enqueue(Reply(content=answer, usage=USAGE))
+    response = await sdk.responses.create(
+        model="default",
+        input="How many days of leave?",
+        tools=[FILE_SEARCH],
+        include=["file_search_call.results"],
+    )
+    assert "30 days of leave." in json.dumps(mesh.upstream.requests[-1].body["messages"])
+    search, message = response.output
+    assert search.type == "file_search_call"
+    assert search.status == "completed"
+    assert search.queries == ["How many days of leave?"]
+    assert [(r.file_id, r.text) for r in search.results or ()] == [
+        ("leave-policy", "Employees get 30 days of leave.")
+    ]
+    assert message.type == "message"
+    text = message.content[0]
+    assert text.type == "output_text"
+    assert text.text == answer
+    [citation] = text.annotations
+    assert citation.type == "file_citation"
+    assert citation.file_id == "leave-policy"
+    assert citation.index == answer.index("[1]") + len("[1]")
+
+    # Without include, the search item carries no results; streamed, every event is typed.
+    mesh.upstream.enqueue(Reply(content=answer, usage=USAGE))
+    stream = await sdk.responses.create(
+        model="default", input="How many days of leave?", tools=[FILE_SEARCH], stream=True
+    )
+    events = [event async for event in stream]
+    kinds = [event.type for event in events]
+    assert kinds[2:7] == [
+        "response.output_item.added",
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+        "response.file_search_call.completed",
+        "response.output_item.done",
+    ]
+    assert "response.output_text.annotation.added" in kinds
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.output[0].results is None  # type: ignore[union-attr]
+    assert final.output_text == answer
+
+    # Another tenant's collection of that name does not exist for it.
+    async with _client(mesh, "resp-other") as other:
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.create(
+                model="default", input="How many days?", tools=[FILE_SEARCH]
+            )
+
+
+async def test_file_search_refuses_what_its_grounded_answer_cannot_honour(
+    sdk: openai.AsyncOpenAI,
+) -> None:
+    two: Any = {"type": "file_search", "vector_store_ids": ["a", "b"]}
+    with pytest.raises(openai.BadRequestError) as several:
+        await sdk.responses.create(model="default", input="Q?", tools=[two])
+    assert "exactly one vector store" in several.value.message
+    with pytest.raises(openai.BadRequestError) as instructions:
+        await sdk.responses.create(
+            model="default", input="Q?", tools=[FILE_SEARCH], instructions="Be brief."
+        )
+    assert "instructions" in instructions.value.message

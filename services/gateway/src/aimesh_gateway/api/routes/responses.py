@@ -29,8 +29,10 @@ from typing import Annotated, Any, Literal
 import grpc
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
+from google.protobuf.json_format import MessageToDict
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_common.limits import valid_collection_name
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     Upstream,
@@ -39,6 +41,7 @@ from aimesh_gateway.api.deps import (
     UsageDep,
     UserPrincipal,
 )
+from aimesh_gateway.api.rag_model import cited_spans, source_title
 from aimesh_gateway.api.task_stream import first_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, backend_error_fields, grpc_status_to_http
@@ -49,6 +52,8 @@ from aimesh_gateway.schemas.responses import (
     RESPONSE_ID_PATTERN,
     CreateResponseRequest,
     DeletedResponse,
+    FileSearchCallItem,
+    FileSearchResult,
     FileSearchTool,
     FunctionCallItem,
     FunctionTool,
@@ -57,6 +62,7 @@ from aimesh_gateway.schemas.responses import (
     InputItemList,
     OutputMessage,
     OutputText,
+    OutputTextAnnotation,
     ResponseError,
     ResponseObject,
     ResponseUsage,
@@ -270,6 +276,105 @@ async def _previous(
     return context
 
 
+def _check_file_search(body: CreateResponseRequest, functions: list[llm_pb2.Tool]) -> None:
+    """file_search is answered by the router's grounded QA over one collection (its prompt,
+    its citation check): what that answer cannot honour is a 400 naming it."""
+    tool = next(tool for tool in body.tools or () if isinstance(tool, FileSearchTool))
+    if len(tool.vector_store_ids) != 1:
+        raise _refuse("tools: file_search.vector_store_ids must name exactly one vector store")
+    if not valid_collection_name(tool.vector_store_ids[0]):
+        raise _refuse(
+            f"tools: file_search.vector_store_ids: {tool.vector_store_ids[0]!r} is not a "
+            "vector store (collection) name"
+        )
+    cannot = [
+        name
+        for name, used in (
+            ("tools (function tools beside file_search)", bool(functions)),
+            ("instructions", body.instructions is not None),
+            ("previous_response_id", body.previous_response_id is not None),
+            ("max_output_tokens", body.max_output_tokens is not None),
+            ("temperature", body.temperature is not None),
+            ("text.format", body.text is not None and body.text.format.type != "text"),
+        )
+        if used
+    ]
+    if cannot:
+        raise _refuse(
+            f"{', '.join(cannot)}: not supported with file_search, which answers this turn's "
+            "input from the collection with aimesh's grounded-answer prompt"
+        )
+
+
+async def _answer_from_collection(
+    builder: ResponseBuilder,
+    tool: FileSearchTool,
+    principal: Principal,
+    upstream: Upstream,
+) -> None:
+    """The router's grounded answer over the tool's collection (tenant-scoped, with the
+    collection's hybrid and rerank settings), its citations as file_citation annotations
+    and the search as the file_search_call item."""
+    question = next(
+        (m["content"] for m in reversed(builder.turn.messages) if m["role"] == "user"), ""
+    )
+    collection = tool.vector_store_ids[0]
+    request = llm_pb2.AnswerRequest(
+        question=question,
+        collection=collection,
+        tenant_id=principal.tenant_id,
+        model=builder.body.model or "",
+        top_k=tool.max_num_results or 0,
+    )
+    reply = await upstream.llm_router.Answer(
+        request, timeout=upstream.timeout, metadata=upstream.metadata
+    )
+    builder.parts = [reply.answer]
+    builder.model = reply.model
+    builder.answered_by = (reply.provider, reply.prompt_version)
+    if reply.HasField("usage"):
+        builder.usage = reply.usage
+    builder.annotations = [
+        OutputTextAnnotation(
+            file_id=span.url_citation.document_id,
+            filename=span.url_citation.title,
+            index=span.url_citation.end_index,
+        )
+        for span in cited_spans(reply.answer, reply.citations, collection)
+    ]
+    include = "file_search_call.results" in (builder.body.include or ())
+    builder.file_search = FileSearchCallItem(
+        id=_new_id("fs"),
+        status="completed",
+        queries=[question],
+        results=[
+            FileSearchResult(
+                file_id=citation.document_id,
+                filename=source_title(citation),
+                score=round(citation.score, 6),
+                text=citation.text,
+                attributes=_attributes(citation),
+            )
+            for citation in reply.citations
+        ]
+        if include
+        else None,
+    )
+
+
+def _attributes(citation: llm_pb2.Citation) -> dict[str, Any]:
+    """The chunk's metadata as OpenAI's result attributes (strings, numbers, booleans)."""
+    if not citation.HasField("metadata"):
+        return {}
+    values = MessageToDict(citation.metadata)
+    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
+
+
+async def _no_messages() -> AsyncIterator[llm_pb2.GenerateResponse]:
+    return
+    yield  # pragma: no cover - makes this an (empty) async generator
+
+
 # ---------------------------------------------------------------- the response, built
 
 
@@ -288,6 +393,9 @@ class ResponseBuilder:
         self.finish_reason = "stop"
         self.usage: llm_pb2.Usage | None = None
         self.answered_by = ("", "")
+        # With the file_search tool: its output item and the citations of the answer.
+        self.file_search: FileSearchCallItem | None = None
+        self.annotations: list[OutputTextAnnotation] = []
 
     def feed(self, message: llm_pb2.GenerateResponse) -> None:
         if message.delta:
@@ -303,11 +411,16 @@ class ResponseBuilder:
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def message_index(self) -> int:
+        """The message's place in the output: after the file_search_call, if any."""
+        return 0 if self.file_search is None else 1
+
     def message_item(self, status: str) -> OutputMessage:
         return OutputMessage(
             id=self.message_id,
             status=status,
-            content=[OutputText(text=self.text)],
+            content=[OutputText(text=self.text, annotations=self.annotations)],
         )
 
     def call_items(self) -> list[FunctionCallItem]:
@@ -321,8 +434,10 @@ class ResponseBuilder:
             for call in self.calls
         ]
 
-    def output(self) -> list[OutputMessage | FunctionCallItem]:
-        items: list[OutputMessage | FunctionCallItem] = []
+    def output(self) -> list[OutputMessage | FunctionCallItem | FileSearchCallItem]:
+        items: list[OutputMessage | FunctionCallItem | FileSearchCallItem] = []
+        if self.file_search is not None:
+            items.append(self.file_search)
         if self.text or not self.calls:
             items.append(self.message_item(self._item_status()))
         items.extend(self.call_items())
@@ -447,7 +562,7 @@ async def create_response(
     functions, file_search = _tools(body)
     _check_options(body, functions)
     if file_search is not None:
-        raise _refuse("tools: file_search is not supported yet")
+        _check_file_search(body, functions)
     messages, input_items = _input(body)
     history: list[dict[str, Any]] = []
     if body.previous_response_id is not None:
@@ -460,6 +575,19 @@ async def create_response(
         file_search=file_search,
     )
     builder = ResponseBuilder(body, turn)
+    if file_search is not None:
+        await _answer_from_collection(builder, file_search, principal, upstream)
+        await builder.record_usage(usage_meter)
+        if body.stream:
+            events = _EventWriter(builder, upstream, principal, usage_meter)
+            return StreamingResponse(
+                events.events(None, _no_messages(), None),
+                media_type="text/event-stream",
+                headers=_SSE_HEADERS,
+            )
+        answer = builder.final()
+        await builder.store(upstream, principal, answer)
+        return answer
     stream = upstream.llm_router.Generate(
         _generate_request(body, turn, principal.tenant_id),
         timeout=upstream.timeout,
@@ -508,10 +636,12 @@ class _EventWriter:
 
     async def events(
         self,
-        call: grpc.aio.UnaryStreamCall[llm_pb2.GenerateRequest, llm_pb2.GenerateResponse],
+        call: grpc.aio.UnaryStreamCall[llm_pb2.GenerateRequest, llm_pb2.GenerateResponse] | None,
         messages: AsyncIterator[llm_pb2.GenerateResponse],
         first: llm_pb2.GenerateResponse | None,
     ) -> AsyncIterator[str]:
+        """The events of the model's stream; with file_search (``call`` None) the answer is
+        already in the builder and goes out as one delta."""
         builder = self.builder
         message = first
         text_started = False
@@ -521,6 +651,20 @@ class _EventWriter:
             in_progress = self._snapshot(builder.response("in_progress"))
             yield self.event("response.created", response=in_progress)
             yield self.event("response.in_progress", response=in_progress)
+            for event in self._file_search():
+                yield event
+            if call is None and builder.text:
+                text_started = True
+                for event in self._text_start():
+                    yield event
+                yield self.event(
+                    "response.output_text.delta",
+                    item_id=builder.message_id,
+                    output_index=builder.message_index,
+                    content_index=0,
+                    delta=builder.text,
+                    logprobs=[],
+                )
             while message is not None:
                 builder.feed(message)
                 if message.delta:
@@ -531,7 +675,7 @@ class _EventWriter:
                     yield self.event(
                         "response.output_text.delta",
                         item_id=builder.message_id,
-                        output_index=0,
+                        output_index=builder.message_index,
                         content_index=0,
                         delta=message.delta,
                         logprobs=[],
@@ -544,9 +688,10 @@ class _EventWriter:
             if text_started:
                 for event in self._text_end():
                     yield event
-            for event in self._calls(1 if text_started else 0):
+            for event in self._calls(builder.message_index + (1 if text_started else 0)):
                 yield event
-            await builder.record_usage(self.usage_meter)
+            if call is not None:
+                await builder.record_usage(self.usage_meter)
             answer = builder.final()
             await builder.store(self.upstream, self.principal, answer)
             kind = "response.incomplete" if answer.status == "incomplete" else "response.completed"
@@ -562,7 +707,23 @@ class _EventWriter:
             log.exception("response stream failed")
             yield self._failed("server_error", GENERIC_INTERNAL)
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
+
+    def _file_search(self) -> list[str]:
+        """The file_search_call item's events (the search ran before the stream began)."""
+        item = self.builder.file_search
+        if item is None:
+            return []
+        searching = item.model_copy(update={"status": "in_progress", "results": None})
+        return [
+            self.event("response.output_item.added", output_index=0, item=searching.model_dump()),
+            *(
+                self.event(f"response.file_search_call.{stage}", output_index=0, item_id=item.id)
+                for stage in ("in_progress", "searching", "completed")
+            ),
+            self.event("response.output_item.done", output_index=0, item=item.model_dump()),
+        ]
 
     def _failed(self, code: str, message: str) -> str:
         builder = self.builder
@@ -576,11 +737,11 @@ class _EventWriter:
         item = builder.message_item("in_progress").model_dump(mode="json")
         item["content"] = []
         return [
-            self.event("response.output_item.added", output_index=0, item=item),
+            self.event("response.output_item.added", output_index=builder.message_index, item=item),
             self.event(
                 "response.content_part.added",
                 item_id=builder.message_id,
-                output_index=0,
+                output_index=builder.message_index,
                 content_index=0,
                 part=OutputText(text="").model_dump(mode="json"),
             ),
@@ -590,11 +751,23 @@ class _EventWriter:
         builder = self.builder
         item = builder.message_item(builder._item_status())
         part = item.content[0].model_dump(mode="json")
+        annotations = [
+            self.event(
+                "response.output_text.annotation.added",
+                item_id=builder.message_id,
+                output_index=builder.message_index,
+                content_index=0,
+                annotation_index=index,
+                annotation=annotation.model_dump(),
+            )
+            for index, annotation in enumerate(builder.annotations)
+        ]
         return [
+            *annotations,
             self.event(
                 "response.output_text.done",
                 item_id=builder.message_id,
-                output_index=0,
+                output_index=builder.message_index,
                 content_index=0,
                 text=builder.text,
                 logprobs=[],
@@ -602,11 +775,15 @@ class _EventWriter:
             self.event(
                 "response.content_part.done",
                 item_id=builder.message_id,
-                output_index=0,
+                output_index=builder.message_index,
                 content_index=0,
                 part=part,
             ),
-            self.event("response.output_item.done", output_index=0, item=item.model_dump()),
+            self.event(
+                "response.output_item.done",
+                output_index=builder.message_index,
+                item=item.model_dump(),
+            ),
         ]
 
     def _calls(self, start: int) -> list[str]:
