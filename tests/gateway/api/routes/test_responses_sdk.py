@@ -60,7 +60,7 @@ async def mesh(
                     "provider": "openai",
                     "model": "test-model",
                     "base_url": upstream.base_url,
-                    "timeout_seconds": 5,
+                    "timeout_seconds": 30,
                     "max_retries": 0,
                 },
                 "extractive": {"provider": "local"},
@@ -485,3 +485,28 @@ async def test_file_search_refuses_what_its_grounded_answer_cannot_honour(
             model="default", input="Q?", tools=[FILE_SEARCH], instructions="Be brief."
         )
     assert "instructions" in instructions.value.message
+
+
+async def test_the_sdks_conversations_create_fails_with_a_clear_error(
+    sdk: openai.AsyncOpenAI, mesh: Mesh
+) -> None:
+    """POST /v1/conversations stays aimesh's native route; OpenAI's Conversations API is
+    refused with a message that says so, not with a validation error."""
+    with pytest.raises(openai.BadRequestError) as bare:
+        await sdk.conversations.create()
+    assert "OpenAI's Conversations API" in bare.value.message
+    assert "previous_response_id" in bare.value.message
+    with pytest.raises(openai.BadRequestError) as shaped:
+        await sdk.conversations.create(
+            items=[{"type": "message", "role": "user", "content": "Hi"}], metadata={"a": "b"}
+        )
+    assert "OpenAI's Conversations API" in shaped.value.message
+    # Without the SDK, OpenAI's members alone are recognized too; the native shape works.
+    async with httpx.AsyncClient(base_url=mesh.url) as http:
+        headers = {"Authorization": f"Bearer {token('resp-t', ['user'])}"}
+        refused = await http.post("/v1/conversations", json={"metadata": {}}, headers=headers)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+        native = await http.post("/v1/conversations", json={"title": "mine"}, headers=headers)
+        assert native.status_code == 201, native.text
+        assert native.json()["title"] == "mine"

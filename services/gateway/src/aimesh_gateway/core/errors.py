@@ -161,10 +161,19 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+class OpenAIClientError(StarletteHTTPException):
+    """An HTTP error that also carries OpenAI's ``error`` object off the OpenAI paths: the
+    answer to an OpenAI SDK calling a native route of the same path (POST /v1/conversations),
+    so the SDK raises it with its message."""
+
+
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    extra = None
+    if isinstance(exc, OpenAIClientError):
+        extra = {"error": openai_error(exc.status_code, detail or _phrase(exc.status_code))}
+    return problem_response(request, exc.status_code, detail, headers=exc.headers, extra=extra)
 
 
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
