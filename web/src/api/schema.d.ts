@@ -445,7 +445,10 @@ export interface paths {
          */
         get: operations["list_conversations_v1_conversations_get"];
         put?: never;
-        /** Start a conversation */
+        /**
+         * Start a conversation
+         * @description aimesh's native conversations. A call of OpenAI's Conversations API on this path (an OpenAI SDK, or OpenAI's `items`/`metadata` members) is answered with a 400 saying so.
+         */
         post: operations["create_conversation_v1_conversations_post"];
         delete?: never;
         options?: never;
