@@ -63,7 +63,7 @@ async def refuse_openai_conversations(request: Request) -> None:
     if not openai_shaped:
         try:
             body = json.loads(await request.body() or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return  # the body validation answers malformed JSON
         openai_shaped = isinstance(body, dict) and bool(_OPENAI_CONVERSATION_MEMBERS & set(body))
     if openai_shaped:

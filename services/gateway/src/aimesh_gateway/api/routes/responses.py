@@ -99,7 +99,6 @@ class Turn:
     messages: list[dict[str, Any]]
     input_items: list[dict[str, Any]]
     tools: list[llm_pb2.Tool] = field(default_factory=list)
-    file_search: FileSearchTool | None = None
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -495,14 +494,16 @@ class ResponseBuilder:
         return self.response(status, self.output())
 
     def context(self) -> list[dict[str, Any]]:
-        """The conversation including this response's output, for a later turn."""
+        """The conversation including this response's output, for a later turn (an empty
+        reply is left out: the router refuses empty messages)."""
         reply: dict[str, Any] = {"role": "assistant", "content": self.text}
         if self.calls:
             reply["tool_calls"] = [
                 {"id": call.id, "name": call.name, "arguments": call.arguments_json}
                 for call in self.calls
             ]
-        return [*self.turn.history, *self.turn.messages, reply]
+        replies = [reply] if self.text.strip() or self.calls else []
+        return [*self.turn.history, *self.turn.messages, *replies]
 
     async def record_usage(self, usage_meter: UsageContext) -> None:
         if self.usage is not None:
@@ -572,7 +573,6 @@ async def create_response(
         messages=messages,
         input_items=input_items,
         tools=functions,
-        file_search=file_search,
     )
     builder = ResponseBuilder(body, turn)
     if file_search is not None:
