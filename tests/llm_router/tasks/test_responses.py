@@ -114,22 +114,20 @@ async def test_a_response_past_its_retention_is_gone(store: ConversationStore) -
     assert (await store.get_response("acme", "ann", kept.id)).id == kept.id
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def router(
-    tmp_path: Path,
-    fake_openai: FakeOpenAI,
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_openai_server: FakeOpenAI,
     retrieval_server: tuple[FixedRetrieval, str],
-    embedding_addr: str,
 ) -> AsyncIterator[RunningRouter]:
     settings = openai_settings(
-        fake_openai.base_url,
+        fake_openai_server.base_url,
         retrieval_service_addr=retrieval_server[1],
-        embedding_service_addr=embedding_addr,
-        data_dir=tmp_path,
+        data_dir=tmp_path_factory.mktemp("responses-router"),
         responses_retention_seconds=3600,
     )
     running = await start_router(
-        settings, models_config({"default": openai_model(fake_openai.base_url)})
+        settings, models_config({"default": openai_model(fake_openai_server.base_url)})
     )
     yield running
     await stop_router(running)
