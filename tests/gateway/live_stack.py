@@ -83,12 +83,17 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
 
 
 @asynccontextmanager
-async def gateway_on_router(fake_mesh: FakeMesh, models: dict[str, Any]) -> AsyncIterator[str]:
+async def gateway_on_router(
+    fake_mesh: FakeMesh, models: dict[str, Any], **router_settings_overrides: Any
+) -> AsyncIterator[str]:
     """A real router configured with ``models`` (the models file's content, validated as the
-    service validates it) on the fake mesh's retrieval and embedding, behind the gateway
-    served by uvicorn; yields the gateway's base URL."""
+    service validates it) and ``router_settings_overrides`` (e.g. its ``data_dir``) on the
+    fake mesh's retrieval and embedding, behind the gateway served by uvicorn; yields the
+    gateway's base URL."""
     config = validate_models_config(models, "test", frozenset(PROVIDERS), environ={})
-    router_settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
+    router_settings = RouterSettings(
+        port=0, host="127.0.0.1", metrics_port=None, **router_settings_overrides
+    )
     retrieval_channel = grpc.aio.insecure_channel(fake_mesh.retrieval_addr)
     embedding_channel = grpc.aio.insecure_channel(fake_mesh.embedding_addr)
     deps = build_dependencies(

@@ -43,6 +43,12 @@ class FailedPrecondition(AimeshError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class AlreadyExists(AimeshError):
+    """What the request would create exists already (e.g. an id chosen by the caller)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class ResourceExhausted(AimeshError):
     """Overload or quota: the caller should retry later."""
 

@@ -21,6 +21,7 @@ from aimesh_gateway.api.routes import (
     health,
     jobs,
     models,
+    responses,
     search,
     summarize,
     usage,
@@ -31,6 +32,7 @@ from aimesh_gateway.api.routes import (
 # routers' paths overlap, so order changes nothing else.
 routers: tuple[APIRouter, ...] = (
     chat.router,
+    responses.router,
     models.router,
     embeddings.router,
     search.router,

@@ -83,7 +83,7 @@ def sources_block(citations: Sequence[llm_pb2.Citation]) -> str:
     return "\n".join(lines)
 
 
-def _title(citation: llm_pb2.Citation) -> str:
+def source_title(citation: llm_pb2.Citation) -> str:
     title = citation.metadata.fields.get("title") if citation.HasField("metadata") else None
     if title is not None and title.HasField("string_value") and title.string_value.strip():
         return title.string_value
@@ -114,7 +114,7 @@ def cited_spans(
                     start_index=start,
                     end_index=marker.end(),
                     url=f"aimesh://{collection}/{citation.document_id}#{citation.chunk_id}",
-                    title=_title(citation),
+                    title=source_title(citation),
                     source=citation.source,
                     document_id=citation.document_id,
                     chunk_id=citation.chunk_id,

@@ -106,7 +106,7 @@ def path_problem_body(
 ) -> dict[str, Any]:
     """The problem about a request to ``path``, with OpenAI's ``error`` object on the
     OpenAI-compatible routes (see :func:`problem_response`)."""
-    if path in OPENAI_PATHS:
+    if path in OPENAI_PATHS or (path is not None and path.startswith(OPENAI_PATH_PREFIXES)):
         extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
     return problem_body(status, detail, instance=path, request_id=request_id, extra=extra)
 
@@ -114,6 +114,8 @@ def path_problem_body(
 OPENAI_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
 )
+# Paths under which every route is OpenAI-compatible (/v1/responses/{id}, ...).
+OPENAI_PATH_PREFIXES = ("/v1/responses",)
 _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -159,10 +161,19 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+class OpenAIClientError(StarletteHTTPException):
+    """An HTTP error that also carries OpenAI's ``error`` object off the OpenAI paths: the
+    answer to an OpenAI SDK calling a native route of the same path (POST /v1/conversations),
+    so the SDK raises it with its message."""
+
+
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    extra = None
+    if isinstance(exc, OpenAIClientError):
+        extra = {"error": openai_error(exc.status_code, detail or _phrase(exc.status_code))}
+    return problem_response(request, exc.status_code, detail, headers=exc.headers, extra=extra)
 
 
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:

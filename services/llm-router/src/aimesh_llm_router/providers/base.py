@@ -8,9 +8,9 @@ router.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -64,6 +64,9 @@ class GenerateTask:
     tools: ToolOptions = NO_TOOLS
     # Stop sequences for providers that support them (the router enforces them anyway).
     stop: tuple[str, ...] = ()
+    # OpenAI's chat ``response_format`` (a JSON schema or JSON object reply); only given to
+    # providers with supports_response_format.
+    response_format: Mapping[str, Any] | None = None
     # A grounded conversation's sources and the user's bare message. The last message
     # already carries them rendered for a model; an extractive provider quotes from these.
     sources: tuple[Source, ...] = ()
@@ -112,6 +115,9 @@ class Provider(ABC):
     # Whether generate() passes tools and tool messages to the model; Generate requests with
     # tools are refused by (and never fall back to) providers without.
     supports_tools: bool = False
+    # Whether generate() makes the model follow GenerateTask.response_format; requests with
+    # one are refused by (and never fall back to) providers without.
+    supports_response_format: bool = False
 
     @classmethod
     @abstractmethod

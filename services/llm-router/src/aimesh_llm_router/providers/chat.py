@@ -206,6 +206,8 @@ class ChatModelProvider(Provider):
         options = self._options(task.max_tokens, task.temperature)
         if task.stop:
             options["stop"] = list(task.stop)
+        if task.response_format is not None:
+            options["response_format"] = dict(task.response_format)
         if not task.tools.tools:
             return self._stream(messages, options)
         return self._stream(messages, options, self._with_tools(task.tools))

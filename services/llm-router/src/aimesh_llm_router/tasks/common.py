@@ -36,6 +36,8 @@ class TaskDeps:
     backend_timeout: float
     conversations: ConversationStore
     max_conversation_messages: int
+    # How long a stored Responses-API response is kept (seconds).
+    responses_retention_seconds: float = 30 * 86_400.0
 
 
 @dataclass(frozen=True)
