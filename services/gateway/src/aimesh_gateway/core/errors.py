@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aimesh_common.errors import PERSONAL_DATA_TYPES_KEY
+
 log = logging.getLogger("aimesh.gateway.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -148,6 +150,30 @@ def grpc_status_to_http(code: grpc.StatusCode, details: str | None) -> tuple[int
     return status, fixed or details or _phrase(status)
 
 
+# ``code`` of the 422 problem for a request refused for the personal data it holds.
+PERSONAL_DATA_CODE = "personal_data_blocked"
+
+
+def personal_data_types(error: grpc.aio.AioRpcError) -> list[str] | None:
+    """The entity types of a request the llm-router refused for its personal data (the
+    policy ``block``: INVALID_ARGUMENT with the ``aimesh-personal-data-types`` trailer), or
+    None for any other error."""
+    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == PERSONAL_DATA_TYPES_KEY and isinstance(value, str):
+            return [kind for kind in value.split(",") if kind]
+    return None
+
+
+def rpc_error_to_http(error: grpc.aio.AioRpcError) -> tuple[int, str]:
+    """:func:`grpc_status_to_http` for a failed call; 422 for a request refused for the
+    personal data it holds (it is well-formed, but its content cannot be processed)."""
+    if personal_data_types(error) is not None:
+        return 422, error.details() or _phrase(422)
+    return grpc_status_to_http(error.code(), error.details())
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -193,7 +219,7 @@ async def validation_exception_handler(request: Request, exc: Exception) -> JSON
 async def grpc_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, grpc.aio.AioRpcError)
     code = exc.code()
-    status, detail = grpc_status_to_http(code, exc.details())
+    status, detail = rpc_error_to_http(exc)
     # 502 is a backend bug; 429/503/504 are load or outages (retryable); 4xx are the caller's.
     level = logging.ERROR if status == 502 else logging.WARNING if status >= 429 else logging.INFO
     log.log(
@@ -207,7 +233,9 @@ async def grpc_exception_handler(request: Request, exc: Exception) -> JSONRespon
     )
     retry_after = _RETRY_AFTER_SECONDS.get(status)
     headers = {"Retry-After": retry_after} if retry_after else None
-    return problem_response(request, status, detail, headers=headers)
+    types = personal_data_types(exc)
+    extra = {"code": PERSONAL_DATA_CODE, "entity_types": types} if types is not None else None
+    return problem_response(request, status, detail, headers=headers, extra=extra)
 
 
 async def unexpected_exception_handler(request: Request, exc: Exception) -> JSONResponse:
