@@ -272,6 +272,8 @@ async def test_block_answers_422_naming_the_types_and_sends_nothing(
         assert response.headers["content-type"].startswith("application/problem+json")
         problem = response.json()
         assert problem["code"] == "personal_data_blocked"
+        if response.request.url.path == "/v1/chat/completions":
+            assert problem["error"]["code"] == "personal_data_blocked"
         assert problem["entity_types"] == TYPES
         for value in VALUES:
             assert value not in response.text

@@ -109,7 +109,11 @@ def path_problem_body(
     """The problem about a request to ``path``, with OpenAI's ``error`` object on the
     OpenAI-compatible routes (see :func:`problem_response`)."""
     if path in OPENAI_PATHS:
-        extra = {**(extra or {}), "error": openai_error(status, detail or _phrase(status))}
+        code = (extra or {}).get("code")
+        error = openai_error(
+            status, detail or _phrase(status), code if isinstance(code, str) else None
+        )
+        extra = {**(extra or {}), "error": error}
     return problem_body(status, detail, instance=path, request_id=request_id, extra=extra)
 
 
@@ -126,10 +130,11 @@ _OPENAI_TYPES = {
 }
 
 
-def openai_error(status: int, message: str) -> dict[str, Any]:
-    """OpenAI's error object for ``status``."""
+def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object for ``status`` (``code``: the problem's own, if it has one)."""
     kind = _OPENAI_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
-    code = "rate_limit_exceeded" if status == 429 else None
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
     return {"message": message, "type": kind, "param": None, "code": code}
 
 
