@@ -250,8 +250,12 @@ class Detector:
 
 
 def load_detector(entities: tuple[EntityType, ...] = ENTITY_TYPES) -> Detector:
-    """A detector; raises RuntimeError naming the package when Presidio is missing."""
+    """A detector; ValueError (the router then exits with status 2) naming the missing
+    package when Presidio cannot be imported: a policy that redacts or blocks never runs
+    without its detector."""
     try:
         return Detector(entities)
     except ImportError as error:
-        raise RuntimeError(f"personal-data redaction needs presidio-analyzer: {error}") from None
+        raise ValueError(
+            f"the privacy policy redact/block needs presidio-analyzer: {error}"
+        ) from None
