@@ -285,3 +285,65 @@ async def test_block_answers_422_naming_the_types_and_sends_nothing(
     # Neither the alias nor its fallback got any of the refused requests.
     assert len(mesh.upstream.requests) == 1
     assert_not_logged(caplog)
+
+
+MAIL_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "send_mail",
+        "description": "Send an e-mail.",
+        "parameters": {
+            "type": "object",
+            "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["to"],
+        },
+    },
+}
+
+
+async def test_tool_calls_and_tool_results(http: httpx.AsyncClient, mesh: PrivateMesh) -> None:
+    """Tool call arguments the model writes with placeholders reach the client with the
+    values; the values in the client's tool calls and tool results are redacted."""
+    mesh.upstream.always = Reply(
+        content="",
+        tool_calls=[
+            {
+                "id": "call_1",
+                "name": "send_mail",
+                "arguments": '{"to": "<EMAIL_1>", "body": "<CARD_1>"}',
+            }
+        ],
+        finish_reason="tool_calls",
+    )
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": TEXT},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "send_mail", "arguments": json.dumps({"to": EMAIL})},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": f"sent from {IP} with {SECRET}"},
+    ]
+    body = {"model": "default", "messages": messages, "tools": [MAIL_TOOL]}
+    whole = await http.post("/v1/chat/completions", json=body, headers=user())
+    assert whole.status_code == 200, whole.text
+    call = whole.json()["choices"][0]["message"]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"to": EMAIL, "body": CARD}
+    streamed = await http.post(
+        "/v1/chat/completions", json={**body, "stream": True}, headers=user()
+    )
+    assert streamed.status_code == 200, streamed.text
+    arguments = ""
+    for line in streamed.text.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line.removeprefix("data: ")).get("choices", []):
+                for piece in choice.get("delta", {}).get("tool_calls") or []:
+                    arguments += piece.get("function", {}).get("arguments") or ""
+    assert json.loads(arguments) == {"to": EMAIL, "body": CARD}
+    assert_nothing_leaked(mesh.upstream, 2)
