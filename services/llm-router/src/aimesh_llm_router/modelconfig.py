@@ -43,6 +43,10 @@ from aimesh_llm_router.config import DEFAULT_CONTEXT_WINDOWS, Settings
 
 DEFAULT_ALIAS = "default"
 
+# What happens to personal data in a request to an alias (docs/privacy.md): sent as it is,
+# replaced by placeholders (and put back into the reply), or the request refused.
+PrivacyPolicy = Literal["off", "redact", "block"]
+
 
 class ModelConfigError(ValueError):
     """The model configuration is invalid; ``problems`` holds one readable line each."""
@@ -80,6 +84,11 @@ class ModelSpec(BaseModel):
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Provider-specific options (e.g. temperature)."
+    )
+    privacy: PrivacyPolicy | None = Field(
+        None,
+        description="Personal data policy; unset: off where the provider keeps data on the "
+        "machine, else privacy.default.",
     )
     # Resolved from api_key_env / api_key_file at load time; never part of the file.
     api_key: SecretStr | None = Field(None, exclude=True, repr=False)
@@ -137,6 +146,38 @@ class TaskDefaults(BaseModel):
         return str(getattr(self, task))
 
 
+class TenantPrivacy(BaseModel):
+    """One tenant's privacy policies, over the aliases' own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: PrivacyPolicy | None = Field(None, description="For every alias of the tenant.")
+    models: dict[str, PrivacyPolicy] = Field(
+        default_factory=dict, description="Per alias (wins over default)."
+    )
+
+
+class PrivacySpec(BaseModel):
+    """Personal data kept from third-party providers (docs/privacy.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: PrivacyPolicy = Field(
+        "redact",
+        description="Policy of aliases without their own whose provider sends data out.",
+    )
+    tenants: dict[str, TenantPrivacy] = Field(
+        default_factory=dict, description="Overrides per tenant id."
+    )
+
+    def policy(self, tenant_id: str, alias: str, own: PrivacyPolicy) -> PrivacyPolicy:
+        """The policy of ``alias`` (whose own, resolved policy is ``own``) for a tenant."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return own
+        return tenant.models.get(alias) or tenant.default or own
+
+
 class ModelsConfig(BaseModel):
     """The whole model configuration file."""
 
@@ -144,6 +185,7 @@ class ModelsConfig(BaseModel):
 
     models: dict[str, ModelSpec]
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     circuit_breaker: BreakerSpec = Field(default_factory=BreakerSpec)
 
@@ -205,6 +247,10 @@ def validate_models_config(
             # A missing "default" alias is reported once, above.
             if chosen not in config.models and chosen != DEFAULT_ALIAS:
                 problems.append(f"defaults.{task}: unknown alias {chosen!r}")
+    for tenant, overrides in config.privacy.tenants.items():
+        for alias in overrides.models:
+            if alias not in config.models:
+                problems.append(f"privacy.tenants.{tenant}.models: unknown alias {alias!r}")
     resolved: dict[str, ModelSpec] = {}
     for alias, spec in config.models.items():
         if spec.provider not in providers:
@@ -308,6 +354,8 @@ def default_models_config(settings: Settings) -> ModelsConfig:
             ),
             context_window=settings.llm_local_model_context,
             fallbacks=[DEFAULT_ALIAS],
+            # The project's own model server: the data stays on the machine.
+            privacy="off",
         )
         if provider == "local":
             defaults = TaskDefaults(chat=LOCAL_MODEL_ALIAS)

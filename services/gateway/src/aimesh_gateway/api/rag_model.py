@@ -36,8 +36,8 @@ from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     openai_error,
+    rpc_error_to_http,
 )
 from aimesh_gateway.schemas.chat import (
     Annotation,
@@ -289,7 +289,7 @@ class _RagStream:
                 yield self._event([], usage=usage_dict)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
-            status, detail = grpc_status_to_http(error.code(), error.details())
+            status, detail = rpc_error_to_http(error)
             log.warning(
                 "rag stream failed",
                 extra=backend_error_fields(error.code(), error.details(), status),

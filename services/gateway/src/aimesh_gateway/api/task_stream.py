@@ -37,8 +37,8 @@ from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     request_id_of,
+    rpc_error_to_http,
 )
 from aimesh_gateway.schemas.ask import Citation
 
@@ -155,7 +155,7 @@ async def _relay(
             yield format_event(event, request_id)
             event = await anext(events, None)
     except grpc.aio.AioRpcError as error:
-        status, detail = grpc_status_to_http(error.code(), error.details())
+        status, detail = rpc_error_to_http(error)
         log.warning(
             "task stream failed",
             extra=backend_error_fields(error.code(), error.details(), status),

@@ -125,6 +125,12 @@ class Provider(ABC):
         """Build the provider for one alias's ``spec``; raise ValueError when it cannot run."""
 
     @classmethod
+    def keeps_data_local(cls, spec: ModelSpec) -> bool:
+        """Whether serving ``spec`` keeps the request's data on this machine (no privacy
+        policy needed by default); False: it goes to a third party's API."""
+        return False
+
+    @classmethod
     def from_context(cls, context: ProviderContext) -> Self:
         """Build the provider as the settings alone describe it (no model file)."""
         spec = default_models_config(context.settings).models["default"]

@@ -73,7 +73,7 @@ def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
         raise InvalidArgument("collection must not be empty")
     if request.top_k > MAX_ASK_TOP_K:
         raise InvalidArgument(f"top_k must be between 1 and {MAX_ASK_TOP_K}, got {request.top_k}")
-    chain = deps.models.chain(request.model, "qa")
+    chain = deps.models.chain(request.model, "qa", request.tenant_id)
     budget = source_budget(deps, chain[0], question)
     if budget <= 0:
         raise _too_long(chain[0])

@@ -181,7 +181,7 @@ async def send_message(
         raise FailedPrecondition(
             f"conversation {record.id!r} is full ({limit} messages); start a new one"
         )
-    chain = deps.models.chain(record.model)
+    chain = deps.models.chain(record.model, tenant_id=turn.tenant_id)
     first = chain[0]
     history = [Message(role=m.role, content=m.content) for m in record.messages]
     grounding = await _ground(deps, record, turn.content, first)

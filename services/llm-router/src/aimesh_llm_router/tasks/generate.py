@@ -49,7 +49,7 @@ def parse(deps: TaskDeps, request: llm_pb2.GenerateRequest) -> Chat:
     chosen = temperature(request)
     tools = tool_options(request)
     stops = validate_stops(request.stop)
-    chain = deps.models.chain(request.model, "chat")
+    chain = deps.models.chain(request.model, "chat", request.tenant_id)
     if _uses_tools(messages, tools):
         chain = _tool_chain(chain)
     response_format = parse_response_format(request.response_format_json)

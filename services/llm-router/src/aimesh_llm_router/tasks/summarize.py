@@ -62,7 +62,7 @@ def parse(request: llm_pb2.SummarizeRequest) -> SummaryRequest:
 
 async def summarize(deps: TaskDeps, request: SummaryRequest, time_remaining: float | None) -> Reply:
     """The summary of ``request.text`` from the first alias of its chain that answers."""
-    chain = deps.models.chain(request.model, "summarize")
+    chain = deps.models.chain(request.model, "summarize", request.tenant_id)
     first = chain[0]
     deadline = deps.resilience.deadline(first, time_remaining)
     with observe(first.alias, first.provider.name, "summarize", request.tenant_id) as record:
@@ -84,7 +84,7 @@ async def stream_summary(
     deps: TaskDeps, request: SummaryRequest, time_remaining: float | None
 ) -> AsyncIterator[llm_pb2.StreamEvent]:
     """The summary as delta events, then usage and done."""
-    chain = deps.models.chain(request.model, "summarize")
+    chain = deps.models.chain(request.model, "summarize", request.tenant_id)
     first = chain[0]
     deadline = deps.resilience.deadline(first, time_remaining)
     with observe(first.alias, first.provider.name, "summarize", request.tenant_id) as record:

@@ -36,8 +36,8 @@ from aimesh_gateway.api.task_stream import first_message
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     openai_error,
+    rpc_error_to_http,
 )
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
@@ -304,7 +304,7 @@ class _ChunkWriter:
                 yield self.usage_chunk(usage)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
-            status, detail = grpc_status_to_http(error.code(), error.details())
+            status, detail = rpc_error_to_http(error)
             log.warning(
                 "generation stream failed",
                 extra=backend_error_fields(error.code(), error.details(), status),
