@@ -1961,6 +1961,11 @@ export interface components {
                 [key: string]: boolean;
             };
             /**
+             * Degraded
+             * @description Components unreachable while the gateway still serves without them (redis: rate limits fail open, the response cache is off); see docs/operations.md.
+             */
+            degraded?: string[];
+            /**
              * Status
              * @default ready
              * @constant
