@@ -51,6 +51,25 @@ async def new_postgres_database(prefix: str = "aimesh_test") -> AsyncIterator[st
             await admin.close()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--faults",
+        action="store_true",
+        help="also run the tests marked `faults` (the fault suite's long checks)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``faults`` run only with ``--faults`` (``make test-faults``); the
+    default run keeps the quick checks of tests/faults, which carry no such mark."""
+    if config.getoption("--faults"):
+        return
+    kept = [item for item in items if item.get_closest_marker("faults") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database on each backend the services support: a new SQLite file, or a new
