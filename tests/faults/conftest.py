@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class FaultMesh:
                 "AIMESH_OPENAI_API_KEY": None,
                 "AIMESH_REDIS_URL": self.redis.url,
                 "AIMESH_READINESS_TIMEOUT_SECONDS": "1",
+                # A job of a killed retrieval process is taken over 5 s after its last beat.
+                "AIMESH_JOB_LEASE_SECONDS": "5",
                 "AIMESH_LOG_LEVEL": "WARNING",
                 **addresses,
             },
@@ -120,13 +122,20 @@ def fault_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultMesh]:
         mesh.stop()
 
 
-def wait_until(check: str, probe: httpx.Client, method: str, path: str, **kwargs: object) -> float:
-    """Seconds until ``method path`` answers 2xx (a recovery), failing after 120 s."""
+def wait_until(
+    check: str,
+    probe: httpx.Client,
+    method: str,
+    path: str,
+    body: Callable[[], dict[str, object]] | None = None,
+) -> float:
+    """Seconds until ``method path`` answers 2xx (a recovery), failing after 120 s; ``body``
+    makes a new JSON body for each try."""
     started = time.monotonic()
     last = None
     while time.monotonic() - started < 120:
         try:
-            last = probe.request(method, path, **kwargs)  # type: ignore[arg-type]
+            last = probe.request(method, path, json=body() if body else None)
             if last.status_code < 300:
                 return time.monotonic() - started
             assert last.status_code < 500 or last.status_code in (502, 503, 504), last.text
