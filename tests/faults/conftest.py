@@ -55,6 +55,8 @@ class FaultMesh:
                 "AIMESH_READINESS_TIMEOUT_SECONDS": "1",
                 # A job of a killed retrieval process is taken over 5 s after its last beat.
                 "AIMESH_JOB_LEASE_SECONDS": "5",
+                # Small batches: a job's progress moves in steps a kill can fall between.
+                "AIMESH_JOB_BATCH_CHUNKS": "8",
                 "AIMESH_LOG_LEVEL": "WARNING",
                 **addresses,
             },
