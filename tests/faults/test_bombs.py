@@ -18,6 +18,8 @@ from tests.conftest import make_jwt
 from tests.faults.conftest import say
 from tests.gateway.test_archives import bomb_bytes, document_xml, package
 
+pytestmark = pytest.mark.slow  # the session's mesh of real processes
+
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 MB = 1024 * 1024
 
