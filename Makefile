@@ -20,7 +20,7 @@ PROTO_OUT := libs/common/src
 # package, hence --retries 1) and uses the wheels it already has.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help install run test test-tools test-fast lint fmt proto proto-check k8s-validate deploy-check clean
+.PHONY: help install run test test-tools test-fast test-faults lint fmt proto proto-check k8s-validate deploy-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ test-tools:
 
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
+
+test-faults: install ## The fault suite: real processes, replica kills, outages and recovery, bad-input barrage, archive bombs
+	$(BIN)/python -m pytest --faults -s tests/faults
 
 lint: install ## ruff check, ruff format --check, mypy on every package
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ from aimesh_gateway.core.config import Settings
 from aimesh_gateway.limits.ratelimit import Bucket, LocalBuckets, RateLimiter, RedisBuckets, Verdict
 from aimesh_gateway.main import create_app
 from aimesh_gateway.observability.metrics import HttpMetrics
+from tests.conftest import private_redis_server
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, token
 
@@ -276,25 +277,9 @@ async def test_workers_of_one_gateway_share_the_limit(
 @pytest.fixture
 def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test on a free port (never the shared one), stopped after."""
-    port = _free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", process
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=10)
+    with private_redis_server() as server:
+        assert server.process is not None
+        yield server.url, server.process
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])

@@ -2421,6 +2421,11 @@ export interface components {
                 [key: string]: boolean;
             };
             /**
+             * Degraded
+             * @description Components unreachable while the gateway still serves without them (redis: rate limits fail open, the response cache is off); see docs/operations.md.
+             */
+            degraded?: string[];
+            /**
              * Status
              * @default ready
              * @constant

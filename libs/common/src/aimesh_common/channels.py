@@ -17,10 +17,31 @@ from opentelemetry.sdk.trace import TracerProvider
 from aimesh_common.request_id import request_id_client_interceptors
 from aimesh_common.tracing import client_tracing_interceptors
 
-# No retry policy here: a service answering UNAVAILABLE may already have retried its own
-# upstream, and retries at every hop multiply. gRPC still retries transparently calls that
-# never reached a server (a replica going away), which is what round_robin needs.
-_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# Retries only for the leaf: a call to the embedding service (every method idempotent, and it
+# calls no other service) that dies with its replica (UNAVAILABLE after the call reached a
+# server SIGKILLed mid-call) is tried once more on another replica. No retry policy for the
+# other services: one answering UNAVAILABLE may already have retried its own upstream, and
+# retries at every hop multiply. gRPC still retries transparently calls that never reached
+# a server (a replica going away), which is what round_robin needs. Throttling stops
+# retries when most calls fail (an outage, not one lost replica).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "aimesh.embedding.v1.EmbeddingService"}],
+                "retryPolicy": {
+                    "maxAttempts": 2,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    }
+)
 
 
 def target_for(addr: str) -> str:

@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2
 
 from aimesh_common.server import build_grpc_server
 from aimesh_gateway.main import create_app
-from tests.conftest import free_port
+from tests.conftest import free_port, private_redis_server
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import assert_problem, running, settings_for
 
@@ -30,6 +30,9 @@ async def test_readyz_follows_the_backends_health(
         problem = assert_problem(response, 503)
         assert problem["backends"] == {"llm-router": True, "retrieval": True, "embedding": False}
         assert "embedding" in problem["detail"]
+        assert problem["degraded"] == ["embedding"]
+        metrics = (await client.get("/metrics")).text
+        assert 'aimesh_gateway_degraded{component="embedding"} 1.0' in metrics
         assert (await client.get("/healthz")).status_code == 200
     finally:
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -38,6 +41,7 @@ async def test_readyz_follows_the_backends_health(
     assert ready.json() == {
         "status": "ready",
         "backends": {"llm-router": True, "retrieval": True, "embedding": True},
+        "degraded": [],
     }
 
 
@@ -90,3 +94,38 @@ async def test_readyz_turns_200_when_a_late_backend_comes_up(fake_mesh: FakeMesh
             assert status == 200
         finally:
             await late.stop(0)
+
+
+async def test_readyz_names_redis_as_degraded_while_it_is_down(fake_mesh: FakeMesh) -> None:
+    """Limits fail open by default: without Redis the gateway stays ready, says it runs
+    degraded in the body and the metric, and recovers when Redis is back (same port)."""
+    with private_redis_server() as redis:
+        settings = fake_mesh.settings(redis_url=redis.url, readiness_timeout_seconds=1.0)
+        async with running(create_app(settings)) as client:
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()["degraded"]) == (200, [])
+            redis.kill()
+            down = await client.get("/readyz")
+            assert down.status_code == 200
+            assert down.json()["status"] == "ready"
+            assert down.json()["degraded"] == ["redis"]
+            metrics = (await client.get("/metrics")).text
+            assert 'aimesh_gateway_degraded{component="redis"} 1.0' in metrics
+            assert 'aimesh_gateway_degraded{component="retrieval"} 0.0' in metrics
+            redis.start()
+            back = await client.get("/readyz")
+            assert (back.status_code, back.json()["degraded"]) == (200, [])
+            metrics = (await client.get("/metrics")).text
+            assert 'aimesh_gateway_degraded{component="redis"} 0.0' in metrics
+
+
+async def test_readyz_is_503_without_redis_when_limits_fail_closed(fake_mesh: FakeMesh) -> None:
+    with private_redis_server() as redis:
+        settings = fake_mesh.settings(
+            redis_url=redis.url, rate_limit_redis_failure="closed", readiness_timeout_seconds=1.0
+        )
+        async with running(create_app(settings)) as client:
+            redis.kill()
+            problem = assert_problem(await client.get("/readyz"), 503)
+            assert problem["degraded"] == ["redis"]
+            assert all(problem["backends"].values())

@@ -11,6 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
@@ -62,6 +63,7 @@ DbSessionsDep = Annotated[
 UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
+RedisDep = Annotated[Redis | None, from_state(lambda state: state.redis)]
 
 
 @dataclass(frozen=True)

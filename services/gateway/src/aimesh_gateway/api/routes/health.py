@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from aimesh_gateway.api.deps import BackendsDep, MetricsDep, SettingsDep
+from aimesh_gateway.api.deps import BackendsDep, MetricsDep, RedisDep, SettingsDep
 from aimesh_gateway.core.errors import problem_response
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.problem import problem_doc
@@ -23,6 +27,19 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     backends: dict[str, bool]
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Components unreachable while the gateway still serves without them "
+        "(redis: rate limits fail open, the response cache is off); see docs/operations.md.",
+    )
+
+
+async def _redis_reachable(redis: Redis, deadline_seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(deadline_seconds):
+            return bool(await redis.ping())
+    except (RedisError, OSError, TimeoutError):
+        return False
 
 
 @router.get("/healthz", summary="Liveness: 200 while the process runs")
@@ -32,22 +49,47 @@ async def healthz() -> Liveness:
 
 @router.get(
     "/readyz",
-    summary="Readiness: 200 when every backend reports SERVING",
-    responses={503: problem_doc("A backend is not serving; `backends` tells which.")},
+    summary="Readiness: 200 when every backend reports SERVING; `degraded` names what the "
+    "gateway runs without",
+    responses={
+        503: problem_doc(
+            "A backend is not serving (or Redis is down with rate_limit_redis_failure=closed); "
+            "`backends` and `degraded` tell which."
+        )
+    },
     response_model=Readiness,
 )
 async def readyz(
-    request: Request, backends: BackendsDep, settings: SettingsDep
+    request: Request,
+    backends: BackendsDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    redis: RedisDep,
 ) -> Readiness | JSONResponse:
-    states = await backends.health(settings.readiness_timeout_seconds)
-    if all(states.values()):
-        return Readiness(backends=states)
-    down = sorted(name for name, serving in states.items() if not serving)
+    timeout = settings.readiness_timeout_seconds
+    checks: list[Awaitable[Any]] = [backends.health(timeout)]
+    if redis is not None:
+        checks.append(_redis_reachable(redis, timeout))
+    results = await asyncio.gather(*checks)
+    states: dict[str, bool] = results[0]
+    components = dict(states)
+    if redis is not None:
+        components["redis"] = results[1]
+    for name, up in components.items():
+        metrics.degraded.labels(name).set(0 if up else 1)
+    degraded = sorted(name for name, up in components.items() if not up)
+    # Without Redis the gateway still serves (limits fail open by default, cache off);
+    # with limits failing closed every limited request would be a 503: not ready then.
+    blocking = [
+        n for n in degraded if n != "redis" or settings.rate_limit_redis_failure == "closed"
+    ]
+    if not blocking:
+        return Readiness(backends=states, degraded=degraded)
     return problem_response(
         request,
         503,
-        f"backends not serving: {', '.join(down)}",
-        extra={"backends": states},
+        f"not serving: {', '.join(blocking)}",
+        extra={"backends": states, "degraded": degraded},
     )
 
 
