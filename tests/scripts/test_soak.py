@@ -78,7 +78,7 @@ def test_growth_drift_and_errors_each_fail_the_run() -> None:
     assert failing["passed"] is False
 
 
-@pytest.mark.slow
+@pytest.mark.faults  # a whole mesh for 20 s: `make test-faults`, not the default run
 def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
     """20 s at 1 request a second: the real mesh, the report, the JSON and the exit status.
 
