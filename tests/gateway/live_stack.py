@@ -44,8 +44,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterator[Stack]:
-    """``app`` runs its lifespan here and is also served at ``live_url``."""
+async def real_router_stack(
+    fake_mesh: FakeMesh, data_dir: Path, **model: Any
+) -> AsyncIterator[Stack]:
+    """``app`` runs its lifespan here and is also served at ``live_url``; ``model`` adds
+    fields to the alias's model config (prices, ...)."""
     upstream = FakeOpenAI()
     await upstream.start()
     retrieval = FixedRetrieval()
@@ -62,7 +65,7 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
             retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
             data_dir=data_dir,
         ),
-        models_config({"default": openai_model(upstream.base_url)}),
+        models_config({"default": openai_model(upstream.base_url, **model)}),
     )
     settings = settings_for(
         router_addr=f"127.0.0.1:{router.server.port}",
