@@ -25,7 +25,7 @@ from tests.gateway.helpers import bearer, token
 from tests.gateway.live_stack import Stack, real_router_stack
 from tests.llm_router.openai_server import Reply
 
-PRICES = {"price_per_1k_input": 1.0, "price_per_1k_output": 2.0}
+PRICES: dict[str, Any] = {"price_per_1k_input": 1.0, "price_per_1k_output": 2.0}
 # The upstream polls its client every 20 ms; the rest is the cancellation travelling
 # gateway -> router -> upstream. Generous for a busy 2-core CI machine.
 MAX_STOP_SECONDS = 1.0
