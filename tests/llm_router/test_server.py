@@ -31,6 +31,7 @@ from tests.common.fakes import (
 )
 from tests.conftest import free_port
 from tests.llm_router.conftest import FixedRetrieval, RunningRouter, start_router, stop_router
+from tests.llm_router.messages import has_content
 
 BIN = Path(sys.executable).parent
 
@@ -225,7 +226,11 @@ async def test_request_ids_reach_retrieval_and_embedding_from_a_stream(
     recorded_router: RecordedRouter,
 ) -> None:
     stub = recorded_router.router.stub
-    events = [event async for event in stub.StreamAnswer(ANSWER, metadata=_with_id("ans-2"))]
+    events = [
+        event
+        async for event in stub.StreamAnswer(ANSWER, metadata=_with_id("ans-2"))
+        if has_content(event)
+    ]
     assert events[-1].HasField("done")
     assert [(s.sent, s.held) for s in recorded_router.retrieval.seen] == [(("ans-2",), "ans-2")]
     assert [(s.method, s.sent, s.held) for s in recorded_router.embedding.seen] == [

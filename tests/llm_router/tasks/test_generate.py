@@ -10,6 +10,7 @@ import pytest
 
 from aimesh.llm.v1 import llm_pb2
 from tests.llm_router.conftest import RunningRouter
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
@@ -29,7 +30,7 @@ async def test_generate_streams_over_grpc(
         temperature=0.5,
         tenant_id="t1",
     )
-    replies = [reply async for reply in openai_router.stub.Generate(request)]
+    replies = [reply async for reply in openai_router.stub.Generate(request) if has_content(reply)]
     assert "".join(reply.delta for reply in replies) == "one two three"
     assert len(replies) == 4
     assert all(reply.model == "fast" for reply in replies)
@@ -59,7 +60,7 @@ async def test_generate_validation(
         messages=[llm_pb2.ChatMessage(role=role, content=content) for role, content in messages]
     )
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        [reply async for reply in openai_router.stub.Generate(request)]
+        [reply async for reply in openai_router.stub.Generate(request) if has_content(reply)]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (raised.value.details() or "")
 
@@ -69,7 +70,7 @@ async def test_generate_rejects_out_of_range_temperature(openai_router: RunningR
         messages=[llm_pb2.ChatMessage(role="user", content="hi")], temperature=2.5
     )
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        [reply async for reply in openai_router.stub.Generate(request)]
+        [reply async for reply in openai_router.stub.Generate(request) if has_content(reply)]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "temperature must be between 0 and 2" in (raised.value.details() or "")
 

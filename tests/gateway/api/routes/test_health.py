@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2
 
 from aimesh_common.server import build_grpc_server
@@ -45,7 +47,9 @@ async def test_readyz_follows_the_backends_health(
     }
 
 
-async def test_readyz_is_503_while_a_backend_is_unreachable(fake_mesh: FakeMesh) -> None:
+async def test_readyz_is_503_while_a_backend_is_unreachable(
+    fake_mesh: FakeMesh, caplog: pytest.LogCaptureFixture
+) -> None:
     closed = f"127.0.0.1:{free_port()}"
     settings = settings_for(
         router_addr=fake_mesh.router_addr,
@@ -54,9 +58,12 @@ async def test_readyz_is_503_while_a_backend_is_unreachable(fake_mesh: FakeMesh)
         readiness_timeout_seconds=1.0,
     )
     async with running(create_app(settings)) as client:
-        problem = assert_problem(await client.get("/readyz"), 503)
+        with caplog.at_level(logging.INFO, logger="aimesh.gateway.access"):
+            problem = assert_problem(await client.get("/readyz"), 503)
         assert problem["backends"]["retrieval"] is False
         assert problem["backends"]["llm-router"] is True
+    # "Not ready yet" is the probe's normal answer while starting: not an INFO access line.
+    assert not [r for r in caplog.records if r.name == "aimesh.gateway.access"]
 
 
 async def test_metrics_is_prometheus_text(client: httpx.AsyncClient) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
@@ -29,7 +29,7 @@ from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.feedback import FeedbackStore
-from aimesh_gateway.stores.usage import UsageMeter
+from aimesh_gateway.stores.usage import Spent, UsageMeter
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
@@ -259,6 +259,8 @@ class UsageContext:
         *,
         provider: str = "",
         prompt_version: str = "",
+        estimated: bool = False,
+        cost_usd: float = 0.0,
     ) -> None:
         await self.meter.record(
             self.principal,
@@ -269,6 +271,14 @@ class UsageContext:
             request_id=self.request_id,
             provider=provider,
             prompt_version=prompt_version,
+            estimated=estimated,
+            cost_usd=cost_usd,
+        )
+
+    def record_later(self, model: str, spent: Spent) -> None:
+        """Record what a call that ended early had spent, off the request path."""
+        self.meter.record_later(
+            self.principal, self.route, model, replace(spent, request_id=self.request_id)
         )
 
 

@@ -30,8 +30,9 @@ from fastapi.responses import StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
+from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import Upstream, UsageContext
-from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.task_stream import first_message, next_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
@@ -167,12 +168,13 @@ async def rag_completion(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
         events = call.__aiter__()
+        meter = CallUsage(usage_meter, model)
         # Errors reported up front (unknown collection, bad filter) stay problem+json.
-        first = await first_message(call, events)
+        first = await first_message(call, events, meter)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         writer = _RagStream(model, collection, sources_in_content)
         return StreamingResponse(
-            writer.events(call, events, first, include_usage, usage_meter),
+            writer.events(call, events, first, include_usage, meter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -190,6 +192,8 @@ async def rag_completion(
         usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
+        cost_usd=reply.usage.cost_usd,
     )
     content = reply.answer + (sources_block(reply.citations) if sources_in_content else "")
     return ChatCompletion(
@@ -241,7 +245,7 @@ class _RagStream:
         events: AsyncIterator[llm_pb2.StreamEvent],
         first: llm_pb2.StreamEvent | None,
         include_usage: bool,
-        usage_meter: UsageContext,
+        meter: CallUsage,
     ) -> AsyncIterator[str]:
         answer: list[str] = []
         citations: Sequence[llm_pb2.Citation] = ()
@@ -262,14 +266,10 @@ class _RagStream:
                 elif kind == "done":
                     finish_reason = event.done.finish_reason or finish_reason
                     if usage is not None:
-                        await usage_meter.record(
-                            self.model,
-                            usage.prompt_tokens,
-                            usage.completion_tokens,
-                            provider=event.done.provider,
-                            prompt_version=event.done.prompt_version,
+                        await meter.completed(
+                            self.model, usage, event.done.provider, event.done.prompt_version
                         )
-                event = await anext(events, None)
+                event = await next_message(events, meter)
             found = cited_spans("".join(answer), citations, self.collection)
             tail = sources_block(citations) if self.sources_in_content else ""
             if found or tail:
@@ -289,6 +289,7 @@ class _RagStream:
                 yield self._event([], usage=usage_dict)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
+            meter.ended_early(cancelled=False)
             status, detail = rpc_error_to_http(error)
             log.warning(
                 "rag stream failed",
@@ -296,7 +297,11 @@ class _RagStream:
             )
             yield self._event([], error=openai_error(status, detail))
         except Exception:
+            meter.ended_early(cancelled=False)
             log.exception("rag stream failed")
             yield self._event([], error=openai_error(500, GENERIC_INTERNAL))
+        except BaseException:
+            meter.ended_early(cancelled=True)  # the client left
+            raise
         finally:
             call.cancel()

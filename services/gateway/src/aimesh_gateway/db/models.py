@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,6 +124,11 @@ class UsageRecord(Base):
     # ("qa/v1"); "" when unknown or none.
     provider: Mapped[str] = mapped_column(String(64), default="")
     prompt_version: Mapped[str] = mapped_column(String(64), default="")
+    # True when the counts are estimates: the provider reported none, or the call ended
+    # early (the client left, the stream failed) and what it had spent was counted.
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Cost in US dollars at the prices of the alias that answered (0 when unpriced).
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Feedback(Base):

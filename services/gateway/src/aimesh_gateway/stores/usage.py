@@ -4,6 +4,7 @@ a usage record in the database (written off the request path)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +16,19 @@ from aimesh_gateway.limits.ratelimit import RateLimiter
 from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.usage")
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a call that ended early had spent, with what it ran on."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    cost_usd: float
+    request_id: str = ""
+    provider: str = ""
+    prompt_version: str = ""
 
 
 class UsageMeter:
@@ -40,6 +54,8 @@ class UsageMeter:
         request_id: str = "",
         provider: str = "",
         prompt_version: str = "",
+        estimated: bool = False,
+        cost_usd: float = 0.0,
     ) -> None:
         self.metrics.tokens.labels("prompt").inc(max(prompt, 0))
         self.metrics.tokens.labels("completion").inc(max(completion, 0))
@@ -55,8 +71,28 @@ class UsageMeter:
             request_id=request_id,
             provider=provider,
             prompt_version=prompt_version,
+            estimated=estimated,
+            cost_usd=max(cost_usd, 0.0),
         )
         self._writes.spawn(self._write(row))
+
+    def record_later(self, principal: Principal, route: str, model: str, usage: Spent) -> None:
+        """Record off the request path: for a call that ended early, whose request task is
+        being cancelled (the client left) and must not wait on Redis or the database."""
+        self._writes.spawn(
+            self.record(
+                principal,
+                route,
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                request_id=usage.request_id,
+                provider=usage.provider,
+                prompt_version=usage.prompt_version,
+                estimated=usage.estimated,
+                cost_usd=usage.cost_usd,
+            )
+        )
 
     async def _write(self, row: UsageRecord) -> None:
         try:

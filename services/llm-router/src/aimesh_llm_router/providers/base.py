@@ -93,6 +93,9 @@ class Delta:
     usage: Usage | None = None
     # Complete tool calls (on the last delta, finish_reason "tool_calls").
     tool_calls: tuple[ToolCall, ...] = ()
+    # The prompt's tokens as the provider reported them before the end of the reply
+    # (Anthropic's message_start), on a text delta; None when not reported (yet).
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)

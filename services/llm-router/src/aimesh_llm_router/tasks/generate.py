@@ -15,8 +15,10 @@ from aimesh_llm_router.models import ResolvedModel
 from aimesh_llm_router.providers.base import Delta, GenerateTask, Message, Role
 from aimesh_llm_router.stops import StopMatcher, validate_stops
 from aimesh_llm_router.tasks.common import (
+    Spent,
     TaskDeps,
     account,
+    charge_spent,
     log_usage,
     max_tokens,
     prompt_version,
@@ -89,27 +91,40 @@ async def generate(
     answered = first
     deadline = deps.resilience.deadline(first, time_remaining)
     matcher = StopMatcher(chat.stops)
+    spent = Spent.of_prompt(*(message.content for message in chat.messages))
     with observe(first.alias, first.provider.name, "generate", chat.tenant_id) as record:
-        async for model, delta in deps.resilience.stream(chat.chain, start, deadline):
-            answered = model
-            text = matcher.feed(delta.text) if delta.text else ""
-            if delta.finish_reason is not None:
-                text += matcher.flush()
-            elif not text and delta.usage is None and not delta.tool_calls:
-                continue  # held back (a possible stop sequence) or cut after one
-            response = llm_pb2.GenerateResponse(
-                delta=text,
-                model=model.alias,
-                provider=model.provider.name,
-                prompt_version=prompt_version(model, "chat"),
-            )
-            if delta.finish_reason is not None:
-                response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
-            if delta.usage is not None:
-                account(record, model, delta.usage)
-                response.usage.CopyFrom(usage_message(delta.usage, model))
-            response.tool_calls.extend(call.proto() for call in delta.tool_calls)
-            yield response
+        # The prompt alone, once the model is called: what a caller leaving before the
+        # first token is charged.
+        yield llm_pb2.GenerateResponse(spent=usage_message(spent.usage, first))
+        try:
+            async for model, delta in deps.resilience.stream(chat.chain, start, deadline):
+                answered = model
+                # Counted as generated (the provider spent them), held back or not.
+                spent.see(delta)
+                text = matcher.feed(delta.text) if delta.text else ""
+                if delta.finish_reason is not None:
+                    text += matcher.flush()
+                elif not text and delta.usage is None and not delta.tool_calls:
+                    continue  # held back (a possible stop sequence) or cut after one
+                response = llm_pb2.GenerateResponse(
+                    delta=text,
+                    model=model.alias,
+                    provider=model.provider.name,
+                    prompt_version=prompt_version(model, "chat"),
+                )
+                if delta.finish_reason is not None:
+                    response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
+                if delta.usage is not None:
+                    account(record, model, delta.usage)
+                    response.usage.CopyFrom(usage_message(delta.usage, model))
+                else:
+                    response.spent.CopyFrom(usage_message(spent.usage, model))
+                response.tool_calls.extend(call.proto() for call in delta.tool_calls)
+                yield response
+        except BaseException:
+            if record.usage is None:  # cancelled or failed before the end: count the spent
+                charge_spent(record, answered, spent)
+            raise
     if record.usage is not None:
         log_usage("generate", chat.tenant_id, answered, record.usage)
 

@@ -16,6 +16,7 @@ from aimesh_llm_router.providers.base import Completion, Delta, Style, Summarize
 from aimesh_llm_router.tasks.common import (
     TEXT_BUDGET_SHARE,
     Reply,
+    Spent,
     StreamOutcome,
     TaskDeps,
     account,
@@ -96,7 +97,8 @@ async def stream_summary(
                 _task(model, text, request.style, request.max_words)
             )
 
-        async for event in relay(deps.resilience, chain, start, deadline, record, outcome):
+        prompt = Spent.of_prompt(text, before=spent)
+        async for event in relay(deps.resilience, chain, start, deadline, record, outcome, prompt):
             yield event
     for event in closing_events(outcome, "summarize"):
         yield event

@@ -244,6 +244,7 @@ class GenerateResponse(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     PROMPT_VERSION_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply."""
     model: _builtins.str
@@ -266,6 +267,16 @@ class GenerateResponse(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tools the model called, complete (set on the last message, finish_reason "tool_calls")."""
 
+    @_builtins.property
+    def spent(self) -> Global___Usage:
+        """Tokens spent so far by this call, this message's text included, with their cost at
+        the prices of the alias called; estimated unless the provider reported the counts.
+        Set on the messages sent before the final ``usage``: a first message without text
+        carries the prompt alone, once the model is called, and each piece of text the count
+        so far. A caller that stops reading early (its client left) or whose stream fails
+        charges the last one; ``usage`` replaces it when the call completes.
+        """
+
     def __init__(
         self,
         *,
@@ -276,10 +287,11 @@ class GenerateResponse(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         provider: _builtins.str = ...,
         prompt_version: _builtins.str = ...,
+        spent: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "spent", b"spent", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,7 +661,9 @@ Global___StreamDone: _TypeAlias = StreamDone  # noqa: Y015
 
 @_typing.final
 class StreamEvent(_message.Message):
-    """One event of a streamed task; exactly one field is set."""
+    """One event of a streamed task; at most one field of ``event`` is set (none on an event
+    that carries only ``spent``).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -659,6 +673,7 @@ class StreamEvent(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply text."""
     replace: _builtins.str
@@ -681,6 +696,13 @@ class StreamEvent(_message.Message):
     def done(self) -> Global___StreamDone:
         """End of the stream."""
 
+    @_builtins.property
+    def spent(self) -> Global___Usage:
+        """Tokens spent so far by the task, with their cost, as in ``GenerateResponse.spent``:
+        set on delta events, and alone (no event above) on an event sent when the model is
+        called, before its first token. The final ``usage`` event replaces it.
+        """
+
     def __init__(
         self,
         *,
@@ -690,10 +712,11 @@ class StreamEvent(_message.Message):
         usage: Global___Usage | None = ...,
         done: Global___StreamDone | None = ...,
         replace: _builtins.str = ...,
+        spent: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["sources", "delta", "citations", "usage", "done", "replace"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015

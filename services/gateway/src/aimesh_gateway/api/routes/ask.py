@@ -53,8 +53,9 @@ async def ask(
             upstream.llm_router.StreamAnswer(
                 request, timeout=upstream.timeout, metadata=upstream.metadata
             ),
-            usage_meter.record,
+            usage_meter,
             request=http_request,
+            model=body.model or "",
         )
     reply = await upstream.llm_router.Answer(
         request, timeout=upstream.timeout, metadata=upstream.metadata
@@ -65,6 +66,8 @@ async def ask(
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
+        cost_usd=reply.usage.cost_usd,
     )
     return AskResponse(
         answer=reply.answer,

@@ -22,17 +22,17 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     CacheDep,
     SettingsDep,
     UpstreamDep,
-    UsageContext,
     UsageDep,
     UserPrincipal,
 )
 from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
-from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.task_stream import first_message, next_message
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
@@ -172,13 +172,14 @@ async def chat_completions(
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
+    meter = CallUsage(usage_meter, body.model or "")
     if body.stream:
         messages = stream.__aiter__()
-        first = await first_message(stream, messages)
+        first = await first_message(stream, messages, meter)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model or "")
         return StreamingResponse(
-            chunks.events(stream, messages, first, include_usage, usage_meter),
+            chunks.events(stream, messages, first, include_usage, meter),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -189,22 +190,23 @@ async def chat_completions(
     usage: llm_pb2.Usage | None = None
     answered_by = ("", "")  # provider and prompt version, as the router reports them
     calls: list[llm_pb2.ToolCall] = []
-    async for message in stream:
-        parts.append(message.delta)
-        model = message.model or model
-        answered_by = (message.provider, message.prompt_version)
-        finish_reason = message.finish_reason or finish_reason
-        if message.HasField("usage"):
-            usage = message.usage
-        calls.extend(message.tool_calls)
+    try:
+        async for message in stream:
+            meter.see(message)
+            parts.append(message.delta)
+            model = message.model or model
+            meter.model = model
+            answered_by = (message.provider, message.prompt_version)
+            finish_reason = message.finish_reason or finish_reason
+            if message.HasField("usage"):
+                usage = message.usage
+            calls.extend(message.tool_calls)
+    except BaseException as error:
+        stream.cancel()
+        meter.ended_early(cancelled=not isinstance(error, Exception))
+        raise
     if usage is not None:
-        await usage_meter.record(
-            model,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            provider=answered_by[0],
-            prompt_version=answered_by[1],
-        )
+        await meter.completed(model, usage, answered_by[0], answered_by[1])
     completion = ChatCompletion(
         id=completion_id,
         created=created,
@@ -271,7 +273,7 @@ class _ChunkWriter:
         messages: AsyncIterator[llm_pb2.GenerateResponse],
         first: llm_pb2.GenerateResponse | None,
         include_usage: bool,
-        usage_meter: UsageContext,
+        meter: CallUsage,
     ) -> AsyncIterator[str]:
         finish_reason = "stop"
         usage: llm_pb2.Usage | None = None
@@ -279,7 +281,7 @@ class _ChunkWriter:
         message = first
         try:
             if message is not None and message.model:
-                self.model = message.model
+                self.model = meter.model = message.model
             yield self.chunk({"role": "assistant", "content": ""})
             while message is not None:
                 if message.delta:
@@ -290,20 +292,15 @@ class _ChunkWriter:
                 answered_by = (message.provider, message.prompt_version)
                 if message.HasField("usage"):
                     usage = message.usage
-                message = await anext(messages, None)
+                message = await next_message(messages, meter)
             yield self.chunk({}, finish_reason)
             if usage is not None:
-                await usage_meter.record(
-                    self.model,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    provider=answered_by[0],
-                    prompt_version=answered_by[1],
-                )
+                await meter.completed(self.model, usage, answered_by[0], answered_by[1])
             if include_usage:
                 yield self.usage_chunk(usage)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
+            meter.ended_early(cancelled=False)
             status, detail = rpc_error_to_http(error)
             log.warning(
                 "generation stream failed",
@@ -311,8 +308,12 @@ class _ChunkWriter:
             )
             yield self.error(status, detail)
         except Exception:
+            meter.ended_early(cancelled=False)
             log.exception("generation stream failed")
             yield self.error(500, GENERIC_INTERNAL)
+        except BaseException:
+            meter.ended_early(cancelled=True)  # the client left
+            raise
         finally:
             stream.cancel()
 

@@ -219,7 +219,7 @@ async def send_message(
     stream = upstream.llm_router.SendMessage(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
-    return await event_stream(stream, usage_meter.record, http_request)
+    return await event_stream(stream, usage_meter, http_request)
 
 
 @admin_router.get(

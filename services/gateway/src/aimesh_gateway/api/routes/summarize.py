@@ -46,8 +46,9 @@ async def summarize(
             upstream.llm_router.StreamSummarize(
                 request, timeout=upstream.timeout, metadata=upstream.metadata
             ),
-            usage_meter.record,
+            usage_meter,
             request=http_request,
+            model=body.model or "",
         )
     reply = await upstream.llm_router.Summarize(
         request, timeout=upstream.timeout, metadata=upstream.metadata
@@ -58,6 +59,8 @@ async def summarize(
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
+        cost_usd=reply.usage.cost_usd,
     )
     return SummarizeResponse(
         summary=reply.summary,
