@@ -203,6 +203,23 @@ async def test_generate_sends_placeholders_and_streams_values_back(detector: Det
     assert guard.name == "recording"
 
 
+async def test_the_guard_offers_what_its_provider_can_do(detector: Detector) -> None:
+    """A guarded alias keeps its provider's tools and JSON-format support, and the format
+    reaches the provider (the Responses API's text.format through a redacting alias)."""
+    inner = Recording("{}")
+    inner.supports_response_format = True
+    guard = PrivacyGuard(inner, "redact", detector, "hosted")
+    assert guard.supports_tools is True
+    assert guard.supports_response_format is True
+    assert PrivacyGuard(Recording("{}"), "redact", detector, "h").supports_response_format is False
+    response_format = {"type": "json_object"}
+    task = GenerateTask(SECRET_MESSAGES, 64, None, response_format=response_format)
+    [delta async for delta in guard.generate(task)]
+    [sent] = inner.tasks
+    assert isinstance(sent, GenerateTask)
+    assert sent.response_format == response_format
+
+
 async def test_answer_and_summarize_redact_every_source(detector: Detector) -> None:
     inner = Recording("From <EMAIL_1> [1] and <IBAN_1> [2].")
     guard = PrivacyGuard(inner, "redact", detector, "hosted")

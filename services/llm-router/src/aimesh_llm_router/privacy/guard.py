@@ -80,7 +80,9 @@ class PrivacyGuard(Provider):
         self._detector = detector
         # Reported as the provider that answered (replies, metrics, the extractive check).
         self.name = inner.name  # type: ignore[misc]
+        # What the wrapped provider can do, so a guarded alias is offered the same requests.
         self.supports_tools = inner.supports_tools
+        self.supports_response_format = inner.supports_response_format
 
     @classmethod
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
