@@ -55,7 +55,9 @@ def stop_milvus_server(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         deadline = time.monotonic() + 15
-        while _group_alive(process.pid) and time.monotonic() < deadline:
+        # Reap the leader as it exits: an unreaped zombie keeps its group "alive" to
+        # killpg(0), and the stop then waited out both 15 s timeouts every time.
+        while (process.poll() is None or _group_alive(process.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
         if not _group_alive(process.pid):
             break
