@@ -48,14 +48,16 @@ test: install test-tools lint proto-check web-test ## Install, lint, then run th
 	$(BIN)/python -m pytest
 
 # Prometheus and promtool, and nginx (web/nginx.conf), come from Debian's packages; best
-# effort (the tests that need them skip with a reason where they cannot be installed).
+# effort (the tests that need them skip with a reason where they cannot be installed). What
+# is missing is installed in one apt transaction (one `apt-get update`, not one per tool).
 test-tools:
-	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
-	  || echo "promtool not installed: the Prometheus tests will skip"
-	@command -v nginx >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
-	  || echo "nginx not installed: the web image's nginx tests will skip"
+	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	  || echo "not installed:$$missing (the Prometheus and the web image's nginx tests will skip)"; \
+	fi
 
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
@@ -130,8 +132,8 @@ web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
 web: ## Build the web app into web/dist when its sources changed (served at / by make run)
 	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/dist/index.html; \
 	else echo "Node.js >= 20.19 and npm not found: the web app is not built (make run serves the API only)"; fi
-web-test: ## Web app: npm ci, vue-tsc type check, vitest, vite build, bundle secret scan
-	@if $(HAVE_NODE); then cd web && npm ci --no-audit --no-fund && touch node_modules/.installed \
+web-test: ## Web app: npm ci (when package*.json changed), vue-tsc type check, vitest, vite build, bundle secret scan
+	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/node_modules/.installed && cd web \
 	  && npm run typecheck && npm test && npm run build && npm run check-bundle; \
 	else echo "SKIP web tests: Node.js >= 20.19 and npm not found (the browser e2e test skips too)"; fi
 web-schema: install ## Export the gateway's OpenAPI to web/src/api/openapi.json and regenerate schema.d.ts

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -220,6 +222,58 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     )
     with running:
         yield running
+
+
+# The model server's first start converts the packaged model (GGUF -> transformers -> int4,
+# about 35 s); the code it runs for that, resolve(), runs here once for the session.
+_CONVERT = """
+import sys
+from pathlib import Path
+from aimesh_model_server.config import Settings
+from aimesh_model_server.prepare import resolve
+settings = Settings()
+print(resolve(None, Path(sys.argv[1]), engine=settings.engine, precision=settings.precision,
+              device="cpu"))
+"""
+
+
+@pytest.fixture(scope="session")
+def converted_packaged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``models`` folder of a model server's data dir after its first start: the packaged
+    SmolLM2-135M-Instruct converted once per session (in a process of its own, as the
+    server converts it) and shared by every test that serves it (``with_converted_model``).
+    Skips when the packaged model is not installed."""
+    from aimesh_model_server.prepare import ModelSourceError, packaged_model
+
+    try:
+        packaged_model()
+    except ModelSourceError as error:
+        pytest.skip(str(error))
+    data = tmp_path_factory.mktemp("packaged-model")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", _CONVERT, str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert engine_dir.parent == data / "models"
+    assert engine_dir.name.endswith("-int4-cpu")
+    return data / "models"
+
+
+def with_converted_model(data_dir: Path, models: Path) -> Path:
+    """Give ``data_dir`` the session's converted model (``converted_packaged_model``), so a
+    model server started on it loads instead of converting; ``data_dir``. A link, not a copy:
+    the converted folders are named by a digest of their source's resolved path."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "models").symlink_to(models, target_is_directory=True)
+    return data_dir
 
 
 def make_jwt(

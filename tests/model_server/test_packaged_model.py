@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aimesh_model_server.prepare import ModelSourceError, packaged_model
-from tests.conftest import free_port
+from tests.conftest import free_port, with_converted_model
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +28,11 @@ LOOPING_PROMPTS = [
 ]
 
 
-def _packaged() -> Path:
-    try:
-        return packaged_model()
-    except ModelSourceError as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data dir for the module: the first server converts the model, the rest reuse it."""
-    _packaged()
-    return tmp_path_factory.mktemp("model-data")
+def data_dir(converted_packaged_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir for the module, holding the model the session converted once (as the
+    server's first start does: tests/conftest.py); every server here loads it."""
+    return with_converted_model(tmp_path_factory.mktemp("model-data"), converted_packaged_model)
 
 
 @contextmanager
@@ -65,7 +57,7 @@ def serving(data_dir: Path, **settings: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300  # first start converts the GGUF file
+        deadline = time.monotonic() + 300
         while True:
             assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
             try:

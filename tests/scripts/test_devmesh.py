@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from scripts.devmesh import Ports, free_port, port_in_use
+from tests.conftest import with_converted_model
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -60,7 +61,9 @@ def _printed_curls(output: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
 
 
-def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None:
+def test_run_prints_key_serves_and_stops_without_orphans(
+    tmp_path: Path, converted_packaged_model: Path
+) -> None:
     defaults = Ports()
     busy = [
         p
@@ -76,7 +79,9 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
     ]
     if busy:
         pytest.skip(f"default backend ports {busy} in use (a `make run` is going?)")
-    data_dir = tmp_path / "data"
+    # The packaged model as the model server's first start leaves it (converted once for the
+    # session; the banner's "first start: converting" is tests/scripts/test_devmesh_model.py's).
+    data_dir = with_converted_model(tmp_path / "data", converted_packaged_model)
     port = free_port()
     model_port = free_port()
     env = {
@@ -103,9 +108,9 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
     try:
         output = _read_until(process, r"Ctrl-C stops", timeout=240)
         assert f"http://127.0.0.1:{port}" in output
-        # The model server is its own process; its first start converts the model.
+        # The model server is its own process; it loads the converted model.
         assert re.search(rf"local model:\s+http://127.0.0.1:{model_port} serves chat", output)
-        assert "first start: converting SmolLM2-135M-Instruct" in output
+        assert "loading the converted model" in output
         key_match = re.search(r"dev API key:\s+(\S+)", output)
         assert key_match, output
         key = key_match.group(1)

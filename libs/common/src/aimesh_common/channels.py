@@ -42,6 +42,11 @@ _SERVICE_CONFIG = json.dumps(
         "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
     }
 )
+# gRPC's default reconnect backoff grows 1 s x 1.6 per failure up to 120 s: a peer that
+# starts 30 s after its caller (the embedding model loading) is then noticed up to ~20 s
+# late, and a restarted replica even later. Peers in the mesh are cheap to dial: retry at
+# most every 2 s.
+RECONNECT_BACKOFF_MS = {"initial": 250, "max": 2_000}
 
 
 def target_for(addr: str) -> str:
@@ -82,6 +87,9 @@ def create_channel(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["max"]),
         ],
     )
 
