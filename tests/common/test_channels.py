@@ -3,6 +3,8 @@ every kind of call carries the caller's trace context and request id."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +31,32 @@ from aimesh_common.request_id import request_id_var
 )
 def test_target_for(addr: str, target: str) -> None:
     assert target_for(addr) == target
+
+
+async def test_a_peer_that_is_not_up_yet_is_redialled_quickly() -> None:
+    """A caller started before its peer (the mesh starting at once, a restarted replica)
+    keeps dialling every fraction of a second, not after gRPC's default 1 s, 2.6 s, 5.2 s,
+    ...: a peer that comes up late is then found at once."""
+    attempts: list[float] = []
+
+    def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())
+        writer.close()  # no HTTP/2 handshake: the connection attempt fails
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    channel = create_channel(f"127.0.0.1:{port}")
+    try:
+        started = time.monotonic()
+        channel.get_state(try_to_connect=True)
+        await asyncio.sleep(2.0)
+    finally:
+        await channel.close()
+        server.close()
+        await server.wait_closed()
+    # gRPC's defaults dial at most twice in 2 s (0 s, then 0.8-1.2 s, then >= 2.08 s).
+    within = [t for t in attempts if t - started < 2.0]
+    assert len(within) >= 4, [round(t - started, 2) for t in attempts]
 
 
 # ---------------------------------------------------------------- what every call carries

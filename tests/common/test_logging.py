@@ -87,3 +87,17 @@ def test_formatters_alone_take_request_id_from_the_record() -> None:
     assert TextFormatter("100%").format(record).endswith(" INFO 100% n [r-1]: m x")
     plain = logging.makeLogRecord({"name": "n", "levelname": "INFO", "msg": "m"})
     assert TextFormatter("s").format(plain).endswith(" INFO s n: m")
+
+
+def test_faiss_probing_its_cpu_builds_is_not_logged_at_info(
+    restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """faiss's loader logs a ModuleNotFoundError for each CPU-specific build it probes: a
+    clean start must not show lines that look like failures."""
+    configure_logging("svc", "INFO", "text")
+    loader = logging.getLogger("faiss.loader")
+    loader.info("Could not load library with AVX512 support due to: ModuleNotFoundError(...)")
+    loader.warning("a real faiss problem")
+    err = capsys.readouterr().err
+    assert "ModuleNotFoundError" not in err
+    assert "a real faiss problem" in err

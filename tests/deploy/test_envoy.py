@@ -388,10 +388,12 @@ def edge(mesh: Mesh, cert: Cert, tmp_path_factory: pytest.TempPathFactory) -> It
                     timeout=300,  # two gateways start at once; slow on a busy 2-core runner
                 )
             wait_for(lambda: client.get(f"{admin}/ready").text.strip() == "LIVE", "envoy live")
-            # Both gateways passed Envoy's own /readyz health check.
+            # Both gateways passed Envoy's own /readyz health check, within a few of its 5 s
+            # intervals (not the 60 s default interval of a cluster without traffic yet).
             wait_for(
                 lambda: healthy_gateways(client.get(f"{admin}/clusters").text) == 2,
                 "both gateways healthy in envoy",
+                timeout=30,
             )
         yield Edge(
             f"https://127.0.0.1:{https_port}",

@@ -52,11 +52,15 @@ def alerts() -> list[Obj]:
     return [r for group in spec()["groups"] for r in group["rules"] if "alert" in r]
 
 
-def write_rules(folder: Path, *, annotations: bool = True) -> Path:
-    """The PrometheusRule's groups as a plain Prometheus rule file."""
+def write_rules(folder: Path, *, annotations: bool = True, interval: str | None = None) -> Path:
+    """The PrometheusRule's groups as a plain Prometheus rule file; ``interval`` replaces
+    every group's evaluation interval (the live Prometheus below evaluates every second
+    instead of waiting up to 30 s for the first evaluation: same rules, same expressions)."""
     groups = spec()
-    if not annotations:
-        for group in groups["groups"]:
+    for group in groups["groups"]:
+        if interval is not None:
+            group["interval"] = interval
+        if not annotations:
             for rule in group["rules"]:
                 rule.pop("annotations", None)
     path = folder / "aimesh.rules.yaml"
@@ -263,7 +267,7 @@ def prometheus(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed (apt-get install prometheus)")
     folder = tmp_path_factory.mktemp("prometheus")
-    rules = write_rules(folder)
+    rules = write_rules(folder, interval="1s")
     p = mesh.ports
     targets = {
         "gateway": p.gateway,

@@ -422,6 +422,43 @@ class _StreamingAndConversations:
         conversation.deleted_at = time.time()
         return llm_pb2.DeleteConversationResponse()
 
+    @property
+    def stored_responses(self) -> dict[str, llm_pb2.StoredResponse]:
+        stored: dict[str, llm_pb2.StoredResponse] = vars(self).setdefault("_responses", {})
+        return stored
+
+    async def StoreResponse(
+        self, request: llm_pb2.StoredResponse, context: Any
+    ) -> llm_pb2.StoredResponse:
+        if request.id in self.stored_responses:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"response {request.id!r} exists")
+        stored = llm_pb2.StoredResponse()
+        stored.CopyFrom(request)
+        stored.expires_at = time.time() + 3600
+        self.stored_responses[request.id] = stored
+        return stored
+
+    def _owned_response(self, request: llm_pb2.GetResponseRequest) -> llm_pb2.StoredResponse:
+        stored = self.stored_responses.get(request.response_id)
+        if stored is None or (stored.tenant_id, stored.user_id) != (
+            request.tenant_id,
+            request.user_id,
+        ):
+            raise NotFound(f"response {request.response_id!r} does not exist")
+        return stored
+
+    async def GetResponse(
+        self, request: llm_pb2.GetResponseRequest, context: Any
+    ) -> llm_pb2.StoredResponse:
+        return self._owned_response(request)
+
+    async def DeleteResponse(
+        self, request: llm_pb2.GetResponseRequest, context: Any
+    ) -> llm_pb2.DeleteResponseResponse:
+        self._owned_response(request)
+        del self.stored_responses[request.response_id]
+        return llm_pb2.DeleteResponseResponse()
+
     async def SendMessage(
         self, request: llm_pb2.SendMessageRequest, context: Any
     ) -> AsyncIterator[llm_pb2.StreamEvent]:

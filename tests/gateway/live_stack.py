@@ -44,8 +44,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterator[Stack]:
-    """``app`` runs its lifespan here and is also served at ``live_url``."""
+async def real_router_stack(
+    fake_mesh: FakeMesh,
+    data_dir: Path,
+    more_models: dict[str, Any] | None = None,
+    **model: Any,
+) -> AsyncIterator[Stack]:
+    """``app`` runs its lifespan here and is also served at ``live_url``; ``model`` adds
+    fields to the default alias's model config (prices, ...), ``more_models`` more aliases."""
     upstream = FakeOpenAI()
     await upstream.start()
     retrieval = FixedRetrieval()
@@ -62,7 +68,7 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
             retrieval_service_addr=f"127.0.0.1:{retrieval_server.port}",
             data_dir=data_dir,
         ),
-        models_config({"default": openai_model(upstream.base_url)}),
+        models_config({"default": openai_model(upstream.base_url, **model), **(more_models or {})}),
     )
     settings = settings_for(
         router_addr=f"127.0.0.1:{router.server.port}",
@@ -83,12 +89,17 @@ async def real_router_stack(fake_mesh: FakeMesh, data_dir: Path) -> AsyncIterato
 
 
 @asynccontextmanager
-async def gateway_on_router(fake_mesh: FakeMesh, models: dict[str, Any]) -> AsyncIterator[str]:
+async def gateway_on_router(
+    fake_mesh: FakeMesh, models: dict[str, Any], **router_settings_overrides: Any
+) -> AsyncIterator[str]:
     """A real router configured with ``models`` (the models file's content, validated as the
-    service validates it) on the fake mesh's retrieval and embedding, behind the gateway
-    served by uvicorn; yields the gateway's base URL."""
+    service validates it) and ``router_settings_overrides`` (e.g. its ``data_dir``) on the
+    fake mesh's retrieval and embedding, behind the gateway served by uvicorn; yields the
+    gateway's base URL."""
     config = validate_models_config(models, "test", frozenset(PROVIDERS), environ={})
-    router_settings = RouterSettings(port=0, host="127.0.0.1", metrics_port=None)
+    router_settings = RouterSettings(
+        port=0, host="127.0.0.1", metrics_port=None, **router_settings_overrides
+    )
     retrieval_channel = grpc.aio.insecure_channel(fake_mesh.retrieval_addr)
     embedding_channel = grpc.aio.insecure_channel(fake_mesh.embedding_addr)
     deps = build_dependencies(

@@ -84,6 +84,10 @@ EXPECTED_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/v1/conversations/{conversation_id}/messages"): Role.USER,
     ("GET", "/v1/conversations"): Role.USER,
     ("DELETE", "/v1/conversations/{conversation_id}"): Role.USER,
+    ("POST", "/v1/responses"): Role.USER,
+    ("GET", "/v1/responses/{response_id}"): Role.USER,
+    ("DELETE", "/v1/responses/{response_id}"): Role.USER,
+    ("GET", "/v1/responses/{response_id}/input_items"): Role.USER,
 }
 
 
@@ -213,6 +217,10 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
     assert uploaded.status_code == 202, uploaded.text
     conversation = await client.post("/v1/conversations", json={}, headers=owner_admin)
     assert conversation.status_code == 201, conversation.text
+    response = await client.post(
+        "/v1/responses", json={"input": "the code word is bluebird"}, headers=owner_admin
+    )
+    assert response.status_code == 200, response.text
     key = await client.post("/v1/admin/keys", json={"roles": ["user"]}, headers=owner_admin)
     assert key.status_code == 201, key.text
     username = f"user-{uuid.uuid4().hex[:8]}"
@@ -233,6 +241,7 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         "document_id": "d1",
         "job_id": uploaded.json()["job_id"],
         "conversation_id": conversation.json()["id"],
+        "response_id": response.json()["id"],
         "key_id": key.json()["id"],
         "user": username,
         "tenant_id": owner,
@@ -267,6 +276,8 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
     for url in (
         f"/v1/jobs/{resources['job_id']}",
         f"/v1/conversations/{resources['conversation_id']}",
+        f"/v1/responses/{resources['response_id']}",
+        f"/v1/responses/{resources['response_id']}/input_items",
         f"/v1/admin/keys/{resources['key_id']}",
         f"/v1/admin/budgets/{resources['budget_id']}",
     ):

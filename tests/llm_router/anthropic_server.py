@@ -126,7 +126,7 @@ class FakeAnthropic(FakeOpenAI):
             yield event(
                 "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}}
             )
-            await asyncio.sleep(0)
+            await asyncio.sleep(reply.chunk_delay)
         yield event("content_block_stop", {"index": 0})
         for offset, call in enumerate(reply.tool_calls or ()):
             # A tool_use block: id and name first, then the input JSON in pieces.

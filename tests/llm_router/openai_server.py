@@ -47,6 +47,9 @@ class Reply:
     break_after: int | None = None
     # For streams: pause between content chunks (seconds).
     chunk_delay: float = 0.0
+    # For streams: pieces of this many characters instead of words (splits anything, e.g. a
+    # placeholder, across chunks).
+    chunk_size: int | None = None
     # Tool calls of the reply: {"id", "name", "arguments"} each (finish_reason "tool_calls").
     tool_calls: list[dict[str, str]] | None = None
 
@@ -226,6 +229,9 @@ class FakeOpenAI:
         try:
             yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
             words = reply.content.split(" ") if reply.content or not reply.tool_calls else []
+            if reply.chunk_size is not None:
+                size = reply.chunk_size
+                words = [reply.content[i : i + size] for i in range(0, len(reply.content), size)]
             for index, call in enumerate(reply.tool_calls or ()):
                 for call_piece in self._tool_call_pieces(index, call):
                     yield event([{"index": 0, "delta": {"tool_calls": [call_piece]}}])
@@ -233,7 +239,8 @@ class FakeOpenAI:
                 if reply.break_after is not None and index >= reply.break_after:
                     finished = True  # a scripted break, not a client disconnect
                     raise Disconnect
-                piece = word if index == len(words) - 1 else word + " "
+                last = index == len(words) - 1
+                piece = word if last or reply.chunk_size is not None else word + " "
                 yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
                 await asyncio.sleep(reply.chunk_delay)
             yield event([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])

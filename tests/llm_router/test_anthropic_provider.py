@@ -28,6 +28,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 USAGE = {"prompt_tokens": 31, "completion_tokens": 4, "total_tokens": 35}
@@ -176,6 +177,7 @@ async def test_anthropic_as_fallback_of_an_openai_alias_over_grpc(
             async for reply in router.stub.Generate(
                 llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="Hi")])
             )
+            if has_content(reply)
         ]
         assert "".join(reply.delta for reply in replies) == "Claude says hi"
         assert {reply.model for reply in replies} == {"claude"}

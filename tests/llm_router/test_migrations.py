@@ -17,10 +17,11 @@ from aimesh_llm_router.conversations import Base, SqlConversationStore, StoredMe
 from aimesh_llm_router.migrations import MIGRATIONS
 from tests.conftest import migrate_empty_database, migrated_as_models, new_postgres_database
 
-HEAD = "0002"
+HEAD = "0003"
 TABLES = {
     "llm_router_conversations",
     "llm_router_conversation_messages",
+    "llm_router_responses",
     "alembic_version_llm_router",
 }
 

@@ -25,6 +25,7 @@ from aimesh_retrieval.config import Settings as RetrievalSettings
 from aimesh_retrieval.server import create_server as create_retrieval_server
 from aimesh_retrieval.store import MilvusStore
 from tests.common.embed_calls import EmbedCalls, recorded_channel
+from tests.llm_router.messages import has_content
 
 TENANT, COLLECTION, USER = "t1", "towers", "u1"
 QUESTION = "When was the Eiffel Tower completed?"
@@ -108,7 +109,7 @@ async def test_answer_embeds_the_question_once(mesh: Mesh) -> None:
 
 async def test_stream_answer_embeds_the_question_once(mesh: Mesh) -> None:
     mesh.clear()
-    events = [event async for event in mesh.router.StreamAnswer(ASK)]
+    events = [event async for event in mesh.router.StreamAnswer(ASK) if has_content(event)]
     assert "1889" in "".join(event.delta for event in events)
     assert mesh.embedded(QUESTION) == 1
 
@@ -121,6 +122,6 @@ async def test_a_grounded_conversation_turn_embeds_the_message_once(mesh: Mesh) 
     turn = llm_pb2.SendMessageRequest(
         tenant_id=TENANT, user_id=USER, conversation_id=conversation.id, content=QUESTION
     )
-    events = [event async for event in mesh.router.SendMessage(turn)]
+    events = [event async for event in mesh.router.SendMessage(turn) if has_content(event)]
     assert "1889" in "".join(event.delta for event in events)
     assert mesh.embedded(QUESTION) == 1

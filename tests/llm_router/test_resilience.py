@@ -24,6 +24,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 SUMMARIZE = llm_pb2.SummarizeRequest(text="The sky is blue. Grass is green.")
@@ -243,7 +244,7 @@ async def test_a_stream_failing_before_its_first_token_falls_back(
 ) -> None:
     fake_openai.enqueue(*(Reply(content="never sent", break_after=0) for _ in range(3)))
     backup_openai.enqueue(Reply(content="backup streams fine", usage=USAGE))
-    replies = [reply async for reply in router.stub.Generate(GENERATE)]
+    replies = [reply async for reply in router.stub.Generate(GENERATE) if has_content(reply)]
     assert "".join(reply.delta for reply in replies) == "backup streams fine"
     assert {reply.model for reply in replies} == {"backup"}
     assert replies[-1].finish_reason == "stop"
@@ -273,7 +274,7 @@ async def test_streams_retry_a_429_before_the_first_token(
         Reply(status=429, headers={"retry-after-ms": "200"}), Reply(content="second try")
     )
     start = time.monotonic()
-    replies = [reply async for reply in router.stub.Generate(GENERATE)]
+    replies = [reply async for reply in router.stub.Generate(GENERATE) if has_content(reply)]
     assert time.monotonic() - start >= 0.19
     assert "".join(reply.delta for reply in replies) == "second try"
     assert {reply.model for reply in replies} == {"default"}

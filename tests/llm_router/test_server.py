@@ -17,7 +17,7 @@ import pytest
 
 from aimesh.llm.v1 import llm_pb2, llm_pb2_grpc
 from aimesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from aimesh_common.channels import check_health
+from aimesh_common.channels import check_health, create_channel
 from aimesh_common.request_id import REQUEST_ID_METADATA
 from aimesh_common.server import build_grpc_server
 from aimesh_llm_router.config import Settings
@@ -31,6 +31,7 @@ from tests.common.fakes import (
 )
 from tests.conftest import free_port
 from tests.llm_router.conftest import FixedRetrieval, RunningRouter, start_router, stop_router
+from tests.llm_router.messages import has_content
 
 BIN = Path(sys.executable).parent
 
@@ -84,7 +85,7 @@ async def test_console_script_serves_and_stops_on_sigterm(no_key: None) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
             for _ in range(300):  # a busy 2-core machine can take 10+ s to import
                 if await check_health(channel, deadline_seconds=0.5):
                     break
@@ -225,7 +226,11 @@ async def test_request_ids_reach_retrieval_and_embedding_from_a_stream(
     recorded_router: RecordedRouter,
 ) -> None:
     stub = recorded_router.router.stub
-    events = [event async for event in stub.StreamAnswer(ANSWER, metadata=_with_id("ans-2"))]
+    events = [
+        event
+        async for event in stub.StreamAnswer(ANSWER, metadata=_with_id("ans-2"))
+        if has_content(event)
+    ]
     assert events[-1].HasField("done")
     assert [(s.sent, s.held) for s in recorded_router.retrieval.seen] == [(("ans-2",), "ans-2")]
     assert [(s.method, s.sent, s.held) for s in recorded_router.embedding.seen] == [

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.channels import check_health
 from tests.llm_router.conftest import TEST_KEY, RunningRouter, rpc_error
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
@@ -55,7 +56,7 @@ async def test_upstream_errors_reach_the_client_as_status_codes(
     fake_openai.enqueue(Reply(status=status, error={"message": f"upstream says {TEST_KEY}"}))
     request = llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="hi")])
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        [reply async for reply in openai_router.stub.Generate(request)]
+        [reply async for reply in openai_router.stub.Generate(request) if has_content(reply)]
     assert raised.value.code() == code
     assert TEST_KEY not in (raised.value.details() or "")
     failed = REGISTRY.get_sample_value(
@@ -85,7 +86,7 @@ async def test_local_provider_models_and_generate(local_router: RunningRouter) -
     }
     before = REGISTRY.get_sample_value("aimesh_llm_requests_total", labels) or 0
     request = llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="Hi")])
-    replies = [reply async for reply in local_router.stub.Generate(request)]
+    replies = [reply async for reply in local_router.stub.Generate(request) if has_content(reply)]
     assert "cannot compose free text" in "".join(reply.delta for reply in replies)
     assert replies[-1].finish_reason == "stop"
     assert replies[-1].usage.estimated

@@ -21,6 +21,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 
@@ -89,7 +90,9 @@ async def generate(
     request = llm_pb2.GenerateRequest(
         model=model, messages=[llm_pb2.ChatMessage(role="user", content=text)], stop=stop
     )
-    replies = [reply async for reply in router.stub.Generate(request, timeout=20)]
+    replies = [
+        reply async for reply in router.stub.Generate(request, timeout=20) if has_content(reply)
+    ]
     return "".join(reply.delta for reply in replies), replies
 
 

@@ -29,6 +29,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 USAGE = {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46}
@@ -167,13 +168,13 @@ async def test_chat_goes_to_the_model_and_grounded_tasks_to_the_extractor(
     mesh_router: RunningRouter, fake_openai: FakeOpenAI, retrieval: FixedRetrieval
 ) -> None:
     fake_openai.enqueue(Reply(content="Hello there, friend!", usage=USAGE))
-    messages = [m async for m in mesh_router.stub.Generate(chat())]
+    messages = [m async for m in mesh_router.stub.Generate(chat()) if has_content(m)]
     assert {(m.model, m.provider) for m in messages} == {(LOCAL_MODEL_ALIAS, "openai")}
     assert "".join(m.delta for m in messages) == "Hello there, friend!"
     assert fake_openai.requests[0].body["model"] == "smollm2-135m-instruct"
 
     # An alias named in the request wins over the task's default.
-    named = [m async for m in mesh_router.stub.Generate(chat(model="default"))]
+    named = [m async for m in mesh_router.stub.Generate(chat(model="default")) if has_content(m)]
     assert {(m.model, m.provider) for m in named} == {("default", "local")}
 
     retrieval.put("t1", "town", CHUNKS)
@@ -205,7 +206,7 @@ async def test_chat_falls_back_to_the_extractor_while_the_model_server_is_down(
         local_settings(embedding_addr, retrieval_addr, llm_local_model_url=closed)
     )
     try:
-        messages = [m async for m in router.stub.Generate(chat())]
+        messages = [m async for m in router.stub.Generate(chat()) if has_content(m)]
         assert {(m.model, m.provider) for m in messages} == {("default", "local")}
         assert "".join(m.delta for m in messages).strip()
     finally:
@@ -258,7 +259,11 @@ async def test_a_streamed_answer_with_invalid_citations_is_replaced(
     retrieval.put("t1", "town", CHUNKS)
     before = fallbacks(LOCAL_MODEL_ALIAS, "default")
     fake_openai.enqueue(Reply(content="The bridge was built in 1887 [3].", usage=USAGE))
-    events = [e async for e in mesh_router.stub.StreamAnswer(ask(model=LOCAL_MODEL_ALIAS))]
+    events = [
+        e
+        async for e in mesh_router.stub.StreamAnswer(ask(model=LOCAL_MODEL_ALIAS))
+        if has_content(e)
+    ]
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds[0] == "sources"
     assert "delta" in kinds
@@ -274,6 +279,10 @@ async def test_a_streamed_answer_with_invalid_citations_is_replaced(
 
     # A valid streamed answer carries no replace event.
     fake_openai.enqueue(Reply(content="Built in 1887 [1].", usage=USAGE))
-    kept = [e async for e in mesh_router.stub.StreamAnswer(ask(model=LOCAL_MODEL_ALIAS))]
+    kept = [
+        e
+        async for e in mesh_router.stub.StreamAnswer(ask(model=LOCAL_MODEL_ALIAS))
+        if has_content(e)
+    ]
     assert "replace" not in [event.WhichOneof("event") for event in kept]
     assert kept[-1].done.fallback_reason == ""

@@ -24,6 +24,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 from tests.llm_router.test_anthropic_provider import provider_for as anthropic_provider_for
 
@@ -73,7 +74,11 @@ def _request(*messages: llm_pb2.ChatMessage, **fields: object) -> llm_pb2.Genera
 async def _collect(
     router: RunningRouter, request: llm_pb2.GenerateRequest
 ) -> list[llm_pb2.GenerateResponse]:
-    return [message async for message in router.stub.Generate(request, timeout=10)]
+    return [
+        message
+        async for message in router.stub.Generate(request, timeout=10)
+        if has_content(message)
+    ]
 
 
 async def test_tools_reach_the_upstream_and_streamed_calls_come_back_whole(

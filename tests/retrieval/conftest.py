@@ -56,11 +56,17 @@ def new_collection() -> str:
     return f"c-{uuid.uuid4().hex[:12]}"
 
 
+# The server's time tick bounds each Strong-consistency read (the servicer's content-hash
+# check, settle after every write): 50 ms instead of Milvus' 200 ms saves about 0.15 s on
+# each of them, which the many writes of the [server] tests add up to.
+TIME_TICK_MS = 50
+
+
 @contextlib.contextmanager
 def run_milvus_server(data: Path, timeout: float = 120) -> Iterator[MilvusServer]:
     """The shared launcher; a missing binary skips, a failed start fails the test."""
     try:
-        with shared_run_milvus_server(data, timeout) as server:
+        with shared_run_milvus_server(data, timeout, time_tick_ms=TIME_TICK_MS) as server:
             yield server
     except MilvusServerMissing as missing:
         pytest.skip(str(missing))

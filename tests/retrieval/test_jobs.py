@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
-from aimesh_common.channels import check_health
+from aimesh_common.channels import check_health, create_channel
 from aimesh_common.errors import InvalidArgument, NotFound
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.jobs import (
@@ -284,7 +284,7 @@ async def test_job_resumes_after_the_process_is_killed(embedding_addr: str, tmp_
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
             deadline = time.monotonic() + 60
             while not await check_health(channel, "aimesh.retrieval.v1.RetrievalService"):
                 assert process.returncode is None
@@ -299,7 +299,7 @@ async def test_job_resumes_after_the_process_is_killed(embedding_addr: str, tmp_
     ]
     process = await start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
             job = await stub.SubmitIngestJob(
                 iter(submit_requests("tenant-a", collection, documents, 20))
@@ -318,7 +318,7 @@ async def test_job_resumes_after_the_process_is_killed(embedding_addr: str, tmp_
         await process.wait()
 
         process = await start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with create_channel(f"127.0.0.1:{port}") as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
             done = await wait_for_job(stub, "tenant-a", job.id)
             assert done.state == pb.JOB_STATE_SUCCEEDED, done.errors

@@ -9,12 +9,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aimesh.retrieval.v1 import retrieval_pb2 as pb
 from aimesh.retrieval.v1 import retrieval_pb2_grpc
-from aimesh_common.channels import check_health
+from aimesh_common.channels import check_health, create_channel
 from tests.conftest import free_port
 
 
@@ -73,7 +72,7 @@ async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None
             AIMESH_GRACE_SECONDS="2",
         )
     )
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = create_channel(f"127.0.0.1:{port}")
     try:
         for _ in range(240):
             if await check_health(channel, deadline_seconds=0.5):

@@ -553,3 +553,29 @@ async def test_embedding_down_is_unavailable_and_writes_nothing(
     assert [d.id for d in await listed(down, collection)] == ["doc"]
     error = await rpc_error(upsert(down, collection, [("doc", " ", None)]))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_collection_locks_exclude_writers_and_are_dropped_once_unused() -> None:
+    """Issue 28: the per-collection write locks hold only collections being written."""
+    import gc
+
+    from aimesh_retrieval.servicer import CollectionLocks
+
+    locks = CollectionLocks()
+    order: list[str] = []
+
+    async def write(name: str, label: str) -> None:
+        async with locks.get(name):
+            order.append(f"{label} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{label} out")
+
+    await asyncio.gather(write("c", "a"), write("c", "b"))
+    assert order == ["a in", "a out", "b in", "b out"]  # one writer at a time
+    for index in range(1000):  # a thousand collections created, written and deleted
+        await write(f"temporary-{index}", "t")
+    gc.collect()
+    assert len(locks) == 0
+    held = locks.get("c")
+    assert locks.get("c") is held  # while referenced, every writer gets the same lock
+    assert len(locks) == 1

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from scripts.bench.upload import DOCUMENT_CHARS, _status_kib, _tree, make_upload
+from scripts.bench.proc import status_kib, tree
+from scripts.bench.upload import DOCUMENT_CHARS, make_upload
 
 
 def test_the_upload_is_big_enough_and_every_document_fits_the_service(tmp_path: Path) -> None:
@@ -22,6 +23,6 @@ def test_the_upload_is_big_enough_and_every_document_fits_the_service(tmp_path: 
 
 
 def test_memory_is_read_from_the_kernel() -> None:
-    assert _tree(os.getpid())[0] == os.getpid()
-    rss, peak = _status_kib(os.getpid(), "VmRSS"), _status_kib(os.getpid(), "VmHWM")
+    assert tree(os.getpid())[0] == os.getpid()
+    rss, peak = status_kib(os.getpid(), "VmRSS"), status_kib(os.getpid(), "VmHWM")
     assert 0 < rss <= peak

@@ -4,6 +4,7 @@ before), stops cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from scripts.devmesh import Ports, free_port, port_in_use
+from tests.conftest import with_converted_model
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -53,7 +55,15 @@ def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) ->
     raise AssertionError("launcher output did not show " + pattern + ":\n" + "".join(seen[-40:]))
 
 
-def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None:
+def _printed_curls(output: str) -> list[str]:
+    """The banner's curl commands, continuation lines joined, as a shell would run them."""
+    joined = re.sub(r"\\\n\s*", " ", output)
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
+
+
+def test_run_prints_key_serves_and_stops_without_orphans(
+    tmp_path: Path, converted_packaged_model: Path
+) -> None:
     defaults = Ports()
     busy = [
         p
@@ -69,7 +79,9 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
     ]
     if busy:
         pytest.skip(f"default backend ports {busy} in use (a `make run` is going?)")
-    data_dir = tmp_path / "data"
+    # The packaged model as the model server's first start leaves it (converted once for the
+    # session; the banner's "first start: converting" is tests/scripts/test_devmesh_model.py's).
+    data_dir = with_converted_model(tmp_path / "data", converted_packaged_model)
     port = free_port()
     model_port = free_port()
     env = {
@@ -96,28 +108,31 @@ def test_run_prints_key_serves_and_stops_without_orphans(tmp_path: Path) -> None
     try:
         output = _read_until(process, r"Ctrl-C stops", timeout=240)
         assert f"http://127.0.0.1:{port}" in output
-        # The model server is its own process; its first start converts the model.
+        # The model server is its own process; it loads the converted model.
         assert re.search(rf"local model:\s+http://127.0.0.1:{model_port} serves chat", output)
-        assert "first start: converting SmolLM2-135M-Instruct" in output
+        assert "loading the converted model" in output
         key_match = re.search(r"dev API key:\s+(\S+)", output)
         assert key_match, output
         key = key_match.group(1)
         headers = {"Authorization": f"Bearer {key}"}
+        # A clean start prints nothing that looks like a failure.
+        for alarming in ("ModuleNotFoundError", "Traceback"):
+            assert alarming not in output, output
+        assert not [line for line in output.splitlines() if "/readyz" in line and "503" in line]
+        assert "model aliases: default (local: extractive, no key)" in output
+        # The banner's curls work as printed, in order: store a document, then ask.
+        curls = _printed_curls(output)
+        assert [("/documents" in c, "/v1/ask" in c) for c in curls] == [
+            (True, False),
+            (False, True),
+        ]
+        stored = subprocess.run(["sh", "-c", curls[0]], capture_output=True, text=True, check=True)
+        assert '"about"' in stored.stdout, stored.stdout
+        asked = subprocess.run(["sh", "-c", curls[1]], capture_output=True, text=True, check=True)
+        answer = json.loads(asked.stdout)
+        assert answer["citations"][0]["document_id"] == "about", asked.stdout
+        assert answer["model"] == "default"  # grounded answers stay extractive
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            client.post(
-                "/v1/collections/docs/documents",
-                json={"documents": [{"id": "about", "text": "aimesh is an open AI backend."}]},
-                headers=headers,
-            ).raise_for_status()
-            answer = client.post(
-                "/v1/ask",
-                json={"question": "What is aimesh?", "collection": "docs"},
-                headers=headers,
-            )
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["citations"][0]["document_id"] == "about"
-            assert answer.json()["model"] == "default"  # grounded answers stay extractive
-
             chat = {
                 "messages": [{"role": "user", "content": "Say hello to Ada."}],
                 "max_tokens": 32,

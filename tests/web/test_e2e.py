@@ -9,7 +9,7 @@ The browser side is web/e2e/run.mjs (playwright-core driving /usr/bin/chromium);
 screenshots land in tests/artifacts/web/ (gitignored). Grounded answers are served by the
 extractive provider by default, so the test document's sentences answer the question and
 the answer must quote "1874"; plain chat is served by the model server, which the mesh
-starts beside the four services (its first start converts the packaged model).
+starts beside the four services (on the packaged model the session converted once).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from scripts.devmesh import Mesh, Ports
+from tests.conftest import with_converted_model
 from tests.web.conftest import ARTIFACTS, DIST, WEB, build_problem, node_problem
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +35,7 @@ DOCUMENT = Path(__file__).parent / "data" / "lighthouse.md"
 QUESTION = "When was the Harbor Lighthouse built?"
 EXPECTED = "1874"
 CHAT_MODEL = "local-model"
-# The model server converts the packaged model on its first start (GGUF -> int4).
+# The model server loads the converted model; slow on a busy 2-core runner.
 MODEL_READY_SECONDS = 420
 
 pytestmark = pytest.mark.slow
@@ -47,14 +48,18 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def web_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """The four services on free ports, the gateway serving web/dist at /."""
+def web_mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    """The four services and the model server (loading the model the session converted) on
+    free ports, the gateway serving web/dist at /."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
+    models: Path = request.getfixturevalue("converted_packaged_model")
     root = tmp_path_factory.mktemp("web-mesh")
     running = Mesh(
-        root / "data",
+        with_converted_model(root / "data", models),
         ports=Ports.free(),
         log_dir=root / "logs",
         log_format="json",

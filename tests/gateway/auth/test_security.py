@@ -331,3 +331,39 @@ async def test_tenants_do_not_see_each_other(client: httpx.AsyncClient) -> None:
         assert_problem(response, 404)
     own = await client.post("/v1/collections/private/search", json=query, headers=user("a"))
     assert "bluebird" in own.json()["results"][0]["text"]
+
+
+def test_key_principals_are_reused_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28: the principal of each verified key is cached, but never more than the cap."""
+    from datetime import UTC, datetime
+
+    import aimesh_gateway.auth.security as security
+    from aimesh_gateway.auth.keys import KeyRecord, KeyStore
+
+    monkeypatch.setattr(security, "MAX_KEY_PRINCIPALS", 5)
+    # API keys are verified elsewhere; a store on no database is never called here.
+    authenticator = security.Authenticator(Settings(), KeyStore(None), None)  # type: ignore[arg-type]
+
+    def record(index: int) -> KeyRecord:
+        return KeyRecord(
+            f"id{index}",
+            f"p{index}",
+            "acme",
+            "",
+            ("editor",),
+            datetime.now(UTC),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    first = record(0)
+    principal = authenticator._key_principal(first)
+    assert principal.tenant_id == "acme"
+    assert authenticator._key_principal(first) is principal  # the same record: reused
+    for index in range(1, 12):
+        authenticator._key_principal(record(index))
+    assert len(authenticator._key_principals) <= 5
+    assert authenticator._key_principal(first) is not principal  # rebuilt after the cap

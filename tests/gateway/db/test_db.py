@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _tenant() -> str:
@@ -49,7 +50,8 @@ async def test_migrations_create_every_table_and_are_idempotent(db_engine: Async
         )
     assert {"api_keys", "users", "refresh_tokens", "tenant_limits", "usage_records"} <= tables
     assert {"feedback", "budgets"} <= tables
-    assert {"request_id", "provider", "prompt_version", "cost_micros"} <= usage_columns
+    assert {"request_id", "provider", "prompt_version", "estimated", "cost_usd"} <= usage_columns
+    assert "cost_micros" not in usage_columns  # one cost of record: cost_usd
     assert "ix_usage_records_request_id" in usage_indexes
     assert "conversations" not in tables  # 0003 made it, 0004 dropped it (the router owns it)
 
@@ -247,6 +249,23 @@ async def test_key_lifecycle(db_engine: AsyncEngine) -> None:
     assert revoked is not None
     assert revoked.revoked_at is not None
     assert await store.verify(created.key) is None
+
+
+async def test_key_cache_keeps_only_recently_used_keys(db_engine: AsyncEngine) -> None:
+    """Issue 28: the verification cache is swept, not one entry per key ever used."""
+    store = KeyStore(session_factory(db_engine), cache_seconds=5.0)
+    keys = [(await store.create(tenant_id=_tenant(), roles=["user"])).key for _ in range(5)]
+    for key in keys:
+        assert await store.verify(key) is not None
+    assert store.cached == 10  # a verification and a last use per key
+    now = time.monotonic()
+    store.sweep(now)  # all still in use
+    assert store.cached == 10
+    store.sweep(now + 6)  # past the trust window: verifications go, last uses stay
+    assert store.cached == 5
+    store.sweep(now + 61)  # past the last-use granularity too
+    assert store.cached == 0
+    assert all([await store.verify(key) is not None for key in keys])  # verified afresh
 
 
 async def test_expired_key_is_refused(db_engine: AsyncEngine) -> None:

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from aimesh_common.server import GrpcServer
 from aimesh_gateway.core.config import default_database_url
 from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.limits.budgets import to_micros
 from aimesh_gateway.main import create_app
 from aimesh_gateway.state import state_of
 from aimesh_llm_router.config import Settings as RouterSettings
@@ -158,12 +159,10 @@ async def recorded_spend(replicas: Replicas) -> int:
     for app in replicas.apps:
         await state_of(app).usage.drain()
     async with state_of(replicas.apps[0]).db_sessions() as session:
-        total = await session.scalar(
-            select(func.coalesce(func.sum(UsageRecord.cost_micros), 0)).where(
-                UsageRecord.tenant_id == TENANT
-            )
+        costs = await session.scalars(
+            select(UsageRecord.cost_usd).where(UsageRecord.tenant_id == TENANT)
         )
-    return int(total or 0)
+        return sum(to_micros(cost) for cost in costs)
 
 
 async def one_call_cost(replicas: Replicas) -> tuple[int, float]:
@@ -477,6 +476,18 @@ async def test_a_cancelled_stream_settles_what_it_spent(
     )
     assert shown.json()["spend"]["reserved_usd"] == 0
     assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)
+    # One figure: the budget was settled to exactly what the usage record was charged (the
+    # router's last ``spent``), and the record says it is an estimate.
+    keys = [
+        key async for key in replicas.redis.scan_iter(f"{replicas.prefix}bg:{budget['id']}:s:*")
+    ]
+    fields = await replicas.redis.hgetall(keys[0])
+    assert sum(int(v) for k, v in fields.items() if k != b"_seeded") == spent
+    async with state_of(app).db_sessions() as session:
+        rows = (
+            await session.scalars(select(UsageRecord).where(UsageRecord.tenant_id == TENANT))
+        ).all()
+    assert [row.estimated for row in rows] == [True]
 
 
 async def test_calls_let_through_during_an_outage_count_once_redis_is_back(
@@ -516,9 +527,10 @@ async def test_calls_let_through_during_an_outage_count_once_redis_is_back(
             assert after.status_code == 200
             await state_of(app).usage.drain()
             async with state_of(app).db_sessions() as session:
-                truth = await session.scalar(
-                    select(func.sum(UsageRecord.cost_micros)).where(UsageRecord.tenant_id == TENANT)
+                costs = await session.scalars(
+                    select(UsageRecord.cost_usd).where(UsageRecord.tenant_id == TENANT)
                 )
+                truth = sum(to_micros(cost) for cost in costs)
     keys = [key async for key in redis.scan_iter(f"{prefix}bg:{budget['id']}:s:*")]
     fields = await redis.hgetall(keys[0])
     await redis.aclose()

@@ -28,6 +28,7 @@ from aimesh_gateway.core.config import Settings
 from aimesh_gateway.limits.ratelimit import Bucket, LocalBuckets, RateLimiter, RedisBuckets, Verdict
 from aimesh_gateway.main import create_app
 from aimesh_gateway.observability.metrics import HttpMetrics
+from tests.conftest import private_redis_server
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import ADMIN_KEY, JWT_SECRET, bearer, running, token
 
@@ -276,25 +277,9 @@ async def test_workers_of_one_gateway_share_the_limit(
 @pytest.fixture
 def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test on a free port (never the shared one), stopped after."""
-    port = _free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", process
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=10)
+    with private_redis_server() as server:
+        assert server.process is not None
+        yield server.url, server.process
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
@@ -578,3 +563,28 @@ async def test_local_buckets_forget_callers_whose_period_has_passed(
     await limiter.local.run("check", [Bucket("x", limit=5, cost=1)])
     value = metrics.registry.get_sample_value("aimesh_rate_limit_local_entries", {"kind": "bucket"})
     assert value == 1
+
+
+async def test_tenant_limit_cache_drops_tenants_not_seen_lately() -> None:
+    """Issue 28: one entry per tenant seen within CACHE_SECONDS, not per tenant ever seen."""
+    from aimesh_gateway.limits.ratelimit import TenantLimitSource
+
+    loads: list[str] = []
+
+    async def load(tenant: str) -> tuple[int | None, int | None] | None:
+        loads.append(tenant)
+        return (10, None) if tenant == "t0" else None
+
+    source = TenantLimitSource(load)
+    for index in range(100):
+        await source.get(f"t{index}")
+    assert len(source) == 100
+    assert await source.get("t0") == (10, None)
+    assert loads.count("t0") == 1  # served from the cache
+    now = time.monotonic()
+    source.sweep(now)
+    assert len(source) == 100
+    source.sweep(now + source.CACHE_SECONDS)
+    assert len(source) == 0
+    assert await source.get("t0") == (10, None)
+    assert loads.count("t0") == 2

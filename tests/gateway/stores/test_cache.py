@@ -189,3 +189,29 @@ async def test_expired_entries_are_swept_without_being_read(
     assert list(cache.local.entries) == ["new"]
     assert cache.local.bytes == _size("new", b"{}")
     assert _gauge(metrics, "aimesh_cache_entries") == 1
+
+
+async def test_generation_counters_of_collections_not_written_lately_are_forgotten_safely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 28: one counter per collection written within a TTL, not per collection ever
+    written; forgetting one never brings back an answer cached before a write."""
+    monkeypatch.setattr(cache_module, "SWEEP_SECONDS", 0.0)
+    cache = ResponseCache(None, "p:", 0.2, HttpMetrics())
+    await cache.invalidate_collection("t", "c")
+    stale_generation = await cache.generation("t", "c")
+    stale = cache.key("t", "search", "", {"q": 1}, stale_generation)
+    await cache.set(stale, b"old answer")
+    for index in range(100):  # collections written once, then never again
+        await cache.invalidate_collection("t", f"temporary-{index}")
+    assert len(cache.local.counters) == 101
+    await asyncio.sleep(1.3)  # longer than the TTL plus the sweep's margin
+    await cache.set("other", b"{}")  # a write sweeps
+    assert cache.local.counters == {}
+    assert await cache.get(stale, "/r") is None  # expired with its generation
+    # A new write gets a generation never used before, so no old key can match it.
+    await cache.invalidate_collection("t", "c")
+    assert await cache.generation("t", "c") > stale_generation
+    # While a counter is young it is kept: its older entries may still be alive.
+    await cache.set("again", b"{}")
+    assert len(cache.local.counters) == 1

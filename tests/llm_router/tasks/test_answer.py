@@ -17,6 +17,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 USAGE = {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
@@ -211,6 +212,7 @@ async def test_stream_answer_events(
         async for event in openai_router.stub.StreamAnswer(
             llm_pb2.AnswerRequest(question="Where is Paris?", collection="kb", tenant_id="acme")
         )
+        if has_content(event)
     ]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "sources"

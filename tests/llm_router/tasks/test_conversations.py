@@ -27,6 +27,7 @@ from tests.llm_router.conftest import (
     start_router,
     stop_router,
 )
+from tests.llm_router.messages import has_content
 from tests.llm_router.openai_server import FakeOpenAI, Reply
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -90,7 +91,7 @@ async def send(
             tenant_id=tenant, user_id=user, conversation_id=conversation_id, content=content
         )
     )
-    return [event async for event in call]
+    return [event async for event in call if has_content(event)]
 
 
 def kinds(events: list[llm_pb2.StreamEvent]) -> list[str]:

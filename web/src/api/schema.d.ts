@@ -45,7 +45,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 200 when every backend reports SERVING */
+        /** Readiness: 200 when every backend reports SERVING; `degraded` names what the gateway runs without */
         get: operations["readyz_readyz_get"];
         put?: never;
         post?: never;
@@ -482,7 +482,10 @@ export interface paths {
          */
         get: operations["list_conversations_v1_conversations_get"];
         put?: never;
-        /** Start a conversation */
+        /**
+         * Start a conversation
+         * @description aimesh's native conversations. A call of OpenAI's Conversations API on this path (an OpenAI SDK, or OpenAI's `items`/`metadata` members) is answered with a 400 saying so.
+         */
         post: operations["create_conversation_v1_conversations_post"];
         delete?: never;
         options?: never;
@@ -600,6 +603,58 @@ export interface paths {
          *     not answered since the gateway started).
          */
         get: operations["list_models_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create a response (OpenAI Responses API) */
+        post: operations["create_response_v1_responses_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/responses/{response_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A stored response */
+        get: operations["get_response_v1_responses__response_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete a stored response */
+        delete: operations["delete_response_v1_responses__response_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/responses/{response_id}/input_items": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The input items of a stored response */
+        get: operations["list_input_items_v1_responses__response_id__input_items_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1395,6 +1450,82 @@ export interface components {
              */
             title?: string;
         };
+        /**
+         * CreateResponseRequest
+         * @description Other OpenAI parameters accepted and ignored: prompt_cache_key, prompt_cache_retention, reasoning, safety_identifier, service_tier, stream_options, top_logprobs, user. Any other member is a 400.
+         * @example {
+         *       "input": "Say hello.",
+         *       "model": "default"
+         *     }
+         */
+        CreateResponseRequest: {
+            /**
+             * Background
+             * @description Only false is served.
+             * @default false
+             */
+            background?: boolean;
+            /** Include */
+            include?: string[] | null;
+            /**
+             * Input
+             * @description Text (one user message) or a list of input items.
+             */
+            input: string | components["schemas"]["InputItem"][];
+            /**
+             * Instructions
+             * @description A system message for this response only (not carried over by previous_response_id).
+             */
+            instructions?: string | null;
+            /** Max Output Tokens */
+            max_output_tokens?: number | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /**
+             * Model
+             * @description Model alias (see GET /v1/models); unset: the alias the server serves this task with by default (listed in the alias's default_for).
+             * @example default
+             */
+            model?: string | null;
+            /** Parallel Tool Calls */
+            parallel_tool_calls?: boolean | null;
+            /**
+             * Previous Response Id
+             * @description A stored response to continue.
+             */
+            previous_response_id?: string | null;
+            /**
+             * Store
+             * @description Keep the response (GET, previous_response_id).
+             * @default true
+             */
+            store?: boolean;
+            /**
+             * Stream
+             * @description Stream the response as typed server-sent events.
+             * @default false
+             */
+            stream?: boolean;
+            /** Temperature */
+            temperature?: number | null;
+            text?: components["schemas"]["TextConfig"] | null;
+            /** Tool Choice */
+            tool_choice?: ("none" | "auto" | "required") | components["schemas"]["FunctionToolChoice"] | null;
+            /** Tools */
+            tools?: (components["schemas"]["FunctionTool"] | components["schemas"]["FileSearchTool"] | components["schemas"]["OtherTool"])[] | null;
+            /**
+             * Top P
+             * @description Only 1 (the default) is served; any other value is a 400.
+             */
+            top_p?: number | null;
+            /**
+             * Truncation
+             * @description Only "disabled": a context too long for the model is a 400.
+             */
+            truncation?: ("disabled" | "auto") | null;
+        };
         /** DeleteDocumentResponse */
         DeleteDocumentResponse: {
             /**
@@ -1403,6 +1534,23 @@ export interface components {
              * @example 3
              */
             deleted_chunks: number;
+        };
+        /** DeletedResponse */
+        DeletedResponse: {
+            /**
+             * Deleted
+             * @default true
+             * @constant
+             */
+            deleted?: true;
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default response
+             * @constant
+             */
+            object?: "response";
         };
         /**
          * DocumentIn
@@ -1719,6 +1867,55 @@ export interface components {
              */
             type: string;
         };
+        /** FileSearchCallItem */
+        FileSearchCallItem: {
+            /** Id */
+            id: string;
+            /** Queries */
+            queries: string[];
+            /** Results */
+            results?: components["schemas"]["FileSearchResult"][] | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "in_progress" | "searching" | "completed" | "incomplete" | "failed";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "file_search_call";
+        };
+        /** FileSearchResult */
+        FileSearchResult: {
+            /** Attributes */
+            attributes?: {
+                [key: string]: unknown;
+            };
+            /** File Id */
+            file_id: string;
+            /** Filename */
+            filename: string;
+            /** Score */
+            score: number;
+            /** Text */
+            text: string;
+        };
+        /** FileSearchTool */
+        FileSearchTool: {
+            /** Max Num Results */
+            max_num_results?: number | null;
+            /**
+             * Type
+             * @constant
+             */
+            type: "file_search";
+            /**
+             * Vector Store Ids
+             * @description Collections of your tenant to search.
+             */
+            vector_store_ids: string[];
+        };
         /** FunctionCall */
         FunctionCall: {
             /**
@@ -1733,6 +1930,48 @@ export interface components {
              * @example get_weather
              */
             name: string;
+        };
+        /** FunctionCallItem */
+        FunctionCallItem: {
+            /** Arguments */
+            arguments: string;
+            /** Call Id */
+            call_id: string;
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Status
+             * @default completed
+             * @enum {string}
+             */
+            status?: "in_progress" | "completed" | "incomplete";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call";
+        };
+        /** FunctionCallOutputItem */
+        FunctionCallOutputItem: {
+            /** Call Id */
+            call_id: string;
+            /** Id */
+            id: string;
+            /** Output */
+            output: string;
+            /**
+             * Status
+             * @default completed
+             * @constant
+             */
+            status?: "completed";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call_output";
         };
         /** FunctionDefinition */
         FunctionDefinition: {
@@ -1750,6 +1989,40 @@ export interface components {
             parameters?: {
                 [key: string]: unknown;
             } | null;
+        };
+        /** FunctionTool */
+        FunctionTool: {
+            /** Description */
+            description?: string | null;
+            /**
+             * Name
+             * @example get_weather
+             */
+            name: string;
+            /**
+             * Parameters
+             * @description JSON Schema of the arguments.
+             */
+            parameters?: {
+                [key: string]: unknown;
+            } | null;
+            /** Strict */
+            strict?: boolean | null;
+            /**
+             * Type
+             * @constant
+             */
+            type: "function";
+        };
+        /** FunctionToolChoice */
+        FunctionToolChoice: {
+            /** Name */
+            name: string;
+            /**
+             * Type
+             * @constant
+             */
+            type: "function";
         };
         /** FusionSettings */
         FusionSettings: {
@@ -1770,6 +2043,14 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
+        /** IncompleteDetails */
+        IncompleteDetails: {
+            /**
+             * Reason
+             * @enum {string}
+             */
+            reason: "max_output_tokens" | "content_filter";
+        };
         /** IndexSettings */
         IndexSettings: {
             /**
@@ -1787,6 +2068,107 @@ export interface components {
              * @description Vector index; default FLAT on Milvus Lite (which has only FLAT), HNSW on a Milvus server.
              */
             index_type?: ("FLAT" | "HNSW") | null;
+        };
+        /** InputContentPart */
+        InputContentPart: {
+            /** Text */
+            text?: string | null;
+            /**
+             * Type
+             * @example input_text
+             */
+            type: string;
+        };
+        /**
+         * InputItem
+         * @description One input item: a message, a function call the model made, or its output. The kind
+         *     is checked by the route, which names an unsupported one in its 400.
+         */
+        InputItem: {
+            /** Arguments */
+            arguments?: string | null;
+            /** Call Id */
+            call_id?: string | null;
+            /** Content */
+            content?: string | components["schemas"]["InputContentPart"][] | null;
+            /** Id */
+            id?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Output */
+            output?: string | null;
+            /** Role */
+            role?: ("user" | "system" | "developer" | "assistant") | null;
+            /**
+             * Type
+             * @description "message" (default), "function_call" or "function_call_output".
+             * @default message
+             */
+            type?: string;
+        };
+        /** InputItemList */
+        InputItemList: {
+            /** Data */
+            data: (components["schemas"]["InputMessageItem"] | components["schemas"]["FunctionCallItem"] | components["schemas"]["FunctionCallOutputItem"])[];
+            /** First Id */
+            first_id: string | null;
+            /** Has More */
+            has_more: boolean;
+            /** Last Id */
+            last_id: string | null;
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object?: "list";
+        };
+        /** InputMessageItem */
+        InputMessageItem: {
+            /** Content */
+            content: components["schemas"]["InputText"][];
+            /** Id */
+            id: string;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "user" | "system" | "developer" | "assistant";
+            /**
+             * Status
+             * @default completed
+             * @constant
+             */
+            status?: "completed";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "message";
+        };
+        /** InputText */
+        InputText: {
+            /** Text */
+            text: string;
+            /**
+             * Type
+             * @default input_text
+             * @enum {string}
+             */
+            type?: "input_text" | "output_text";
+        };
+        /** InputTokensDetails */
+        InputTokensDetails: {
+            /**
+             * Cache Write Tokens
+             * @default 0
+             */
+            cache_write_tokens?: number;
+            /**
+             * Cached Tokens
+             * @default 0
+             */
+            cached_tokens?: number;
         };
         /** JobProgress */
         JobProgress: {
@@ -2031,6 +2413,84 @@ export interface components {
             type: "function";
         };
         /**
+         * OtherTool
+         * @description A tool of a kind aimesh does not serve; the route refuses it, naming its type.
+         */
+        OtherTool: {
+            /** Type */
+            type: string;
+        };
+        /** OutputMessage */
+        OutputMessage: {
+            /** Content */
+            content: components["schemas"]["OutputText"][];
+            /** Id */
+            id: string;
+            /**
+             * Role
+             * @default assistant
+             * @constant
+             */
+            role?: "assistant";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "in_progress" | "completed" | "incomplete";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "message";
+        };
+        /** OutputText */
+        OutputText: {
+            /** Annotations */
+            annotations?: components["schemas"]["OutputTextAnnotation"][];
+            /** Logprobs */
+            logprobs?: unknown[];
+            /** Text */
+            text: string;
+            /**
+             * Type
+             * @default output_text
+             * @constant
+             */
+            type?: "output_text";
+        };
+        /**
+         * OutputTextAnnotation
+         * @description A ``file_citation``: the cited document of a file_search collection.
+         */
+        OutputTextAnnotation: {
+            /**
+             * File Id
+             * @description The cited document's id.
+             */
+            file_id: string;
+            /** Filename */
+            filename: string;
+            /**
+             * Index
+             * @description Where in the text the citation ends.
+             */
+            index: number;
+            /**
+             * Type
+             * @default file_citation
+             * @constant
+             */
+            type?: "file_citation";
+        };
+        /** OutputTokensDetails */
+        OutputTokensDetails: {
+            /**
+             * Reasoning Tokens
+             * @default 0
+             */
+            reasoning_tokens?: number;
+        };
+        /**
          * Problem
          * @description An error (``application/problem+json``).
          */
@@ -2145,17 +2605,130 @@ export interface components {
             };
             /**
              * Budgets
-             * @description ok: budgets are checked in the shared Redis; degraded: Redis is unreachable, so hard budgets refuse calls (503) or, with AIMESH_BUDGET_REDIS_FAILURE=open, let them through uncounted; local: no Redis, budgets are checked in process (one worker).
+             * @description ok: budgets are checked in the shared Redis; degraded: Redis is unreachable, so hard budgets refuse calls (503) or, with AIMESH_BUDGET_REDIS_FAILURE=open, let them through uncounted (then `degraded` names budgets too); local: no Redis, budgets are checked in process (one worker).
              * @default ok
              * @enum {string}
              */
             budgets?: "ok" | "degraded" | "local";
+            /**
+             * Degraded
+             * @description Components unreachable while the gateway still serves without them (redis: rate limits fail open, the response cache is off; budgets: see `budgets`); see docs/operations.md.
+             */
+            degraded?: string[];
             /**
              * Status
              * @default ready
              * @constant
              */
             status?: "ready";
+        };
+        /** ResponseError */
+        ResponseError: {
+            /**
+             * Code
+             * @example server_error
+             */
+            code: string;
+            /** Message */
+            message: string;
+        };
+        /**
+         * ResponseObject
+         * @description A response as OpenAI's SDKs read it.
+         */
+        ResponseObject: {
+            /**
+             * Background
+             * @default false
+             */
+            background?: boolean;
+            /** Completed At */
+            completed_at?: number | null;
+            /** Created At */
+            created_at: number;
+            error?: components["schemas"]["ResponseError"] | null;
+            /**
+             * Id
+             * @example resp_3f2c9a0e1b7d4e6f8a9b0c1d2e3f4a5b
+             */
+            id: string;
+            incomplete_details?: components["schemas"]["IncompleteDetails"] | null;
+            /** Instructions */
+            instructions?: string | null;
+            /** Max Output Tokens */
+            max_output_tokens?: number | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string;
+            };
+            /**
+             * Model
+             * @description Alias that served the response.
+             * @example default
+             */
+            model: string;
+            /**
+             * Object
+             * @default response
+             * @constant
+             */
+            object?: "response";
+            /** Output */
+            output: (components["schemas"]["OutputMessage"] | components["schemas"]["FunctionCallItem"] | components["schemas"]["FileSearchCallItem"])[];
+            /**
+             * Parallel Tool Calls
+             * @default true
+             */
+            parallel_tool_calls?: boolean;
+            /** Previous Response Id */
+            previous_response_id?: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "completed" | "failed" | "in_progress" | "incomplete" | "cancelled";
+            /**
+             * Store
+             * @default true
+             */
+            store?: boolean;
+            /** Temperature */
+            temperature?: number | null;
+            /** Text */
+            text?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Tool Choice
+             * @default auto
+             */
+            tool_choice?: unknown;
+            /** Tools */
+            tools?: {
+                [key: string]: unknown;
+            }[];
+            /** Top P */
+            top_p?: number | null;
+            /**
+             * Truncation
+             * @default disabled
+             * @constant
+             */
+            truncation?: "disabled";
+            usage?: components["schemas"]["ResponseUsage"] | null;
+            /** User */
+            user?: string | null;
+        };
+        /** ResponseUsage */
+        ResponseUsage: {
+            /** Input Tokens */
+            input_tokens: number;
+            input_tokens_details?: components["schemas"]["InputTokensDetails"];
+            /** Output Tokens */
+            output_tokens: number;
+            output_tokens_details?: components["schemas"]["OutputTokensDetails"];
+            /** Total Tokens */
+            total_tokens: number;
         };
         /** SearchRequest */
         SearchRequest: {
@@ -2409,6 +2982,29 @@ export interface components {
             /** Summary */
             summary: string;
             usage: components["schemas"]["Usage"];
+        };
+        /** TextConfig */
+        TextConfig: {
+            format?: components["schemas"]["TextFormat"];
+        };
+        /** TextFormat */
+        TextFormat: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Schema */
+            schema?: {
+                [key: string]: unknown;
+            } | null;
+            /** Strict */
+            strict?: boolean | null;
+            /**
+             * Type
+             * @default text
+             * @enum {string}
+             */
+            type?: "text" | "json_schema" | "json_object";
         };
         /** TokenError */
         TokenError: {
@@ -2768,7 +3364,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description A backend is not serving; `backends` tells which. */
+            /** @description A backend is not serving (or Redis is down with rate_limit_redis_failure=closed); `backends` and `degraded` tell which. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7156,6 +7752,472 @@ export interface operations {
             };
             /** @description The credential lacks the required role. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request validation failed; `errors` names the fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is overloaded; retry later. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is unavailable; retry later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_response_v1_responses_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateResponseRequest"];
+            };
+        };
+        responses: {
+            /** @description A response, or with `stream: true` a text/event-stream of typed events (response.created ... response.completed), each with its sequence_number. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResponseObject"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Malformed request (e.g. invalid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credential. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the required role. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Collection or document not found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request validation failed; `errors` names the fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is overloaded; retry later. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is unavailable; retry later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_response_v1_responses__response_id__get: {
+        parameters: {
+            query?: {
+                /** @description Only false is served. */
+                stream?: boolean;
+                include?: string[] | null;
+            };
+            header?: never;
+            path: {
+                /** @description A stored response's id. */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResponseObject"];
+                };
+            };
+            /** @description Malformed request (e.g. invalid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credential. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the required role. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Collection or document not found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request validation failed; `errors` names the fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is overloaded; retry later. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is unavailable; retry later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_response_v1_responses__response_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A stored response's id. */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletedResponse"];
+                };
+            };
+            /** @description Malformed request (e.g. invalid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credential. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the required role. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Collection or document not found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request validation failed; `errors` names the fields. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is overloaded; retry later. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend is unavailable; retry later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backend did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_input_items_v1_responses__response_id__input_items_get: {
+        parameters: {
+            query?: {
+                /** @description Most items to return. */
+                limit?: number;
+                /** @description "desc" (default): the newest first. */
+                order?: "asc" | "desc";
+                /** @description List the items after this item id. */
+                after?: string | null;
+                include?: string[] | null;
+            };
+            header?: never;
+            path: {
+                /** @description A stored response's id. */
+                response_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InputItemList"];
+                };
+            };
+            /** @description Malformed request (e.g. invalid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credential. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the required role. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Collection or document not found. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

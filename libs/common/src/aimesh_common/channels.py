@@ -17,10 +17,36 @@ from opentelemetry.sdk.trace import TracerProvider
 from aimesh_common.request_id import request_id_client_interceptors
 from aimesh_common.tracing import client_tracing_interceptors
 
-# No retry policy here: a service answering UNAVAILABLE may already have retried its own
-# upstream, and retries at every hop multiply. gRPC still retries transparently calls that
-# never reached a server (a replica going away), which is what round_robin needs.
-_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# Retries only for the leaf: a call to the embedding service (every method idempotent, and it
+# calls no other service) that dies with its replica (UNAVAILABLE after the call reached a
+# server SIGKILLed mid-call) is tried once more on another replica. No retry policy for the
+# other services: one answering UNAVAILABLE may already have retried its own upstream, and
+# retries at every hop multiply. gRPC still retries transparently calls that never reached
+# a server (a replica going away), which is what round_robin needs. Throttling stops
+# retries when most calls fail (an outage, not one lost replica).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "aimesh.embedding.v1.EmbeddingService"}],
+                "retryPolicy": {
+                    "maxAttempts": 2,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    }
+)
+# gRPC's default reconnect backoff grows 1 s x 1.6 per failure up to 120 s: a peer that
+# starts 30 s after its caller (the embedding model loading) is then noticed up to ~20 s
+# late, and a restarted replica even later. Peers in the mesh are cheap to dial: retry at
+# most every 2 s.
+RECONNECT_BACKOFF_MS = {"initial": 250, "max": 2_000}
 
 
 def target_for(addr: str) -> str:
@@ -61,6 +87,9 @@ def create_channel(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["initial"]),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS["max"]),
         ],
     )
 

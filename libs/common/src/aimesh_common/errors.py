@@ -19,6 +19,8 @@ class AimeshError(Exception):
     """Base of all errors that a caller should see with a readable message."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # Trailing metadata sent with the status (machine-readable details for the gateway).
+    trailers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,6 +33,22 @@ class InvalidArgument(AimeshError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+# Trailing metadata key of a PersonalDataRefused status: the entity types, comma-separated.
+PERSONAL_DATA_TYPES_KEY = "aimesh-personal-data-types"
+
+
+class PersonalDataRefused(InvalidArgument):
+    """The request holds personal data that the privacy policy of the model asked for
+    forbids sending (policy ``block``). INVALID_ARGUMENT, so no fallback retries it; the
+    entity types (never the values) travel in the ``aimesh-personal-data-types`` trailer,
+    from which the gateway answers 422 naming them."""
+
+    def __init__(self, message: str, entity_types: list[str]) -> None:
+        super().__init__(message)
+        self.entity_types = entity_types
+        self.trailers = ((PERSONAL_DATA_TYPES_KEY, ",".join(entity_types)),)
+
+
 class NotFound(AimeshError):
     """The addressed collection, document or model does not exist (for this tenant)."""
 
@@ -41,6 +59,12 @@ class FailedPrecondition(AimeshError):
     """The system is not in a state where the request can run (e.g. dimension mismatch)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AlreadyExists(AimeshError):
+    """What the request would create exists already (e.g. an id chosen by the caller)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class ResourceExhausted(AimeshError):

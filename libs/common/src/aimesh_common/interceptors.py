@@ -45,7 +45,7 @@ def _code_of(context: ServicerContext[Any, Any]) -> grpc.StatusCode:
 
 async def _abort_for(error: BaseException, context: ServicerContext[Any, Any], method: str) -> None:
     if isinstance(error, AimeshError):
-        await context.abort(error.code, error.message)
+        await context.abort(error.code, error.message, trailing_metadata=error.trailers)
     log.error("unhandled error in %s", method, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, _GENERIC)
 

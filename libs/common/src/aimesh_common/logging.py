@@ -97,6 +97,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party loggers that are chatty at INFO.
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "sentence_transformers"):
+    # Third-party loggers that are chatty at INFO (faiss's loader logs each CPU-specific build
+    # it probes for, with a ModuleNotFoundError for every one not installed).
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -16,12 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
 
 from aimesh_common import jsonlimits
+from aimesh_gateway.archives import ArchiveLimits, ArchiveRejected, LimitedArchive, open_archive
 
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".json")
 HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
@@ -139,36 +139,154 @@ def _with_headings(page: str, entries: list[tuple[int, str]]) -> str:
     return "\n".join([*before, *lines])
 
 
-def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
-    import docx
-    from docx.opc.exceptions import OpcError
-    from lxml.etree import LxmlError  # type: ignore[import-untyped]
+DOCX_LIMITS = ArchiveLimits()
+"""What reading one .docx may cost (entries, inflated bytes, compression ratio)."""
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
+_DC_TITLE = "{http://purl.org/dc/elements/1.1/}title"
+_RUN_TEXT = {_W + "t": None, _W + "tab": "\t", _W + "ptab": "\t", _W + "br": "\n", _W + "cr": "\n"}
+_RUN_TEXT[_W + "noBreakHyphen"] = "-"
 
-    # Broken XML in any part ([Content_Types].xml, the document, the properties) raises from
-    # lxml, while opening or later while the parts are read: both are inside the try.
+
+def _xml_parser() -> Any:
+    from lxml import etree  # type: ignore[import-untyped]
+
+    # No entities, no network, libxml2's default bounds on depth and node size.
+    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+def _small_xml(archive: LimitedArchive, part: str) -> Any:
+    from lxml import etree
+
+    return etree.fromstring(archive.read(part), _xml_parser())
+
+
+def _relationships(archive: LimitedArchive, part: str) -> dict[str, str]:
+    """Relationship type (its last path segment) to target part, of ``part``'s .rels."""
+    folder, _, base = part.rpartition("/")
+    rels = f"{folder}/_rels/{base}.rels" if folder else f"_rels/{base}.rels"
+    if rels not in archive.names():
+        return {}
+    found: dict[str, str] = {}
+    for rel in _small_xml(archive, rels).iter(_REL):
+        if rel.get("TargetMode") == "External":
+            continue
+        kind = str(rel.get("Type", "")).rsplit("/", 1)[-1]
+        target = str(rel.get("Target", ""))
+        if target.startswith("/"):
+            target = target[1:]
+        elif folder:
+            target = f"{folder}/{target}"
+        found.setdefault(kind, str(PurePosixPath(target)))
+    return found
+
+
+def _docx_styles(archive: LimitedArchive, part: str | None) -> dict[str, str]:
+    """Paragraph style id to its name, lower case ("Heading1" to "heading 1")."""
+    if part is None or part not in archive.names():
+        return {}
+    names: dict[str, str] = {}
+    for style in _small_xml(archive, part).iter(_W + "style"):
+        name = style.find(_W + "name")
+        if name is not None:
+            names[str(style.get(_W + "styleId", ""))] = str(name.get(_W + "val", "")).lower()
+    return names
+
+
+def _docx_heading(style: str) -> int | None:
+    """The heading level of a style name: "title" is 1, "heading N" is N."""
+    style = style.lower()
+    if style == "title":
+        return 1
+    if style.startswith("heading") and style[7:].strip().isdigit():
+        return int(style[7:].strip())
+    return None
+
+
+def _paragraph_text(paragraph: Any) -> str:
+    pieces: list[str] = []
+    for node in paragraph.iter(*_RUN_TEXT):
+        fixed = _RUN_TEXT[node.tag]
+        pieces.append((node.text or "") if fixed is None else fixed)
+    return "".join(pieces)
+
+
+def _docx_block(element: Any, styles: dict[str, str]) -> list[str]:
+    """The text of one body-level element: a paragraph (a heading as a Markdown heading),
+    a table (a row per line, cells joined by " | ") or a content control's paragraphs."""
+    if element.tag == _W + "p":
+        text = _paragraph_text(element)
+        if not text.strip():
+            return []
+        style = element.find(f"{_W}pPr/{_W}pStyle")
+        style_id = str(style.get(_W + "val", "")) if style is not None else ""
+        level = _docx_heading(styles.get(style_id, style_id.replace("Heading", "heading ")))
+        return [markdown_heading(level, " ".join(text.split())) if level else text]
+    if element.tag == _W + "tbl":
+        rows = []
+        for row in element.iter(_W + "tr"):
+            cells = [
+                "\n".join(_paragraph_text(p) for p in cell.iterchildren(_W + "p")).strip()
+                for cell in row.iterchildren(_W + "tc")
+            ]
+            if any(cells):
+                rows.append(" | ".join(cells))
+        return rows
+    if element.tag == _W + "sdt":
+        return [b for p in element.iter(_W + "p") for b in _docx_block(p, styles)]
+    return []
+
+
+def _docx(stream: IO[bytes], name: str) -> tuple[str, str | None]:
+    """A .docx's body text in document order, streamed: inflated under :data:`DOCX_LIMITS`
+    and parsed one body-level element at a time, so memory stays bounded by the largest
+    paragraph or table, whatever the document's size."""
+    from lxml import etree
+
+    blocks: list[str] = []
     try:
-        document = docx.Document(stream)
-        paragraphs = [_docx_paragraph(p) for p in document.paragraphs if p.text.strip()]
-        for table in document.tables:
-            for row in table.rows:
-                paragraphs.append(" | ".join(cell.text.strip() for cell in row.cells))
-        title = document.core_properties.title or None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, LxmlError, OpcError) as error:
+        with open_archive(stream, DOCX_LIMITS) as archive:
+            _small_xml(archive, "[Content_Types].xml")  # a package must declare its types
+            package = _relationships(archive, "")
+            main = package.get("officeDocument")
+            if main is None:
+                raise FileRejected(422, name, "is not a readable .docx document (no main part)")
+            core = package.get("core-properties")
+            title_node = (
+                _small_xml(archive, core).find(_DC_TITLE)
+                if core and core in archive.names()
+                else None
+            )
+            styles = _docx_styles(archive, _relationships(archive, main).get("styles"))
+            body = _W + "body"
+            with archive.open(main) as document:
+                events = etree.iterparse(
+                    document,
+                    events=("end",),
+                    resolve_entities=False,
+                    no_network=True,
+                    huge_tree=False,
+                )
+                seen_body = False
+                for _, element in events:
+                    parent = element.getparent()
+                    if parent is None or parent.tag != body:
+                        seen_body = seen_body or element.tag == body
+                        continue
+                    blocks.extend(_docx_block(element, styles))
+                    element.clear()
+                    while element.getprevious() is not None:
+                        del parent[0]
+                if not seen_body:
+                    raise FileRejected(422, name, "is not a readable .docx document (no body)")
+    except ArchiveRejected as rejected:
+        raise FileRejected(rejected.status, name, rejected.reason) from None
+    except (etree.LxmlError, ValueError, KeyError, OSError) as error:
         raise FileRejected(
             422, name, f"is not a readable .docx document ({type(error).__name__})"
         ) from None
-    return "\n\n".join(paragraphs), title
-
-
-def _docx_paragraph(paragraph: Any) -> str:
-    """A paragraph's text; a "Title" or "Heading N" paragraph as a Markdown heading."""
-    style = str(getattr(paragraph.style, "name", "") or "")
-    words = " ".join(paragraph.text.split())
-    if style == "Title":
-        return markdown_heading(1, words)
-    if style.startswith("Heading ") and style[8:].strip().isdigit():
-        return markdown_heading(int(style[8:]), words)
-    return str(paragraph.text)
+    title = " ".join(str(title_node.text or "").split()) if title_node is not None else ""
+    return "\n\n".join(blocks), title or None
 
 
 def _csv(data: bytes, name: str) -> str:

@@ -79,6 +79,13 @@ class Settings(GrpcServiceSettings):
     max_conversation_messages: int = Field(
         200, ge=2, le=10_000, description="Most messages one conversation may hold."
     )
+    responses_retention_seconds: int = Field(
+        30 * 86_400,
+        ge=1,
+        le=366 * 86_400,
+        description="How long a stored response of the Responses API (POST /v1/responses "
+        "with store) stays readable and continuable, in seconds (default 30 days, as OpenAI).",
+    )
     prompts_dir: Path | None = Field(
         None,
         description="Directory of prompt templates (<task>/v<N>.yaml) replacing the packaged "

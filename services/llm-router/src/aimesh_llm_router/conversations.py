@@ -22,6 +22,12 @@ ids by creation time (their listing), and per tenant a sorted set
 ``<prefix>tenant:<hash of tenant>`` of its conversation ids by last activity (the admins'
 listing). Conversations stored before the hash held times and counts read their creation
 as last activity and count their list; they reach the tenant's set on their next turn.
+
+The same store keeps the responses of the OpenAI Responses API (the gateway builds them;
+``previous_response_id`` continues from their stored context), owned like conversations and
+forgotten after a retention period: SQL table ``llm_router_responses`` (expired rows are
+invisible at once and purged as new responses are stored), Redis string
+``<prefix>resp:<id>`` (JSON, with the retention as its TTL).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal, cast
 
 import redis.asyncio as redis_asyncio
@@ -53,7 +59,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aimesh_common import db
-from aimesh_common.errors import NotFound, Unavailable
+from aimesh_common.errors import AlreadyExists, NotFound, Unavailable
 from aimesh_llm_router.migrations import MIGRATIONS
 
 StoredRole = Literal["user", "assistant"]
@@ -86,6 +92,25 @@ class ConversationRecord:
 
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"conversation {conversation_id!r} does not exist")
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """A Responses-API response as the gateway built it; the JSON members are its own."""
+
+    id: str
+    tenant_id: str
+    user_id: str
+    previous_response_id: str
+    created_at: float
+    expires_at: float
+    response_json: str
+    input_items_json: str
+    context_json: str
+
+
+def _response_not_found(response_id: str) -> NotFound:
+    return NotFound(f"response {response_id!r} does not exist")
 
 
 class ConversationStore(ABC):
@@ -139,6 +164,19 @@ class ConversationStore(ABC):
         """The tenant's conversations (of one owner when ``user_id`` is set), most recently
         active first, without messages: what the tenant's admins see."""
 
+    @abstractmethod
+    async def put_response(self, record: ResponseRecord) -> None:
+        """Keep a response until ``record.expires_at``; AlreadyExists when its id is taken."""
+
+    @abstractmethod
+    async def get_response(self, tenant_id: str, user_id: str, response_id: str) -> ResponseRecord:
+        """The response; NotFound unless this user of this tenant owns it and it has not
+        expired."""
+
+    @abstractmethod
+    async def delete_response(self, tenant_id: str, user_id: str, response_id: str) -> None:
+        """Forget a response (owner checked, NotFound as ``get_response``)."""
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare the store before the server takes calls (migrate its schema)."""
 
@@ -182,6 +220,35 @@ class MessageRow(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     role: Mapped[str] = mapped_column(Text)
     content: Mapped[str] = mapped_column(Text)
+
+
+class ResponseRow(Base):
+    __tablename__ = "llm_router_responses"
+    __table_args__ = (Index("llm_router_responses_by_expiry", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    previous_response_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    response_json: Mapped[str] = mapped_column(Text)
+    input_items_json: Mapped[str] = mapped_column(Text)
+    context_json: Mapped[str] = mapped_column(Text)
+
+
+def _response_record(row: ResponseRow) -> ResponseRecord:
+    return ResponseRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        previous_response_id=row.previous_response_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        response_json=row.response_json,
+        input_items_json=row.input_items_json,
+        context_json=row.context_json,
+    )
 
 
 def _record(row: ConversationRow) -> ConversationRecord:
@@ -349,6 +416,51 @@ class SqlConversationStore(ConversationStore):
         with _sql_available():
             async with self._sessions() as session:
                 return [_record(row) for row in await session.scalars(query)]
+
+    @staticmethod
+    def _response_owned(
+        tenant_id: str, user_id: str, response_id: str
+    ) -> tuple[ColumnElement[bool], ...]:
+        return (
+            ResponseRow.id == response_id,
+            ResponseRow.tenant_id == tenant_id,
+            ResponseRow.user_id == user_id,
+            ResponseRow.expires_at > time.time(),
+        )
+
+    async def put_response(self, record: ResponseRecord) -> None:
+        with _sql_available():
+            async with self._sessions.begin() as session:
+                # Expired responses go as new ones come (the index makes it cheap).
+                await session.execute(
+                    delete(ResponseRow).where(ResponseRow.expires_at <= time.time())
+                )
+                if await session.get(ResponseRow, record.id) is not None:
+                    raise AlreadyExists(f"response {record.id!r} already exists")
+                session.add(ResponseRow(**asdict(record)))
+
+    async def get_response(self, tenant_id: str, user_id: str, response_id: str) -> ResponseRecord:
+        with _sql_available():
+            async with self._sessions() as session:
+                row = await session.scalar(
+                    select(ResponseRow).where(
+                        *self._response_owned(tenant_id, user_id, response_id)
+                    )
+                )
+        if row is None:
+            raise _response_not_found(response_id)
+        return _response_record(row)
+
+    async def delete_response(self, tenant_id: str, user_id: str, response_id: str) -> None:
+        with _sql_available():
+            async with self._sessions.begin() as session:
+                deleted = await session.execute(
+                    delete(ResponseRow).where(
+                        *self._response_owned(tenant_id, user_id, response_id)
+                    )
+                )
+        if deleted.rowcount == 0:  # type: ignore[attr-defined]
+            raise _response_not_found(response_id)
 
 
 # Redis
@@ -534,6 +646,43 @@ class RedisConversationStore(ConversationStore):
         except redis_asyncio.RedisError as error:
             raise _redis_unavailable(error) from None
         return found[:limit]
+
+    def _response_key(self, response_id: str) -> str:
+        return f"{self._prefix}resp:{response_id}"
+
+    async def put_response(self, record: ResponseRecord) -> None:
+        ttl_ms = max(1, int((record.expires_at - time.time()) * 1000))
+        try:
+            stored = await self._client.set(
+                self._response_key(record.id), json.dumps(asdict(record)), nx=True, px=ttl_ms
+            )
+        except redis_asyncio.RedisError as error:
+            raise _redis_unavailable(error) from None
+        if not stored:
+            raise AlreadyExists(f"response {record.id!r} already exists")
+
+    async def get_response(self, tenant_id: str, user_id: str, response_id: str) -> ResponseRecord:
+        try:
+            raw = await self._client.get(self._response_key(response_id))
+        except redis_asyncio.RedisError as error:
+            raise _redis_unavailable(error) from None
+        if raw is None:
+            raise _response_not_found(response_id)
+        record = ResponseRecord(**json.loads(raw))
+        if (
+            record.tenant_id != tenant_id
+            or record.user_id != user_id
+            or record.expires_at <= time.time()
+        ):
+            raise _response_not_found(response_id)
+        return record
+
+    async def delete_response(self, tenant_id: str, user_id: str, response_id: str) -> None:
+        await self.get_response(tenant_id, user_id, response_id)
+        try:
+            await self._client.delete(self._response_key(response_id))
+        except redis_asyncio.RedisError as error:
+            raise _redis_unavailable(error) from None
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -43,6 +43,10 @@ from aimesh_llm_router.config import DEFAULT_CONTEXT_WINDOWS, Settings
 
 DEFAULT_ALIAS = "default"
 
+# What happens to personal data in a request to an alias (docs/privacy.md): sent as it is,
+# replaced by placeholders (and put back into the reply), or the request refused.
+PrivacyPolicy = Literal["off", "redact", "block"]
+
 
 class ModelConfigError(ValueError):
     """The model configuration is invalid; ``problems`` holds one readable line each."""
@@ -80,6 +84,11 @@ class ModelSpec(BaseModel):
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Provider-specific options (e.g. temperature)."
+    )
+    privacy: PrivacyPolicy | None = Field(
+        None,
+        description="Personal data policy; unset: off where the provider keeps data on the "
+        "machine, else privacy.default.",
     )
     # Resolved from api_key_env / api_key_file at load time; never part of the file.
     api_key: SecretStr | None = Field(None, exclude=True, repr=False)
@@ -145,6 +154,38 @@ class TaskDefaults(BaseModel):
         return str(getattr(self, task))
 
 
+class TenantPrivacy(BaseModel):
+    """One tenant's privacy policies, over the aliases' own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: PrivacyPolicy | None = Field(None, description="For every alias of the tenant.")
+    models: dict[str, PrivacyPolicy] = Field(
+        default_factory=dict, description="Per alias (wins over default)."
+    )
+
+
+class PrivacySpec(BaseModel):
+    """Personal data kept from third-party providers (docs/privacy.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: PrivacyPolicy = Field(
+        "redact",
+        description="Policy of aliases without their own whose provider sends data out.",
+    )
+    tenants: dict[str, TenantPrivacy] = Field(
+        default_factory=dict, description="Overrides per tenant id."
+    )
+
+    def policy(self, tenant_id: str, alias: str, own: PrivacyPolicy) -> PrivacyPolicy:
+        """The policy of ``alias`` (whose own, resolved policy is ``own``) for a tenant."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return own
+        return tenant.models.get(alias) or tenant.default or own
+
+
 class ModelsConfig(BaseModel):
     """The whole model configuration file."""
 
@@ -152,6 +193,7 @@ class ModelsConfig(BaseModel):
 
     models: dict[str, ModelSpec]
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     circuit_breaker: BreakerSpec = Field(default_factory=BreakerSpec)
 
@@ -213,6 +255,10 @@ def validate_models_config(
             # A missing "default" alias is reported once, above.
             if chosen not in config.models and chosen != DEFAULT_ALIAS:
                 problems.append(f"defaults.{task}: unknown alias {chosen!r}")
+    for tenant, overrides in config.privacy.tenants.items():
+        for alias in overrides.models:
+            if alias not in config.models:
+                problems.append(f"privacy.tenants.{tenant}.models: unknown alias {alias!r}")
     resolved: dict[str, ModelSpec] = {}
     for alias, spec in config.models.items():
         if spec.provider not in providers:
@@ -319,6 +365,8 @@ def default_models_config(settings: Settings) -> ModelsConfig:
             # It runs on this machine: free, and billable under a hard budget.
             price_per_1k_input=0.0,
             price_per_1k_output=0.0,
+            # The project's own model server: the data stays on the machine.
+            privacy="off",
         )
         if provider == "local":
             defaults = TaskDefaults(chat=LOCAL_MODEL_ALIAS)

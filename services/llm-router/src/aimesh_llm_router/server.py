@@ -146,6 +146,7 @@ def create_server(settings: Settings, deps: Dependencies) -> GrpcServer:
         backend_timeout_seconds=settings.backend_timeout_seconds,
         conversations=deps.conversations,
         max_conversation_messages=settings.max_conversation_messages,
+        responses_retention_seconds=settings.responses_retention_seconds,
     )
 
     def register(server: grpc.aio.Server) -> None:

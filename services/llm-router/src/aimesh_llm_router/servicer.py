@@ -19,7 +19,7 @@ from aimesh_common.jsonlimits import check_struct
 from aimesh_llm_router.conversations import ConversationStore
 from aimesh_llm_router.models import ModelRegistry
 from aimesh_llm_router.resilience import Resilience
-from aimesh_llm_router.tasks import answer, conversations, generate, summarize
+from aimesh_llm_router.tasks import answer, conversations, generate, responses, summarize
 from aimesh_llm_router.tasks.common import Reply, TaskDeps, usage_message
 from aimesh_llm_router.templates import PromptLibrary
 
@@ -39,6 +39,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
         backend_timeout_seconds: float,
         conversations: ConversationStore,
         max_conversation_messages: int = 200,
+        responses_retention_seconds: float = 30 * 86_400.0,
     ) -> None:
         self._deps = TaskDeps(
             models=models,
@@ -48,6 +49,7 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
             backend_timeout=backend_timeout_seconds,
             conversations=conversations,
             max_conversation_messages=max_conversation_messages,
+            responses_retention_seconds=responses_retention_seconds,
         )
 
     async def ListModels(  # noqa: N802 - gRPC method name
@@ -153,6 +155,22 @@ class LLMRouterServicer(llm_pb2_grpc.LLMRouterServiceServicer):
         turn = conversations.parse_turn(request)
         async for event in conversations.send_message(self._deps, turn, context.time_remaining()):
             yield event
+
+    async def StoreResponse(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.StoredResponse, context: Context
+    ) -> llm_pb2.StoredResponse:
+        return await responses.store(self._deps, request)
+
+    async def GetResponse(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.GetResponseRequest, context: Context
+    ) -> llm_pb2.StoredResponse:
+        return await responses.get(self._deps, request)
+
+    async def DeleteResponse(  # noqa: N802 - gRPC method name
+        self, request: llm_pb2.GetResponseRequest, context: Context
+    ) -> llm_pb2.DeleteResponseResponse:
+        await responses.delete(self._deps, request)
+        return llm_pb2.DeleteResponseResponse()
 
 
 def _answer_response(reply: Reply) -> llm_pb2.AnswerResponse:

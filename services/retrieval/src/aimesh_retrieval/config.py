@@ -41,6 +41,16 @@ class Settings(GrpcServiceSettings):
     milvus_workers: int = Field(
         4, ge=1, le=64, description="Threads that run the synchronous Milvus client."
     )
+    milvus_lite_flush_rows: int = Field(
+        256,
+        ge=0,
+        le=1_000_000,
+        description="Milvus Lite only: flush a collection's write buffer (its memtable, which "
+        "every search scans row by row) into an indexed segment once this many rows were "
+        "written or deleted since the last flush. Milvus Lite itself flushes only at 128 MiB, "
+        "so a collection that grows slowly is searched ever slower (issue 28); 0 leaves it to "
+        "Milvus Lite.",
+    )
     hnsw_search_ef: int = Field(
         128,
         ge=8,

@@ -105,7 +105,7 @@ class HttpReranker:
             if self._model:
                 body["model"] = self._model
         try:
-            response = await self._client.post(path, json=body)
+            response = await self._post(path, body)
         except httpx.TimeoutException:
             raise Unavailable("the rerank service did not answer in time") from None
         except httpx.HTTPError as error:
@@ -125,6 +125,15 @@ class HttpReranker:
             return self._parse(response.json(), len(texts))
         except (ValueError, TypeError, KeyError) as error:
             raise Unavailable(f"the rerank service sent an unexpected answer: {error}") from None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """One POST; a pooled connection the server closed while idle (its keep-alive ran
+        out as the request went) fails with a read or protocol error before any answer, so
+        the call, which only scores, goes once more on a fresh connection."""
+        try:
+            return await self._client.post(path, json=body)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            return await self._client.post(path, json=body)
 
     def _parse(self, payload: Any, count: int) -> list[float]:
         if self._protocol == "tei":

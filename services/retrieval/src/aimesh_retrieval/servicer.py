@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -132,6 +133,29 @@ class _Plan:
     """The collection did not exist when the plan was made."""
 
 
+class CollectionLocks:
+    """One write lock per collection, held only while it is in use.
+
+    The map's values are weak: a lock no writer holds or waits for disappears, so the map
+    holds the collections being written right now, not every collection ever written (a
+    tenant that creates and deletes collections all day would otherwise grow it without
+    end). Mutual exclusion is kept: while any coroutine holds or awaits a collection's lock,
+    that lock is referenced and every other writer gets the same one.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def get(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     """Implements aimesh.retrieval.v1.RetrievalService.
 
@@ -178,11 +202,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self._dense_weight = dense_weight
         self._max_documents = max_documents_per_request
         self._max_chars = max_document_chars
-        # One lock per collection written through this process: bounded by the collections.
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = CollectionLocks()
 
     def _lock(self, ref: CollectionRef) -> asyncio.Lock:
-        return self._locks.setdefault(ref.physical, asyncio.Lock())
+        return self._locks.get(ref.physical)
 
     async def _model_for(self, ref: CollectionRef, stored_dim: int | None) -> ModelInfo:
         info = await self._embedder.info()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2
 
 from aimesh_common.server import build_grpc_server
 from aimesh_gateway.main import create_app
-from tests.conftest import free_port
+from tests.conftest import free_port, private_redis_server
 from tests.gateway.conftest import FakeMesh
 from tests.gateway.helpers import assert_problem, running, settings_for
 
@@ -30,6 +32,9 @@ async def test_readyz_follows_the_backends_health(
         problem = assert_problem(response, 503)
         assert problem["backends"] == {"llm-router": True, "retrieval": True, "embedding": False}
         assert "embedding" in problem["detail"]
+        assert problem["degraded"] == ["embedding"]
+        metrics = (await client.get("/metrics")).text
+        assert 'aimesh_gateway_degraded{component="embedding"} 1.0' in metrics
         assert (await client.get("/healthz")).status_code == 200
     finally:
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -39,10 +44,13 @@ async def test_readyz_follows_the_backends_health(
         "status": "ready",
         "backends": {"llm-router": True, "retrieval": True, "embedding": True},
         "budgets": "local",  # no Redis: budgets are checked in process
+        "degraded": [],
     }
 
 
-async def test_readyz_is_503_while_a_backend_is_unreachable(fake_mesh: FakeMesh) -> None:
+async def test_readyz_is_503_while_a_backend_is_unreachable(
+    fake_mesh: FakeMesh, caplog: pytest.LogCaptureFixture
+) -> None:
     closed = f"127.0.0.1:{free_port()}"
     settings = settings_for(
         router_addr=fake_mesh.router_addr,
@@ -51,9 +59,12 @@ async def test_readyz_is_503_while_a_backend_is_unreachable(fake_mesh: FakeMesh)
         readiness_timeout_seconds=1.0,
     )
     async with running(create_app(settings)) as client:
-        problem = assert_problem(await client.get("/readyz"), 503)
+        with caplog.at_level(logging.INFO, logger="aimesh.gateway.access"):
+            problem = assert_problem(await client.get("/readyz"), 503)
         assert problem["backends"]["retrieval"] is False
         assert problem["backends"]["llm-router"] is True
+    # "Not ready yet" is the probe's normal answer while starting: not an INFO access line.
+    assert not [r for r in caplog.records if r.name == "aimesh.gateway.access"]
 
 
 async def test_metrics_is_prometheus_text(client: httpx.AsyncClient) -> None:
@@ -91,3 +102,46 @@ async def test_readyz_turns_200_when_a_late_backend_comes_up(fake_mesh: FakeMesh
             assert status == 200
         finally:
             await late.stop(0)
+
+
+async def test_readyz_names_redis_as_degraded_while_it_is_down(fake_mesh: FakeMesh) -> None:
+    """Limits fail open by default: without Redis the gateway stays ready, says it runs
+    degraded in the body and the metric, and recovers when Redis is back (same port)."""
+    with private_redis_server() as redis:
+        settings = fake_mesh.settings(redis_url=redis.url, readiness_timeout_seconds=1.0)
+        async with running(create_app(settings)) as client:
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()["degraded"]) == (200, [])
+            assert ready.json()["budgets"] == "ok"
+            redis.kill()
+            down = await client.get("/readyz")
+            assert down.status_code == 200
+            assert down.json()["status"] == "ready"
+            # Budgets live in the same Redis: degraded with it, in the list as in the state.
+            assert down.json()["degraded"] == ["budgets", "redis"]
+            assert down.json()["budgets"] == "degraded"
+            metrics = (await client.get("/metrics")).text
+            assert 'aimesh_gateway_degraded{component="redis"} 1.0' in metrics
+            assert 'aimesh_gateway_degraded{component="budgets"} 1.0' in metrics
+            assert 'aimesh_gateway_degraded{component="retrieval"} 0.0' in metrics
+            redis.start()
+            back = await client.get("/readyz")
+            assert (back.status_code, back.json()["degraded"]) == (200, [])
+            assert back.json()["budgets"] == "ok"
+            metrics = (await client.get("/metrics")).text
+            assert 'aimesh_gateway_degraded{component="redis"} 0.0' in metrics
+            assert 'aimesh_gateway_degraded{component="budgets"} 0.0' in metrics
+
+
+async def test_readyz_is_503_without_redis_when_limits_fail_closed(fake_mesh: FakeMesh) -> None:
+    with private_redis_server() as redis:
+        settings = fake_mesh.settings(
+            redis_url=redis.url, rate_limit_redis_failure="closed", readiness_timeout_seconds=1.0
+        )
+        async with running(create_app(settings)) as client:
+            redis.kill()
+            problem = assert_problem(await client.get("/readyz"), 503)
+            assert problem["degraded"] == ["budgets", "redis"]
+            assert problem["budgets"] == "degraded"
+            assert problem["detail"] == "not serving: redis"
+            assert all(problem["backends"].values())

@@ -11,26 +11,26 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
 from aimesh_common.limits import COLLECTION_NAME_PATTERN, COLLECTION_NAME_RULE
-from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.auth.keys import KeyStore
 from aimesh_gateway.auth.security import AuthenticationError, Principal, Role
 from aimesh_gateway.auth.users import UserStore
 from aimesh_gateway.core.backends import Backends
 from aimesh_gateway.core.config import Settings
 from aimesh_gateway.core.errors import request_id_of
-from aimesh_gateway.limits.budgets import Budgets, Hold, to_micros
+from aimesh_gateway.limits.budgets import Budgets, Hold
 from aimesh_gateway.limits.ratelimit import TenantLimitSource
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.feedback import FeedbackStore
-from aimesh_gateway.stores.usage import UsageMeter
+from aimesh_gateway.stores.usage import Spent, UsageMeter
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
@@ -65,6 +65,7 @@ UsageMeterDep = Annotated[UsageMeter, from_state(lambda state: state.usage)]
 TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.tenant_limits)]
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
 BudgetsDep = Annotated[Budgets, from_state(lambda state: state.budgets)]
+RedisDep = Annotated[Redis | None, from_state(lambda state: state.redis)]
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,8 @@ class UsageContext:
     """Records the tokens of this request's call for its principal (TPM budgets, metrics,
     usage records), with the request id and what answered (feedback refers to it); and
     the call's budget reservation (:meth:`reserve` before the call, settled by
-    :meth:`record` to its real cost, or by :meth:`release` / :meth:`settle_spent`)."""
+    :meth:`record` to its real cost, by :meth:`record_later` to what a call that ended
+    early spent, or by :meth:`release` when it was charged nothing)."""
 
     meter: UsageMeter
     principal: Principal
@@ -279,10 +281,11 @@ class UsageContext:
         *,
         provider: str = "",
         prompt_version: str = "",
+        estimated: bool = False,
         cost_usd: float = 0.0,
     ) -> None:
-        for hold in self.holds:
-            await hold.settle(cost_usd)
+        """Record the call's usage and settle its reservations to ``cost_usd``."""
+        await self._settle(self._claim(), cost_usd)
         await self.meter.record(
             self.principal,
             self.route,
@@ -292,42 +295,55 @@ class UsageContext:
             request_id=self.request_id,
             provider=provider,
             prompt_version=prompt_version,
-            cost_micros=to_micros(cost_usd),
+            estimated=estimated,
+            cost_usd=cost_usd,
         )
 
-    async def settle_spent(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """A call cut short (cancelled stream): settle and record what it spent so far,
-        at the quoted prices (no-op when nothing was reserved or it is settled)."""
-        open_holds = [hold for hold in self.holds if not hold.settled]
-        if not open_holds:
-            return
-        cost = open_holds[0].quote.cost_micros(prompt_tokens, completion_tokens) / 1_000_000
-        await self.record(model, prompt_tokens, completion_tokens, cost_usd=cost)
+    def record_later(self, model: str, spent: Spent) -> None:
+        """Record what a call that ended early had spent (the router's last ``spent``) and
+        settle its reservations to that cost, off the request path (the request's task may
+        be being cancelled)."""
+        holds = self._claim()
 
-    def settle_spent_soon(
-        self, model: str, prompt: int | Sequence[str], completion: int | Sequence[str]
-    ) -> None:
-        """:meth:`settle_spent` in the background: from a stream's ``finally``, where the
-        request's task may be cancelled (a client gone) and every await there with it.
-        Token counts or the texts to count (counted only when a reservation is open)."""
-        if any(not hold.settled for hold in self.holds):
-            self.meter.spawn(self.settle_spent(model, _tokens(prompt), _tokens(completion)))
+        async def settle_and_record() -> None:
+            await self._settle(holds, spent.cost_usd)
+            await self.meter.record(
+                self.principal,
+                self.route,
+                model,
+                spent.prompt_tokens,
+                spent.completion_tokens,
+                request_id=self.request_id,
+                provider=spent.provider,
+                prompt_version=spent.prompt_version,
+                estimated=spent.estimated,
+                cost_usd=spent.cost_usd,
+            )
+
+        self.meter.spawn(settle_and_record())
 
     def release_soon(self) -> None:
         """:meth:`release` in the background (from an ``except`` a cancellation may run)."""
-        if any(not hold.settled for hold in self.holds):
-            self.meter.spawn(self.release())
+        holds = self._claim()
+        if holds:
+            self.meter.spawn(self._settle(holds, 0.0))
 
     async def release(self) -> None:
-        """The call failed before answering: give the reservations back."""
-        for hold in self.holds:
-            await hold.release()
+        """The call was charged nothing (it failed before answering, or answered without a
+        usage): give the reservations back. A no-op once the call was recorded."""
+        await self._settle(self._claim(), 0.0)
 
+    def _claim(self) -> list[Hold]:
+        """The open reservations, taken at once (synchronously) by the one path that
+        settles them: a recording, a background recording or a release never race."""
+        holds = [hold for hold in self.holds if not hold.settled]
+        self.holds.clear()
+        return holds
 
-def _tokens(count_or_texts: int | Sequence[str]) -> int:
-    if isinstance(count_or_texts, int):
-        return count_or_texts
-    return count_tokens(*count_or_texts)
+    @staticmethod
+    async def _settle(holds: list[Hold], cost_usd: float) -> None:
+        for hold in holds:
+            await hold.settle(cost_usd)
 
 
 async def get_usage(request: Request, principal: CurrentPrincipal) -> UsageContext:

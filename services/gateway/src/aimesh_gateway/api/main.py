@@ -22,6 +22,7 @@ from aimesh_gateway.api.routes import (
     health,
     jobs,
     models,
+    responses,
     search,
     summarize,
     usage,
@@ -32,6 +33,7 @@ from aimesh_gateway.api.routes import (
 # routers' paths overlap, so order changes nothing else.
 routers: tuple[APIRouter, ...] = (
     chat.router,
+    responses.router,
     models.router,
     embeddings.router,
     search.router,

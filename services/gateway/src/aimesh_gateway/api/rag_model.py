@@ -30,14 +30,15 @@ from fastapi.responses import StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
+from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import Upstream, UsageContext
-from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.task_stream import first_message, next_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     openai_error,
+    rpc_error_to_http,
 )
 from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.schemas.chat import (
@@ -84,7 +85,7 @@ def sources_block(citations: Sequence[llm_pb2.Citation]) -> str:
     return "\n".join(lines)
 
 
-def _title(citation: llm_pb2.Citation) -> str:
+def source_title(citation: llm_pb2.Citation) -> str:
     title = citation.metadata.fields.get("title") if citation.HasField("metadata") else None
     if title is not None and title.HasField("string_value") and title.string_value.strip():
         return title.string_value
@@ -115,7 +116,7 @@ def cited_spans(
                     start_index=start,
                     end_index=marker.end(),
                     url=f"aimesh://{collection}/{citation.document_id}#{citation.chunk_id}",
-                    title=_title(citation),
+                    title=source_title(citation),
                     source=citation.source,
                     document_id=citation.document_id,
                     chunk_id=citation.chunk_id,
@@ -170,16 +171,13 @@ async def rag_completion(
             request, timeout=upstream.timeout, metadata=upstream.metadata
         )
         events = call.__aiter__()
+        meter = CallUsage(usage_meter, model)
         # Errors reported up front (unknown collection, bad filter) stay problem+json.
-        try:
-            first = await first_message(call, events)
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        first = await first_message(call, events, meter)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         writer = _RagStream(model, collection, sources_in_content)
         return StreamingResponse(
-            writer.events(call, events, first, include_usage, usage_meter),
+            writer.events(call, events, first, include_usage, meter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -201,6 +199,7 @@ async def rag_completion(
         usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
         cost_usd=reply.usage.cost_usd,
     )
     content = reply.answer + (sources_block(reply.citations) if sources_in_content else "")
@@ -253,10 +252,9 @@ class _RagStream:
         events: AsyncIterator[llm_pb2.StreamEvent],
         first: llm_pb2.StreamEvent | None,
         include_usage: bool,
-        usage_meter: UsageContext,
+        meter: CallUsage,
     ) -> AsyncIterator[str]:
         answer: list[str] = []
-        given: list[str] = []  # the sources given to the model: what a cut stream spent
         citations: Sequence[llm_pb2.Citation] = ()
         usage: llm_pb2.Usage | None = None
         finish_reason = "stop"
@@ -268,8 +266,6 @@ class _RagStream:
                 if kind == "delta" and event.delta:
                     answer.append(event.delta)
                     yield self.chunk({"content": event.delta})
-                elif kind == "sources":
-                    given.extend(item.text for item in event.sources.items)
                 elif kind == "citations":
                     citations = list(event.citations.items)
                 elif kind == "usage":
@@ -277,15 +273,10 @@ class _RagStream:
                 elif kind == "done":
                     finish_reason = event.done.finish_reason or finish_reason
                     if usage is not None:
-                        await usage_meter.record(
-                            self.model,
-                            usage.prompt_tokens,
-                            usage.completion_tokens,
-                            provider=event.done.provider,
-                            prompt_version=event.done.prompt_version,
-                            cost_usd=usage.cost_usd,
+                        await meter.completed(
+                            self.model, usage, event.done.provider, event.done.prompt_version
                         )
-                event = await anext(events, None)
+                event = await next_message(events, meter)
             found = cited_spans("".join(answer), citations, self.collection)
             tail = sources_block(citations) if self.sources_in_content else ""
             if found or tail:
@@ -305,16 +296,20 @@ class _RagStream:
                 yield self._event([], usage=usage_dict)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
-            status, detail = grpc_status_to_http(error.code(), error.details())
+            meter.ended_early(cancelled=False)
+            status, detail = rpc_error_to_http(error)
             log.warning(
                 "rag stream failed",
                 extra=backend_error_fields(error.code(), error.details(), status),
             )
             yield self._event([], error=openai_error(status, detail))
         except Exception:
+            meter.ended_early(cancelled=False)
             log.exception("rag stream failed")
             yield self._event([], error=openai_error(500, GENERIC_INTERNAL))
+        except BaseException:
+            meter.ended_early(cancelled=True)  # the client left
+            raise
         finally:
             call.cancel()
-            # A no-op once the usage was recorded.
-            usage_meter.settle_spent_soon(self.model, given, answer)
+            meter.finish()  # a no-op once charged

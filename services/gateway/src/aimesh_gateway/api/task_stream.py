@@ -23,10 +23,11 @@ task and with it the gRPC call, which cancels the upstream model call in the rou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from fastapi import Request
@@ -34,13 +35,17 @@ from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.call_usage import CallUsage, RouterMessage, progress_only
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     request_id_of,
+    rpc_error_to_http,
 )
 from aimesh_gateway.schemas.ask import Citation
+
+if TYPE_CHECKING:
+    from aimesh_gateway.api.deps import UsageContext
 
 log = logging.getLogger("aimesh.gateway.task_stream")
 
@@ -51,31 +56,7 @@ STREAM_DESCRIPTION = (
 )
 
 EventCall = grpc.aio.UnaryStreamCall[Any, llm_pb2.StreamEvent]
-T = TypeVar("T")
-
-
-class UsageRecorder(Protocol):
-    """Records the tokens of the finished task and what answered it."""
-
-    async def __call__(
-        self,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        *,
-        provider: str = "",
-        prompt_version: str = "",
-        cost_usd: float = 0.0,
-    ) -> None: ...
-
-
-class SpentSettler(Protocol):
-    """Settles what a stream cut short spent (the budget reservation of its call), in the
-    background: it is called from a ``finally`` that a cancellation may be running."""
-
-    def __call__(
-        self, model: str, prompt: int | Sequence[str], completion: int | Sequence[str]
-    ) -> None: ...
+M = TypeVar("M", bound=RouterMessage)
 
 
 def _sse(name: str, payload: dict[str, Any]) -> str:
@@ -113,31 +94,56 @@ def format_event(event: llm_pb2.StreamEvent, request_id: str = "") -> str:
     raise ValueError(f"unknown stream event {kind!r}")
 
 
-async def first_message(call: grpc.aio.Call, messages: AsyncIterator[T]) -> T | None:
-    """The first message of a streamed call (None when it ends at once), awaited before a
-    response starts so that an error reported up front is an ordinary problem response.
-    The call is cancelled when the wait fails or is cancelled (the client left)."""
+async def first_message(
+    call: grpc.aio.Call, messages: AsyncIterator[M], usage: CallUsage | None = None
+) -> M | None:
+    """The first message of a streamed call that carries more than ``spent`` (None when it
+    ends at once), awaited before a response starts so that an error reported up front is
+    an ordinary problem response. ``usage`` sees every message. The call is cancelled when
+    the wait fails or is cancelled (the client left: then what it spent is charged)."""
     try:
-        return await anext(messages, None)
-    except BaseException:
+        while True:
+            message = await anext(messages, None)
+            if message is None:
+                return None
+            if usage is not None:
+                usage.see(message)
+            if not progress_only(message):
+                return message
+    except BaseException as error:
         call.cancel()
+        if usage is not None:
+            usage.ended_early(cancelled=isinstance(error, asyncio.CancelledError))
         raise
+
+
+async def next_message(messages: AsyncIterator[M], usage: CallUsage | None = None) -> M | None:
+    """The next message with more than ``spent`` (None at the end); ``usage`` sees all."""
+    while True:
+        message = await anext(messages, None)
+        if message is None:
+            return None
+        if usage is not None:
+            usage.see(message)
+        if not progress_only(message):
+            return message
 
 
 async def event_stream(
     call: EventCall,
-    record_usage: UsageRecorder | None = None,
+    usage: UsageContext | None = None,
     request: Request | None = None,
-    settle_spent: SpentSettler | None = None,
-    prompt_text: str = "",
+    model: str = "",
 ) -> StreamingResponse:
     """The SSE response relaying ``call``; raises its error if it fails before any event.
-    ``request`` gives the response's request id."""
+    ``usage`` is charged the call's tokens (under ``model``, the alias asked for, until the
+    stream names the one that answered); ``request`` gives the response's request id."""
     events = call.__aiter__()
-    first = await first_message(call, events)
+    meter = CallUsage(usage, model)
+    first = await first_message(call, events, meter)
     request_id = (request_id_of(request) if request is not None else None) or ""
     return StreamingResponse(
-        _relay(call, events, first, record_usage, request_id, settle_spent, prompt_text),
+        _relay(call, events, first, meter, request_id),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -147,46 +153,41 @@ async def _relay(
     call: EventCall,
     events: AsyncIterator[llm_pb2.StreamEvent],
     first: llm_pb2.StreamEvent | None,
-    record_usage: UsageRecorder | None,
+    meter: CallUsage,
     request_id: str,
-    settle_spent: SpentSettler | None = None,
-    prompt_text: str = "",
 ) -> AsyncIterator[str]:
     event = first
     usage: llm_pb2.Usage | None = None
-    # What a stream cut short spent: the prompt, the sources given to the model, the deltas.
-    given: list[str] = [prompt_text]
-    written: list[str] = []
     try:
         while event is not None:
-            if event.HasField("sources"):
-                given.extend(item.text for item in event.sources.items)
-            if event.delta:
-                written.append(event.delta)
             if event.HasField("usage"):
                 usage = event.usage
-            if event.HasField("done") and usage is not None and record_usage is not None:
-                await record_usage(
-                    event.done.model,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    provider=event.done.provider,
-                    prompt_version=event.done.prompt_version,
-                    cost_usd=usage.cost_usd,
-                )
+            if event.HasField("done"):
+                meter.model = event.done.model
+                if usage is not None:
+                    await meter.completed(
+                        event.done.model,
+                        usage,
+                        provider=event.done.provider,
+                        prompt_version=event.done.prompt_version,
+                    )
             yield format_event(event, request_id)
-            event = await anext(events, None)
+            event = await next_message(events, meter)
     except grpc.aio.AioRpcError as error:
-        status, detail = grpc_status_to_http(error.code(), error.details())
+        meter.ended_early(cancelled=False)
+        status, detail = rpc_error_to_http(error)
         log.warning(
             "task stream failed",
             extra=backend_error_fields(error.code(), error.details(), status),
         )
         yield _sse("error", {"status": status, "detail": detail})
     except Exception:
+        meter.ended_early(cancelled=False)
         log.exception("task stream failed")
         yield _sse("error", {"status": 500, "detail": GENERIC_INTERNAL})
+    except BaseException:
+        meter.ended_early(cancelled=True)  # the client left (cancelled, or the body closed)
+        raise
     finally:
         call.cancel()
-        if settle_spent is not None:  # a no-op once the usage was recorded
-            settle_spent("", given, written)
+        meter.finish()  # a no-op once charged

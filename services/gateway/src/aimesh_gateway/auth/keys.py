@@ -25,6 +25,8 @@ KEY_SCHEME = "am"
 # last_used_at is written at most this often per key, so verification stays read-mostly.
 LAST_USED_GRANULARITY = timedelta(seconds=60)
 _LAST_USED_SECONDS = LAST_USED_GRANULARITY.total_seconds()
+# How often the verification cache drops the entries it would not trust any more.
+SWEEP_SECONDS = 60.0
 
 
 def _hash(secret: str) -> str:
@@ -98,10 +100,13 @@ class KeyStore:
         self.cache_seconds = cache_seconds
         self.invalidations = invalidations
         # Both maps hold only keys that exist in the database (an unknown prefix is not
-        # cached), so they are bounded by the stored keys, not by traffic.
+        # cached), and only those used lately: entries past their use (trusted until, or
+        # touched more than LAST_USED_GRANULARITY ago) are swept every SWEEP_SECONDS. So
+        # they hold the keys active in the last minute or so, never every key ever used.
         self._last_touch: dict[str, float] = {}
         # prefix -> (trusted until, expires; both per time.monotonic(); secret hash; record)
         self._verified: dict[str, tuple[float, float, str, KeyRecord]] = {}
+        self._next_sweep = 0.0
         if invalidations is not None:
             invalidations.on("key", self.forget, self._verified.clear)
 
@@ -182,6 +187,20 @@ class KeyStore:
         if self.invalidations is not None:
             self.invalidations.announce("key", prefix)
 
+    @property
+    def cached(self) -> int:
+        """Keys whose verification or last use this process remembers."""
+        return len(self._verified) + len(self._last_touch)
+
+    def sweep(self, now: float) -> None:
+        """Forget verifications no longer trusted and last uses already written (in place:
+        the invalidation reset holds ``self._verified.clear``)."""
+        self._next_sweep = now + SWEEP_SECONDS
+        for prefix in [p for p, entry in self._verified.items() if entry[0] <= now]:
+            del self._verified[prefix]
+        for key_id in [k for k, at in self._last_touch.items() if now - at >= _LAST_USED_SECONDS]:
+            del self._last_touch[key_id]
+
     async def verify(self, credential: str) -> KeyRecord | None:
         """The key's record when the credential is a live key; None otherwise (unknown,
         wrong secret, revoked or expired: the caller cannot tell which)."""
@@ -189,8 +208,10 @@ class KeyStore:
         if parsed is None:
             return None
         prefix, secret = parsed
-        cached = self._verified.get(prefix)
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self.sweep(now)
+        cached = self._verified.get(prefix)
         if cached is None or now >= cached[0]:
             async with self.sessions() as session:
                 row = (await session.scalars(select(ApiKey).where(ApiKey.prefix == prefix))).first()

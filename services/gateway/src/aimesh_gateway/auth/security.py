@@ -192,6 +192,9 @@ def parse_roles(names: list[str] | tuple[str, ...]) -> frozenset[Role]:
     return frozenset(role for name in names if (role := Role.parse(name)) is not None)
 
 
+MAX_KEY_PRINCIPALS = 10_000
+
+
 class Authenticator:
     """Resolves any accepted credential: the static ones (:func:`authenticate`), stored API
     keys and OIDC tokens."""
@@ -201,7 +204,8 @@ class Authenticator:
         self.keys = keys
         self.oidc = oidc
         # The principal of each key, while the key store returns the same (cached) record;
-        # one entry per verified key: bounded by the stored keys.
+        # one entry per verified key, at most MAX_KEY_PRINCIPALS (then started afresh: a
+        # principal is cheap to rebuild, and the key store itself keeps only recent keys).
         self._key_principals: dict[str, tuple[KeyRecord, Principal]] = {}
 
     async def authenticate(self, credential: str) -> Principal:
@@ -235,6 +239,8 @@ class Authenticator:
             rpm=record.rpm,
             tpm=record.tpm,
         )
+        if len(self._key_principals) >= MAX_KEY_PRINCIPALS:
+            self._key_principals.clear()
         self._key_principals[record.id] = (record, principal)
         return principal
 

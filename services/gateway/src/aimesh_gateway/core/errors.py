@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aimesh_common.errors import PERSONAL_DATA_TYPES_KEY
+
 log = logging.getLogger("aimesh.gateway.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -106,10 +108,11 @@ def path_problem_body(
 ) -> dict[str, Any]:
     """The problem about a request to ``path``, with OpenAI's ``error`` object on the
     OpenAI-compatible routes (see :func:`problem_response`)."""
-    if path in OPENAI_PATHS:
-        error = openai_error(status, detail or _phrase(status))
-        if extra and isinstance(extra.get("code"), str):
-            error["code"] = extra["code"]  # e.g. budget_exceeded rather than a rate limit
+    if path in OPENAI_PATHS or (path is not None and path.startswith(OPENAI_PATH_PREFIXES)):
+        code = (extra or {}).get("code")
+        error = openai_error(
+            status, detail or _phrase(status), code if isinstance(code, str) else None
+        )
         extra = {**(extra or {}), "error": error}
     return problem_body(status, detail, instance=path, request_id=request_id, extra=extra)
 
@@ -117,6 +120,8 @@ def path_problem_body(
 OPENAI_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
 )
+# Paths under which every route is OpenAI-compatible (/v1/responses/{id}, ...).
+OPENAI_PATH_PREFIXES = ("/v1/responses",)
 _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -127,10 +132,11 @@ _OPENAI_TYPES = {
 }
 
 
-def openai_error(status: int, message: str) -> dict[str, Any]:
-    """OpenAI's error object for ``status``."""
+def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object for ``status`` (``code``: the problem's own, if it has one)."""
     kind = _OPENAI_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
-    code = "rate_limit_exceeded" if status == 429 else None
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
     return {"message": message, "type": kind, "param": None, "code": code}
 
 
@@ -151,6 +157,30 @@ def grpc_status_to_http(code: grpc.StatusCode, details: str | None) -> tuple[int
     return status, fixed or details or _phrase(status)
 
 
+# ``code`` of the 422 problem for a request refused for the personal data it holds.
+PERSONAL_DATA_CODE = "personal_data_blocked"
+
+
+def personal_data_types(error: grpc.aio.AioRpcError) -> list[str] | None:
+    """The entity types of a request the llm-router refused for its personal data (the
+    policy ``block``: INVALID_ARGUMENT with the ``aimesh-personal-data-types`` trailer), or
+    None for any other error."""
+    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == PERSONAL_DATA_TYPES_KEY and isinstance(value, str):
+            return [kind for kind in value.split(",") if kind]
+    return None
+
+
+def rpc_error_to_http(error: grpc.aio.AioRpcError) -> tuple[int, str]:
+    """:func:`grpc_status_to_http` for a failed call; 422 for a request refused for the
+    personal data it holds (it is well-formed, but its content cannot be processed)."""
+    if personal_data_types(error) is not None:
+        return 422, error.details() or _phrase(422)
+    return grpc_status_to_http(error.code(), error.details())
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -162,18 +192,27 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+class OpenAIClientError(StarletteHTTPException):
+    """An HTTP error that also carries OpenAI's ``error`` object off the OpenAI paths: the
+    answer to an OpenAI SDK calling a native route of the same path (POST /v1/conversations),
+    so the SDK raises it with its message."""
+
+
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    # Extension members of a refusal that says more (a budget's scope and window).
-    extra = getattr(exc, "extra", None)
-    return problem_response(
-        request,
-        exc.status_code,
-        detail,
-        headers=exc.headers,
-        extra=extra if isinstance(extra, dict) else None,
-    )
+    # Extension members of a refusal that says more (a budget's scope and window, its code).
+    given = getattr(exc, "extra", None)
+    extra: dict[str, Any] | None = dict(given) if isinstance(given, dict) else None
+    if isinstance(exc, OpenAIClientError):
+        code = (extra or {}).get("code")
+        error = openai_error(
+            exc.status_code,
+            detail or _phrase(exc.status_code),
+            code if isinstance(code, str) else None,
+        )
+        extra = {**(extra or {}), "error": error}
+    return problem_response(request, exc.status_code, detail, headers=exc.headers, extra=extra)
 
 
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -204,7 +243,7 @@ async def validation_exception_handler(request: Request, exc: Exception) -> JSON
 async def grpc_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, grpc.aio.AioRpcError)
     code = exc.code()
-    status, detail = grpc_status_to_http(code, exc.details())
+    status, detail = rpc_error_to_http(exc)
     # 502 is a backend bug; 429/503/504 are load or outages (retryable); 4xx are the caller's.
     level = logging.ERROR if status == 502 else logging.WARNING if status >= 429 else logging.INFO
     log.log(
@@ -218,7 +257,9 @@ async def grpc_exception_handler(request: Request, exc: Exception) -> JSONRespon
     )
     retry_after = _RETRY_AFTER_SECONDS.get(status)
     headers = {"Retry-After": retry_after} if retry_after else None
-    return problem_response(request, status, detail, headers=headers)
+    types = personal_data_types(exc)
+    extra = {"code": PERSONAL_DATA_CODE, "entity_types": types} if types is not None else None
+    return problem_response(request, status, detail, headers=headers, extra=extra)
 
 
 async def unexpected_exception_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -123,9 +125,12 @@ class UsageRecord(Base):
     # ("qa/v1"); "" when unknown or none.
     provider: Mapped[str] = mapped_column(String(64), default="")
     prompt_version: Mapped[str] = mapped_column(String(64), default="")
-    # What the call cost in millionths of a US dollar at the answering alias's prices (0 for
-    # rows from before 0005 and for unpriced aliases): the truth budgets are rebuilt from.
-    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # True when the counts are estimates: the provider reported none, or the call ended
+    # early (the client left, the stream failed) and what it had spent was counted.
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Cost in US dollars at the prices of the alias that answered (0 when unpriced, and for
+    # rows from before 0005): the one cost of record, which budgets are rebuilt from too.
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Budget(Base):

@@ -549,12 +549,14 @@ class Budgets:
         )
 
     async def spent_in_sql(self, budget: Budget, window: Window, now: float) -> dict[int, int]:
-        """The budget's spend in ``window`` from the usage records, per bucket."""
+        """The budget's spend in ``window`` from the usage records, per bucket: each row's
+        ``cost_usd`` converted as a settlement converts it (:func:`to_micros`), so the
+        rebuilt spend is exactly the sum of what was settled."""
         since = datetime.fromtimestamp(window.start, UTC)
-        query = select(UsageRecord.created_at, UsageRecord.cost_micros).where(
+        query = select(UsageRecord.created_at, UsageRecord.cost_usd).where(
             UsageRecord.tenant_id == budget.tenant_id,
             UsageRecord.created_at >= since,
-            UsageRecord.cost_micros > 0,
+            UsageRecord.cost_usd > 0,
         )
         if budget.scope != "tenant":
             query = query.where(UsageRecord.subject == budget.subject)
@@ -562,10 +564,10 @@ class Budgets:
             query = query.where(UsageRecord.model == budget.model)
         buckets: dict[int, int] = {}
         async with self.sessions() as session:
-            for created, micros in (await session.execute(query)).all():
+            for created, cost_usd in (await session.execute(query)).all():
                 stamp = int(created.timestamp())
                 bucket = stamp // window.width * window.width if window.width else window.start
-                buckets[bucket] = buckets.get(bucket, 0) + int(micros)
+                buckets[bucket] = buckets.get(bucket, 0) + to_micros(cost_usd)
         return buckets
 
     async def settle(self, hold: Hold, cost_micros: int) -> None:
@@ -680,11 +682,6 @@ class Hold:
             return
         self.settled = True
         await self.budgets.settle(self, to_micros(cost_usd))
-
-    async def settle_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """Settle at the quoted prices (a cancelled call's estimate of what it spent)."""
-        cost = self.quote.cost_micros(prompt_tokens, completion_tokens)
-        await self.settle(cost / MICROS)
 
     async def release(self) -> None:
         """Nothing was spent (the call failed before the model answered)."""

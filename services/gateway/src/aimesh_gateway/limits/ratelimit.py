@@ -433,19 +433,34 @@ class TenantLimitSource:
     announced to the other processes (``invalidations``), which drop their entry."""
 
     CACHE_SECONDS = 10.0
+    SWEEP_SECONDS = 60.0
 
     def __init__(self, load: TenantLimitLoader, invalidations: Invalidations | None = None) -> None:
         self._load = load
-        # One entry per tenant that made a request: bounded by the tenants stored, which
-        # only an operator creates (a principal's tenant comes from a verified credential).
+        # One entry per tenant that made a request within CACHE_SECONDS: older entries are
+        # swept every SWEEP_SECONDS (tenants come from verified credentials, but a token
+        # issuer may name many of them over time).
         self._cache: dict[str, tuple[float, tuple[int | None, int | None] | None]] = {}
+        self._next_sweep = 0.0
         self.invalidations = invalidations
         if invalidations is not None:
             invalidations.on("tenant-limits", self._drop, self._cache.clear)
 
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def sweep(self, now: float) -> None:
+        """Drop the entries older than CACHE_SECONDS (in place: the invalidation reset
+        holds ``self._cache.clear``)."""
+        self._next_sweep = now + self.SWEEP_SECONDS
+        for tenant in [t for t, (at, _) in self._cache.items() if now - at >= self.CACHE_SECONDS]:
+            del self._cache[tenant]
+
     async def get(self, tenant_id: str) -> tuple[int | None, int | None] | None:
-        cached = self._cache.get(tenant_id)
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self.sweep(now)
+        cached = self._cache.get(tenant_id)
         if cached is not None and now - cached[0] < self.CACHE_SECONDS:
             return cached[1]
         value = await self._load(tenant_id)

@@ -98,6 +98,14 @@ class HttpMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.degraded = Gauge(
+            "aimesh_gateway_degraded",
+            "1 while a component is unreachable and the gateway runs without it (redis: "
+            "limits fail open or closed by rate_limit_redis_failure, cache off; a backend: its "
+            "routes answer 503), else 0; refreshed by every /readyz check.",
+            ["component"],
+            registry=self.registry,
+        )
         self.cache = Counter(
             "aimesh_cache_requests_total",
             "Response cache lookups, by route and result (hit, miss, bypass, error; "

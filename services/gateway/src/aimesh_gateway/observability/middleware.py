@@ -30,8 +30,10 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming request id is propagated only when it is short and plain (it ends up in logs
 # and gRPC metadata; aimesh_common.request_id.REQUEST_ID_PATTERN, the rule the backends
 # apply too); anything else is replaced by a fresh one.
-# Probes are logged at DEBUG so they do not drown the access log.
+# Probes are logged at DEBUG so they do not drown the access log; so is "not ready yet" (a
+# 503 from /readyz is its normal answer while the backends start, not an error).
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_NOT_READY_PATH = "/readyz"
 
 # Sent on every response: an API never needs to be framed, sniffed or cached by a proxy unless
 # a route says otherwise.
@@ -159,7 +161,10 @@ class RequestContextMiddleware:
         route = route_template(scope)
         self.metrics.observe(method, route, status, seconds)
         level = (
-            logging.DEBUG if scope.get("path") in _QUIET_PATHS and status < 500 else logging.INFO
+            logging.DEBUG
+            if scope.get("path") in _QUIET_PATHS
+            and (status < 500 or scope.get("path") == _NOT_READY_PATH)
+            else logging.INFO
         )
         if not access_log.isEnabledFor(level):
             return

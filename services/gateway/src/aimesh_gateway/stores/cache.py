@@ -47,9 +47,15 @@ class _LocalStore:
         self.max_bytes = max_bytes
         self.entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self.bytes = 0
-        # One generation counter per (tenant, collection) ever written: bounded by the
-        # number of collections, not by traffic.
-        self.counters: dict[str, int] = {}
+        # The generation of each (tenant, collection) written lately, and when it was set.
+        # Generations come from one sequence of this process and are never reused, so a
+        # counter may be forgotten once every entry cached before its last bump has expired
+        # (the sweep drops counters older than the longest TTL seen): a lookup then gets
+        # generation 0, which only entries cached after the forgetting carry. So the map
+        # holds the collections written within a TTL, not every collection ever written.
+        self.counters: dict[str, tuple[int, float]] = {}
+        self._sequence = 0
+        self._longest_ttl = 0.0
         self._next_sweep = 0.0
 
     @staticmethod
@@ -70,8 +76,18 @@ class _LocalStore:
         self.entries.move_to_end(key)
         return entry[1]
 
+    def generation(self, key: str) -> int:
+        entry = self.counters.get(key)
+        return 0 if entry is None else entry[0]
+
+    def bump(self, key: str) -> None:
+        """A new generation for ``key``, never used before in this process."""
+        self._sequence += 1
+        self.counters[key] = (self._sequence, time.monotonic())
+
     def set(self, key: str, value: bytes, ttl: float) -> None:
         now = time.monotonic()
+        self._longest_ttl = max(self._longest_ttl, ttl)
         if now >= self._next_sweep:
             self.sweep(now)
         size = self._size(key, value)
@@ -90,6 +106,9 @@ class _LocalStore:
         expired = [key for key, (expires, _) in self.entries.items() if expires < now]
         for key in expired:
             self._drop(key)
+        settled = now - self._longest_ttl - 1.0
+        for key in [key for key, (_, bumped) in self.counters.items() if bumped < settled]:
+            del self.counters[key]
         return len(expired)
 
 
@@ -153,7 +172,7 @@ class ResponseCache:
     async def generation(self, tenant_id: str, collection: str) -> int:
         key = self._generation_key(tenant_id, collection)
         if self.redis is None:
-            return self.local.counters.get(key, 0)
+            return self.local.generation(key)
         if not self._usable():
             raise RedisError("cache backing off after a failure")
         try:
@@ -167,7 +186,7 @@ class ResponseCache:
         """Make every cached answer about this collection unreachable."""
         key = self._generation_key(tenant_id, collection)
         if self.redis is None:
-            self.local.counters[key] = self.local.counters.get(key, 0) + 1
+            self.local.bump(key)
             return
         try:
             await self.redis.incr(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +18,19 @@ from aimesh_gateway.limits.ratelimit import RateLimiter
 from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.usage")
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a call that ended early had spent, with what it ran on."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    cost_usd: float
+    request_id: str = ""
+    provider: str = ""
+    prompt_version: str = ""
 
 
 class UsageMeter:
@@ -42,7 +56,8 @@ class UsageMeter:
         request_id: str = "",
         provider: str = "",
         prompt_version: str = "",
-        cost_micros: int = 0,
+        estimated: bool = False,
+        cost_usd: float = 0.0,
     ) -> None:
         self.metrics.tokens.labels("prompt").inc(max(prompt, 0))
         self.metrics.tokens.labels("completion").inc(max(completion, 0))
@@ -58,7 +73,8 @@ class UsageMeter:
             request_id=request_id,
             provider=provider,
             prompt_version=prompt_version,
-            cost_micros=cost_micros,
+            estimated=estimated,
+            cost_usd=max(cost_usd, 0.0),
         )
         self._writes.spawn(self._write(row))
 
@@ -70,8 +86,8 @@ class UsageMeter:
             log.warning("could not store a usage record: %s", type(error).__name__)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` off the request path (also when the request's task is cancelled:
-        what a cancelled stream spent is settled this way)."""
+        """Run ``work`` off the request path, also when the request's task is cancelled:
+        what a call that ended early spent is recorded (and its budget settled) this way."""
         self._writes.spawn(work)
 
     async def drain(self) -> None:

@@ -8,9 +8,9 @@ router.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -64,6 +64,9 @@ class GenerateTask:
     tools: ToolOptions = NO_TOOLS
     # Stop sequences for providers that support them (the router enforces them anyway).
     stop: tuple[str, ...] = ()
+    # OpenAI's chat ``response_format`` (a JSON schema or JSON object reply); only given to
+    # providers with supports_response_format.
+    response_format: Mapping[str, Any] | None = None
     # A grounded conversation's sources and the user's bare message. The last message
     # already carries them rendered for a model; an extractive provider quotes from these.
     sources: tuple[Source, ...] = ()
@@ -90,6 +93,9 @@ class Delta:
     usage: Usage | None = None
     # Complete tool calls (on the last delta, finish_reason "tool_calls").
     tool_calls: tuple[ToolCall, ...] = ()
+    # The prompt's tokens as the provider reported them before the end of the reply
+    # (Anthropic's message_start), on a text delta; None when not reported (yet).
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,11 +118,20 @@ class Provider(ABC):
     # Whether generate() passes tools and tool messages to the model; Generate requests with
     # tools are refused by (and never fall back to) providers without.
     supports_tools: bool = False
+    # Whether generate() makes the model follow GenerateTask.response_format; requests with
+    # one are refused by (and never fall back to) providers without.
+    supports_response_format: bool = False
 
     @classmethod
     @abstractmethod
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
         """Build the provider for one alias's ``spec``; raise ValueError when it cannot run."""
+
+    @classmethod
+    def keeps_data_local(cls, spec: ModelSpec) -> bool:
+        """Whether serving ``spec`` keeps the request's data on this machine (no privacy
+        policy needed by default); False: it goes to a third party's API."""
+        return False
 
     @classmethod
     def from_context(cls, context: ProviderContext) -> Self:

@@ -206,6 +206,8 @@ class ChatModelProvider(Provider):
         options = self._options(task.max_tokens, task.temperature)
         if task.stop:
             options["stop"] = list(task.stop)
+        if task.response_format is not None:
+            options["response_format"] = dict(task.response_format)
         if not task.tools.tools:
             return self._stream(messages, options)
         return self._stream(messages, options, self._with_tools(task.tools))
@@ -253,14 +255,14 @@ class ChatModelProvider(Provider):
                 if chunk.tool_call_chunks:
                     piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
                     calls = piece if calls is None else calls + piece
+                if chunk.usage_metadata:
+                    usage_message = _largest_usage(usage_message, chunk.usage_metadata)
                 text = text_of(chunk)
                 if text:
                     pieces.append(text)
-                    yield Delta(text=text)
+                    yield Delta(text=text, prompt_tokens=_reported_prompt(usage_message))
                 if _finish_reason(chunk):
                     finish = _finish(chunk.response_metadata)
-                if chunk.usage_metadata:
-                    usage_message = _largest_usage(usage_message, chunk.usage_metadata)
         if not completed:
             log.warning("model provider stream carried no completion")
             raise Unavailable("the model provider's stream carried no completion")
@@ -289,6 +291,12 @@ def _largest_usage(seen: AIMessageChunk | None, piece: UsageMetadata) -> AIMessa
             "total_tokens": prompt + completion,
         },
     )
+
+
+def _reported_prompt(usage: AIMessageChunk | None) -> int | None:
+    """The prompt tokens the upstream reported so far, None when it reported none."""
+    metadata = usage.usage_metadata if usage is not None else None
+    return int(metadata["input_tokens"]) if metadata and metadata["input_tokens"] else None
 
 
 def _finish_reason(chunk: AIMessageChunk) -> object:

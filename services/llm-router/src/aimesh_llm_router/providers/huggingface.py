@@ -88,6 +88,11 @@ class HuggingFaceProvider(ChatModelProvider):
             self._chat = local
 
     @classmethod
+    def keeps_data_local(cls, spec: ModelSpec) -> bool:
+        """A model directory runs in this process; a base URL is a remote endpoint."""
+        return spec.base_url is None
+
+    @classmethod
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
         if not spec.model and not spec.base_url:
             raise ValueError(

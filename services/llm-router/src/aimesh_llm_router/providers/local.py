@@ -263,6 +263,11 @@ class LocalProvider(Provider):
         self._threshold = threshold
 
     @classmethod
+    def keeps_data_local(cls, spec: ModelSpec) -> bool:
+        """Quotes from the sources in this process: nothing leaves the machine."""
+        return True
+
+    @classmethod
     def from_model(cls, spec: ModelSpec, context: ProviderContext) -> Self:
         if context.embedding is None:
             raise ValueError("the local provider needs the embedding service")

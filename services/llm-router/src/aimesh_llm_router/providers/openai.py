@@ -36,6 +36,7 @@ class OpenAIProvider(ChatModelProvider):
 
     name = "openai"
     supports_tools = True
+    supports_response_format = True
 
     def __init__(
         self,

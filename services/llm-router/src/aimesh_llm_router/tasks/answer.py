@@ -25,6 +25,7 @@ from aimesh_llm_router.models import EXTRACTIVE_PROVIDER, ResolvedModel
 from aimesh_llm_router.providers.base import AnswerTask, Completion, Delta
 from aimesh_llm_router.tasks.common import (
     Reply,
+    Spent,
     StreamOutcome,
     TaskDeps,
     account,
@@ -73,7 +74,7 @@ def parse(deps: TaskDeps, request: llm_pb2.AnswerRequest) -> Question:
         raise InvalidArgument("collection must not be empty")
     if request.top_k > MAX_ASK_TOP_K:
         raise InvalidArgument(f"top_k must be between 1 and {MAX_ASK_TOP_K}, got {request.top_k}")
-    chain = deps.models.chain(request.model, "qa")
+    chain = deps.models.chain(request.model, "qa", request.tenant_id)
     budget = source_budget(deps, chain[0], question)
     if budget <= 0:
         raise _too_long(chain[0])
@@ -192,7 +193,10 @@ async def stream_answer(
             items = citations(given, chunks)
             return [llm_pb2.StreamEvent(sources=llm_pb2.SourceList(items=items))]
 
-        async for event in relay(deps.resilience, chain, start, deadline, record, outcome, sources):
+        prompt = Spent.of_prompt(question.text, *(source.text for source in packed(model)))
+        async for event in relay(
+            deps.resilience, chain, start, deadline, record, outcome, prompt, sources
+        ):
             yield event
     answered = outcome.model or model
     text = outcome.text

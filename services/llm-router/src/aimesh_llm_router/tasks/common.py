@@ -15,7 +15,7 @@ from aimesh_llm_router.models import ModelRegistry, ResolvedModel
 from aimesh_llm_router.providers.base import Delta
 from aimesh_llm_router.resilience import Resilience
 from aimesh_llm_router.templates import PromptLibrary, Task
-from aimesh_llm_router.tokens import NO_USAGE, Usage
+from aimesh_llm_router.tokens import NO_USAGE, Usage, count_tokens
 
 log = logging.getLogger("aimesh.llm_router")
 
@@ -36,6 +36,8 @@ class TaskDeps:
     backend_timeout: float
     conversations: ConversationStore
     max_conversation_messages: int
+    # How long a stored Responses-API response is kept (seconds).
+    responses_retention_seconds: float = 30 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,13 @@ def account(record: TaskRecord, model: ResolvedModel, usage: Usage) -> None:
     record.cost_usd = model.config.cost(usage.prompt_tokens, usage.completion_tokens)
 
 
+def charge_spent(record: TaskRecord, model: ResolvedModel, spent: Spent) -> None:
+    """Charge a task that ended early (cancelled or failed) what it had spent, at
+    ``model``'s prices; its labels stay those of a task that no alias completed."""
+    record.usage = spent.usage
+    record.cost_usd = model.config.cost(spent.usage.prompt_tokens, spent.usage.completion_tokens)
+
+
 def log_usage(
     task: str, tenant_id: str, model: ResolvedModel, usage: Usage, **extra: object
 ) -> None:
@@ -147,6 +156,42 @@ def log_usage(
 
 
 @dataclass
+class Spent:
+    """Tokens a streamed call has spent so far, sent with its messages (``spent``) so that
+    a caller that stops reading (its client left) or whose stream fails charges them.
+
+    The prompt is counted from the text the model is given (the rendered template adds a
+    little) until the provider reports it; the completion is counted from the text sent.
+    """
+
+    prompt_tokens: int
+    # Spent by earlier calls of the same task (the map calls of a long summary).
+    before: Usage = NO_USAGE
+    prompt_exact: bool = False
+    completion_tokens: int = 0
+
+    @classmethod
+    def of_prompt(cls, *texts: str, before: Usage = NO_USAGE) -> Spent:
+        return cls(sum(count_tokens(text) for text in texts), before)
+
+    def see(self, delta: Delta) -> None:
+        """Count a delta of the reply (and the prompt, if its provider reported it)."""
+        if delta.prompt_tokens is not None:
+            self.prompt_tokens, self.prompt_exact = delta.prompt_tokens, True
+        if delta.text:
+            self.completion_tokens += count_tokens(delta.text)
+
+    @property
+    def usage(self) -> Usage:
+        counted = Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            estimated=not self.prompt_exact or self.completion_tokens > 0,
+        )
+        return self.before.plus(counted)
+
+
+@dataclass
 class StreamOutcome:
     """What a relayed stream produced: filled in as it runs."""
 
@@ -163,28 +208,41 @@ async def relay(
     deadline: float,
     record: TaskRecord,
     outcome: StreamOutcome,
+    spent: Spent,
     before_first: Callable[[ResolvedModel], list[llm_pb2.StreamEvent]] | None = None,
 ) -> AsyncIterator[llm_pb2.StreamEvent]:
     """Delta events of the first stream along ``chain``; fills ``outcome``.
 
-    ``before_first`` supplies events (e.g. sources) once the answering model is known.
-    Usage and done are left to the caller, which may add citations before them.
+    A first event carries the prompt's tokens (``spent``, counted by the caller) alone,
+    and every delta event the tokens spent so far. ``before_first`` supplies events
+    (e.g. sources) once the answering model is known. Usage and done are left to the
+    caller, which may add citations before them.
     """
     started = False
     pieces: list[str] = []
-    async for model, delta in resilience.stream(chain, start, deadline):
-        if not started:
-            started = True
-            outcome.model = model
-            for event in before_first(model) if before_first is not None else []:
-                yield event
-        if delta.text:
-            pieces.append(delta.text)
-            yield llm_pb2.StreamEvent(delta=delta.text)
-        if delta.finish_reason is not None:
-            outcome.finish_reason = delta.finish_reason
-        if delta.usage is not None:
-            outcome.usage = outcome.usage.plus(delta.usage)
+    called = chain[0]
+    yield llm_pb2.StreamEvent(spent=usage_message(spent.usage, called))
+    try:
+        async for model, delta in resilience.stream(chain, start, deadline):
+            called = model
+            if not started:
+                started = True
+                outcome.model = model
+                for event in before_first(model) if before_first is not None else []:
+                    yield event
+            spent.see(delta)
+            if delta.text:
+                pieces.append(delta.text)
+                yield llm_pb2.StreamEvent(delta=delta.text, spent=usage_message(spent.usage, model))
+            if delta.finish_reason is not None:
+                outcome.finish_reason = delta.finish_reason
+            if delta.usage is not None:
+                outcome.usage = outcome.usage.plus(delta.usage)
+    except BaseException:
+        # Cancelled (the caller left) or failed: the router's own metrics count what was
+        # spent, as the caller does from the last ``spent``.
+        charge_spent(record, called, spent)
+        raise
     outcome.text = "".join(pieces)
     if outcome.model is not None:
         account(record, outcome.model, outcome.usage)

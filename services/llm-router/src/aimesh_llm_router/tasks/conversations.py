@@ -22,6 +22,7 @@ from aimesh_llm_router.models import ResolvedModel
 from aimesh_llm_router.providers.base import Delta, GenerateTask, Message
 from aimesh_llm_router.tasks.common import (
     TEXT_BUDGET_SHARE,
+    Spent,
     StreamOutcome,
     TaskDeps,
     closing_events,
@@ -181,7 +182,7 @@ async def send_message(
         raise FailedPrecondition(
             f"conversation {record.id!r} is full ({limit} messages); start a new one"
         )
-    chain = deps.models.chain(record.model)
+    chain = deps.models.chain(record.model, tenant_id=turn.tenant_id)
     first = chain[0]
     history = [Message(role=m.role, content=m.content) for m in record.messages]
     grounding = await _ground(deps, record, turn.content, first)
@@ -205,7 +206,11 @@ async def send_message(
         if record.collection:
             given = citations(range(1, len(grounding.sources) + 1), grounding.chunks)
             yield llm_pb2.StreamEvent(sources=llm_pb2.SourceList(items=given))
-        async for event in relay(deps.resilience, chain, start, deadline, task_record, outcome):
+        said = [*(message.content for message in history), grounding.question]
+        prompt = Spent.of_prompt(*said)
+        async for event in relay(
+            deps.resilience, chain, start, deadline, task_record, outcome, prompt
+        ):
             yield event
     reply = outcome.text
     if record.collection:

@@ -3,9 +3,10 @@ and stop sequences the router enforces itself (whatever the provider does with t
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast, get_args
+from typing import Any, cast, get_args
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.errors import InvalidArgument
@@ -14,8 +15,10 @@ from aimesh_llm_router.models import ResolvedModel
 from aimesh_llm_router.providers.base import Delta, GenerateTask, Message, Role
 from aimesh_llm_router.stops import StopMatcher, validate_stops
 from aimesh_llm_router.tasks.common import (
+    Spent,
     TaskDeps,
     account,
+    charge_spent,
     log_usage,
     max_tokens,
     prompt_version,
@@ -38,6 +41,7 @@ class Chat:
     temperature: float | None
     max_tokens: int
     tenant_id: str
+    response_format: dict[str, Any] | None = None
 
 
 def parse(deps: TaskDeps, request: llm_pb2.GenerateRequest) -> Chat:
@@ -47,9 +51,12 @@ def parse(deps: TaskDeps, request: llm_pb2.GenerateRequest) -> Chat:
     chosen = temperature(request)
     tools = tool_options(request)
     stops = validate_stops(request.stop)
-    chain = deps.models.chain(request.model, "chat")
+    chain = deps.models.chain(request.model, "chat", request.tenant_id)
     if _uses_tools(messages, tools):
         chain = _tool_chain(chain)
+    response_format = parse_response_format(request.response_format_json)
+    if response_format is not None:
+        chain = _response_format_chain(chain)
     return Chat(
         messages=messages,
         tools=tools,
@@ -58,6 +65,7 @@ def parse(deps: TaskDeps, request: llm_pb2.GenerateRequest) -> Chat:
         temperature=chosen,
         max_tokens=request.max_tokens,
         tenant_id=request.tenant_id,
+        response_format=response_format,
     )
 
 
@@ -75,6 +83,7 @@ async def generate(
                 temperature=chat.temperature,
                 tools=chat.tools,
                 stop=chat.stops,
+                response_format=chat.response_format,
             )
         )
 
@@ -82,27 +91,40 @@ async def generate(
     answered = first
     deadline = deps.resilience.deadline(first, time_remaining)
     matcher = StopMatcher(chat.stops)
+    spent = Spent.of_prompt(*(message.content for message in chat.messages))
     with observe(first.alias, first.provider.name, "generate", chat.tenant_id) as record:
-        async for model, delta in deps.resilience.stream(chat.chain, start, deadline):
-            answered = model
-            text = matcher.feed(delta.text) if delta.text else ""
-            if delta.finish_reason is not None:
-                text += matcher.flush()
-            elif not text and delta.usage is None and not delta.tool_calls:
-                continue  # held back (a possible stop sequence) or cut after one
-            response = llm_pb2.GenerateResponse(
-                delta=text,
-                model=model.alias,
-                provider=model.provider.name,
-                prompt_version=prompt_version(model, "chat"),
-            )
-            if delta.finish_reason is not None:
-                response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
-            if delta.usage is not None:
-                account(record, model, delta.usage)
-                response.usage.CopyFrom(usage_message(delta.usage, model))
-            response.tool_calls.extend(call.proto() for call in delta.tool_calls)
-            yield response
+        # The prompt alone, once the model is called: what a caller leaving before the
+        # first token is charged.
+        yield llm_pb2.GenerateResponse(spent=usage_message(spent.usage, first))
+        try:
+            async for model, delta in deps.resilience.stream(chat.chain, start, deadline):
+                answered = model
+                # Counted as generated (the provider spent them), held back or not.
+                spent.see(delta)
+                text = matcher.feed(delta.text) if delta.text else ""
+                if delta.finish_reason is not None:
+                    text += matcher.flush()
+                elif not text and delta.usage is None and not delta.tool_calls:
+                    continue  # held back (a possible stop sequence) or cut after one
+                response = llm_pb2.GenerateResponse(
+                    delta=text,
+                    model=model.alias,
+                    provider=model.provider.name,
+                    prompt_version=prompt_version(model, "chat"),
+                )
+                if delta.finish_reason is not None:
+                    response.finish_reason = "stop" if matcher.stopped else delta.finish_reason
+                if delta.usage is not None:
+                    account(record, model, delta.usage)
+                    response.usage.CopyFrom(usage_message(delta.usage, model))
+                else:
+                    response.spent.CopyFrom(usage_message(spent.usage, model))
+                response.tool_calls.extend(call.proto() for call in delta.tool_calls)
+                yield response
+        except BaseException:
+            if record.usage is None:  # cancelled or failed before the end: count the spent
+                charge_spent(record, answered, spent)
+            raise
     if record.usage is not None:
         log_usage("generate", chat.tenant_id, answered, record.usage)
 
@@ -162,3 +184,42 @@ def _tool_chain(chain: list[ResolvedModel]) -> list[ResolvedModel]:
             f"{chain[0].provider.name!r}); use a model served by a tool-capable provider"
         )
     return [model for model in chain if model.provider.supports_tools]
+
+
+def parse_response_format(text: str) -> dict[str, Any] | None:
+    """The checked ``response_format`` (OpenAI's chat shape), None for free text."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidArgument("response_format must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("response_format must be a JSON object")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise InvalidArgument(
+            f"response_format.type must be text, json_object or json_schema, got {kind!r}"
+        )
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise InvalidArgument("response_format.json_schema needs a name")
+    if not isinstance(spec.get("schema", {}), dict):
+        raise InvalidArgument("response_format.json_schema.schema must be a JSON object")
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _response_format_chain(chain: list[ResolvedModel]) -> list[ResolvedModel]:
+    """``chain`` without the aliases whose provider cannot follow a response format; the
+    requested alias itself must."""
+    if not chain[0].provider.supports_response_format:
+        raise InvalidArgument(
+            f"model {chain[0].alias!r} does not support a JSON response format "
+            f"(text.format / response_format; its provider is {chain[0].provider.name!r}); "
+            "use a model served by the openai provider"
+        )
+    return [model for model in chain if model.provider.supports_response_format]

@@ -16,6 +16,7 @@ from aimesh_llm_router.providers.base import Completion, Delta, Style, Summarize
 from aimesh_llm_router.tasks.common import (
     TEXT_BUDGET_SHARE,
     Reply,
+    Spent,
     StreamOutcome,
     TaskDeps,
     account,
@@ -62,7 +63,7 @@ def parse(request: llm_pb2.SummarizeRequest) -> SummaryRequest:
 
 async def summarize(deps: TaskDeps, request: SummaryRequest, time_remaining: float | None) -> Reply:
     """The summary of ``request.text`` from the first alias of its chain that answers."""
-    chain = deps.models.chain(request.model, "summarize")
+    chain = deps.models.chain(request.model, "summarize", request.tenant_id)
     first = chain[0]
     deadline = deps.resilience.deadline(first, time_remaining)
     with observe(first.alias, first.provider.name, "summarize", request.tenant_id) as record:
@@ -84,7 +85,7 @@ async def stream_summary(
     deps: TaskDeps, request: SummaryRequest, time_remaining: float | None
 ) -> AsyncIterator[llm_pb2.StreamEvent]:
     """The summary as delta events, then usage and done."""
-    chain = deps.models.chain(request.model, "summarize")
+    chain = deps.models.chain(request.model, "summarize", request.tenant_id)
     first = chain[0]
     deadline = deps.resilience.deadline(first, time_remaining)
     with observe(first.alias, first.provider.name, "summarize", request.tenant_id) as record:
@@ -96,7 +97,8 @@ async def stream_summary(
                 _task(model, text, request.style, request.max_words)
             )
 
-        async for event in relay(deps.resilience, chain, start, deadline, record, outcome):
+        prompt = Spent.of_prompt(text, before=spent)
+        async for event in relay(deps.resilience, chain, start, deadline, record, outcome, prompt):
             yield event
     for event in closing_events(outcome, "summarize"):
         yield event

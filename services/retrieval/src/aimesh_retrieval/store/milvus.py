@@ -87,6 +87,7 @@ class MilvusStore:
         timeout: float = 30.0,
         search_ef: int = 128,
         search_consistency: str = "Session",
+        lite_flush_rows: int = 0,
     ) -> None:
         self._client = client
         self._search_ef = search_ef
@@ -102,6 +103,10 @@ class MilvusStore:
         self._described: dict[str, float] = {}
         self._full_text: bool | None = None
         self._creating = asyncio.Lock()
+        # Milvus Lite: rows written or deleted per collection since its last flush (only
+        # collections with unflushed writes; dropped on flush and on drop).
+        self._lite_flush_rows = 0 if server else lite_flush_rows
+        self._unflushed: dict[str, int] = {}
 
     @property
     def is_server(self) -> bool:
@@ -123,6 +128,7 @@ class MilvusStore:
             timeout=settings.milvus_timeout_seconds,
             search_ef=settings.hnsw_search_ef,
             search_consistency=settings.milvus_search_consistency,
+            lite_flush_rows=settings.milvus_lite_flush_rows,
         )
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -364,6 +370,7 @@ class MilvusStore:
         """Drop the collection and all its rows; NOT_FOUND when it does not exist."""
         name = ref.physical
         self._ready.pop(name, None)
+        self._unflushed.pop(name, None)
         if not await self._run(self._client.has_collection, name):
             raise ref.not_found()
         await self._run(self._client.drop_collection, name)
@@ -411,6 +418,32 @@ class MilvusStore:
         for expr in stale_chunk_filters(counts):
             await self._run(self._client.delete, ref.physical, filter=expr)
         await self._upsert(ref, [row for row in rows if row.chunk_index == 0])
+        await self._written(ref, len(rows))
+
+    async def _written(self, ref: CollectionRef, rows: int) -> None:
+        """Flush a Milvus Lite collection once ``lite_flush_rows`` rows changed since the last.
+
+        Milvus Lite keeps writes in a memtable that each search scans in Python (dense and
+        BM25 alike) and flushes it only at 128 MiB: a collection fed a few documents a
+        minute is searched slower every minute (3,000 unflushed rows made a dense search
+        about 6 times slower than the same rows flushed, on a busy machine). A flush turns
+        the buffer into an immutable segment with its index; Milvus Lite compacts small
+        segments itself.
+        """
+        if self._lite_flush_rows <= 0 or rows <= 0:
+            return
+        name = ref.physical
+        pending = self._unflushed.get(name, 0) + rows
+        if pending < self._lite_flush_rows:
+            self._unflushed[name] = pending
+            return
+        self._unflushed.pop(name, None)
+        started = time.perf_counter()
+        await self._run(self._client.flush, name)
+        log.debug(
+            "flushed collection",
+            extra={"collection": name, "rows": pending, "seconds": time.perf_counter() - started},
+        )
 
     async def _upsert(self, ref: CollectionRef, rows: Sequence[ChunkRow]) -> None:
         # Entities (with their vectors as Python lists) exist one write call at a time.
@@ -453,6 +486,7 @@ class MilvusStore:
         count = await self.count_chunks(ref, document_id)
         if count:
             await self._run(self._client.delete, ref.physical, filter=document_filter(document_id))
+            await self._written(ref, count)
         return count
 
     async def list_documents(self, ref: CollectionRef, limit: int) -> list[StoredDocument]:

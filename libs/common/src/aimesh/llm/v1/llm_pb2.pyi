@@ -164,6 +164,7 @@ class GenerateRequest(_message.Message):
     TOOL_CHOICE_NAME_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model alias; empty means "default"."""
     max_tokens: _builtins.int
@@ -179,6 +180,12 @@ class GenerateRequest(_message.Message):
     parallel_tool_calls: _builtins.bool
     """Whether the model may call several tools in one turn; unset means the provider default.
     Needs tools.
+    """
+    response_format_json: _builtins.str
+    """OpenAI's chat `response_format` object as JSON text (`{"type": "json_schema",
+    "json_schema": {...}}` or `{"type": "json_object"}`); empty means free text. Only
+    aliases whose provider supports it accept it (INVALID_ARGUMENT otherwise), and
+    fallbacks without support are skipped.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -209,10 +216,11 @@ class GenerateRequest(_message.Message):
         tool_choice_name: _builtins.str = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
+        response_format_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "parallel_tool_calls", b"parallel_tool_calls", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "stop", b"stop", "temperature", b"temperature", "tenant_id", b"tenant_id", "tool_choice", b"tool_choice", "tool_choice_name", b"tool_choice_name", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "response_format_json", b"response_format_json", "stop", b"stop", "temperature", b"temperature", "tenant_id", b"tenant_id", "tool_choice", b"tool_choice", "tool_choice_name", b"tool_choice_name", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
@@ -236,6 +244,7 @@ class GenerateResponse(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     PROMPT_VERSION_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply."""
     model: _builtins.str
@@ -258,6 +267,16 @@ class GenerateResponse(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tools the model called, complete (set on the last message, finish_reason "tool_calls")."""
 
+    @_builtins.property
+    def spent(self) -> Global___Usage:
+        """Tokens spent so far by this call, this message's text included, with their cost at
+        the prices of the alias called; estimated unless the provider reported the counts.
+        Set on the messages sent before the final ``usage``: a first message without text
+        carries the prompt alone, once the model is called, and each piece of text the count
+        so far. A caller that stops reading early (its client left) or whose stream fails
+        charges the last one; ``usage`` replaces it when the call completes.
+        """
+
     def __init__(
         self,
         *,
@@ -268,10 +287,11 @@ class GenerateResponse(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         provider: _builtins.str = ...,
         prompt_version: _builtins.str = ...,
+        spent: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "model", b"model", "prompt_version", b"prompt_version", "provider", b"provider", "spent", b"spent", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -666,7 +686,9 @@ Global___StreamDone: _TypeAlias = StreamDone  # noqa: Y015
 
 @_typing.final
 class StreamEvent(_message.Message):
-    """One event of a streamed task; exactly one field is set."""
+    """One event of a streamed task; at most one field of ``event`` is set (none on an event
+    that carries only ``spent``).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -676,6 +698,7 @@ class StreamEvent(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Next piece of the reply text."""
     replace: _builtins.str
@@ -698,6 +721,13 @@ class StreamEvent(_message.Message):
     def done(self) -> Global___StreamDone:
         """End of the stream."""
 
+    @_builtins.property
+    def spent(self) -> Global___Usage:
+        """Tokens spent so far by the task, with their cost, as in ``GenerateResponse.spent``:
+        set on delta events, and alone (no event above) on an event sent when the model is
+        called, before its first token. The final ``usage`` event replaces it.
+        """
+
     def __init__(
         self,
         *,
@@ -707,10 +737,11 @@ class StreamEvent(_message.Message):
         usage: Global___Usage | None = ...,
         done: Global___StreamDone | None = ...,
         replace: _builtins.str = ...,
+        spent: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "delta", b"delta", "done", b"done", "event", b"event", "replace", b"replace", "sources", b"sources", "spent", b"spent", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["sources", "delta", "citations", "usage", "done", "replace"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -1026,3 +1057,101 @@ class SendMessageRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class StoredResponse(_message.Message):
+    """A response of the OpenAI Responses API, kept by the router for the gateway. The router
+    owns its storage, ownership and retention; the JSON members are the gateway's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    RESPONSE_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_ITEMS_JSON_FIELD_NUMBER: _builtins.int
+    CONTEXT_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Opaque id chosen by the gateway ("resp_..."), unique."""
+    tenant_id: _builtins.str
+    """Tenant and user who own it (both required)."""
+    user_id: _builtins.str
+    previous_response_id: _builtins.str
+    """The response it continues; empty for the first of a chain."""
+    created_at: _builtins.float
+    """Creation time, Unix seconds (set by the gateway)."""
+    expires_at: _builtins.float
+    """When the router forgets it, Unix seconds (set by the router when storing)."""
+    response_json: _builtins.str
+    """The response object as the gateway answers it (JSON text)."""
+    input_items_json: _builtins.str
+    """The response's own input items (JSON array), as GET .../input_items lists them."""
+    context_json: _builtins.str
+    """The whole conversation up to and including this response's output, as the gateway's
+    chat messages (JSON array): what a response naming it as previous continues from.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        previous_response_id: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+        response_json: _builtins.str = ...,
+        input_items_json: _builtins.str = ...,
+        context_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_json", b"context_json", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "input_items_json", b"input_items_json", "previous_response_id", b"previous_response_id", "response_json", b"response_json", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredResponse: _TypeAlias = StoredResponse  # noqa: Y015
+
+@_typing.final
+class GetResponseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Tenant and user asking; must own the response."""
+    user_id: _builtins.str
+    response_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResponseRequest: _TypeAlias = GetResponseRequest  # noqa: Y015
+
+@_typing.final
+class DeleteResponseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResponseResponse: _TypeAlias = DeleteResponseResponse  # noqa: Y015

@@ -96,6 +96,21 @@ class LLMRouterServiceStub:
                 request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.SerializeToString,
                 response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.FromString,
                 _registered_method=True)
+        self.StoreResponse = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/StoreResponse',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.FromString,
+                _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/GetResponse',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/aimesh.llm.v1.LLMRouterService/DeleteResponse',
+                request_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
 
 
 class LLMRouterServiceServicer:
@@ -198,6 +213,30 @@ class LLMRouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoreResponse(self, request, context):
+        """StoreResponse keeps a Responses-API response (built by the gateway) for one user of one
+        tenant, in the same store as the conversations, until the router's retention period
+        (AIMESH_RESPONSES_RETENTION_SECONDS) ends; ALREADY_EXISTS when the id is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """GetResponse returns a stored response; NOT_FOUND for another user's or tenant's
+        response, a deleted one or one past its retention.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """DeleteResponse deletes one of the caller's stored responses; NOT_FOUND as GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMRouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +299,21 @@ def add_LLMRouterServiceServicer_to_server(servicer, server):
                     servicer.ListTenantConversations,
                     request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.FromString,
                     response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.SerializeToString,
+            ),
+            'StoreResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreResponse,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.FromString,
+                    response_serializer=aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteResponseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -588,6 +642,87 @@ class LLMRouterService:
             '/aimesh.llm.v1.LLMRouterService/ListTenantConversations',
             aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsRequest.SerializeToString,
             aimesh_dot_llm_dot_v1_dot_llm__pb2.ListTenantConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/StoreResponse',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/GetResponse',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.StoredResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aimesh.llm.v1.LLMRouterService/DeleteResponse',
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.GetResponseRequest.SerializeToString,
+            aimesh_dot_llm_dot_v1_dot_llm__pb2.DeleteResponseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,17 @@ class LLMRouterServiceStub:
     their messages. The router owns this metadata; the caller (the gateway) checks that
     the asker is an admin of the tenant.
     """
+    StoreResponse: _grpc.UnaryUnaryMultiCallable[_llm_pb2.StoredResponse, _llm_pb2.StoredResponse]
+    """StoreResponse keeps a Responses-API response (built by the gateway) for one user of one
+    tenant, in the same store as the conversations, until the router's retention period
+    (AIMESH_RESPONSES_RETENTION_SECONDS) ends; ALREADY_EXISTS when the id is taken.
+    """
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetResponseRequest, _llm_pb2.StoredResponse]
+    """GetResponse returns a stored response; NOT_FOUND for another user's or tenant's
+    response, a deleted one or one past its retention.
+    """
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetResponseRequest, _llm_pb2.DeleteResponseResponse]
+    """DeleteResponse deletes one of the caller's stored responses; NOT_FOUND as GetResponse."""
 
 @_typing.type_check_only
 class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
@@ -127,6 +138,17 @@ class LLMRouterServiceAsyncStub(LLMRouterServiceStub):
     their messages. The router owns this metadata; the caller (the gateway) checks that
     the asker is an admin of the tenant.
     """
+    StoreResponse: _aio.UnaryUnaryMultiCallable[_llm_pb2.StoredResponse, _llm_pb2.StoredResponse]  # type: ignore[assignment]
+    """StoreResponse keeps a Responses-API response (built by the gateway) for one user of one
+    tenant, in the same store as the conversations, until the router's retention period
+    (AIMESH_RESPONSES_RETENTION_SECONDS) ends; ALREADY_EXISTS when the id is taken.
+    """
+    GetResponse: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetResponseRequest, _llm_pb2.StoredResponse]  # type: ignore[assignment]
+    """GetResponse returns a stored response; NOT_FOUND for another user's or tenant's
+    response, a deleted one or one past its retention.
+    """
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetResponseRequest, _llm_pb2.DeleteResponseResponse]  # type: ignore[assignment]
+    """DeleteResponse deletes one of the caller's stored responses; NOT_FOUND as GetResponse."""
 
 class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMRouterService runs generation tasks. Callers name a model alias ("default",
@@ -246,5 +268,34 @@ class LLMRouterServiceServicer(metaclass=_abc_1.ABCMeta):
         their messages. The router owns this metadata; the caller (the gateway) checks that
         the asker is an admin of the tenant.
         """
+
+    @_abc_1.abstractmethod
+    def StoreResponse(
+        self,
+        request: _llm_pb2.StoredResponse,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.StoredResponse, _abc.Awaitable[_llm_pb2.StoredResponse]]:
+        """StoreResponse keeps a Responses-API response (built by the gateway) for one user of one
+        tenant, in the same store as the conversations, until the router's retention period
+        (AIMESH_RESPONSES_RETENTION_SECONDS) ends; ALREADY_EXISTS when the id is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _llm_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.StoredResponse, _abc.Awaitable[_llm_pb2.StoredResponse]]:
+        """GetResponse returns a stored response; NOT_FOUND for another user's or tenant's
+        response, a deleted one or one past its retention.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _llm_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.DeleteResponseResponse, _abc.Awaitable[_llm_pb2.DeleteResponseResponse]]:
+        """DeleteResponse deletes one of the caller's stored responses; NOT_FOUND as GetResponse."""
 
 def add_LLMRouterServiceServicer_to_server(servicer: LLMRouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

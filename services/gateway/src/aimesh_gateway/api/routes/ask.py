@@ -52,19 +52,14 @@ async def ask(
     # Sources are packed into the alias's context window: the prompt may fill it.
     await usage_meter.reserve(body.model or "", "qa", FILL_CONTEXT, 0)
     if body.stream:
-        try:
-            return await event_stream(
-                upstream.llm_router.StreamAnswer(
-                    request, timeout=upstream.timeout, metadata=upstream.metadata
-                ),
-                usage_meter.record,
-                request=http_request,
-                settle_spent=usage_meter.settle_spent_soon,
-                prompt_text=body.question,
-            )
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        return await event_stream(
+            upstream.llm_router.StreamAnswer(
+                request, timeout=upstream.timeout, metadata=upstream.metadata
+            ),
+            usage_meter,
+            request=http_request,
+            model=body.model or "",
+        )
     try:
         reply = await upstream.llm_router.Answer(
             request, timeout=upstream.timeout, metadata=upstream.metadata
@@ -78,6 +73,7 @@ async def ask(
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
         cost_usd=reply.usage.cost_usd,
     )
     return AskResponse(

@@ -22,23 +22,23 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     CacheDep,
     SettingsDep,
     UpstreamDep,
-    UsageContext,
     UsageDep,
     UserPrincipal,
 )
 from aimesh_gateway.api.rag_model import is_rag_model, rag_completion
-from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.task_stream import first_message, next_message
 from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
     backend_error_fields,
-    grpc_status_to_http,
     openai_error,
+    rpc_error_to_http,
 )
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
@@ -170,22 +170,19 @@ async def chat_completions(
     created = int(time.time())
     request = _generate_request(body, principal.tenant_id)
     # Counted only for a tenant with budgets: the reservation is all it serves.
-    prompt_tokens = _prompt_tokens(request) if await usage_meter.budgeted() else 0
+    prompt_tokens = prompt_token_count(request) if await usage_meter.budgeted() else 0
     await usage_meter.reserve(body.model or "", "chat", prompt_tokens, body.token_limit())
     stream = upstream.llm_router.Generate(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
+    meter = CallUsage(usage_meter, body.model or "")
     if body.stream:
         messages = stream.__aiter__()
-        try:
-            first = await first_message(stream, messages)
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        first = await first_message(stream, messages, meter)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChunkWriter(completion_id, created, body.model or "")
         return StreamingResponse(
-            chunks.events(stream, messages, first, include_usage, usage_meter, prompt_tokens),
+            chunks.events(stream, messages, first, include_usage, meter),
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
@@ -198,27 +195,22 @@ async def chat_completions(
     calls: list[llm_pb2.ToolCall] = []
     try:
         async for message in stream:
+            meter.see(message)
             parts.append(message.delta)
             model = message.model or model
+            meter.model = model
             answered_by = (message.provider, message.prompt_version)
             finish_reason = message.finish_reason or finish_reason
             if message.HasField("usage"):
                 usage = message.usage
             calls.extend(message.tool_calls)
-    except BaseException:
-        # Failed or cancelled: what was generated is what was spent.
-        usage_meter.settle_spent_soon(model, prompt_tokens, parts)
+    except BaseException as error:
+        stream.cancel()
+        meter.ended_early(cancelled=not isinstance(error, Exception))
         raise
     if usage is not None:
-        await usage_meter.record(
-            model,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            provider=answered_by[0],
-            prompt_version=answered_by[1],
-            cost_usd=usage.cost_usd,
-        )
-    await usage_meter.release()
+        await meter.completed(model, usage, answered_by[0], answered_by[1])
+    meter.finish()  # a no-op once charged; without a final usage, releases the reservation
     completion = ChatCompletion(
         id=completion_id,
         created=created,
@@ -285,21 +277,18 @@ class _ChunkWriter:
         messages: AsyncIterator[llm_pb2.GenerateResponse],
         first: llm_pb2.GenerateResponse | None,
         include_usage: bool,
-        usage_meter: UsageContext,
-        prompt_tokens: int = 0,
+        meter: CallUsage,
     ) -> AsyncIterator[str]:
         finish_reason = "stop"
         usage: llm_pb2.Usage | None = None
         answered_by = ("", "")
         message = first
-        sent: list[str] = []  # the deltas so far: what a cut-short stream spent
         try:
             if message is not None and message.model:
-                self.model = message.model
+                self.model = meter.model = message.model
             yield self.chunk({"role": "assistant", "content": ""})
             while message is not None:
                 if message.delta:
-                    sent.append(message.delta)
                     yield self.chunk({"content": message.delta})
                 if message.tool_calls:
                     yield self.chunk({"tool_calls": _tool_call_deltas(message.tool_calls)})
@@ -307,41 +296,39 @@ class _ChunkWriter:
                 answered_by = (message.provider, message.prompt_version)
                 if message.HasField("usage"):
                     usage = message.usage
-                message = await anext(messages, None)
+                message = await next_message(messages, meter)
             yield self.chunk({}, finish_reason)
             if usage is not None:
-                await usage_meter.record(
-                    self.model,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    provider=answered_by[0],
-                    prompt_version=answered_by[1],
-                    cost_usd=usage.cost_usd,
-                )
+                await meter.completed(self.model, usage, answered_by[0], answered_by[1])
             if include_usage:
                 yield self.usage_chunk(usage)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as error:
-            status, detail = grpc_status_to_http(error.code(), error.details())
+            meter.ended_early(cancelled=False)
+            status, detail = rpc_error_to_http(error)
             log.warning(
                 "generation stream failed",
                 extra=backend_error_fields(error.code(), error.details(), status),
             )
             yield self.error(status, detail)
         except Exception:
+            meter.ended_early(cancelled=False)
             log.exception("generation stream failed")
             yield self.error(500, GENERIC_INTERNAL)
+        except BaseException:
+            meter.ended_early(cancelled=True)  # the client left
+            raise
         finally:
             stream.cancel()
-            # A stream cancelled (client gone) or failed settles what it streamed.
-            usage_meter.settle_spent_soon(self.model, prompt_tokens, sent)
+            meter.finish()  # a no-op once charged
 
 
-def _prompt_tokens(request: llm_pb2.GenerateRequest) -> int:
+def prompt_token_count(request: llm_pb2.GenerateRequest) -> int:
     """The prompt's tokens as a budget reservation counts them: every message and tool."""
     texts = [message.content for message in request.messages]
     texts += [call.arguments_json for message in request.messages for call in message.tool_calls]
     texts += [f"{tool.name} {tool.description} {tool.parameters_json}" for tool in request.tools]
+    texts.append(request.response_format_json)  # a JSON schema the provider is given
     return count_tokens(*texts)
 
 

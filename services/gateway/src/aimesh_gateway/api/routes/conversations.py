@@ -10,9 +10,10 @@ ListTenantConversations.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
@@ -24,6 +25,7 @@ from aimesh_gateway.api.deps import (
     UserPrincipal,
 )
 from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.core.errors import OpenAIClientError
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
@@ -44,6 +46,31 @@ router = APIRouter(prefix=API_PREFIX, tags=["conversations"], route_class=Checke
 admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], route_class=CheckedJSONRoute)
 
 
+# OpenAI's Conversations API uses this path with another shape. aimesh keeps its native
+# route here (its web app, CLI and clients use it) and answers an OpenAI SDK's call with a
+# clear 400 instead of a validation error: the SDK's own headers or OpenAI's members tell it.
+OPENAI_CONVERSATIONS_REFUSAL = (
+    "POST /v1/conversations is aimesh's own conversations API; OpenAI's Conversations API "
+    "(client.conversations.*) is not served. With the Responses API, continue a conversation "
+    "with previous_response_id (see docs/migrating-from-direct-openai.md)."
+)
+_OPENAI_SDK_HEADER = "x-stainless-lang"
+_OPENAI_CONVERSATION_MEMBERS = frozenset({"items", "metadata"})
+
+
+async def refuse_openai_conversations(request: Request) -> None:
+    """A 400 (with OpenAI's error object) for a call of OpenAI's Conversations API."""
+    openai_shaped = _OPENAI_SDK_HEADER in request.headers
+    if not openai_shaped:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except (ValueError, RecursionError):
+            return  # the body validation answers malformed JSON
+        openai_shaped = isinstance(body, dict) and bool(_OPENAI_CONVERSATION_MEMBERS & set(body))
+    if openai_shaped:
+        raise OpenAIClientError(400, OPENAI_CONVERSATIONS_REFUSAL)
+
+
 def _conversation(reply: llm_pb2.Conversation) -> Conversation:
     return Conversation(
         id=reply.id,
@@ -62,7 +89,11 @@ def _conversation(reply: llm_pb2.Conversation) -> Conversation:
     "/conversations",
     status_code=status.HTTP_201_CREATED,
     responses={**COMMON_ERRORS, **NOT_FOUND},
+    dependencies=[Depends(refuse_openai_conversations)],
     summary="Start a conversation",
+    description="aimesh's native conversations. A call of OpenAI's Conversations API on this "
+    "path (an OpenAI SDK, or OpenAI's `items`/`metadata` members) is answered with a 400 "
+    "saying so.",
 )
 async def create_conversation(
     body: CreateConversationRequest,
@@ -203,17 +234,7 @@ async def send_message(
     stream = upstream.llm_router.SendMessage(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
-    try:
-        return await event_stream(
-            stream,
-            usage_meter.record,
-            http_request,
-            settle_spent=usage_meter.settle_spent_soon,
-            prompt_text=body.content,
-        )
-    except BaseException:
-        usage_meter.release_soon()
-        raise
+    return await event_stream(stream, usage_meter, http_request)
 
 
 @admin_router.get(

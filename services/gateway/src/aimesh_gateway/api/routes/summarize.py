@@ -49,19 +49,14 @@ async def summarize(
         prompt = count_tokens(body.text) + SUMMARY_TEMPLATE_TOKENS
         await usage_meter.reserve(body.model or "", "summarize", prompt, 0)
     if body.stream:
-        try:
-            return await event_stream(
-                upstream.llm_router.StreamSummarize(
-                    request, timeout=upstream.timeout, metadata=upstream.metadata
-                ),
-                usage_meter.record,
-                request=http_request,
-                settle_spent=usage_meter.settle_spent_soon,
-                prompt_text=body.text,
-            )
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        return await event_stream(
+            upstream.llm_router.StreamSummarize(
+                request, timeout=upstream.timeout, metadata=upstream.metadata
+            ),
+            usage_meter,
+            request=http_request,
+            model=body.model or "",
+        )
     try:
         reply = await upstream.llm_router.Summarize(
             request, timeout=upstream.timeout, metadata=upstream.metadata
@@ -75,6 +70,7 @@ async def summarize(
         reply.usage.completion_tokens,
         provider=reply.provider,
         prompt_version=reply.prompt_version,
+        estimated=reply.usage.estimated,
         cost_usd=reply.usage.cost_usd,
     )
     return SummarizeResponse(

@@ -1,7 +1,8 @@
-"""Budgets in money: the cost of each call on its usage record, and the budgets table.
+"""Budgets in money: the budgets table (spend is rebuilt from ``usage_records.cost_usd``,
+added by 0005).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ from alembic import op
 
 from aimesh_gateway.db.models import UtcDateTime
 
-revision = "0005"
-down_revision: str | None = "0004"
+revision = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("usage_records") as batch:
-        batch.add_column(
-            sa.Column("cost_micros", sa.BigInteger(), nullable=False, server_default="0")
-        )
     op.create_table(
         "budgets",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -46,5 +43,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_budgets_tenant", "budgets")
     op.drop_table("budgets")
-    with op.batch_alter_table("usage_records") as batch:
-        batch.drop_column("cost_micros")

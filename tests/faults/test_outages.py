@@ -1,0 +1,243 @@
+"""Replica kills under load, each backend's outage and its recovery, Redis' outage
+(issues 19 §3 and §4), on a mesh of real processes (``fault_mesh``). Each check prints what
+it tried and what it saw, with the time to recovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.faults.conftest import FaultMesh, say, wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def embed_body() -> dict[str, object]:
+    """A new input each time: the response cache must not answer for a dead backend."""
+    return {"model": "all-MiniLM-L6-v2", "input": f"a harbor at dawn {uuid.uuid4().hex}"}
+
+
+def chat_body() -> dict[str, object]:
+    content = f"Say hi to {uuid.uuid4().hex}."
+    return {"model": "default", "messages": [{"role": "user", "content": content}], "max_tokens": 8}
+
+
+def search_body() -> dict[str, object]:
+    return {"query": f"harbor {uuid.uuid4().hex}"}
+
+
+Body = Callable[[], dict[str, object]]
+
+
+def _load(
+    mesh: FaultMesh, path: str, body: Body, rate: float, seconds: float
+) -> tuple[Counter[int], list[str]]:
+    """About ``rate`` requests per second for ``seconds`` from 8 threads; statuses, errors."""
+    statuses: Counter[int] = Counter()
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker() -> None:
+        with httpx.Client(base_url=mesh.url, headers=mesh.admin(), timeout=30) as client:
+            while time.monotonic() < stop_at:
+                started = time.monotonic()
+                try:
+                    response = client.post(path, json=body())
+                    with lock:
+                        statuses[response.status_code] += 1
+                        if response.status_code != 200:
+                            errors.append(response.text[:200])
+                except httpx.TransportError as error:
+                    with lock:
+                        statuses[0] += 1
+                        errors.append(repr(error))
+                time.sleep(max(0.0, 8 / rate - (time.monotonic() - started)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses, errors
+
+
+@pytest.mark.parametrize(
+    ("replica", "path", "body"), [("embedding-2", "/v1/embeddings", embed_body)]
+)
+def test_a_replica_sigkilled_under_load_loses_no_request(
+    fault_mesh: FaultMesh, replica: str, path: str, body: Body
+) -> None:
+    outcome: dict[str, tuple[Counter[int], list[str]]] = {}
+    loader = threading.Thread(
+        target=lambda: outcome.setdefault("load", _load(fault_mesh, path, body, 20, 12))
+    )
+    loader.start()
+    time.sleep(4)
+    fault_mesh.kill(replica)
+    loader.join()
+    statuses, errors = outcome["load"]
+    say(
+        "replica SIGKILL",
+        f"{replica} killed 4 s into 12 s of load aiming at 20 req/s on {path}: "
+        f"{sum(statuses.values())} requests, statuses {dict(statuses)} (shared machine)",
+    )
+    fault_mesh.restart(replica)
+    assert set(statuses) == {200}, errors[:5]
+
+
+@pytest.mark.parametrize(
+    ("backend", "processes", "path", "body"),
+    [
+        ("embedding", ["embedding", "embedding-2"], "/v1/embeddings", embed_body),
+        ("llm-router", ["llm-router", "llm-router-2"], "/v1/chat/completions", chat_body),
+        ("retrieval", ["retrieval"], "/v1/collections/faults/search", search_body),
+    ],
+)
+def test_a_backend_outage_is_503_at_once_and_recovers_without_a_restart(
+    fault_mesh: FaultMesh, backend: str, processes: list[str], path: str, body: Body
+) -> None:
+    with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=30) as client:
+        if backend == "retrieval":
+            stored = client.post(
+                "/v1/collections/faults/documents",
+                json={"documents": [{"id": "d1", "text": "The harbor opens at dawn."}]},
+            )
+            assert stored.status_code < 300, stored.text
+        assert client.post(path, json=body()).status_code == 200
+        for name in processes:
+            fault_mesh.kill(name)
+        started = time.monotonic()
+        down = client.post(path, json=body())
+        down_seconds = time.monotonic() - started
+        ready = client.get("/readyz")
+        assert down.status_code in (502, 503, 504), down.text
+        assert down.headers["content-type"].startswith("application/problem+json")
+        assert ready.status_code == 503
+        assert backend in ready.json()["degraded"]
+        restarted = time.monotonic()
+        for name in processes:
+            fault_mesh.restart(name)
+        recovery = wait_until(f"{backend} outage", client, "POST", path, body=body)
+        say(
+            f"{backend} outage",
+            f"{'+'.join(processes)} SIGKILLed: {path} answered {down.status_code} in "
+            f"{down_seconds:.2f} s, /readyz 503 degraded {ready.json()['degraded']}; restarted, "
+            f"first 200 after {recovery:.1f} s (time to recovery from restart; "
+            f"{time.monotonic() - restarted:.1f} s with the readiness check; shared machine)",
+        )
+        wait_until(f"{backend} readiness", client, "GET", "/readyz")
+
+
+def test_redis_outage_leaves_the_gateway_ready_and_degraded(fault_mesh: FaultMesh) -> None:
+    with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=30) as client:
+        assert client.get("/readyz").json()["degraded"] == []
+        fault_mesh.redis.kill()
+        served = [client.post("/v1/embeddings", json=embed_body()).status_code for _ in range(5)]
+        ready = client.get("/readyz")
+        metrics = client.get("/metrics").text
+        assert served == [200] * 5
+        assert (ready.status_code, ready.json()["degraded"]) == (200, ["redis"])
+        assert 'aimesh_gateway_degraded{component="redis"} 1.0' in metrics
+        fault_mesh.redis.start()
+        started = time.monotonic()
+        while client.get("/readyz").json()["degraded"]:
+            assert time.monotonic() - started < 60, "redis not seen again within 60 s"
+            time.sleep(0.2)
+        say(
+            "redis outage",
+            f"private redis SIGKILLed: 5 embeddings answered {served} (limits fail open), "
+            f"/readyz 200 degraded ['redis']; restarted, degraded cleared after "
+            f"{time.monotonic() - started:.1f} s (shared machine)",
+        )
+
+
+def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _stored_chunks(client: httpx.Client, collection: str) -> int:
+    response = client.get(f"/v1/collections/{collection}/documents", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    listed = response.json()["documents"]
+    assert len(listed) < 1000
+    return sum(d["chunks"] for d in listed)
+
+
+def _until_done(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = _job(client, job_id)
+            if job["state"] in ("succeeded", "failed"):
+                return job
+        except AssertionError:
+            pass  # retrieval restarting: 503 for a moment
+        assert time.monotonic() < deadline, f"job {job_id} not done within {timeout} s"
+        time.sleep(0.5)
+
+
+def test_ingestion_killed_mid_job_resumes_exactly_and_reupload_is_idempotent(
+    fault_mesh: FaultMesh,
+) -> None:
+    # 120 documents (a step each: the job's progress moves document by document).
+    documents = [
+        {
+            "id": f"log-{d}",
+            "text": "\n\n".join(
+                f"Entry {d}.{i}. The harbor master logs ship {i} arriving at berth {d % 40} "
+                + "with timber, salt and rope, checked twice by the night crew. " * 6
+                for i in range(6)
+            ),
+        }
+        for d in range(120)
+    ]
+    files = [("files", ("harbor-log.json", json.dumps(documents).encode(), "application/json"))]
+    with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=60) as client:
+        accepted = client.post("/v1/collections/jobkill/files", files=files)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            progress = _job(client, job_id)["progress"]
+            total = progress["chunks_total"]
+            if total and progress["chunks_embedded"] >= total // 10:
+                break
+            assert time.monotonic() < deadline, progress
+            time.sleep(0.1)
+        fault_mesh.kill("retrieval")
+        killed_at = progress["chunks_embedded"]
+        fault_mesh.restart("retrieval")
+        started = time.monotonic()
+        job = _until_done(client, job_id)
+        resumed = time.monotonic() - started
+        stored = _stored_chunks(client, "jobkill")
+        again = client.post("/v1/collections/jobkill/files", files=files)
+        assert again.status_code == 202, again.text
+        second = _until_done(client, again.json()["job_id"])
+        stored_again = _stored_chunks(client, "jobkill")
+    say(
+        "ingestion killed mid-job",
+        f"retrieval SIGKILLed at {killed_at} of {total} chunks; after restart the job "
+        f"{job['state']} in {resumed:.1f} s with {job['progress']['chunks_embedded']} of "
+        f"{job['progress']['chunks_total']} embedded, {stored} chunks stored; re-upload "
+        f"{second['state']}, {stored_again} chunks stored (shared machine)",
+    )
+    assert killed_at < total, "the job ended before the kill: make it longer"
+    assert job["state"] == "succeeded", job
+    assert job["progress"]["chunks_embedded"] == job["progress"]["chunks_total"] == total
+    assert job["progress"]["documents_done"] == job["progress"]["documents_total"]
+    assert stored == total
+    assert second["state"] == "succeeded"
+    assert stored_again == total

@@ -1,0 +1,122 @@
+"""The soak (``make soak``): its windows, its verdict, and a short real run of the mesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.soak import Record, Samples, analyse, plan_for, slope_per_hour
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_default_run_keeps_the_issues_windows_and_short_runs_scale_them_down() -> None:
+    two_hours = plan_for(7200, 8)
+    assert (two_hours.cache_ttl, two_hours.window) == (300, 600)
+    assert two_hours.warmup == 720  # a tenth of the run: longer than the cache's lifetime
+    ten_minutes = plan_for(600, 8)
+    # The cache lives a tenth of the run, so it is full (expiring as fast as it fills)
+    # before the memory fit starts.
+    assert ten_minutes.cache_ttl == 60
+    assert ten_minutes.warmup >= ten_minutes.cache_ttl + 60
+    assert ten_minutes.window == 120
+    tiny = plan_for(20, 1)
+    assert tiny.warmup <= 10
+    assert tiny.window == 4
+    with pytest.raises(ValueError, match="positive"):
+        plan_for(0, 8)
+
+
+def test_the_slope_is_a_least_squares_fit() -> None:
+    at = [0.0, 1800.0, 3600.0]
+    slope, start = slope_per_hour(at, [100.0, 103.0, 104.0])
+    assert slope == pytest.approx(4.0)
+    assert start == pytest.approx(100.0 + 1 / 3)
+    assert slope_per_hour([5.0], [7.0]) == (0.0, 7.0)
+
+
+def _run(memory: dict[str, list[float]], late_ms: float, errors: int = 0) -> dict[str, object]:
+    """A synthetic 20-minute run: requests every second, memory every 10 s."""
+    plan = plan_for(1200, 1)
+    records = [
+        Record(float(t), "search", (10.0 if t < 600 else late_ms) / 1000, True) for t in range(1200)
+    ]
+    records += [Record(float(t), "ask", 0.5, False) for t in range(errors)]
+    samples = Samples()
+    samples.at = [float(t) for t in range(0, 1200, 10)]
+    for name, (start, per_hour) in memory.items():
+        samples.mib[name] = [start + per_hour * t / 3600 for t in samples.at]
+    return analyse(plan, records, samples, 1200.0)
+
+
+FLAT = {"gateway": [140.0, 0.0], "embedding": [700.0, 0.0], "retrieval": [260.0, 0.0]}
+
+
+def test_a_flat_run_passes() -> None:
+    result = _run(FLAT, late_ms=10.5)
+    assert result["passed"] is True
+    assert result["p50_drift_pct"] == pytest.approx(5.0)
+    assert result["memory"]["gateway"]["growth_pct_per_hour"] == pytest.approx(0.0)  # type: ignore[index]
+
+
+def test_growth_drift_and_errors_each_fail_the_run() -> None:
+    growing = _run({**FLAT, "gateway": [140.0, 14.0]}, late_ms=10.0)  # 10 % an hour
+    assert growing["checks"] == {"memory": False, "p50_drift": True, "errors": True}
+    memory = growing["memory"]["gateway"]  # type: ignore[index]
+    assert memory["slope_mib_per_hour"] == pytest.approx(14.0)
+    assert memory["growth_pct_per_hour"] == pytest.approx(10.0, rel=0.05)
+    slower = _run(FLAT, late_ms=12.0)
+    assert slower["checks"] == {"memory": True, "p50_drift": False, "errors": True}
+    failing = _run(FLAT, late_ms=10.0, errors=1)
+    assert failing["checks"] == {"memory": True, "p50_drift": True, "errors": False}
+    assert failing["errors"] == 1
+    assert failing["passed"] is False
+
+
+@pytest.mark.faults  # a whole mesh for 20 s: `make test-faults`, not the default run
+def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
+    """20 s at 1 request a second: the real mesh, the report, the JSON and the exit status.
+
+    Memory slopes over 20 s say nothing (the model's first batches still allocate), so the
+    verdict itself is not asserted here, only that the run measured and judged.
+    """
+    result_path = tmp_path / "soak.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.soak",
+            "--seconds",
+            "20",
+            "--rate",
+            "1",
+            "--json",
+            str(result_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert ("soak PASSED" in done.stdout) == (done.returncode == 0), done.stdout
+    result = json.loads(result_path.read_text())
+    routes = {row_route for row in result["per_minute"] for row_route in row}
+    assert {"search", "ask", "chat", "embeddings", "upsert"} <= routes, result["per_minute"]
+    assert result["requests"] >= 15
+    assert set(result["memory"]) == {"gateway", "embedding", "retrieval", "llm-router"}
+    assert all(m["start_mib"] > 20 for m in result["memory"].values())
+    assert len(result["memory_samples"]["at"]) >= 2
+    assert result["windows"]["first"]["all"]["count"] > 0
+    assert set(result["checks"]) == {"memory", "p50_drift", "errors"}
+    assert (tmp_path / "out" / "logs" / "gateway.log").exists()
