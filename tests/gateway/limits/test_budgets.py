@@ -279,6 +279,27 @@ async def test_streamed_call_settles_and_releases(replicas: Replicas) -> None:
     assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)
 
 
+async def test_a_responses_call_settles_to_its_cost(replicas: Replicas) -> None:
+    """The Responses API (streamed or not) settles to the router's cost; nothing stays held."""
+    budget = await create_budget(replicas.clients[0], limit_usd=1.0)
+    body = {"model": "default", "input": "Hello there", "max_output_tokens": 30}
+    whole = await replicas.clients[0].post("/v1/responses", json=body, headers=caller())
+    assert whole.status_code == 200, whole.text
+    async with replicas.clients[1].stream(
+        "POST", "/v1/responses", json={**body, "stream": True}, headers=caller()
+    ) as response:
+        assert response.status_code == 200
+        text = "".join([part async for part in response.aiter_text()])
+    assert "response.completed" in text
+    spent = await recorded_spend(replicas)
+    assert spent > 0
+    shown = await replicas.clients[0].get(
+        f"/v1/admin/budgets/{budget['id']}", headers=tenant_admin()
+    )
+    assert shown.json()["spend"]["reserved_usd"] == 0
+    assert shown.json()["spend"]["spent_usd"] == pytest.approx(spent / 1e6)
+
+
 async def test_counters_are_rebuilt_from_usage_records_after_a_flush(replicas: Replicas) -> None:
     real, cost = await one_call_cost(replicas)
     # Room for the spend so far plus about one reservation.
@@ -345,7 +366,8 @@ async def test_admin_routes_validate_and_hide_other_tenants(replicas: Replicas) 
 
 
 async def test_every_spending_route_is_refused_under_a_spent_budget(replicas: Replicas) -> None:
-    """ask, summarize, rag: models and conversations reserve too (streamed or not)."""
+    """ask, summarize, rag: models, conversations and the Responses API reserve too
+    (streamed or not)."""
     client = replicas.clients[0]
     conversation = await client.post("/v1/conversations", json={}, headers=caller())
     assert conversation.status_code == 201, conversation.text
@@ -359,6 +381,16 @@ async def test_every_spending_route_is_refused_under_a_spent_budget(replicas: Re
         ("/v1/chat/completions", {**chat(), "model": "rag:docs", "stream": True}),
         ("/v1/chat/completions", {**chat(), "stream": True}),
         (f"/v1/conversations/{conversation.json()['id']}/messages", {"content": "hi"}),
+        ("/v1/responses", {"model": "default", "input": "hi", "max_output_tokens": 30}),
+        ("/v1/responses", {"model": "default", "input": "hi", "stream": True}),
+        (
+            "/v1/responses",
+            {
+                "model": "default",
+                "input": "what?",
+                "tools": [{"type": "file_search", "vector_store_ids": ["docs"]}],
+            },
+        ),
     ]
     for url, body in calls:
         response = await client.post(url, json=body, headers=caller())
