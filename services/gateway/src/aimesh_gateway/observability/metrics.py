@@ -101,7 +101,8 @@ class HttpMetrics:
         self.degraded = Gauge(
             "aimesh_gateway_degraded",
             "1 while a component is unreachable and the gateway runs without it (redis: "
-            "limits fail open or closed by rate_limit_redis_failure, cache off; a backend: its "
+            "limits fail open or closed by rate_limit_redis_failure, cache off; budgets: their "
+            "Redis is unreachable, hard budgets fail per budget_redis_failure; a backend: its "
             "routes answer 503), else 0; refreshed by every /readyz check.",
             ["component"],
             registry=self.registry,
