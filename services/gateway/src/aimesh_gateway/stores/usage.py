@@ -28,7 +28,6 @@ class Spent:
     completion_tokens: int
     estimated: bool
     cost_usd: float
-    request_id: str = ""
     provider: str = ""
     prompt_version: str = ""
 
