@@ -49,6 +49,7 @@ SETTINGS = {
 # Read by a library in the image, not by the service's settings.
 RUNTIME_ENV = {"OMP_NUM_THREADS"}
 GRACE = 30.0
+RACE = 1.0
 
 DOC = (
     "The Harbor Lighthouse was built in 1874 on the northern breakwater of Port Ellery. "
@@ -465,42 +466,59 @@ def test_sigterm_stops_within_the_grace_period_without_failing_requests_in_fligh
 ) -> None:
     send = _send_for(mesh, service)
     send()  # warm: the path works before the signal
-    results: list[Any] = []
-    errors: list[BaseException] = []
+    # (began, ended, error) of every request; each worker sends until the signal is out.
+    records: list[tuple[float, float, BaseException | None]] = []
     lock = threading.Lock()
     stop_at: list[float] = []
 
-    def one() -> None:
-        began = time.monotonic()
-        try:
-            send()
-            outcome: BaseException | None = None
-        except Exception as exc:
-            outcome = exc
-        with lock:
-            if stop_at and began >= stop_at[0]:
-                return  # sent after SIGTERM: may be refused
-            results.append(began)
-            if outcome is not None:
-                errors.append(outcome)
+    def worker() -> None:
+        while not stop_at:
+            began = time.monotonic()
+            error: BaseException | None = None
+            try:
+                send()
+            except Exception as exc:
+                error = exc
+            with lock:
+                records.append((began, time.monotonic(), error))
 
+    container = mesh.container(service)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(one) for _ in range(4)]
-        time.sleep(0.3)  # the four are in flight
+        futures = [pool.submit(worker) for _ in range(4)]
+        time.sleep(2.0)  # requests are flowing
         stop_at.append(time.monotonic())
-        begin = time.monotonic()
-        podman("stop", "-t", str(int(GRACE)), mesh.container(service), timeout=GRACE + 30)
-        seconds = time.monotonic() - begin
+        # SIGTERM itself (what the kubelet sends), not the image's STOPSIGNAL.
+        podman("kill", "--signal", "TERM", container)
+        try:
+            exited = subprocess.run(
+                ["podman", "wait", container],
+                capture_output=True,
+                text=True,
+                timeout=GRACE,
+                check=False,
+            )
+            exit_code = int(exited.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired:
+            podman("kill", container, check=False)
+            exit_code = 137
+        seconds = time.monotonic() - stop_at[0]
         for future in futures:
             future.result()
-    exit_code = int(
-        podman("inspect", "-f", "{{.State.ExitCode}}", mesh.container(service)).stdout.strip()
-    )
+    # Sent well before the signal (RACE seconds: time to reach the container through the
+    # gateway on a loaded machine): must all succeed, those still running when it came
+    # included. A request sent just as the signal goes out may race a server that has
+    # stopped accepting; Kubernetes has the same race until the endpoint is removed.
+    before = [r for r in records if r[0] < stop_at[0] - RACE]
+    in_flight = [r for r in before if r[1] > stop_at[0]]
+    failed = [r[2] for r in before if r[2] is not None]
     try:
         assert seconds < GRACE, f"{service} took {seconds:.1f} s to stop (SIGKILL after {GRACE} s)"
         assert exit_code != 137, f"{service} was killed, not stopped by SIGTERM"
-        assert results, "no request was in flight"
-        assert not errors, f"{service}: requests in flight failed on SIGTERM: {errors}"
+        assert before, "no request was sent before the signal"
+        assert not failed, (
+            f"{service}: {len(failed)} of {len(before)} requests sent before "
+            f"SIGTERM failed ({len(in_flight)} were in flight): {failed[:3]}"
+        )
     finally:
         if service != "gateway":
             podman("start", mesh.container(service))
