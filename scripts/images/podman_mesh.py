@@ -80,7 +80,8 @@ def start_order(services: Mapping[str, Any]) -> list[str]:
         if name in path:
             raise ComposeError(f"depends_on cycle: {' -> '.join((*path, name))}")
         for dep in services[name].get("depends_on") or {}:
-            visit(dep, (*path, name))
+            if dep in services:  # a subset (``only``) may leave a dependency out
+                visit(dep, (*path, name))
         order.append(name)
 
     for name in services:
