@@ -381,7 +381,7 @@ def test_every_variable_and_port_the_overlay_sets_is_accepted_by_the_image(
         own = {}
         for item in container.get("env", []):
             # Secrets and field refs get a stand-in value: the name is what is checked.
-            own[item["name"]] = str(item.get("value", "stand-in-" + secrets.token_hex(4)))
+            own[item["name"]] = str(item.get("value", "stand-in-" + secrets.token_urlsafe(48)))
         env.update(own)
         for key in ("AIMESH_PORT", "AIMESH_METRICS_PORT"):
             if key in own:
