@@ -159,3 +159,16 @@ soak: install ## The mesh under a steady mixed load for 2 h: memory slope, p50 d
 .PHONY: bench-memory
 bench-memory: install ## Memory per service at rest, per cached byte, per open stream, per stored chunk (figures of docs/operations.md)
 	$(BIN)/python -m scripts.bench.memory
+.PHONY: images images-prepare test-images bench-images
+# Container images (docker when its daemon answers, else podman). On a Debian machine with
+# neither, and no registry, `make images-prepare` installs podman and makes local base images.
+images-prepare: ## Install and configure podman and make the stand-in base images (root; idempotent)
+	scripts/images/prepare_podman.sh
+images: ## Build the six images (four services, model server, web), tagged with the git commit and latest
+	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; } && [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null; then scripts/images/prepare_podman.sh; fi
+	$(PYTHON) -m scripts.images.build
+test-images: images ## Build the images, run the whole mesh from compose.yaml and test it from outside
+	AIMESH_IMAGES_REQUIRED=1 $(BIN)/python -m pytest -p no:cacheprovider -m images tests/images
+bench-images: images ## Size and cold start of each image against the old Dockerfiles (same run); writes docs/deploy.md
+	$(BIN)/python -m scripts.images.bench

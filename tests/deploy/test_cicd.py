@@ -19,6 +19,9 @@ SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproje
 # Every image: the services and the web front end (web/Dockerfile).
 IMAGES = sorted([*SERVICES, "web", "model-server"])
 DOCKERFILES = {name: f"services/{name}/Dockerfile" for name in SERVICES} | {
+    # The embedding image is the onnx one; the torch variant (services/embedding/Dockerfile)
+    # is built and released beside it as aimesh-embedding:<tag>-torch.
+    "embedding": "services/embedding/Dockerfile.onnx",
     "web": "web/Dockerfile",
     "model-server": "services/llm-router/model-server/Dockerfile",
 }
@@ -72,7 +75,7 @@ def test_ci_lints_tests_validates_and_builds_every_image() -> None:
     assert "vendor.github-workflows" in manifests
     built = {entry["dockerfile"] for entry in jobs["images"]["strategy"]["matrix"]["include"]}
     expected = set(DOCKERFILES.values())
-    assert built == expected | {"services/embedding/Dockerfile.onnx"}
+    assert built == expected | {"services/embedding/Dockerfile"}
     for step in jobs["images"]["steps"]:
         if step.get("uses", "").startswith("docker/build-push-action"):
             assert step["with"]["push"] is False

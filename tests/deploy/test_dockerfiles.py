@@ -65,10 +65,20 @@ def parse(path: Path) -> list[Stage]:
         pending = ""
     assert not pending, f"{path}: dangling line continuation"
     stages: list[Stage] = []
+    # Build arguments with defaults (the base images, the torch index) are read as their
+    # defaults: what a plain `docker build` uses.
+    defaults: dict[str, str] = {}
     for line in logical:
         instruction, _, args = line.partition(" ")
         instruction = instruction.upper()
         args = " ".join(args.split())
+        if instruction == "ARG" and "=" in args:
+            key, _, value = args.partition("=")
+            defaults[key.strip()] = value.strip().strip('"')
+        for key, value in defaults.items():
+            args = args.replace("${" + key + "}", value)
+        if instruction == "ARG" and not stages:
+            continue
         if instruction == "FROM":
             words = args.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None

@@ -32,8 +32,11 @@ MODEL_SERVER_DOCKERFILE = ROOT / "services" / "llm-router" / "model-server" / "D
 
 
 def dockerfile_of(name: str) -> Path:
+    """The Dockerfile skaffold builds for ``name`` (the embedding image is the onnx one)."""
     if name == MODEL_SERVER:
         return MODEL_SERVER_DOCKERFILE
+    if name == "embedding":
+        return ROOT / "services" / "embedding" / "Dockerfile.onnx"
     return WEB_DIR / "Dockerfile" if name == WEB else ROOT / "services" / name / "Dockerfile"
 
 

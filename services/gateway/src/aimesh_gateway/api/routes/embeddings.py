@@ -9,9 +9,9 @@ base64 of their little-endian float32 bytes.
 from __future__ import annotations
 
 import base64
+import struct
 import time
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from aimesh.embedding.v1 import embedding_pb2
@@ -92,7 +92,8 @@ async def create_embeddings(
     for index, item in enumerate(reply.embeddings):
         vector: list[float] | str
         if body.encoding_format == "base64":
-            raw = np.asarray(item.values, dtype="<f4").tobytes()
+            # Little-endian float32, as OpenAI's base64 format (no numpy in the image).
+            raw = struct.pack(f"<{len(item.values)}f", *item.values)
             vector = base64.b64encode(raw).decode("ascii")
         else:
             vector = list(item.values)
