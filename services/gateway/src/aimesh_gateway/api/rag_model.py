@@ -181,13 +181,9 @@ async def rag_completion(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    try:
-        reply = await upstream.llm_router.Answer(
-            request, timeout=upstream.timeout, metadata=upstream.metadata
-        )
-    except BaseException:
-        usage_meter.release_soon()
-        raise
+    reply = await usage_meter.released_on_failure(
+        upstream.llm_router.Answer(request, timeout=upstream.timeout, metadata=upstream.metadata)
+    )
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,

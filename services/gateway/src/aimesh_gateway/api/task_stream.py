@@ -102,14 +102,7 @@ async def first_message(
     an ordinary problem response. ``usage`` sees every message. The call is cancelled when
     the wait fails or is cancelled (the client left: then what it spent is charged)."""
     try:
-        while True:
-            message = await anext(messages, None)
-            if message is None:
-                return None
-            if usage is not None:
-                usage.see(message)
-            if not progress_only(message):
-                return message
+        return await next_message(messages, usage)
     except BaseException as error:
         call.cancel()
         if usage is not None:

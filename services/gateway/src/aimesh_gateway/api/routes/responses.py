@@ -582,11 +582,9 @@ async def create_response(
     if file_search is not None:
         # Sources are packed into the alias's context window: the prompt may fill it.
         await usage_meter.reserve(body.model or "", "qa", FILL_CONTEXT, 0)
-        try:
-            await _answer_from_collection(builder, file_search, principal, upstream)
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        await usage_meter.released_on_failure(
+            _answer_from_collection(builder, file_search, principal, upstream)
+        )
         await builder.record_usage(usage_meter)
         await usage_meter.release()  # a no-op once recorded
         if body.stream:
@@ -608,11 +606,7 @@ async def create_response(
     )
     if body.stream:
         iterator = stream.__aiter__()
-        try:
-            first = await first_message(stream, iterator)
-        except BaseException:
-            usage_meter.release_soon()
-            raise
+        first = await usage_meter.released_on_failure(first_message(stream, iterator))
         events = _EventWriter(builder, upstream, principal, usage_meter)
         return StreamingResponse(
             events.events(stream, iterator, first),

@@ -57,13 +57,9 @@ async def summarize(
             request=http_request,
             model=body.model or "",
         )
-    try:
-        reply = await upstream.llm_router.Summarize(
-            request, timeout=upstream.timeout, metadata=upstream.metadata
-        )
-    except BaseException:
-        usage_meter.release_soon()
-        raise
+    reply = await usage_meter.released_on_failure(
+        upstream.llm_router.Summarize(request, timeout=upstream.timeout, metadata=upstream.metadata)
+    )
     await usage_meter.record(
         reply.model,
         reply.usage.prompt_tokens,
