@@ -5,6 +5,8 @@ it tried and what it saw, with the time to recovery."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -242,3 +244,27 @@ def test_ingestion_killed_mid_job_resumes_exactly_and_reupload_is_idempotent(
     assert stored == total
     assert second["state"] == "succeeded"
     assert stored_again == total
+
+
+def test_models_do_not_wait_on_a_hung_embedding_service(fault_mesh: FaultMesh) -> None:
+    """Issue 21 item 3: both embedding replicas stopped with SIGSTOP (connections hang rather
+    than fail): ``GET /v1/models`` needs no embedding call on its path and answers at once,
+    still naming the embedding model from the background-refreshed information."""
+    with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=30) as client:
+        before = client.get("/v1/models")
+        assert before.status_code == 200, before.text
+        names = {model["id"] for model in before.json()["data"]}
+        pids = [fault_mesh.pid(name) for name in ("embedding", "embedding-2")]
+        for pid in pids:
+            os.killpg(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            during = client.get("/v1/models")
+            seconds = time.monotonic() - started
+        finally:
+            for pid in pids:
+                os.killpg(pid, signal.SIGCONT)
+        say("hung embedding", f"GET /v1/models with both replicas stopped: {seconds:.2f} s")
+        assert during.status_code == 200, during.text
+        assert {model["id"] for model in during.json()["data"]} == names
+        assert seconds < 2.0  # the issue saw 10 s: the embedding call's deadline
