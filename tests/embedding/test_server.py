@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SCRIPT = Path(sys.executable).parent / "aimesh-embedding"
 IN_PROGRESS = "aimesh_embedding_requests_in_progress"
+RECEIVED = "aimesh_embedding_requests"
 
 
 def big_request(count: int = 32) -> embedding_pb2.EmbedRequest:
@@ -150,12 +151,12 @@ async def _wait_serving(channel: grpc.aio.Channel, process: asyncio.subprocess.P
     pytest.fail("aimesh-embedding did not become SERVING in time")
 
 
-async def _in_progress(client: httpx.AsyncClient, url: str) -> float:
+async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
     text = (await client.get(url)).text
     for family in text_string_to_metric_families(text):
-        if family.name == IN_PROGRESS:
+        if family.name == name:
             return float(family.samples[0].value)
-    raise AssertionError(f"{IN_PROGRESS} is not exported")
+    raise AssertionError(f"{name} is not exported")
 
 
 @pytest.mark.slow
@@ -193,10 +194,16 @@ async def test_sigterm_lets_the_in_flight_call_finish() -> None:
             requests = [big_request(12), big_request(8), big_request(1)]
             embeds = [asyncio.create_task(call_embed(stub, request)) for request in requests]
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-            deadline = time.monotonic() + 30
-            while await _in_progress(client, metrics_url) < len(requests):
-                assert time.monotonic() < deadline, "the Embed calls never started"
+            # Signal once the server has received every call and none has answered yet. (Waiting
+            # for all three in the in-progress gauge at one instant raced on a loaded machine.)
+            deadline = time.monotonic() + 60
+            while await _metric(client, metrics_url, RECEIVED) < len(requests):
+                assert time.monotonic() < deadline, "the Embed calls never reached the server"
+                assert not any(embed.done() for embed in embeds), [
+                    embed.exception() for embed in embeds if embed.done()
+                ]
                 await asyncio.sleep(0.05)
+            assert await _metric(client, metrics_url, IN_PROGRESS) >= 1
             assert not any(embed.done() for embed in embeds)
 
             process.send_signal(signal.SIGTERM)

@@ -471,12 +471,24 @@ async def test_in_process_budgets_without_redis(
 
 # Once, on a loaded machine, this test's teardown (the replicas' lifespans) hung until the
 # suite's timeout; the cause was not found (see the branch's report): bounded here.
+STREAMED_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("/v1/chat/completions", {**chat(model="slow", max_tokens=400), "stream": True}),
+    "responses": (
+        "/v1/responses",
+        {"model": "slow", "input": "Hello there", "max_output_tokens": 400, "stream": True},
+    ),
+}
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("route", sorted(STREAMED_BODIES))
 async def test_a_cancelled_stream_settles_what_it_spent(
-    replicas: Replicas, upstream: FakeOpenAI
+    replicas: Replicas, upstream: FakeOpenAI, route: str
 ) -> None:
     """A client that goes away mid-stream: the reservation is settled to the prompt and the
-    deltas streamed so far (a usage record says so), and nothing stays reserved."""
+    deltas streamed so far (a usage record says so), and nothing stays reserved. Through
+    Chat Completions and through the Responses API."""
+    path, body = STREAMED_BODIES[route]
     budget = await create_budget(replicas.clients[0], limit_usd=10.0)
     words = " ".join(f"word{n}" for n in range(60))  # 3 s in all: the upstream ends soon
     upstream.enqueue(Reply(content=words, chunk_delay=0.05))
@@ -484,8 +496,8 @@ async def test_a_cancelled_stream_settles_what_it_spent(
     async with serve_on_free_port(app, lifespan=False) as url, httpx.AsyncClient() as http:
         async with http.stream(
             "POST",
-            f"{url}/v1/chat/completions",
-            json={**chat(model="slow", max_tokens=400), "stream": True},
+            f"{url}{path}",
+            json=body,
             headers=caller(),
         ) as response:
             assert response.status_code == 200

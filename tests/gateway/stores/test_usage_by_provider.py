@@ -1,6 +1,7 @@
 """Usage is charged once and exactly, or flagged as an estimate, whatever answers and however
 the call ends (issue 23 §3): every provider, streamed or not, completed, cancelled by the
-client mid-reply, or failed upstream after some tokens.
+client mid-reply, or failed upstream after some tokens; through Chat Completions and through
+the Responses API, whose spend also settles budgets (issue 24).
 
 Real TCP to the gateway, real gRPC to the real router, and real local HTTP servers speaking
 each provider's protocol (OpenAI, Anthropic's Messages API, TGI's Messages API for the
@@ -139,17 +140,57 @@ async def _call(
     return seen
 
 
+async def _call_responses(
+    stack: Stack, alias: str, stream: bool, outcome: str, request_id: str
+) -> dict[str, Any]:
+    """The same through OpenAI's Responses API (``POST /v1/responses``)."""
+    body: dict[str, Any] = {"model": alias, "input": "Count to six", "store": False}
+    seen: dict[str, Any] = {"content": ""}
+    async with httpx.AsyncClient(base_url=stack.live_url, timeout=30) as http:
+        if not stream:
+            request = asyncio.create_task(
+                http.post("/v1/responses", json=body, headers=_headers(request_id))
+            )
+            if outcome == "cancelled":
+                await asyncio.sleep(0.8)  # the upstream has sent its first words
+                request.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await request
+                return seen
+            reply = await request
+            seen["status"] = reply.status_code
+            if reply.status_code == 200:
+                seen["content"] = reply.json()["output"][0]["content"][0]["text"]
+            return seen
+        async with http.stream(
+            "POST", "/v1/responses", json=body | {"stream": True}, headers=_headers(request_id)
+        ) as reply:
+            seen["status"] = reply.status_code
+            async for line in reply.aiter_lines():
+                if line == "event: response.failed":
+                    seen["error"] = line
+                if '"delta":"one' in line and outcome == "cancelled":
+                    return seen  # leaves mid-reply
+                if '"type":"response.output_text.delta"' in line:
+                    seen["content"] += line.split('"delta":"', 1)[1].split('"', 1)[0]
+    return seen
+
+
+OUTCOMES = ["completed", "cancelled", "failed"]
 TABLE = [
-    (alias, stream, outcome)
+    ("chat", alias, stream, outcome)
     for alias, stream, outcome in itertools.product(
-        ["default", "claude", "tgi"], [False, True], ["completed", "cancelled", "failed"]
+        ["default", "claude", "tgi"], [False, True], OUTCOMES
     )
+] + [
+    ("responses", alias, stream, outcome)
+    for alias, stream, outcome in itertools.product(["default", "claude"], [False, True], OUTCOMES)
 ]
 
 
-@pytest.mark.parametrize(("alias", "stream", "outcome"), TABLE)
+@pytest.mark.parametrize(("route", "alias", "stream", "outcome"), TABLE)
 async def test_usage_is_charged_once_exactly_or_flagged(
-    upstreams: Upstreams, alias: str, stream: bool, outcome: str
+    upstreams: Upstreams, route: str, alias: str, stream: bool, outcome: str
 ) -> None:
     stack = upstreams.stack
     server = upstreams.servers.get(alias)
@@ -161,8 +202,9 @@ async def test_usage_is_charged_once_exactly_or_flagged(
             server.enqueue(Reply(content=CONTENT, usage=REPORTED, chunk_delay=0.5))
         else:
             server.enqueue(Reply(content=CONTENT, usage=REPORTED, break_after=2))
-    request_id = f"usage-{alias}-{'stream' if stream else 'whole'}-{outcome}"
-    seen = await _call(stack, alias, stream, outcome, request_id)
+    request_id = f"usage-{route}-{alias}-{'stream' if stream else 'whole'}-{outcome}"
+    call = _call if route == "chat" else _call_responses
+    seen = await call(stack, alias, stream, outcome, request_id)
     rows = await _records(stack, request_id)
     assert len(rows) == 1, f"{len(rows)} usage records: {seen}"
     row = rows[0]

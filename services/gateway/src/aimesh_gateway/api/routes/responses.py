@@ -33,6 +33,7 @@ from google.protobuf.json_format import MessageToDict
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.limits import valid_collection_name
+from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import (
     API_PREFIX,
     Upstream,
@@ -43,7 +44,7 @@ from aimesh_gateway.api.deps import (
 )
 from aimesh_gateway.api.rag_model import cited_spans, source_title
 from aimesh_gateway.api.routes.chat import prompt_token_count
-from aimesh_gateway.api.task_stream import first_message
+from aimesh_gateway.api.task_stream import first_message, next_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, backend_error_fields, grpc_status_to_http
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
@@ -507,7 +508,15 @@ class ResponseBuilder:
         replies = [reply] if self.text.strip() or self.calls else []
         return [*self.turn.history, *self.turn.messages, *replies]
 
+    async def charge(self, meter: CallUsage) -> None:
+        """Charge the model call's final usage through ``meter`` (once); without one, the
+        call's budget reservations go back."""
+        if self.usage is not None:
+            await meter.completed(self.model, self.usage, *self.answered_by)
+        meter.finish()  # a no-op once charged
+
     async def record_usage(self, usage_meter: UsageContext) -> None:
+        """Record the usage of the file_search answer (one unary call)."""
         if self.usage is not None:
             await usage_meter.record(
                 self.model,
@@ -604,10 +613,13 @@ async def create_response(
     stream = upstream.llm_router.Generate(
         request, timeout=upstream.timeout, metadata=upstream.metadata
     )
+    # Charged once however the call ends: its final usage, or what the router said it had
+    # spent when the client leaves or the stream fails after some text (as chat does).
+    meter = CallUsage(usage_meter, body.model or "")
     if body.stream:
         iterator = stream.__aiter__()
-        first = await usage_meter.released_on_failure(first_message(stream, iterator))
-        events = _EventWriter(builder, upstream, principal, usage_meter)
+        first = await first_message(stream, iterator, meter)
+        events = _EventWriter(builder, upstream, principal, usage_meter, meter)
         return StreamingResponse(
             events.events(stream, iterator, first),
             media_type="text/event-stream",
@@ -615,12 +627,13 @@ async def create_response(
         )
     try:
         async for message in stream:
+            meter.see(message)
             builder.feed(message)
-    except BaseException:
-        usage_meter.release_soon()
+    except BaseException as error:
+        stream.cancel()
+        meter.ended_early(cancelled=not isinstance(error, Exception))
         raise
-    await builder.record_usage(usage_meter)
-    await usage_meter.release()  # a no-op once recorded
+    await builder.charge(meter)
     answer = builder.final()
     await builder.store(upstream, principal, answer)
     return answer
@@ -635,11 +648,15 @@ class _EventWriter:
         upstream: Upstream,
         principal: Principal,
         usage_meter: UsageContext,
+        meter: CallUsage | None = None,
     ) -> None:
+        """``meter`` charges the model's stream; without it (file_search) the answer was
+        charged before the stream began."""
         self.builder = builder
         self.upstream = upstream
         self.principal = principal
         self.usage_meter = usage_meter
+        self.meter = meter
         self.sequence = 0
 
     def event(self, kind: str, **fields: Any) -> str:
@@ -696,7 +713,7 @@ class _EventWriter:
                         delta=message.delta,
                         logprobs=[],
                     )
-                message = await anext(messages, None)
+                message = await next_message(messages, self.meter)
             if not text_started and not builder.calls:
                 for event in self._text_start():
                     yield event
@@ -706,13 +723,14 @@ class _EventWriter:
                     yield event
             for event in self._calls(builder.message_index + (1 if text_started else 0)):
                 yield event
-            if call is not None:
-                await builder.record_usage(self.usage_meter)
+            if self.meter is not None:
+                await builder.charge(self.meter)
             answer = builder.final()
             await builder.store(self.upstream, self.principal, answer)
             kind = "response.incomplete" if answer.status == "incomplete" else "response.completed"
             yield self.event(kind, response=self._snapshot(answer))
         except grpc.aio.AioRpcError as error:
+            self._ended_early(cancelled=False)
             status, detail = grpc_status_to_http(error.code(), error.details())
             log.warning(
                 "response stream failed",
@@ -720,13 +738,24 @@ class _EventWriter:
             )
             yield self._failed("rate_limit_exceeded" if status == 429 else "server_error", detail)
         except Exception:
+            self._ended_early(cancelled=False)
             log.exception("response stream failed")
             yield self._failed("server_error", GENERIC_INTERNAL)
+        except BaseException:
+            self._ended_early(cancelled=True)  # the client left
+            raise
         finally:
             if call is not None:
                 call.cancel()
-            # Charged nothing (failed, cancelled, no usage): the reservation goes back.
-            self.usage_meter.release_soon()
+            if self.meter is not None:
+                self.meter.finish()  # a no-op once charged
+            else:
+                self.usage_meter.release_soon()  # a no-op once recorded
+
+    def _ended_early(self, *, cancelled: bool) -> None:
+        """Charge what the model had spent when its stream stops before its final usage."""
+        if self.meter is not None:
+            self.meter.ended_early(cancelled=cancelled)
 
     def _file_search(self) -> list[str]:
         """The file_search_call item's events (the search ran before the stream began)."""
