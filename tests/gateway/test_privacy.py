@@ -3,13 +3,14 @@
 The path is real: httpx over TCP -> the gateway (uvicorn) -> the real llm-router over gRPC
 -> an OpenAI-protocol HTTP server standing in for the hosted provider, which records every
 request body it receives. Its alias has the policy ``redact``; tenant ``strict-*`` has
-``block`` for every alias. Every route that reaches the provider is driven with a text full
-of personal data (in the messages, in the collection that grounds ask, ``rag:`` and a
-conversation, in the text to summarize): no value reaches the upstream, the upstream gets
-the placeholders, and the client gets its own values back in the reply, whole and streamed
-(the upstream streams three characters per chunk, so placeholders arrive split). Under
-``block`` the gateway answers 422 naming the entity types and nothing reaches the upstream,
-the fallback alias included.
+``block`` for every alias. Every route that reaches the provider (chat completions,
+``rag:``, ask, summarize, conversations, the Responses API with and without file_search) is
+driven with a text full of personal data (in the messages, in the collection that grounds
+ask, ``rag:`` and a conversation, in the text to summarize): no value reaches the upstream,
+the upstream gets the placeholders, and the client gets its own values back in the reply,
+whole and streamed (the upstream streams three characters per chunk, so placeholders arrive
+split). Under ``block`` the gateway answers 422 naming the entity types and nothing reaches
+the upstream, the fallback alias included.
 """
 
 from __future__ import annotations
@@ -173,6 +174,51 @@ async def test_chat_completions_whole_and_streamed(
     assert streamed.status_code == 200, streamed.text
     assert openai_stream_text(streamed.text) == RESTORED
     assert_nothing_leaked(mesh.upstream, 2)
+    assert_not_logged(caplog)
+
+
+def responses_stream_text(text: str) -> str:
+    return "".join(
+        data["delta"] for kind, data in sse(text) if kind == "response.output_text.delta"
+    )
+
+
+async def test_responses_whole_streamed_and_file_search(
+    http: httpx.AsyncClient, mesh: PrivateMesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI's Responses API: instructions and input redacted, the reply restored, whole and
+    streamed; with file_search, the sources from the collection too."""
+    caplog.set_level(logging.DEBUG)
+    body = {
+        "model": "default",
+        "instructions": f"The operator is reachable at {EMAIL}.",
+        "input": TEXT,
+        "store": False,
+    }
+    whole = await http.post("/v1/responses", json=body, headers=user())
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["output"][0]["content"][0]["text"] == RESTORED
+    streamed = await http.post("/v1/responses", json={**body, "stream": True}, headers=user())
+    assert streamed.status_code == 200, streamed.text
+    assert responses_stream_text(streamed.text) == RESTORED
+    tenant = f"pii-{uuid.uuid4().hex[:6]}"
+    name = await collection(http, tenant)
+    searched = await http.post(
+        "/v1/responses",
+        json={
+            "model": "default",
+            "input": f"What did Ada pay the invoice with? Answer to {EMAIL}.",
+            "tools": [{"type": "file_search", "vector_store_ids": [name]}],
+            "store": False,
+        },
+        headers=user(tenant),
+    )
+    assert searched.status_code == 200, searched.text
+    message = next(item for item in searched.json()["output"] if item["type"] == "message")
+    text = message["content"][0]["text"]
+    for value in VALUES:
+        assert value in text
+    assert_nothing_leaked(mesh.upstream, 3)
     assert_not_logged(caplog)
 
 
