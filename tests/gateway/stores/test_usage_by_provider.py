@@ -1,7 +1,8 @@
 """Usage is charged once and exactly, or flagged as an estimate, whatever answers and however
 the call ends (issue 23 §3): every provider, streamed or not, completed, cancelled by the
-client mid-reply, or failed upstream after some tokens; through Chat Completions and through
-the Responses API, whose spend also settles budgets (issue 24).
+client mid-reply, or failed upstream after some tokens; through Chat Completions, the
+Responses API and aimesh's own summarize (a non-streamed one too: the gateway calls the
+router streamed and gathers the reply, so a client that leaves is charged what was spent).
 
 Real TCP to the gateway, real gRPC to the real router, and real local HTTP servers speaking
 each provider's protocol (OpenAI, Anthropic's Messages API, TGI's Messages API for the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -176,6 +178,46 @@ async def _call_responses(
     return seen
 
 
+async def _call_summarize(
+    stack: Stack, alias: str, stream: bool, outcome: str, request_id: str
+) -> dict[str, Any]:
+    """The same through aimesh's own ``POST /v1/summarize`` (typed SSE events when streamed)."""
+    body: dict[str, Any] = {"model": alias, "text": "Count to six, one word at a time."}
+    seen: dict[str, Any] = {"content": ""}
+    async with httpx.AsyncClient(base_url=stack.live_url, timeout=30) as http:
+        if not stream:
+            request = asyncio.create_task(
+                http.post("/v1/summarize", json=body, headers=_headers(request_id))
+            )
+            if outcome == "cancelled":
+                await asyncio.sleep(0.8)  # the upstream has sent its first words
+                request.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await request
+                return seen
+            reply = await request
+            seen["status"] = reply.status_code
+            if reply.status_code == 200:
+                seen["content"] = reply.json()["summary"]
+            return seen
+        async with http.stream(
+            "POST", "/v1/summarize", json=body | {"stream": True}, headers=_headers(request_id)
+        ) as reply:
+            seen["status"] = reply.status_code
+            kind = ""
+            async for line in reply.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                    if kind == "error":
+                        seen["error"] = line
+                elif line.startswith("data: ") and kind == "delta":
+                    if outcome == "cancelled":
+                        return seen  # leaves mid-reply
+                    seen["content"] += json.loads(line.removeprefix("data: "))["text"]
+    return seen
+
+
+CALLS = {"chat": _call, "responses": _call_responses, "summarize": _call_summarize}
 OUTCOMES = ["completed", "cancelled", "failed"]
 TABLE = [
     ("chat", alias, stream, outcome)
@@ -183,8 +225,10 @@ TABLE = [
         ["default", "claude", "tgi"], [False, True], OUTCOMES
     )
 ] + [
-    ("responses", alias, stream, outcome)
-    for alias, stream, outcome in itertools.product(["default", "claude"], [False, True], OUTCOMES)
+    (route, alias, stream, outcome)
+    for route, alias, stream, outcome in itertools.product(
+        ["responses", "summarize"], ["default", "claude"], [False, True], OUTCOMES
+    )
 ]
 
 
@@ -203,8 +247,7 @@ async def test_usage_is_charged_once_exactly_or_flagged(
         else:
             server.enqueue(Reply(content=CONTENT, usage=REPORTED, break_after=2))
     request_id = f"usage-{route}-{alias}-{'stream' if stream else 'whole'}-{outcome}"
-    call = _call if route == "chat" else _call_responses
-    seen = await call(stack, alias, stream, outcome, request_id)
+    seen = await CALLS[route](stack, alias, stream, outcome, request_id)
     rows = await _records(stack, request_id)
     assert len(rows) == 1, f"{len(rows)} usage records: {seen}"
     row = rows[0]

@@ -216,10 +216,20 @@ async def test_stream_answer_events(
     ]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "sources"
-    assert kinds[-3:] == ["citations", "usage", "done"]
+    assert kinds[-4:] == ["replace", "citations", "usage", "done"]
     assert [i.document_id for i in events[0].sources.items] == ["d1", "d2"]
     assert "".join(e.delta for e in events) == "Paris [1] and [9]."
+    # The citation of a source never given is taken out: the whole text replaces the
+    # deltas, and is the text the unary Answer returns (a non-streamed client of the
+    # gateway gets its reply gathered from this stream).
+    assert events[-4].replace == "Paris [1] and."
+    assert events[-1].done.fallback_reason == ""
     assert [(c.source, c.document_id) for c in events[-3].citations.items] == [(1, "d1")]
+    fake_openai.enqueue(Reply(content="Paris [1] and [9].", usage=ROUND_USAGE))
+    whole = await openai_router.stub.Answer(
+        llm_pb2.AnswerRequest(question="Where is Paris?", collection="kb", tenant_id="acme")
+    )
+    assert whole.answer == events[-4].replace
 
 
 async def test_stream_answer_without_matching_chunks(

@@ -322,14 +322,6 @@ class UsageContext:
 
         self.meter.spawn(settle_and_record())
 
-    async def released_on_failure(self, call: Awaitable[T]) -> T:
-        """``await call``; when it fails or is cancelled, the reservations go back."""
-        try:
-            return await call
-        except BaseException:
-            self.release_soon()
-            raise
-
     def release_soon(self) -> None:
         """:meth:`release` in the background (from an ``except`` a cancellation may run)."""
         holds = self._claim()

@@ -32,7 +32,7 @@ from aimesh_common.limits import valid_collection_name
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.call_usage import CallUsage
 from aimesh_gateway.api.deps import Upstream, UsageContext
-from aimesh_gateway.api.task_stream import first_message, next_message
+from aimesh_gateway.api.task_stream import first_message, gather_answer, next_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import (
     GENERIC_INTERNAL,
@@ -181,22 +181,18 @@ async def rag_completion(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    reply = await usage_meter.released_on_failure(
-        upstream.llm_router.Answer(request, timeout=upstream.timeout, metadata=upstream.metadata)
+    reply = await gather_answer(
+        upstream.llm_router.StreamAnswer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        ),
+        usage_meter,
+        model,
+        charged_as_asked=True,
     )
     usage = ChatUsage(
         prompt_tokens=reply.usage.prompt_tokens,
         completion_tokens=reply.usage.completion_tokens,
         total_tokens=reply.usage.total_tokens,
-    )
-    await usage_meter.record(
-        model,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        provider=reply.provider,
-        prompt_version=reply.prompt_version,
-        estimated=reply.usage.estimated,
-        cost_usd=reply.usage.cost_usd,
     )
     content = reply.answer + (sources_block(reply.citations) if sources_in_content else "")
     return ChatCompletion(

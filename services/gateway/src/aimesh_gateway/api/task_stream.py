@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -120,6 +121,95 @@ async def next_message(messages: AsyncIterator[M], usage: CallUsage | None = Non
             usage.see(message)
         if not progress_only(message):
             return message
+
+
+async def gather_answer(
+    call: grpc.aio.UnaryStreamCall[llm_pb2.AnswerRequest, llm_pb2.StreamEvent],
+    usage: UsageContext | None,
+    model: str = "",
+    *,
+    charged_as_asked: bool = False,
+) -> llm_pb2.AnswerResponse:
+    """The whole answer of a ``StreamAnswer`` call, for a client that did not ask for a
+    stream. The router is called streamed all the same (as chat completions call
+    ``Generate``), so a client that leaves is charged what the model had spent until
+    then, as a streamed one is; the unary ``Answer`` tells nothing before it ends.
+
+    Usage is charged under the alias that answered, or with ``charged_as_asked`` under
+    ``model`` (a ``rag:`` model is charged as itself)."""
+    gathered = await _gather(call, usage, model, charged_as_asked)
+    return llm_pb2.AnswerResponse(
+        answer=gathered.text,
+        citations=gathered.citations,
+        model=gathered.done.model,
+        usage=gathered.usage,
+        provider=gathered.done.provider,
+        prompt_version=gathered.done.prompt_version,
+        fallback_reason=gathered.done.fallback_reason,
+        replaced_model=gathered.done.replaced_model,
+    )
+
+
+async def gather_summary(
+    call: grpc.aio.UnaryStreamCall[llm_pb2.SummarizeRequest, llm_pb2.StreamEvent],
+    usage: UsageContext | None,
+    model: str = "",
+) -> llm_pb2.SummarizeResponse:
+    """The whole summary of a ``StreamSummarize`` call (see :func:`gather_answer`)."""
+    gathered = await _gather(call, usage, model, charged_as_asked=False)
+    return llm_pb2.SummarizeResponse(
+        summary=gathered.text,
+        model=gathered.done.model,
+        usage=gathered.usage,
+        provider=gathered.done.provider,
+        prompt_version=gathered.done.prompt_version,
+    )
+
+
+@dataclass
+class _Gathered:
+    text: str
+    citations: list[llm_pb2.Citation]
+    usage: llm_pb2.Usage
+    done: llm_pb2.StreamDone
+
+
+async def _gather(
+    call: EventCall, usage: UsageContext | None, model: str, charged_as_asked: bool
+) -> _Gathered:
+    """Every event of ``call`` folded into the whole reply, charged once (:class:`CallUsage`)."""
+    meter = CallUsage(usage, model)
+    deltas: list[str] = []
+    replaced: str | None = None
+    citations: list[llm_pb2.Citation] = []
+    final: llm_pb2.Usage | None = None
+    done = llm_pb2.StreamDone()
+    try:
+        async for event in call:
+            meter.see(event)
+            kind = event.WhichOneof("event")
+            if kind == "delta":
+                deltas.append(event.delta)
+            elif kind == "replace":
+                replaced = event.replace
+            elif kind == "citations":
+                citations = list(event.citations.items)
+            elif kind == "usage":
+                final = event.usage
+            elif kind == "done":
+                done = event.done
+    except BaseException as error:
+        call.cancel()
+        # The client left (cancelled), or the call failed: charged what was spent.
+        meter.ended_early(cancelled=not isinstance(error, Exception))
+        raise
+    if final is not None:
+        if not charged_as_asked:
+            meter.model = done.model or meter.model
+        await meter.completed(meter.model, final, done.provider, done.prompt_version)
+    meter.finish()  # a no-op once charged; without a final usage, releases the reservation
+    text = replaced if replaced is not None else "".join(deltas).strip()
+    return _Gathered(text, citations, final or llm_pb2.Usage(), done)
 
 
 async def event_stream(

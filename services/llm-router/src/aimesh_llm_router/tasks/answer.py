@@ -216,7 +216,9 @@ async def stream_answer(
             outcome.model = answered
             outcome.usage = outcome.usage.plus(extracted.usage)
     cited = filter_citations(text, set(range(1, len(packed(answered)) + 1)))
-    if replaced is not None:
+    if replaced is not None or cited.text != text.strip():
+        # The whole reply when it is not the deltas: replaced by the extractive answer, or
+        # citations of sources never given taken out (as the unary Answer returns it).
         yield llm_pb2.StreamEvent(replace=cited.text)
     yield llm_pb2.StreamEvent(citations=llm_pb2.SourceList(items=citations(cited.cited, chunks)))
     for event in closing_events(outcome, "qa", replaced):

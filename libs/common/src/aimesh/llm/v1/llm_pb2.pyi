@@ -703,7 +703,9 @@ class StreamEvent(_message.Message):
     """Next piece of the reply text."""
     replace: _builtins.str
     """The whole reply text, replacing every delta sent before it: the model's answer
-    cited no source or one never given, and the extractive answer replaces it.
+    cited no source or one never given, and the extractive answer replaces it (then
+    ``done.fallback_reason`` says so); or, without a replacement, the model's answer
+    with the citations of sources never given taken out.
     """
     @_builtins.property
     def sources(self) -> Global___SourceList:

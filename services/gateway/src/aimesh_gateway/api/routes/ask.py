@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from aimesh.llm.v1 import llm_pb2
 from aimesh_common.structs import to_struct
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
-from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream, gather_answer
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.budgets import FILL_CONTEXT
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
@@ -60,17 +60,12 @@ async def ask(
             request=http_request,
             model=body.model or "",
         )
-    reply = await usage_meter.released_on_failure(
-        upstream.llm_router.Answer(request, timeout=upstream.timeout, metadata=upstream.metadata)
-    )
-    await usage_meter.record(
-        reply.model,
-        reply.usage.prompt_tokens,
-        reply.usage.completion_tokens,
-        provider=reply.provider,
-        prompt_version=reply.prompt_version,
-        estimated=reply.usage.estimated,
-        cost_usd=reply.usage.cost_usd,
+    reply = await gather_answer(
+        upstream.llm_router.StreamAnswer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        ),
+        usage_meter,
+        body.model or "",
     )
     return AskResponse(
         answer=reply.answer,

@@ -44,7 +44,7 @@ from aimesh_gateway.api.deps import (
 )
 from aimesh_gateway.api.rag_model import cited_spans, source_title
 from aimesh_gateway.api.routes.chat import prompt_token_count
-from aimesh_gateway.api.task_stream import first_message, next_message
+from aimesh_gateway.api.task_stream import first_message, gather_answer, next_message
 from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.errors import GENERIC_INTERNAL, backend_error_fields, grpc_status_to_http
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
@@ -313,10 +313,12 @@ async def _answer_from_collection(
     tool: FileSearchTool,
     principal: Principal,
     upstream: Upstream,
+    usage_meter: UsageContext,
 ) -> None:
     """The router's grounded answer over the tool's collection (tenant-scoped, with the
     collection's hybrid and rerank settings), its citations as file_citation annotations
-    and the search as the file_search_call item."""
+    and the search as the file_search_call item. Charged once, like /v1/ask: what it
+    cost, or what the model had spent when the client leaves."""
     question = next(
         (m["content"] for m in reversed(builder.turn.messages) if m["role"] == "user"), ""
     )
@@ -328,8 +330,12 @@ async def _answer_from_collection(
         model=builder.body.model or "",
         top_k=tool.max_num_results or 0,
     )
-    reply = await upstream.llm_router.Answer(
-        request, timeout=upstream.timeout, metadata=upstream.metadata
+    reply = await gather_answer(
+        upstream.llm_router.StreamAnswer(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        ),
+        usage_meter,
+        builder.body.model or "",
     )
     builder.parts = [reply.answer]
     builder.model = reply.model
@@ -515,19 +521,6 @@ class ResponseBuilder:
             await meter.completed(self.model, self.usage, *self.answered_by)
         meter.finish()  # a no-op once charged
 
-    async def record_usage(self, usage_meter: UsageContext) -> None:
-        """Record the usage of the file_search answer (one unary call)."""
-        if self.usage is not None:
-            await usage_meter.record(
-                self.model,
-                self.usage.prompt_tokens,
-                self.usage.completion_tokens,
-                provider=self.answered_by[0],
-                prompt_version=self.answered_by[1],
-                estimated=self.usage.estimated,
-                cost_usd=self.usage.cost_usd,
-            )
-
     async def store(self, upstream: Upstream, principal: Principal, answer: ResponseObject) -> None:
         if not self.body.store:
             return
@@ -591,11 +584,7 @@ async def create_response(
     if file_search is not None:
         # Sources are packed into the alias's context window: the prompt may fill it.
         await usage_meter.reserve(body.model or "", "qa", FILL_CONTEXT, 0)
-        await usage_meter.released_on_failure(
-            _answer_from_collection(builder, file_search, principal, upstream)
-        )
-        await builder.record_usage(usage_meter)
-        await usage_meter.release()  # a no-op once recorded
+        await _answer_from_collection(builder, file_search, principal, upstream, usage_meter)
         if body.stream:
             events = _EventWriter(builder, upstream, principal, usage_meter)
             return StreamingResponse(

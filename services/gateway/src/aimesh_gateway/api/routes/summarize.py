@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from aimesh.llm.v1 import llm_pb2
 from aimesh_gateway.api.deps import API_PREFIX, UpstreamDep, UsageDep, UserPrincipal
-from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream
+from aimesh_gateway.api.task_stream import STREAM_DESCRIPTION, event_stream, gather_summary
 from aimesh_gateway.api.tokenids import count_tokens
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.limits.http import CANCEL_ON_DISCONNECT_EXTRA
@@ -57,17 +57,12 @@ async def summarize(
             request=http_request,
             model=body.model or "",
         )
-    reply = await usage_meter.released_on_failure(
-        upstream.llm_router.Summarize(request, timeout=upstream.timeout, metadata=upstream.metadata)
-    )
-    await usage_meter.record(
-        reply.model,
-        reply.usage.prompt_tokens,
-        reply.usage.completion_tokens,
-        provider=reply.provider,
-        prompt_version=reply.prompt_version,
-        estimated=reply.usage.estimated,
-        cost_usd=reply.usage.cost_usd,
+    reply = await gather_summary(
+        upstream.llm_router.StreamSummarize(
+            request, timeout=upstream.timeout, metadata=upstream.metadata
+        ),
+        usage_meter,
+        body.model or "",
     )
     return SummarizeResponse(
         summary=reply.summary,
