@@ -6,11 +6,18 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aimesh_gateway.db.engine import session_factory
 from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.state import state_of
+from aimesh_gateway.stores.usage import WRITE_BATCH
 from tests.gateway.helpers import ADMIN, assert_problem, bearer
+from tests.gateway.stores.test_feedback import ASK, meter_for, metrics, principal
+
+__all__ = ["metrics"]  # the fixture, shared with the feedback tests
 
 CHAT = "/v1/chat/completions"
 
@@ -46,3 +53,40 @@ async def test_tokens_are_charged_recorded_and_limited(
     metrics = (await client.get("/metrics")).text
     assert 'aimesh_tokens_total{kind="prompt"}' in metrics
     assert 'aimesh_rate_limited_total{limit="tpm",scope="key"} 1.0' in metrics
+
+
+async def test_records_arriving_together_share_a_transaction(
+    db_engine: AsyncEngine, metrics: HttpMetrics
+) -> None:
+    """Under load every record is written, in far fewer transactions than records."""
+    meter = meter_for(db_engine, metrics)
+    tenant = f"batch-{uuid.uuid4().hex[:8]}"
+    commits = 0
+
+    def counted(*_: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(db_engine.sync_engine, "commit", counted)
+    try:
+        for n in range(1200):  # recorded back to back, as many requests finishing at once
+            await meter.record(principal(tenant), ASK, "default", 10, n, request_id=f"r{n}")
+        await meter.drain()
+    finally:
+        event.remove(db_engine.sync_engine, "commit", counted)
+    async with session_factory(db_engine)() as session:
+        rows = list(
+            await session.scalars(select(UsageRecord).where(UsageRecord.tenant_id == tenant))
+        )
+    assert sorted(row.completion_tokens for row in rows) == list(range(1200))
+    assert commits <= 1200 // WRITE_BATCH + 1
+    # One at a time, each is written before the next is recorded.
+    await meter.record(principal(tenant), ASK, "default", 1, 1, request_id="alone")
+    await meter.drain()
+    async with session_factory(db_engine)() as session:
+        alone = await session.scalars(
+            select(UsageRecord).where(
+                UsageRecord.tenant_id == tenant, UsageRecord.request_id == "alone"
+            )
+        )
+        assert len(list(alone)) == 1

@@ -20,6 +20,7 @@ class Background:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for the tasks still running (their errors are theirs to log)."""
-        if self._tasks:
+        """Wait for the tasks still running, and those they spawn (their errors are theirs to
+        log)."""
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

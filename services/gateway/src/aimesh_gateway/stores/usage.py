@@ -1,5 +1,9 @@
 """Token accounting: each call's tokens go to the metrics, the token-per-minute budgets and
-a usage record in the database (written off the request path)."""
+a usage record in the database (written off the request path).
+
+Records are written by one writer task at a time, each transaction taking every record that
+is waiting (up to ``WRITE_BATCH``): one at a time when calls are few, hundreds per commit
+under load, where a transaction per record cost the gateway a fifth of its CPU (SQLite)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from aimesh_gateway.limits.ratelimit import RateLimiter
 from aimesh_gateway.observability.metrics import HttpMetrics
 
 log = logging.getLogger("aimesh.gateway.usage")
+
+WRITE_BATCH = 500  # records per transaction at most
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class UsageMeter:
         self.limiter = limiter
         self.metrics = metrics
         self._writes = Background()
+        self._pending: list[UsageRecord] = []
+        self._writing = False
 
     async def record(
         self,
@@ -75,14 +83,26 @@ class UsageMeter:
             estimated=estimated,
             cost_usd=max(cost_usd, 0.0),
         )
-        self._writes.spawn(self._write(row))
+        self._pending.append(row)
+        if not self._writing:
+            self._writing = True
+            self._writes.spawn(self._write())
 
-    async def _write(self, row: UsageRecord) -> None:
+    async def _write(self) -> None:
+        """Write what is waiting, batch after batch, until nothing is."""
         try:
-            async with self.sessions.begin() as session:
-                session.add(row)
-        except SQLAlchemyError as error:
-            log.warning("could not store a usage record: %s", type(error).__name__)
+            while self._pending:
+                rows = self._pending[:WRITE_BATCH]
+                del self._pending[:WRITE_BATCH]
+                try:
+                    async with self.sessions.begin() as session:
+                        session.add_all(rows)
+                except SQLAlchemyError as error:
+                    log.warning(
+                        "could not store %d usage records: %s", len(rows), type(error).__name__
+                    )
+        finally:
+            self._writing = False
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` off the request path, also when the request's task is cancelled:
