@@ -335,10 +335,11 @@ async def _answer_from_collection(
     builder.answered_by = (reply.provider, reply.prompt_version)
     if reply.HasField("usage"):
         builder.usage = reply.usage
+    by_number = {citation.source: citation for citation in reply.citations}
     builder.annotations = [
         OutputTextAnnotation(
-            file_id=span.url_citation.document_id,
-            filename=span.url_citation.title,
+            file_id=_file_of(by_number[span.url_citation.source])[0],
+            filename=_file_of(by_number[span.url_citation.source])[1],
             index=span.url_citation.end_index,
         )
         for span in cited_spans(reply.answer, reply.citations, collection)
@@ -350,8 +351,8 @@ async def _answer_from_collection(
         queries=[question],
         results=[
             FileSearchResult(
-                file_id=citation.document_id,
-                filename=source_title(citation),
+                file_id=_file_of(citation)[0],
+                filename=_file_of(citation)[1],
                 score=round(citation.score, 6),
                 text=citation.text,
                 attributes=_attributes(citation),
@@ -361,6 +362,21 @@ async def _answer_from_collection(
         if include
         else None,
     )
+
+
+def _file_of(citation: llm_pb2.Citation) -> tuple[str, str]:
+    """The cited file's id and name: those of a file added through the vector-store API
+    (its documents carry ``file_id`` and ``filename``), else the document's id and title."""
+    fields = citation.metadata.fields if citation.HasField("metadata") else {}
+    file_id, filename = fields.get("file_id"), fields.get("filename")
+    if (
+        file_id is not None
+        and filename is not None
+        and file_id.HasField("string_value")
+        and filename.HasField("string_value")
+    ):
+        return file_id.string_value, filename.string_value
+    return citation.document_id, source_title(citation)
 
 
 def _attributes(citation: llm_pb2.Citation) -> dict[str, Any]:
