@@ -616,6 +616,8 @@ def _filter(given: Any, where: str) -> dict[str, Any]:
         raise HTTPException(422, f"{where}.key: give the attribute's name")
     if "value" not in given:
         raise HTTPException(422, f"{where}.value: give the value to compare with")
+    if kind == "eq":  # aimesh's plain form of equality
+        return {key: given["value"]}
     return {key: {_COMPARISONS[kind]: given["value"]}}
 
 
