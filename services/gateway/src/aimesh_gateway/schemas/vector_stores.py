@@ -248,22 +248,22 @@ class FileBatchObject(BaseModel):
     file_counts: FileCounts
 
 
-class SearchContent(BaseModel):
+class VectorStoreSearchContent(BaseModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class SearchResult(BaseModel):
+class VectorStoreSearchResult(BaseModel):
     file_id: str
     filename: str
     score: float
     attributes: dict[str, str | bool | float] = Field(default_factory=dict)
-    content: list[SearchContent]
+    content: list[VectorStoreSearchContent]
 
 
-class SearchResultsPage(BaseModel):
+class VectorStoreSearchPage(BaseModel):
     object: Literal["vector_store.search_results.page"] = "vector_store.search_results.page"
     search_query: list[str]
-    data: list[SearchResult]
+    data: list[VectorStoreSearchResult]
     has_more: bool = False
     next_page: str | None = None

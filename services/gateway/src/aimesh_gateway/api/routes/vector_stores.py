@@ -69,9 +69,6 @@ from aimesh_gateway.schemas.vector_stores import (
     FileBatchObject,
     FileCounts,
     LastError,
-    SearchContent,
-    SearchResult,
-    SearchResultsPage,
     SearchVectorStoreRequest,
     StaticChunkingOut,
     UpdateVectorStoreRequest,
@@ -81,6 +78,9 @@ from aimesh_gateway.schemas.vector_stores import (
     VectorStoreFileObject,
     VectorStoreList,
     VectorStoreObject,
+    VectorStoreSearchContent,
+    VectorStoreSearchPage,
+    VectorStoreSearchResult,
 )
 from aimesh_gateway.stores.files import UnknownCursor
 from aimesh_gateway.stores.vector_stores import (
@@ -521,7 +521,7 @@ async def search_vector_store(
     body: SearchVectorStoreRequest,
     principal: UserPrincipal,
     upstream: UpstreamDep,
-) -> SearchResultsPage:
+) -> VectorStoreSearchPage:
     """The collection's best chunks for the query (hybrid when the collection has full-text
     search, with its fusion and rerank defaults), as OpenAI's search results."""
     info = await _collection(upstream, principal.tenant_id, vector_store_id)
@@ -553,7 +553,7 @@ async def search_vector_store(
         file_id = metadata.get("file_id")
         filename = metadata.get("filename")
         data.append(
-            SearchResult(
+            VectorStoreSearchResult(
                 file_id=file_id if isinstance(file_id, str) else chunk.document_id,
                 filename=filename
                 if isinstance(filename, str)
@@ -564,10 +564,10 @@ async def search_vector_store(
                     for key, value in metadata.items()
                     if isinstance(value, str | int | float | bool)
                 },
-                content=[SearchContent(text=chunk.text)],
+                content=[VectorStoreSearchContent(text=chunk.text)],
             )
         )
-    return SearchResultsPage(search_query=queries, data=data)
+    return VectorStoreSearchPage(search_query=queries, data=data)
 
 
 def _score_threshold(options: dict[str, Any] | None) -> float | None:
