@@ -56,6 +56,7 @@ from aimesh_gateway.auth.security import Principal
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.db.models import VectorStore, VectorStoreFile
 from aimesh_gateway.parsing import FileRejected, ParsedDocument, parse_file
+from aimesh_gateway.schemas.collections import MAX_CHUNK_TOKENS
 from aimesh_gateway.schemas.common import score
 from aimesh_gateway.schemas.problem import COMMON_ERRORS, problem_doc
 from aimesh_gateway.schemas.vector_stores import (
@@ -99,9 +100,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_doc("No vector store (collection), file or batch of that id in the tenant.")
 }
 CONFLICT: dict[int | str, dict[str, Any]] = {409: problem_doc("The file is still being ingested.")}
-# The longest chunk a collection takes (ChunkingSettings.chunk_size: the embedding model's
-# window of 256 tokens less its two special tokens).
-MAX_CHUNK_TOKENS = 254
 # Jobs read per request to bring in-progress files up to date (the rest on a later read).
 MAX_JOBS_READ = 64
 # What the SDK's polling helpers wait between reads of an in-progress file or batch.
