@@ -2,7 +2,10 @@
 TCP -> the gateway (uvicorn, its SQLite database holding the files) -> the fake retrieval
 service (per-tenant collections and ingestion jobs, whose state a test can hold at running
 or make fail) and the real llm-router, which answers ``file_search`` from the collection
-through an OpenAI-protocol test server standing in for the hosted model."""
+through an OpenAI-protocol test server standing in for the hosted model.
+
+The last test runs the same flow against the REAL retrieval service (Milvus Lite, the real
+embedding server, its job worker): the statuses are those of real ingestion jobs."""
 
 from __future__ import annotations
 
@@ -15,11 +18,16 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import FakeMesh
+from aimesh_gateway.main import create_app
+from aimesh_retrieval.config import Settings as RetrievalSettings
+from aimesh_retrieval.jobs import JobStore
+from aimesh_retrieval.store import MilvusStore
+from tests.gateway.conftest import FakeMesh, serve_on_free_port
 from tests.gateway.fakes import FakeRetrieval
-from tests.gateway.helpers import assert_problem, bearer, token
+from tests.gateway.helpers import assert_problem, bearer, settings_for, token
 from tests.gateway.live_stack import gateway_on_router
 from tests.llm_router.openai_server import FakeOpenAI, Reply
+from tests.retrieval.conftest import serve
 
 USAGE = {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}
 LEAVE = b"# Leave\n\nEmployees get 30 days of leave per year."
@@ -381,3 +389,68 @@ async def test_a_native_collection_is_a_vector_store_by_its_name(
         again = await http.post("/v1/collections", json={"name": "native-docs"}, headers=headers)
         assert again.status_code == 201
     assert [f async for f in sdk.vector_stores.files.list("native-docs")] == []
+
+
+@pytest.fixture(scope="module")
+async def real_url(
+    embedding_addr: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """The gateway (uvicorn) in front of the real retrieval service and its job worker."""
+    data: Path = tmp_path_factory.mktemp("vector-stores-retrieval")
+    store = MilvusStore.open(RetrievalSettings(data_dir=data))
+    jobs = await JobStore.open(f"sqlite+aiosqlite:///{data / 'jobs.db'}")
+    async for retrieval in serve(store, embedding_addr, jobs):
+        gateway = create_app(
+            settings_for(
+                router_addr=embedding_addr,  # no answers here: only the retrieval routes
+                retrieval_addr=retrieval.address,
+                embedding_addr=embedding_addr,
+            )
+        )
+        async with serve_on_free_port(gateway) as url:
+            yield url
+    await jobs.close()
+    await store.close()
+
+
+async def test_real_ingestion_jobs_drive_the_file_status(real_url: str) -> None:
+    key = token("vs-real", ["editor", "user"])
+    async with openai.AsyncOpenAI(base_url=f"{real_url}/v1", api_key=key, max_retries=0) as sdk:
+        leave = await sdk.files.create(file=("leave.md", LEAVE), purpose="assistants")
+        travel = await sdk.files.create(
+            file=("travel.txt", b"Train tickets are refunded within two weeks."),
+            purpose="assistants",
+        )
+        store = await sdk.vector_stores.create(name="Real", file_ids=[leave.id])
+        assert store.file_counts.total == 1
+        first = await sdk.vector_stores.files.poll(
+            leave.id, vector_store_id=store.id, poll_interval_ms=100, max_wait_seconds=60
+        )
+        assert (first.status, first.last_error) == ("completed", None)
+        second = await sdk.vector_stores.files.create_and_poll(
+            travel.id,
+            vector_store_id=store.id,
+            attributes={"kind": "travel"},
+            poll_interval_ms=100,
+            max_wait_seconds=60,
+        )
+        assert second.status == "completed"
+        counts = (await sdk.vector_stores.retrieve(store.id)).file_counts
+        assert (counts.completed, counts.total) == (2, 2)
+
+        found = await sdk.vector_stores.search(store.id, query="how many days of leave")
+        assert found.data[0].file_id == leave.id
+        assert found.data[0].filename == "leave.md"
+        travel_only = await sdk.vector_stores.search(
+            store.id,
+            query="refund",
+            filters={"type": "eq", "key": "kind", "value": "travel"},
+        )
+        assert {hit.file_id for hit in travel_only.data} == {travel.id}
+
+        await sdk.vector_stores.files.delete(leave.id, vector_store_id=store.id)
+        after = await sdk.vector_stores.search(store.id, query="how many days of leave")
+        assert leave.id not in {hit.file_id for hit in after.data}
+        await sdk.vector_stores.delete(store.id)
+        with pytest.raises(openai.NotFoundError):
+            await sdk.vector_stores.search(store.id, query="refund")
