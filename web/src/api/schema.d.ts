@@ -3421,7 +3421,7 @@ export interface components {
             max_num_results?: number;
             /**
              * Query
-             * @description The query (a list is joined into one).
+             * @description The query (a list is joined into one; the retrieval service bounds its length).
              */
             query: string | string[];
             /**

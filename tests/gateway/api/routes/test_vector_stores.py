@@ -195,6 +195,24 @@ async def test_list_retrieve_search_and_delete(sdk: openai.AsyncOpenAI) -> None:
     assert (await sdk.files.retrieve(second.id)).id == second.id
 
 
+async def test_vector_stores_page_both_ways(mesh: Mesh) -> None:
+    async with _client(mesh, "vs-pages") as sdk:
+        ids = [(await sdk.vector_stores.create(name=f"s{n}")).id for n in range(3)]
+        newest_first = list(reversed(ids))
+        first = await sdk.vector_stores.list(limit=2)
+        assert ([s.id for s in first.data], first.has_more) == (newest_first[:2], True)
+        rest = await sdk.vector_stores.list(limit=2, after=newest_first[1])
+        assert ([s.id for s in rest.data], rest.has_more) == (newest_first[2:], False)
+        back = await sdk.vector_stores.list(limit=1, before=newest_first[2])
+        assert [s.id for s in back.data] == [newest_first[1]]
+        oldest_first = await sdk.vector_stores.list(order="asc")
+        assert [s.id for s in oldest_first.data] == ids
+        assert [s.id async for s in sdk.vector_stores.list(limit=1)] == newest_first
+        with pytest.raises(openai.BadRequestError) as unknown:
+            await sdk.vector_stores.list(after="vs_nothing")
+        assert "after" in unknown.value.message
+
+
 async def test_batches_upload_and_poll(sdk: openai.AsyncOpenAI, mesh: Mesh) -> None:
     store = await sdk.vector_stores.create(name="Batch")
     mesh.retrieval.job_running_reads = 1

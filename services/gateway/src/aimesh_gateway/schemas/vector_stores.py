@@ -139,7 +139,10 @@ class CreateFileBatchRequest(StrictModel):
 
 
 class SearchVectorStoreRequest(StrictModel):
-    query: str | list[str] = Field(description="The query (a list is joined into one).")
+    query: str | Annotated[list[str], Field(min_length=1, max_length=16)] = Field(
+        description="The query (a list is joined into one; the retrieval service bounds its "
+        "length)."
+    )
     max_num_results: int = Field(10, ge=1, le=50)
     filters: dict[str, Any] | None = Field(
         None,
