@@ -336,14 +336,14 @@ async def _answer_from_collection(
     if reply.HasField("usage"):
         builder.usage = reply.usage
     by_number = {citation.source: citation for citation in reply.citations}
-    builder.annotations = [
-        OutputTextAnnotation(
-            file_id=_file_of(by_number[span.url_citation.source])[0],
-            filename=_file_of(by_number[span.url_citation.source])[1],
-            index=span.url_citation.end_index,
+    builder.annotations = []
+    for span in cited_spans(reply.answer, reply.citations, collection):
+        file_id, filename = _file_of(by_number[span.url_citation.source])
+        builder.annotations.append(
+            OutputTextAnnotation(
+                file_id=file_id, filename=filename, index=span.url_citation.end_index
+            )
         )
-        for span in cited_spans(reply.answer, reply.citations, collection)
-    ]
     include = "file_search_call.results" in (builder.body.include or ())
     builder.file_search = FileSearchCallItem(
         id=_new_id("fs"),
@@ -351,13 +351,14 @@ async def _answer_from_collection(
         queries=[question],
         results=[
             FileSearchResult(
-                file_id=_file_of(citation)[0],
-                filename=_file_of(citation)[1],
+                file_id=file_id,
+                filename=filename,
                 score=round(citation.score, 6),
                 text=citation.text,
                 attributes=_attributes(citation),
             )
             for citation in reply.citations
+            for file_id, filename in [_file_of(citation)]
         ]
         if include
         else None,
