@@ -97,6 +97,11 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
         self.store: dict[tuple[str, str], dict[str, StoredDocument]] = {}
         self.collection_infos: dict[tuple[str, str], retrieval_pb2.CollectionInfo] = {}
         self.jobs: dict[tuple[str, str], retrieval_pb2.IngestJob] = {}
+        # A new job is reported running this many times before it has succeeded (it ingests
+        # at once either way); with job_error set, new jobs fail with it and store nothing.
+        self.job_running_reads = 0
+        self.job_error: str | None = None
+        self._running_reads: dict[str, int] = {}
         self.recorder = Recorder()
 
     def _collection(self, tenant_id: str, name: str) -> dict[str, StoredDocument]:
@@ -211,12 +216,24 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
             tenant_id = part.tenant_id or tenant_id
             collection = part.collection or collection
             documents.extend(part.documents)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.job_error is not None:
+            failed = retrieval_pb2.IngestJob(
+                id=uuid.uuid4().hex,
+                collection=collection,
+                state=retrieval_pb2.JOB_STATE_FAILED,
+                documents_total=len(documents),
+                errors=[self.job_error],
+                created_at=now,
+                updated_at=now,
+            )
+            self.jobs[(tenant_id, failed.id)] = failed
+            return failed
         upsert = retrieval_pb2.UpsertDocumentsRequest(
             tenant_id=tenant_id, collection=collection, documents=documents
         )
         reply = await self.UpsertDocuments(upsert, context)
         chunks = sum(result.chunks for result in reply.results)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         job = retrieval_pb2.IngestJob(
             id=uuid.uuid4().hex,
             collection=collection,
@@ -229,6 +246,12 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
             updated_at=now,
         )
         self.jobs[(tenant_id, job.id)] = job
+        if self.job_running_reads:
+            self._running_reads[job.id] = self.job_running_reads
+            running = retrieval_pb2.IngestJob()
+            running.CopyFrom(job)
+            running.state = retrieval_pb2.JOB_STATE_RUNNING
+            return running
         return job
 
     async def GetIngestJob(
@@ -238,6 +261,12 @@ class FakeRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
         job = self.jobs.get((request.tenant_id, request.job_id))
         if job is None:
             raise NotFound(f"job {request.job_id!r} does not exist")
+        if self._running_reads.get(job.id, 0) > 0:
+            self._running_reads[job.id] -= 1
+            running = retrieval_pb2.IngestJob()
+            running.CopyFrom(job)
+            running.state = retrieval_pb2.JOB_STATE_RUNNING
+            return running
         return job
 
     async def Search(

@@ -88,6 +88,14 @@ EXPECTED_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/v1/responses/{response_id}"): Role.USER,
     ("DELETE", "/v1/responses/{response_id}"): Role.USER,
     ("GET", "/v1/responses/{response_id}/input_items"): Role.USER,
+    ("POST", "/v1/files"): Role.EDITOR,
+    ("GET", "/v1/files/{file_id}/content"): Role.USER,
+    ("DELETE", "/v1/files/{file_id}"): Role.EDITOR,
+    ("POST", "/v1/vector_stores"): Role.EDITOR,
+    ("GET", "/v1/vector_stores"): Role.USER,
+    ("POST", "/v1/vector_stores/{vector_store_id}/files"): Role.EDITOR,
+    ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): Role.USER,
+    ("POST", "/v1/vector_stores/{vector_store_id}/search"): Role.USER,
 }
 
 
@@ -190,6 +198,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/admin/users/{user}"): {"json": {"disabled": True}},
     ("PATCH", "/v1/admin/budgets/{budget_id}"): {"json": {"limit_usd": 0.01}},
     ("PATCH", "/v1/collections/{collection}"): {"json": {"fusion": {"fusion": "rrf"}}},
+    ("POST", "/v1/vector_stores/{vector_store_id}"): {"json": {"name": "taken over"}},
+    ("POST", "/v1/vector_stores/{vector_store_id}/files"): {"json": {"file_id": "file-x"}},
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches"): {
+        "json": {"file_ids": ["file-x"]}
+    },
+    ("POST", "/v1/vector_stores/{vector_store_id}/search"): {"json": {"query": "code word"}},
 }
 
 
@@ -236,6 +250,25 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         headers=owner_admin,
     )
     assert budget.status_code == 201, budget.text
+    uploaded_file = await client.post(
+        "/v1/files",
+        files={"file": ("secret.md", b"the vault code is 4242", "text/markdown")},
+        data={"purpose": "assistants"},
+        headers=owner_admin,
+    )
+    assert uploaded_file.status_code == 200, uploaded_file.text
+    file_id = uploaded_file.json()["id"]
+    vector_store = await client.post(
+        "/v1/vector_stores", json={"name": "Vault", "file_ids": [file_id]}, headers=owner_admin
+    )
+    assert vector_store.status_code == 200, vector_store.text
+    vector_store_id = vector_store.json()["id"]
+    batch = await client.post(
+        f"/v1/vector_stores/{vector_store_id}/file_batches",
+        json={"file_ids": [file_id]},
+        headers=owner_admin,
+    )
+    assert batch.status_code == 200, batch.text
     resources = {
         "collection": collection,
         "document_id": "d1",
@@ -246,6 +279,9 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         "user": username,
         "tenant_id": owner,
         "budget_id": budget.json()["id"],
+        "file_id": file_id,
+        "vector_store_id": vector_store_id,
+        "batch_id": batch.json()["id"],
     }
 
     intruder_admin = bearer(token(intruder, ["admin", "editor", "user"], subject="owner"))
@@ -280,11 +316,24 @@ async def test_another_tenants_resources_are_not_found_on_every_route(
         f"/v1/responses/{resources['response_id']}/input_items",
         f"/v1/admin/keys/{resources['key_id']}",
         f"/v1/admin/budgets/{resources['budget_id']}",
+        f"/v1/files/{file_id}",
+        f"/v1/files/{file_id}/content",
+        f"/v1/vector_stores/{vector_store_id}",
+        f"/v1/vector_stores/{vector_store_id}/files/{file_id}",
+        f"/v1/vector_stores/{vector_store_id}/file_batches/{resources['batch_id']}",
     ):
         assert (await client.get(url, headers=owner_admin)).status_code == 200, url
     users = (await client.get("/v1/admin/users", headers=owner_admin)).json()["users"]
     assert [(u["username"], u["disabled_at"]) for u in users] == [(username, None)]
     budgets = (await client.get("/v1/admin/budgets", headers=owner_admin)).json()["budgets"]
     assert [b["limit_usd"] for b in budgets] == [5.0], budgets
+    store = (await client.get(f"/v1/vector_stores/{vector_store_id}", headers=owner_admin)).json()
+    assert (store["name"], store["file_counts"]["completed"]) == ("Vault", 1), store
+    searched = await client.post(
+        f"/v1/vector_stores/{vector_store_id}/search",
+        json={"query": "vault code"},
+        headers=owner_admin,
+    )
+    assert [r["file_id"] for r in searched.json()["data"]] == [file_id], searched.text
     keys = (await client.get("/v1/admin/keys", headers=owner_admin)).json()
     assert all(k.get("rpm") is None for k in keys["keys"]), keys

@@ -30,7 +30,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _tenant() -> str:
@@ -50,6 +50,7 @@ async def test_migrations_create_every_table_and_are_idempotent(db_engine: Async
         )
     assert {"api_keys", "users", "refresh_tokens", "tenant_limits", "usage_records"} <= tables
     assert {"feedback", "budgets"} <= tables
+    assert {"files", "file_contents", "vector_stores", "vector_store_files"} <= tables
     assert {"request_id", "provider", "prompt_version", "estimated", "cost_usd"} <= usage_columns
     assert "cost_micros" not in usage_columns  # one cost of record: cost_usd
     assert "ix_usage_records_request_id" in usage_indexes

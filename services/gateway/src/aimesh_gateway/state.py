@@ -27,7 +27,9 @@ from aimesh_gateway.limits.tenants import tenant_limit_loader
 from aimesh_gateway.observability.metrics import HttpMetrics, UpstreamErrors
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.feedback import FeedbackStore
+from aimesh_gateway.stores.files import FileStore
 from aimesh_gateway.stores.usage import UsageMeter
+from aimesh_gateway.stores.vector_stores import VectorStoreRecords
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -53,6 +55,8 @@ class GatewayState:
     feedback: FeedbackStore
     backends: Backends
     budgets: Budgets
+    files: FileStore
+    vector_stores: VectorStoreRecords
     embedding_info: EmbeddingInfoCache = field(default_factory=EmbeddingInfoCache)
 
 
@@ -147,6 +151,8 @@ async def open_state(
         feedback=feedback,
         backends=backends,
         budgets=budgets,
+        files=FileStore(sessions, settings.files_max_tenant_bytes),
+        vector_stores=VectorStoreRecords(sessions),
         embedding_info=embedding_info,
     )
 

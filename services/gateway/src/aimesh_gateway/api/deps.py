@@ -30,7 +30,9 @@ from aimesh_gateway.observability.tracing import trace_metadata
 from aimesh_gateway.state import GatewayState, state_of
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.feedback import FeedbackStore
+from aimesh_gateway.stores.files import FileStore
 from aimesh_gateway.stores.usage import Spent, UsageMeter
+from aimesh_gateway.stores.vector_stores import VectorStoreRecords
 
 if TYPE_CHECKING:
     from aimesh.embedding.v1.embedding_pb2_grpc import EmbeddingServiceAsyncStub
@@ -66,6 +68,8 @@ TenantLimitsDep = Annotated[TenantLimitSource, from_state(lambda state: state.te
 MetricsDep = Annotated[HttpMetrics, from_state(lambda state: state.metrics)]
 BudgetsDep = Annotated[Budgets, from_state(lambda state: state.budgets)]
 RedisDep = Annotated[Redis | None, from_state(lambda state: state.redis)]
+FileStoreDep = Annotated[FileStore, from_state(lambda state: state.files)]
+VectorStoresDep = Annotated[VectorStoreRecords, from_state(lambda state: state.vector_stores)]
 
 
 @dataclass(frozen=True)

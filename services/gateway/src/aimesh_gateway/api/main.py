@@ -19,6 +19,7 @@ from aimesh_gateway.api.routes import (
     documents,
     embeddings,
     feedback,
+    files,
     health,
     jobs,
     models,
@@ -26,6 +27,7 @@ from aimesh_gateway.api.routes import (
     search,
     summarize,
     usage,
+    vector_stores,
 )
 
 # FastAPI tries the routers in this order on every request, so the busiest (the OpenAI
@@ -44,6 +46,8 @@ routers: tuple[APIRouter, ...] = (
     documents.router,
     jobs.router,
     collections.router,
+    files.router,
+    vector_stores.router,
     feedback.router,
     auth.router,
     admin.router,

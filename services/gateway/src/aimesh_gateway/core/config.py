@@ -228,6 +228,13 @@ class Settings(ServiceSettings):
         description="A response larger than this is not cached (in-process or Redis).",
     )
 
+    files_max_tenant_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Bytes a tenant's files of the OpenAI files API (POST /v1/files) may hold "
+        "together, in the gateway's database; one file holds at most the upload limit.",
+    )
+
     rag_sources_in_content: bool = Field(
         True,
         description='A "rag:<collection>" chat completion appends its numbered sources to '

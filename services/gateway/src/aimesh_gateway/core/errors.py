@@ -121,7 +121,7 @@ OPENAI_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
 )
 # Paths under which every route is OpenAI-compatible (/v1/responses/{id}, ...).
-OPENAI_PATH_PREFIXES = ("/v1/responses",)
+OPENAI_PATH_PREFIXES = ("/v1/responses", "/v1/files", "/v1/vector_stores")
 _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",

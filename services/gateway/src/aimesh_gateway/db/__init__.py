@@ -1,4 +1,5 @@
-"""Persistence of the gateway: API keys, users, refresh tokens, limits, usage, feedback.
+"""Persistence of the gateway: API keys, users, refresh tokens, limits, usage, feedback,
+budgets, and the files and vector stores of the OpenAI-compatible files API.
 
 Also the metadata of conversations (owner, size, last activity); their messages stay in
 the LLM router.

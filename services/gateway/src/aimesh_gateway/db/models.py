@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -184,4 +185,74 @@ class Feedback(Base):
     model: Mapped[str] = mapped_column(String(200), default="")
     provider: Mapped[str] = mapped_column(String(64), default="")
     prompt_version: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StoredFile(Base):
+    """A file uploaded with OpenAI's files API (``POST /v1/files``) to be added to vector
+    stores. Its bytes are in :class:`FileContent`, so listing files never reads them."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_time", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class FileContent(Base):
+    """The bytes of a :class:`StoredFile` (at most the upload limit of one file)."""
+
+    __tablename__ = "file_contents"
+
+    file_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VectorStore(Base):
+    """What OpenAI's vector-store API adds to a collection (the retrieval service owns the
+    collection itself): the display name, description and metadata, and when it was created
+    through ``POST /v1/vector_stores``. ``id`` is the collection's name."""
+
+    __tablename__ = "vector_stores"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class VectorStoreFile(Base):
+    """A file added to a vector store: the ingestion job that stores its documents in the
+    collection, the job's last known outcome, and the documents' ids (to remove them)."""
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('in_progress', 'completed', 'failed', 'cancelled')",
+            name="ck_vector_store_files_status",
+        ),
+        Index("ix_vector_store_files_store", "tenant_id", "vector_store_id", "created_at"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector_store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "" when no job was started (the file could not be parsed).
+    job_id: Mapped[str] = mapped_column(String(32), default="")
+    batch_id: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    # OpenAI's last_error: server_error, unsupported_file or invalid_file, and a message.
+    error_code: Mapped[str] = mapped_column(String(32), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    attributes_json: Mapped[str] = mapped_column(Text, default="{}")
+    document_ids_json: Mapped[str] = mapped_column(Text, default="[]")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -8,12 +8,16 @@ from pydantic import BaseModel, Field, model_validator
 
 from aimesh_gateway.schemas.common import CollectionName, StrictModel
 
+MAX_CHUNK_TOKENS = 254
+"""The longest chunk a collection takes: the embedding model's window (all-MiniLM-L6-v2:
+256 tokens) less its two special tokens; the retrieval service checks the same bound."""
+
 
 class ChunkingSettings(StrictModel):
     chunk_size: int = Field(
         200,
         ge=1,
-        le=254,
+        le=MAX_CHUNK_TOKENS,
         description="Longest chunk in tokens of the embedding model (all-MiniLM-L6-v2 sees 256 "
         "including two special tokens).",
     )

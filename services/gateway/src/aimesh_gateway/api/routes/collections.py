@@ -13,6 +13,7 @@ from aimesh_gateway.api.deps import (
     EditorPrincipal,
     UpstreamDep,
     UserPrincipal,
+    VectorStoresDep,
 )
 from aimesh_gateway.core.jsonbody import CheckedJSONRoute
 from aimesh_gateway.schemas.collections import (
@@ -163,11 +164,14 @@ async def delete_collection(
     collection: CollectionPath,
     principal: EditorPrincipal,
     upstream: UpstreamDep,
+    vector_stores: VectorStoresDep,
 ) -> Response:
-    """Drop the collection and every document in it."""
+    """Drop the collection and every document in it (and what the vector-store API kept
+    about it: its display name, its files' records)."""
     await upstream.retrieval.DeleteCollection(
         retrieval_pb2.DeleteCollectionRequest(tenant_id=principal.tenant_id, collection=collection),
         timeout=upstream.timeout,
         metadata=upstream.metadata,
     )
+    await vector_stores.forget(principal.tenant_id, collection)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -16,6 +16,7 @@ from aimesh_gateway.api.deps import (
     API_PREFIX,
     CollectionPath,
     EditorPrincipal,
+    Upstream,
     UpstreamDep,
     UserPrincipal,
 )
@@ -46,6 +47,36 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: problem_doc("A file (or the whole upload) is too large; the detail names the file."),
     415: problem_doc("A file has an unsupported type; the detail names the file."),
 }
+
+
+def job_state(job: retrieval_pb2.IngestJob) -> Literal["queued", "running", "succeeded", "failed"]:
+    return _STATES.get(job.state, "failed")
+
+
+async def submit_documents(
+    upstream: Upstream, tenant_id: str, collection: str, documents: list[ParsedDocument]
+) -> retrieval_pb2.IngestJob:
+    """Start the retrieval service's background job that chunks, embeds and stores
+    ``documents`` in the tenant's collection (created on first use); the job as submitted."""
+
+    async def messages() -> AsyncIterator[retrieval_pb2.SubmitIngestJobRequest]:
+        for start in range(0, len(documents), DOCUMENTS_PER_MESSAGE):
+            part = retrieval_pb2.SubmitIngestJobRequest()
+            if start == 0:
+                part.tenant_id = tenant_id
+                part.collection = collection
+            for document in documents[start : start + DOCUMENTS_PER_MESSAGE]:
+                part.documents.append(
+                    retrieval_pb2.Document(
+                        id=document.id, text=document.text, metadata=to_struct(document.metadata)
+                    )
+                )
+            yield part
+
+    job: retrieval_pb2.IngestJob = await upstream.retrieval.SubmitIngestJob(
+        messages(), timeout=upstream.timeout, metadata=upstream.metadata
+    )
+    return job
 
 
 def _parse_all(files: list[UploadFile]) -> list[ParsedDocument]:
@@ -113,24 +144,11 @@ async def upload_files(
     except FileRejected as rejected:
         raise HTTPException(rejected.status, str(rejected)) from None
 
-    async def messages() -> AsyncIterator[retrieval_pb2.SubmitIngestJobRequest]:
-        for start in range(0, len(documents), DOCUMENTS_PER_MESSAGE):
-            part = retrieval_pb2.SubmitIngestJobRequest()
-            if start == 0:
-                part.tenant_id = principal.tenant_id
-                part.collection = collection
-            for document in documents[start : start + DOCUMENTS_PER_MESSAGE]:
-                part.documents.append(
-                    retrieval_pb2.Document(
-                        id=document.id,
-                        text=document.text,
-                        metadata=to_struct({**extra, **document.metadata}),
-                    )
-                )
-            yield part
-
-    job = await upstream.retrieval.SubmitIngestJob(
-        messages(), timeout=upstream.timeout, metadata=upstream.metadata
+    job = await submit_documents(
+        upstream,
+        principal.tenant_id,
+        collection,
+        [ParsedDocument(d.id, d.text, {**extra, **d.metadata}) for d in documents],
     )
     return UploadAccepted(
         job_id=job.id,
@@ -160,7 +178,7 @@ async def get_job(
     return JobStatus(
         id=job.id,
         collection=job.collection,
-        state=_STATES.get(job.state, "failed"),
+        state=job_state(job),
         progress=JobProgress(
             documents_done=job.documents_done,
             documents_total=job.documents_total,

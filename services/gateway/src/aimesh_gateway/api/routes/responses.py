@@ -342,14 +342,15 @@ async def _answer_from_collection(
     builder.answered_by = (reply.provider, reply.prompt_version)
     if reply.HasField("usage"):
         builder.usage = reply.usage
-    builder.annotations = [
-        OutputTextAnnotation(
-            file_id=span.url_citation.document_id,
-            filename=span.url_citation.title,
-            index=span.url_citation.end_index,
+    by_number = {citation.source: citation for citation in reply.citations}
+    builder.annotations = []
+    for span in cited_spans(reply.answer, reply.citations, collection):
+        file_id, filename = _file_of(by_number[span.url_citation.source])
+        builder.annotations.append(
+            OutputTextAnnotation(
+                file_id=file_id, filename=filename, index=span.url_citation.end_index
+            )
         )
-        for span in cited_spans(reply.answer, reply.citations, collection)
-    ]
     include = "file_search_call.results" in (builder.body.include or ())
     builder.file_search = FileSearchCallItem(
         id=_new_id("fs"),
@@ -357,17 +358,33 @@ async def _answer_from_collection(
         queries=[question],
         results=[
             FileSearchResult(
-                file_id=citation.document_id,
-                filename=source_title(citation),
+                file_id=file_id,
+                filename=filename,
                 score=round(citation.score, 6),
                 text=citation.text,
                 attributes=_attributes(citation),
             )
             for citation in reply.citations
+            for file_id, filename in [_file_of(citation)]
         ]
         if include
         else None,
     )
+
+
+def _file_of(citation: llm_pb2.Citation) -> tuple[str, str]:
+    """The cited file's id and name: those of a file added through the vector-store API
+    (its documents carry ``file_id`` and ``filename``), else the document's id and title."""
+    fields = citation.metadata.fields if citation.HasField("metadata") else {}
+    file_id, filename = fields.get("file_id"), fields.get("filename")
+    if (
+        file_id is not None
+        and filename is not None
+        and file_id.HasField("string_value")
+        and filename.HasField("string_value")
+    ):
+        return file_id.string_value, filename.string_value
+    return citation.document_id, source_title(citation)
 
 
 def _attributes(citation: llm_pb2.Citation) -> dict[str, Any]:
