@@ -294,6 +294,24 @@ def process(
                 proc.wait()
 
 
+def gateway_env(common: dict[str, str], port: int, router_addr: str, prefix: str) -> dict[str, str]:
+    """One gateway worker as benchmarked: API key, Redis rate limit (far from its limit),
+    metrics and a JSON access line per request, in front of the router at ``router_addr``."""
+    return {
+        **common,
+        "AIMESH_PORT": str(port),
+        "AIMESH_HOST": "127.0.0.1",
+        "AIMESH_WORKERS": "1",
+        "AIMESH_ADMIN_API_KEY": ADMIN_KEY,
+        "AIMESH_REDIS_URL": REDIS_URL,
+        "AIMESH_REDIS_KEY_PREFIX": prefix,
+        "AIMESH_RATE_LIMIT_RPM": "100000000",
+        "LLM_ROUTER_SERVICE_ADDR": router_addr,
+        "AIMESH_LOG_LEVEL": "INFO",  # the access log line is part of what is measured
+        "AIMESH_LOG_FORMAT": "json",
+    }
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -424,19 +442,7 @@ def bench_main(args: argparse.Namespace) -> None:
         ),
         process(
             [str(BIN / "aimesh-gateway")],
-            {
-                **common,
-                "AIMESH_PORT": str(gateway_port),
-                "AIMESH_HOST": "127.0.0.1",
-                "AIMESH_WORKERS": "1",
-                "AIMESH_ADMIN_API_KEY": ADMIN_KEY,
-                "AIMESH_REDIS_URL": REDIS_URL,
-                "AIMESH_REDIS_KEY_PREFIX": prefix,
-                "AIMESH_RATE_LIMIT_RPM": "100000000",
-                "LLM_ROUTER_SERVICE_ADDR": router_addr,
-                "AIMESH_LOG_LEVEL": "INFO",  # the access log line is part of what we measure
-                "AIMESH_LOG_FORMAT": "json",
-            },
+            gateway_env(common, gateway_port, router_addr, prefix),
             data_dir / "gateway.log",
         ),
     ):

@@ -29,7 +29,15 @@ from typing import Any
 
 import httpx
 
-from scripts.bench.gateway import ADMIN_KEY, BIN, REDIS_URL, RawHttp, process, wait_grpc, wait_http
+from scripts.bench.gateway import (
+    ADMIN_KEY,
+    BIN,
+    RawHttp,
+    gateway_env,
+    process,
+    wait_grpc,
+    wait_http,
+)
 from scripts.devmesh import free_port
 
 COMPLETION = json.dumps(
@@ -227,19 +235,7 @@ def bench_main(args: argparse.Namespace) -> None:
         ) as router,
         process(
             [str(BIN / "aimesh-gateway")],
-            {
-                **common,
-                "AIMESH_PORT": str(gateway_port),
-                "AIMESH_HOST": "127.0.0.1",
-                "AIMESH_WORKERS": "1",
-                "AIMESH_ADMIN_API_KEY": ADMIN_KEY,
-                "AIMESH_REDIS_URL": REDIS_URL,
-                "AIMESH_REDIS_KEY_PREFIX": f"aimesh-bench-{uuid.uuid4().hex[:8]}:",
-                "AIMESH_RATE_LIMIT_RPM": "100000000",
-                "LLM_ROUTER_SERVICE_ADDR": router_addr,
-                "AIMESH_LOG_LEVEL": "INFO",  # the access line is part of what is measured
-                "AIMESH_LOG_FORMAT": "json",
-            },
+            gateway_env(common, gateway_port, router_addr, f"aimesh-bench-{uuid.uuid4().hex[:8]}:"),
             data_dir / "gateway.log",
         ) as gateway_process,
     ):

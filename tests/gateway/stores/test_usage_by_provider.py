@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,31 @@ def _headers(request_id: str) -> dict[str, str]:
     return {**bearer(token("acme", ["user"], subject="ann")), "X-Request-ID": request_id}
 
 
+async def _whole(
+    http: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    outcome: str,
+    request_id: str,
+    content: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """A call not streamed: what the client saw ("status", "content"), or nothing when it
+    leaves (``outcome`` "cancelled") once the upstream has sent its first words."""
+    seen: dict[str, Any] = {"content": ""}
+    request = asyncio.create_task(http.post(path, json=body, headers=_headers(request_id)))
+    if outcome == "cancelled":
+        await asyncio.sleep(0.8)  # the upstream has sent its first words
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        return seen
+    reply = await request
+    seen["status"] = reply.status_code
+    if reply.status_code == 200:
+        seen["content"] = content(reply.json())
+    return seen
+
+
 async def _call(
     stack: Stack, alias: str, stream: bool, outcome: str, request_id: str
 ) -> dict[str, Any]:
@@ -114,20 +139,14 @@ async def _call(
     seen: dict[str, Any] = {"content": ""}
     async with httpx.AsyncClient(base_url=stack.live_url, timeout=30) as http:
         if not stream:
-            request = asyncio.create_task(
-                http.post("/v1/chat/completions", json=body, headers=_headers(request_id))
+            return await _whole(
+                http,
+                "/v1/chat/completions",
+                body,
+                outcome,
+                request_id,
+                lambda r: r["choices"][0]["message"]["content"],
             )
-            if outcome == "cancelled":
-                await asyncio.sleep(0.8)  # the upstream has sent its first words
-                request.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await request
-                return seen
-            reply = await request
-            seen["status"] = reply.status_code
-            if reply.status_code == 200:
-                seen["content"] = reply.json()["choices"][0]["message"]["content"]
-            return seen
         async with http.stream(
             "POST", "/v1/chat/completions", json=body, headers=_headers(request_id)
         ) as reply:
@@ -150,20 +169,14 @@ async def _call_responses(
     seen: dict[str, Any] = {"content": ""}
     async with httpx.AsyncClient(base_url=stack.live_url, timeout=30) as http:
         if not stream:
-            request = asyncio.create_task(
-                http.post("/v1/responses", json=body, headers=_headers(request_id))
+            return await _whole(
+                http,
+                "/v1/responses",
+                body,
+                outcome,
+                request_id,
+                lambda r: r["output"][0]["content"][0]["text"],
             )
-            if outcome == "cancelled":
-                await asyncio.sleep(0.8)  # the upstream has sent its first words
-                request.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await request
-                return seen
-            reply = await request
-            seen["status"] = reply.status_code
-            if reply.status_code == 200:
-                seen["content"] = reply.json()["output"][0]["content"][0]["text"]
-            return seen
         async with http.stream(
             "POST", "/v1/responses", json=body | {"stream": True}, headers=_headers(request_id)
         ) as reply:
@@ -186,20 +199,9 @@ async def _call_summarize(
     seen: dict[str, Any] = {"content": ""}
     async with httpx.AsyncClient(base_url=stack.live_url, timeout=30) as http:
         if not stream:
-            request = asyncio.create_task(
-                http.post("/v1/summarize", json=body, headers=_headers(request_id))
+            return await _whole(
+                http, "/v1/summarize", body, outcome, request_id, lambda r: r["summary"]
             )
-            if outcome == "cancelled":
-                await asyncio.sleep(0.8)  # the upstream has sent its first words
-                request.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await request
-                return seen
-            reply = await request
-            seen["status"] = reply.status_code
-            if reply.status_code == 200:
-                seen["content"] = reply.json()["summary"]
-            return seen
         async with http.stream(
             "POST", "/v1/summarize", json=body | {"stream": True}, headers=_headers(request_id)
         ) as reply:
