@@ -108,8 +108,8 @@ class FakeOpenAI:
         self.disconnects = 0
         self.left_at.clear()
 
-    async def start(self) -> None:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="warning")
+    async def start(self, log_level: str = "warning") -> None:
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level=log_level)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:  # noqa: ASYNC110 - uvicorn has no startup event
@@ -275,7 +275,10 @@ class ThreadedFakeOpenAI:
 
     def start(self, timeout: float = 10) -> None:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout)
+        # Quiet: each scripted dropped connection (Disconnect) would print a traceback
+        # between the fault suite's own lines.
+        start = self.server.start(log_level="critical")
+        asyncio.run_coroutine_threadsafe(start, self._loop).result(timeout)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop serving (hung replies end once their clients left) and end the thread."""
