@@ -62,7 +62,7 @@ test-tools:
 test-fast: install ## Run the tests without the slow real-server ones
 	$(BIN)/python -m pytest -m "not slow"
 
-test-faults: install ## The fault suite: real processes, replica kills, outages and recovery, bad-input barrage, archive bombs, job leases, a 10-minute soak
+test-faults: install ## The fault suite: real processes, replica kills, outages and recovery, a misbehaving LLM upstream, bad-input barrage, archive bombs, job leases, a 10-minute soak
 	$(BIN)/python -m pytest --faults -s tests/faults \
 	  tests/retrieval/test_jobs.py::test_a_step_longer_than_the_lease_runs_once_on_one_of_two_runners \
 	  tests/retrieval/test_jobs.py::test_a_runner_that_lost_its_lease_stops_and_records_nothing

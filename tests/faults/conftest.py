@@ -1,29 +1,52 @@
-"""The fault suite's mesh: the four services as real processes (two replicas of embedding
-and of llm-router behind round-robin channels), a private redis-server, on free ports.
+"""The fault suite's mesh: the four services as real processes (two replicas of embedding,
+retrieval and llm-router behind round-robin channels), a private redis-server, a real
+Milvus server and a private PostgreSQL database for the two retrieval replicas, and a
+misbehaving OpenAI-compatible upstream, all on free ports.
 
 Built on ``scripts.devmesh.Mesh`` (the launcher of ``make run``) with the second replicas
-added as more :class:`ServiceProcess` entries, so stopping the mesh stops everything the
-suite started. Retrieval runs once: its embedded Milvus Lite is one process's file (two
-replicas need a Milvus server, as in k8s).
+added as more :class:`ServiceProcess` entries, so stopping the mesh stops every service the
+suite started; the Milvus server, the database, Redis and the upstream are stopped (the
+database dropped) after it. Both retrieval replicas share one store, as in k8s: the Milvus
+server (``milvus-server`` from PyPI ``milvus==2.3.5``: no BM25, so its collections are
+dense-only) and the ingestion job table in PostgreSQL, whose leases let one replica take
+over the jobs of another.
+
+The router's models file routes the aliases ``flaky`` (no fallback) and ``flaky-chain``
+(falling back to ``default``, the local extractive provider) to the upstream
+(:class:`tests.llm_router.openai_server.FakeOpenAI` in a thread), which misbehaves on
+command.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from scripts.devmesh import BIN, Mesh, Ports, ServiceProcess, free_port
-from tests.conftest import PrivateRedis, make_jwt
+from scripts.milvus_server import MilvusServerFailed, MilvusServerMissing, run_milvus_server
+from tests.conftest import POSTGRES_ADMIN_DSN, PrivateRedis, make_jwt
+from tests.llm_router.openai_server import ThreadedFakeOpenAI
 
-REPLICATED = ("embedding", "llm-router")
-ADDR_ENV = {"embedding": "EMBEDDING_SERVICE_ADDR", "llm-router": "LLM_ROUTER_SERVICE_ADDR"}
+REPLICATED = ("embedding", "retrieval", "llm-router")
+ADDR_ENV = {
+    "embedding": "EMBEDDING_SERVICE_ADDR",
+    "retrieval": "RETRIEVAL_SERVICE_ADDR",
+    "llm-router": "LLM_ROUTER_SERVICE_ADDR",
+}
+# One attempt of the upstream aliases: a hang becomes a timeout after this long.
+UPSTREAM_TIMEOUT_SECONDS = 3.0
 
 
 def say(check: str, message: str) -> None:
@@ -31,22 +54,88 @@ def say(check: str, message: str) -> None:
     print(f"[faults] {check}: {message}", flush=True)
 
 
+def upstream_alias(base_url: str, **more: Any) -> dict[str, Any]:
+    """An alias on the misbehaving upstream: one attempt (no retries), a short timeout."""
+    return {
+        "provider": "openai",
+        "model": "test-model",
+        "base_url": base_url,
+        "timeout_seconds": UPSTREAM_TIMEOUT_SECONDS,
+        "deadline_seconds": 20,
+        "max_retries": 0,
+        "max_tokens": 64,
+        "privacy": "off",
+        **more,
+    }
+
+
+def models_file(path: Path, base_url: str) -> Path:
+    """The router's models file: ``default``/``fast`` extractive as without a file, and the
+    two aliases on the upstream. The breaker never opens: every check sees its own failure."""
+    config = {
+        "models": {
+            "default": {"provider": "local", "max_retries": 0},
+            "fast": {"provider": "local", "max_retries": 0},
+            "flaky": upstream_alias(base_url),
+            "flaky-chain": upstream_alias(base_url, fallbacks=["default"]),
+        },
+        "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
+        "circuit_breaker": {"failure_threshold": 1000, "cooldown_seconds": 60},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _postgres(statement: str) -> None:
+    """Run one statement on the machine's PostgreSQL (the job database is made and dropped
+    outside any event loop: the suite is synchronous); skip when it is not reachable."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def run() -> None:
+        try:
+            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        except (OSError, asyncpg.PostgresError) as error:  # pragma: no cover - machine
+            pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
 class FaultMesh:
-    """A running :class:`Mesh` plus its second replicas and its private Redis."""
+    """A running :class:`Mesh` plus its second replicas, its private Redis, the Milvus server
+    and job database the retrieval replicas share, and the misbehaving upstream."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.redis = PrivateRedis()
-        ports = Ports.free()
+        self.upstream = ThreadedFakeOpenAI()
+        self.ports = Ports.free()
         self.second = {name: (free_port(), free_port()) for name in REPLICATED}
-        first = {"embedding": ports.embedding, "llm-router": ports.llm_router}
+        self._started = contextlib.ExitStack()
+        self._mesh: Mesh | None = None
+
+    @property
+    def mesh(self) -> Mesh:
+        assert self._mesh is not None, "the fault mesh is not started"
+        return self._mesh
+
+    def _build(self, milvus_uri: str, jobs_url: str, models: Path) -> Mesh:
+        first = {
+            "embedding": self.ports.embedding,
+            "retrieval": self.ports.retrieval,
+            "llm-router": self.ports.llm_router,
+        }
         addresses = {
             ADDR_ENV[name]: f"ipv4:127.0.0.1:{first[name]},127.0.0.1:{self.second[name][0]}"
             for name in REPLICATED
         }
-        self.mesh = Mesh(
-            root / "data",
-            ports=ports,
-            log_dir=root / "logs",
+        mesh = Mesh(
+            self.root / "data",
+            ports=self.ports,
+            log_dir=self.root / "logs",
             log_format="json",
             extra_env={
                 "OPENAI_API_KEY": None,
@@ -61,14 +150,21 @@ class FaultMesh:
                 **addresses,
             },
         )
+        mesh.service("retrieval").env.update(
+            AIMESH_MILVUS_URI=milvus_uri,
+            AIMESH_MILVUS_TIMEOUT_SECONDS="20",
+            AIMESH_JOBS_DATABASE_URL=jobs_url,
+        )
+        mesh.service("llm-router").env["AIMESH_MODELS_FILE"] = str(models)
         for name in REPLICATED:
-            original = self.mesh.service(name)
+            original = mesh.service(name)
             port, metrics = self.second[name]
             env = {**original.env, "AIMESH_PORT": str(port), "AIMESH_METRICS_PORT": str(metrics)}
-            self.mesh.services.insert(
-                self.mesh.services.index(original) + 1,
+            mesh.services.insert(
+                mesh.services.index(original) + 1,
                 ServiceProcess(f"{name}-2", list(original.command), env),
             )
+        return mesh
 
     @property
     def url(self) -> str:
@@ -84,13 +180,18 @@ class FaultMesh:
     def service(self, name: str) -> ServiceProcess:
         return self.mesh.service(name)
 
+    def metrics_port(self, name: str) -> int:
+        """The Prometheus port of a replica (``retrieval`` or ``retrieval-2``, ...)."""
+        base = name.removesuffix("-2")
+        if name != base:
+            return self.second[base][1]
+        return int(getattr(self.ports, base.replace("-", "_") + "_metrics"))
+
     def kill(self, name: str) -> None:
         """SIGKILL one service's process group (no goodbye to its clients)."""
         process = self.service(name).process
         assert process is not None
         with contextlib.suppress(ProcessLookupError):
-            import os
-
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
@@ -106,12 +207,28 @@ class FaultMesh:
         return process.pid
 
     def start(self) -> None:
+        started = self._started
         self.redis.start()
-        self.mesh.start(timeout=300)
+        started.callback(self.redis.stop)
+        self.upstream.start()
+        started.callback(self.upstream.stop)
+        try:
+            milvus = started.enter_context(run_milvus_server(self.root / "milvus", time_tick_ms=50))
+        except MilvusServerMissing as missing:
+            pytest.skip(str(missing))
+        except MilvusServerFailed as failed:
+            pytest.fail(f"milvus-server did not start: {failed}")
+        database = f"aimesh_faults_jobs_{uuid.uuid4().hex[:12]}"
+        _postgres(f'CREATE DATABASE "{database}"')
+        started.callback(_postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        jobs_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+        models = models_file(self.root / "models.yaml", self.upstream.server.base_url)
+        self._mesh = self._build(milvus.uri, jobs_url, models)
+        started.callback(self._mesh.stop)
+        self._mesh.start(timeout=300)
 
     def stop(self) -> None:
-        self.mesh.stop()
-        self.redis.stop()
+        self._started.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -72,12 +73,27 @@ def _load(
     return statuses, errors
 
 
+def _store_harbor(client: httpx.Client, collection: str = "faults") -> None:
+    stored = client.post(
+        f"/v1/collections/{collection}/documents",
+        json={"documents": [{"id": "d1", "text": "The harbor opens at dawn."}]},
+    )
+    assert stored.status_code < 300, stored.text
+
+
 @pytest.mark.parametrize(
-    ("replica", "path", "body"), [("embedding-2", "/v1/embeddings", embed_body)]
+    ("replica", "path", "body"),
+    [
+        ("embedding-2", "/v1/embeddings", embed_body),
+        ("retrieval-2", "/v1/collections/faults/search", search_body),
+    ],
 )
 def test_a_replica_sigkilled_under_load_loses_no_request(
     fault_mesh: FaultMesh, replica: str, path: str, body: Body
 ) -> None:
+    if replica.startswith("retrieval"):
+        with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=30) as c:
+            _store_harbor(c)
     outcome: dict[str, tuple[Counter[int], list[str]]] = {}
     loader = threading.Thread(
         target=lambda: outcome.setdefault("load", _load(fault_mesh, path, body, 20, 12))
@@ -101,7 +117,12 @@ def test_a_replica_sigkilled_under_load_loses_no_request(
     [
         ("embedding", ["embedding", "embedding-2"], "/v1/embeddings", embed_body),
         ("llm-router", ["llm-router", "llm-router-2"], "/v1/chat/completions", chat_body),
-        ("retrieval", ["retrieval"], "/v1/collections/faults/search", search_body),
+        (
+            "retrieval",
+            ["retrieval", "retrieval-2"],
+            "/v1/collections/faults/search",
+            search_body,
+        ),
     ],
 )
 def test_a_backend_outage_is_503_at_once_and_recovers_without_a_restart(
@@ -109,11 +130,7 @@ def test_a_backend_outage_is_503_at_once_and_recovers_without_a_restart(
 ) -> None:
     with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=30) as client:
         if backend == "retrieval":
-            stored = client.post(
-                "/v1/collections/faults/documents",
-                json={"documents": [{"id": "d1", "text": "The harbor opens at dawn."}]},
-            )
-            assert stored.status_code < 300, stored.text
+            _store_harbor(client)
         assert client.post(path, json=body()).status_code == 200
         for name in processes:
             fault_mesh.kill(name)
@@ -191,9 +208,24 @@ def _until_done(client: httpx.Client, job_id: str, timeout: float = 300) -> dict
         time.sleep(0.5)
 
 
-def test_ingestion_killed_mid_job_resumes_exactly_and_reupload_is_idempotent(
+RETRIEVAL_REPLICAS = ("retrieval", "retrieval-2")
+
+
+def _job_chunks_embedded(fault_mesh: FaultMesh, replica: str) -> float:
+    """Chunks the ingestion runner of ``replica`` stored (its own Prometheus counter)."""
+    text = httpx.get(f"http://127.0.0.1:{fault_mesh.metrics_port(replica)}/metrics").text
+    found = re.search(r"^aimesh_retrieval_job_chunks_embedded_total (\S+)$", text, re.MULTILINE)
+    assert found is not None, text[:500]
+    return float(found.group(1))
+
+
+def test_ingestion_killed_mid_job_is_resumed_by_the_other_replica_exactly(
     fault_mesh: FaultMesh,
 ) -> None:
+    """The retrieval replica running an ingestion job is SIGKILLed and stays down: the other
+    one takes the job over once its lease (5 s here) ran out, from the last recorded batch,
+    and finishes it with exactly the job's chunks stored (none twice, none lost); the same
+    upload again stores nothing more."""
     # 120 documents (a step each: the job's progress moves document by document).
     documents = [
         {
@@ -207,6 +239,7 @@ def test_ingestion_killed_mid_job_resumes_exactly_and_reupload_is_idempotent(
         for d in range(120)
     ]
     files = [("files", ("harbor-log.json", json.dumps(documents).encode(), "application/json"))]
+    before = {name: _job_chunks_embedded(fault_mesh, name) for name in RETRIEVAL_REPLICAS}
     with httpx.Client(base_url=fault_mesh.url, headers=fault_mesh.admin(), timeout=60) as client:
         accepted = client.post("/v1/collections/jobkill/files", files=files)
         assert accepted.status_code == 202, accepted.text
@@ -219,28 +252,46 @@ def test_ingestion_killed_mid_job_resumes_exactly_and_reupload_is_idempotent(
                 break
             assert time.monotonic() < deadline, progress
             time.sleep(0.1)
-        fault_mesh.kill("retrieval")
-        killed_at = progress["chunks_embedded"]
-        fault_mesh.restart("retrieval")
+        grown = {
+            name: _job_chunks_embedded(fault_mesh, name) - before[name]
+            for name in RETRIEVAL_REPLICAS
+        }
+        owner = max(grown, key=lambda name: grown[name])
+        survivor = next(name for name in RETRIEVAL_REPLICAS if name != owner)
+        assert grown[survivor] == 0, f"both replicas ran the job: {grown}"
+        fault_mesh.kill(owner)
+        killed_at = _job(client, job_id)["progress"]["chunks_embedded"]
         started = time.monotonic()
+        while _job_chunks_embedded(fault_mesh, survivor) == before[survivor]:
+            assert time.monotonic() - started < 120, f"{survivor} did not take the job over"
+            time.sleep(0.2)
+        takeover = time.monotonic() - started
         job = _until_done(client, job_id)
         resumed = time.monotonic() - started
+        by_survivor = _job_chunks_embedded(fault_mesh, survivor) - before[survivor]
         stored = _stored_chunks(client, "jobkill")
         again = client.post("/v1/collections/jobkill/files", files=files)
         assert again.status_code == 202, again.text
         second = _until_done(client, again.json()["job_id"])
         stored_again = _stored_chunks(client, "jobkill")
+    fault_mesh.restart(owner)
     say(
         "ingestion killed mid-job",
-        f"retrieval SIGKILLed at {killed_at} of {total} chunks; after restart the job "
-        f"{job['state']} in {resumed:.1f} s with {job['progress']['chunks_embedded']} of "
-        f"{job['progress']['chunks_total']} embedded, {stored} chunks stored; re-upload "
-        f"{second['state']}, {stored_again} chunks stored (shared machine)",
+        f"{owner} (running the job) SIGKILLed at {killed_at} of {total} chunks and left down; "
+        f"{survivor} stored its first chunks of it {takeover:.1f} s after the kill (lease 5 s) "
+        f"and it {job['state']} {resumed:.1f} s after the kill with "
+        f"{job['progress']['chunks_embedded']} of {job['progress']['chunks_total']} embedded, "
+        f"{by_survivor:.0f} stored by {survivor}, "
+        f"{stored} chunks in the collection; re-upload {second['state']}, {stored_again} "
+        "chunks stored (shared machine)",
     )
     assert killed_at < total, "the job ended before the kill: make it longer"
     assert job["state"] == "succeeded", job
     assert job["progress"]["chunks_embedded"] == job["progress"]["chunks_total"] == total
     assert job["progress"]["documents_done"] == job["progress"]["documents_total"]
+    # The survivor did the rest: at least what was left at the kill (it may redo the batch
+    # the killed replica had written but not yet recorded).
+    assert by_survivor >= total - killed_at
     assert stored == total
     assert second["state"] == "succeeded"
     assert stored_again == total

@@ -6,14 +6,17 @@ scripted replies: a completion (JSON, or SSE ``data: {...}`` chunks ending in
 ``data: [DONE]`` when the request asks to stream), tool calls (streamed as OpenAI does: the
 call's id and name first, then its arguments in pieces), an HTTP error, a slow answer, a
 malformed body (``raw``, with any ``raw_content_type``), a body cut off by a dropped
-connection (``reset_mid_body``), or a stream that drops the connection after some chunks
-(``break_after``). ``always`` answers every request once the scripted replies are used up.
+connection (``reset_mid_body``), a body that stops halfway and hangs (``stall_mid_body``),
+or a stream that drops the connection after some chunks (``break_after``). ``always``
+answers every request once the scripted replies are used up. :class:`ThreadedFakeOpenAI`
+runs one on its own event loop in a thread, for synchronous tests (the fault suite).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -43,6 +46,9 @@ class Reply:
     raw_content_type: str = "application/json"
     # Announce a completion's full length, send half of it, then drop the connection.
     reset_mid_body: bool = False
+    # Announce a completion's full length, send half of it, then hang this many seconds
+    # (until the client gives up) before dropping the connection.
+    stall_mid_body: float = 0.0
     # For streams: close the connection abruptly after this many content chunks.
     break_after: int | None = None
     # For streams: pause between content chunks (seconds).
@@ -102,8 +108,8 @@ class FakeOpenAI:
         self.disconnects = 0
         self.left_at.clear()
 
-    async def start(self) -> None:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="warning")
+    async def start(self, log_level: str = "warning") -> None:
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level=log_level)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:  # noqa: ASYNC110 - uvicorn has no startup event
@@ -125,7 +131,7 @@ class FakeOpenAI:
             return Response(status_code=499)
         if reply.raw is not None:
             return Response(reply.raw, media_type=reply.raw_content_type)
-        if reply.reset_mid_body:
+        if reply.reset_mid_body or reply.stall_mid_body:
             return self._cut_off(body, reply)
         if reply.status != 200:
             error = reply.error or {"message": f"scripted error {reply.status}", "type": "error"}
@@ -178,6 +184,7 @@ class FakeOpenAI:
 
         async def half() -> AsyncIterator[bytes]:
             yield whole[: len(whole) // 2]
+            await asyncio.sleep(reply.stall_mid_body)
             raise Disconnect
 
         return StreamingResponse(
@@ -253,3 +260,30 @@ class FakeOpenAI:
                 # The client went away mid-stream (the body was cancelled).
                 self.disconnects += 1
                 self.left_at.append(time.monotonic())
+
+
+class ThreadedFakeOpenAI:
+    """A :class:`FakeOpenAI` serving from its own event loop in a daemon thread, so that a
+    synchronous test can script it (``server.always``, ``server.enqueue``) between requests."""
+
+    def __init__(self) -> None:
+        self.server = FakeOpenAI()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fake-openai", daemon=True
+        )
+
+    def start(self, timeout: float = 10) -> None:
+        self._thread.start()
+        # Quiet: each scripted dropped connection (Disconnect) would print a traceback
+        # between the fault suite's own lines.
+        start = self.server.start(log_level="critical")
+        asyncio.run_coroutine_threadsafe(start, self._loop).result(timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop serving (hung replies end once their clients left) and end the thread."""
+        self.server.reset()
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()

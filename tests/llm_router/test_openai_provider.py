@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aimesh_common.errors import (
@@ -20,6 +22,7 @@ from aimesh_llm_router.providers.base import (
     Message,
     SummarizeTask,
 )
+from aimesh_llm_router.providers.chat import MAX_CHARS_PER_TOKEN
 from aimesh_llm_router.templates import load_prompt_library
 from aimesh_llm_router.upstream import retry_after
 from tests.conftest import free_port
@@ -153,6 +156,25 @@ async def test_generate_reports_length_and_estimates_missing_usage(
     assert deltas[-1].usage.estimated is True
     assert deltas[-1].usage.completion_tokens == 3
     assert "temperature" not in fake_openai.requests[-1].body
+
+
+async def test_a_reply_far_longer_than_max_tokens_is_cut_and_its_stream_closed(
+    provider: OpenAIProvider, fake_openai: FakeOpenAI
+) -> None:
+    """An upstream that ignores max_tokens (here 4.8 MB for 4 tokens) is not passed on: the
+    reply stops at MAX_CHARS_PER_TOKEN characters a token with finish_reason length, and
+    the router hangs up instead of reading the rest."""
+    fake_openai.enqueue(Reply(content="lorem ipsum " * 400_000, chunk_size=4096))
+    deltas = await collect(
+        provider, GenerateTask(messages=[Message("user", "Hi")], max_tokens=4, temperature=None)
+    )
+    assert "".join(d.text for d in deltas) == ("lorem ipsum " * 400_000)[: 4 * MAX_CHARS_PER_TOKEN]
+    assert deltas[-1].finish_reason == "length"
+    for _ in range(100):
+        if fake_openai.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert fake_openai.disconnects == 1
 
 
 SUMMARY = SummarizeTask(text="Some text.", style="brief", max_words=0, max_tokens=10)

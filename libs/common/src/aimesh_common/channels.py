@@ -17,27 +17,40 @@ from opentelemetry.sdk.trace import TracerProvider
 from aimesh_common.request_id import request_id_client_interceptors
 from aimesh_common.tracing import client_tracing_interceptors
 
-# Retries only for the leaf: a call to the embedding service (every method idempotent, and it
-# calls no other service) that dies with its replica (UNAVAILABLE after the call reached a
-# server SIGKILLed mid-call) is tried once more on another replica. No retry policy for the
-# other services: one answering UNAVAILABLE may already have retried its own upstream, and
-# retries at every hop multiply. gRPC still retries transparently calls that never reached
-# a server (a replica going away), which is what round_robin needs. Throttling stops
-# retries when most calls fail (an outage, not one lost replica).
+# Calls retried once on another replica when they die with UNAVAILABLE, e.g. because the
+# replica that had the call was SIGKILLed mid-call:
+# - every call to the embedding service (the leaf: every method idempotent, it calls no
+#   other service);
+# - the read-only calls to retrieval (Search, the listings, a job's state): repeating one
+#   changes nothing. Its writes are not retried (a first attempt may have half-happened).
+#   A read that failed because retrieval's own upstream (embedding, Milvus) is down costs a
+#   second quick failure at most: throttling stops retries when most calls fail.
+# No retry policy for the other services: one answering UNAVAILABLE may already have retried
+# its own upstream, and retries at every hop multiply. gRPC still retries transparently calls
+# that never reached a server (a replica going away), which is what round_robin needs.
+_RETRY_ONCE = {
+    "maxAttempts": 2,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+RETRIEVAL_READS = ("Search", "ListDocuments", "ListCollections", "GetIngestJob")
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{"service": "aimesh.embedding.v1.EmbeddingService"}],
-                "retryPolicy": {
-                    "maxAttempts": 2,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
+                "retryPolicy": _RETRY_ONCE,
+            },
+            {
+                "name": [
+                    {"service": "aimesh.retrieval.v1.RetrievalService", "method": method}
+                    for method in RETRIEVAL_READS
+                ],
+                "retryPolicy": _RETRY_ONCE,
+            },
         ],
         "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
     }

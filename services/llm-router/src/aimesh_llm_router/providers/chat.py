@@ -56,6 +56,11 @@ STYLE_INSTRUCTIONS: dict[Style, str] = {
 }
 STYLE_WORDS: dict[Style, int] = {"brief": 60, "bullets": 100, "detailed": 200}
 _LENGTH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+# The most text a streamed reply may carry per token of its max_tokens: far above any real
+# reply (tokens average about 4 characters), so only an upstream that ignores max_tokens
+# meets it. Past it the reply is cut (finish_reason "length") and the upstream's stream
+# closed, instead of passing on whatever it sends (issue 19: 48 MiB for max_tokens 16).
+MAX_CHARS_PER_TOKEN = 128
 _TOOL_REASONS = frozenset({"tool_calls", "tool_use", "function_call"})
 
 
@@ -246,23 +251,38 @@ class ChatModelProvider(Provider):
         # reason): a 200 stream of events in another schema carries none, and is a failure
         # (so the call falls back), not an empty answer.
         completed = False
+        room = int(options["max_tokens"]) * MAX_CHARS_PER_TOKEN
+        chunks = (model or self._chat).astream(messages, **options)
         with self._translated():
-            async for chunk in (model or self._chat).astream(messages, **options):
-                if not isinstance(chunk, AIMessageChunk):
-                    continue
-                if chunk.tool_call_chunks or text_of(chunk) or _finish_reason(chunk):
-                    completed = True
-                if chunk.tool_call_chunks:
-                    piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
-                    calls = piece if calls is None else calls + piece
-                if chunk.usage_metadata:
-                    usage_message = _largest_usage(usage_message, chunk.usage_metadata)
-                text = text_of(chunk)
-                if text:
-                    pieces.append(text)
-                    yield Delta(text=text, prompt_tokens=_reported_prompt(usage_message))
-                if _finish_reason(chunk):
-                    finish = _finish(chunk.response_metadata)
+            try:
+                async for chunk in chunks:
+                    if not isinstance(chunk, AIMessageChunk):
+                        continue
+                    if chunk.tool_call_chunks or text_of(chunk) or _finish_reason(chunk):
+                        completed = True
+                    if chunk.tool_call_chunks:
+                        piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
+                        calls = piece if calls is None else calls + piece
+                    if chunk.usage_metadata:
+                        usage_message = _largest_usage(usage_message, chunk.usage_metadata)
+                    text = text_of(chunk)[:room]
+                    room -= len(text)
+                    if text:
+                        pieces.append(text)
+                        yield Delta(text=text, prompt_tokens=_reported_prompt(usage_message))
+                    if _finish_reason(chunk):
+                        finish = _finish(chunk.response_metadata)
+                    if room <= 0:
+                        log.warning(
+                            "model provider sent far more than max_tokens allow; reply cut",
+                            extra={"max_tokens": options["max_tokens"]},
+                        )
+                        finish = "length"
+                        break
+            finally:
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
         if not completed:
             log.warning("model provider stream carried no completion")
             raise Unavailable("the model provider's stream carried no completion")
