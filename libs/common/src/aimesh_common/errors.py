@@ -33,6 +33,10 @@ class InvalidArgument(AimeshError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+# Trailing metadata key of a status after which the caller should wait before retrying: whole
+# seconds, as the model provider asked (its Retry-After), so the gateway passes the figure on.
+RETRY_AFTER_KEY = "aimesh-retry-after"
+
 # Trailing metadata key of a PersonalDataRefused status: the entity types, comma-separated.
 PERSONAL_DATA_TYPES_KEY = "aimesh-personal-data-types"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ import pydantic
 from langchain_core.exceptions import ContextOverflowError
 
 from aimesh_common.errors import (
+    RETRY_AFTER_KEY,
     AimeshError,
     DeadlineExceeded,
     FailedPrecondition,
@@ -77,12 +79,15 @@ def retry_after(error: BaseException) -> float | None:
 
 
 def with_retry_after(mapped: AimeshError, original: BaseException) -> AimeshError:
-    """``mapped`` carrying the Retry-After of the HTTP response behind ``original``."""
+    """``mapped`` carrying the Retry-After of the HTTP response behind ``original``: for the
+    router's retries, and in the ``aimesh-retry-after`` trailer (whole seconds, at least 1)
+    for the gateway's Retry-After when the error reaches the client."""
     response = getattr(original, "response", None)
     headers = getattr(response, "headers", None)
     wait = parse_retry_after(headers) if headers is not None else None
     if wait is not None:
         setattr(mapped, RETRY_AFTER_ATTR, wait)
+        mapped.trailers = (*mapped.trailers, (RETRY_AFTER_KEY, str(max(1, math.ceil(wait)))))
     return mapped
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -115,3 +116,22 @@ async def test_a_failure_after_the_first_token_ends_the_stream_with_an_error(
         await read_all()
     assert "".join(received) == "one two "
     assert not chain_mesh.fast.requests, "a started stream must not switch models"
+
+
+async def test_when_every_model_is_rate_limited_the_client_gets_the_providers_retry_after(
+    chain_mesh: ChainMesh,
+) -> None:
+    """The provider's Retry-After reaches the client (not the gateway's own 1 s), so a
+    client backs off as long as the provider asked."""
+    chain_mesh.upstream.reset()
+    chain_mesh.fast.reset()
+    limited = Reply(status=429, headers={"Retry-After": "7"})
+    chain_mesh.upstream.always = limited
+    chain_mesh.fast.always = limited
+    body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
+    async with httpx.AsyncClient(base_url=chain_mesh.url, timeout=30) as http:
+        reply = await http.post("/v1/chat/completions", json=body, headers=user("fallback-t"))
+    assert reply.status_code == 429, reply.text
+    assert reply.headers["retry-after"] == "7"
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert len(chain_mesh.fast.requests) == 1  # the fallback was tried first

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aimesh_common.errors import PERSONAL_DATA_TYPES_KEY
+from aimesh_common.errors import PERSONAL_DATA_TYPES_KEY, RETRY_AFTER_KEY
 
 log = logging.getLogger("aimesh.gateway.errors")
 
@@ -173,6 +173,15 @@ def personal_data_types(error: grpc.aio.AioRpcError) -> list[str] | None:
     return None
 
 
+def asked_retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    """The wait (whole seconds) the model provider asked for behind a failed router call
+    (its Retry-After, passed on by the router in the ``aimesh-retry-after`` trailer)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY and isinstance(value, str) and value.isdigit():
+            return value
+    return None
+
+
 def rpc_error_to_http(error: grpc.aio.AioRpcError) -> tuple[int, str]:
     """:func:`grpc_status_to_http` for a failed call; 422 for a request refused for the
     personal data it holds (it is well-formed, but its content cannot be processed)."""
@@ -256,6 +265,8 @@ async def grpc_exception_handler(request: Request, exc: Exception) -> JSONRespon
         },
     )
     retry_after = _RETRY_AFTER_SECONDS.get(status)
+    if retry_after is not None:
+        retry_after = asked_retry_after(exc) or retry_after
     headers = {"Retry-After": retry_after} if retry_after else None
     types = personal_data_types(exc)
     extra = {"code": PERSONAL_DATA_CODE, "entity_types": types} if types is not None else None
