@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 
 import httpx
+import httpx2
 import openai
 import pydantic
 from langchain_core.exceptions import ContextOverflowError
@@ -127,7 +128,12 @@ def from_sdk_error(error: BaseException, secret: str | None) -> AimeshError | No
     """
     if isinstance(error, AimeshError):
         return error
-    timeouts = (*_sdk_classes("APITimeoutError"), httpx.TimeoutException, TimeoutError)
+    timeouts = (
+        *_sdk_classes("APITimeoutError"),
+        httpx.TimeoutException,
+        httpx2.TimeoutException,
+        TimeoutError,
+    )
     if isinstance(error, timeouts):
         return DeadlineExceeded("the model provider did not answer in time")
     if isinstance(error, _sdk_classes("APIConnectionError")):
@@ -163,7 +169,8 @@ def from_sdk_error(error: BaseException, secret: str | None) -> AimeshError | No
         return Unavailable("the model provider sent a malformed response")
     if isinstance(error, _sdk_classes("APIError")):
         return Unavailable(f"the model provider failed: {_reason(error, secret)}")
-    if isinstance(error, httpx.TransportError):
+    if isinstance(error, httpx.TransportError | httpx2.TransportError):
+        # The SDKs speak httpx2; a stream read after the reply began raises its errors as is.
         return Unavailable("the connection to the model provider failed")
     if isinstance(error, _MALFORMED_REPLY):
         # What the SDK and LangChain raise on a 200 reply they cannot read: a body that is

@@ -10,8 +10,9 @@ scrubbed. A subclass only builds its chat model and says how to describe it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -25,6 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.runnables import Runnable
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 
@@ -232,6 +234,16 @@ class ChatModelProvider(Provider):
     def stream_answer(self, task: AnswerTask) -> AsyncIterator[Delta]:
         return self._stream(self._answer_messages(task), self._options(task.max_tokens, None))
 
+    def _pieces(
+        self,
+        messages: list[BaseMessage],
+        options: dict[str, Any],
+        model: Runnable[LanguageModelInput, BaseMessage] | None = None,
+    ) -> AsyncGenerator[Piece, None]:
+        """The reply to ``messages`` piece by piece, from the chat model's ``astream``; a
+        provider may read its upstream more cheaply (see ``OpenAIProvider``)."""
+        return _langchain_pieces((model or self._chat).astream(messages, **options))
+
     async def _stream(
         self,
         messages: list[BaseMessage],
@@ -252,26 +264,24 @@ class ChatModelProvider(Provider):
         # (so the call falls back), not an empty answer.
         completed = False
         room = int(options["max_tokens"]) * MAX_CHARS_PER_TOKEN
-        chunks = (model or self._chat).astream(messages, **options)
+        chunks = self._pieces(messages, options, model)
         with self._translated():
             try:
                 async for chunk in chunks:
-                    if not isinstance(chunk, AIMessageChunk):
-                        continue
-                    if chunk.tool_call_chunks or text_of(chunk) or _finish_reason(chunk):
+                    if chunk.tool_call_chunks or chunk.text or chunk.finish_reason:
                         completed = True
                     if chunk.tool_call_chunks:
                         piece = AIMessageChunk(content="", tool_call_chunks=chunk.tool_call_chunks)
                         calls = piece if calls is None else calls + piece
-                    if chunk.usage_metadata:
-                        usage_message = _largest_usage(usage_message, chunk.usage_metadata)
-                    text = text_of(chunk)[:room]
+                    if chunk.usage:
+                        usage_message = _largest_usage(usage_message, chunk.usage)
+                    text = chunk.text[:room]
                     room -= len(text)
                     if text:
                         pieces.append(text)
                         yield Delta(text=text, prompt_tokens=_reported_prompt(usage_message))
-                    if _finish_reason(chunk):
-                        finish = _finish(chunk.response_metadata)
+                    if chunk.finish_reason:
+                        finish = _finish({"finish_reason": chunk.finish_reason})
                     if room <= 0:
                         log.warning(
                             "model provider sent far more than max_tokens allow; reply cut",
@@ -280,9 +290,7 @@ class ChatModelProvider(Provider):
                         finish = "length"
                         break
             finally:
-                close = getattr(chunks, "aclose", None)
-                if close is not None:
-                    await close()
+                await chunks.aclose()
         if not completed:
             log.warning("model provider stream carried no completion")
             raise Unavailable("the model provider's stream carried no completion")
@@ -296,6 +304,36 @@ class ChatModelProvider(Provider):
             usage=self._usage(usage_message, messages, completion),
             tool_calls=tool_calls,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of a streamed reply, whatever read it: text, tool-call pieces (LangChain's
+    ``tool_call_chunks`` shape: name, args, id, index), usage counts, the finish reason."""
+
+    text: str = ""
+    tool_call_chunks: list[ToolCallChunk] = field(default_factory=list)
+    usage: UsageMetadata | None = None
+    finish_reason: str | None = None
+
+
+async def _langchain_pieces(
+    chunks: AsyncIterator[BaseMessage],
+) -> AsyncGenerator[Piece, None]:
+    try:
+        async for chunk in chunks:
+            if isinstance(chunk, AIMessageChunk):
+                reason = _finish_reason(chunk)
+                yield Piece(
+                    text_of(chunk),
+                    chunk.tool_call_chunks,
+                    chunk.usage_metadata,
+                    str(reason) if reason else None,
+                )
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _largest_usage(seen: AIMessageChunk | None, piece: UsageMetadata) -> AIMessageChunk:
