@@ -276,3 +276,68 @@ async def test_unreachable_server_is_unavailable() -> None:
     provider = provider_for(f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(Unavailable, match="cannot reach the model provider"):
         await provider.summarize(SUMMARY)
+
+
+# --- the plain-text stream, read without LangChain's per-chunk objects ----------------------
+
+HI = GenerateTask(messages=[Message("user", "Hi")], max_tokens=20, temperature=None)
+SSE = "text/event-stream"
+
+
+async def test_an_error_event_in_the_stream_is_unavailable(fake_openai: FakeOpenAI) -> None:
+    provider = provider_for(fake_openai.base_url)
+    fake_openai.enqueue(
+        Reply(raw='data: {"error": {"message": "overloaded"}}\n\n', raw_content_type=SSE)
+    )
+    with pytest.raises(Unavailable, match="overloaded"):
+        await collect(provider, HI)
+
+
+async def test_an_event_that_is_not_json_is_malformed(fake_openai: FakeOpenAI) -> None:
+    provider = provider_for(fake_openai.base_url)
+    fake_openai.enqueue(Reply(raw="data: not json\n\n", raw_content_type=SSE))
+    with pytest.raises(Unavailable, match="malformed"):
+        await collect(provider, HI)
+
+
+async def test_events_in_several_data_lines_and_comments_are_read(fake_openai: FakeOpenAI) -> None:
+    provider = provider_for(fake_openai.base_url)
+    chunk = '{"choices": [{"index": 0,\ndata: "delta": {"content": "joined"}}]}'
+    done = '{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}'
+    body = f": keep-alive\n\ndata: {chunk}\n\ndata: {done}\n\ndata: [DONE]\n\n"
+    fake_openai.enqueue(Reply(raw=body, raw_content_type=SSE))
+    deltas = await collect(provider, HI)
+    assert "".join(d.text for d in deltas) == "joined"
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_a_stream_that_stalls_after_its_first_words_is_deadline_exceeded(
+    fake_openai: FakeOpenAI,
+) -> None:
+    provider = provider_for(fake_openai.base_url, request_timeout_seconds=0.5)
+    fake_openai.enqueue(Reply(content="one two three", chunk_delay=2.0))
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for delta in provider.generate(HI):
+            seen.append(delta.text)
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DeadlineExceeded):
+        await read()
+    assert seen == ["one "]
+    assert asyncio.get_running_loop().time() - started < 1.9  # the stall, not the next chunk
+
+
+async def test_a_prompt_too_long_for_the_context_says_so(fake_openai: FakeOpenAI) -> None:
+    provider = provider_for(fake_openai.base_url)
+    too_long = {
+        "message": "This model's maximum context length is 8192 tokens",
+        "code": "context_length_exceeded",
+    }
+    fake_openai.enqueue(Reply(status=400, error=too_long))
+    with pytest.raises(InvalidArgument, match="too long for the model"):
+        await collect(provider, HI)
+    sent = fake_openai.requests[-1].body
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}

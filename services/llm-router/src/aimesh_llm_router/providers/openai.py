@@ -27,7 +27,10 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
-from langchain_openai.chat_models.base import _handle_openai_bad_request
+from langchain_openai.chat_models.base import (
+    OpenAIContextOverflowError,
+    _handle_openai_bad_request,
+)
 from openai import DefaultAsyncHttpxClient
 from pydantic import SecretStr
 
@@ -129,7 +132,12 @@ class OpenAIProvider(ChatModelProvider):
                 "/chat/completions", body=payload, cast_to=httpx2.Response, stream=True
             )
         except openai.BadRequestError as error:
-            _handle_openai_bad_request(error)  # a context overflow says so, as LangChain's
+            body = error.body if isinstance(error.body, dict) else {}
+            if body.get("code") == "context_length_exceeded":  # OpenAI's code for it
+                raise OpenAIContextOverflowError(
+                    message=error.message, response=error.response, body=error.body
+                ) from error
+            _handle_openai_bad_request(error)  # a context overflow by its words, as LangChain
             raise
         try:
             async for data in _events(response, self._chat.stream_chunk_timeout):
