@@ -30,7 +30,7 @@ from aimesh_gateway.db.models import Base
 from tests.gateway.conftest import PG_ADMIN_DSN
 from tests.gateway.helpers import JWT_SECRET
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _tenant() -> str:

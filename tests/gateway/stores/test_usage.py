@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aimesh_gateway.core.config import Settings
 from aimesh_gateway.db.engine import session_factory
-from aimesh_gateway.db.models import UsageRecord
+from aimesh_gateway.db.models import UsageRecord, utcnow
 from aimesh_gateway.observability.metrics import HttpMetrics
 from aimesh_gateway.state import state_of
-from aimesh_gateway.stores.usage import WRITE_BATCH
+from aimesh_gateway.stores import usage as usage_store
+from aimesh_gateway.stores.usage import WRITE_BATCH, UsageRetention
 from tests.gateway.helpers import ADMIN, assert_problem, bearer
 from tests.gateway.stores.test_feedback import ASK, meter_for, metrics, principal
 
@@ -90,3 +96,50 @@ async def test_records_arriving_together_share_a_transaction(
             )
         )
         assert len(list(alone)) == 1
+
+
+async def test_retention_deletes_only_records_past_it(
+    db_engine: AsyncEngine, metrics: HttpMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old records go, batch by batch; recent ones stay; the retention task runs at start."""
+    monkeypatch.setattr(usage_store, "DELETE_BATCH", 3)
+    meter = meter_for(db_engine, metrics)
+    tenant = f"keep-{uuid.uuid4().hex[:8]}"
+    now = utcnow()
+    ages = [500, 450, 401, 401, 402, 600, 700, 399, 10, 0]  # days
+    async with session_factory(db_engine).begin() as session:
+        session.add_all(
+            UsageRecord(
+                tenant_id=tenant,
+                subject="ann",
+                route=ASK,
+                completion_tokens=age,
+                created_at=now - timedelta(days=age),
+            )
+            for age in ages
+        )
+
+    async def kept() -> list[int]:
+        async with session_factory(db_engine)() as session:
+            rows = await session.scalars(
+                select(UsageRecord.completion_tokens).where(UsageRecord.tenant_id == tenant)
+            )
+            return sorted(rows)
+
+    retention = UsageRetention(meter, 400, every=3600, first_after=0)
+    retention.start()
+    try:
+        for _ in range(100):
+            if await kept() == [0, 10, 399]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await retention.close()
+    assert await kept() == [0, 10, 399]
+    # Nothing more to delete: a no-op.
+    assert await meter.delete_older_than(utcnow() - timedelta(days=400)) == 0
+
+
+def test_retention_keeps_at_least_every_budget_window() -> None:
+    with pytest.raises(ValidationError, match="usage_retention_days"):
+        Settings(data_dir="/nonexistent-unused", usage_retention_days=30)

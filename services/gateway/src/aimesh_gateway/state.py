@@ -28,7 +28,7 @@ from aimesh_gateway.observability.metrics import HttpMetrics, UpstreamErrors
 from aimesh_gateway.stores.cache import ResponseCache
 from aimesh_gateway.stores.feedback import FeedbackStore
 from aimesh_gateway.stores.files import FileStore
-from aimesh_gateway.stores.usage import UsageMeter
+from aimesh_gateway.stores.usage import UsageMeter, UsageRetention
 from aimesh_gateway.stores.vector_stores import VectorStoreRecords
 
 if TYPE_CHECKING:
@@ -111,6 +111,9 @@ async def open_state(
     )
     usage = UsageMeter(sessions, limiter, metrics)
     stack.push_async_callback(usage.drain)
+    retention = UsageRetention(usage, settings.usage_retention_days)
+    retention.start()
+    stack.push_async_callback(retention.close)
     feedback = FeedbackStore(sessions, usage)
     backends = Backends.connect(settings, UpstreamErrors(metrics.upstream_errors))
     stack.push_async_callback(backends.close)

@@ -228,6 +228,15 @@ class Settings(ServiceSettings):
         description="A response larger than this is not cached (in-process or Redis).",
     )
 
+    usage_retention_days: int = Field(
+        400,
+        ge=92,
+        le=36_500,
+        description="Usage records older than this are deleted (checked every 6 hours). At "
+        "least 92 days: budgets are rebuilt from the records of their window (up to a month, "
+        "or a rolling window of up to 90 days).",
+    )
+
     files_max_tenant_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1,

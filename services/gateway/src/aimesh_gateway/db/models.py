@@ -110,7 +110,10 @@ class UsageRecord(Base):
     """Tokens spent by one call, for accounting; also what answered it (for feedback)."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_tenant_time", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_tenant_time", "tenant_id", "created_at"),
+        Index("ix_usage_records_created_at", "created_at"),  # retention (stores/usage.py)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64))

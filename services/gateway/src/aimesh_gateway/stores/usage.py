@@ -7,11 +7,15 @@ under load, where a transaction per record cost the gateway a fifth of its CPU (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +28,7 @@ from aimesh_gateway.observability.metrics import HttpMetrics
 log = logging.getLogger("aimesh.gateway.usage")
 
 WRITE_BATCH = 500  # records per transaction at most
+DELETE_BATCH = 5_000  # old records deleted per transaction by retention
 
 
 @dataclass(frozen=True)
@@ -112,3 +117,59 @@ class UsageMeter:
     async def drain(self) -> None:
         """Wait for the records still being written (at shutdown)."""
         await self._writes.drain()
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Delete the records created before ``cutoff``, ``DELETE_BATCH`` per transaction (a
+        long delete would hold SQLite's write lock); how many were deleted."""
+        deleted = 0
+        while True:
+            async with self.sessions.begin() as session:
+                oldest = (
+                    select(UsageRecord.id)
+                    .where(UsageRecord.created_at < cutoff)
+                    .limit(DELETE_BATCH)
+                    .scalar_subquery()
+                )
+                result = await session.execute(
+                    delete(UsageRecord).where(UsageRecord.id.in_(oldest))
+                )
+            count = int(getattr(result, "rowcount", 0) or 0)
+            deleted += count
+            if count < DELETE_BATCH:
+                return deleted
+
+
+class UsageRetention:
+    """Deletes usage records older than ``days``: once ``first_after`` seconds after start,
+    then every ``every`` seconds. Each replica runs it; a delete that finds nothing is
+    cheap (an index on ``created_at``)."""
+
+    def __init__(
+        self, meter: UsageMeter, days: int, *, every: float = 6 * 3600, first_after: float = 60
+    ) -> None:
+        self._meter = meter
+        self._keep = timedelta(days=days)
+        self._every = every
+        self._first_after = first_after
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._first_after)
+        while True:
+            try:
+                deleted = await self._meter.delete_older_than(utcnow() - self._keep)
+            except SQLAlchemyError as error:
+                log.warning("usage retention failed: %s", type(error).__name__)
+            else:
+                if deleted:
+                    log.info("usage records past retention deleted", extra={"count": deleted})
+            await asyncio.sleep(self._every)
