@@ -328,7 +328,8 @@ async def test_one_ask_is_one_trace_across_the_four_services(
     def served(method: str) -> list[ReceivedSpan]:
         return [s for s in trace if s.name == f"/{method}" and s.kind == 2]
 
-    [answer] = served("aimesh.llm.v1.LLMRouterService/Answer")
+    # A non-streamed ask gathers the router's streamed answer (it is charged if cut short).
+    [answer] = served("aimesh.llm.v1.LLMRouterService/StreamAnswer")
     [search] = served("aimesh.retrieval.v1.RetrievalService/Search")
     embeds = served("aimesh.embedding.v1.EmbeddingService/Embed")
     assert ask.service == "aimesh-gateway"

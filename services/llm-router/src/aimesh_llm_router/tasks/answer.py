@@ -221,6 +221,8 @@ async def stream_answer(
         # citations of sources never given taken out (as the unary Answer returns it).
         yield llm_pb2.StreamEvent(replace=cited.text)
     yield llm_pb2.StreamEvent(citations=llm_pb2.SourceList(items=citations(cited.cited, chunks)))
+    if outcome.model is not None:
+        log_usage("answer", question.tenant_id, outcome.model, outcome.usage, streamed=True)
     for event in closing_events(outcome, "qa", replaced):
         yield event
 

@@ -26,6 +26,7 @@ from aimesh_llm_router.tasks.common import (
     StreamOutcome,
     TaskDeps,
     closing_events,
+    log_usage,
     max_tokens,
     relay,
     temperature,
@@ -225,6 +226,8 @@ async def send_message(
         record.id,
         [StoredMessage("user", turn.content), StoredMessage("assistant", reply)],
     )
+    if outcome.model is not None:
+        log_usage("chat", turn.tenant_id, outcome.model, outcome.usage, streamed=True)
     for event in closing_events(outcome, "chat"):
         yield event
 

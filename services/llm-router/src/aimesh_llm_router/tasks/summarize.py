@@ -100,6 +100,8 @@ async def stream_summary(
         prompt = Spent.of_prompt(text, before=spent)
         async for event in relay(deps.resilience, chain, start, deadline, record, outcome, prompt):
             yield event
+    if outcome.model is not None:
+        log_usage("summarize", request.tenant_id, outcome.model, outcome.usage, streamed=True)
     for event in closing_events(outcome, "summarize"):
         yield event
 
