@@ -312,6 +312,16 @@ def gateway_env(common: dict[str, str], port: int, router_addr: str, prefix: str
     }
 
 
+def user_key(gateway: str) -> str:
+    """A new API key with the user role, made with the admin key."""
+    created = httpx.post(
+        f"{gateway}/v1/admin/keys",
+        json={"roles": ["user"], "name": "bench"},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    return str(created.raise_for_status().json()["key"])
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -450,15 +460,7 @@ def bench_main(args: argparse.Namespace) -> None:
         bare, gateway = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{bare}/docs")
         wait_http(f"{gateway}/healthz")
-        key = (
-            httpx.post(
-                f"{gateway}/v1/admin/keys",
-                json={"roles": ["user"], "name": "bench"},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            )
-            .raise_for_status()
-            .json()["key"]
-        )
+        key = user_key(gateway)
         n = args.requests
         paths: list[tuple[str, str, str, dict[str, str]]] = [
             ("(a) direct gRPC", "grpc", router_addr, {}),

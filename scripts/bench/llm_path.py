@@ -27,14 +27,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from scripts.bench.gateway import (
-    ADMIN_KEY,
     BIN,
     RawHttp,
     gateway_env,
     process,
+    user_key,
     wait_grpc,
     wait_http,
 )
@@ -242,15 +240,7 @@ def bench_main(args: argparse.Namespace) -> None:
         wait_grpc(router_addr)
         gateway = f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{gateway}/healthz")
-        key = (
-            httpx.post(
-                f"{gateway}/v1/admin/keys",
-                json={"roles": ["user"], "name": "bench"},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            )
-            .raise_for_status()
-            .json()["key"]
-        )
+        key = user_key(gateway)
         pids = {"gateway": gateway_process.pid, "router": router.pid}
         body = json.dumps(
             {"model": "default", "messages": [{"role": "user", "content": "Say four words."}]}
