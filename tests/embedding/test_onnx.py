@@ -44,13 +44,14 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def onnx_encoder(onnx_dir: Path, variant: str) -> OnnxEncoder:
+def onnx_encoder(onnx_dir: Path, variant: str, cpu_arena: bool = False) -> OnnxEncoder:
     return load_onnx_encoder(
         Settings(
             metrics_port=None,
             embedding_backend="onnx",
             embedding_onnx_dir=str(onnx_dir),
             embedding_onnx_variant=variant,
+            embedding_onnx_cpu_arena=cpu_arena,
         )
     )
 
@@ -114,6 +115,20 @@ def test_fp32_vectors_equal_torch(
     assert cosines.min() >= 0.999, f"min cosine {cosines.min():.6f}"
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
     assert _neighbour_overlap(torch_vectors, result.vectors) >= 0.99
+
+
+@pytest.mark.parametrize("cpu_arena", [False, True])
+def test_the_arena_setting_reaches_the_session(onnx_dir: Path, cpu_arena: bool) -> None:
+    options = onnx_encoder(onnx_dir, "fp32", cpu_arena)._session.get_session_options()
+    assert options.enable_cpu_mem_arena is cpu_arena
+    assert options.enable_mem_pattern is cpu_arena
+
+
+def test_the_arena_changes_no_vector(onnx_dir: Path, texts: list[str]) -> None:
+    # Batches of many shapes, as the batcher makes them, through both allocators.
+    without = onnx_encoder(onnx_dir, "fp32").embed(texts, truncate=True, dimensions=0)
+    arena = onnx_encoder(onnx_dir, "fp32", cpu_arena=True).embed(texts, truncate=True, dimensions=0)
+    np.testing.assert_allclose(without.vectors, arena.vectors, atol=1e-6)
 
 
 def test_int8_stays_close_to_torch(

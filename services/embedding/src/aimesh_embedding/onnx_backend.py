@@ -76,6 +76,11 @@ def load_onnx_encoder(settings: Settings) -> OnnxEncoder:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # The arena and the memory patterns (one cached plan per input shape) both keep memory
+    # per batch shape, and the batcher makes many shapes; without them ONNX Runtime
+    # allocates with malloc, whose fixed mmap threshold hands it back (memory.py).
+    options.enable_cpu_mem_arena = settings.embedding_onnx_cpu_arena
+    options.enable_mem_pattern = settings.embedding_onnx_cpu_arena
     try:
         session = onnxruntime.InferenceSession(
             model_path, sess_options=options, providers=["CPUExecutionProvider"]
