@@ -99,12 +99,12 @@ def test_batching_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
 def test_memory_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.embedding_malloc_mmap_threshold_kib == 128
-    assert settings.embedding_onnx_cpu_arena is False
+    assert settings.embedding_onnx_shrink_arena is True
     monkeypatch.setenv("AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB", "0")
-    monkeypatch.setenv("AIMESH_EMBEDDING_ONNX_CPU_ARENA", "true")
+    monkeypatch.setenv("AIMESH_EMBEDDING_ONNX_SHRINK_ARENA", "false")
     changed = Settings()
     assert changed.embedding_malloc_mmap_threshold_kib == 0
-    assert changed.embedding_onnx_cpu_arena is True
+    assert changed.embedding_onnx_shrink_arena is False
 
 
 @pytest.mark.parametrize("value", ["-1", "32769"])

@@ -79,13 +79,14 @@ class Settings(GrpcServiceSettings):
         "fp32",
         description="fp32 (cosine >= 0.999 to torch) or int8 (dynamic per-channel, faster).",
     )
-    embedding_onnx_cpu_arena: bool = Field(
-        False,
+    embedding_onnx_shrink_arena: bool = Field(
+        True,
         description=(
-            "Let ONNX Runtime keep its CPU memory arena and per-shape memory patterns. Off, "
-            "each batch's tensors come from malloc and go back to the OS with "
-            "AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB; on, the arena keeps what the "
-            "largest and the most fragmented batches needed, and grows with new batch shapes."
+            "After each batch, shrink ONNX Runtime's CPU memory arena back to its first chunk "
+            "(run option memory.enable_memory_arena_shrinkage) and plan no per-shape memory "
+            "patterns. Off, the arena and the patterns keep what every batch shape needed: "
+            "+274 MiB in 5 minutes of varied batches (issue 28). Running without the arena "
+            "instead would halve the throughput."
         ),
     )
     embedding_max_batch_tokens: int = Field(
