@@ -7,8 +7,9 @@ starts by serving blocks of 128 KiB or more with mmap, returned to the OS when f
 raises that threshold to the size of every such block freed (up to 32 MiB). From then on the
 model's blocks are carved from the heap, and a freed block is resident until a block of a
 size that fits reuses it. Shapes seen before reuse their holes; each new shape adds more.
-The soak of issue 28 saw +100 MiB in 8 minutes, and ``malloc_trim`` gave it back: free
-memory held by the allocator, not a leak (scripts/embedding_memory.py measures it).
+The soak of issue 28 saw +100 MiB in 8 minutes; ``malloc_trim`` gives such growth back, so
+it is free memory held by the allocator, not a leak (scripts/embedding_memory.py measures it;
+docs/benchmarks.md, "Embedding memory", has the figures).
 
 Fixing the threshold with ``mallopt(M_MMAP_THRESHOLD)`` turns the dynamic adjustment off, so
 every block above it is mapped for its batch and unmapped after it. This is process-wide and
