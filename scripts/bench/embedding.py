@@ -131,6 +131,13 @@ def raw_onnx(texts: list[str], onnx_dir: str) -> list[Row]:
 @contextlib.contextmanager
 def server_process(env: dict[str, str]) -> Iterator[str]:
     """``aimesh-embedding`` as its own process; yields its address once it serves."""
+    with server_and_process(env) as (addr, _):
+        yield addr
+
+
+@contextlib.contextmanager
+def server_and_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``aimesh-embedding`` as its own process; yields its address and process once it serves."""
     port = free_port()
     process = subprocess.Popen(
         [str(SERVER)],
@@ -155,7 +162,7 @@ def server_process(env: dict[str, str]) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise SystemExit("aimesh-embedding did not start in time")
             time.sleep(0.2)
-        yield addr
+        yield addr, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

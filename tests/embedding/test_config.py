@@ -96,6 +96,25 @@ def test_batching_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert changed.embedding_max_queue_inputs == 512
 
 
+def test_memory_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.embedding_malloc_mmap_threshold_kib == 128
+    assert settings.embedding_onnx_shrink_arena is True
+    monkeypatch.setenv("AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB", "0")
+    monkeypatch.setenv("AIMESH_EMBEDDING_ONNX_SHRINK_ARENA", "false")
+    changed = Settings()
+    assert changed.embedding_malloc_mmap_threshold_kib == 0
+    assert changed.embedding_onnx_shrink_arena is False
+
+
+@pytest.mark.parametrize("value", ["-1", "32769"])
+def test_mmap_threshold_is_validated(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB", value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB" in format_validation_error(caught.value)
+
+
 def test_queue_must_hold_one_full_call() -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(max_inputs_per_request=300, embedding_max_queue_inputs=200)

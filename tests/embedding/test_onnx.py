@@ -18,7 +18,7 @@ import pytest
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh_embedding.config import Settings
 from aimesh_embedding.export_onnx import export
-from aimesh_embedding.onnx_backend import OnnxEncoder, load_onnx_encoder
+from aimesh_embedding.onnx_backend import ARENA_SHRINKAGE, OnnxEncoder, load_onnx_encoder
 from aimesh_embedding.server import create_server
 from scripts.bench.texts import bench_texts
 from tests.embedding.texts import words
@@ -44,13 +44,14 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def onnx_encoder(onnx_dir: Path, variant: str) -> OnnxEncoder:
+def onnx_encoder(onnx_dir: Path, variant: str, shrink_arena: bool = True) -> OnnxEncoder:
     return load_onnx_encoder(
         Settings(
             metrics_port=None,
             embedding_backend="onnx",
             embedding_onnx_dir=str(onnx_dir),
             embedding_onnx_variant=variant,
+            embedding_onnx_shrink_arena=shrink_arena,
         )
     )
 
@@ -114,6 +115,24 @@ def test_fp32_vectors_equal_torch(
     assert cosines.min() >= 0.999, f"min cosine {cosines.min():.6f}"
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
     assert _neighbour_overlap(torch_vectors, result.vectors) >= 0.99
+
+
+@pytest.mark.parametrize("shrink", [True, False])
+def test_the_arena_setting_reaches_the_session(onnx_dir: Path, shrink: bool) -> None:
+    encoder = onnx_encoder(onnx_dir, "fp32", shrink)
+    assert encoder._session.get_session_options().enable_cpu_mem_arena is True
+    assert encoder._session.get_session_options().enable_mem_pattern is not shrink
+    entry = encoder._run_options.get_run_config_entry(ARENA_SHRINKAGE) if shrink else None
+    assert entry == ("cpu:0" if shrink else None)
+
+
+def test_shrinking_the_arena_changes_no_vector(onnx_dir: Path, texts: list[str]) -> None:
+    # Batches of many shapes, as the batcher makes them, shrunk after each and not.
+    shrunk = onnx_encoder(onnx_dir, "fp32").embed(texts, truncate=True, dimensions=0)
+    kept = onnx_encoder(onnx_dir, "fp32", shrink_arena=False).embed(
+        texts, truncate=True, dimensions=0
+    )
+    np.testing.assert_allclose(shrunk.vectors, kept.vectors, atol=1e-6)
 
 
 def test_int8_stays_close_to_torch(

@@ -218,6 +218,7 @@ async def test_sigterm_lets_the_in_flight_call_finish() -> None:
             await process.wait()
         await drain
     log = "".join(lines)
+    assert '"msg": "malloc mmap threshold fixed"' in log
     assert '"msg": "stopping"' in log
     assert '"msg": "stopped"' in log
     assert "Traceback" not in log

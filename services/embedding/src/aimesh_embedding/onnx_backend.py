@@ -22,6 +22,8 @@ from aimesh_embedding.model import BaseEncoder, ModelLoadError, TextTokenizer, T
 
 METADATA_FILE = "aimesh_onnx.json"
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+# Run option: after the run, free the CPU arena's chunks beyond its first one.
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
 
 
 class OnnxEncoder(BaseEncoder):
@@ -37,9 +39,11 @@ class OnnxEncoder(BaseEncoder):
         dimension: int,
         max_input_tokens: int,
         variant: str,
+        run_options: Any = None,
     ) -> None:
         super().__init__(tokenizer, name, dimension, max_input_tokens)
         self._session = session
+        self._run_options = run_options
         self._inputs = {item.name for item in session.get_inputs()}
         self.variant = variant
 
@@ -47,7 +51,7 @@ class OnnxEncoder(BaseEncoder):
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        (output,) = self._session.run(None, feed)
+        (output,) = self._session.run(None, feed, self._run_options)
         return np.asarray(output, dtype=np.float32)
 
 
@@ -76,6 +80,14 @@ def load_onnx_encoder(settings: Settings) -> OnnxEncoder:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # The arena and the memory patterns (one cached plan per input shape) both keep memory
+    # per batch shape, and the batcher makes many shapes. A shrunk arena's chunks go back to
+    # malloc, which unmaps them (the fixed mmap threshold of memory.py).
+    shrink = settings.embedding_onnx_shrink_arena
+    options.enable_mem_pattern = not shrink
+    run_options = onnxruntime.RunOptions()
+    if shrink:
+        run_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
     try:
         session = onnxruntime.InferenceSession(
             model_path, sess_options=options, providers=["CPUExecutionProvider"]
@@ -89,4 +101,5 @@ def load_onnx_encoder(settings: Settings) -> OnnxEncoder:
         dimension=int(metadata["dimension"]),
         max_input_tokens=int(metadata["max_input_tokens"]),
         variant=variant,
+        run_options=run_options,
     )

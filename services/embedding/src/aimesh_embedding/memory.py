@@ -1,0 +1,63 @@
+"""Keeps the embedding process's resident memory flat under batches of ever-new shapes (issue 28).
+
+The model's activations are a few large blocks per batch (hidden states, attention scores,
+feed-forward intermediates: 0.1 to tens of MiB each) whose sizes follow the batch's shape,
+(inputs, tokens), which the dynamic batcher varies from one batch to the next. glibc's malloc
+starts by serving blocks of 128 KiB or more with mmap, returned to the OS when freed, but it
+raises that threshold to the size of every such block freed (up to 32 MiB). From then on the
+model's blocks are carved from the heap, and a freed block is resident until a block of a
+size that fits reuses it. Shapes seen before reuse their holes; each new shape adds more.
+The soak of issue 28 saw +100 MiB in 8 minutes; ``malloc_trim`` gives such growth back, so
+it is free memory held by the allocator, not a leak (scripts/embedding_memory.py measures it;
+docs/benchmarks.md, "Embedding memory", has the figures).
+
+Fixing the threshold with ``mallopt(M_MMAP_THRESHOLD)`` turns the dynamic adjustment off, so
+every block above it is mapped for its batch and unmapped after it. This is process-wide and
+only glibc has it; elsewhere the setting is reported as not applied.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+
+log = logging.getLogger("aimesh.embedding")
+
+# <malloc.h>: mallopt's parameter for the mmap threshold.
+M_MMAP_THRESHOLD = -3
+# The highest threshold glibc's dynamic adjustment reaches on 64-bit systems
+# (DEFAULT_MMAP_THRESHOLD_MAX); a fixed one above it would keep even more than the default.
+MAX_MMAP_THRESHOLD_KIB = 32 * 1024
+
+
+def is_glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
+def set_mmap_threshold(kib: int) -> bool:
+    """Serve blocks of at least ``kib`` KiB with mmap, for good; True when glibc took it.
+
+    0 leaves malloc's dynamic threshold alone (and returns False).
+    """
+    if kib <= 0 or not is_glibc():
+        return False
+    libc = ctypes.CDLL(None)  # the symbols already loaded in this process: its own libc
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, kib * 1024))
+
+
+def apply_malloc_settings(mmap_threshold_kib: int) -> None:
+    """Apply ``AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB`` at start, before the model loads."""
+    if mmap_threshold_kib <= 0:
+        log.info(
+            "malloc mmap threshold left dynamic (AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB=0)"
+        )
+        return
+    if set_mmap_threshold(mmap_threshold_kib):
+        log.info("malloc mmap threshold fixed", extra={"mmap_threshold_kib": mmap_threshold_kib})
+    else:
+        log.warning(
+            "malloc mmap threshold not applied (not glibc): resident memory may grow with "
+            "the number of distinct batch shapes",
+            extra={"libc": platform.libc_ver()[0] or "unknown"},
+        )

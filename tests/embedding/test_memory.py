@@ -1,0 +1,83 @@
+"""The fixed mmap threshold: freed blocks of ever-new sizes go back to the OS (issue 28)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aimesh_embedding.memory import apply_malloc_settings, is_glibc, set_mmap_threshold
+
+needs_glibc = pytest.mark.skipif(not is_glibc(), reason="mallopt thresholds are glibc's")
+
+# What a model does with batches of ever-new shapes, with malloc alone: large blocks of sizes
+# not seen before, freed after their batch, while something allocated after them lives on (a
+# result, a Python object; here an untouched block larger than any hole, so it cannot be
+# placed in one). Prints the resident MiB the loop added.
+BATCHES = textwrap.dedent(
+    """
+    import ctypes, sys
+    from aimesh_embedding.memory import set_mmap_threshold
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def rss_mib():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+    if sys.argv[1] != "0":
+        assert set_mmap_threshold(int(sys.argv[1]))
+    # One large block freed first: glibc's default now serves every smaller one from the heap.
+    libc.free(libc.malloc(8 * 1024 * 1024))
+    before = rss_mib()
+    survivors = []
+    for step in range(24):
+        size = (1024 + 256 * step) * 1024  # 1 MiB, 1.25 MiB, ... 6.75 MiB
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)  # touch it, as a tensor's values do
+        survivors.append(libc.malloc(size + 4096))
+        libc.free(block)
+    print(rss_mib() - before)
+    """
+)
+
+
+def resident_growth_mib(threshold_kib: int) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", BATCHES, str(threshold_kib)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return float(result.stdout)
+
+
+@needs_glibc
+def test_a_fixed_threshold_hands_each_batch_back() -> None:
+    # 24 blocks of 1-6.75 MiB, 93 MiB in all, were touched and freed.
+    assert resident_growth_mib(128) < 8
+
+
+@needs_glibc
+def test_the_dynamic_default_keeps_the_blocks_of_every_new_size() -> None:
+    # Why the setting exists: glibc raises its threshold after the first freed block and
+    # carves the rest from the heap, where the small survivors pin them.
+    assert resident_growth_mib(0) > 40
+
+
+def test_zero_leaves_malloc_alone() -> None:
+    assert set_mmap_threshold(0) is False
+
+
+def test_the_startup_log_says_what_was_applied(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="aimesh.embedding")
+    apply_malloc_settings(0)
+    assert "left dynamic" in caplog.text
