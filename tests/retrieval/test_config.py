@@ -69,3 +69,14 @@ def test_search_consistency_defaults_to_session_and_rejects_unknown_levels() -> 
     assert Settings(milvus_search_consistency="Strong").milvus_search_consistency == "Strong"
     with pytest.raises(ValidationError):
         Settings.model_validate({"milvus_search_consistency": "Sometimes"})
+
+
+def test_malloc_threshold_default_environment_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().malloc_mmap_threshold_kib == 128
+    monkeypatch.setenv("AIMESH_MALLOC_MMAP_THRESHOLD_KIB", "0")
+    assert Settings().malloc_mmap_threshold_kib == 0
+    for value in ("-1", "32769"):
+        monkeypatch.setenv("AIMESH_MALLOC_MMAP_THRESHOLD_KIB", value)
+        with pytest.raises(ValidationError) as caught:
+            Settings()
+        assert "AIMESH_MALLOC_MMAP_THRESHOLD_KIB" in format_validation_error(caught.value)

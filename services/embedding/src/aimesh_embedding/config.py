@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from aimesh_common.memory import MAX_MMAP_THRESHOLD_KIB
 from aimesh_common.settings import GrpcServiceSettings
-from aimesh_embedding.memory import MAX_MMAP_THRESHOLD_KIB
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
 

@@ -7,11 +7,11 @@ import logging
 import time
 
 from aimesh_common.logging import configure_logging
+from aimesh_common.memory import apply_malloc_settings
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
 from aimesh_embedding.config import Settings
-from aimesh_embedding.memory import apply_malloc_settings
 from aimesh_embedding.model import Encoder, ModelLoadError, load_backend
 from aimesh_embedding.rerank import CrossEncoderScorer, load_reranker
 from aimesh_embedding.server import create_server
@@ -35,7 +35,8 @@ def main() -> None:
     try:
         metrics_port = start_metrics_server(settings.metrics_port)
         # Before the model loads, so that its weights and first batches follow it too.
-        apply_malloc_settings(settings.embedding_malloc_mmap_threshold_kib)
+        threshold = settings.embedding_malloc_mmap_threshold_kib
+        apply_malloc_settings(threshold, "AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB")
         started = time.perf_counter()
         encoder = load_backend(settings)
         log.info(

@@ -8,6 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from aimesh_common.memory import MAX_MMAP_THRESHOLD_KIB
 from aimesh_common.settings import GrpcServiceSettings, service_addr
 from aimesh_retrieval.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from aimesh_retrieval.jobs import BATCH_CHUNKS
@@ -50,6 +51,18 @@ class Settings(GrpcServiceSettings):
         "written or deleted since the last flush. Milvus Lite itself flushes only at 128 MiB, "
         "so a collection that grows slowly is searched ever slower (issue 28); 0 leaves it to "
         "Milvus Lite.",
+    )
+    malloc_mmap_threshold_kib: int = Field(
+        128,
+        ge=0,
+        le=MAX_MMAP_THRESHOLD_KIB,
+        description="Memory blocks of at least this many KiB are mapped for the call that "
+        "needs them and handed back to the OS when freed (glibc's M_MMAP_THRESHOLD, fixed at "
+        "start). With glibc's own default, which raises the threshold as large blocks are "
+        "freed, Milvus Lite's arrays for writes, flushes and searches stayed resident and the "
+        "process kept growing with its stored chunks (+125 MiB after 4,000 single-chunk "
+        "upserts and still rising, against +94 MiB and level with it fixed; search latency "
+        "unchanged). 0 keeps glibc's dynamic default.",
     )
     hnsw_search_ef: int = Field(
         128,

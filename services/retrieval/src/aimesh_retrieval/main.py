@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.logging import configure_logging
+from aimesh_common.memory import apply_malloc_settings
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
@@ -86,6 +87,8 @@ def main() -> None:
     settings = load_settings(Settings)
     configure_logging("retrieval", settings.log_level, settings.log_format)
     start_metrics_server(settings.metrics_port)
+    # Before Milvus Lite starts, so that its arrays follow it from the first write.
+    apply_malloc_settings(settings.malloc_mmap_threshold_kib, "AIMESH_MALLOC_MMAP_THRESHOLD_KIB")
     asyncio.run(run(settings))
 
 

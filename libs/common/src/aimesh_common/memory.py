@@ -1,6 +1,6 @@
-"""Keeps the embedding process's resident memory flat under batches of ever-new shapes (issue 28).
+"""Keeps a process's resident memory flat under large blocks of ever-new sizes (issue 28).
 
-The model's activations are a few large blocks per batch (hidden states, attention scores,
+The embedding model's activations are a few large blocks per batch (hidden states, attention scores,
 feed-forward intermediates: 0.1 to tens of MiB each) whose sizes follow the batch's shape,
 (inputs, tokens), which the dynamic batcher varies from one batch to the next. glibc's malloc
 starts by serving blocks of 128 KiB or more with mmap, returned to the OS when freed, but it
@@ -11,9 +11,16 @@ The soak of issue 28 saw +100 MiB in 8 minutes; ``malloc_trim`` gives such growt
 it is free memory held by the allocator, not a leak (scripts/embedding_memory.py measures it;
 docs/benchmarks.md, "Embedding memory", has the figures).
 
+Milvus Lite, inside the retrieval process, does the same with the arrays of its writes,
+flushes and searches, whose sizes follow the collection's: retrieval's memory kept rising
+with its stored chunks where the fixed threshold levels it off.
+
 Fixing the threshold with ``mallopt(M_MMAP_THRESHOLD)`` turns the dynamic adjustment off, so
 every block above it is mapped for its batch and unmapped after it. This is process-wide and
-only glibc has it; elsewhere the setting is reported as not applied.
+only glibc has it; elsewhere the setting is reported as not applied. Each service that uses
+it has its own setting (``AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB``,
+``AIMESH_MALLOC_MMAP_THRESHOLD_KIB`` for retrieval), applied by :func:`apply_malloc_settings`
+at start.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import ctypes
 import logging
 import platform
 
-log = logging.getLogger("aimesh.embedding")
+log = logging.getLogger("aimesh.memory")
 
 # <malloc.h>: mallopt's parameter for the mmap threshold.
 M_MMAP_THRESHOLD = -3
@@ -46,18 +53,17 @@ def set_mmap_threshold(kib: int) -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, kib * 1024))
 
 
-def apply_malloc_settings(mmap_threshold_kib: int) -> None:
-    """Apply ``AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB`` at start, before the model loads."""
+def apply_malloc_settings(mmap_threshold_kib: int, setting: str) -> None:
+    """Apply a service's threshold setting (``setting`` names its variable, for the log) at
+    start, before its large allocations begin (a model, Milvus Lite)."""
     if mmap_threshold_kib <= 0:
-        log.info(
-            "malloc mmap threshold left dynamic (AIMESH_EMBEDDING_MALLOC_MMAP_THRESHOLD_KIB=0)"
-        )
+        log.info("malloc mmap threshold left dynamic (%s=0)", setting)
         return
     if set_mmap_threshold(mmap_threshold_kib):
         log.info("malloc mmap threshold fixed", extra={"mmap_threshold_kib": mmap_threshold_kib})
     else:
         log.warning(
             "malloc mmap threshold not applied (not glibc): resident memory may grow with "
-            "the number of distinct batch shapes",
+            "the number of distinct sizes of its large blocks",
             extra={"libc": platform.libc_ver()[0] or "unknown"},
         )

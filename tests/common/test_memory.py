@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from aimesh_embedding.memory import apply_malloc_settings, is_glibc, set_mmap_threshold
+from aimesh_common.memory import apply_malloc_settings, is_glibc, set_mmap_threshold
 
 needs_glibc = pytest.mark.skipif(not is_glibc(), reason="mallopt thresholds are glibc's")
 
@@ -19,7 +19,7 @@ needs_glibc = pytest.mark.skipif(not is_glibc(), reason="mallopt thresholds are 
 BATCHES = textwrap.dedent(
     """
     import ctypes, sys
-    from aimesh_embedding.memory import set_mmap_threshold
+    from aimesh_common.memory import set_mmap_threshold
 
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -78,6 +78,6 @@ def test_zero_leaves_malloc_alone() -> None:
 
 
 def test_the_startup_log_says_what_was_applied(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="aimesh.embedding")
-    apply_malloc_settings(0)
-    assert "left dynamic" in caplog.text
+    caplog.set_level("INFO", logger="aimesh.memory")
+    apply_malloc_settings(0, "AIMESH_MALLOC_MMAP_THRESHOLD_KIB")
+    assert "left dynamic (AIMESH_MALLOC_MMAP_THRESHOLD_KIB=0)" in caplog.text
