@@ -30,6 +30,12 @@ longer, at most half the run; the first and last windows are 10 minutes or a fif
 run; a run shorter than 30 minutes gives the cache a lifetime of a tenth of the run (at
 least 30 s) so that it fills within the warm-up (``--cache-ttl`` overrides it).
 
+Then, unless ``--fresh 0``, every service is restarted on the same data and the same mix
+(without upserts) runs for ``--fresh`` seconds (5 minutes, or the window of a short run):
+the *fresh* window. Where the p50 drifted, it says whose the drift is: a fresh process on
+the same data as slow as the last window means the data (a larger collection) or the
+machine; as fast as the first window means the processes themselves (issue 28 §2).
+
 ``--profile SECONDS`` records the gateway and the retrieval service with py-spy (pip
 ``py-spy``) for that long, once just after the warm-up and once before the end, into
 ``--out``: the two flame graphs show what grew.
@@ -89,6 +95,7 @@ class Plan:
     profile_seconds: float = 0.0
     max_growth_pct_per_hour: float = MAX_GROWTH_PCT_PER_HOUR
     max_p50_drift_pct: float = MAX_P50_DRIFT_PCT
+    fresh_seconds: float = 0.0
 
 
 def plan_for(
@@ -109,6 +116,8 @@ def plan_for(
         warmup = min(max(cache_ttl + 60.0, seconds / 10), seconds / 2)
     if window is None:
         window = min(600.0, seconds / 5)
+    if more.get("fresh_seconds") is None:
+        more["fresh_seconds"] = min(300.0, window)
     return Plan(seconds, rate, warmup, window, cache_ttl, **more)
 
 
@@ -192,6 +201,8 @@ class Soak:
         self.elapsed = 0.0
         self.profiles: list[str] = []
         self.traffic = Traffic(plan.seed)
+        # The fresh window: the same mix against restarted services on the same data.
+        self.fresh_records: list[Record] = []
 
     def _error(self, message: str) -> None:
         if len(self.errors) < 50:
@@ -233,11 +244,13 @@ class Soak:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _requests(self, client: httpx.AsyncClient, traffic: Traffic) -> None:
+    async def _requests(
+        self, client: httpx.AsyncClient, traffic: Traffic, seconds: float | None = None
+    ) -> None:
         tasks: set[asyncio.Task[None]] = set()
         arrivals = random.Random(self.plan.seed + 1)
         due = time.monotonic()
-        end = self.started + self.plan.seconds
+        end = self.started + (self.plan.seconds if seconds is None else seconds)
         while not self.stop.is_set():
             due += arrivals.expovariate(self.plan.rate)
             if due >= end:
@@ -328,18 +341,33 @@ class Soak:
             for run in runs:
                 await run.wait()
 
-    async def run(self) -> None:
-        traffic = self.traffic
+    def _client(self) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.mesh.admin_api_key}"}
         assert self.mesh.url.startswith("http://127.0.0.1:"), self.mesh.url
         limits = httpx.Limits(max_connections=self.plan.max_in_flight, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=self.mesh.url,
             headers=headers,
             timeout=REQUEST_TIMEOUT,
             limits=limits,
             trust_env=False,  # never through a proxy: only 127.0.0.1
-        ) as client:
+        )
+
+    async def fresh(self) -> None:
+        """The same mix, no upserts, for ``fresh_seconds`` against services restarted on the
+        same data (the caller restarts them); its records go to ``fresh_records``."""
+        records, self.records = self.records, self.fresh_records
+        try:
+            async with self._client() as client:
+                await self._warm(client, self.traffic)
+                self.started = time.monotonic()
+                await self._requests(client, self.traffic, self.plan.fresh_seconds)
+        finally:
+            self.records = records
+
+    async def run(self) -> None:
+        traffic = self.traffic
+        async with self._client() as client:
             seeded = await self._seed(client, traffic)
             self.started = time.monotonic()
             jobs = [
@@ -370,12 +398,16 @@ class Soak:
             )
             if stored.status_code >= 400:
                 raise MeshStartError(f"seeding: {stored.status_code} {stored.text[:300]}")
+        await self._warm(client, traffic)
+        return count
+
+    async def _warm(self, client: httpx.AsyncClient, traffic: Traffic) -> None:
+        """One request of each kind, untimed, so that nothing is cold."""
         for route, _ in MIX:
             path, body = traffic.request(route)
             warm = await client.post(path, json=body)
             if warm.status_code >= 400:
                 raise MeshStartError(f"first {route}: {warm.status_code} {warm.text[:300]}")
-        return count
 
 
 def slope_per_hour(at: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
@@ -401,7 +433,29 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def analyse(plan: Plan, records: list[Record], samples: Samples, elapsed: float) -> dict[str, Any]:
+def attribute(first_ms: float, last_ms: float, fresh_ms: float, limit_pct: float) -> str:
+    """Whose drift it is, from the p50 of the first, the last and the fresh window."""
+    if not all(x > 0 for x in (first_ms, last_ms, fresh_ms)):
+        return "not measured"
+    if (last_ms - first_ms) / first_ms * 100 <= limit_pct:
+        return "no drift"
+    if abs(fresh_ms - last_ms) / last_ms * 100 <= limit_pct:
+        return "the data or the machine: restarted processes on the same data are as slow"
+    if abs(fresh_ms - first_ms) / first_ms * 100 <= limit_pct:
+        return "the processes: restarted on the same data, they are as fast as at the start"
+    if first_ms < fresh_ms < last_ms:
+        share = (last_ms - fresh_ms) / (last_ms - first_ms) * 100
+        return f"partly the processes: a restart took back {share:.0f} % of the drift"
+    return "unclear: the fresh window is outside the first and the last"
+
+
+def analyse(
+    plan: Plan,
+    records: list[Record],
+    samples: Samples,
+    elapsed: float,
+    fresh: list[Record] | None = None,
+) -> dict[str, Any]:
     """Every figure of the report and the verdict, as plain data (also the JSON result)."""
     routes = [name for name, _ in MIX] + ["upsert"]
     ok = [r for r in records if r.ok]
@@ -431,8 +485,19 @@ def analyse(plan: Plan, records: list[Record], samples: Samples, elapsed: float)
             route: _quantiles([r.seconds for r in chosen if r.route == route]) for route in routes
         }
         windows[label]["all"] = _quantiles([r.seconds for r in chosen if r.route != "upsert"])
+    if fresh:
+        fresh_ok = [r for r in fresh if r.ok]
+        windows["fresh"] = {
+            route: _quantiles([r.seconds for r in fresh_ok if r.route == route]) for route in routes
+        }
+        windows["fresh"]["all"] = _quantiles([r.seconds for r in fresh_ok])
     p50_first, p50_last = windows["first"]["all"]["p50_ms"], windows["last"]["all"]["p50_ms"]
     drift = (p50_last - p50_first) / p50_first * 100 if p50_first > 0 else math.nan
+    drift_owner = (
+        attribute(p50_first, p50_last, windows["fresh"]["all"]["p50_ms"], plan.max_p50_drift_pct)
+        if fresh
+        else "not measured"
+    )
     # Memory after the warm-up.
     memory: dict[str, dict[str, float]] = {}
     after = [i for i, t in enumerate(samples.at) if t >= plan.warmup]
@@ -458,7 +523,8 @@ def analyse(plan: Plan, records: list[Record], samples: Samples, elapsed: float)
             for m in memory.values()
         ),
         "p50_drift": not math.isnan(drift) and drift <= plan.max_p50_drift_pct,
-        "errors": errors == 0 and len(records) > 0,
+        # A request the restarted mesh failed is an error of the run too.
+        "errors": errors == 0 and len(records) > 0 and not any(not r.ok for r in fresh or []),
     }
     return {
         "plan": asdict(plan),
@@ -476,6 +542,9 @@ def analyse(plan: Plan, records: list[Record], samples: Samples, elapsed: float)
         "children": samples.children,
         "windows": windows,
         "p50_drift_pct": drift,
+        "drift_owner": drift_owner,
+        "fresh_requests": len(fresh or []),
+        "fresh_errors": sum(1 for r in fresh or [] if not r.ok),
         "per_minute": per_minute,
         "checks": checks,
         "passed": all(checks.values()),
@@ -513,16 +582,25 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "first and last window, ms:",
-        f"{'route':<11} {'first p50/p95':>17} {'last p50/p95':>17}",
+        f"{'route':<11} {'first p50/p95':>17} {'last p50/p95':>17}"
+        + (f" {'fresh p50/p95':>17}" if "fresh" in result["windows"] else ""),
     ]
     for route in ("all", "search", "ask", "chat", "embeddings", "upsert"):
-        a, b = result["windows"]["first"][route], result["windows"]["last"][route]
-        lines.append(
-            f"{route:<11} {a['p50_ms']:8.1f}/{a['p95_ms']:8.1f} "
-            f"{b['p50_ms']:8.1f}/{b['p95_ms']:8.1f}"
-        )
+        cells = [
+            f"{w[route]['p50_ms']:8.1f}/{w[route]['p95_ms']:8.1f}"
+            for label in ("first", "last", "fresh")
+            if (w := result["windows"].get(label)) is not None
+        ]
+        lines.append(f"{route:<11} " + " ".join(cells))
     lines += [
-        f"p50 drift: {result['p50_drift_pct']:+.1f} % (limit {plan['max_p50_drift_pct']:g} %)",
+        f"p50 drift: {result['p50_drift_pct']:+.1f} % (limit {plan['max_p50_drift_pct']:g} %); "
+        f"whose: {result['drift_owner']}"
+        + (
+            f" (fresh window: {result['fresh_requests']} requests, "
+            f"{result['fresh_errors']} errors, after restarting every service)"
+            if result["fresh_requests"]
+            else ""
+        ),
         "",
         "memory (RSS of each service's process tree, MiB; slope after the warm-up):",
     ]
@@ -585,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="py-spy the gateway and retrieval this long, early and late",
     )
+    parser.add_argument(
+        "--fresh",
+        type=float,
+        metavar="SECONDS",
+        help="After the load, restart every service on the same data and run the mix this "
+        "long (default: 300, or the window of a short run; 0: no fresh window)",
+    )
     parser.add_argument("--json", type=Path, help="Write the result (all figures) here")
     parser.add_argument("--out", type=Path, help="Keep the services' logs and profiles here")
     parser.add_argument("--seed", type=int, default=28)
@@ -601,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_seconds=args.profile,
         max_growth_pct_per_hour=args.max_growth,
         max_p50_drift_pct=args.max_drift,
+        fresh_seconds=args.fresh,
     )
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aimesh-soak-")))
@@ -646,6 +732,15 @@ def main(argv: list[str] | None = None) -> int:
             mesh.start()
             loading.set()
             asyncio.run(soak.run())
+            if plan.fresh_seconds > 0 and not interrupted.is_set():
+                print(
+                    f"soak: restarting every service on the same data for a "
+                    f"{plan.fresh_seconds:.0f} s fresh window",
+                    flush=True,
+                )
+                mesh.stop()
+                mesh.start()
+                asyncio.run(soak.fresh())
         except MeshStartError as error:
             print(
                 f"soak: the mesh did not start or the load could not begin: {error}",
@@ -657,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             mesh.stop()
-        result = analyse(plan, soak.records, soak.samples, soak.elapsed)
+        result = analyse(plan, soak.records, soak.samples, soak.elapsed, soak.fresh_records)
         result["errors_seen"] = soak.errors
         result["profiles"] = soak.profiles
         result["interrupted"] = interrupted.is_set()

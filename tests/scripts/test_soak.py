@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.soak import Record, Samples, analyse, plan_for, slope_per_hour
+from scripts.soak import Record, Samples, analyse, attribute, plan_for, slope_per_hour
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +78,40 @@ def test_growth_drift_and_errors_each_fail_the_run() -> None:
     assert failing["passed"] is False
 
 
+def test_the_fresh_window_says_whose_drift_it_is() -> None:
+    limit = 10.0
+    assert attribute(10.0, 10.5, 12.0, limit) == "no drift"
+    assert attribute(10.0, 20.0, 19.0, limit).startswith("the data or the machine")
+    assert attribute(10.0, 20.0, 10.5, limit).startswith("the processes")
+    assert attribute(10.0, 20.0, 15.0, limit) == (
+        "partly the processes: a restart took back 50 % of the drift"
+    )
+    assert attribute(10.0, 20.0, 30.0, limit).startswith("unclear")
+    assert attribute(10.0, 20.0, 0.0, limit) == "not measured"
+
+
+def test_the_fresh_window_is_reported_and_its_errors_fail_the_run() -> None:
+    assert plan_for(7200, 8).fresh_seconds == 300
+    assert plan_for(600, 8).fresh_seconds == 120
+    assert plan_for(600, 8, fresh_seconds=0).fresh_seconds == 0
+    plan = plan_for(1200, 1)
+    records = [
+        Record(float(t), "search", (10.0 if t < 600 else 20.0) / 1000, True) for t in range(1200)
+    ]
+    samples = Samples()
+    samples.at = [float(t) for t in range(0, 1200, 10)]
+    samples.mib["gateway"] = [140.0 for _ in samples.at]
+    fresh = [Record(float(t), "search", 0.0105, True) for t in range(60)]
+    result = analyse(plan, records, samples, 1200.0, fresh)
+    assert result["windows"]["fresh"]["search"]["p50_ms"] == pytest.approx(10.5)  # type: ignore[index]
+    assert str(result["drift_owner"]).startswith("the processes")
+    assert result["checks"] == {"memory": True, "p50_drift": False, "errors": True}
+    failed = analyse(plan, records, samples, 1200.0, [*fresh, Record(61.0, "ask", 0.1, False)])
+    assert failed["fresh_errors"] == 1
+    assert failed["checks"]["errors"] is False  # type: ignore[index]
+    assert analyse(plan, records, samples, 1200.0)["drift_owner"] == "not measured"
+
+
 @pytest.mark.faults  # a whole mesh for 20 s: `make test-faults`, not the default run
 def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
     """20 s at 1 request a second: the real mesh, the report, the JSON and the exit status.
@@ -119,4 +153,8 @@ def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
     assert len(result["memory_samples"]["at"]) >= 2
     assert result["windows"]["first"]["all"]["count"] > 0
     assert set(result["checks"]) == {"memory", "p50_drift", "errors"}
+    # The fresh window ran against the restarted services on the same data.
+    assert result["fresh_requests"] >= 1
+    assert result["windows"]["fresh"]["all"]["count"] >= 1
+    assert "restarting every service" in done.stdout
     assert (tmp_path / "out" / "logs" / "gateway.log").exists()
