@@ -299,3 +299,32 @@ async def test_milvus_lite_flushes_a_collection_every_few_hundred_changed_rows(
         assert {hit.document_id for hit in hits} == {"doc-2", "doc-3", "doc-4"}
     finally:
         await store.close()
+
+
+async def test_milvus_lite_flushes_a_slowly_written_collection_by_age(tmp_path: Path) -> None:
+    """Issue 28: a collection written a document at a time is flushed at the first write a
+    ``milvus_lite_flush_seconds`` or more after the first unflushed one, however few rows
+    are waiting, so its searches never scan a buffer that refilled for tens of minutes."""
+    settings = Settings(
+        data_dir=tmp_path, milvus_lite_flush_rows=1000, milvus_lite_flush_seconds=0.5
+    )
+    store = MilvusStore.open(settings)
+    try:
+
+        def segments() -> int:
+            return len(list((tmp_path / "milvus.db").rglob("data_*.parquet")))
+
+        ref = new_ref()
+        await store.create(ref, DIM)
+        await store.write(ref, rows("doc-1", 1))
+        await store.write(ref, rows("doc-2", 1))
+        assert segments() == 0  # 2 rows, young: still in the write buffer
+        await asyncio.sleep(0.6)
+        await store.write(ref, rows("doc-3", 1))
+        assert segments() == 1  # the first waited past the age bound: all three flushed
+        await store.write(ref, rows("doc-4", 1))
+        assert segments() == 1  # a new buffer, young again
+        hits = await store.search(ref, [1.0, 0.0, 0.0, 0.0], 20, "")
+        assert {hit.document_id for hit in hits} == {"doc-1", "doc-2", "doc-3", "doc-4"}
+    finally:
+        await store.close()

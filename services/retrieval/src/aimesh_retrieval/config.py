@@ -52,6 +52,15 @@ class Settings(GrpcServiceSettings):
         "so a collection that grows slowly is searched ever slower (issue 28); 0 leaves it to "
         "Milvus Lite.",
     )
+    milvus_lite_flush_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="Milvus Lite only: also flush at a write this many seconds or more after "
+        "the first unflushed one, so that a collection written a few documents at a time "
+        "does not scan a buffer that refills for tens of minutes (searches grew slower "
+        "until each flush and fell back after it); 0 flushes by rows only.",
+    )
     malloc_mmap_threshold_kib: int = Field(
         128,
         ge=0,

@@ -88,6 +88,7 @@ class MilvusStore:
         search_ef: int = 128,
         search_consistency: str = "Session",
         lite_flush_rows: int = 0,
+        lite_flush_seconds: float = 0.0,
     ) -> None:
         self._client = client
         self._search_ef = search_ef
@@ -103,10 +104,12 @@ class MilvusStore:
         self._described: dict[str, float] = {}
         self._full_text: bool | None = None
         self._creating = asyncio.Lock()
-        # Milvus Lite: rows written or deleted per collection since its last flush (only
-        # collections with unflushed writes; dropped on flush and on drop).
+        # Milvus Lite: rows written or deleted per collection since its last flush, and when
+        # the first of them was (only collections with unflushed writes; dropped on flush
+        # and on drop).
         self._lite_flush_rows = 0 if server else lite_flush_rows
-        self._unflushed: dict[str, int] = {}
+        self._lite_flush_seconds = 0.0 if server else lite_flush_seconds
+        self._unflushed: dict[str, tuple[int, float]] = {}
 
     @property
     def is_server(self) -> bool:
@@ -129,6 +132,7 @@ class MilvusStore:
             search_ef=settings.hnsw_search_ef,
             search_consistency=settings.milvus_search_consistency,
             lite_flush_rows=settings.milvus_lite_flush_rows,
+            lite_flush_seconds=settings.milvus_lite_flush_seconds,
         )
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -421,21 +425,28 @@ class MilvusStore:
         await self._written(ref, len(rows))
 
     async def _written(self, ref: CollectionRef, rows: int) -> None:
-        """Flush a Milvus Lite collection once ``lite_flush_rows`` rows changed since the last.
+        """Flush a Milvus Lite collection once ``lite_flush_rows`` rows changed since the last,
+        or at a write ``lite_flush_seconds`` or more after the first unflushed one.
 
         Milvus Lite keeps writes in a memtable that each search scans in Python (dense and
         BM25 alike) and flushes it only at 128 MiB: a collection fed a few documents a
         minute is searched slower every minute (3,000 unflushed rows made a dense search
         about 6 times slower than the same rows flushed, on a busy machine). A flush turns
         the buffer into an immutable segment with its index; Milvus Lite compacts small
-        segments itself.
+        segments itself. The age bound keeps a collection written a document at a time
+        from scanning a buffer that refills for tens of minutes: with rows alone, a search
+        grew slower until each flush and fell back after it (a saw-tooth of 256 rows, one
+        every 21 minutes at a document each 5 s).
         """
         if self._lite_flush_rows <= 0 or rows <= 0:
             return
         name = ref.physical
-        pending = self._unflushed.get(name, 0) + rows
-        if pending < self._lite_flush_rows:
-            self._unflushed[name] = pending
+        now = time.monotonic()
+        before, since = self._unflushed.get(name, (0, now))
+        pending = before + rows
+        aged = self._lite_flush_seconds > 0 and now - since >= self._lite_flush_seconds
+        if pending < self._lite_flush_rows and not aged:
+            self._unflushed[name] = (pending, since)
             return
         self._unflushed.pop(name, None)
         started = time.perf_counter()
