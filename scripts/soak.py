@@ -11,9 +11,14 @@ second (default 8, ``SOAK_RATE``; Poisson arrivals, so a slow answer does not sl
 * 20 % ``POST /v1/chat/completions`` (temperature 0, a distinct question each: cached, never hit),
 * 20 % ``POST /v1/embeddings`` of a text never sent before (cached, never hit),
 
-plus one document upsert every ``--upsert-every`` seconds (5), each a new document, so the
-collection grows as a real one does. The response cache is filled with entries that are
-never read again: the worst case for its memory.
+plus one document upsert every ``--upsert-every`` seconds (5). The collection starts with
+``--documents`` documents (2,000) and each upsert rewrites one of them in turn with new
+text, so it stays the same size while its rows are deleted, written, flushed and compacted
+all along: a steady state in which any growth of memory or latency is the processes', not
+the data's. ``--documents 0`` instead starts from 50 and adds a new document each time, so
+the collection grows for the whole run (its fresh window then shows what the data costs).
+The response cache is filled with entries that are never read again: the worst case for
+its memory.
 
 Every 10 s the resident memory (VmRSS) of each service's process tree is read from /proc;
 every request's latency is kept per route. At the end it prints latency per minute and per
@@ -90,6 +95,8 @@ class Plan:
     cache_ttl: float
     sample_every: float = 10.0
     upsert_every: float = 5.0
+    # Documents in the collection, each upsert rewriting one (0: every upsert adds one).
+    documents: int = 2000
     max_in_flight: int = 256
     seed: int = 28
     profile_seconds: float = 0.0
@@ -180,9 +187,17 @@ class Traffic:
             }
         return "/v1/embeddings", {"model": self.embedding_model, "input": self._new_text()}
 
-    def document(self, index: int) -> dict[str, Any]:
-        sentences = [self.documents[(index * 3 + k) % len(self.documents)] for k in range(3)]
-        return {"id": f"soak-{index:06d}", "text": " ".join(sentences), "metadata": {"n": index}}
+    def document(self, index: int, pool: int = 0) -> dict[str, Any]:
+        """The ``index``-th upsert: document ``index % pool`` (``pool`` 0: a new one each
+        time) with text of its own, so that a rewrite really changes the document."""
+        picks = random.Random(index)
+        sentences = [picks.choice(self.documents) for _ in range(3)]
+        number = index % pool if pool else index
+        return {
+            "id": f"soak-{number:06d}",
+            "text": " ".join(sentences) + f" (version {index})",
+            "metadata": {"n": index},
+        }
 
 
 class Soak:
@@ -274,7 +289,7 @@ class Soak:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             if self.stop.is_set():
                 return
-            body = {"documents": [traffic.document(index)]}
+            body = {"documents": [traffic.document(index, self.plan.documents)]}
             self.in_flight += 1
             await self._call(client, "upsert", f"/v1/collections/{COLLECTION}/documents", body)
             index += 1
@@ -381,7 +396,7 @@ class Soak:
             self.elapsed = time.monotonic() - self.started
 
     async def _seed(self, client: httpx.AsyncClient, traffic: Traffic) -> int:
-        """The collection with 50 documents, and one of each request so nothing is cold."""
+        """The collection with its documents, and one of each request so nothing is cold."""
         created = await client.post("/v1/collections", json={"name": COLLECTION})
         if created.status_code not in (200, 201, 409):
             raise MeshStartError(f"creating the collection: {created.status_code} {created.text}")
@@ -390,9 +405,10 @@ class Soak:
         for card in models.json()["data"]:
             if str(card.get("description", "")).startswith("Embedding model"):
                 traffic.embedding_model = card["id"]
-        count = 50
-        for start in range(0, count, 10):
-            documents = [traffic.document(i) for i in range(start, start + 10)]
+        count = self.plan.documents or 50
+        for start in range(0, count, 100):
+            pool = self.plan.documents
+            documents = [traffic.document(i, pool) for i in range(start, min(count, start + 100))]
             stored = await client.post(
                 f"/v1/collections/{COLLECTION}/documents", json={"documents": documents}
             )
@@ -643,6 +659,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, help="Length of the first and last window, s")
     parser.add_argument("--cache-ttl", type=float, help="AIMESH_CACHE_TTL_SECONDS of the gateway")
     parser.add_argument("--upsert-every", type=float, default=5.0)
+    parser.add_argument(
+        "--documents",
+        type=int,
+        default=2000,
+        help="Documents in the collection, each upsert rewriting one in turn (default 2000; "
+        "0: start from 50 and add one with every upsert)",
+    )
     parser.add_argument("--sample-every", type=float, default=10.0)
     parser.add_argument(
         "--max-growth",
@@ -682,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_ttl=args.cache_ttl,
         sample_every=args.sample_every,
         upsert_every=args.upsert_every,
+        documents=args.documents,
         seed=args.seed,
         profile_seconds=args.profile,
         max_growth_pct_per_hour=args.max_growth,

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts.soak import Record, Samples, analyse, attribute, plan_for, slope_per_hour
+from scripts.soak import (
+    Record,
+    Samples,
+    Traffic,
+    analyse,
+    attribute,
+    plan_for,
+    slope_per_hour,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +86,16 @@ def test_growth_drift_and_errors_each_fail_the_run() -> None:
     assert failing["passed"] is False
 
 
+def test_upserts_rewrite_a_fixed_set_of_documents_or_add_new_ones() -> None:
+    traffic = Traffic(28)
+    assert plan_for(600, 8).documents == 2000
+    first, again = traffic.document(3, pool=10), traffic.document(13, pool=10)
+    assert first["id"] == again["id"] == "soak-000003"
+    assert first["text"] != again["text"]  # a rewrite changes the document
+    assert traffic.document(13)["id"] == "soak-000013"  # no pool: a new document each time
+    assert traffic.document(13) == traffic.document(13)  # deterministic
+
+
 def test_the_fresh_window_says_whose_drift_it_is() -> None:
     limit = 10.0
     assert attribute(10.0, 10.5, 12.0, limit) == "no drift"
@@ -130,6 +148,8 @@ def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
             "20",
             "--rate",
             "1",
+            "--documents",
+            "150",
             "--json",
             str(result_path),
             "--out",
