@@ -121,6 +121,9 @@ bench-llm: install ## The model server's engines (onnxruntime-genai int4/int8/fp
 .PHONY: bench-gateway
 bench-gateway: install ## Benchmark the gateway hop against direct gRPC and a bare proxy; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.gateway bench
+.PHONY: bench-peers
+bench-peers: install ## aimesh against LiteLLM's proxy and Infinity (own venvs under .aimesh/peers): open-loop rates, c=1, TTFT, CPU/request, embeddings; writes docs/benchmarks.md
+	$(BIN)/python -m scripts.bench.peers
 .PHONY: bench-budget
 bench-budget: install ## What a budget reservation costs a chat completion (3 budgets against none, real Redis); writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.budget
