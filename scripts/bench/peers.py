@@ -436,7 +436,7 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 def run_embeddings(args: argparse.Namespace, work: Path, infinity_bin: Path) -> dict[str, Any]:
     from scripts.bench.texts import bench_texts
 
-    texts = bench_texts(2000, seed=20, long_share=0.0)
+    texts = bench_texts(1000, seed=20, long_share=0.0)
     directory = model_dir()
     embed_port, gateway_port, infinity_port = free_port(), free_port(), free_port()
     common = {"AIMESH_DATA_DIR": str(work / "aimesh-emb"), "AIMESH_LOG_LEVEL": "WARNING"}
