@@ -121,12 +121,12 @@ def test_the_fresh_window_is_reported_and_its_errors_fail_the_run() -> None:
     samples.mib["gateway"] = [140.0 for _ in samples.at]
     fresh = [Record(float(t), "search", 0.0105, True) for t in range(60)]
     result = analyse(plan, records, samples, 1200.0, fresh)
-    assert result["windows"]["fresh"]["search"]["p50_ms"] == pytest.approx(10.5)  # type: ignore[index]
+    assert result["windows"]["fresh"]["search"]["p50_ms"] == pytest.approx(10.5)
     assert str(result["drift_owner"]).startswith("the processes")
     assert result["checks"] == {"memory": True, "p50_drift": False, "errors": True}
     failed = analyse(plan, records, samples, 1200.0, [*fresh, Record(61.0, "ask", 0.1, False)])
     assert failed["fresh_errors"] == 1
-    assert failed["checks"]["errors"] is False  # type: ignore[index]
+    assert failed["checks"]["errors"] is False
     assert analyse(plan, records, samples, 1200.0)["drift_owner"] == "not measured"
 
 
