@@ -197,12 +197,10 @@ def report(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def bench_main(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-bench-llm-path-"))
-    print(f"service logs in {data_dir}; load average {os.getloadavg()[0]:.2f}", flush=True)
-    mock_port, router_port, gateway_port = free_port(), free_port(), free_port()
-    router_addr = f"127.0.0.1:{router_port}"
-    models = data_dir / "models.yaml"
+def mock_models_file(folder: Path, mock_port: int) -> Path:
+    """A models file with one ``openai`` alias, ``default``, on the mock upstream (its key in
+    ``BENCH_MOCK_KEY``, no retries), for the llm-router."""
+    models = folder / "models.yaml"
     models.write_text(
         json.dumps(
             {
@@ -218,6 +216,15 @@ def bench_main(args: argparse.Namespace) -> None:
             }
         )
     )
+    return models
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="aimesh-bench-llm-path-"))
+    print(f"service logs in {data_dir}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    mock_port, router_port, gateway_port = free_port(), free_port(), free_port()
+    router_addr = f"127.0.0.1:{router_port}"
+    models = mock_models_file(data_dir, mock_port)
     common = {"AIMESH_DATA_DIR": str(data_dir), "AIMESH_LOG_LEVEL": "WARNING"}
     with (
         process([sys.executable, "-m", "scripts.bench.llm_path", "mock", "--port", str(mock_port)]),

@@ -57,7 +57,7 @@ from scripts.bench.gateway import (
     wait_grpc,
     wait_http,
 )
-from scripts.bench.llm_path import cpu_seconds
+from scripts.bench.llm_path import cpu_seconds, mock_models_file
 from scripts.bench.proc import tree
 from scripts.devmesh import free_port
 
@@ -241,22 +241,7 @@ class System:
 def llm_systems(work: Path, litellm_bin: Path | None) -> Iterator[list[System]]:
     mock_port, router_port, gateway_port = free_port(), free_port(), free_port()
     mock_url = f"http://127.0.0.1:{mock_port}"
-    models = work / "models.yaml"
-    models.write_text(
-        json.dumps(
-            {
-                "models": {
-                    "default": {
-                        "provider": "openai",
-                        "model": "mock",
-                        "base_url": f"{mock_url}/v1",
-                        "api_key_env": "BENCH_MOCK_KEY",
-                        "max_retries": 0,
-                    }
-                }
-            }
-        )
-    )
+    models = mock_models_file(work, mock_port)
     common = {"AIMESH_DATA_DIR": str(work / "aimesh"), "AIMESH_LOG_LEVEL": "WARNING"}
     router_addr = f"127.0.0.1:{router_port}"
     with contextlib.ExitStack() as stack:

@@ -272,29 +272,29 @@ async def test_operators_on_milvus(store: MilvusStore, filtered: CollectionRef) 
     assert await matching(store, filtered, {"missing_key": "x"}) == set()
 
 
+def _segments(data_dir: Path) -> int:
+    """Milvus Lite's flushed segments (data files) under ``data_dir``."""
+    return len(list((data_dir / "milvus.db").rglob("data_*.parquet")))
+
+
 async def test_milvus_lite_flushes_a_collection_every_few_hundred_changed_rows(
     tmp_path: Path,
 ) -> None:
     """Issue 28: Milvus Lite scans its unflushed rows on every search and flushes only at
     128 MiB; the store flushes after ``milvus_lite_flush_rows`` written or deleted rows."""
-    settings = Settings(data_dir=tmp_path, milvus_lite_flush_rows=10)
-    store = MilvusStore.open(settings)
+    store = MilvusStore.open(Settings(data_dir=tmp_path, milvus_lite_flush_rows=10))
     try:
-
-        def segments() -> int:
-            return len(list((tmp_path / "milvus.db").rglob("data_*.parquet")))
-
         ref = new_ref()
         await store.create(ref, DIM)
         await store.write(ref, rows("doc-1", 6))
-        assert segments() == 0  # 6 rows: still in the write buffer
+        assert _segments(tmp_path) == 0  # 6 rows: still in the write buffer
         await store.write(ref, rows("doc-2", 6))
-        assert segments() == 1  # 12 rows: flushed into a segment
+        assert _segments(tmp_path) == 1  # 12 rows: flushed into a segment
         await store.write(ref, rows("doc-3", 3))
         assert await store.delete_document(ref, "doc-1") == 6  # 3 + 6 changed rows
-        assert segments() == 1
+        assert _segments(tmp_path) == 1
         await store.write(ref, rows("doc-4", 1))  # 10: flushed again
-        assert segments() >= 2
+        assert _segments(tmp_path) >= 2
         hits = await store.search(ref, [1.0, 0.0, 0.0, 0.0], 20, "")
         assert {hit.document_id for hit in hits} == {"doc-2", "doc-3", "doc-4"}
     finally:
@@ -310,20 +310,16 @@ async def test_milvus_lite_flushes_a_slowly_written_collection_by_age(tmp_path: 
     )
     store = MilvusStore.open(settings)
     try:
-
-        def segments() -> int:
-            return len(list((tmp_path / "milvus.db").rglob("data_*.parquet")))
-
         ref = new_ref()
         await store.create(ref, DIM)
         await store.write(ref, rows("doc-1", 1))
         await store.write(ref, rows("doc-2", 1))
-        assert segments() == 0  # 2 rows, young: still in the write buffer
+        assert _segments(tmp_path) == 0  # 2 rows, young: still in the write buffer
         await asyncio.sleep(0.6)
         await store.write(ref, rows("doc-3", 1))
-        assert segments() == 1  # the first waited past the age bound: all three flushed
+        assert _segments(tmp_path) == 1  # the first waited past the age bound: all flushed
         await store.write(ref, rows("doc-4", 1))
-        assert segments() == 1  # a new buffer, young again
+        assert _segments(tmp_path) == 1  # a new buffer, young again
         hits = await store.search(ref, [1.0, 0.0, 0.0, 0.0], 20, "")
         assert {hit.document_id for hit in hits} == {"doc-1", "doc-2", "doc-3", "doc-4"}
     finally:
