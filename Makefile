@@ -173,7 +173,7 @@ images: ## Build the six images (four services, model server, web), tagged with 
 	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; } && [ "$$(id -u)" = 0 ] \
 	  && command -v apt-get >/dev/null; then scripts/images/prepare_podman.sh; fi
 	$(PYTHON) -m scripts.images.build
-test-images: images ## Build the images, run the whole mesh from compose.yaml and test it from outside
+test-images: install images ## Build the images, run the whole mesh from compose.yaml and test it from outside
 	AIMESH_IMAGES_REQUIRED=1 $(BIN)/python -m pytest -p no:cacheprovider -m images tests/images
-bench-images: images ## Size and cold start of each image against the old Dockerfiles (same run); writes docs/deploy.md
+bench-images: install images ## Size and cold start of each image against the old Dockerfiles (same run); writes docs/deploy.md
 	$(BIN)/python -m scripts.images.bench

@@ -113,7 +113,9 @@ def local_build_args(engine: str) -> list[str]:
     return args
 
 
-def build(engine: str, image: Image, tag: str, extra: list[str], quiet: bool = False) -> float:
+def build(
+    engine: str, image: Image, tag: str, extra: list[str], quiet: bool = False, attempts: int = 2
+) -> float:
     ref = f"aimesh-{image.name}"
     cmd = ["nice", "-n", "10", engine, "build", "-f", image.dockerfile]
     cmd += ["-t", f"{ref}:{tag}", "-t", f"{ref}:latest"]
@@ -126,9 +128,16 @@ def build(engine: str, image: Image, tag: str, extra: list[str], quiet: bool = F
     )
     start = time.monotonic()
     out = None if not quiet else subprocess.DEVNULL
-    proc = subprocess.run(
-        cmd, cwd=ROOT, check=False, stdout=out, stderr=None if not quiet else subprocess.STDOUT
-    )
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run(
+            cmd, cwd=ROOT, check=False, stdout=out, stderr=None if not quiet else subprocess.STDOUT
+        )
+        if proc.returncode == 0:
+            break
+        if attempt < attempts:
+            # A package index or mirror that drops one download fails a whole build; the
+            # layers built so far are cached, so a second attempt costs only the rest.
+            print(f"    building {ref} failed (exit {proc.returncode}); trying again", flush=True)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"building {ref} failed (exit {proc.returncode}): {' '.join(cmd)}")

@@ -14,7 +14,9 @@
 #        localhost/aimesh-base/python:3.11      + this machine's CPython >= 3.11.5 in
 #                                                 /usr/local (Debian's 3.11.2 is too old
 #                                                 for the pinned soupsieve), as in the
-#                                                 official python:*-slim image
+#                                                 official python:*-slim image, its
+#                                                 shared objects stripped as the
+#                                                 official build strips them
 #        localhost/aimesh-base/node:20          + this machine's Node.js 20 and npm
 #        localhost/aimesh-base/nginx:bookworm   + Debian's nginx-light
 #      The Dockerfiles take these as build arguments (PYTHON_IMAGE, NODE_IMAGE,
@@ -39,7 +41,8 @@ mkdir -p "$CACHE"
 
 # 1. Packages -----------------------------------------------------------------------------
 # catatonit: the init of the pods' infra container (tests/images runs the mesh in one pod).
-PKGS=(podman buildah runc uidmap slirp4netns fuse-overlayfs containernetworking-plugins debootstrap catatonit)
+# binutils: `strip` for the stand-in CPython.
+PKGS=(podman buildah runc uidmap slirp4netns fuse-overlayfs containernetworking-plugins debootstrap catatonit binutils)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -74,7 +77,13 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-have_image() { podman image exists "$1" 2>/dev/null; }
+# A stand-in made by an older version of this script (a different recipe) is made again:
+# each carries the recipe's revision as a label.
+BASE_REVISION=2
+have_image() {
+  [ "$(podman image inspect -f '{{index .Labels "org.aimesh.base-revision"}}' "$1" 2>/dev/null)" = "$BASE_REVISION" ]
+}
+LABEL="LABEL org.aimesh.base-revision=$BASE_REVISION"
 
 # The official slim images carry these (ca-certificates, netbase, tzdata) plus the shared
 # libraries CPython's extension modules link to.
@@ -96,7 +105,7 @@ if ! have_image localhost/aimesh-base/debian:bookworm; then
   rm -rf "$ROOT_DEBIAN"/usr/share/man/* "$ROOT_DEBIAN"/usr/share/info/* "$ROOT_DEBIAN"/usr/share/locale/* \
          "$ROOT_DEBIAN"/var/cache/debconf/*-old "$ROOT_DEBIAN"/var/log/*.log
   say "importing localhost/aimesh-base/debian:bookworm"
-  tar -C "$ROOT_DEBIAN" --exclude=./.done -c . | podman import --quiet \
+  tar -C "$ROOT_DEBIAN" --exclude=./.done -c . | podman import --quiet --change "$LABEL" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' - localhost/aimesh-base/debian:bookworm >/dev/null
 fi
@@ -120,13 +129,17 @@ if ! have_image localhost/aimesh-base/python:3.11; then
       --exclude='*/tests' --exclude='__pycache__' --exclude='python3.11/config-3.11-*/*.a' \
       -c python3.11 | tar -C "$ROOT/usr/local/lib" -x
   ln -sf python3.11 "$ROOT/usr/local/bin/python3"; ln -sf python3.11 "$ROOT/usr/local/bin/python"
+  # The official images link CPython with --strip-all; a pyenv build keeps its debug
+  # symbols (libpython 23 MB instead of about 4 MB, lib-dynload 15 MB instead of 4).
+  find "$ROOT/usr/local/bin/python3.11" "$ROOT/usr/local/lib" -type f \( -name 'python3.11' -o -name '*.so*' \) \
+    -exec strip --strip-unneeded {} +
   chroot "$ROOT" /sbin/ldconfig
   # pip, as the official image has; --default-pip adds the pip/pip3 commands.
   chroot "$ROOT" /usr/local/bin/python3 -m ensurepip --default-pip >/dev/null
   chroot "$ROOT" /usr/local/bin/python3 -c 'import ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, decimal, hashlib, venv' \
     || { say "the copied CPython misses a shared library"; exit 1; }
   find "$ROOT/usr/local" -name __pycache__ -prune -exec rm -rf {} +
-  tar -C "$ROOT" -c . | podman import --quiet \
+  tar -C "$ROOT" -c . | podman import --quiet --change "$LABEL" \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change "ENV PYTHON_VERSION=$PYVER" --change 'CMD ["python3"]' \
     - localhost/aimesh-base/python:3.11 >/dev/null
@@ -150,7 +163,7 @@ if ! have_image localhost/aimesh-base/node:20; then
   # through its egress proxy); the web image's final stage is nginx, without any of it.
   cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
   chroot "$ROOT" /usr/local/bin/node --version >/dev/null || { say "the copied node does not run"; exit 1; }
-  tar -C "$ROOT" -c . | podman import --quiet \
+  tar -C "$ROOT" -c . | podman import --quiet --change "$LABEL" \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' \
     --change 'CMD ["node"]' - localhost/aimesh-base/node:20 >/dev/null
@@ -170,7 +183,7 @@ if ! have_image localhost/aimesh-base/nginx:bookworm; then
   : >"$ROOT/etc/resolv.conf"
   # As the nginx-unprivileged image: html owned by root, logs to stdout/stderr, no root.
   ln -sf /dev/stdout "$ROOT/var/log/nginx-access.log" 2>/dev/null || true
-  tar -C "$ROOT" -c . | podman import --quiet \
+  tar -C "$ROOT" -c . | podman import --quiet --change "$LABEL" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'STOPSIGNAL SIGQUIT' --change 'CMD ["nginx", "-g", "daemon off;"]' \
     - localhost/aimesh-base/nginx:bookworm >/dev/null

@@ -418,6 +418,28 @@ def test_a_renamed_setting_is_caught(mesh: PodmanMesh) -> None:
     assert "port" in refused["error"].lower()
 
 
+# What the router image prunes (stripped extension modules, phonenumbers' geocoding data,
+# no pip or setuptools) leaves its privacy detector whole: Presidio, spaCy and
+# libphonenumber import and find what they should, offline and as uid 10001.
+
+DETECT = r"""
+import json
+from aimesh_llm_router.privacy.detector import load_detector
+text = ("Mail ada@example.org or call +44 20 7946 0958; card 4111 1111 1111 1111, "
+        "IBAN GB82 WEST 1234 5698 7654 32, from 192.0.2.44.")
+print(json.dumps(sorted(f.entity for f in load_detector().find(text))))
+"""
+
+
+def test_the_router_images_privacy_detector_finds_personal_data() -> None:
+    if podman("image", "exists", f"aimesh-llm-router:{TAG}", check=False).returncode:
+        _skip_or_fail("aimesh-llm-router is not built (make images)")
+    args = ["run", "--rm", "--network", "none", "--read-only", "--user", "10001:10001"]
+    args += ["--entrypoint", "/opt/venv/bin/python", f"aimesh-llm-router:{TAG}", "-c", DETECT]
+    found = json.loads(podman(*args).stdout.strip().splitlines()[-1])
+    assert found == sorted(["EMAIL", "PHONE", "CARD", "IBAN", "IP_ADDRESS"]), found
+
+
 # SIGTERM: stops within the grace period, requests in flight complete
 
 
