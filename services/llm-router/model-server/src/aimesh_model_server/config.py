@@ -9,7 +9,7 @@ from pydantic import Field
 
 from aimesh_common.settings import ServiceSettings
 
-Engine = Literal["onnxruntime-genai", "transformers"]
+Engine = Literal["openvino-genai", "onnxruntime-genai", "transformers"]
 Precision = Literal["int4", "int8", "fp32"]
 
 
