@@ -29,12 +29,17 @@ class Settings(ServiceSettings):
         "directory name.",
     )
     engine: Engine = Field(
-        "onnxruntime-genai",
-        description="onnxruntime-genai (converted once into the data dir) or transformers "
-        "(the reference: plain PyTorch generation).",
+        "openvino-genai",
+        description="openvino-genai (continuous batching on CPU; the default: the shortest "
+        "first token and the best concurrency measured, docs/llm-router.md), "
+        "onnxruntime-genai (the fastest single stream; also CUDA), or transformers (the "
+        "reference: plain PyTorch generation). The first two convert once into the data dir.",
     )
     precision: Precision = Field(
-        "int4", description="Weights of the converted model (onnxruntime-genai only)."
+        "int4",
+        description="Weights of the converted model: onnxruntime-genai's builder; for "
+        "openvino-genai only when converting a transformers directory (int8: q8_0, else "
+        "float16); a GGUF file keeps its own quantization.",
     )
     data_dir: Path = Field(
         Path(".aimesh"), description="Converted models are kept in <data_dir>/models."

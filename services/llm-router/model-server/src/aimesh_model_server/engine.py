@@ -364,10 +364,28 @@ class OrtGenaiEngine(Engine):
                 )
 
 
+def looping(tokens: Sequence[int], *, longest: int = 32, least: int = 16) -> bool:
+    """The reply ends in one block of tokens said three times or more in a row, covering at
+    least ``least`` tokens ("|   ->" line after line): a greedy loop that will not end."""
+    for period in range(1, longest + 1):
+        copies = max(3, -(-least // period))
+        span = period * copies
+        if len(tokens) < span:
+            continue
+        tail = tokens[-span:]
+        if all(tail[i] == tail[i % period] for i in range(period, span)):
+            return True
+    return False
+
+
 class OpenVinoEngine(Engine):
     """openvino-genai's ``ContinuousBatchingPipeline`` (paged KV cache, continuous batching:
     a new request's prompt is prefilled in chunks between the other requests' decode steps,
-    so one long prompt does not stall the streams already running)."""
+    so one long prompt does not stall the streams already running).
+
+    Its sampler applies ``no_repeat_ngram_size`` to beam search only, so for greedy and
+    sampled replies the n-gram guard is replaced here by :func:`looping`: a reply that
+    starts repeating one block of tokens over and over is ended (finish reason "stop")."""
 
     name = "openvino-genai"
 
@@ -393,6 +411,7 @@ class OpenVinoEngine(Engine):
         eos = {int(self.tokenizer.get_eos_token_id())}
         self._eos = frozenset(i for i in eos if i >= 0)
         self._next_id = 0
+        self._made: dict[int, list[int]] = {}  # each running job's tokens (the loop guard)
         super().__init__(max_batch_size, max_queue)
         self.start()
 
@@ -446,6 +465,7 @@ class OpenVinoEngine(Engine):
         self._next_id += 1
         ids = self._ov.Tensor(np.asarray([job.prompt], dtype=np.int64))
         job.handle = self._pipe.add_request(self._next_id, ids, config)
+        self._made[id(job)] = []
 
     def _abort(self, job: _Job) -> None:
         if job.handle is not None:
@@ -458,19 +478,25 @@ class OpenVinoEngine(Engine):
             self._pipe.step()
         for job in list(self._running):
             handle = job.handle
+            made = self._made.setdefault(id(job), [])
             while handle.can_read():
                 for output in handle.read().values():
                     for token in output.generated_ids:
                         if int(token) in self._eos:
                             continue
-                        job.turn += 1  # tokens made (the end of turn is not one)
+                        made.append(int(token))
                         if not job.cancelled:
                             job.emit(int(token))
             state = handle.get_status()
             if state == status.RUNNING:
+                if job.sampling.no_repeat_ngram_size and looping(made):
+                    handle.stop()  # ends as finished: the reply so far stands
+                    self._made.pop(id(job), None)
+                    self._finish(job, Finished("eos"))
                 continue
+            self._made.pop(id(job), None)
             if state == status.FINISHED:
-                full = job.turn >= job.sampling.max_tokens
+                full = len(made) >= job.sampling.max_tokens
                 self._finish(job, Finished("length" if full else "eos"))
             elif state in (status.CANCEL, status.STOP):
                 self._finish(job, Finished("cancelled"))
@@ -552,7 +578,9 @@ class TransformersEngine(Engine):
                 else:
                     inputs = torch.tensor([state["ids"][-1:]], device=self._device)
                 past = {} if state["cache"] is None else state["cache"]
-                output = self.model(input_ids=inputs, use_cache=True, **past)
+                # Logits of the last position only: a prompt's other positions' logits
+                # (vocabulary x prompt length) are a fifth of SmolLM2's prefill, never read.
+                output = self.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **past)
                 # transformers 5 names the KV cache ``cache``; earlier ones past_key_values.
                 cache = getattr(output, "cache", None)
                 state["cache"] = (

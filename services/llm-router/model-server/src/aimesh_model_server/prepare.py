@@ -387,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-path", type=Path, default=None, help="GGUF file or transformers directory."
     )
+    parser.add_argument(
+        "--engine",
+        choices=["onnxruntime-genai", "openvino-genai"],
+        default="onnxruntime-genai",
+        help="the engine the directory is for (the image ships onnxruntime-genai's)",
+    )
     parser.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
@@ -398,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             built = resolve(
                 args.model_path,
                 Path(work),
-                engine="onnxruntime-genai",
+                engine=args.engine,
                 precision=args.precision,
                 device=args.device,
             )
