@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from aimesh_model_server.engine import looping
+from aimesh_model_server.engine import repeats_ngram
 
 
 @pytest.mark.parametrize(
-    ("tokens", "loops"),
+    ("tokens", "size", "repeats"),
     [
-        ([1, 2, 3, 4, 5] * 4, True),  # one 5-token line four times (20 tokens)
-        ([9, 8] + [7] * 16, True),  # one token sixteen times
-        ([9, 8] + [7] * 15, False),  # fifteen: still short of the span
-        ([1, 2, 3, 4, 5, 6] * 2, False),  # said twice: not yet a loop
-        (list(range(40)) + list(range(40)), False),  # a 40-token block: longer than looked for
-        ([1, 2, 3, 4, 5] * 4 + [6], False),  # the loop was left
-        ([0] + [1, 2, 3, 4] * 4, True),  # 17 tokens: a 4-token block (span 16) still counts
-        ([], False),
+        ([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6], 6, True),  # the first six said again
+        ([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 8], 6, False),  # five of six: not a repeat
+        ([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6], 7, False),
+        ([9, 7, 7, 7, 7, 7, 7, 7], 6, True),  # one token seven times: two overlapping 6-grams
+        ([9, 7, 7, 7, 7, 7, 7], 6, False),
+        ([1, 2, 1, 2, 1, 2, 1, 2], 6, True),  # "- nodes" four times
+        ([1, 2, 3], 0, False),  # size 0: the guard is off
+        ([], 6, False),
     ],
 )
-def test_looping_sees_a_reply_that_repeats_itself(tokens: list[int], loops: bool) -> None:
-    assert looping(tokens) is loops
+def test_repeats_ngram_finds_an_ngram_said_twice(
+    tokens: list[int], size: int, repeats: bool
+) -> None:
+    assert repeats_ngram(tokens, size) is repeats

@@ -117,7 +117,7 @@ def test_the_packaged_model_answers_through_the_openai_protocol(data_dir: Path) 
         assert "Paris" in reply["choices"][0]["message"]["content"]
         assert reply["usage"]["completion_tokens"] > 0
     converted = list((data_dir / "models").iterdir())
-    assert any(p.name.endswith("-openvino") for p in converted), converted  # the default
+    assert any(p.name.endswith("-int4-cpu") for p in converted), converted
 
 
 def test_the_default_repetition_guard_stops_greedy_loops(data_dir: Path) -> None:

@@ -29,11 +29,12 @@ class Settings(ServiceSettings):
         "directory name.",
     )
     engine: Engine = Field(
-        "openvino-genai",
-        description="openvino-genai (continuous batching on CPU; the default: the shortest "
-        "first token and the best concurrency measured, docs/llm-router.md), "
-        "onnxruntime-genai (the fastest single stream; also CUDA), or transformers (the "
-        "reference: plain PyTorch generation). The first two convert once into the data dir.",
+        "onnxruntime-genai",
+        description="onnxruntime-genai (the default: the fastest single stream, the n-gram "
+        "repetition guard; also CUDA), openvino-genai (continuous batching on CPU: the "
+        "shortest first token and the best concurrency measured, but its sampler has no "
+        "n-gram guard; docs/llm-router.md), or transformers (the reference: plain PyTorch "
+        "generation). The first two convert once into the data dir.",
     )
     precision: Precision = Field(
         "int4",

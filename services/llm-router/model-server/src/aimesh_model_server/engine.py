@@ -364,18 +364,12 @@ class OrtGenaiEngine(Engine):
                 )
 
 
-def looping(tokens: Sequence[int], *, longest: int = 32, least: int = 16) -> bool:
-    """The reply ends in one block of tokens said three times or more in a row, covering at
-    least ``least`` tokens ("|   ->" line after line): a greedy loop that will not end."""
-    for period in range(1, longest + 1):
-        copies = max(3, -(-least // period))
-        span = period * copies
-        if len(tokens) < span:
-            continue
-        tail = tokens[-span:]
-        if all(tail[i] == tail[i % period] for i in range(period, span)):
-            return True
-    return False
+def repeats_ngram(tokens: Sequence[int], size: int) -> bool:
+    """The last ``size`` tokens already occurred together earlier in ``tokens``."""
+    if size <= 0 or len(tokens) <= size:
+        return False
+    last = list(tokens[-size:])
+    return any(list(tokens[start : start + size]) == last for start in range(len(tokens) - size))
 
 
 class OpenVinoEngine(Engine):
@@ -384,8 +378,11 @@ class OpenVinoEngine(Engine):
     so one long prompt does not stall the streams already running).
 
     Its sampler applies ``no_repeat_ngram_size`` to beam search only, so for greedy and
-    sampled replies the n-gram guard is replaced here by :func:`looping`: a reply that
-    starts repeating one block of tokens over and over is ended (finish reason "stop")."""
+    sampled replies the n-gram guard is replaced here by :func:`repeats_ngram`: a reply is
+    ended (finish reason "stop") at the first n-gram it says a second time, counting only
+    tokens that are not blank (an indented line repeated with more indentation is still a
+    repeat). Where the other engines steer away from the repeat, this one stops before it.
+    """
 
     name = "openvino-genai"
 
@@ -411,7 +408,8 @@ class OpenVinoEngine(Engine):
         eos = {int(self.tokenizer.get_eos_token_id())}
         self._eos = frozenset(i for i in eos if i >= 0)
         self._next_id = 0
-        self._made: dict[int, list[int]] = {}  # each running job's tokens (the loop guard)
+        self._made: dict[int, list[int]] = {}  # each running job's non-blank tokens
+        self._blank: dict[int, bool] = {}  # token id -> its text is only white space
         super().__init__(max_batch_size, max_queue)
         self.start()
 
@@ -445,6 +443,12 @@ class OpenVinoEngine(Engine):
         if not ids:
             return ""
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def _is_blank(self, token: int) -> bool:
+        blank = self._blank.get(token)
+        if blank is None:
+            blank = self._blank[token] = not self.decode([token]).strip()
+        return blank
 
     def _begin(self, job: _Job) -> None:
         og = self._og
@@ -484,19 +488,22 @@ class OpenVinoEngine(Engine):
                     for token in output.generated_ids:
                         if int(token) in self._eos:
                             continue
-                        made.append(int(token))
+                        if not self._is_blank(int(token)):
+                            made.append(int(token))
+                        job.turn += 1
                         if not job.cancelled:
                             job.emit(int(token))
             state = handle.get_status()
             if state == status.RUNNING:
-                if job.sampling.no_repeat_ngram_size and looping(made):
+                size = job.sampling.no_repeat_ngram_size
+                if job.turn >= job.sampling.min_tokens and repeats_ngram(made, size):
                     handle.stop()  # ends as finished: the reply so far stands
                     self._made.pop(id(job), None)
                     self._finish(job, Finished("eos"))
                 continue
             self._made.pop(id(job), None)
             if state == status.FINISHED:
-                full = len(made) >= job.sampling.max_tokens
+                full = job.turn >= job.sampling.max_tokens
                 self._finish(job, Finished("length" if full else "eos"))
             elif state in (status.CANCEL, status.STOP):
                 self._finish(job, Finished("cancelled"))
