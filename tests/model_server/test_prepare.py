@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_openvino_model_computes_what_transformers_computes(tmp_path: Path) -> N
     assert is_openvino_dir(built)
     messages = [{"role": "user", "content": "When was the harbor lighthouse built?"}]
     reference_tokenizer = AutoTokenizer.from_pretrained(tiny_hf_dir)
-    encoded = reference_tokenizer.apply_chat_template(
+    encoded: Any = reference_tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True
     )
     ids = [int(i) for i in (encoded if isinstance(encoded, list) else encoded["input_ids"])]

@@ -381,7 +381,8 @@ class OpenVinoEngine(Engine):
     sampled replies the n-gram guard is replaced here by :func:`repeats_ngram`: a reply is
     ended (finish reason "stop") at the first n-gram it says a second time, counting only
     tokens that are not blank (an indented line repeated with more indentation is still a
-    repeat). Where the other engines steer away from the repeat, this one stops before it.
+    repeat). Where the other engines steer away from the repeat, this one says it once more
+    and stops.
     """
 
     name = "openvino-genai"

@@ -235,11 +235,14 @@ def transformers_to_gguf(hf_dir: Path, target: Path, precision: Precision) -> Pa
             types[index] = gguf.TokenType.NORMAL
     merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm" if "smollm" in str(hf_dir).lower() else "gpt2")
+    # GGUF names the pre-tokenizer: single digits split off before byte-level BPE (SmolLM's
+    # tokenizer) is "smollm"; byte-level BPE alone is GPT-2's.
+    splits_digits = '"individual_digits": true' in json.dumps(tokenizer.get("pre_tokenizer"))
+    writer.add_tokenizer_pre("smollm" if splits_digits else "gpt2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for key, add in (
+    for key, set_id in (
         ("bos_token", writer.add_bos_token_id),
         ("eos_token", writer.add_eos_token_id),
         ("pad_token", writer.add_pad_token_id),
@@ -249,7 +252,7 @@ def transformers_to_gguf(hf_dir: Path, target: Path, precision: Precision) -> Pa
         if isinstance(name, dict):
             name = name.get("content")
         if isinstance(name, str) and name in vocab:
-            add(vocab[name])
+            set_id(vocab[name])
     writer.add_add_bos_token(False)
     if template:
         writer.add_chat_template(template)
