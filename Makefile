@@ -116,7 +116,7 @@ bench-pii: install ## Personal-data detection: precision/recall per entity type 
 bench-upload: install ## Peak memory of the gateway and retrieval service for a 50 MB upload; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.upload
 .PHONY: bench-llm
-bench-llm: install ## The model server's engines (onnxruntime-genai int4/int8/fp32, transformers) on one 600-token prompt and 1-8 streams; writes docs/benchmarks.md
+bench-llm: install ## The model server's engines (openvino-genai, onnxruntime-genai int4/int8, transformers) on one 600-token prompt and 1-8 streams; writes docs/benchmarks.md
 	$(BIN)/python -m scripts.bench.llm
 .PHONY: bench-gateway
 bench-gateway: install ## Benchmark the gateway hop against direct gRPC and a bare proxy; writes docs/benchmarks.md

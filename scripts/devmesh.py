@@ -356,7 +356,7 @@ def model_note(data_dir: Path, url: str, hosted: bool) -> str:
     """What the banner says about the local model server (started, converting, serving)."""
     converted = data_dir / "models"
     first = not converted.is_dir() or not any(
-        path.name.endswith(("-int4-cpu", "-int4-cuda")) for path in converted.iterdir()
+        path.name.endswith(("-int4-cpu", "-int4-cuda", "-openvino")) for path in converted.iterdir()
     )
     serves = "listed as local-model" if hosted else "serves chat (alias local-model)"
     loading = (

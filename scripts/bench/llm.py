@@ -1,7 +1,8 @@
 """``make bench-llm``: the model server's engines side by side on the packaged model.
 
-For each engine (onnxruntime-genai at each precision asked for, and plain ``transformers``
-fp32 as the reference, all in the same run on the same prompts):
+For each engine (openvino-genai on the packaged GGUF model, onnxruntime-genai at each
+precision asked for, and plain ``transformers`` fp32 as the reference, all in the same run on
+the same prompts):
 
 * time to first token of one grounded prompt of about 600 tokens (three numbered sources
   from Python's own documentation and a question, as the QA template lays them out);
@@ -30,7 +31,13 @@ from pydoc_data.topics import topics
 from typing import cast
 
 from aimesh_model_server.config import Precision
-from aimesh_model_server.engine import Engine, OrtGenaiEngine, Sampling, TransformersEngine
+from aimesh_model_server.engine import (
+    Engine,
+    OpenVinoEngine,
+    OrtGenaiEngine,
+    Sampling,
+    TransformersEngine,
+)
 from aimesh_model_server.prepare import resolve
 from scripts.bench.doc import write_section
 
@@ -162,9 +169,21 @@ def table(results: list[Figures], load_average: tuple[float, float, float]) -> s
     return "\n".join(lines)
 
 
-async def run(precisions: Sequence[str], data_dir: Path, threads: int) -> list[Figures]:
+async def run(
+    engines: Sequence[str], precisions: Sequence[str], data_dir: Path, threads: int
+) -> list[Figures]:
     results: list[Figures] = []
-    for precision in precisions:
+    if "openvino-genai" in engines:
+        directory = resolve(None, data_dir, engine="openvino-genai", precision="int4", device="cpu")
+        engine: Engine = OpenVinoEngine(
+            directory, max_batch_size=max(CONCURRENCY), max_queue=64, threads=threads
+        )
+        try:
+            results.append(await measure("openvino-genai (GGUF Q4_1)", engine))
+        finally:
+            engine.close()
+        print(table(results, os.getloadavg()), flush=True)
+    for precision in precisions if "onnxruntime-genai" in engines else ():
         directory = resolve(
             None,
             data_dir,
@@ -172,7 +191,7 @@ async def run(precisions: Sequence[str], data_dir: Path, threads: int) -> list[F
             precision=cast(Precision, precision),
             device="cpu",
         )
-        engine: Engine = OrtGenaiEngine(
+        engine = OrtGenaiEngine(
             directory, max_batch_size=max(CONCURRENCY), max_queue=64, threads=threads
         )
         try:
@@ -191,13 +210,18 @@ async def run(precisions: Sequence[str], data_dir: Path, threads: int) -> list[F
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precisions", default="int4,int8,fp32")
+    parser.add_argument("--engines", default="openvino-genai,onnxruntime-genai")
+    parser.add_argument(
+        "--precisions", default="int4,int8", help="of onnxruntime-genai's converted model"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(".aimesh"))
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-doc", action="store_true", help="print only")
     args = parser.parse_args(argv)
     load_average = os.getloadavg()
-    results = asyncio.run(run(args.precisions.split(","), args.data_dir, args.threads))
+    results = asyncio.run(
+        run(args.engines.split(","), args.precisions.split(","), args.data_dir, args.threads)
+    )
     text = table(results, load_average)
     print(text)
     if not args.no_doc:

@@ -14,7 +14,12 @@ import pytest
 import uvicorn
 
 from aimesh_model_server.config import Settings
-from aimesh_model_server.engine import Engine, OrtGenaiEngine, TransformersEngine
+from aimesh_model_server.engine import (
+    Engine,
+    OpenVinoEngine,
+    OrtGenaiEngine,
+    TransformersEngine,
+)
 from aimesh_model_server.main import create_server_app
 from aimesh_model_server.prepare import resolve
 from tests.conftest import free_port
@@ -38,6 +43,14 @@ def tiny_engine_dir(tiny_hf_dir: Path, tiny_data_dir: Path) -> Path:
     """The tiny model built into onnxruntime-genai's format (int4, like the default)."""
     return resolve(
         tiny_hf_dir, tiny_data_dir, engine="onnxruntime-genai", precision="int4", device="cpu"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_dir(tiny_hf_dir: Path, tiny_data_dir: Path) -> Path:
+    """The tiny model written as GGUF and read into OpenVINO IR by openvino-genai."""
+    return resolve(
+        tiny_hf_dir, tiny_data_dir, engine="openvino-genai", precision="int8", device="cpu"
     )
 
 
@@ -65,7 +78,9 @@ ServerFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningServ
 
 
 @pytest.fixture(scope="session")
-def model_server(tiny_engine_dir: Path, tiny_hf_dir: Path) -> ServerFactory:
+def model_server(
+    tiny_engine_dir: Path, tiny_hf_dir: Path, tiny_openvino_dir: Path
+) -> ServerFactory:
     """``async with model_server(engine="onnxruntime-genai", **settings) as server``: a real
     uvicorn server in this process serving the tiny model."""
 
@@ -80,6 +95,12 @@ def model_server(tiny_engine_dir: Path, tiny_hf_dir: Path) -> ServerFactory:
         built: Engine
         if engine == "transformers":
             built = TransformersEngine(tiny_hf_dir, max_queue=settings.max_queue)
+        elif engine == "openvino-genai":
+            built = OpenVinoEngine(
+                tiny_openvino_dir,
+                max_batch_size=settings.max_batch_size,
+                max_queue=settings.max_queue,
+            )
         else:
             built = OrtGenaiEngine(
                 tiny_engine_dir,

@@ -12,7 +12,7 @@ import pytest
 from aimesh_model_server.metrics import REQUESTS
 from tests.model_server.conftest import MODEL, ServerFactory, until
 
-ENGINES = ["onnxruntime-genai", "transformers"]
+ENGINES = ["openvino-genai", "onnxruntime-genai", "transformers"]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 # A reply that takes the tiny model seconds (8,000 tokens, never ended early by its random
 # weights; its context is 8,192): a client leaving right after it starts is always early.
@@ -80,13 +80,14 @@ async def test_engines_agree_on_greedy_output(model_server: ServerFactory) -> No
         async with model_server(engine) as server, server.client() as client:
             body = _body(max_tokens=8)
             replies.append((await client.post("/v1/chat/completions", json=body)).json())
-    ort, reference = replies
-    assert ort["usage"]["prompt_tokens"] == reference["usage"]["prompt_tokens"]
-    # int4 weights against float32: the first tokens of a greedy reply agree.
-    assert (
-        ort["choices"][0]["message"]["content"][:3]
-        == reference["choices"][0]["message"]["content"][:3]
-    )
+    *engines, reference = replies
+    for reply in engines:
+        assert reply["usage"]["prompt_tokens"] == reference["usage"]["prompt_tokens"]
+        # int8/int4 weights against float32: the first tokens of a greedy reply agree.
+        assert (
+            reply["choices"][0]["message"]["content"][:3]
+            == reference["choices"][0]["message"]["content"][:3]
+        )
 
 
 @pytest.mark.parametrize("engine", ENGINES)

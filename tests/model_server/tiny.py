@@ -20,8 +20,12 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_llama(directory: Path, *, seed: int = 7) -> Path:
-    """Save a 2-layer Llama with a 400-token byte-level BPE tokenizer to ``directory``."""
+def build_tiny_llama(directory: Path, *, seed: int = 7, attention_scale: float = 1.0) -> Path:
+    """Save a 2-layer Llama with a 400-token byte-level BPE tokenizer to ``directory``.
+
+    ``attention_scale`` multiplies the query and key projections: random small weights
+    attend almost uniformly, so the positions' rotary encoding barely shows in the logits;
+    sharper attention makes a conversion that gets it wrong visible."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -59,5 +63,10 @@ def build_tiny_llama(directory: Path, *, seed: int = 7) -> Path:
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(attention_scale)
+            layer.self_attn.k_proj.weight.mul_(attention_scale)
+    model.save_pretrained(directory)
     return directory

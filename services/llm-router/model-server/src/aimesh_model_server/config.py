@@ -9,7 +9,7 @@ from pydantic import Field
 
 from aimesh_common.settings import ServiceSettings
 
-Engine = Literal["onnxruntime-genai", "transformers"]
+Engine = Literal["openvino-genai", "onnxruntime-genai", "transformers"]
 Precision = Literal["int4", "int8", "fp32"]
 
 
@@ -30,11 +30,17 @@ class Settings(ServiceSettings):
     )
     engine: Engine = Field(
         "onnxruntime-genai",
-        description="onnxruntime-genai (converted once into the data dir) or transformers "
-        "(the reference: plain PyTorch generation).",
+        description="onnxruntime-genai (the default: the fastest single stream, the n-gram "
+        "repetition guard; also CUDA), openvino-genai (continuous batching on CPU: the "
+        "shortest first token and the best concurrency measured, but its sampler has no "
+        "n-gram guard; docs/llm-router.md), or transformers (the reference: plain PyTorch "
+        "generation). The first two convert once into the data dir.",
     )
     precision: Precision = Field(
-        "int4", description="Weights of the converted model (onnxruntime-genai only)."
+        "int4",
+        description="Weights of the converted model: onnxruntime-genai's builder; for "
+        "openvino-genai only when converting a transformers directory (int8: q8_0, else "
+        "float16); a GGUF file keeps its own quantization.",
     )
     data_dir: Path = Field(
         Path(".aimesh"), description="Converted models are kept in <data_dir>/models."

@@ -364,6 +364,154 @@ class OrtGenaiEngine(Engine):
                 )
 
 
+def repeats_ngram(tokens: Sequence[int], size: int) -> bool:
+    """The last ``size`` tokens already occurred together earlier in ``tokens``."""
+    if size <= 0 or len(tokens) <= size:
+        return False
+    last = list(tokens[-size:])
+    return any(list(tokens[start : start + size]) == last for start in range(len(tokens) - size))
+
+
+class OpenVinoEngine(Engine):
+    """openvino-genai's ``ContinuousBatchingPipeline`` (paged KV cache, continuous batching:
+    a new request's prompt is prefilled in chunks between the other requests' decode steps,
+    so one long prompt does not stall the streams already running).
+
+    Its sampler applies ``no_repeat_ngram_size`` to beam search only, so for greedy and
+    sampled replies the n-gram guard is replaced here by :func:`repeats_ngram`: a reply is
+    ended (finish reason "stop") at the first n-gram it says a second time, counting only
+    tokens that are not blank (an indented line repeated with more indentation is still a
+    repeat). Where the other engines steer away from the repeat, this one says it once more
+    and stops.
+    """
+
+    name = "openvino-genai"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        max_batch_size: int,
+        max_queue: int,
+        threads: int = 0,
+        kv_cache_gb: float = 1.0,
+        prefill_chunk: int = 256,
+    ) -> None:
+        import openvino as ov
+        import openvino_genai as og
+
+        self._og, self._ov = og, ov
+        self._model_dir = model_dir
+        self._threads = threads
+        self._kv_cache_gb = kv_cache_gb
+        self._prefill_chunk = prefill_chunk
+        self.tokenizer = og.Tokenizer(str(model_dir))
+        eos = {int(self.tokenizer.get_eos_token_id())}
+        self._eos = frozenset(i for i in eos if i >= 0)
+        self._next_id = 0
+        self._made: dict[int, list[int]] = {}  # each running job's non-blank tokens
+        self._blank: dict[int, bool] = {}  # token id -> its text is only white space
+        super().__init__(max_batch_size, max_queue)
+        self.start()
+
+    def _open(self) -> None:
+        og = self._og
+        scheduler = og.SchedulerConfig()
+        scheduler.cache_size = max(1, round(self._kv_cache_gb))
+        scheduler.max_num_seqs = self.max_batch_size
+        # Prompt tokens per step (with the running streams' decode tokens): bounds how long
+        # one step holds the other streams back while a new prompt is read.
+        scheduler.max_num_batched_tokens = self._prefill_chunk
+        scheduler.dynamic_split_fuse = True
+        scheduler.enable_prefix_caching = False
+        properties: dict[str, Any] = {}
+        if self._threads:
+            properties["INFERENCE_NUM_THREADS"] = self._threads
+        self._pipe = og.ContinuousBatchingPipeline(
+            str(self._model_dir), scheduler, "CPU", properties
+        )
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        return self._eos
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+        encoded = self.tokenizer.encode(text, add_special_tokens=False)
+        return [int(t) for t in encoded.input_ids.data[0]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if not ids:
+            return ""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def _is_blank(self, token: int) -> bool:
+        blank = self._blank.get(token)
+        if blank is None:
+            blank = self._blank[token] = not self.decode([token]).strip()
+        return blank
+
+    def _begin(self, job: _Job) -> None:
+        og = self._og
+        sampling = job.sampling
+        config = og.GenerationConfig()
+        config.max_new_tokens = sampling.max_tokens
+        config.min_new_tokens = sampling.min_tokens
+        config.repetition_penalty = sampling.repetition_penalty
+        config.no_repeat_ngram_size = sampling.no_repeat_ngram_size
+        config.eos_token_id = min(self._eos) if self._eos else -1
+        config.stop_token_ids = set(self._eos)
+        if not sampling.greedy:
+            config.do_sample = True
+            config.temperature = sampling.temperature
+            config.top_p = sampling.top_p
+            if sampling.seed is not None:
+                config.rng_seed = sampling.seed
+        self._next_id += 1
+        ids = self._ov.Tensor(np.asarray([job.prompt], dtype=np.int64))
+        job.handle = self._pipe.add_request(self._next_id, ids, config)
+        self._made[id(job)] = []
+
+    def _abort(self, job: _Job) -> None:
+        if job.handle is not None:
+            job.handle.cancel()
+        # The pipeline frees the request's KV blocks at its next step, then reports it.
+
+    def _step(self) -> None:
+        status = self._og.GenerationStatus
+        if self._pipe.has_non_finished_requests():
+            self._pipe.step()
+        for job in list(self._running):
+            handle = job.handle
+            made = self._made.setdefault(id(job), [])
+            while handle.can_read():
+                for output in handle.read().values():
+                    for token in output.generated_ids:
+                        if int(token) in self._eos:
+                            continue
+                        if not self._is_blank(int(token)):
+                            made.append(int(token))
+                        job.turn += 1
+                        if not job.cancelled:
+                            job.emit(int(token))
+            state = handle.get_status()
+            if state == status.RUNNING:
+                size = job.sampling.no_repeat_ngram_size
+                if job.turn >= job.sampling.min_tokens and repeats_ngram(made, size):
+                    handle.stop()  # ends as finished: the reply so far stands
+                    self._made.pop(id(job), None)
+                    self._finish(job, Finished("eos"))
+                continue
+            self._made.pop(id(job), None)
+            if state == status.FINISHED:
+                full = job.turn >= job.sampling.max_tokens
+                self._finish(job, Finished("length" if full else "eos"))
+            elif state in (status.CANCEL, status.STOP):
+                self._finish(job, Finished("cancelled"))
+            else:  # IGNORED: the KV cache had no room for this request
+                self._finish(job, EngineFailed("the request did not fit the KV cache"))
+
+
 class TransformersEngine(Engine):
     """Plain PyTorch generation, one request at a time: the reference the benchmark uses."""
 
@@ -438,7 +586,9 @@ class TransformersEngine(Engine):
                 else:
                     inputs = torch.tensor([state["ids"][-1:]], device=self._device)
                 past = {} if state["cache"] is None else state["cache"]
-                output = self.model(input_ids=inputs, use_cache=True, **past)
+                # Logits of the last position only: a prompt's other positions' logits
+                # (vocabulary x prompt length) are a fifth of SmolLM2's prefill, never read.
+                output = self.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **past)
                 # transformers 5 names the KV cache ``cache``; earlier ones past_key_values.
                 cache = getattr(output, "cache", None)
                 state["cache"] = (

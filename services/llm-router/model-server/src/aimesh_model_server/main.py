@@ -12,13 +12,20 @@ from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_model_server.api import create_app
 from aimesh_model_server.config import Settings
-from aimesh_model_server.engine import Engine, OrtGenaiEngine, TransformersEngine
+from aimesh_model_server.engine import (
+    Engine,
+    OpenVinoEngine,
+    OrtGenaiEngine,
+    TransformersEngine,
+)
 from aimesh_model_server.prepare import ModelSourceError, resolve
 
 log = logging.getLogger("aimesh.model_server")
 
 
 def _device(settings: Settings) -> str:
+    if settings.engine == "openvino-genai":
+        return "cpu"  # its CPU plugin is what is measured and shipped here
     if settings.device != "auto":
         return settings.device
     if settings.engine == "onnxruntime-genai":
@@ -43,6 +50,13 @@ def build_engine(settings: Settings) -> Engine:
     if settings.engine == "transformers":
         return TransformersEngine(
             model_dir, max_queue=settings.max_queue, device=device, threads=settings.threads
+        )
+    if settings.engine == "openvino-genai":
+        return OpenVinoEngine(
+            model_dir,
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            threads=settings.threads,
         )
     return OrtGenaiEngine(
         model_dir,
