@@ -217,3 +217,37 @@ def test_numpy_raises_section_and_doctests() -> None:
         "Compile one or more source files.",
         "CompileError: If compilation fails.",
     ]
+
+
+def test_an_option_on_one_line_keeps_a_term_with_dots() -> None:
+    text = (
+        "-I, --info part...: Prints information, in a human-readable format, about the "
+        "part file(s) specified.\n\n"
+        "-P profile[,...]: Check build dependencies for the given build profiles.\n\n"
+        "--trivial-merge mode. With the exception of the section at the end: all of it.\n"
+    )
+    units = split_units(text)
+    assert [unit.term for unit in units[:2]] == ["-I, --info part...", "-P profile[,...]"]
+    assert units[1].text == (
+        "-P profile[,...]: Check build dependencies for the given build profiles."
+    )
+    # A flag starting a sentence is no term when a sentence ends before the colon.
+    assert units[2] == Sentence("--trivial-merge mode.", "", True)
+
+
+def test_pipe_tables_without_outer_pipes_and_block_quotes_leave_no_marks() -> None:
+    text = (
+        "Name | Default | Meaning\n"
+        "---- | ------- | -------\n"
+        "chunk_size | 512 | Longest chunk of new collections, in tokens.\n"
+        "overlap | 64 | Tokens shared by neighbouring chunks.\n\n"
+        "> A quoted note: the sizes are counted in model tokens.\n\n"
+        "Pipe the output through sort | uniq to count lines.\n"
+    )
+    assert split_sentences(text) == [
+        "chunk_size: Default: 512; Meaning: Longest chunk of new collections, in tokens.",
+        "overlap: Default: 64; Meaning: Tokens shared by neighbouring chunks.",
+        "A quoted note: the sizes are counted in model tokens.",
+        # A pipe in prose, outside a table, is text.
+        "Pipe the output through sort | uniq to count lines.",
+    ]
