@@ -251,3 +251,20 @@ def test_pipe_tables_without_outer_pipes_and_block_quotes_leave_no_marks() -> No
         # A pipe in prose, outside a table, is text.
         "Pipe the output through sort | uniq to count lines.",
     ]
+
+
+def test_an_option_with_help_on_its_line_ends_at_the_next_flag() -> None:
+    # A chunk starting at "-H" lost the line's indentation: the help column (7) is no
+    # deeper than the next entries' terms, which must not be glued to -H's help.
+    text = (
+        "-H     equivalent to --dereference-args (-D)\n\n"
+        "       -h, --human-readable\n"
+        "              print sizes in human readable format (e.g., 1K 234M 2G)\n\n"
+        "       --inodes\n"
+        "              list inode usage information instead of block usage\n"
+    )
+    assert split_sentences(text) == [
+        "-H: equivalent to --dereference-args (-D)",
+        "-h, --human-readable: print sizes in human readable format (e.g., 1K 234M 2G)",
+        "--inodes: list inode usage information instead of block usage",
+    ]

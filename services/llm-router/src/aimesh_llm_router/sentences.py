@@ -121,6 +121,10 @@ class _Block:
     desc_indent: int | None = None
     # A later paragraph of the same definition: its first sentence is not the lead.
     continued: bool = False
+    # The description began on the term's line ("-H     equivalent to ..."): after a blank
+    # line, a flag no deeper than that column starts the next entry, even when the
+    # chunker took the term line's indentation and so the column is shallow.
+    help_on_term_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,15 @@ def _blocks(text: str) -> list[_Block]:
         if (
             current is not None
             and current.desc_indent is not None
-            and line.indent < current.desc_indent
+            and (
+                line.indent < current.desc_indent
+                or (
+                    current.help_on_term_line
+                    and previous_blank
+                    and line.indent <= current.desc_indent
+                    and _FLAG_LINE.match(text_) is not None
+                )
+            )
         ):
             close()
         # Headings, rules, table separators: never quoted.
@@ -310,7 +322,9 @@ def _blocks(text: str) -> list[_Block]:
             close()
             term, help_text = with_help.group(1), with_help.group(2)
             column = line.indent + (len(text_) - len(body)) + with_help.start(2)
-            current = _Block(clean_inline(term), [help_text], line.indent, column)
+            current = _Block(
+                clean_inline(term), [help_text], line.indent, column, help_on_term_line=True
+            )
             continue
         if describes and following is not None and _short_title(body):
             close()
