@@ -560,3 +560,24 @@ async def test_summary_of_markdown_without_outer_pipes_has_no_marks(
     assert not re.search(r"[|#>`=]|(?:^|\s)(?:[-*]|\d\.) |Chunking", result.text)
     units = split_sentences(text)
     assert " ".join(unit for unit in units if unit in result.text) == result.text
+
+
+async def test_an_option_question_embeds_its_clause_with_the_sentences_in_one_call(
+    embedding_addr: str,
+) -> None:
+    question = "mosquitto_passwd: what flag create a new password file"
+    channel, calls = recorded_channel(embedding_addr)
+    try:
+        client = EmbeddingClient(channel, timeout=30)
+        local = LocalProvider(client, Settings(port=0, metrics_port=None).local_answer_threshold)
+        [vector] = await client.embed([question])
+        calls.calls.clear()
+        result = await local.answer(
+            AnswerTask(
+                question=question, sources=[PASSWD_PAGE], max_tokens=100, question_vector=vector
+            )
+        )
+        assert cited_sentences(result.text)[0] == ("-c: Create a new password file.", 1)
+        assert calls.calls == [[*split_sentences(PASSWD_PAGE.text), "create a new password file"]]
+    finally:
+        await channel.close()

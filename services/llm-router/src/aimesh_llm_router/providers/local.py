@@ -400,25 +400,28 @@ class LocalProvider(Provider):
             )
         units = [unit for _, unit in candidates]
         texts = [unit.text for unit in units]
+        # An option question is also matched on what the option is asked to do: the
+        # question's similarity is dominated by the command it names, shared by all of
+        # that command's options. The clause is embedded in the same call as the texts.
+        clause = _asked_clause(question)
+        extra = [clause] if clause else []
         dimension = (await self._embedder.info()).dimension
         if len(question_vector) == dimension:
-            vectors = _unit_rows([question_vector, *await self._embedder.embed(texts)])
+            embedded = await self._embedder.embed([*texts, *extra])
+            vectors = _unit_rows([question_vector, *embedded])
         else:
             # None given, or one of another model (its similarities would mean nothing).
-            vectors = _unit_rows(await self._embedder.embed([question, *texts]))
-        similarity = vectors[1:] @ vectors[0]
+            vectors = _unit_rows(await self._embedder.embed([question, *texts, *extra]))
+        text_vectors = vectors[1 : 1 + len(texts)]
+        similarity = text_vectors @ vectors[0]
         ranking = (
             similarity
             + LEXICAL_WEIGHT * _lexical_overlap(question, texts)
             + _structure_bonus(question, units)
             + (typed := _answer_types(question, units))
         )
-        clause = _asked_clause(question)
         if clause:
-            # The question's similarity is dominated by the command it names, shared by
-            # all of that command's options; what the option does tells them apart.
-            [clause_vector] = _unit_rows(await self._embedder.embed([clause]))
-            clause_similarity = vectors[1:] @ clause_vector
+            clause_similarity = text_vectors @ vectors[-1]
             descriptions = [unit.text.removeprefix(unit.term) for unit in units]
             ranking = (
                 ranking
