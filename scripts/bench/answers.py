@@ -17,6 +17,8 @@ whole token run: "-r" is not found in "-rf").
 Retrieval runs once per set and is kept in ``.aimesh/bench-answers/<set>.json`` (keyed by
 a hash of the set and k); later runs reuse it and only re-run the extractor, which takes
 seconds, so selection changes can be measured quickly. ``--refresh`` retrieves again.
+``--outcomes FILE`` writes each question's reply and grades as JSON lines, so two runs
+of the extractor can be compared question by question.
 
 QA set layout (a folder): ``corpus.jsonl`` (``_id``, ``title``, ``text``) and either
 ``qa.jsonl`` (``_id``, ``question``, ``answers``: a list of gold strings) or
@@ -388,9 +390,30 @@ def table(scores: Sequence[Score], top_k: int) -> str:
     return "\n".join(lines)
 
 
+def outcome_rows(name: str, outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """One JSON-ready row per question: what was asked, the gold, the reply and grades."""
+    return [
+        {
+            "set": name,
+            "id": outcome.question.id,
+            "question": outcome.question.text,
+            "answers": outcome.question.answers,
+            "present": outcome.present,
+            "correct": outcome.correct,
+            "reply": outcome.reply,
+        }
+        for outcome in outcomes
+    ]
+
+
 async def run(
-    folders: Sequence[Path], top_k: int, refresh: bool, show: int, every: int = 1
-) -> list[Score]:
+    folders: Sequence[Path],
+    top_k: int,
+    refresh: bool,
+    show: int,
+    every: int = 1,
+) -> tuple[list[Score], list[dict[str, Any]]]:
+    """Each set's score, and its questions' outcomes (``outcome_rows``)."""
     from aimesh_embedding.config import Settings as EmbeddingSettings
     from aimesh_embedding.model import load_encoder
     from aimesh_embedding.server import create_server as embedding_server
@@ -401,6 +424,7 @@ async def run(
     addr = f"127.0.0.1:{embedding.port}"
     data = Path(tempfile.mkdtemp(prefix="bench-answers-"))
     scores = []
+    rows: list[dict[str, Any]] = []
     try:
         for folder in folders:
             qa = load(folder)
@@ -419,6 +443,7 @@ async def run(
                 qa = QaSet(qa.name, qa.corpus, qa.questions[::every])
             outcomes = await answer_all(qa, found, addr)
             scores.append(score(qa.name, outcomes))
+            rows.extend(outcome_rows(qa.name, outcomes))
             misses = [o for o in outcomes if o.present and not o.correct]
             for outcome in misses[:show]:
                 print(f"\n--- {outcome.question.id}: {outcome.question.text}")
@@ -427,7 +452,7 @@ async def run(
     finally:
         await embedding.stop(0)
         shutil.rmtree(data, ignore_errors=True)
-    return scores
+    return scores, rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -440,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refresh", action="store_true", help="retrieve again")
     parser.add_argument("--show", type=int, default=0, help="print this many misses per set")
     parser.add_argument("--every", type=int, default=1, help="answer every n-th question only")
+    parser.add_argument(
+        "--outcomes", type=Path, help="write each question's reply and grades here (JSON lines)"
+    )
     parser.add_argument("--doc", action="store_true", help="write the table into benchmarks.md")
     args = parser.parse_args(argv)
     folders = list(args.sets) or sorted(
@@ -450,7 +478,9 @@ def main(argv: list[str] | None = None) -> None:
         folders.append(args.dev_manpages)
     if not folders:
         parser.error("give QA set folders or --dev-manpages")
-    scores = asyncio.run(run(folders, args.top_k, args.refresh, args.show, args.every))
+    scores, rows = asyncio.run(run(folders, args.top_k, args.refresh, args.show, args.every))
+    if args.outcomes:
+        args.outcomes.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
     text = table(scores, args.top_k)
     print(text)
     if args.doc:

@@ -19,6 +19,7 @@ from aimesh_llm_router.providers.local import (
     MAX_SENTENCES,
     NOTHING_RELEVANT,
     NOTHING_TO_QUOTE,
+    _asked_clause,
 )
 from aimesh_llm_router.sentences import split_sentences
 from aimesh_llm_router.templates import load_prompt_library
@@ -444,3 +445,139 @@ async def test_answer_to_which_exception_quotes_the_sentence_naming_it(
         "placed in the queue.",
         1,
     )
+
+
+# A man page as the options QA set renders it: the command's name is in every sentence
+# about it, so the question's similarity to them drowns what the option is asked to do.
+PASSWD_PAGE = Source(
+    1,
+    "mosquitto_passwd - manage password files for mosquitto\n\n"
+    "mosquitto_passwd [-H hash] [-c | -D] passwordfile username\n\n"
+    "mosquitto_passwd is a tool for managing password files for the mosquitto MQTT "
+    "broker.\n\n"
+    "-b: Run in batch mode to allow passing passwords on the command line.\n\n"
+    "-c: Create a new password file. If the file already exists, it will be "
+    "overwritten.\n\n"
+    "-D: Delete the specified user from the password file.\n\n"
+    "-U: Update a plain text password file to use hashed passwords.\n",
+)
+
+
+async def test_which_option_quotes_the_definition_of_what_it_is_asked_to_do(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.answer(
+        AnswerTask(
+            question="mosquitto_passwd: what flag create a new password file",
+            sources=[PASSWD_PAGE],
+            max_tokens=100,
+        )
+    )
+    assert cited_sentences(result.text)[0] == ("-c: Create a new password file.", 1)
+
+
+async def test_which_option_matches_a_paraphrase_of_the_options_description(
+    provider: LocalProvider,
+) -> None:
+    result = await provider.answer(
+        AnswerTask(
+            question="in mosquitto_passwd, which command-line option removes the given user",
+            sources=[PASSWD_PAGE],
+            max_tokens=100,
+        )
+    )
+    assert cited_sentences(result.text)[0] == (
+        "-D: Delete the specified user from the password file.",
+        1,
+    )
+
+
+async def test_which_option_prefers_a_sentence_naming_an_option_to_one_naming_none(
+    provider: LocalProvider,
+) -> None:
+    lsmem = Source(
+        1,
+        "lsmem - list the ranges of available memory with their online status\n\n"
+        "The lsmem command lists a new memory range always when the current memory block "
+        "distinguishes from the previous block by some output column. "
+        "The opposite semantic is --all to list individual memory blocks.\n\n"
+        "The listed memory blocks correspond to the memory block representation in sysfs.",
+    )
+    result = await provider.answer(
+        AnswerTask(
+            question="what is the lsmem option that shows each individual memory block",
+            sources=[lsmem],
+            max_tokens=100,
+        )
+    )
+    assert cited_sentences(result.text)[0] == (
+        "The opposite semantic is --all to list individual memory blocks.",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "clause"),
+    [
+        (
+            "Which grep option selects only matches that form whole words?",
+            "selects only matches that form whole words",
+        ),
+        (
+            "which apt-mark switch should I pass to read package stats from a file",
+            "read package stats from a file",
+        ),
+        ("in git-rm, which command-line option don't remove any file", "don't remove any file"),
+        ("bash: what flag do not use the readline library", "do not use the readline library"),
+        ("what is the w option that don't print header", "don't print header"),
+        ("which option of dpkg-split prints information", "prints information"),
+        # A question naming its flag is answered by that flag's definition instead.
+        ("What does the -r option do?", ""),
+        ("What is the capital of France?", ""),
+    ],
+)
+def test_asked_clause(question: str, clause: str) -> None:
+    assert _asked_clause(question) == clause
+
+
+async def test_summary_of_markdown_without_outer_pipes_has_no_marks(
+    provider: LocalProvider,
+) -> None:
+    text = (
+        "Chunking\n========\n\n"
+        "Documents are split into chunks before they are embedded and indexed.\n\n"
+        "Name | Default | Meaning\n---- | ------- | -------\n"
+        "chunk_size | 512 | Longest chunk of new collections, in tokens.\n"
+        "chunk_overlap | 64 | Tokens shared by neighbouring chunks.\n\n"
+        "> Chunks that are too long are cut at the embedding model's input limit.\n\n"
+        "1. Smaller chunks make retrieval more precise.\n"
+        "2. Larger chunks give the answer more context.\n"
+    )
+    result = await provider.summarize(
+        SummarizeTask(text=text, style="detailed", max_words=0, max_tokens=400)
+    )
+    assert result.text
+    assert not re.search(r"[|#>`=]|(?:^|\s)(?:[-*]|\d\.) |Chunking", result.text)
+    units = split_sentences(text)
+    assert " ".join(unit for unit in units if unit in result.text) == result.text
+
+
+async def test_an_option_question_embeds_its_clause_with_the_sentences_in_one_call(
+    embedding_addr: str,
+) -> None:
+    question = "mosquitto_passwd: what flag create a new password file"
+    channel, calls = recorded_channel(embedding_addr)
+    try:
+        client = EmbeddingClient(channel, timeout=30)
+        local = LocalProvider(client, Settings(port=0, metrics_port=None).local_answer_threshold)
+        [vector] = await client.embed([question])
+        calls.calls.clear()
+        result = await local.answer(
+            AnswerTask(
+                question=question, sources=[PASSWD_PAGE], max_tokens=100, question_vector=vector
+            )
+        )
+        assert cited_sentences(result.text)[0] == ("-c: Create a new password file.", 1)
+        assert calls.calls == [[*split_sentences(PASSWD_PAGE.text), "create a new password file"]]
+    finally:
+        await channel.close()

@@ -217,3 +217,54 @@ def test_numpy_raises_section_and_doctests() -> None:
         "Compile one or more source files.",
         "CompileError: If compilation fails.",
     ]
+
+
+def test_an_option_on_one_line_keeps_a_term_with_dots() -> None:
+    text = (
+        "-I, --info part...: Prints information, in a human-readable format, about the "
+        "part file(s) specified.\n\n"
+        "-P profile[,...]: Check build dependencies for the given build profiles.\n\n"
+        "--trivial-merge mode. With the exception of the section at the end: all of it.\n"
+    )
+    units = split_units(text)
+    assert [unit.term for unit in units[:2]] == ["-I, --info part...", "-P profile[,...]"]
+    assert units[1].text == (
+        "-P profile[,...]: Check build dependencies for the given build profiles."
+    )
+    # A flag starting a sentence is no term when a sentence ends before the colon.
+    assert units[2] == Sentence("--trivial-merge mode.", "", True)
+
+
+def test_pipe_tables_without_outer_pipes_and_block_quotes_leave_no_marks() -> None:
+    text = (
+        "Name | Default | Meaning\n"
+        "---- | ------- | -------\n"
+        "chunk_size | 512 | Longest chunk of new collections, in tokens.\n"
+        "overlap | 64 | Tokens shared by neighbouring chunks.\n\n"
+        "> A quoted note: the sizes are counted in model tokens.\n\n"
+        "Pipe the output through sort | uniq to count lines.\n"
+    )
+    assert split_sentences(text) == [
+        "chunk_size: Default: 512; Meaning: Longest chunk of new collections, in tokens.",
+        "overlap: Default: 64; Meaning: Tokens shared by neighbouring chunks.",
+        "A quoted note: the sizes are counted in model tokens.",
+        # A pipe in prose, outside a table, is text.
+        "Pipe the output through sort | uniq to count lines.",
+    ]
+
+
+def test_an_option_with_help_on_its_line_ends_at_the_next_flag() -> None:
+    # A chunk starting at "-H" lost the line's indentation: the help column (7) is no
+    # deeper than the next entries' terms, which must not be glued to -H's help.
+    text = (
+        "-H     equivalent to --dereference-args (-D)\n\n"
+        "       -h, --human-readable\n"
+        "              print sizes in human readable format (e.g., 1K 234M 2G)\n\n"
+        "       --inodes\n"
+        "              list inode usage information instead of block usage\n"
+    )
+    assert split_sentences(text) == [
+        "-H: equivalent to --dereference-args (-D)",
+        "-h, --human-readable: print sizes in human readable format (e.g., 1K 234M 2G)",
+        "--inodes: list inode usage information instead of block usage",
+    ]

@@ -55,6 +55,7 @@ _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _BULLET = re.compile(r"^(?:[-*+\u2022\u25aa\u2023\u2043]|\d{1,3}[.)]|[a-z][.)])\s+")
 _BARE_MARKER = re.compile(r"^(?:[-*+\u2022\u25aa\u2023\u2043]|\d{1,3}[.)])$")
 _SPACES = re.compile(r"\s+")
+_QUOTE_MARK = re.compile(r"^(?!>>>)>+(?:\s+|$)")  # a block quote's "> ", no doctest
 _MD_HEADING = re.compile(r"^#{1,6}(?:\s|$)")
 _RULE = re.compile(r"^(?:[-=*_~^`#+]\s*){3,}$")
 _TABLE_SEPARATOR = re.compile(r"^\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?$")
@@ -68,6 +69,10 @@ _INLINE_TERM = re.compile(
     r"\s*(?:[:\u2014\u2013]|\s-)\s*(\S.*)$"
 )
 _COLON_TERM = re.compile(r"^([^:.!?]{1,60}?):\s+(\S.*)$")
+# An option with its description on one line: "-I, --info part...: Print ...",
+# "-P profile[,...]: Check ...": the term may hold dots (an ellipsis, a bracketed list),
+# but no sentence end.
+_FLAG_TERM = re.compile(r"^([-+]{1,2}[A-Za-z0-9?#@](?:[^:.]|\.(?=\S)){0,60}?):\s+(\S.*)$")
 # An API signature line: "Queue.put(item)", "dumps(obj, *, indent=None) -> str".
 _SIGNATURE = re.compile(r"^[A-Za-z_][\w.]*\((?:[^()]|\([^()]*\))*\)(?:\s*->\s*[^.]+)?$")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -116,6 +121,10 @@ class _Block:
     desc_indent: int | None = None
     # A later paragraph of the same definition: its first sentence is not the lead.
     continued: bool = False
+    # The description began on the term's line ("-H     equivalent to ..."): after a blank
+    # line, a flag no deeper than that column starts the next entry, even when the
+    # chunker took the term line's indentation and so the column is shallow.
+    help_on_term_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class _Line:
 def _lines(text: str) -> list[_Line]:
     result = []
     for raw in text.expandtabs(8).splitlines():
-        stripped = raw.strip()
+        stripped = _QUOTE_MARK.sub("", raw.strip())
         result.append(_Line(raw, stripped, len(raw) - len(raw.lstrip()) if stripped else 0))
     return result
 
@@ -174,6 +183,7 @@ def _blocks(text: str) -> list[_Block]:
     signature = ""  # the API signature the paragraphs being read document
     signature_used = False
     in_doctest = False
+    in_table = False  # rows of a pipe table, which need no outer pipes
 
     def close() -> None:
         nonlocal current
@@ -193,6 +203,7 @@ def _blocks(text: str) -> list[_Block]:
         text_ = line.text
         if line.blank:
             in_doctest = False
+            in_table = False
             # A blank line ends a paragraph; a definition goes on while its description
             # stays indented deeper than its term.
             if current is not None and current.desc_indent is None:
@@ -201,7 +212,15 @@ def _blocks(text: str) -> list[_Block]:
         if (
             current is not None
             and current.desc_indent is not None
-            and line.indent < current.desc_indent
+            and (
+                line.indent < current.desc_indent
+                or (
+                    current.help_on_term_line
+                    and previous_blank
+                    and line.indent <= current.desc_indent
+                    and _FLAG_LINE.match(text_) is not None
+                )
+            )
         ):
             close()
         # Headings, rules, table separators: never quoted.
@@ -222,9 +241,21 @@ def _blocks(text: str) -> list[_Block]:
             close()  # a heading underlined by the next line
             continue
         if _TABLE_SEPARATOR.match(text_) and "-" in text_:
+            in_table = in_table or "|" in text_
             continue
-        if _is_table_row(text_):
+        if _is_table_row(text_) or (
+            "|" in text_
+            and (
+                in_table
+                or (
+                    following is not None
+                    and "|" in following.text
+                    and _TABLE_SEPARATOR.match(following.text)
+                )
+            )
+        ):
             close()
+            in_table = True
             cells = _cells(text_)
             if following is not None and _TABLE_SEPARATOR.match(following.text):
                 header_cells = cells  # the header row names the columns: not content
@@ -243,8 +274,7 @@ def _blocks(text: str) -> list[_Block]:
             elif cells:
                 blocks.append(_Block("", cells, line.indent))
             continue
-        if not _is_table_row(text_):
-            header_cells = []
+        header_cells, in_table = [], False
         nxt = next_nonblank(index)
         starts_item = bool(_BULLET.match(text_))
         body = _BULLET.sub("", text_) if starts_item else text_
@@ -292,7 +322,9 @@ def _blocks(text: str) -> list[_Block]:
             close()
             term, help_text = with_help.group(1), with_help.group(2)
             column = line.indent + (len(text_) - len(body)) + with_help.start(2)
-            current = _Block(clean_inline(term), [help_text], line.indent, column)
+            current = _Block(
+                clean_inline(term), [help_text], line.indent, column, help_on_term_line=True
+            )
             continue
         if describes and following is not None and _short_title(body):
             close()
@@ -301,7 +333,7 @@ def _blocks(text: str) -> list[_Block]:
         if starts_item or current is None or previous_blank:
             close()
             inline = _INLINE_TERM.match(body) or (
-                _COLON_TERM.match(body)
+                (_COLON_TERM.match(body) or (_FLAG_TERM.match(body) if flag else None))
                 if (starts_item or previous_blank) and not signature
                 else None
             )

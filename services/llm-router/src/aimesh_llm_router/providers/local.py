@@ -7,6 +7,8 @@ It works on sentences embedded by aimesh's own embedding service:
   word budget, skipping near-duplicates, and prints them in document order;
 - answer quotes the source sentences most similar to the question (above a threshold,
   at most three), each followed by its source number; with none it says it does not know;
+  a "which option ...?" question is matched on what the option is asked to do (the
+  question without its frame and command) and answered by a sentence naming an option;
 - generate answers the last user message the same way from the earlier messages (and
   from the statements before a question in the last message itself), and says plainly
   that it cannot compose free text when there is nothing to quote.
@@ -79,7 +81,15 @@ LEAD_WEIGHT = 0.03
 # term for "which parameter".
 DATE_WEIGHT = 0.3
 NUMBER_WEIGHT = 0.15
-OPTION_WEIGHT = 0.1
+# "Which option ...?" is answered only by a sentence that names an option: an option's
+# definition or a sentence that mentions a flag.
+OPTION_WEIGHT = 0.2
+PARAMETER_WEIGHT = 0.1
+# For an option question, weights of how well a sentence matches what the option is asked
+# to do (the question without its frame and command: see _asked_clause), by meaning and
+# by shared rare words of the option's description.
+CLAUSE_WEIGHT = 0.5
+CLAUSE_LEXICAL_WEIGHT = 0.3
 # Sentences closer than this to an already chosen one add nothing to a summary.
 MIN_SUMMARY_WORDS = 4
 DUPLICATE_SIMILARITY = 0.92
@@ -157,6 +167,29 @@ _DATE = re.compile(
 )
 
 
+# "Which grep option selects whole words?": what the option does is asked after the noun
+# ("selects whole words"); the command, the noun and the question's frame say nothing
+# about which of the command's options that is.
+_OPTION_NOUN = re.compile(r"\b(?:options?|flags?|switch(?:es)?)\b", re.I)
+_CLAUSE_FRAME = re.compile(
+    r"^(?:(?:of|in|for|to)\s+\S+?[,:]?\s+)?"  # "of grep", "in git-rm,"
+    r"(?:(?:should|must|do|can|could|would)\s+(?:i|you|we)\s+(?:pass|use|give|add|set)"
+    r"(?:\s+to)?\s+|(?:that|which|to|will|would|can|could|lets?\s+(?:me|you))\s+)*",
+    re.I,
+)
+
+
+def _asked_clause(question: str) -> str:
+    """What an option question asks the option to do, without its frame ("" if none)."""
+    if not _OPTION_QUESTION.search(question) or _FLAG.search(question):
+        return ""  # no option question, or one about a flag it names
+    noun = _OPTION_NOUN.search(question)
+    if noun is None:
+        return ""
+    clause = _CLAUSE_FRAME.sub("", question[noun.end() :].strip(" ,:?")).strip(" ,:?")
+    return clause if _stems(clause) else ""
+
+
 def _named(question: str) -> set[str]:
     """The flags, identifiers and code spans ``question`` names, lower case."""
     names = {match.lower() for match in _FLAG.findall(question)}
@@ -187,10 +220,10 @@ def _answer_types(question: str, units: Sequence[Sentence]) -> npt.NDArray[np.fl
     bonus = np.zeros(len(units))
     for index, unit in enumerate(units):
         value = 0.0
-        if wants_option and unit.term and _FLAG.match(unit.term.lstrip()):
+        if wants_option and _FLAG.search(unit.text):
             value += OPTION_WEIGHT
         if wants_parameter and unit.term:
-            value += OPTION_WEIGHT
+            value += PARAMETER_WEIGHT
         if wants_exception and _EXCEPTION.search(unit.text):
             value += DATE_WEIGHT
         if wants_number and _DIGITS.search(unit.text.removeprefix(unit.term)):
@@ -367,19 +400,35 @@ class LocalProvider(Provider):
             )
         units = [unit for _, unit in candidates]
         texts = [unit.text for unit in units]
+        # An option question is also matched on what the option is asked to do: the
+        # question's similarity is dominated by the command it names, shared by all of
+        # that command's options. The clause is embedded in the same call as the texts.
+        clause = _asked_clause(question)
+        extra = [clause] if clause else []
         dimension = (await self._embedder.info()).dimension
         if len(question_vector) == dimension:
-            vectors = _unit_rows([question_vector, *await self._embedder.embed(texts)])
+            embedded = await self._embedder.embed([*texts, *extra])
+            vectors = _unit_rows([question_vector, *embedded])
         else:
             # None given, or one of another model (its similarities would mean nothing).
-            vectors = _unit_rows(await self._embedder.embed([question, *texts]))
-        similarity = vectors[1:] @ vectors[0]
+            vectors = _unit_rows(await self._embedder.embed([question, *texts, *extra]))
+        text_vectors = vectors[1 : 1 + len(texts)]
+        similarity = text_vectors @ vectors[0]
         ranking = (
             similarity
             + LEXICAL_WEIGHT * _lexical_overlap(question, texts)
             + _structure_bonus(question, units)
             + (typed := _answer_types(question, units))
         )
+        if clause:
+            clause_similarity = text_vectors @ vectors[-1]
+            descriptions = [unit.text.removeprefix(unit.term) for unit in units]
+            ranking = (
+                ranking
+                + CLAUSE_WEIGHT * clause_similarity
+                + CLAUSE_LEXICAL_WEIGHT * _lexical_overlap(clause, descriptions)
+            )
+            similarity = np.maximum(similarity, clause_similarity)
         qualifying = similarity >= self._threshold
         if not qualifying.any():
             return []
