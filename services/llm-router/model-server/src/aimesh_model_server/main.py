@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 
@@ -39,6 +40,12 @@ def _device(settings: Settings) -> str:
 
 def build_engine(settings: Settings) -> Engine:
     """The engine with its model loaded, converting the named model first if needed."""
+    if settings.engine == "openvino-genai" and importlib.util.find_spec("openvino_genai") is None:
+        # An extra, so that the image (onnxruntime-genai) does not carry OpenVINO.
+        raise ModelSourceError(
+            "AIMESH_ENGINE=openvino-genai needs OpenVINO: pip install "
+            "'aimesh-model-server[openvino]' (make install does)"
+        )
     device = _device(settings)
     model_dir = resolve(
         settings.model_path,
