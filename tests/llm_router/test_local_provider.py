@@ -338,6 +338,14 @@ SETTINGS_PAGE = Source(
 REFERENCE = [GREP_OPTIONS, GREP_OUTPUT, SETTINGS_PAGE]
 
 
+async def first_quote(
+    provider: LocalProvider, question: str, sources: list[Source]
+) -> tuple[str, int]:
+    """The first sentence the extractive answer to ``question`` quotes, and its source."""
+    result = await provider.answer(AnswerTask(question=question, sources=sources, max_tokens=100))
+    return cited_sentences(result.text)[0]
+
+
 def cited_sentences(text: str) -> list[tuple[str, int]]:
     """``"a [1]. b [2]."`` -> [("a.", 1), ("b.", 2)]: each quote with its source number."""
     found = re.findall(r"(.+?) \[(\d+)\]([.!?]*)(?:\s+|$)", text)
@@ -433,14 +441,10 @@ async def test_answer_to_which_exception_quotes_the_sentence_naming_it(
         "to task_done() tells the queue that the processing on the task is complete.\n\n"
         "Raises ValueError if called more times than there were items placed in\nthe queue.",
     )
-    result = await provider.answer(
-        AnswerTask(
-            question="Which exception does Queue.task_done raise when called too many times?",
-            sources=[queue],
-            max_tokens=100,
-        )
+    first = await first_quote(
+        provider, "Which exception does Queue.task_done raise when called too many times?", [queue]
     )
-    assert cited_sentences(result.text)[0] == (
+    assert first == (
         "Queue.task_done(): Raises ValueError if called more times than there were items "
         "placed in the queue.",
         1,
@@ -466,27 +470,21 @@ PASSWD_PAGE = Source(
 async def test_which_option_quotes_the_definition_of_what_it_is_asked_to_do(
     provider: LocalProvider,
 ) -> None:
-    result = await provider.answer(
-        AnswerTask(
-            question="mosquitto_passwd: what flag create a new password file",
-            sources=[PASSWD_PAGE],
-            max_tokens=100,
-        )
+    first = await first_quote(
+        provider, "mosquitto_passwd: what flag create a new password file", [PASSWD_PAGE]
     )
-    assert cited_sentences(result.text)[0] == ("-c: Create a new password file.", 1)
+    assert first == ("-c: Create a new password file.", 1)
 
 
 async def test_which_option_matches_a_paraphrase_of_the_options_description(
     provider: LocalProvider,
 ) -> None:
-    result = await provider.answer(
-        AnswerTask(
-            question="in mosquitto_passwd, which command-line option removes the given user",
-            sources=[PASSWD_PAGE],
-            max_tokens=100,
-        )
+    first = await first_quote(
+        provider,
+        "in mosquitto_passwd, which command-line option removes the given user",
+        [PASSWD_PAGE],
     )
-    assert cited_sentences(result.text)[0] == (
+    assert first == (
         "-D: Delete the specified user from the password file.",
         1,
     )
@@ -503,14 +501,10 @@ async def test_which_option_prefers_a_sentence_naming_an_option_to_one_naming_no
         "The opposite semantic is --all to list individual memory blocks.\n\n"
         "The listed memory blocks correspond to the memory block representation in sysfs.",
     )
-    result = await provider.answer(
-        AnswerTask(
-            question="what is the lsmem option that shows each individual memory block",
-            sources=[lsmem],
-            max_tokens=100,
-        )
+    first = await first_quote(
+        provider, "what is the lsmem option that shows each individual memory block", [lsmem]
     )
-    assert cited_sentences(result.text)[0] == (
+    assert first == (
         "The opposite semantic is --all to list individual memory blocks.",
         1,
     )
