@@ -136,7 +136,7 @@ def section(scores: dict[str, Scores], timing: dict[str, float], rows: int) -> s
     lines = [
         f"Measured {day} on the labelled set `tests/data/pii-eval/sentences.jsonl` ({rows} "
         "sentences, built by `python -m scripts.eval_sets.pii`), with the router's detector "
-        "(Presidio pattern recognizers, no NLP model, plus the secret recognizers); "
+        "(pattern recognizers with checksums, no NLP model, plus the secret recognizers); "
         "`python -m scripts.bench.pii`.",
         "",
         "| entity | labelled | precision | recall | covered |",

@@ -419,8 +419,8 @@ def test_a_renamed_setting_is_caught(mesh: PodmanMesh) -> None:
 
 
 # What the router image prunes (stripped extension modules, phonenumbers' geocoding data,
-# no pip or setuptools) leaves its privacy detector whole: Presidio, spaCy and
-# libphonenumber import and find what they should, offline and as uid 10001.
+# no pip or setuptools) leaves its privacy detector whole: libphonenumber, the public-suffix
+# list and the regex module import and find what they should, offline and as uid 10001.
 
 DETECT = r"""
 import json

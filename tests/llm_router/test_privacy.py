@@ -20,7 +20,13 @@ from aimesh_llm_router.modelconfig import (
     validate_models_config,
 )
 from aimesh_llm_router.models import alias_privacy, needs_detector
-from aimesh_llm_router.privacy.detector import Detector, load_detector, looks_random
+from aimesh_llm_router.privacy.detector import (
+    Detector,
+    iban_valid,
+    load_detector,
+    looks_random,
+    luhn_valid,
+)
 from aimesh_llm_router.privacy.guard import PrivacyGuard
 from aimesh_llm_router.privacy.redaction import Redaction
 from aimesh_llm_router.providers import PROVIDERS
@@ -68,6 +74,15 @@ def found(detector: Detector, text: str) -> list[tuple[str, str]]:
             "pass Zx9Qw2Er7Ty4Ui1Op3As6Df8Gh5Jk0Lz along",
             ("SECRET", "Zx9Qw2Er7Ty4Ui1Op3As6Df8Gh5Jk0Lz"),
         ),
+        # The IBAN's longest reading whose checksum holds: not the stray "2" after it.
+        (
+            "my deposit in DE89370400440532013000 2 days from today",
+            ("IBAN", "DE89370400440532013000"),
+        ),
+        # A letter written with a combining accent is part of the address's local part.
+        ("from jose\u0301@example.com today", ("EMAIL", "jose\u0301@example.com")),
+        ("amex 378282246310005 on file", ("CARD", "378282246310005")),
+        ("link-local fe80::1 answers", ("IP_ADDRESS", "fe80::1")),
     ],
 )
 def test_each_entity_type_is_found(
@@ -84,11 +99,27 @@ def test_each_entity_type_is_found(
         "release 2.14.3 shipped on 2024-01-15 with 1234 fixes",
         "see the well-known-configuration-reference-guide page",
         "version 10.20.30 is not an address",
+        "999.1.1.1 and 10.0.0.256 are not addresses either",
+        "a mail to nobody@example.invalidtld has no public suffix",
         "no personal data in this sentence at all",
     ],
 )
 def test_lookalikes_are_not_found(detector: Detector, text: str) -> None:
     assert found(detector, text) == []
+
+
+def test_checksums() -> None:
+    assert luhn_valid("4111111111111111")
+    assert not luhn_valid("4111111111111112")
+    assert luhn_valid("378282246310005")
+    assert iban_valid("GB82 WEST 1234 5698 7654 32") is True
+    assert iban_valid("GB82-WEST-1234-5698-7654-32") is True
+    assert iban_valid("GB83WEST12345698765432") is False  # check digits
+    assert iban_valid("DE89370400440532013000") is True
+    assert iban_valid("DE8937040044053201300") is False  # a digit short: the checksum
+    assert iban_valid("ZZ89370400440532013000") is False  # no such country
+    # The checksum holds but Germany's account part is 18 digits, not letters.
+    assert iban_valid("DE35ABCD0044053201300099") is False
 
 
 def test_high_entropy_needs_mixed_alphabets() -> None:

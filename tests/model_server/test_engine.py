@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimesh_model_server.engine import repeats_ngram
+from aimesh_model_server.engine import NgramGuard, repeats_ngram
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,12 @@ def test_repeats_ngram_finds_an_ngram_said_twice(
     tokens: list[int], size: int, repeats: bool
 ) -> None:
     assert repeats_ngram(tokens, size) is repeats
+
+
+def test_the_guard_stops_at_the_first_repeat_as_it_is_fed() -> None:
+    guard = NgramGuard(3)
+    said = [guard.add(token) for token in [1, 2, 3, 4, 1, 2, 3, 9]]
+    # (1, 2, 3) again at the seventh token, not before.
+    assert said == [False, False, False, False, False, False, True, False]
+    off = NgramGuard(0)
+    assert not any(off.add(7) for _ in range(20))

@@ -364,12 +364,35 @@ class OrtGenaiEngine(Engine):
                 )
 
 
-def repeats_ngram(tokens: Sequence[int], size: int) -> bool:
-    """The last ``size`` tokens already occurred together earlier in ``tokens``."""
-    if size <= 0 or len(tokens) <= size:
+class NgramGuard:
+    """Whether a reply says an n-gram of ``size`` tokens a second time, fed one token at a
+    time: constant work per token (a set of the n-grams said so far), where rescanning the
+    reply at every step cost time in proportion to its length."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._window: deque[int] = deque(maxlen=max(size, 1))
+        self._seen: set[tuple[int, ...]] = set()
+
+    def add(self, token: int) -> bool:
+        """Take the reply's next token; True when the n-gram it ends was said before."""
+        if self.size <= 0:
+            return False
+        self._window.append(token)
+        if len(self._window) < self.size:
+            return False
+        gram = tuple(self._window)
+        if gram in self._seen:
+            return True
+        self._seen.add(gram)
         return False
-    last = list(tokens[-size:])
-    return any(list(tokens[start : start + size]) == last for start in range(len(tokens) - size))
+
+
+def repeats_ngram(tokens: Sequence[int], size: int) -> bool:
+    """Some n-gram of ``size`` tokens occurs twice in ``tokens`` (what :class:`NgramGuard`
+    finds, all at once)."""
+    guard = NgramGuard(size)
+    return any(guard.add(token) for token in tokens)
 
 
 class OpenVinoEngine(Engine):
@@ -378,7 +401,7 @@ class OpenVinoEngine(Engine):
     so one long prompt does not stall the streams already running).
 
     Its sampler applies ``no_repeat_ngram_size`` to beam search only, so for greedy and
-    sampled replies the n-gram guard is replaced here by :func:`repeats_ngram`: a reply is
+    sampled replies the n-gram guard is replaced here by :class:`NgramGuard`: a reply is
     ended (finish reason "stop") at the first n-gram it says a second time, counting only
     tokens that are not blank (an indented line repeated with more indentation is still a
     repeat). Where the other engines steer away from the repeat, this one says it once more
@@ -409,7 +432,7 @@ class OpenVinoEngine(Engine):
         eos = {int(self.tokenizer.get_eos_token_id())}
         self._eos = frozenset(i for i in eos if i >= 0)
         self._next_id = 0
-        self._made: dict[int, list[int]] = {}  # each running job's non-blank tokens
+        self._guards: dict[int, NgramGuard] = {}  # each running job's non-blank n-grams
         self._blank: dict[int, bool] = {}  # token id -> its text is only white space
         super().__init__(max_batch_size, max_queue)
         self.start()
@@ -470,7 +493,7 @@ class OpenVinoEngine(Engine):
         self._next_id += 1
         ids = self._ov.Tensor(np.asarray([job.prompt], dtype=np.int64))
         job.handle = self._pipe.add_request(self._next_id, ids, config)
-        self._made[id(job)] = []
+        self._guards[id(job)] = NgramGuard(sampling.no_repeat_ngram_size)
 
     def _abort(self, job: _Job) -> None:
         if job.handle is not None:
@@ -483,27 +506,31 @@ class OpenVinoEngine(Engine):
             self._pipe.step()
         for job in list(self._running):
             handle = job.handle
-            made = self._made.setdefault(id(job), [])
-            while handle.can_read():
+            guard = self._guards.setdefault(id(job), NgramGuard(job.sampling.no_repeat_ngram_size))
+            repeated = False
+            while handle.can_read() and not repeated:
                 for output in handle.read().values():
                     for token in output.generated_ids:
                         if int(token) in self._eos:
                             continue
-                        if not self._is_blank(int(token)):
-                            made.append(int(token))
                         job.turn += 1
+                        if not self._is_blank(int(token)) and guard.add(int(token)):
+                            # The first n-gram said twice: it is said, then the reply ends.
+                            repeated = job.turn >= job.sampling.min_tokens
                         if not job.cancelled:
                             job.emit(int(token))
+                        if repeated:
+                            break
+                    if repeated:
+                        break
             state = handle.get_status()
-            if state == status.RUNNING:
-                size = job.sampling.no_repeat_ngram_size
-                if job.turn >= job.sampling.min_tokens and repeats_ngram(made, size):
-                    handle.stop()  # ends as finished: the reply so far stands
-                    self._made.pop(id(job), None)
-                    self._finish(job, Finished("eos"))
+            if state == status.RUNNING and not repeated:
                 continue
-            self._made.pop(id(job), None)
-            if state == status.FINISHED:
+            self._guards.pop(id(job), None)
+            if repeated and state == status.RUNNING:
+                handle.stop()  # ends as finished: the reply so far stands
+                self._finish(job, Finished("eos"))
+            elif state == status.FINISHED:
                 full = job.turn >= job.sampling.max_tokens
                 self._finish(job, Finished("length" if full else "eos"))
             elif state in (status.CANCEL, status.STOP):
