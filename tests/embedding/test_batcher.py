@@ -159,3 +159,38 @@ async def test_a_cancelled_call_leaves_the_queue(small_queue_stub: Stub) -> None
     while sample("aimesh_embedding_queue_inputs") > 0:
         assert time.monotonic() < deadline, "the cancelled call's inputs stayed queued"
         await asyncio.sleep(0.01)
+
+
+async def test_an_idle_model_hands_free_memory_back(embedding_encoder: TorchEncoder) -> None:
+    """AIMESH_EMBEDDING_MALLOC_TRIM_SECONDS: when the queue is empty and the setting's time
+    has passed since the last trim, the batcher trims on the model's thread, once per
+    stretch of work (an idle model is not trimmed again), and calls are served after it."""
+    settings = Settings(
+        port=0, host="127.0.0.1", metrics_port=None, embedding_malloc_trim_seconds=0.3
+    )
+    server = create_server(settings, embedding_encoder)
+    await server.start()
+
+    def trims() -> float:
+        return sample("aimesh_embedding_malloc_trim_seconds_count")
+
+    async def wait_for_trims(count: float) -> None:
+        deadline = time.monotonic() + 10
+        while trims() < count:
+            assert time.monotonic() < deadline, "the idle model never trimmed"
+            await asyncio.sleep(0.02)
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+            before = trims()
+            assert len((await call(stub, request(*SHORT))).embeddings) == len(SHORT)
+            # Not due at once: it waits for the setting's 0.3 s, then trims while idle.
+            assert trims() == before
+            await wait_for_trims(before + 1)
+            await asyncio.sleep(0.7)
+            assert trims() == before + 1  # idle since: nothing more to hand back
+            assert len((await call(stub, request("after the trim"))).embeddings) == 1
+            await wait_for_trims(before + 2)
+    finally:
+        await server.stop(5)

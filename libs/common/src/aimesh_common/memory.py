@@ -28,6 +28,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+import time
+from collections.abc import Callable
 
 log = logging.getLogger("aimesh.memory")
 
@@ -67,3 +69,45 @@ def apply_malloc_settings(mmap_threshold_kib: int, setting: str) -> None:
             "the number of distinct sizes of its large blocks",
             extra={"libc": platform.libc_ver()[0] or "unknown"},
         )
+
+
+def malloc_trim() -> bool:
+    """Give the allocator's free memory back to the OS (glibc's ``malloc_trim(0)``: the top
+    of every arena, and whole free pages inside them); True when memory was released."""
+    if not is_glibc():
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.malloc_trim(0))
+
+
+class IdleTrim:
+    """Calls :func:`malloc_trim` when a worker goes idle, at most once every ``every``
+    seconds (0: never). Memory freed by one batch and not reused by the next stays resident
+    until glibc reuses it; trimming when idle hands it back, so the resident size follows
+    what the process holds, not the most it has held in each of its arenas."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._last = clock()
+        self.trims = 0
+
+    def remaining(self) -> float | None:
+        """Seconds until a trim is due (0 or less: due now); None when it never trims."""
+        if self.every <= 0:
+            return None
+        return self.every - (self._clock() - self._last)
+
+    def due(self) -> bool:
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0
+
+    def __call__(self) -> float:
+        """Trim if due; the seconds it took (0.0 when not due)."""
+        if not self.due():
+            return 0.0
+        started = time.perf_counter()
+        malloc_trim()
+        self._last = self._clock()
+        self.trims += 1
+        return time.perf_counter() - started

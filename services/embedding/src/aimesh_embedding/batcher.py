@@ -35,6 +35,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from aimesh_common.errors import ResourceExhausted, Unavailable
+from aimesh_common.memory import IdleTrim
 from aimesh_embedding import metrics
 from aimesh_embedding.model import Vectors
 
@@ -88,6 +89,7 @@ class Batcher(Generic[InputT]):
         max_queue_inputs: int,
         stage_metrics: metrics.BatchMetrics = metrics.EMBED_BATCHES,
         what: str = "embedding",
+        on_idle: IdleTrim | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._width = width
@@ -97,6 +99,8 @@ class Batcher(Generic[InputT]):
         self._max_inputs = max_batch_inputs
         self._max_wait = max_wait_seconds
         self._max_queue = max_queue_inputs
+        self._on_idle = on_idle
+        self._ran = False  # a batch ran since the last trim
         self._pool: list[_Item[InputT]] = []
         self._queued = 0
         self._seq = itertools.count()
@@ -151,8 +155,19 @@ class Batcher(Generic[InputT]):
             if not self._pool:
                 if self._closing:
                     return
+                # Batches ran since the last trim: trim once it is due, if still idle then.
+                trim_in = self._on_idle.remaining() if self._on_idle and self._ran else None
+                if trim_in is not None and trim_in <= 0:
+                    # On the model's thread, so it never runs beside a batch.
+                    took = await loop.run_in_executor(self._executor, self._on_idle)
+                    metrics.MALLOC_TRIM_SECONDS.observe(took)
+                    self._ran = False
+                    continue  # calls that came meanwhile are served first
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), trim_in)
+                except TimeoutError:
+                    continue
                 # The model was idle: give a burst of calls a moment to join one batch.
                 if 0 < len(self._pool) < self._max_inputs and self._max_wait > 0:
                     await asyncio.sleep(self._max_wait)
@@ -178,6 +193,7 @@ class Batcher(Generic[InputT]):
             self._metrics.batch_inputs.observe(len(batch))
             self._metrics.batch_fill.observe(sum(item.length for item in batch) / padded)
             self._deliver(batch, vectors)
+            self._ran = True
 
     def _select(self) -> list[_Item[InputT]]:
         """Take the next batch out of the pool (see the module docstring)."""

@@ -130,6 +130,17 @@ class Settings(GrpcServiceSettings):
         ),
     )
 
+    embedding_malloc_trim_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description=(
+            "When the model goes idle, hand the allocator's free memory back to the OS "
+            "(glibc's malloc_trim) at most once every this many seconds, on the model's "
+            "thread between batches. 0 never trims."
+        ),
+    )
+
     rerank_model: str = Field(
         "",
         description=(

@@ -24,6 +24,12 @@ QUEUE_INPUTS = Gauge(
     "aimesh_embedding_queue_inputs",
     "Inputs accepted and not yet answered (waiting for or inside a model batch).",
 )
+MALLOC_TRIM_SECONDS = Histogram(
+    "aimesh_embedding_malloc_trim_seconds",
+    "malloc_trim calls made while the model was idle (AIMESH_EMBEDDING_MALLOC_TRIM_SECONDS), "
+    "and how long each held the model thread.",
+    buckets=_SECONDS,
+)
 QUEUE_SECONDS = Histogram(
     "aimesh_embedding_queue_seconds",
     "Time from accepting a call to the start of its first model batch.",

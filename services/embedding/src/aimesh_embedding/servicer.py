@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from aimesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from aimesh_common.errors import FailedPrecondition, InvalidArgument
+from aimesh_common.memory import IdleTrim
 from aimesh_embedding import metrics
 from aimesh_embedding.batcher import Batcher
 from aimesh_embedding.config import Settings
@@ -99,6 +100,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             max_batch_inputs=settings.embedding_max_batch_inputs,
             max_wait_seconds=settings.embedding_max_wait_ms / 1000,
             max_queue_inputs=settings.embedding_max_queue_inputs,
+            on_idle=IdleTrim(settings.embedding_malloc_trim_seconds),
         )
         self._tokenizer_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="embedding-tokenizer"
