@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from aimesh_common.memory import IdleTrim, apply_malloc_settings, is_glibc, set_mmap_threshold
+from aimesh_common.memory import (
+    IdleTrim,
+    PeriodicTrim,
+    apply_malloc_settings,
+    is_glibc,
+    set_mmap_threshold,
+)
 
 needs_glibc = pytest.mark.skipif(not is_glibc(), reason="mallopt thresholds are glibc's")
 
@@ -154,3 +161,21 @@ def test_idle_trim_runs_when_due_and_not_more_often() -> None:
     off = IdleTrim(0, clock=lambda: now[0])
     now[0] += 1e6
     assert not off.due()
+
+
+async def test_periodic_trim_runs_every_period_until_stopped() -> None:
+    took: list[float] = []
+    trim = PeriodicTrim(0.05, took.append)
+    trim.start()
+    await asyncio.sleep(0.4)
+    await trim.stop()
+    count = len(took)
+    assert 2 <= count <= 9
+    assert all(seconds >= 0 for seconds in took)
+    await asyncio.sleep(0.15)
+    assert len(took) == count  # stopped
+    never = PeriodicTrim(0, took.append)
+    never.start()
+    await asyncio.sleep(0.1)
+    await never.stop()
+    assert len(took) == count

@@ -25,6 +25,8 @@ at start.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import logging
 import platform
@@ -111,3 +113,33 @@ class IdleTrim:
         self._last = self._clock()
         self.trims += 1
         return time.perf_counter() - started
+
+
+class PeriodicTrim:
+    """Calls :func:`malloc_trim` on a worker thread every ``every`` seconds, for a process
+    with no single thread that goes idle (retrieval: gRPC handlers and Milvus Lite's own
+    threads, each allocating from its own glibc arena). ``observe`` gets each trim's
+    seconds (a metric). :meth:`start` from a running loop; :meth:`stop` cancels it."""
+
+    def __init__(self, every: float, observe: Callable[[float], object]) -> None:
+        self.every = every
+        self._observe = observe
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.every > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="malloc-trim")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            started = time.perf_counter()
+            await asyncio.to_thread(malloc_trim)
+            self._observe(time.perf_counter() - started)

@@ -73,6 +73,15 @@ class Settings(GrpcServiceSettings):
         "upserts and still rising, against +94 MiB and level with it fixed; search latency "
         "unchanged). 0 keeps glibc's dynamic default.",
     )
+    malloc_trim_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Every this many seconds, hand the allocator's free memory back to the "
+        "OS (glibc's malloc_trim, on a worker thread): what Milvus Lite and the handlers "
+        "freed below the mmap threshold stays resident in glibc's arenas until reused. "
+        "0 never trims.",
+    )
     hnsw_search_ef: int = Field(
         128,
         ge=8,

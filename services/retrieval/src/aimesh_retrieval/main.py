@@ -11,10 +11,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.logging import configure_logging
-from aimesh_common.memory import apply_malloc_settings
+from aimesh_common.memory import PeriodicTrim, apply_malloc_settings
 from aimesh_common.metrics import start_metrics_server
 from aimesh_common.settings import load_settings
 from aimesh_common.tracing import tracer_provider_for
+from aimesh_retrieval import metrics
 from aimesh_retrieval.config import Settings
 from aimesh_retrieval.jobs import JobStore
 from aimesh_retrieval.rerank import build_reranker
@@ -67,7 +68,9 @@ async def run(settings: Settings) -> None:
         raise SystemExit(1) from None
     reranker = build_reranker(settings, embedder)
     server = create_server(settings, store, embedder, jobs, tracer_provider, reranker)
-    server.on_stop.extend([embedder.close, store.close, jobs.close])
+    trim = PeriodicTrim(settings.malloc_trim_seconds, metrics.MALLOC_TRIM_SECONDS.observe)
+    trim.start()
+    server.on_stop.extend([trim.stop, embedder.close, store.close, jobs.close])
     if reranker is not None:
         server.on_stop.append(reranker.close)
     if tracer_provider is not None:

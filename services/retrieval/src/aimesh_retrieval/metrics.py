@@ -65,3 +65,8 @@ RERANKED = Counter(
     "Search candidates scored by a reranker, by reranker (embedding, http).",
     ["reranker"],
 )
+MALLOC_TRIM_SECONDS = Histogram(
+    "aimesh_retrieval_malloc_trim_seconds",
+    "malloc_trim calls (AIMESH_MALLOC_TRIM_SECONDS) and how long each took.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
