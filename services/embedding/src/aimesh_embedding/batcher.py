@@ -156,10 +156,11 @@ class Batcher(Generic[InputT]):
                 if self._closing:
                     return
                 # Batches ran since the last trim: trim once it is due, if still idle then.
-                trim_in = self._on_idle.remaining() if self._on_idle and self._ran else None
-                if trim_in is not None and trim_in <= 0:
+                trim = self._on_idle if self._ran else None
+                trim_in = trim.remaining() if trim is not None else None
+                if trim is not None and trim_in is not None and trim_in <= 0:
                     # On the model's thread, so it never runs beside a batch.
-                    took = await loop.run_in_executor(self._executor, self._on_idle)
+                    took = await loop.run_in_executor(self._executor, trim)
                     metrics.MALLOC_TRIM_SECONDS.observe(took)
                     self._ran = False
                     continue  # calls that came meanwhile are served first
