@@ -23,10 +23,11 @@ needs_glibc = pytest.mark.skipif(not is_glibc(), reason="mallopt thresholds are 
 # not seen before, freed after their batch, while something allocated after them lives on (a
 # result, a Python object; here an untouched block larger than any hole, so it cannot be
 # placed in one). Prints the resident MiB the loop added.
-BATCHES = textwrap.dedent(
+# Both scripts below: libc's malloc and free, and the process's resident MiB.
+PRELUDE = textwrap.dedent(
     """
     import ctypes, sys
-    from aimesh_common.memory import set_mmap_threshold
+    from aimesh_common.memory import malloc_trim, set_mmap_threshold
 
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -38,7 +39,10 @@ BATCHES = textwrap.dedent(
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
-
+    """
+)
+BATCHES = PRELUDE + textwrap.dedent(
+    """
     if sys.argv[1] != "0":
         assert set_mmap_threshold(int(sys.argv[1]))
     # One large block freed first: glibc's default now serves every smaller one from the heap.
@@ -92,22 +96,8 @@ def test_the_startup_log_says_what_was_applied(caplog: pytest.LogCaptureFixture)
 
 # Small blocks (below any mmap threshold) freed in the middle of the heap, between blocks that
 # live on: resident until reused, or until malloc_trim hands their pages back.
-HOLES = textwrap.dedent(
+HOLES = PRELUDE + textwrap.dedent(
     """
-    import ctypes, sys
-    from aimesh_common.memory import malloc_trim, set_mmap_threshold
-
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def rss_mib():
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-
     assert set_mmap_threshold(128)
     before = rss_mib()
     blocks = [libc.malloc(64 * 1024) for _ in range(1600)]  # 100 MiB
