@@ -165,10 +165,13 @@ class Batcher(Generic[InputT]):
                     self._ran = False
                     continue  # calls that came meanwhile are served first
                 self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), trim_in)
-                except TimeoutError:
-                    continue
+                if trim_in is None:
+                    await self._wakeup.wait()
+                else:
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), trim_in)
+                    except TimeoutError:
+                        continue
                 # The model was idle: give a burst of calls a moment to join one batch.
                 if 0 < len(self._pool) < self._max_inputs and self._max_wait > 0:
                     await asyncio.sleep(self._max_wait)

@@ -506,7 +506,9 @@ class OpenVinoEngine(Engine):
             self._pipe.step()
         for job in list(self._running):
             handle = job.handle
-            guard = self._guards.setdefault(id(job), NgramGuard(job.sampling.no_repeat_ngram_size))
+            guard = self._guards.get(id(job))  # made in _begin, not at every step
+            if guard is None:
+                guard = self._guards[id(job)] = NgramGuard(job.sampling.no_repeat_ngram_size)
             repeated = False
             while handle.can_read() and not repeated:
                 for output in handle.read().values():
