@@ -71,7 +71,13 @@ from typing import Any
 import httpx
 
 from aimesh_common.stats import percentile
-from scripts.bench.proc import command_name, tree, tree_mib
+from scripts.bench.proc import (
+    command_name,
+    machine_busy_seconds,
+    tree,
+    tree_cpu_seconds,
+    tree_mib,
+)
 from scripts.bench.texts import bench_texts
 from scripts.devmesh import Mesh, MeshStartError, Ports
 
@@ -140,10 +146,13 @@ class Record:
 
 @dataclass
 class Samples:
-    """Resident memory per service over time (MiB of the process tree)."""
+    """Resident memory per service over time (MiB of the process tree), and CPU time used
+    so far (s, of each service's tree and of the whole machine's cores)."""
 
     at: list[float] = field(default_factory=list)
     mib: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    machine: list[float] = field(default_factory=list)
     children: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -296,10 +305,12 @@ class Soak:
 
     def _sample(self) -> None:
         self.samples.at.append(time.monotonic() - self.started)
+        self.samples.machine.append(machine_busy_seconds()[0])
         for name in SERVICES:
             process = self.mesh.service(name).process
             assert process is not None
             self.samples.mib[name].append(tree_mib(process.pid))
+            self.samples.cpu[name].append(tree_cpu_seconds(process.pid))
             kids = [command_name(pid) for pid in tree(process.pid)[1:]]
             if kids:
                 self.samples.children[name] = sorted(set(kids))
@@ -465,6 +476,33 @@ def attribute(first_ms: float, last_ms: float, fresh_ms: float, limit_pct: float
     return "unclear: the fresh window is outside the first and the last"
 
 
+def cpu_percent(at: list[float], used: list[float], start: float, end: float) -> float:
+    """CPU used from ``start`` to ``end`` as a percentage of one core (a busy 2-core
+    machine shows 200), over the samples that bracket the span (the last at or before
+    ``start``, the first at or after ``end``)."""
+    count = min(len(at), len(used))
+    if count < 2:
+        return math.nan
+    first = max((i for i in range(count) if at[i] <= start), default=0)
+    last = min((i for i in range(count) if at[i] >= end), default=count - 1)
+    if at[last] <= at[first]:
+        return math.nan
+    return (used[last] - used[first]) / (at[last] - at[first]) * 100
+
+
+def cpu_table(samples: Samples, start: float, end: float) -> dict[str, float]:
+    """CPU % of one core per service and for the whole machine (``machine``: every process,
+    the load generator and anything else running included) between two times."""
+    table = {
+        name: cpu_percent(samples.at, samples.cpu[name], start, end)
+        for name in SERVICES
+        if samples.cpu.get(name)
+    }
+    if samples.machine:
+        table["machine"] = cpu_percent(samples.at, samples.machine, start, end)
+    return table
+
+
 def analyse(
     plan: Plan,
     records: list[Record],
@@ -487,6 +525,7 @@ def analyse(
             "minute": minute,
             "errors": sum(1 for r in records if not r.ok and int(r.at // 60) == minute),
             **{route: _quantiles(values) for route, values in sorted(minutes[minute].items())},
+            "cpu_pct": cpu_table(samples, minute * 60.0, minute * 60.0 + 60.0),
         }
         for minute in sorted(minutes)
     ]
@@ -501,6 +540,19 @@ def analyse(
             route: _quantiles([r.seconds for r in chosen if r.route == route]) for route in routes
         }
         windows[label]["all"] = _quantiles([r.seconds for r in chosen if r.route != "upsert"])
+    # Where the time went: CPU per service in each window, and per request of the mix.
+    cpu: dict[str, dict[str, float]] = {}
+    for label, start, stop, chosen in (
+        ("first", 0.0, window, first),
+        ("last", end - window, end, last),
+    ):
+        table = cpu_table(samples, start, stop)
+        served = sum(1 for r in chosen if r.route != "upsert")
+        cpu[label] = table
+        cpu[f"{label}_ms_per_request"] = {
+            name: pct / 100 * (stop - start) / served * 1000 if served else math.nan
+            for name, pct in table.items()
+        }
     if fresh:
         fresh_ok = [r for r in fresh if r.ok]
         windows["fresh"] = {
@@ -555,8 +607,10 @@ def analyse(
         "load_average": os.getloadavg(),
         "memory": memory,
         "memory_samples": {"at": samples.at, "mib": dict(samples.mib)},
+        "cpu_samples": {"seconds": dict(samples.cpu), "machine": samples.machine},
         "children": samples.children,
         "windows": windows,
+        "cpu": cpu,
         "p50_drift_pct": drift,
         "drift_owner": drift_owner,
         "fresh_requests": len(fresh or []),
@@ -580,7 +634,7 @@ def render(result: dict[str, Any]) -> str:
         "latency per minute, p50 ms (n):",
         f"{'min':>4} {'all':>14} "
         + " ".join(f"{route:>13}" for route in ("search", "ask", "chat", "embeddings", "upsert"))
-        + "  errors",
+        + "  errors  cpu % (gw emb ret rtr machine)",
     ]
     for row in result["per_minute"]:
 
@@ -590,10 +644,12 @@ def render(result: dict[str, Any]) -> str:
                 return f"{'-':>13}"
             return f"{figures['p50_ms']:7.1f} ({figures['count']:3d})"
 
+        used = row.get("cpu_pct", {})
         lines.append(
             f"{row['minute']:>4} {cell('all'):>14} "
             + " ".join(cell(r) for r in ("search", "ask", "chat", "embeddings", "upsert"))
-            + f"  {row['errors']}"
+            + f"  {row['errors']:>6}  "
+            + " ".join(f"{used.get(name, math.nan):3.0f}" for name in (*SERVICES, "machine"))
         )
     lines += [
         "",
@@ -608,6 +664,16 @@ def render(result: dict[str, Any]) -> str:
             if (w := result["windows"].get(label)) is not None
         ]
         lines.append(f"{route:<11} " + " ".join(cells))
+    cpu = result.get("cpu", {})
+    if cpu.get("first"):
+        lines += ["", "CPU, % of one core (ms per request of the mix), first -> last window:"]
+        for name in (*SERVICES, "machine"):
+            figures = [
+                f"{cpu[label].get(name, math.nan):5.1f} "
+                f"({cpu[label + '_ms_per_request'].get(name, math.nan):5.1f})"
+                for label in ("first", "last")
+            ]
+            lines.append(f"  {name:<11} " + " -> ".join(figures))
     lines += [
         f"p50 drift: {result['p50_drift_pct']:+.1f} % (limit {plan['max_p50_drift_pct']:g} %); "
         f"whose: {result['drift_owner']}"

@@ -1,4 +1,5 @@
-"""A process's memory as the kernel counts it (``/proc/<pid>/status``), over its whole tree.
+"""A process's memory and CPU time as the kernel counts them (``/proc/<pid>/status`` and
+``/proc/<pid>/stat``), over its whole tree.
 
 The soak and the memory benchmarks read resident memory this way rather than through a
 library: VmRSS is what a Kubernetes memory limit is compared with (the cgroup charges
@@ -8,8 +9,11 @@ the retrieval service's pod) count against the same limit.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def tree(pid: int) -> list[int]:
@@ -46,3 +50,27 @@ def command_name(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, s; 0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may hold spaces: fields count from after its ")".
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used by ``pid``'s process tree, s (children that ended are not counted)."""
+    return sum(cpu_seconds(each) for each in tree(pid))
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in first[:8]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / _TICKS, sum(ticks) / _TICKS

@@ -16,6 +16,7 @@ from scripts.soak import (
     Traffic,
     analyse,
     attribute,
+    cpu_percent,
     plan_for,
     slope_per_hour,
 )
@@ -84,6 +85,30 @@ def test_growth_drift_and_errors_each_fail_the_run() -> None:
     assert failing["checks"] == {"memory": True, "p50_drift": True, "errors": False}
     assert failing["errors"] == 1
     assert failing["passed"] is False
+
+
+def test_cpu_is_the_share_of_one_core_between_two_samples_and_per_request() -> None:
+    at = [0.0, 10.0, 20.0, 30.0]
+    assert cpu_percent(at, [0.0, 5.0, 10.0, 25.0], 0.0, 20.0) == pytest.approx(50.0)
+    assert cpu_percent(at, [0.0, 5.0, 10.0, 25.0], 20.0, 30.0) == pytest.approx(150.0)
+    # A span shorter than the sampling interval takes the samples around it.
+    assert cpu_percent(at, [0.0, 5.0, 10.0, 25.0], 22.0, 26.0) == pytest.approx(150.0)
+    assert cpu_percent([0.0], [3.0], 0.0, 10.0) != cpu_percent([0.0], [3.0], 0.0, 10.0)  # NaN
+    plan = plan_for(1200, 1)
+    records = [Record(float(t), "search", 0.01, True) for t in range(1200)]
+    samples = Samples()
+    samples.at = [float(t) for t in range(0, 1201, 10)]
+    # Retrieval uses 20 % of a core for 10 minutes, then 60 %.
+    samples.cpu["retrieval"] = [
+        t * (0.2 if t <= 600 else 0.6) - (240 if t > 600 else 0) for t in samples.at
+    ]
+    samples.machine = [t * 1.0 for t in samples.at]
+    result = analyse(plan, records, samples, 1200.0)
+    assert result["cpu"]["first"]["retrieval"] == pytest.approx(20.0)
+    assert result["cpu"]["last"]["retrieval"] == pytest.approx(60.0)
+    assert result["cpu"]["last_ms_per_request"]["retrieval"] == pytest.approx(600.0, rel=0.01)
+    assert result["cpu"]["first"]["machine"] == pytest.approx(100.0)
+    assert result["per_minute"][15]["cpu_pct"]["retrieval"] == pytest.approx(60.0)
 
 
 def test_upserts_rewrite_a_fixed_set_of_documents_or_add_new_ones() -> None:
@@ -178,3 +203,7 @@ def test_a_short_soak_runs_the_mesh_and_reports(tmp_path: Path) -> None:
     assert result["windows"]["fresh"]["all"]["count"] >= 1
     assert "restarting every service" in done.stdout
     assert (tmp_path / "out" / "logs" / "gateway.log").exists()
+    # CPU was read per service: the embedding service computed the embeddings.
+    assert result["cpu"]["first"]["embedding"] > 0, result["cpu"]
+    assert result["cpu"]["first"]["machine"] >= result["cpu"]["first"]["embedding"]
+    assert "ms per request of the mix" in done.stdout
