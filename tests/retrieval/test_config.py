@@ -80,3 +80,13 @@ def test_malloc_threshold_default_environment_and_bounds(monkeypatch: pytest.Mon
         with pytest.raises(ValidationError) as caught:
             Settings()
         assert "AIMESH_MALLOC_MMAP_THRESHOLD_KIB" in format_validation_error(caught.value)
+
+
+def test_blas_threads_default_one_environment_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().blas_threads == 1
+    monkeypatch.setenv("AIMESH_BLAS_THREADS", "0")
+    assert Settings().blas_threads == 0
+    monkeypatch.setenv("AIMESH_BLAS_THREADS", "-1")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "AIMESH_BLAS_THREADS" in format_validation_error(caught.value)

@@ -111,6 +111,9 @@ async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None
     # glibc's threshold fixed before Milvus Lite started (issue 28: its memory levels off).
     assert '"msg": "malloc mmap threshold fixed"' in stderr.decode()
     assert '"mmap_threshold_kib": 128' in stderr.decode()
+    # One BLAS thread (issue 28: OpenBLAS's spinning threads cost 2-6x the CPU per search).
+    assert '"msg": "BLAS threads fixed"' in stderr.decode()
+    assert '"threads": 1' in stderr.decode()
 
 
 async def test_unreachable_job_database_exits_1(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import SQLAlchemyError
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from aimesh_common.embedding_client import EmbeddingClient
 from aimesh_common.logging import configure_logging
@@ -86,12 +87,29 @@ async def run(settings: Settings) -> None:
     await server.serve(settings.grace_seconds)
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Fix the BLAS libraries' thread count (AIMESH_BLAS_THREADS; 0 leaves the default)."""
+    import numpy  # noqa: F401  (loads OpenBLAS, so that threadpoolctl finds it)
+
+    if threads <= 0:
+        log.info("BLAS threads left at the library default (AIMESH_BLAS_THREADS=0)")
+        return
+    threadpool_limits(limits=threads, user_api="blas")
+    found = [
+        {"library": pool["internal_api"], "threads": pool["num_threads"]}
+        for pool in threadpool_info()
+        if pool["user_api"] == "blas"
+    ]
+    log.info("BLAS threads fixed", extra={"blas_threads": threads, "libraries": found})
+
+
 def main() -> None:
     settings = load_settings(Settings)
     configure_logging("retrieval", settings.log_level, settings.log_format)
     start_metrics_server(settings.metrics_port)
     # Before Milvus Lite starts, so that its arrays follow it from the first write.
     apply_malloc_settings(settings.malloc_mmap_threshold_kib, "AIMESH_MALLOC_MMAP_THRESHOLD_KIB")
+    limit_blas_threads(settings.blas_threads)
     asyncio.run(run(settings))
 
 
