@@ -111,7 +111,7 @@ async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None
     # glibc's threshold fixed before Milvus Lite started (issue 28: its memory levels off).
     assert '"msg": "malloc mmap threshold fixed"' in stderr.decode()
     assert '"mmap_threshold_kib": 128' in stderr.decode()
-    # One BLAS thread (issue 28: OpenBLAS's spinning threads cost 2-6x the CPU per search).
+    # One BLAS thread (issue 28: OpenBLAS's spinning threads cost 2-7x the CPU per search).
     assert '"msg": "BLAS threads fixed"' in stderr.decode()
     assert '"threads": 1' in stderr.decode()
 

@@ -80,7 +80,7 @@ class Settings(GrpcServiceSettings):
         description="Threads of the BLAS library (OpenBLAS, under NumPy) that Milvus Lite's "
         "exact search multiplies with; set at start. OpenBLAS splits a product over all cores "
         "once a segment holds about 1,150 live chunks of 384 dimensions, and its threads "
-        "spin between calls: per search the same time and 2 to 6 times the CPU (0.7 -> 4.4 "
+        "spin between calls: per search the same time and 2 to 7 times the CPU (0.7 -> 4.4 "
         "ms at 2,000 chunks, 67 -> 125 ms at 100,000), CPU that concurrent searches and a "
         "co-located embedding service then lack. Searches run in parallel across requests "
         "instead. 0 keeps the library's default (one thread per core).",
