@@ -305,7 +305,7 @@ class Soak:
 
     def _sample(self) -> None:
         self.samples.at.append(time.monotonic() - self.started)
-        self.samples.machine.append(machine_busy_seconds()[0])
+        self.samples.machine.append(machine_busy_seconds())
         for name in SERVICES:
             process = self.mesh.service(name).process
             assert process is not None

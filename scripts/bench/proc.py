@@ -68,9 +68,8 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(each) for each in tree(pid))
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot, all cores (/proc/stat)."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     ticks = [int(x) for x in first[:8]]  # user nice system idle iowait irq softirq steal
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks) - idle) / _TICKS, sum(ticks) / _TICKS
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
