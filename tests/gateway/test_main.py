@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
+import uvicorn
 
 from aimesh.llm.v1 import llm_pb2
+from aimesh_gateway import main as main_module
 from aimesh_gateway.main import create_app
 from aimesh_gateway.state import state_of
 from tests.gateway.conftest import FakeMesh
@@ -109,3 +113,21 @@ def test_console_script_refuses_bad_settings_with_a_clear_message() -> None:
     assert "AIMESH_PORT" in result.stderr
     assert "too-short-secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keeps_idle_connections_longer_than_clients_and_balancers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """uvicorn's 5 s keep-alive equals httpx's pool expiry: a client could send on a
+    connection the gateway is closing. The gateway's default is above both (issue 28)."""
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options))
+    monkeypatch.setattr(main_module, "_configure_logging", lambda settings: None)
+    monkeypatch.setenv("AIMESH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("AIMESH_KEEP_ALIVE_SECONDS", raising=False)
+    main_module.main()
+    assert seen["timeout_keep_alive"] == 75 > 60
+
+    monkeypatch.setenv("AIMESH_KEEP_ALIVE_SECONDS", "120")
+    main_module.main()
+    assert seen["timeout_keep_alive"] == 120

@@ -168,6 +168,7 @@ def main() -> None:
         "log_config": None,  # keep the JSON logging configured above
         "access_log": False,  # the request middleware writes the access log
         "timeout_graceful_shutdown": int(settings.grace_seconds),
+        "timeout_keep_alive": settings.keep_alive_seconds,
         "server_header": False,
     }
     if workers > 1:

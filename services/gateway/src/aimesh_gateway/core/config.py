@@ -97,6 +97,16 @@ class Settings(ServiceSettings):
         description="uvicorn worker processes; 0 picks one per core (max 4) when "
         "AIMESH_REDIS_URL is set, else 1.",
     )
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="How long an idle HTTP connection is kept open (uvicorn's "
+        "timeout_keep_alive). Above the idle timeout of the clients' pools (httpx 5 s) and of "
+        "load balancers (commonly 60 s), so the gateway never closes a connection at the "
+        "moment a client reuses it; uvicorn's own 5 s equals httpx's, and a 2-hour soak lost "
+        "one request to that race (issue 28).",
+    )
     data_dir: Path = Field(
         Path(".aimesh"), description="Directory of local data (the default SQLite database)."
     )
