@@ -124,3 +124,31 @@ def test_truncate_embeds_the_first_max_tokens(
     other_tail = words(254) + " completely different ending about spaceships" * 20
     tail = embedding_encoder.embed([other_tail], truncate=True, dimensions=0).vectors[0]
     np.testing.assert_allclose(tail, prefix, atol=1e-5)
+
+
+def test_onednn_is_off_by_default_and_vectors_match_it(embedding_encoder: TorchEncoder) -> None:
+    """Loading the torch backend turns oneDNN off (AIMESH_EMBEDDING_TORCH_ONEDNN, default
+    false: its per-shape kernel cache grew memory with every new batch shape); MKL's
+    products give the vectors oneDNN gives."""
+    import torch
+
+    from aimesh_embedding.model import configure_torch
+
+    assert torch.backends.mkldnn.enabled is False
+    batch = embedding_encoder.tokenize(SENTENCES, truncate=False)
+    without = embedding_encoder.encode_ids(batch)
+    try:
+        configure_torch(Settings(port=0, metrics_port=None, embedding_torch_onednn=True))
+        assert torch.backends.mkldnn.enabled is True
+        with_onednn = embedding_encoder.encode_ids(batch)
+    finally:
+        configure_torch(Settings(port=0, metrics_port=None))
+    assert torch.backends.mkldnn.enabled is False
+    np.testing.assert_allclose(without, with_onednn, atol=1e-5)
+
+
+def test_onednn_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIMESH_EMBEDDING_TORCH_ONEDNN", "true")
+    assert Settings(port=0, metrics_port=None).embedding_torch_onednn is True
+    monkeypatch.delenv("AIMESH_EMBEDDING_TORCH_ONEDNN")
+    assert Settings(port=0, metrics_port=None).embedding_torch_onednn is False

@@ -218,9 +218,23 @@ class TorchEncoder(BaseEncoder):
         return np.asarray(output.float().numpy(), dtype=np.float32)
 
 
+def configure_torch(settings: Settings) -> None:
+    """Process-wide torch options, before a torch model runs.
+
+    oneDNN (``torch.backends.mkldnn``) compiles and caches a matrix-product kernel per batch
+    shape, and the dynamic batcher makes a new shape of almost every batch: memory kept
+    rising with the number of shapes served, up to the cache's 1,024 entries, and varied
+    batches ran slower than through MKL. ``AIMESH_EMBEDDING_TORCH_ONEDNN`` turns it back on.
+    """
+    import torch
+
+    torch.backends.mkldnn.enabled = settings.embedding_torch_onednn
+
+
 def load_encoder(settings: Settings) -> TorchEncoder:
     """Load ``settings.embedding_model`` with sentence-transformers onto the CPU, offline."""
     os.environ.update(_HF_ENVIRONMENT)
+    configure_torch(settings)
     from sentence_transformers import SentenceTransformer
 
     try:

@@ -22,7 +22,13 @@ import numpy as np
 
 from aimesh_common.errors import InvalidArgument
 from aimesh_embedding.config import Settings
-from aimesh_embedding.model import _HF_ENVIRONMENT, ModelLoadError, TokenIds, Vectors
+from aimesh_embedding.model import (
+    _HF_ENVIRONMENT,
+    ModelLoadError,
+    TokenIds,
+    Vectors,
+    configure_torch,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,6 +138,7 @@ def load_reranker(settings: Settings) -> CrossEncoderScorer | None:
     if not settings.rerank_model:
         return None
     os.environ.update(_HF_ENVIRONMENT)
+    configure_torch(settings)
     from sentence_transformers import CrossEncoder
 
     try:
