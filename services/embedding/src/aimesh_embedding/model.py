@@ -228,7 +228,7 @@ def configure_torch(settings: Settings) -> None:
     """
     import torch
 
-    torch.backends.mkldnn.enabled = settings.embedding_torch_onednn
+    torch.backends.mkldnn.enabled = settings.embedding_torch_onednn  # type: ignore[assignment]
 
 
 def load_encoder(settings: Settings) -> TorchEncoder:
