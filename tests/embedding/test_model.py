@@ -134,16 +134,16 @@ def test_onednn_is_off_by_default_and_vectors_match_it(embedding_encoder: TorchE
 
     from aimesh_embedding.model import configure_torch
 
-    assert torch.backends.mkldnn.enabled is False
+    assert not torch.backends.mkldnn.enabled
     batch = embedding_encoder.tokenize(SENTENCES, truncate=False)
     without = embedding_encoder.encode_ids(batch)
     try:
         configure_torch(Settings(port=0, metrics_port=None, embedding_torch_onednn=True))
-        assert torch.backends.mkldnn.enabled is True
+        assert torch.backends.mkldnn.enabled
         with_onednn = embedding_encoder.encode_ids(batch)
     finally:
         configure_torch(Settings(port=0, metrics_port=None))
-    assert torch.backends.mkldnn.enabled is False
+    assert not torch.backends.mkldnn.enabled
     np.testing.assert_allclose(without, with_onednn, atol=1e-5)
 
 
