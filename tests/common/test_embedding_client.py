@@ -125,3 +125,22 @@ async def test_rerank_without_a_rerank_model_is_a_failed_precondition(
         assert await client.rerank("query", []) == []
     finally:
         await client.close()
+
+
+async def test_a_text_longer_than_the_service_accepts_is_cut_not_refused(
+    embedding_addr: str,
+) -> None:
+    """A text over the service's character limit (32,768 by default) is cut to it before
+    the call, as the model would truncate it anyway: the same vector as its first 32,768
+    characters, not a failed call (issue 19: a 100,000-character instruction to the local
+    provider answered 503)."""
+    from aimesh_common.embedding_client import MAX_INPUT_CHARS
+
+    client = EmbeddingClient.connect(embedding_addr)
+    try:
+        long = "The harbour freezes in January. " * 4000
+        assert len(long) > MAX_INPUT_CHARS
+        cut, head = await client.embed([long, long[:MAX_INPUT_CHARS]])
+        assert list(cut) == pytest.approx(list(head), abs=1e-6)
+    finally:
+        await client.close()

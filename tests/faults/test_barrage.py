@@ -144,7 +144,10 @@ def test_no_input_makes_a_5xx(mesh: Mesh) -> None:
             response = client.request(method.upper(), path, headers={**headers, **extra}, **kwargs)
             statuses[response.status_code] += 1
             if response.status_code >= 500:
-                failures.append(f"{method.upper()} {path[:120]} -> {response.status_code}")
+                failures.append(
+                    f"{method.upper()} {path[:120]} -> {response.status_code} "
+                    f"(sent {str(kwargs)[:300]}; answered {response.text[:300]})"
+                )
     say(
         "bad-input barrage",
         f"{len(cases)} requests over {len(spec['paths'])} paths in "

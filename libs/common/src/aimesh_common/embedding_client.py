@@ -27,6 +27,11 @@ Vector: TypeAlias = "array[float]"
 """``array("f")``: packed 32-bit floats (what the model computes), a ``Sequence[float]``."""
 
 BACKEND = "embedding"
+# The embedding service refuses longer inputs even with truncate (its AIMESH_MAX_INPUT_CHARS
+# default); the model sees only its first few hundred tokens, far fewer characters than
+# this, so cutting here changes no vector and keeps a long text (a 100,000-character system
+# prompt the local provider ranks) from failing the whole call.
+MAX_INPUT_CHARS = 32768
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class EmbeddingClient:
         size = self._batch_size
         if info.max_inputs_per_request > 0:
             size = min(size, info.max_inputs_per_request)
+        texts = [text[:MAX_INPUT_CHARS] for text in texts]
         batches = [list(texts[start : start + size]) for start in range(0, len(texts), size)]
         if len(batches) == 1:
             return await self._embed_batch(batches[0], info)
