@@ -27,8 +27,8 @@ Vector: TypeAlias = "array[float]"
 """``array("f")``: packed 32-bit floats (what the model computes), a ``Sequence[float]``."""
 
 BACKEND = "embedding"
-# The embedding service refuses longer inputs even with truncate (its AIMESH_MAX_INPUT_CHARS
-# default); the model sees only its first few hundred tokens, far fewer characters than
+# The embedding service's default AIMESH_MAX_INPUT_CHARS: it refuses longer inputs even with
+# truncate. The model sees only its first few hundred tokens, far fewer characters than
 # this, so cutting here changes no vector and keeps a long text (a 100,000-character system
 # prompt the local provider ranks) from failing the whole call.
 MAX_INPUT_CHARS = 32768

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from aimesh_common.embedding_client import MAX_INPUT_CHARS
 from aimesh_common.memory import MAX_MMAP_THRESHOLD_KIB
 from aimesh_common.settings import GrpcServiceSettings
 
@@ -65,7 +66,10 @@ class Settings(GrpcServiceSettings):
         256, ge=1, le=65536, description="Most inputs accepted in one Embed call."
     )
     max_input_chars: int = Field(
-        32768, ge=1, description="Longest single input, in characters, accepted by Embed."
+        MAX_INPUT_CHARS,
+        ge=1,
+        description="Longest single input, in characters, accepted by Embed (the shared "
+        "embedding client cuts longer texts to the default before it calls).",
     )
     embedding_onnx_dir: str = Field(
         "",
