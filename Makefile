@@ -14,7 +14,7 @@ DEPS := constraints.txt requirements-dev.txt libs/common/pyproject.toml \
         services/llm-router/model-server/pyproject.toml
 STAMP := $(VENV)/.installed
 PACKAGES := -e libs/common -e services/gateway -e services/gateway/cli -e services/embedding \
-            -e services/retrieval -e services/llm-router -e 'services/llm-router/model-server[convert,openvino]'
+            -e services/retrieval -e services/llm-router -e 'services/llm-router/model-server[convert,onnxruntime]'
 PROTO_OUT := libs/common/src
 # CPU wheels of torch. The index is probed once (2 s): where it does not answer, pip is not
 # given it (no retry per package) and takes torch from its configured index or local wheels.

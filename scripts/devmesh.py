@@ -360,7 +360,7 @@ def model_note(data_dir: Path, url: str, hosted: bool) -> str:
     )
     serves = "listed as local-model" if hosted else "serves chat (alias local-model)"
     loading = (
-        f"first start: converting SmolLM2-135M-Instruct into {converted} (about a minute)"
+        f"first start: converting SmolLM2-135M-Instruct into {converted} (seconds)"
         if first
         else "loading the converted model"
     )

@@ -224,16 +224,18 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield running
 
 
-# The model server's first start converts the packaged model (GGUF -> transformers -> int4,
-# about 35 s); the code it runs for that, resolve(), runs here once for the session.
+# The model server's first start converts the packaged model (the default engine,
+# openvino-genai, reads the GGUF file and saves it as OpenVINO IR); the code it runs for
+# that, resolve(), runs here once for the session.
 _CONVERT = """
 import sys
 from pathlib import Path
 from aimesh_model_server.config import Settings
+from aimesh_model_server.main import chosen_engine
 from aimesh_model_server.prepare import resolve
 settings = Settings()
-print(resolve(None, Path(sys.argv[1]), engine=settings.engine, precision=settings.precision,
-              device="cpu"))
+print(resolve(None, Path(sys.argv[1]), engine=chosen_engine(settings),
+              precision=settings.precision, device="cpu"))
 """
 
 
@@ -263,7 +265,7 @@ def converted_packaged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     engine_dir = Path(result.stdout.strip().splitlines()[-1])
     assert engine_dir.parent == data / "models"
-    assert engine_dir.name.endswith("-int4-cpu")
+    assert engine_dir.name.endswith("-openvino"), engine_dir  # the default engine's
     return data / "models"
 
 

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KEPT = ROOT / ".aimesh" / "bench-answers"
 TENANT = "bench-answers"
 UPSERT_DOCUMENTS = 8
+MODEL_NAME = "smollm2-135m-instruct"  # what the model server serves the packaged model as
 
 _CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 # The QA sets' own matching rule (whole token runs after normalising).
@@ -315,18 +316,39 @@ def save_vectors(client: Any) -> None:
     np.savez(VECTORS, texts=np.array(texts), vectors=np.array([client.memo[t] for t in texts]))
 
 
-async def answer_all(qa: QaSet, found: Retrieved, embedding_addr: str) -> list[Outcome]:
+async def answer_all(
+    qa: QaSet, found: Retrieved, embedding_addr: str, model_url: str | None = None
+) -> list[Outcome]:
+    """Each question answered from its passages by the extractive ``local`` provider, or,
+    with ``model_url``, by the router's ``openai`` provider (its QA template, 128 tokens)
+    calling the model server there."""
     import grpc
 
     from aimesh_llm_router.citations import Source
     from aimesh_llm_router.config import Settings
-    from aimesh_llm_router.providers.base import AnswerTask
+    from aimesh_llm_router.providers.base import AnswerTask, Provider, ProviderContext
     from aimesh_llm_router.providers.local import LocalProvider
+    from aimesh_llm_router.providers.openai import OpenAIProvider
+    from aimesh_llm_router.templates import load_prompt_library
 
     outcomes = []
     async with grpc.aio.insecure_channel(embedding_addr) as channel:
         client = memoizing_client(channel)
-        provider = LocalProvider(client, Settings().local_answer_threshold)
+        provider: Provider
+        if model_url:
+            settings = Settings(
+                llm_provider="openai",
+                openai_base_url=model_url,
+                openai_api_key="none",
+                openai_model=MODEL_NAME,
+                openai_max_retries=0,
+                request_timeout_seconds=300,
+            )
+            provider = OpenAIProvider.from_context(
+                ProviderContext(settings=settings, prompts=load_prompt_library(), embedding=None)
+            )
+        else:
+            provider = LocalProvider(client, Settings().local_answer_threshold)
         for question in qa.questions:
             passages = found[question.id]["passages"]
             sources = [Source(n, text) for n, text in enumerate(passages, 1)]
@@ -334,7 +356,7 @@ async def answer_all(qa: QaSet, found: Retrieved, embedding_addr: str) -> list[O
                 AnswerTask(
                     question=question.text,
                     sources=sources,
-                    max_tokens=512,
+                    max_tokens=128 if model_url else 512,
                     question_vector=found[question.id]["vector"],
                 )
             )
@@ -348,6 +370,7 @@ async def answer_all(qa: QaSet, found: Retrieved, embedding_addr: str) -> list[O
                 )
             )
         save_vectors(client)
+        await provider.aclose()
     return outcomes
 
 
@@ -412,6 +435,7 @@ async def run(
     refresh: bool,
     show: int,
     every: int = 1,
+    model_url: str | None = None,
 ) -> tuple[list[Score], list[dict[str, Any]]]:
     """Each set's score, and its questions' outcomes (``outcome_rows``)."""
     from aimesh_embedding.config import Settings as EmbeddingSettings
@@ -441,7 +465,7 @@ async def run(
                 kept.write_text(json.dumps({"digest": digest, "found": found}))
             if every > 1:  # a deterministic sample: every n-th question
                 qa = QaSet(qa.name, qa.corpus, qa.questions[::every])
-            outcomes = await answer_all(qa, found, addr)
+            outcomes = await answer_all(qa, found, addr, model_url)
             scores.append(score(qa.name, outcomes))
             rows.extend(outcome_rows(qa.name, outcomes))
             misses = [o for o in outcomes if o.present and not o.correct]
@@ -469,6 +493,11 @@ def main(argv: list[str] | None = None) -> None:
         "--outcomes", type=Path, help="write each question's reply and grades here (JSON lines)"
     )
     parser.add_argument("--doc", action="store_true", help="write the table into benchmarks.md")
+    parser.add_argument(
+        "--model-url",
+        help="answer with the model server at this /v1 URL (the router's openai provider and "
+        "QA template) instead of the extractor",
+    )
     args = parser.parse_args(argv)
     folders = list(args.sets) or sorted(
         path for path in (ROOT / "tests" / "data").glob("qa-eval-*") if path.is_dir()
@@ -478,12 +507,16 @@ def main(argv: list[str] | None = None) -> None:
         folders.append(args.dev_manpages)
     if not folders:
         parser.error("give QA set folders or --dev-manpages")
-    scores, rows = asyncio.run(run(folders, args.top_k, args.refresh, args.show, args.every))
+    scores, rows = asyncio.run(
+        run(folders, args.top_k, args.refresh, args.show, args.every, args.model_url)
+    )
     if args.outcomes:
         args.outcomes.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
     text = table(scores, args.top_k)
     print(text)
-    if args.doc:
+    if args.doc and args.model_url:
+        write_section("answers-model", "Answer correctness", text)
+    elif args.doc:
         write_section("answers-extractive", "Answer correctness", text)
 
 

@@ -9,6 +9,10 @@ the same prompts):
 * decode tokens/s of that one stream after its first token;
 * with 1, 2, 4 and 8 concurrent requests of different prompts: the slowest first token and
   the aggregate tokens/s (prefill included), as a client load sees them;
+* aggregate decode with 2, 4 and 8 streams: as many short questions at once, each made to
+  say 128 tokens, and the tokens all of them said while every one of them was decoding (from
+  the last first token to the first last token) per second of that window, against one
+  stream's decode (issue 27's target: 4 streams >= 1.5x one);
 * greedy agreement with the reference on a fixed prompt set: the share of replies whose
   first 32 tokens are identical, and the mean share of the common prefix.
 
@@ -42,8 +46,10 @@ from aimesh_model_server.prepare import resolve
 from scripts.bench.doc import write_section
 
 DECODE_TOKENS = 64
+STREAM_TOKENS = 128  # each stream of the aggregate-decode cells
 AGREEMENT_TOKENS = 32
 CONCURRENCY = (1, 2, 4, 8)
+STREAMS = (1, 2, 4, 8)
 QUESTIONS = (
     "What does the with statement guarantee?",
     "When is the else clause of a loop executed?",
@@ -86,17 +92,32 @@ class Timed:
     tokens: list[int]
     first: float  # seconds from submit to the first token
     total: float  # seconds from submit to the last token
+    at: list[float]  # each token's time (perf_counter)
 
 
-async def timed(engine: Engine, prompt: list[int], max_tokens: int) -> Timed:
+async def timed(engine: Engine, prompt: list[int], max_tokens: int, min_tokens: int = 0) -> Timed:
     started = time.perf_counter()
     first = 0.0
     tokens: list[int] = []
-    async for token in engine.submit(prompt, Sampling(max_tokens=max_tokens)):
+    at: list[float] = []
+    sampling = Sampling(max_tokens=max_tokens, min_tokens=min_tokens)
+    async for token in engine.submit(prompt, sampling):
+        at.append(time.perf_counter())
         if not tokens:
-            first = time.perf_counter() - started
+            first = at[-1] - started
         tokens.append(token)
-    return Timed(tokens, first, time.perf_counter() - started)
+    return Timed(tokens, first, time.perf_counter() - started, at)
+
+
+def overlap_rate(runs: Sequence[Timed]) -> float:
+    """Tokens per second said by all ``runs`` together while every one was decoding: from
+    the last first token to the earliest last token (0 when the streams never overlapped)."""
+    start = max(r.at[0] for r in runs)
+    end = min(r.at[-1] for r in runs)
+    if end <= start:
+        return 0.0
+    said = sum(1 for r in runs for t in r.at if start < t <= end)
+    return said / (end - start)
 
 
 @dataclass
@@ -106,6 +127,7 @@ class Figures:
     ttft: float
     decode: float
     load: dict[int, tuple[float, float]]  # concurrency -> (slowest first token, tokens/s)
+    streams: dict[int, float]  # concurrency -> aggregate decode tokens/s, all streams running
     replies: list[list[int]]
 
 
@@ -122,11 +144,17 @@ async def measure(name: str, engine: Engine) -> Figures:
         )
         wall = time.perf_counter() - started
         load[concurrency] = (max(r.first for r in runs), sum(len(r.tokens) for r in runs) / wall)
+    short = [engine.encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+    streams: dict[int, float] = {}
+    for concurrency in STREAMS:
+        runs = await asyncio.gather(
+            *(timed(engine, short[i], STREAM_TOKENS, STREAM_TOKENS) for i in range(concurrency))
+        )
+        streams[concurrency] = overlap_rate(runs)
     replies = []
-    for index in range(len(QUESTIONS)):
-        short = engine.encode_chat([{"role": "user", "content": QUESTIONS[index]}])
-        replies.append((await timed(engine, short, AGREEMENT_TOKENS)).tokens)
-    return Figures(name, len(prompts[0]), single.first, decode, load, replies)
+    for prompt in short:
+        replies.append((await timed(engine, prompt, AGREEMENT_TOKENS)).tokens)
+    return Figures(name, len(prompts[0]), single.first, decode, load, streams, replies)
 
 
 def agreement(replies: Sequence[list[int]], reference: Sequence[list[int]]) -> tuple[float, float]:
@@ -147,18 +175,26 @@ def table(results: list[Figures], load_average: tuple[float, float, float]) -> s
     header = (
         "| engine | prompt tokens | first token (s) | decode tok/s | vs reference |"
         + "".join(f" c={c} slowest first (s) / tok/s |" for c in CONCURRENCY)
+        + "".join(f" decode {c} streams tok/s |" for c in STREAMS[1:])
         + " greedy same / common prefix |"
     )
-    lines = [header, "|" + "---|" * (6 + len(CONCURRENCY))]
+    lines = [header, "|" + "---|" * (6 + len(CONCURRENCY) + len(STREAMS) - 1)]
     for figures in results:
         same, prefix = agreement(figures.replies, reference.replies)
         cells = "".join(
             f" {figures.load[c][0]:.2f} / {figures.load[c][1]:.1f} |" for c in CONCURRENCY
         )
+        one = figures.streams[1]
+        decoded = "".join(
+            f" {figures.streams[c]:.1f} ({figures.streams[c] / max(one, 1e-9):.2f}x) |"
+            if figures.streams[c]
+            else " never together |"
+            for c in STREAMS[1:]
+        )
         lines.append(
             f"| {figures.name} | {figures.prompt_tokens} | {figures.ttft:.2f} | "
-            f"{figures.decode:.1f} | {figures.decode / reference.decode:.2f}x |{cells} "
-            f"{same:.0%} / {prefix:.0%} |"
+            f"{figures.decode:.1f} | {figures.decode / reference.decode:.2f}x |{cells}"
+            f"{decoded} {same:.0%} / {prefix:.0%} |"
         )
     lines.append("")
     lines.append(

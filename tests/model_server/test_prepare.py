@@ -81,13 +81,22 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_ahead_of_time_conversion_writes_an_engine_directory(
     tiny_hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What the image build runs: the engine directory the server then loads as it is."""
+    """What the image build runs: the engine directory the server then loads as it is
+    (openvino-genai's unless another engine is named)."""
     out = tmp_path / "model"
     assert main(["--model-path", str(tiny_hf_dir), "--out", str(out)]) == 0
-    assert is_engine_dir(out)
+    assert is_openvino_dir(out)
     assert (
-        resolve(out, tmp_path / "d", engine="onnxruntime-genai", precision="int4", device="cpu")
+        resolve(out, tmp_path / "d", engine="openvino-genai", precision="int4", device="cpu")
         == out
+    )
+    ort = tmp_path / "ort"
+    argv = ["--model-path", str(tiny_hf_dir), "--out", str(ort), "--engine", "onnxruntime-genai"]
+    assert main(argv) == 0
+    assert is_engine_dir(ort)
+    assert (
+        resolve(ort, tmp_path / "d", engine="onnxruntime-genai", precision="int4", device="cpu")
+        == ort
     )
     # An existing target is never overwritten; a bad source says why.
     assert main(["--model-path", str(tiny_hf_dir), "--out", str(out)]) == 2

@@ -37,7 +37,7 @@ def test_the_banner_says_when_the_first_start_converts(tmp_path: Path) -> None:
     assert "first start: converting SmolLM2-135M-Instruct" in first
     assert "serves chat (alias local-model)" in first
     assert "chat answers extractively" in first
-    (tmp_path / "models" / "SmolLM2-abc123-int4-cpu").mkdir(parents=True)
+    (tmp_path / "models" / "SmolLM2-abc123-openvino").mkdir(parents=True)
     again = model_note(tmp_path, url, hosted=True)
     assert "loading the converted model" in again
     assert "listed as local-model" in again

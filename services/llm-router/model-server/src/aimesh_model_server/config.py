@@ -10,6 +10,7 @@ from pydantic import Field
 from aimesh_common.settings import ServiceSettings
 
 Engine = Literal["openvino-genai", "onnxruntime-genai", "transformers"]
+EngineChoice = Literal["auto", "openvino-genai", "onnxruntime-genai", "transformers"]
 Precision = Literal["int4", "int8", "fp32"]
 
 
@@ -28,25 +29,29 @@ class Settings(ServiceSettings):
         description="The model id clients send and /v1/models lists; default: the file or "
         "directory name.",
     )
-    engine: Engine = Field(
-        "onnxruntime-genai",
-        description="onnxruntime-genai (the default: the fastest single stream, the n-gram "
-        "repetition guard; also CUDA), openvino-genai (continuous batching on CPU: the "
-        "shortest first token and the best concurrency measured, but its sampler has no "
-        "n-gram guard; docs/llm-router.md), or transformers (the reference: plain PyTorch "
-        "generation). The first two convert once into the data dir.",
+    engine: EngineChoice = Field(
+        "auto",
+        description="auto (the default): onnxruntime-genai when its CUDA build sees a GPU "
+        "(or AIMESH_DEVICE=cuda), else openvino-genai. openvino-genai: continuous batching on "
+        "CPU, the shortest first token and the best concurrency measured; a reply ends at its "
+        "first repeated n-gram. onnxruntime-genai (the `onnxruntime` extra: int4/int8 "
+        "builds, CUDA; the n-gram guard steers away from repeats), or transformers (the "
+        "reference: plain PyTorch generation). The first two convert once into the data dir; "
+        "docs/llm-router.md says why.",
     )
     precision: Precision = Field(
         "int4",
-        description="Weights of the converted model: onnxruntime-genai's builder; for "
-        "openvino-genai only when converting a transformers directory (int8: q8_0, else "
-        "float16); a GGUF file keeps its own quantization.",
+        description="Weights of the converted model: for openvino-genai only when converting "
+        "a transformers directory (int8: q8_0, else float16; a GGUF file keeps its own "
+        "quantization); onnxruntime-genai's builder.",
     )
     data_dir: Path = Field(
         Path(".aimesh"), description="Converted models are kept in <data_dir>/models."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto uses CUDA when onnxruntime-genai or torch sees a GPU."
+        "auto",
+        description="auto uses CUDA when onnxruntime-genai's CUDA build or torch sees a GPU "
+        "(openvino-genai runs on CPU).",
     )
     max_batch_size: int = Field(
         4, ge=1, le=64, description="Requests generated together in one engine step."

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from aimesh_common.logging import configure_logging
 from aimesh_common.settings import load_settings
 from aimesh_model_server.api import create_app
+from aimesh_model_server.config import Engine as EngineName
 from aimesh_model_server.config import Settings
 from aimesh_model_server.engine import (
     Engine,
@@ -24,41 +25,68 @@ from aimesh_model_server.prepare import ModelSourceError, resolve
 log = logging.getLogger("aimesh.model_server")
 
 
-def _device(settings: Settings) -> str:
-    if settings.engine == "openvino-genai":
+def _ort_sees_cuda() -> bool:
+    """onnxruntime-genai is installed (the ``onnxruntime`` extra) as its CUDA build and a
+    GPU answers."""
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        return False
+    import onnxruntime_genai as og
+
+    return bool(og.is_cuda_available())
+
+
+def chosen_engine(settings: Settings) -> EngineName:
+    """The engine ``AIMESH_ENGINE`` names; for ``auto``, onnxruntime-genai where a GPU is
+    asked for or its CUDA build sees one, else openvino-genai (the CPU default: its first
+    token and concurrency measured best, docs/llm-router.md)."""
+    if settings.engine != "auto":
+        return settings.engine
+    if settings.device == "cuda" or (settings.device == "auto" and _ort_sees_cuda()):
+        return "onnxruntime-genai"
+    return "openvino-genai"
+
+
+def _device(settings: Settings, engine: EngineName) -> str:
+    if engine == "openvino-genai":
         return "cpu"  # its CPU plugin is what is measured and shipped here
     if settings.device != "auto":
         return settings.device
-    if settings.engine == "onnxruntime-genai":
-        import onnxruntime_genai as og
-
-        return "cuda" if og.is_cuda_available() else "cpu"
+    if engine == "onnxruntime-genai":
+        return "cuda" if _ort_sees_cuda() else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_LIBRARIES: dict[str, tuple[str, str]] = {
+    # engine -> (module, the extra that installs it; make install does). openvino-genai is a
+    # dependency; transformers comes with the ``convert`` extra.
+    "onnxruntime-genai": ("onnxruntime_genai", "onnxruntime"),
+    "transformers": ("transformers", "convert"),
+}
+
+
 def build_engine(settings: Settings) -> Engine:
     """The engine with its model loaded, converting the named model first if needed."""
-    if settings.engine == "openvino-genai" and importlib.util.find_spec("openvino_genai") is None:
-        # An extra, so that the image (onnxruntime-genai) does not carry OpenVINO.
+    engine = chosen_engine(settings)
+    if engine in _LIBRARIES and importlib.util.find_spec(_LIBRARIES[engine][0]) is None:
         raise ModelSourceError(
-            "AIMESH_ENGINE=openvino-genai needs OpenVINO: pip install "
-            "'aimesh-model-server[openvino]' (make install does)"
+            f"AIMESH_ENGINE={engine} needs its library: pip install "
+            f"'aimesh-model-server[{_LIBRARIES[engine][1]}]' (make install does)"
         )
-    device = _device(settings)
+    device = _device(settings, engine)
     model_dir = resolve(
         settings.model_path,
         settings.data_dir,
-        engine=settings.engine,
+        engine=engine,
         precision=settings.precision,
         device=device,
     )
-    if settings.engine == "transformers":
+    if engine == "transformers":
         return TransformersEngine(
             model_dir, max_queue=settings.max_queue, device=device, threads=settings.threads
         )
-    if settings.engine == "openvino-genai":
+    if engine == "openvino-genai":
         return OpenVinoEngine(
             model_dir,
             max_batch_size=settings.max_batch_size,

@@ -392,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--engine",
-        choices=["onnxruntime-genai", "openvino-genai"],
-        default="onnxruntime-genai",
-        help="the engine the directory is for (the image ships onnxruntime-genai's)",
+        choices=["openvino-genai", "onnxruntime-genai"],
+        default="openvino-genai",
+        help="the engine the directory is for (the image ships openvino-genai's)",
     )
     parser.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
