@@ -87,8 +87,7 @@ def test_ahead_of_time_conversion_writes_an_engine_directory(
     assert main(["--model-path", str(tiny_hf_dir), "--out", str(out)]) == 0
     assert is_openvino_dir(out)
     assert (
-        resolve(out, tmp_path / "d", engine="openvino-genai", precision="int4", device="cpu")
-        == out
+        resolve(out, tmp_path / "d", engine="openvino-genai", precision="int4", device="cpu") == out
     )
     ort = tmp_path / "ort"
     argv = ["--model-path", str(tiny_hf_dir), "--out", str(ort), "--engine", "onnxruntime-genai"]
