@@ -8,6 +8,7 @@ built to break out of a string literal.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from aimesh_retrieval.store import (
     MilvusStore,
     physical_name,
 )
+from aimesh_retrieval.store.milvus import UnimplementedLiteCall
 
 DIM = 4
 
@@ -324,3 +326,31 @@ async def test_milvus_lite_flushes_a_slowly_written_collection_by_age(tmp_path: 
         assert {hit.document_id for hit in hits} == {"doc-1", "doc-2", "doc-3", "doc-4"}
     finally:
         await store.close()
+
+
+async def test_milvus_lite_logs_no_traceback_for_calls_it_does_not_implement(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pymilvus asks Milvus Lite for AllocTimestamp when a collection is created; Lite's
+    embedded server answers UNIMPLEMENTED and logged a traceback at ERROR each time."""
+    caplog.set_level(logging.ERROR)
+    store = MilvusStore.open(Settings(data_dir=tmp_path))
+    ref = new_ref()
+    try:
+        await store.create(ref, DIM)
+        await store.write(ref, rows("doc", 2))
+        assert await store.count_chunks(ref, "doc") == 2
+    finally:
+        await store.close()
+    assert "Method not implemented" not in caplog.text, caplog.text
+    # The filter drops that one record and nothing else logged there.
+    drop = UnimplementedLiteCall()
+    record = logging.LogRecord("grpc._server", logging.ERROR, "", 0, "x", None, None)
+    assert drop.filter(record)
+    for error, kept in (
+        (NotImplementedError("Method not implemented!"), False),
+        (NotImplementedError("something else"), True),
+        (RuntimeError("Method not implemented!"), True),
+    ):
+        record.exc_info = (type(error), error, None)
+        assert drop.filter(record) is kept

@@ -62,6 +62,24 @@ log = logging.getLogger("aimesh.retrieval.store")
 
 T = TypeVar("T")
 
+
+class UnimplementedLiteCall(logging.Filter):
+    """Drops the traceback Milvus Lite's embedded gRPC server logs (on ``grpc._server``, at
+    ERROR) for each call pymilvus makes that Milvus Lite does not implement: pymilvus asks
+    for ``AllocTimestamp`` when a collection is created, gets UNIMPLEMENTED and does without.
+    Two such tracebacks at every start read as a failure to an operator; nothing failed.
+    Only the stock "Method not implemented!" of an unimplemented servicer is dropped (this
+    service's own gRPC server is grpc.aio and never logs there)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(error, NotImplementedError) and str(error) == "Method not implemented!"
+        )
+
+
+_LITE_FILTER = UnimplementedLiteCall()
+
 # Seconds a replica trusts its cached collection settings before reading them again: how
 # long a settings change made through another replica may take to show.
 SETTINGS_TTL = 30.0
@@ -120,6 +138,8 @@ class MilvusStore:
         """Connect to the configured Milvus (starting Milvus Lite for a file URI)."""
         if not settings.milvus_is_server:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
+            # Added once however many stores open (a logger keeps each filter once).
+            logging.getLogger("grpc._server").addFilter(_LITE_FILTER)
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
         client = MilvusClient(
             uri=settings.resolved_milvus_uri, token=token, timeout=settings.milvus_timeout_seconds
