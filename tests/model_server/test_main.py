@@ -49,3 +49,27 @@ def test_the_engine_setting_reads_the_env(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("AIMESH_ENGINE", "llama")
     with pytest.raises(ValueError, match="engine"):
         Settings()
+
+
+def test_auto_takes_onnxruntime_for_models_openvino_does_not_read(
+    tiny_hf_dir: Path, tiny_engine_dir: Path, tiny_openvino_dir: Path, tmp_path: Path
+) -> None:
+    """A model the user names decides the CPU engine where openvino-genai cannot read it:
+    an onnxruntime-genai directory, or a transformers directory of another architecture."""
+
+    def chosen(path: Path | None) -> str:
+        return main.chosen_engine(Settings(model_path=path, data_dir=tmp_path))
+
+    assert chosen(None) == "openvino-genai"  # the packaged GGUF
+    assert chosen(tiny_hf_dir) == "openvino-genai"  # Llama: written as GGUF first
+    assert chosen(tiny_openvino_dir) == "openvino-genai"
+    assert chosen(tiny_engine_dir) == "onnxruntime-genai"
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text('{"model_type": "qwen2"}')
+    assert chosen(qwen) == "onnxruntime-genai"
+    gguf_file = tmp_path / "model.gguf"
+    gguf_file.write_bytes(b"GGUF")
+    assert chosen(gguf_file) == "openvino-genai"
+    # A path that does not exist is left to resolve(), which says so.
+    assert chosen(tmp_path / "missing") == "openvino-genai"

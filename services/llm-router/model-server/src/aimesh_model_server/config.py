@@ -32,7 +32,9 @@ class Settings(ServiceSettings):
     engine: EngineChoice = Field(
         "auto",
         description="auto (the default): onnxruntime-genai when its CUDA build sees a GPU "
-        "(or AIMESH_DEVICE=cuda), else openvino-genai. openvino-genai: continuous batching on "
+        "(or AIMESH_DEVICE=cuda) or the model is one openvino-genai does not read (an "
+        "onnxruntime-genai directory, a transformers directory of another architecture than "
+        "Llama), else openvino-genai. openvino-genai: continuous batching on "
         "CPU, the shortest first token and the best concurrency measured; a reply ends at its "
         "first repeated n-gram. onnxruntime-genai (the `onnxruntime` extra: int4/int8 "
         "builds, CUDA; the n-gram guard steers away from repeats), or transformers (the "

@@ -20,7 +20,7 @@ from aimesh_model_server.engine import (
     OrtGenaiEngine,
     TransformersEngine,
 )
-from aimesh_model_server.prepare import ModelSourceError, resolve
+from aimesh_model_server.prepare import ModelSourceError, openvino_reads, resolve
 
 log = logging.getLogger("aimesh.model_server")
 
@@ -37,11 +37,16 @@ def _ort_sees_cuda() -> bool:
 
 def chosen_engine(settings: Settings) -> EngineName:
     """The engine ``AIMESH_ENGINE`` names; for ``auto``, onnxruntime-genai where a GPU is
-    asked for or its CUDA build sees one, else openvino-genai (the CPU default: its first
-    token and concurrency measured best, docs/llm-router.md)."""
+    asked for or its CUDA build sees one, or where the model is one openvino-genai does not
+    read (an onnxruntime-genai directory, a transformers directory of another architecture
+    than Llama); else openvino-genai (the CPU default: its first token and concurrency
+    measured best, docs/llm-router.md)."""
     if settings.engine != "auto":
         return settings.engine
     if settings.device == "cuda" or (settings.device == "auto" and _ort_sees_cuda()):
+        return "onnxruntime-genai"
+    source = settings.model_path
+    if source is not None and source.exists() and not openvino_reads(source):
         return "onnxruntime-genai"
     return "openvino-genai"
 

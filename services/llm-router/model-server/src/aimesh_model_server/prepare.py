@@ -75,6 +75,27 @@ def is_transformers_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+# The transformers architectures :func:`transformers_to_gguf` writes for openvino-genai.
+OPENVINO_TRANSFORMERS_TYPES = frozenset({"llama"})
+
+
+def openvino_reads(source: Path) -> bool:
+    """Whether openvino-genai takes ``source`` as it is or through :func:`transformers_to_gguf`:
+    a GGUF file, an OpenVINO directory, or a transformers directory of a Llama model.
+    (An onnxruntime-genai directory or another transformers architecture is not.)"""
+    if is_openvino_dir(source):
+        return True
+    if source.is_file():
+        return source.suffix.lower() == ".gguf"
+    if is_engine_dir(source) or not is_transformers_dir(source):
+        return False
+    try:
+        model_type = json.loads((source / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return False
+    return model_type in OPENVINO_TRANSFORMERS_TYPES
+
+
 def _digest(source: Path, *options: str) -> str:
     stat = source.stat()
     parts = [str(source.resolve()), str(stat.st_size), str(int(stat.st_mtime)), *options]
@@ -178,7 +199,7 @@ def transformers_to_gguf(hf_dir: Path, target: Path, precision: Precision) -> Pa
     from safetensors.numpy import load_file
 
     config = json.loads((hf_dir / "config.json").read_text())
-    if config.get("model_type") != "llama":
+    if config.get("model_type") not in OPENVINO_TRANSFORMERS_TYPES:
         raise ModelSourceError(
             f"openvino-genai reads transformers directories of Llama models only, not "
             f"{config.get('model_type')!r}: give it a GGUF file or an OpenVINO directory"
@@ -338,7 +359,10 @@ def build_openvino_model(source: Path, cache: Path, precision: Precision) -> Pat
         raise
     except Exception as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelSourceError(f"openvino-genai cannot read {source.name}: {error}") from error
+        raise ModelSourceError(
+            f"openvino-genai cannot read {source.name}: {error} "
+            "(AIMESH_ENGINE=onnxruntime-genai converts a GGUF file through transformers)"
+        ) from error
     return _publish(tmp, target)
 
 
