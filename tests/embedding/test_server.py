@@ -194,17 +194,19 @@ async def test_sigterm_lets_the_in_flight_call_finish() -> None:
             requests = [big_request(12), big_request(8), big_request(1)]
             embeds = [asyncio.create_task(call_embed(stub, request)) for request in requests]
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-            # Signal once the server has received every call and none has answered yet. (Waiting
-            # for all three in the in-progress gauge at one instant raced on a loaded machine.)
+            # Signal once the server has received every call and the big ones are still being
+            # answered. (Waiting for all three in the in-progress gauge at one instant raced on a
+            # loaded machine.)
             deadline = time.monotonic() + 60
             while await _metric(client, metrics_url, RECEIVED) < len(requests):
                 assert time.monotonic() < deadline, "the Embed calls never reached the server"
-                assert not any(embed.done() for embed in embeds), [
-                    embed.exception() for embed in embeds if embed.done()
-                ]
+                failed = [e.exception() for e in embeds if e.done() and e.exception()]
+                assert not failed, failed
                 await asyncio.sleep(0.05)
             assert await _metric(client, metrics_url, IN_PROGRESS) >= 1
-            assert not any(embed.done() for embed in embeds)
+            # The one-input call may already be answered on a quiet machine (it rides the first
+            # batch); the big ones take seconds and are what the signal must not cut off.
+            assert not all(embed.done() for embed in embeds)
 
             process.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*embeds)
