@@ -297,13 +297,15 @@ def main(argv: list[str] | None = None) -> None:
         f"(Python documentation sentences and a few paragraphs; tokens: median "
         f"{lengths[len(lengths) // 2]}, p95 {lengths[len(lengths) * 95 // 100]}, max "
         f"{lengths[-1]}, truncated at 256). "
-        f"The machine was shared with other test runs (1-minute load average {min_load:.1f} to "
-        f"{max_load:.1f} on {os.cpu_count()} cores during the run, column `load avg`): "
+        f"1-minute load average {min_load:.1f} to {max_load:.1f} on {os.cpu_count()} cores "
+        "during the run (column `load avg`; the benchmark's own processes, the service and its "
+        "clients, make up to about 2 of it): "
         + (
-            "comparable conditions."
-            if max_load - min_load < 1.0 and max_load < 2.5
-            else "rows taken under different loads do not compare, so the ratios and the "
-            "targets below are NOT validated by this run; rerun on a quiet machine."
+            "nothing else of weight ran, comparable conditions."
+            if max_load < 2.5
+            else "other jobs ran beside it, so rows taken under different loads do not "
+            "compare and the ratios and targets below are NOT validated by this run; rerun on "
+            "a quiet machine."
         ),
         "",
         f"- 64 single-text clients: {c64.per_second / ceiling:.0%} of the sorted ceiling "
