@@ -18,7 +18,9 @@ Retrieval runs once per set and is kept in ``.aimesh/bench-answers/<set>.json`` 
 a hash of the set and k); later runs reuse it and only re-run the extractor, which takes
 seconds, so selection changes can be measured quickly. ``--refresh`` retrieves again.
 ``--outcomes FILE`` writes each question's reply and grades as JSON lines, so two runs
-of the extractor can be compared question by question.
+of the extractor can be compared question by question. ``--model-url URL`` answers with a
+model server instead (the router's ``openai`` provider and QA template, 128 tokens), to
+compare engines or models on the same passages.
 
 QA set layout (a folder): ``corpus.jsonl`` (``_id``, ``title``, ``text``) and either
 ``qa.jsonl`` (``_id``, ``question``, ``answers``: a list of gold strings) or
