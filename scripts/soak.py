@@ -151,6 +151,11 @@ class Samples:
 
     at: list[float] = field(default_factory=list)
     mib: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # The same resident memory split as the kernel counts it: anonymous pages (the heap,
+    # arenas, thread stacks: what the process owns) and file-backed pages (shared
+    # libraries and mapped data files, which the kernel can drop and read again).
+    anon_mib: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    file_mib: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     cpu: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     machine: list[float] = field(default_factory=list)
     children: dict[str, list[str]] = field(default_factory=dict)
@@ -310,6 +315,8 @@ class Soak:
             process = self.mesh.service(name).process
             assert process is not None
             self.samples.mib[name].append(tree_mib(process.pid))
+            self.samples.anon_mib[name].append(tree_mib(process.pid, "RssAnon"))
+            self.samples.file_mib[name].append(tree_mib(process.pid, "RssFile"))
             self.samples.cpu[name].append(tree_cpu_seconds(process.pid))
             kids = [command_name(pid) for pid in tree(process.pid)[1:]]
             if kids:
@@ -606,7 +613,12 @@ def analyse(
         ),
         "load_average": os.getloadavg(),
         "memory": memory,
-        "memory_samples": {"at": samples.at, "mib": dict(samples.mib)},
+        "memory_samples": {
+            "at": samples.at,
+            "mib": dict(samples.mib),
+            "anon_mib": dict(samples.anon_mib),
+            "file_mib": dict(samples.file_mib),
+        },
         "cpu_samples": {"seconds": dict(samples.cpu), "machine": samples.machine},
         "children": samples.children,
         "windows": windows,

@@ -90,3 +90,15 @@ def test_blas_threads_default_one_environment_and_bounds(monkeypatch: pytest.Mon
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert "AIMESH_BLAS_THREADS" in format_validation_error(caught.value)
+
+
+def test_arrow_memory_pool_default_system_environment_and_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().arrow_memory_pool == "system"
+    monkeypatch.setenv("AIMESH_ARROW_MEMORY_POOL", "mimalloc")
+    assert Settings().arrow_memory_pool == "mimalloc"
+    monkeypatch.setenv("AIMESH_ARROW_MEMORY_POOL", "tcmalloc")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "AIMESH_ARROW_MEMORY_POOL" in format_validation_error(caught.value)

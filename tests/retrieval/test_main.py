@@ -114,6 +114,55 @@ async def test_serves_until_sigterm(tmp_path: Path, embedding_addr: str) -> None
     # One BLAS thread (issue 28: OpenBLAS's spinning threads cost 2-7x the CPU per search).
     assert '"msg": "BLAS threads fixed"' in stderr.decode()
     assert '"threads": 1' in stderr.decode()
+    # Arrow on the system allocator from its first import (issue 28: mimalloc held 50-90 MiB
+    # more and stepped at Milvus Lite's flushes and merges).
+    assert '"msg": "Arrow memory pool"' in stderr.decode()
+    assert '"arrow_memory_pool": "system"' in stderr.decode()
+
+
+async def test_arrow_memory_pool_is_the_setting_from_the_first_import(tmp_path: Path) -> None:
+    """Arrow reads its allocator once, when pymilvus first loads it: the service's setting
+    has reached it by then (no late switch, which would leave earlier blocks on the old
+    pool)."""
+    script = (
+        "import aimesh_retrieval.main, pyarrow, os;"
+        "print(pyarrow.default_memory_pool().backend_name, os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    )
+    for setting, expected in ((None, "system"), ("mimalloc", "mimalloc")):
+        env = _environment()
+        env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+        if setting:
+            env["AIMESH_ARROW_MEMORY_POOL"] = setting
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert stdout.decode().split() == [expected, expected]
+
+
+def test_a_late_arrow_pool_is_switched_and_said(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing the entry point sets ARROW_DEFAULT_MEMORY_POOL: restored after the test.
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    import pyarrow
+
+    from aimesh_retrieval.main import use_arrow_pool
+
+    before = pyarrow.default_memory_pool()
+    other = "mimalloc" if before.backend_name != "mimalloc" else "system"
+    try:
+        with caplog.at_level("INFO", logger="aimesh.retrieval"):
+            use_arrow_pool(other)
+        assert pyarrow.default_memory_pool().backend_name == other
+        assert "set after Arrow loaded" in caplog.text
+        caplog.clear()
+        with caplog.at_level("INFO", logger="aimesh.retrieval"):
+            use_arrow_pool(other)
+        assert "Arrow memory pool" in caplog.text
+        assert "set after" not in caplog.text
+    finally:
+        pyarrow.set_memory_pool(before)
 
 
 async def test_unreachable_job_database_exits_1(tmp_path: Path) -> None:

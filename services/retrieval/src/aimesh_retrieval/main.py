@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Arrow fixes its allocator when it is first imported (here: pymilvus -> pandas -> pyarrow,
+# below), so AIMESH_ARROW_MEMORY_POOL has to reach the environment before that; main()
+# checks the pool Arrow ended up with against the validated setting.
+os.environ["ARROW_DEFAULT_MEMORY_POOL"] = os.environ.get("AIMESH_ARROW_MEMORY_POOL", "system")
+
 import asyncio
 import logging
 from urllib.parse import urlsplit
@@ -103,10 +110,32 @@ def limit_blas_threads(threads: int) -> None:
     log.info("BLAS threads fixed", extra={"blas_threads": threads, "libraries": found})
 
 
+def use_arrow_pool(backend: str) -> None:
+    """Log Arrow's allocator; where it is not the configured one (the setting came from a
+    file, or Arrow was loaded before this module), make it Arrow's default from now on."""
+    import pyarrow
+
+    found = pyarrow.default_memory_pool().backend_name
+    if found != backend:
+        pool = {
+            "system": pyarrow.system_memory_pool,
+            "mimalloc": pyarrow.mimalloc_memory_pool,
+            "jemalloc": pyarrow.jemalloc_memory_pool,
+        }[backend]()
+        pyarrow.set_memory_pool(pool)
+        log.warning(
+            "Arrow memory pool set after Arrow loaded: allocations made before keep the old one",
+            extra={"arrow_memory_pool": backend, "before": found},
+        )
+        return
+    log.info("Arrow memory pool", extra={"arrow_memory_pool": found})
+
+
 def main() -> None:
     settings = load_settings(Settings)
     configure_logging("retrieval", settings.log_level, settings.log_format)
     start_metrics_server(settings.metrics_port)
+    use_arrow_pool(settings.arrow_memory_pool)
     # Before Milvus Lite starts, so that its arrays follow it from the first write.
     apply_malloc_settings(settings.malloc_mmap_threshold_kib, "AIMESH_MALLOC_MMAP_THRESHOLD_KIB")
     limit_blas_threads(settings.blas_threads)
