@@ -84,6 +84,20 @@ def test_module_set_builds_long_documents_with_short_queries(tmp_path: Path) -> 
     assert all(len(q.split()) <= 4 for q in loaded.queries.values())
 
 
+def test_the_large_variants_are_their_kinds_at_a_larger_size(tmp_path: Path) -> None:
+    packages = list(sources.package_modules())
+    api = build.build_identifiers(packages, documents=200, queries=60, name="api-identifiers")
+    assert api == build.build_identifiers(
+        packages, documents=200, queries=60, name="api-identifiers"
+    )
+    check_layout(api.write(tmp_path), 200, 60)
+    # Another name draws another sample: the variant is not the committed set renamed.
+    assert api.corpus != build.build_identifiers(packages, documents=200, queries=60).corpus
+    assert build.API_IDENTIFIERS_DOCUMENTS > 2 * 620
+    assert build.MODULES_LARGE_DOCUMENTS > 600
+    assert {"api-identifiers", "modules-large"} <= set(build.GENERATED_SETS)
+
+
 ROFF = r""".TH DEMOTOOL 1
 .SH NAME
 demotool \- rearrange the widgets of a demonstration
