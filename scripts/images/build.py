@@ -113,6 +113,33 @@ def local_build_args(engine: str) -> list[str]:
     return args
 
 
+def declared_args(dockerfile: str) -> set[str]:
+    """The build arguments a Dockerfile declares (``ARG NAME`` or ``ARG NAME=default``)."""
+    found: set[str] = set()
+    with open(dockerfile, encoding="utf-8") as file:
+        lines = file.read().splitlines()
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "ARG":
+            found.add(words[1].split("=", 1)[0])
+    return found
+
+
+def only_declared(extra: list[str], declared: set[str]) -> list[str]:
+    """``extra`` without the ``--build-arg NAME=...`` pairs the Dockerfile does not declare
+    (the engines warn about each one left unused)."""
+    kept: list[str] = []
+    pairs = iter(extra)
+    for item in pairs:
+        if item == "--build-arg":
+            value = next(pairs, "")
+            if value.split("=", 1)[0] in declared:
+                kept += [item, value]
+            continue
+        kept.append(item)
+    return kept
+
+
 def build(
     engine: str, image: Image, tag: str, extra: list[str], quiet: bool = False, attempts: int = 2
 ) -> float:
@@ -121,6 +148,7 @@ def build(
     cmd += ["-t", f"{ref}:{tag}", "-t", f"{ref}:latest"]
     if image.target:
         cmd += ["--target", image.target]
+    extra = only_declared(extra, declared_args(os.path.join(ROOT, image.dockerfile)))
     cmd += [*extra, "--label", f"org.opencontainers.image.revision={tag}", "."]
     print(
         f"==> {ref}:{tag} ({image.dockerfile}{' target ' + image.target if image.target else ''})",
