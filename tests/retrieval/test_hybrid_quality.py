@@ -3,8 +3,9 @@
 The committed eval sets (BEIR layout) go through the real path: the real embedding model
 behind its gRPC server, the retrieval server's UpsertDocuments (default chunking), and the
 store's search on Milvus Lite with the options the servicer builds from the settings. On
-each set, hybrid recall@5 must reach max(dense, BM25) - 0.01 (issue 16 §2). With the old
-default (``AIMESH_HYBRID_FUSION=weighted``, dense weight 0.9) this fails on manpages.
+each set, hybrid recall@5 must reach max(dense, BM25) - 0.01, and max + 0.01 where both
+retrievers reach 0.3 and the better one leaves room (issue 16 §2; manpages here). With the
+old default (``AIMESH_HYBRID_FUSION=weighted``, dense weight 0.9) both fail on manpages.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ SETS = ("retrieval-eval", "retrieval-eval-manpages", "retrieval-eval-identifiers
 TENANT = "quality"
 DEPTH = 30  # chunks per search: a document's rank is its best chunk's
 TOLERANCE = 0.01
+# Issue 16's second target: where both retrievers find at least 0.3 of the documents, hybrid
+# finds 0.01 more than the better one. Read only where the better one leaves room for it
+# (recall@5 at most 0.98): at 0.99, +0.01 would mean fixing every remaining miss.
+GAIN = 0.01
+ROOM = 0.98
 
 
 async def recall_at_5(
@@ -121,3 +127,14 @@ def test_hybrid_default_keeps_up_with_the_better_retriever(
     recall = quality[name]
     print(f"{name}: recall@5 {recall} (fusion {Settings().hybrid_fusion})")
     assert recall["hybrid"] >= max(recall["dense"], recall["bm25"]) - TOLERANCE, recall
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_hybrid_default_beats_the_better_retriever_where_there_is_room(
+    quality: dict[str, dict[str, float]], name: str
+) -> None:
+    recall = quality[name]
+    better = max(recall["dense"], recall["bm25"])
+    if min(recall["dense"], recall["bm25"]) < 0.3 or better > ROOM:
+        pytest.skip(f"{name}: no room for +{GAIN} over {better:.3f} ({recall})")
+    assert recall["hybrid"] >= better + GAIN, recall
