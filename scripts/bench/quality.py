@@ -261,7 +261,7 @@ def methods(default_weight: float) -> dict[str, Method]:
     found: dict[str, Method] = {
         "dense": lambda d, b: list(d),
         "bm25": lambda d, b: list(b),
-        f"weighted {default_weight:g} (today)": functools.partial(
+        f"weighted {default_weight:g} (the former default)": functools.partial(
             _weighted, dense_weight=default_weight
         ),
         "rrf k=60": functools.partial(fusion.rrf, k=60),
@@ -316,6 +316,12 @@ def replica_agreement(kept: dict[str, Any]) -> float:
 # Report
 
 
+def fusion_label(kept: dict[str, Any]) -> str:
+    """The fusion a run used: the dense weight only where the method has one."""
+    name = str(kept["fusion"])
+    return f"{name} {kept['dense_weight']:g}" if name == "weighted" else name
+
+
 def render(
     folders: Sequence[Path], results: dict[str, dict[str, Any]]
 ) -> tuple[str, dict[str, Any]]:
@@ -324,10 +330,11 @@ def render(
     load = os.getloadavg()[0]
     first = next(iter(results.values()))
     lines = [
-        f"Measured {day} on a shared 2-core machine (1-minute load average {load:.1f} at the "
-        "end: provisional figures). Real path: all-MiniLM-L6-v2 behind the embedding gRPC "
-        "server, the retrieval gRPC server (`create_server`, default chunking 200/32 tokens, "
-        f"default hybrid fusion {first['fusion']} {first['dense_weight']:g}), Milvus Lite; "
+        f"Measured {day} on a shared 2-core machine (1-minute load average {load:.1f} when "
+        "written; recall and rank do not depend on load). Real path: all-MiniLM-L6-v2 behind "
+        "the embedding gRPC server, the retrieval gRPC server (`create_server`, default "
+        "chunking 200/32 tokens, "
+        f"default hybrid fusion {fusion_label(first)}), Milvus Lite; "
         "documents ingested through UpsertDocuments, queries through the store search "
         "under the Search RPC, each embedded once (hybrid asks "
         f"for {HYBRID_TOP_K} chunks, as `aimesh eval`). Sets: `make bench-quality` builds the "
