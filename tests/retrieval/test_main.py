@@ -165,6 +165,26 @@ def test_a_late_arrow_pool_is_switched_and_said(
         pyarrow.set_memory_pool(before)
 
 
+def test_an_allocator_arrow_was_built_without_is_a_start_error(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    import pyarrow
+
+    from aimesh_retrieval.main import use_arrow_pool
+
+    def missing() -> None:
+        raise pyarrow.ArrowNotImplementedError("built without jemalloc")
+
+    monkeypatch.setattr(pyarrow, "jemalloc_memory_pool", missing)
+    before = pyarrow.default_memory_pool().backend_name
+    with pytest.raises(SystemExit) as stopped:
+        use_arrow_pool("jemalloc")
+    assert stopped.value.code == 2
+    assert "no such memory pool" in caplog.text
+    assert pyarrow.default_memory_pool().backend_name == before
+
+
 async def test_unreachable_job_database_exits_1(tmp_path: Path) -> None:
     process = await _start(
         _environment(

@@ -117,11 +117,18 @@ def use_arrow_pool(backend: str) -> None:
 
     found = pyarrow.default_memory_pool().backend_name
     if found != backend:
-        pool = {
-            "system": pyarrow.system_memory_pool,
-            "mimalloc": pyarrow.mimalloc_memory_pool,
-            "jemalloc": pyarrow.jemalloc_memory_pool,
-        }[backend]()
+        try:
+            pool = {
+                "system": pyarrow.system_memory_pool,
+                "mimalloc": pyarrow.mimalloc_memory_pool,
+                "jemalloc": pyarrow.jemalloc_memory_pool,
+            }[backend]()
+        except NotImplementedError:  # this Arrow build lacks that allocator
+            log.error(
+                "Arrow has no such memory pool in this build",
+                extra={"arrow_memory_pool": backend, "available": found},
+            )
+            raise SystemExit(2) from None
         pyarrow.set_memory_pool(pool)
         log.warning(
             "Arrow memory pool set after Arrow loaded: allocations made before keep the old one",
