@@ -28,8 +28,8 @@ verbatim from it:
 * ``api-identifiers`` and ``modules-large`` (generated at run time): the identifier
   look-ups over 3,000 entries of the pinned packages (the same method names recur across
   their classes) and the short queries over every eligible module (1,073 here, against
-  600): the same kinds of query where
-  neither retriever alone is near recall@5 1.0, so that fusion methods can be told apart.
+  600): the same kinds of query where neither retriever alone is near recall@5 1.0, so
+  that fusion methods can be told apart.
 
 The committed sets are small; the run-time ones are written under .aimesh/eval-sets (a few
 MB). Man pages depend on the Debian packages installed, the module set on the Python
