@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -34,13 +33,30 @@ import yaml
 
 BIN = Path(sys.executable).parent
 WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask the kernel to SIGTERM this child when the launcher dies, however it dies."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# Each service is started through this prelude, which asks the kernel to SIGTERM it when the
+# launcher dies, however it dies (Linux PR_SET_PDEATHSIG; elsewhere a no-op), and then execs
+# the service in the same process. It is not a ``preexec_fn``: that makes Python fork()
+# rather than vfork(), and where the launcher has used gRPC (the test suite, the soak, the
+# benchmarks) gRPC's fork handlers restart its poller in the child, whose epoll fd
+# ``close_fds`` has just closed, and abort the child before it execs ("epoll_wait error: Bad
+# file descriptor", grpc/grpc#43055, grpcio >= 1.81): about one child in thirty.
+_PRELUDE = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+except OSError:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the launcher exited before this service started")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_prelude(command: list[str]) -> list[str]:
+    """``command`` run through :data:`_PRELUDE` (a Python without site, so it starts fast)."""
+    return [sys.executable, "-I", "-S", "-c", _PRELUDE, str(os.getpid()), *command]
 
 
 def free_port() -> int:
@@ -94,13 +110,12 @@ class ServiceProcess:
         else:
             stdout = subprocess.PIPE
         self.process = subprocess.Popen(
-            self.command,
+            with_prelude(self.command),
             env=self.env,
             stdout=stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         if log_dir is not None:
             assert not isinstance(stdout, int)
